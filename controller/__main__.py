@@ -1,0 +1,65 @@
+"""The `modelrollout` command: `run` the operator, drive the local `sandbox`, or run the `demo`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from controller.sandbox.errors import SandboxError
+
+
+def _sandbox(args: argparse.Namespace) -> int:
+    from controller.sandbox.cluster import Sandbox, list_instances
+
+    sandbox = Sandbox(name=args.name, apiserver_port=getattr(args, "port", None))
+    if args.action == "up":
+        state = sandbox.up(install_crds=not args.no_crds)
+        print(f"sandbox {state.name} is up in {state.timings['ready_s']:.1f}s")
+        print(f"export KUBECONFIG={state.kubeconfig}")
+    elif args.action == "down":
+        sandbox.down()
+        print(f"sandbox {sandbox.name} is down")
+    elif args.action == "status":
+        names = [args.name] if args.name else list_instances()
+        statuses = [Sandbox(name=name).status() for name in names]
+        print(json.dumps(statuses, indent=2))
+        return 0 if statuses and all(status["running"] for status in statuses) else 1
+    else:  # "build"
+        from controller.sandbox.build import ensure_binaries
+
+        print(ensure_binaries())
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="modelrollout", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    sandbox = commands.add_parser("sandbox", help="the local control plane built from Go modules")
+    actions = sandbox.add_subparsers(dest="action", required=True)
+    up = actions.add_parser("up", help="build once, then start etcd, apiserver, scheduler, kwok and nodes")
+    up.add_argument("--name", default="default")
+    up.add_argument("--port", type=int, default=None, help="kube-apiserver port (default: a free one)")
+    up.add_argument("--no-crds", action="store_true", help="skip the Gateway API and Istio CRDs")
+    down = actions.add_parser("down", help="stop every process of the sandbox and delete its data")
+    down.add_argument("--name", default="default")
+    status = actions.add_parser("status", help="show whether the sandbox runs; exit 1 if not")
+    status.add_argument("--name", default=None)
+    actions.add_parser("build", help="only build and cache the binaries")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "sandbox":
+            return _sandbox(args)
+    except SandboxError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""Start and stop a local control plane: etcd, kube-apiserver, controller-manager, scheduler, kwok.
+
+kwokctl's `binary` runtime does the process management: given local binary
+paths it downloads nothing, generates the PKI, service-account keys and a
+kubeconfig, and starts each component with flags that match its version.
+We add what it lacks: a unique name and data directory per instance, a
+pre-check of the port, a guarantee that a failed start leaves no process
+behind, GPU nodes, and the Gateway API and Istio CRDs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from controller.sandbox import build, nodes, thirdparty_crds
+from controller.sandbox.errors import SandboxError
+from controller.sandbox.processes import (
+    free_port,
+    pid_alive,
+    port_is_listening,
+    read_pids,
+    require_free_port,
+    terminate,
+)
+from controller.sandbox.prometheus import PrometheusServer, running_prometheus, start_prometheus
+
+
+def instances_root() -> Path:
+    root = build.cache_root() / "sandboxes"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+@dataclass
+class SandboxState:
+    """What `up` persisted, so that `status` and `down` work from another process."""
+
+    name: str
+    directory: str
+    kubeconfig: str
+    apiserver_port: int
+    prometheus_port: int | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, directory: Path) -> SandboxState:
+        return cls(**json.loads((directory / "sandbox.json").read_text()))
+
+    def save(self) -> None:
+        (Path(self.directory) / "sandbox.json").write_text(json.dumps(asdict(self), indent=2))
+
+
+class Sandbox:
+    """One local cluster instance, named and isolated by its own directory and ports."""
+
+    def __init__(self, name: str | None = None, apiserver_port: int | None = None) -> None:
+        self.name = name or f"mr-{os.getpid()}-{secrets.token_hex(3)}"
+        self.directory = instances_root() / self.name
+        self.requested_port = apiserver_port
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.directory / "kubeconfig"
+
+    @property
+    def kwok_workdir(self) -> Path:
+        return self.directory / "kwok"
+
+    def _kwokctl(self, binaries: build.Binaries, *args: str, timeout: float = 300) -> str:
+        env = dict(os.environ, KWOK_WORKDIR=str(self.kwok_workdir))
+        result = subprocess.run(
+            [str(binaries.kwokctl), "--name", self.name, *args],
+            env=env, capture_output=True, text=True, timeout=timeout, check=False,
+        )
+        if result.returncode != 0:
+            raise SandboxError(
+                f"kwokctl {args[0]} {args[1] if len(args) > 1 else ''} failed "
+                f"(exit {result.returncode}):\n{(result.stdout + result.stderr).strip()[-1500:]}"
+            )
+        return result.stdout
+
+    def up(
+        self,
+        install_crds: bool = True,
+        node_shapes: tuple[nodes.NodeShape, ...] = nodes.DEFAULT_NODES,
+        ready_timeout: float = 120.0,
+    ) -> SandboxState:
+        """Build (once) and start the cluster; return when all nodes are Ready."""
+        binaries = build.ensure_binaries()
+        crd_files = thirdparty_crds.ensure_crd_files(build.cache_root()) if install_crds else []
+        if (self.directory / "sandbox.json").exists():
+            raise SandboxError(
+                f"sandbox {self.name!r} already exists at {self.directory}; "
+                f"run `modelrollout sandbox down --name {self.name}` first"
+            )
+        port = self.requested_port or free_port()
+        require_free_port(port, "kube-apiserver")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        state = SandboxState(
+            name=self.name, directory=str(self.directory),
+            kubeconfig=str(self.kubeconfig), apiserver_port=port,
+        )
+        started = time.monotonic()
+        try:
+            self._kwokctl(
+                binaries, "create", "cluster", "--runtime", "binary",
+                "--kubeconfig", str(self.kubeconfig),
+                "--kube-apiserver-port", str(port),
+                "--kube-apiserver-binary", str(binaries.kube_apiserver),
+                "--kube-controller-manager-binary", str(binaries.kube_controller_manager),
+                "--kube-scheduler-binary", str(binaries.kube_scheduler),
+                "--kwok-controller-binary", str(binaries.kwok),
+                "--etcd-binary", str(binaries.etcd),
+                # Test data is disposable: skipping fsync makes etcd writes far cheaper.
+                "--extra-args", "etcd=unsafe-no-fsync=true",
+                "--wait", f"{int(ready_timeout)}s",
+                timeout=ready_timeout + 60,
+            )
+            state.timings["control_plane_s"] = time.monotonic() - started
+            state.save()
+            self._create_nodes(binaries, node_shapes)
+            if crd_files:
+                self.kubectl(binaries, "apply", "--server-side", "--force-conflicts",
+                             *[arg for crd in crd_files for arg in ("-f", str(crd))])
+            self._wait_nodes_ready(binaries, len(node_shapes), ready_timeout)
+            if crd_files:
+                self.kubectl(binaries, "wait", "--for=condition=Established", "--timeout=60s",
+                             "crd/httproutes.gateway.networking.k8s.io",
+                             "crd/virtualservices.networking.istio.io",
+                             "crd/destinationrules.networking.istio.io")
+        except BaseException:
+            self._teardown(binaries)
+            raise
+        state.timings["ready_s"] = time.monotonic() - started
+        state.save()
+        return state
+
+    def kubectl(self, binaries: build.Binaries, *args: str, stdin: str | None = None) -> str:
+        result = subprocess.run(
+            [str(binaries.kubectl), "--kubeconfig", str(self.kubeconfig), *args],
+            input=stdin, capture_output=True, text=True, timeout=120, check=False,
+        )
+        if result.returncode != 0:
+            raise SandboxError(f"kubectl {' '.join(args[:3])} failed: {result.stderr.strip()[-1500:]}")
+        return result.stdout
+
+    def _create_nodes(self, binaries: build.Binaries, shapes: tuple[nodes.NodeShape, ...]) -> None:
+        manifest = {"apiVersion": "v1", "kind": "List",
+                    "items": [nodes.node_manifest(shape) for shape in shapes]}
+        self.kubectl(binaries, "apply", "-f", "-", stdin=json.dumps(manifest))
+
+    def _wait_nodes_ready(self, binaries: build.Binaries, expected: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        ready = 0
+        while time.monotonic() < deadline:
+            listing: dict[str, Any] = json.loads(self.kubectl(binaries, "get", "nodes", "-o", "json"))
+            ready = sum(
+                1 for node in listing["items"]
+                if any(c["type"] == "Ready" and c["status"] == "True"
+                       for c in node.get("status", {}).get("conditions", []))
+            )
+            if ready >= expected:
+                return
+            time.sleep(0.2)
+        raise SandboxError(f"only {ready} of {expected} nodes became Ready within {timeout:.0f}s")
+
+    def start_prometheus(
+        self, scrape_configs: list[dict[str, Any]], port: int | None = None, scrape_interval: str = "1s"
+    ) -> PrometheusServer:
+        state = SandboxState.load(self.directory)
+        server = start_prometheus(self.directory / "prometheus", scrape_configs, port, scrape_interval)
+        state.prometheus_port = server.port
+        state.save()
+        return server
+
+    def status(self) -> dict[str, Any]:
+        if not (self.directory / "sandbox.json").exists():
+            return {"name": self.name, "running": False}
+        state = SandboxState.load(self.directory)
+        pids = read_pids(self.kwok_workdir)
+        alive = [pid for pid in pids if pid_alive(pid)]
+        prometheus = (
+            running_prometheus(self.directory / "prometheus", state.prometheus_port)
+            if state.prometheus_port else None
+        )
+        return {
+            "name": self.name,
+            "running": bool(alive) and port_is_listening(state.apiserver_port),
+            "kubeconfig": state.kubeconfig,
+            "apiserver": f"https://127.0.0.1:{state.apiserver_port}",
+            "processes": len(alive),
+            "prometheus": prometheus.url if prometheus else None,
+        }
+
+    def down(self) -> None:
+        """Stop every process of this instance and delete its directory."""
+        if not self.directory.exists():
+            return
+        self._teardown(build.ensure_binaries())
+
+    def _teardown(self, binaries: build.Binaries) -> None:
+        pids = read_pids(self.kwok_workdir) + read_pids(self.directory / "prometheus")
+        # If kwokctl cannot delete, fall through: the PIDs below are ended directly.
+        with contextlib.suppress(SandboxError, subprocess.TimeoutExpired):
+            self._kwokctl(binaries, "delete", "cluster", "--kubeconfig", str(self.kubeconfig), timeout=60)
+        survivors = terminate([pid for pid in pids if pid_alive(pid)])
+        if survivors:
+            raise SandboxError(f"could not stop sandbox processes {survivors}")
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def list_instances() -> list[str]:
+    return sorted(path.name for path in instances_root().iterdir() if (path / "sandbox.json").exists())

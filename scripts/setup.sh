@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Install everything the project needs on a fresh Debian machine, then build the
+# sandbox binaries (once; later runs reuse the cache). Safe to run repeatedly.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else "$@"; fi; }
+
+if ! command -v prometheus >/dev/null 2>&1; then
+  echo "==> installing Debian's prometheus package"
+  as_root apt-get update -qq
+  # policy-rc.d keeps the package's own service from starting: the sandbox runs its own.
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "==> creating .venv"
+  python3 -m venv .venv
+fi
+stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+if [ ! -f "$stamp" ]; then
+  echo "==> installing Python packages (pinned in pyproject.toml)"
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -e '.[dev]'
+  rm -f .venv/.installed-*; touch "$stamp"
+fi
+
+echo "==> building the sandbox control plane from Go modules (cached after the first run)"
+.venv/bin/modelrollout sandbox build

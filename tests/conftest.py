@@ -1,0 +1,79 @@
+"""Shared fixtures: one real sandbox cluster per session, a fresh namespace per test.
+
+Tests that take the `sandbox` fixture fail loudly if it cannot start: they never skip.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kopf.testing import KopfRunner
+from kubernetes import client
+
+from controller.kubeclient import api_client_from_kubeconfig
+from controller.sandbox.cluster import Sandbox, SandboxState
+
+
+@pytest.fixture(scope="session")
+def sandbox_instance() -> Iterator[Sandbox]:
+    instance = Sandbox(name=f"pytest-{os.getpid()}-{secrets.token_hex(2)}")
+    instance.up()
+    try:
+        yield instance
+    finally:
+        instance.down()
+
+
+@pytest.fixture(scope="session")
+def sandbox(sandbox_instance: Sandbox) -> SandboxState:
+    state = SandboxState.load(sandbox_instance.directory)
+    # Kopf and kubectl in subprocesses find the cluster through the environment.
+    os.environ["KUBECONFIG"] = state.kubeconfig
+    return state
+
+
+@pytest.fixture(scope="session")
+def kubeconfig(sandbox: SandboxState) -> Path:
+    return Path(sandbox.kubeconfig)
+
+
+@pytest.fixture(scope="session")
+def api_client(kubeconfig: Path) -> Iterator[client.ApiClient]:
+    api = api_client_from_kubeconfig(kubeconfig)
+    try:
+        yield api
+    finally:
+        api.close()  # type: ignore[no-untyped-call]
+
+
+@pytest.fixture
+def namespace(api_client: client.ApiClient) -> Iterator[str]:
+    name = f"t-{secrets.token_hex(4)}"
+    core = client.CoreV1Api(api_client)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    try:
+        yield name
+    finally:
+        core.delete_namespace(name, propagation_policy="Background")
+
+
+@pytest.fixture
+def kopf_runner(
+    kubeconfig: Path, namespace: str
+) -> Callable[..., AbstractContextManager[Any]]:
+    """Run a Kopf operator module against the sandbox, watching only the test's namespace."""
+
+    def run(module: str, *extra: str) -> AbstractContextManager[Any]:
+        os.environ["KUBECONFIG"] = str(kubeconfig)
+        return KopfRunner(
+            ["run", "--standalone", "--namespace", namespace, "-m", module, *extra],
+            timeout=60,
+        )
+
+    return run
