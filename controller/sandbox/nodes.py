@@ -53,11 +53,5 @@ def node_manifest(shape: NodeShape) -> dict[str, Any]:
         "status": {
             "capacity": capacity,
             "allocatable": capacity,
-            "nodeInfo": {
-                "architecture": "amd64",
-                "operatingSystem": "linux",
-                "kubeletVersion": "fake",
-                "kubeProxyVersion": "fake",
-            },
         },
     }

@@ -52,11 +52,20 @@ def pid_alive(pid: int) -> bool:
 
 
 def _not_zombie(pid: int) -> bool:
+    # A Go process's leader thread can be a zombie while its other threads still
+    # hold the listening sockets, so every thread must have exited.
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
     except OSError:
         return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    for task in tasks:
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue
+        if stat.rsplit(")", 1)[1].split()[0] != "Z":
+            return True
+    return False
 
 
 def read_pids(directory: Path) -> list[int]:

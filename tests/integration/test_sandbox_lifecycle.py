@@ -57,7 +57,7 @@ def test_a_failed_start_leaves_no_orphaned_processes(sandbox: SandboxState) -> N
 
     instance._teardown = record_then_teardown  # type: ignore[method-assign]
     bad_node = NodeShape(name="broken", cpu="not-a-quantity", memory="1Gi")
-    with pytest.raises(SandboxError, match="kubectl apply failed"):
+    with pytest.raises(SandboxError, match="kubectl apply -f - failed"):
         instance.up(install_crds=False, node_shapes=(bad_node,))
     assert len(seen) >= 5, "the control plane should have started before the failure"
     assert not any(pid_alive(pid) for pid in seen)

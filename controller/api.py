@@ -1,0 +1,387 @@
+"""The ModelRollout API (rollouts.mlops.dev/v1alpha1): the single source the CRD is generated from.
+
+CRD fields are camelCase; Python names are snake_case, bridged by an alias
+generator. Spec models are frozen and forbid unknown fields. Each CEL rule in
+`x-kubernetes-validations` has a pydantic twin, so the engine rejects the same
+specs that admission rejects (a spec can predate a CRD upgrade).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
+from pydantic.alias_generators import to_camel
+
+from controller.durations import DURATION_PATTERN, parse_duration
+
+GROUP = "rollouts.mlops.dev"
+VERSION = "v1alpha1"
+KIND = "ModelRollout"
+PLURAL = "modelrollouts"
+SINGULAR = "modelrollout"
+SHORT_NAMES = ("mro",)
+
+# The annotation through which kubectl (and the plugin) asks for a manual action.
+ACTION_ANNOTATION = f"{GROUP}/action"
+ACTIONS = ("promote", "promote-full", "abort", "pause", "resume", "retry", "undo")
+
+Duration = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=32)]
+Percent = Annotated[int, Field(ge=0, le=100)]
+MAX_STEPS = 64
+
+
+def _cel(rule: str, message: str, field_path: str | None = None) -> dict[str, JsonValue]:
+    validation: dict[str, JsonValue] = {"rule": rule, "message": message}
+    if field_path:
+        validation["fieldPath"] = field_path
+    return validation
+
+
+class SpecModel(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, frozen=True, extra="forbid"
+    )
+
+
+# --- steps -----------------------------------------------------------------
+
+
+class ShadowStep(SpecModel):
+    """Mirror a share of live traffic to the candidate; responses to users still come from the stable."""
+
+    percent: Percent = 100
+    duration: Duration
+
+
+class CanaryStep(SpecModel):
+    """Send `weight` percent of live traffic to the candidate."""
+
+    weight: Percent
+    duration: Duration | None = None
+
+
+class ABTestStep(SpecModel):
+    """Split traffic and run until a statistically valid verdict, or `maxDuration`."""
+
+    weight: Percent = 50
+    max_duration: Duration
+    min_duration: Duration | None = None
+    metric: str | None = None
+    alpha: Annotated[float, Field(gt=0, lt=0.5)] = 0.05
+    minimum_detectable_effect: Annotated[float, Field(gt=0)] = 0.01
+    on_inconclusive: Literal["promote", "rollback", "pause"] = "pause"
+
+
+class PauseStep(SpecModel):
+    """A manual gate; with a duration it resumes by itself."""
+
+    duration: Duration | None = None
+
+
+STEP_KINDS = ("shadow", "canary", "abTest", "pause")
+
+
+class Step(SpecModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "[has(self.shadow), has(self.canary), has(self.abTest), has(self.pause)]"
+                    ".filter(x, x).size() == 1",
+                    "each step must set exactly one of shadow, canary, abTest or pause",
+                )
+            ]
+        }
+    )
+
+    shadow: ShadowStep | None = None
+    canary: CanaryStep | None = None
+    ab_test: ABTestStep | None = Field(default=None, alias="abTest")
+    pause: PauseStep | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Step:
+        if sum(kind is not None for kind in (self.shadow, self.canary, self.ab_test, self.pause)) != 1:
+            raise ValueError("each step must set exactly one of shadow, canary, abTest or pause")
+        return self
+
+    @property
+    def kind(self) -> str:
+        for name, value in zip(STEP_KINDS, (self.shadow, self.canary, self.ab_test, self.pause), strict=True):
+            if value is not None:
+                return name
+        raise AssertionError("validated: exactly one kind is set")
+
+    @property
+    def traffic_weight(self) -> int | None:
+        if self.canary is not None:
+            return self.canary.weight
+        if self.ab_test is not None:
+            return self.ab_test.weight
+        return None
+
+
+class Strategy(SpecModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "self.steps.filter(s, has(s.canary) || has(s.abTest))"
+                    ".map(s, has(s.canary) ? s.canary.weight : s.abTest.weight).isSorted()",
+                    "canary and abTest weights must not decrease from one step to the next",
+                    ".steps",
+                )
+            ]
+        }
+    )
+
+    steps: Annotated[list[Step], Field(min_length=1, max_length=MAX_STEPS)]
+    scale_down_delay_seconds: Annotated[int, Field(ge=0, le=7 * 24 * 3600)] = 1800
+
+    @model_validator(mode="after")
+    def _weights_never_decrease(self) -> Strategy:
+        weights = [step.traffic_weight for step in self.steps if step.traffic_weight is not None]
+        if weights != sorted(weights):
+            raise ValueError("canary and abTest weights must not decrease from one step to the next")
+        return self
+
+
+# --- routing ---------------------------------------------------------------
+
+
+class GatewayAPIRouting(SpecModel):
+    http_route: Annotated[str, Field(min_length=1, max_length=253)]
+    # The rule to manage, by name; default: the rule whose backendRefs name our Services.
+    rule_name: str | None = None
+
+
+class IstioRouting(SpecModel):
+    virtual_service: Annotated[str, Field(min_length=1, max_length=253)]
+    # The http route to manage, by name; default: the route whose destinations are our Services.
+    route_name: str | None = None
+
+
+class ReplicasRouting(SpecModel):
+    pass
+
+
+class TrafficRouting(SpecModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "[has(self.gatewayAPI), has(self.istio), has(self.replicas)].filter(x, x).size() == 1",
+                    "set exactly one routing mode: gatewayAPI, istio or replicas",
+                )
+            ]
+        }
+    )
+
+    gateway_api: GatewayAPIRouting | None = Field(default=None, alias="gatewayAPI")
+    istio: IstioRouting | None = None
+    replicas: ReplicasRouting | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> TrafficRouting:
+        if sum(mode is not None for mode in (self.gateway_api, self.istio, self.replicas)) != 1:
+            raise ValueError("set exactly one routing mode: gatewayAPI, istio or replicas")
+        return self
+
+    @property
+    def mode(self) -> Literal["gatewayAPI", "istio", "replicas"]:
+        if self.gateway_api is not None:
+            return "gatewayAPI"
+        if self.istio is not None:
+            return "istio"
+        return "replicas"
+
+
+# --- analysis --------------------------------------------------------------
+
+
+class SecretKeyRef(SpecModel):
+    name: Annotated[str, Field(min_length=1)]
+
+
+class PrometheusSource(SpecModel):
+    address: Annotated[str, Field(pattern=r"^https?://")]
+    # A Secret with optional keys: token, username, password, ca.crt.
+    secret_ref: SecretKeyRef | None = None
+
+
+class Guardrail(SpecModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel("has(self.template) != has(self.query)", "set exactly one of template or query"),
+                _cel(
+                    "has(self.max) || has(self.min) || has(self.relativeToStable)",
+                    "a guardrail needs a bound: max, min or relativeToStable",
+                ),
+            ]
+        }
+    )
+
+    name: Annotated[str, Field(min_length=1, max_length=63)]
+    template: Literal["errorRate", "latencyP99", "latencyP95", "predictionPSI"] | None = None
+    query: str | None = None
+    max: float | None = None
+    min: float | None = None
+    relative_to_stable: Annotated[float, Field(gt=0)] | None = None
+    failure_limit: Annotated[int, Field(ge=0)] = 0
+    during: list[Literal["shadow", "canary", "abTest", "pause"]] | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> Guardrail:
+        if (self.template is None) == (self.query is None):
+            raise ValueError("set exactly one of template or query")
+        if self.max is None and self.min is None and self.relative_to_stable is None:
+            raise ValueError("a guardrail needs a bound: max, min or relativeToStable")
+        return self
+
+
+class Metric(SpecModel):
+    """A named counter pair (successes over trials) an abTest step judges."""
+
+    name: Annotated[str, Field(min_length=1, max_length=63)]
+    successes: str
+    trials: str
+    higher_is_better: bool = True
+
+
+class Analysis(SpecModel):
+    prometheus: PrometheusSource | None = None
+    interval: Duration = "10s"
+    guardrails: Annotated[list[Guardrail], Field(max_length=32)] = []
+    metrics: Annotated[list[Metric], Field(max_length=32)] = []
+    # Consecutive measurement errors (or no data) before the policy acts.
+    error_limit: Annotated[int, Field(ge=1)] = 3
+    on_error: Literal["pause", "rollback"] = "pause"
+
+
+class ServicePort(SpecModel):
+    port: Annotated[int, Field(ge=1, le=65535)] = 8080
+    target_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+
+
+class ModelRolloutSpec(SpecModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "!has(self.trafficRouting.replicas) || !self.strategy.steps.exists(s, has(s.shadow))",
+                    "a shadow step mirrors traffic, which trafficRouting.replicas cannot do: "
+                    "use gatewayAPI or istio, or drop the shadow step",
+                    ".strategy.steps",
+                )
+            ]
+        }
+    )
+
+    model: Annotated[str, Field(min_length=1, max_length=63)]
+    replicas: Annotated[int, Field(ge=1, le=1000)] = 1
+    template: dict[str, Any] = Field(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+    service: ServicePort = ServicePort()
+    traffic_routing: TrafficRouting
+    strategy: Strategy
+    analysis: Analysis | None = None
+
+    @model_validator(mode="after")
+    def _shadow_needs_a_mirror(self) -> ModelRolloutSpec:
+        if self.traffic_routing.replicas is not None and any(s.shadow for s in self.strategy.steps):
+            raise ValueError("a shadow step mirrors traffic, which trafficRouting.replicas cannot do")
+        containers = self.template.get("spec", {}).get("containers")
+        if not isinstance(containers, list) or not containers:
+            raise ValueError("template.spec.containers must list at least one container")
+        return self
+
+    def step_seconds(self, index: int) -> float | None:
+        step = self.strategy.steps[index]
+        duration = (
+            step.shadow.duration if step.shadow else
+            step.canary.duration if step.canary else
+            step.ab_test.max_duration if step.ab_test else
+            step.pause.duration if step.pause else None
+        )
+        return parse_duration(duration) if duration else None
+
+
+# --- status ----------------------------------------------------------------
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    PROGRESSING = "Progressing"
+    PAUSED = "Paused"
+    COMPLETED = "Completed"
+    ROLLED_BACK = "RolledBack"
+    FAILED = "Failed"
+    DEGRADED = "Degraded"
+
+
+class ConditionType(StrEnum):
+    AVAILABLE = "Available"
+    PROGRESSING = "Progressing"
+    PAUSED = "Paused"
+    COMPLETED = "Completed"
+    ROLLED_BACK = "RolledBack"
+    INVALID_SPEC = "InvalidSpec"
+    CANDIDATE_UNSCHEDULABLE = "CandidateUnschedulable"
+
+
+class StatusModel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True, extra="ignore")
+
+
+class Condition(StatusModel):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str = ""
+    last_transition_time: str
+
+
+class Decision(StatusModel):
+    step: int
+    test: str
+    verdict: str
+    at: str
+    statistic: float | None = None
+    p_value: float | None = None
+    effect: float | None = None
+    ci: list[float] | None = None
+    samples: int | None = None
+    detail: str = ""
+
+
+MAX_DECISIONS = 20
+
+
+class ModelRolloutStatus(StatusModel):
+    phase: Phase = Phase.PENDING
+    observed_generation: int = 0
+    message: str = ""
+    stable_revision: str | None = None
+    candidate_revision: str | None = None
+    previous_stable_revision: str | None = None
+    current_step: int = 0
+    # "3/5" for `kubectl get`: printer columns can only show a field as stored.
+    step_label: str = ""
+    step_started_at: str | None = None
+    canary_weight: int = 0
+    mirror_percent: int = 0
+    verdict: str | None = None
+    # A manual action taken from the annotation, applied by the next reconcile.
+    pending_action: str | None = None
+    last_action: str | None = None
+    # Why the rollout is paused: "user", "step" (a pause step) or "analysis"; None when not paused.
+    pause_reason: str | None = None
+    candidate_ready: bool = False
+    scale_down_at: str | None = None
+    conditions: list[Condition] = []
+    analysis: dict[str, Any] = Field(
+        default_factory=dict, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
+    )
+    decisions: Annotated[list[Decision], Field(max_length=MAX_DECISIONS)] = []

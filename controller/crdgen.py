@@ -1,0 +1,166 @@
+"""Generate the ModelRollout CRD from the pydantic models in api.py.
+
+Pydantic emits JSON Schema 2020-12; a CRD wants a structural OpenAPI v3.0
+schema: no $ref, no anyOf-with-null, no titles, no `additionalProperties: false`,
+boolean exclusive bounds. `python -m controller.crdgen` rewrites crds/.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from controller import api
+
+CRD_PATH = Path(__file__).resolve().parent.parent / "crds" / f"{api.PLURAL}.{api.GROUP}.yaml"
+
+# The pod template is a full PodTemplateSpec; the apiserver validates it when the
+# operator creates the Deployment. Admission only checks that a container exists.
+TEMPLATE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["spec"],
+    "x-kubernetes-preserve-unknown-fields": True,
+    "properties": {
+        "metadata": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+        "spec": {
+            "type": "object",
+            "required": ["containers"],
+            "x-kubernetes-preserve-unknown-fields": True,
+            "properties": {
+                "containers": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                }
+            },
+        },
+    },
+}
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _drop_none(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return [_drop_none(item) for item in value]
+    return value
+
+
+def _structural(node: Any, defs: dict[str, Any]) -> Any:  # noqa: PLR0912 - one flat rewrite table
+    if isinstance(node, list):
+        return [_structural(item, defs) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        target = defs[node["$ref"].rsplit("/", 1)[1]]
+        merged = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+        return _structural(merged, defs)
+    if "anyOf" in node:
+        variants = [variant for variant in node["anyOf"] if variant.get("type") != "null"]
+        rest = {k: v for k, v in node.items() if k != "anyOf"}
+        if len(variants) == 1:
+            return _structural({**variants[0], **rest}, defs)
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in ("title", "$defs") and not isinstance(value, dict):
+            continue
+        if key == "additionalProperties" and value is False:
+            continue
+        if key == "additionalProperties" and value is True:
+            out["x-kubernetes-preserve-unknown-fields"] = True
+            continue
+        if key == "default":
+            if value is None:
+                continue
+            out[key] = _drop_none(value)
+            continue
+        if key == "exclusiveMinimum":
+            out["minimum"], out["exclusiveMinimum"] = value, True
+            continue
+        if key == "exclusiveMaximum":
+            out["maximum"], out["exclusiveMaximum"] = value, True
+            continue
+        if key == "properties":
+            out[key] = {name: _structural(prop, defs) for name, prop in value.items()}
+            continue
+        out[key] = _structural(value, defs)
+    if "enum" in out and "type" not in out:
+        out["type"] = "string"
+    return out
+
+
+def _schema(model: type[BaseModel]) -> dict[str, Any]:
+    raw = model.model_json_schema(by_alias=True, mode="validation")
+    structural: dict[str, Any] = _structural(raw, raw.get("$defs", {}))
+    structural.pop("$defs", None)
+    return structural
+
+
+def crd() -> dict[str, Any]:
+    spec = _schema(api.ModelRolloutSpec)
+    spec["properties"]["template"] = TEMPLATE_SCHEMA
+    spec["description"] = "What to roll out, how traffic moves, and how the candidate is judged."
+    status = _schema(api.ModelRolloutStatus)
+    status["properties"]["conditions"].update(
+        {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}
+    )
+    columns = [
+        ("Phase", "string", ".status.phase"),
+        ("Step", "string", ".status.stepLabel"),
+        ("Weight", "integer", ".status.canaryWeight"),
+        ("Mirror", "integer", ".status.mirrorPercent"),
+        ("Verdict", "string", ".status.verdict"),
+        ("Age", "date", ".metadata.creationTimestamp"),
+    ]
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{api.PLURAL}.{api.GROUP}"},
+        "spec": {
+            "group": api.GROUP,
+            "names": {
+                "kind": api.KIND,
+                "listKind": f"{api.KIND}List",
+                "plural": api.PLURAL,
+                "singular": api.SINGULAR,
+                "shortNames": list(api.SHORT_NAMES),
+                "categories": ["all", "mlops"],
+            },
+            "scope": "Namespaced",
+            "versions": [{
+                "name": api.VERSION,
+                "served": True,
+                "storage": True,
+                "subresources": {"status": {}},
+                "additionalPrinterColumns": [
+                    {"name": name, "type": kind, "jsonPath": path} for name, kind, path in columns
+                ],
+                "schema": {"openAPIV3Schema": {
+                    "type": "object",
+                    "required": ["spec"],
+                    "properties": {
+                        "apiVersion": {"type": "string"},
+                        "kind": {"type": "string"},
+                        "metadata": {"type": "object"},
+                        "spec": spec,
+                        "status": status,
+                    },
+                }},
+            }],
+        },
+    }
+
+
+def render() -> str:
+    header = "# Generated from controller/api.py by `python -m controller.crdgen`. Do not edit.\n"
+    return header + yaml.safe_dump(crd(), sort_keys=False, width=120)
+
+
+if __name__ == "__main__":
+    CRD_PATH.parent.mkdir(exist_ok=True)
+    CRD_PATH.write_text(render())
+    print(f"wrote {CRD_PATH}", file=sys.stderr)

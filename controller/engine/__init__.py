@@ -1,0 +1,31 @@
+"""The rollout state machine, pure: (spec, status, observations, now) -> (actions, new status).
+
+Nothing here imports kopf, kubernetes or httpx; an import-linter contract enforces it.
+"""
+
+from controller.engine.actions import (
+    Action,
+    DeleteRevision,
+    EmitEvent,
+    EnsureRevision,
+    ScaleRevision,
+    SelectServices,
+    SetRoute,
+)
+from controller.engine.machine import Transition, invalid_spec, reconcile
+from controller.engine.observations import AnalysisSignal, Observations
+
+__all__ = [
+    "Action",
+    "AnalysisSignal",
+    "DeleteRevision",
+    "EmitEvent",
+    "EnsureRevision",
+    "Observations",
+    "ScaleRevision",
+    "SelectServices",
+    "SetRoute",
+    "Transition",
+    "invalid_spec",
+    "reconcile",
+]

@@ -1,0 +1,53 @@
+"""What the engine asks the I/O layer to do. Every action is an idempotent 'make it so'."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class EnsureRevision:
+    """The Deployment for `revision` exists, from the current spec template, with `replicas`."""
+
+    revision: str
+    replicas: int
+
+
+@dataclass(frozen=True)
+class ScaleRevision:
+    """An existing revision's Deployment runs `replicas` (its template may no longer be in the spec)."""
+
+    revision: str
+    replicas: int
+
+
+@dataclass(frozen=True)
+class DeleteRevision:
+    revision: str
+
+
+@dataclass(frozen=True)
+class SelectServices:
+    """The -stable and -candidate Services select these revisions' pods."""
+
+    stable: str
+    candidate: str
+
+
+@dataclass(frozen=True)
+class SetRoute:
+    """`weight` percent of live traffic to the candidate Service, `mirror` percent mirrored to it."""
+
+    weight: int
+    mirror: int
+
+
+@dataclass(frozen=True)
+class EmitEvent:
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+Action = EnsureRevision | ScaleRevision | DeleteRevision | SelectServices | SetRoute | EmitEvent

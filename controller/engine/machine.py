@@ -1,0 +1,458 @@
+"""The rollout state machine.
+
+`reconcile` is level-triggered: every call returns the whole desired traffic
+state (services and route) for the status it produces, so re-running it after
+a crash converges the world instead of repeating a step. Transitions that move
+traffic between revisions emit an ordered action list in which every
+intermediate state serves a single, known revision.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from controller.api import (
+    ConditionType,
+    ModelRolloutSpec,
+    ModelRolloutStatus,
+    Phase,
+)
+from controller.durations import parse_duration
+from controller.engine.actions import (
+    Action,
+    DeleteRevision,
+    EmitEvent,
+    EnsureRevision,
+    ScaleRevision,
+    SelectServices,
+    SetRoute,
+)
+from controller.engine.conditions import set_condition
+from controller.engine.observations import Observations
+from controller.engine.routes import route_for_step
+
+
+@dataclass(frozen=True)
+class Transition:
+    actions: list[Action]
+    status: ModelRolloutStatus
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse(stamp: str) -> datetime:
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+@dataclass
+class _Draft:
+    """A mutable working copy of the status plus the actions gathered so far."""
+
+    spec: ModelRolloutSpec
+    status: ModelRolloutStatus
+    now: datetime
+    updates: dict[str, Any] = field(default_factory=dict)
+    actions: list[Action] = field(default_factory=list)
+
+    def get(self, name: str) -> Any:
+        return self.updates[name] if name in self.updates else getattr(self.status, name)
+
+    def set(self, **values: Any) -> None:
+        self.updates.update(values)
+
+    def condition(self, type_: ConditionType, status: bool, reason: str, message: str = "") -> None:
+        conditions = set_condition(
+            self.get("conditions"), type_.value, "True" if status else "False", reason, message, _iso(self.now)
+        )
+        self.set(conditions=conditions)
+
+    def event(self, reason: str, message: str, warning: bool = False) -> None:
+        self.actions.append(EmitEvent("Warning" if warning else "Normal", reason, message))
+
+    def route(self, weight: int, mirror: int) -> None:
+        self.actions.append(SetRoute(weight, mirror))
+        self.set(canary_weight=weight, mirror_percent=mirror)
+
+    def finish(self, generation: int) -> Transition:
+        steps = len(self.spec.strategy.steps)
+        candidate = self.get("candidate_revision")
+        phase = self.get("phase")
+        if candidate and phase in (Phase.PROGRESSING, Phase.PAUSED):
+            label = f"{min(self.get('current_step') + 1, steps)}/{steps}"
+        elif phase == Phase.COMPLETED and self.get("previous_stable_revision"):
+            label = f"{steps}/{steps}"
+        else:
+            label = ""
+        self.set(observed_generation=generation, step_label=label)
+        return Transition(self.actions, self.status.model_copy(update=self.updates))
+
+
+def reconcile(
+    spec: ModelRolloutSpec,
+    generation: int,
+    status: ModelRolloutStatus,
+    observations: Observations,
+    now: datetime,
+) -> Transition:
+    """One reconcile: the actions to take and the status to record after taking them."""
+    draft = _Draft(spec, status, now)
+    revision = observations.template_revision
+    if status.stable_revision is None:
+        _initial_deploy(draft, revision, observations)
+        return draft.finish(generation)
+
+    action = status.pending_action
+    draft.set(pending_action=None)
+    if action:
+        draft.set(last_action=action)
+
+    candidate = status.candidate_revision
+    if revision == status.stable_revision and candidate is not None:
+        _cancel_candidate(draft, "the template matches the stable revision again")
+    elif revision not in (status.stable_revision, candidate):
+        _start_rollout(draft, revision)
+    elif action:
+        _apply_action(draft, action, observations)
+
+    if draft.get("candidate_revision") and draft.get("phase") in (Phase.PROGRESSING, Phase.PAUSED):
+        _progress(draft, observations)
+    elif draft.get("candidate_revision") is None:
+        _steady_state(draft)
+    else:
+        _rolled_back_state(draft)
+    return draft.finish(generation)
+
+
+def invalid_spec(status: ModelRolloutStatus, generation: int, message: str, now: datetime) -> Transition:
+    """An invalid spec changes nothing in the cluster: traffic stays exactly where it was."""
+    conditions = set_condition(status.conditions, ConditionType.INVALID_SPEC.value, "True",
+                               "InvalidSpec", message, _iso(now))
+    new_status = status.model_copy(update={
+        "conditions": conditions, "message": f"invalid spec: {message}", "observed_generation": generation,
+    })
+    event = EmitEvent("Warning", "InvalidSpec", message)
+    return Transition([event] if status.message != new_status.message else [], new_status)
+
+
+# --- transitions -----------------------------------------------------------
+
+
+def _initial_deploy(draft: _Draft, revision: str, observations: Observations) -> None:
+    """No stable yet: the first template becomes the stable directly, as Argo does."""
+    draft.actions += [
+        EnsureRevision(revision, draft.spec.replicas),
+        SelectServices(stable=revision, candidate=revision),
+    ]
+    draft.route(0, 0)
+    draft.set(stable_revision=revision)
+    draft.condition(ConditionType.INVALID_SPEC, False, "Valid")
+    if observations.stable_ready:
+        draft.set(phase=Phase.COMPLETED, message=f"revision {revision} serves all traffic")
+        draft.condition(ConditionType.AVAILABLE, True, "StableReady", f"revision {revision} is ready")
+        draft.condition(ConditionType.PROGRESSING, False, "Deployed")
+        draft.event("Deployed", f"first revision {revision} is ready and serves all traffic")
+    else:
+        draft.set(phase=Phase.PROGRESSING, message=f"waiting for revision {revision} to become ready")
+        draft.condition(ConditionType.AVAILABLE, False, "StableNotReady", "waiting for replicas")
+        draft.condition(ConditionType.PROGRESSING, True, "Deploying")
+
+
+def _start_rollout(draft: _Draft, revision: str) -> None:
+    old_candidate = draft.get("candidate_revision")
+    stable = draft.get("stable_revision")
+    # The warm standby and any earlier candidate free their GPUs for the new one.
+    for leftover in {old_candidate, draft.get("previous_stable_revision")} - {None, stable}:
+        draft.actions.append(DeleteRevision(leftover))
+    restarted = old_candidate is not None and draft.get("phase") in (Phase.PROGRESSING, Phase.PAUSED)
+    # Back to 100% stable before the candidate Service selects the new revision.
+    draft.route(0, 0)
+    draft.set(
+        candidate_revision=revision, previous_stable_revision=None, scale_down_at=None,
+        current_step=0, step_started_at=None, phase=Phase.PROGRESSING, pause_reason=None,
+        verdict=None, candidate_ready=False, analysis={}, decisions=[],
+        message=f"rolling out revision {revision}",
+    )
+    draft.condition(ConditionType.PROGRESSING, True, "RolloutStarted", f"candidate {revision}")
+    draft.condition(ConditionType.COMPLETED, False, "RolloutStarted")
+    draft.condition(ConditionType.ROLLED_BACK, False, "RolloutStarted")
+    draft.condition(ConditionType.PAUSED, False, "RolloutStarted")
+    draft.condition(ConditionType.INVALID_SPEC, False, "Valid")
+    if restarted:
+        draft.event("RolloutRestarted",
+                    f"template changed during the rollout; restarting from stable {stable} with {revision}")
+    else:
+        draft.event("RolloutStarted", f"rolling out {revision} beside stable {stable}")
+
+
+def _cancel_candidate(draft: _Draft, why: str) -> None:
+    candidate = draft.get("candidate_revision")
+    stable = draft.get("stable_revision")
+    draft.route(0, 0)
+    draft.actions += [SelectServices(stable=stable, candidate=stable), DeleteRevision(candidate)]
+    draft.set(candidate_revision=None, phase=Phase.COMPLETED, pause_reason=None, step_started_at=None,
+              message=f"{why}; candidate {candidate} removed")
+    draft.condition(ConditionType.PROGRESSING, False, "CandidateRemoved", why)
+    draft.condition(ConditionType.PAUSED, False, "CandidateRemoved")
+    draft.event("CandidateRemoved", f"{why}; candidate {candidate} removed")
+
+
+def _apply_action(draft: _Draft, action: str, observations: Observations) -> None:
+    phase = draft.get("phase")
+    in_flight = draft.get("candidate_revision") is not None and phase in (Phase.PROGRESSING, Phase.PAUSED)
+    aborted = draft.get("candidate_revision") is not None and phase == Phase.ROLLED_BACK
+    if action == "abort" and in_flight:
+        _roll_back(draft, "Aborted", "aborted by the user")
+    elif action == "pause" and in_flight:
+        draft.set(pause_reason="user")
+        draft.event("Paused", "paused by the user")
+    elif action == "resume" and in_flight and draft.get("pause_reason"):
+        if draft.get("pause_reason") == "step":
+            _advance(draft, "resumed by the user")
+        draft.set(pause_reason=None)
+        draft.event("Resumed", "resumed by the user")
+    elif action == "promote" and in_flight:
+        draft.set(pause_reason=None)
+        _advance(draft, "promoted by the user")
+    elif action == "promote-full" and in_flight:
+        draft.set(pause_reason=None, current_step=len(draft.spec.strategy.steps))
+        draft.event("PromotedFull", "promoted by the user past all remaining steps")
+    elif action == "retry" and aborted:
+        draft.set(phase=Phase.PROGRESSING, current_step=0, step_started_at=None, pause_reason=None,
+                  verdict=None, candidate_ready=False, message="retrying the rollout from the first step")
+        draft.condition(ConditionType.ROLLED_BACK, False, "Retried")
+        draft.condition(ConditionType.PROGRESSING, True, "Retried")
+        draft.event("Retried", f"retrying candidate {draft.get('candidate_revision')} from the first step")
+    elif action == "undo" and phase == Phase.COMPLETED and draft.get("previous_stable_revision"):
+        _undo(draft)
+    else:
+        draft.event("ActionIgnored", f"{action!r} does not apply while the rollout is {phase}", warning=True)
+
+
+def _roll_back(draft: _Draft, reason: str, why: str) -> None:
+    """One route write back to 100% stable and no mirror; the candidate then stops."""
+    draft.route(0, 0)
+    draft.actions.append(ScaleRevision(draft.get("candidate_revision"), 0))
+    draft.set(phase=Phase.ROLLED_BACK, pause_reason=None, step_started_at=None, candidate_ready=False,
+              message=f"rolled back: {why}")
+    draft.condition(ConditionType.ROLLED_BACK, True, reason, why)
+    draft.condition(ConditionType.PROGRESSING, False, reason, why)
+    draft.condition(ConditionType.PAUSED, False, reason)
+    draft.event("RolledBack", f"{why}; all traffic is back on stable {draft.get('stable_revision')}", warning=True)
+
+
+def _undo(draft: _Draft) -> None:
+    """Within the keep-warm window: the old model is still loaded behind the -candidate Service."""
+    undone = draft.get("stable_revision")
+    previous = draft.get("previous_stable_revision")
+    # First write moves all traffic to the warm old model; the rest only renames roles,
+    # and in each intermediate state every Service with weight selects `previous`.
+    draft.route(100, 0)
+    draft.actions.append(SelectServices(stable=previous, candidate=previous))
+    draft.route(0, 0)
+    draft.actions += [SelectServices(stable=previous, candidate=undone), ScaleRevision(undone, 0)]
+    draft.set(stable_revision=previous, candidate_revision=undone, previous_stable_revision=None,
+              scale_down_at=None, phase=Phase.ROLLED_BACK, message=f"undone: back on {previous}")
+    draft.condition(ConditionType.ROLLED_BACK, True, "Undone", f"{undone} undone; {previous} serves all traffic")
+    draft.condition(ConditionType.COMPLETED, False, "Undone")
+    draft.event("Undone", f"undo: {previous} serves all traffic again; {undone} stopped", warning=True)
+
+
+def _advance(draft: _Draft, why: str) -> None:
+    step = draft.get("current_step")
+    draft.set(current_step=step + 1, step_started_at=None)
+    draft.event("StepCompleted", f"step {step + 1}/{len(draft.spec.strategy.steps)} completed: {why}")
+
+
+def _complete(draft: _Draft) -> None:
+    old = draft.get("stable_revision")
+    new = draft.get("candidate_revision")
+    delay = draft.spec.strategy.scale_down_delay_seconds
+    # Every intermediate state serves only `new`: all traffic to it, then the stable
+    # Service follows, then the route returns to the stable Service.
+    draft.route(100, 0)
+    draft.actions.append(SelectServices(stable=new, candidate=new))
+    draft.route(0, 0)
+    keep_warm = draft.spec.traffic_routing.replicas is None and delay > 0
+    if keep_warm:
+        draft.actions.append(SelectServices(stable=new, candidate=old))
+        draft.set(previous_stable_revision=old, scale_down_at=_iso(draft.now + timedelta(seconds=delay)))
+    else:
+        # Without a router every running pod takes traffic, so the old model cannot wait warm.
+        draft.actions.append(DeleteRevision(old))
+        draft.set(previous_stable_revision=None, scale_down_at=None)
+    draft.set(stable_revision=new, candidate_revision=None, phase=Phase.COMPLETED, pause_reason=None,
+              step_started_at=None, current_step=len(draft.spec.strategy.steps),
+              message=f"revision {new} promoted" + (f"; {old} stays warm for {delay}s" if keep_warm else ""))
+    draft.condition(ConditionType.COMPLETED, True, "RolloutCompleted", f"{new} promoted")
+    draft.condition(ConditionType.PROGRESSING, False, "RolloutCompleted")
+    draft.condition(ConditionType.PAUSED, False, "RolloutCompleted")
+    draft.event("Promoted", f"revision {new} is the stable; {old} " +
+                ("stays warm for undo" if keep_warm else "is removed"))
+
+
+# --- per-state reconciliation ----------------------------------------------
+
+
+def _steady_state(draft: _Draft) -> None:
+    stable = draft.get("stable_revision")
+    previous = draft.get("previous_stable_revision")
+    draft.actions.append(ScaleRevision(stable, draft.spec.replicas))
+    due = draft.get("scale_down_at")
+    if previous and due and draft.now >= _parse(due):
+        draft.actions += [SelectServices(stable=stable, candidate=stable), DeleteRevision(previous)]
+        draft.set(previous_stable_revision=None, scale_down_at=None)
+        draft.event("ScaledDown", f"keep-warm window over: old revision {previous} removed")
+        previous = None
+    draft.actions.append(SelectServices(stable=stable, candidate=previous or stable))
+    draft.route(0, 0)
+
+
+def _rolled_back_state(draft: _Draft) -> None:
+    stable = draft.get("stable_revision")
+    draft.actions += [
+        ScaleRevision(stable, draft.spec.replicas),
+        SelectServices(stable=stable, candidate=draft.get("candidate_revision")),
+        ScaleRevision(draft.get("candidate_revision"), 0),
+    ]
+    draft.route(0, 0)
+
+
+def _progress(draft: _Draft, observations: Observations) -> None:
+    spec = draft.spec
+    stable = draft.get("stable_revision")
+    candidate = draft.get("candidate_revision")
+    draft.actions += [
+        ScaleRevision(stable, spec.replicas),
+        EnsureRevision(candidate, spec.replicas),
+        SelectServices(stable=stable, candidate=candidate),
+    ]
+    if draft.get("current_step") >= len(spec.strategy.steps):
+        if observations.candidate_ready:
+            _complete(draft)
+        else:
+            _hold_for_readiness(draft, observations)
+        return
+    if not observations.candidate_ready:
+        _hold_for_readiness(draft, observations)
+        return
+    if not draft.get("candidate_ready"):
+        draft.set(candidate_ready=True)
+        draft.condition(ConditionType.CANDIDATE_UNSCHEDULABLE, False, "Scheduled")
+        draft.event("CandidateReady", f"all {spec.replicas} candidate replicas are ready")
+
+    signal = observations.analysis
+    if signal is not None and signal.verdict == "fail":
+        _roll_back(draft, "AnalysisFailed", signal.reason)
+        return
+    if signal is not None and signal.verdict == "error":
+        if spec.analysis is not None and spec.analysis.on_error == "rollback":
+            _roll_back(draft, "AnalysisError", signal.reason)
+            return
+        if draft.get("pause_reason") is None:
+            draft.set(pause_reason="analysis")
+            draft.event("AnalysisError", f"paused: {signal.reason}", warning=True)
+
+    if draft.get("step_started_at") is None:
+        draft.set(step_started_at=_iso(draft.now))
+        index = draft.get("current_step")
+        draft.event("StepStarted", f"step {index + 1}/{len(spec.strategy.steps)}: "
+                    f"{spec.strategy.steps[index].kind}")
+    _run_step(draft, observations)
+
+
+def _hold_for_readiness(draft: _Draft, observations: Observations) -> None:
+    """No traffic reaches a candidate that is not fully ready; the step clock restarts later."""
+    draft.route(0, 0)
+    draft.set(candidate_ready=False, step_started_at=None)
+    reason = observations.candidate_unschedulable
+    if reason:
+        message = f"candidate pods cannot be scheduled: {reason}"
+        draft.condition(ConditionType.CANDIDATE_UNSCHEDULABLE, True, "Unschedulable", reason)
+        if draft.get("message") != message:
+            draft.event("CandidateUnschedulable", message, warning=True)
+    else:
+        message = "waiting for all candidate replicas to be ready"
+        draft.condition(ConditionType.CANDIDATE_UNSCHEDULABLE, False, "Scheduled")
+    draft.set(message=message)
+
+
+def _run_step(draft: _Draft, observations: Observations) -> None:
+    spec = draft.spec
+    index = draft.get("current_step")
+    step = spec.strategy.steps[index]
+    weight, mirror = route_for_step(spec.strategy.steps, index)
+    draft.route(weight, mirror)
+    elapsed = (draft.now - _parse(draft.get("step_started_at"))).total_seconds()
+    duration = spec.step_seconds(index)
+    signal = observations.analysis
+
+    if step.pause is not None and duration is None and draft.get("pause_reason") is None:
+        draft.set(pause_reason="step")
+    if draft.get("pause_reason"):
+        reason = draft.get("pause_reason")
+        draft.set(phase=Phase.PAUSED, message=f"paused ({reason}) at step {index + 1}")
+        draft.condition(ConditionType.PAUSED, True, {"user": "PausedByUser", "step": "PauseStep",
+                                                     "analysis": "AnalysisError"}.get(reason, "Paused"))
+        return
+    draft.set(phase=Phase.PROGRESSING)
+    draft.condition(ConditionType.PAUSED, False, "Running")
+
+    if signal is not None and signal.verdict == "hold":
+        draft.set(message=f"step {index + 1} held: {signal.reason}")
+        return
+    if step.ab_test is not None:
+        _run_ab_step(draft, elapsed, observations)
+        return
+    if duration is None or elapsed >= duration:
+        _advance(draft, f"{step.kind} ran {elapsed:.0f}s")
+        _after_advance(draft, observations)
+    else:
+        draft.set(message=f"step {index + 1}/{len(spec.strategy.steps)} {step.kind}: "
+                          f"{duration - elapsed:.0f}s left")
+
+
+def _run_ab_step(draft: _Draft, elapsed: float, observations: Observations) -> None:
+    index = draft.get("current_step")
+    ab = draft.spec.strategy.steps[index].ab_test
+    assert ab is not None
+    verdict = observations.analysis.ab_verdict if observations.analysis else None
+    long_enough = elapsed >= (parse_duration(ab.min_duration) if ab.min_duration else 0.0)
+    maximum = draft.spec.step_seconds(index) or 0.0
+    if verdict == "candidate_worse":
+        draft.set(verdict="CandidateWorse")
+        _roll_back(draft, "CandidateWorse", f"A/B test: candidate is worse on {ab.metric}")
+    elif verdict in ("candidate_better", "no_difference") and long_enough:
+        draft.set(verdict="CandidateBetter" if verdict == "candidate_better" else "NoDifference")
+        _advance(draft, f"A/B verdict {verdict}")
+        _after_advance(draft, observations)
+    elif elapsed >= maximum:
+        if ab.metric is None or ab.on_inconclusive == "promote":
+            # Without a metric the step is a timed split, as until analysis lands.
+            draft.set(verdict="Inconclusive" if ab.metric else draft.get("verdict"))
+            _advance(draft, f"abTest reached maxDuration {ab.max_duration}")
+            _after_advance(draft, observations)
+        elif ab.on_inconclusive == "rollback":
+            draft.set(verdict="Inconclusive")
+            _roll_back(draft, "Inconclusive", f"A/B test inconclusive after {ab.max_duration}")
+        else:
+            draft.set(verdict="Inconclusive", pause_reason="step", phase=Phase.PAUSED,
+                      message=f"A/B test inconclusive after {ab.max_duration}; promote or abort")
+            draft.condition(ConditionType.PAUSED, True, "Inconclusive", "A/B test inconclusive")
+    else:
+        draft.set(message=f"step {index + 1} abTest: {maximum - elapsed:.0f}s left at most")
+
+
+def _after_advance(draft: _Draft, observations: Observations) -> None:
+    """Start the next step right away (a step without duration passes at once), or complete."""
+    index = draft.get("current_step")
+    steps = draft.spec.strategy.steps
+    if index >= len(steps):
+        _complete(draft)
+        return
+    draft.set(step_started_at=_iso(draft.now))
+    draft.event("StepStarted", f"step {index + 1}/{len(steps)}: {steps[index].kind}")
+    _run_step(draft, observations)

@@ -1,0 +1,30 @@
+"""What the I/O layer saw of the world, handed to the engine as plain values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+# The analysis hook: observations in, verdict out.
+#   pass: nothing wrong;  fail: a guardrail breached -> roll back;
+#   hold: do not advance yet (e.g. drift in shadow);  error: measurements failing past the limit;
+#   For abTest steps `ab_verdict` carries the statistical verdict of the step's metric.
+AnalysisVerdict = Literal["pass", "fail", "hold", "error"]
+ABVerdict = Literal["candidate_better", "candidate_worse", "no_difference", "inconclusive", "no_data"]
+
+
+@dataclass(frozen=True)
+class AnalysisSignal:
+    verdict: AnalysisVerdict
+    reason: str = ""
+    ab_verdict: ABVerdict | None = None
+
+
+@dataclass(frozen=True)
+class Observations:
+    template_revision: str
+    stable_ready: bool = True
+    candidate_ready: bool = False
+    # The scheduler's message when candidate pods are stuck Pending (e.g. "Insufficient nvidia.com/gpu").
+    candidate_unschedulable: str | None = None
+    analysis: AnalysisSignal | None = None

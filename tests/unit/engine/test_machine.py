@@ -1,0 +1,255 @@
+"""The rollout state machine, step by step, without a cluster."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from controller.api import Phase
+from controller.engine import AnalysisSignal, DeleteRevision, SelectServices, SetRoute
+from tests.unit.engine.world import World, deployed, make_spec
+
+STEPS: list[dict[str, Any]] = [
+    {"shadow": {"percent": 100, "duration": "30s"}},
+    {"canary": {"weight": 5, "duration": "60s"}},
+    {"canary": {"weight": 25, "duration": "60s"}},
+    {"pause": {}},
+    {"abTest": {"weight": 50, "maxDuration": "120s"}},
+]
+
+
+def started(steps: list[dict[str, Any]] = STEPS, **kw: Any) -> World:
+    world = deployed(World(make_spec(steps, **kw)))
+    world.new_template("rev2")
+    world.step()
+    return world
+
+
+def test_first_template_becomes_stable_without_steps() -> None:
+    world = World(make_spec(STEPS))
+    world.step()
+    assert world.status.phase == Phase.COMPLETED
+    assert world.status.stable_revision == "rev1"
+    assert world.deployments == {"rev1": 2}
+    assert world.route == (0, 0)
+    assert "Deployed" in world.reasons()
+
+
+def test_full_rollout_walks_every_step_then_promotes() -> None:
+    world = started()
+    assert world.status.phase == Phase.PROGRESSING
+    assert world.status.candidate_revision == "rev2"
+    assert world.route == (0, 100), "shadow mirrors and routes nothing"
+    assert world.status.step_label == "1/5"
+
+    world.step(31)
+    assert world.route == (5, 0)
+    assert world.status.current_step == 1
+    world.step(61)
+    assert world.route == (25, 0)
+    world.step(61)
+    assert world.status.phase == Phase.PAUSED
+    assert world.route == (25, 0), "a pause holds the previous weight"
+    world.step(3600)
+    assert world.status.phase == Phase.PAUSED, "a pause without duration waits for a human"
+
+    world.act("promote")
+    assert world.route == (50, 0)
+    assert world.status.current_step == 4
+    world.step(121)
+    assert world.status.phase == Phase.COMPLETED
+    assert world.status.stable_revision == "rev2"
+    assert world.status.previous_stable_revision == "rev1"
+    assert world.services == ("rev2", "rev1"), "old model stays warm behind the -candidate Service"
+    assert world.route == (0, 0)
+    assert world.deployments == {"rev1": 2, "rev2": 2}
+    assert world.status.step_label == "5/5"
+
+
+def test_promotion_moves_traffic_through_states_that_serve_only_the_new_revision() -> None:
+    world = started([{"canary": {"weight": 30, "duration": "10s"}}])
+    world.history.clear()
+    world.step(11)
+    moves = [a for a in world.history if isinstance(a, SetRoute | SelectServices)]
+    served = []
+    services = ("rev1", "rev2")
+    for action in moves:
+        if isinstance(action, SelectServices):
+            services = (action.stable, action.candidate)
+            continue
+        stable_svc, candidate_svc = services
+        served.append({stable_svc} if action.weight == 0 else
+                      {candidate_svc} if action.weight == 100 else {stable_svc, candidate_svc})
+    assert served[-2:] == [{"rev2"}, {"rev2"}]
+
+
+def test_no_traffic_until_candidate_is_ready_and_unschedulable_is_surfaced() -> None:
+    world = deployed(World(make_spec(STEPS)))
+    world.candidate_ready = False
+    world.unschedulable = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
+    world.new_template("rev2")
+    world.step()
+    world.step(600)
+    assert world.route == (0, 0)
+    assert world.status.current_step == 0
+    condition = next(c for c in world.status.conditions if c.type == "CandidateUnschedulable")
+    assert condition.status == "True"
+    assert "Insufficient nvidia.com/gpu" in condition.message
+    assert world.reasons().count("CandidateUnschedulable") == 1, "one event, not one per reconcile"
+
+    world.candidate_ready, world.unschedulable = True, None
+    world.step()
+    assert world.route == (0, 100)
+    assert next(c for c in world.status.conditions if c.type == "CandidateUnschedulable").status == "False"
+
+
+def test_abort_is_one_route_write_back_to_stable_and_retry_restarts() -> None:
+    world = started()
+    world.step(31)
+    world.history.clear()
+    world.act("abort")
+    routes = [a for a in world.history if isinstance(a, SetRoute)]
+    assert routes[0] == SetRoute(0, 0)
+    assert world.status.phase == Phase.ROLLED_BACK
+    assert world.deployments["rev1"] == 2, "stable untouched"
+    assert world.deployments["rev2"] == 0
+    assert any(c.type == "RolledBack" and c.status == "True" for c in world.status.conditions)
+
+    world.step(3600)
+    assert world.status.phase == Phase.ROLLED_BACK, "an aborted template is not rolled out again by itself"
+    world.act("retry")
+    assert world.status.phase == Phase.PROGRESSING
+    assert world.status.current_step == 0
+    assert world.route == (0, 100)
+
+
+def test_pause_and_resume_hold_the_current_step() -> None:
+    world = started()
+    world.step(31)
+    world.act("pause")
+    assert world.status.phase == Phase.PAUSED
+    world.step(600)
+    assert world.status.current_step == 1
+    assert world.route == (5, 0)
+    world.act("resume")
+    assert world.status.phase == Phase.PROGRESSING
+    assert world.status.current_step == 2, "the step's time had already run out"
+
+
+def test_promote_full_skips_the_remaining_steps() -> None:
+    world = started()
+    world.act("promote-full")
+    assert world.status.phase == Phase.COMPLETED
+    assert world.status.stable_revision == "rev2"
+
+
+def test_undo_within_the_window_is_first_a_single_route_write() -> None:
+    world = started([{"canary": {"weight": 50, "duration": "10s"}}], scaleDownDelaySeconds=600)
+    world.step(11)
+    assert world.status.phase == Phase.COMPLETED
+    world.history.clear()
+    world.act("undo")
+    assert world.history[0] == SetRoute(100, 0), "the warm old model takes all traffic at once"
+    assert world.services == ("rev1", "rev2")
+    assert world.route == (0, 0)
+    assert world.status.stable_revision == "rev1"
+    assert world.status.phase == Phase.ROLLED_BACK
+
+
+def test_undo_after_the_window_is_refused_and_old_model_is_gone() -> None:
+    world = started([{"canary": {"weight": 50, "duration": "10s"}}], scaleDownDelaySeconds=60)
+    world.step(11)
+    world.step(61)
+    assert "rev1" not in world.deployments
+    assert world.status.previous_stable_revision is None
+    world.act("undo")
+    assert "ActionIgnored" in world.reasons()
+    assert world.status.stable_revision == "rev2"
+
+
+def test_template_change_mid_rollout_restarts_from_stable() -> None:
+    world = started()
+    world.step(31)
+    world.step(61)
+    assert world.route == (25, 0)
+    world.new_template("rev3")
+    world.history.clear()
+    world.step()
+    assert world.history[0] == DeleteRevision("rev2") or SetRoute(0, 0) in world.history
+    assert world.status.candidate_revision == "rev3"
+    assert world.status.current_step == 0
+    assert world.route == (0, 100)
+    assert "rev2" not in world.deployments
+    assert world.deployments["rev1"] == 2
+    assert "RolloutRestarted" in world.reasons()
+
+
+def test_reverting_the_template_to_stable_cancels_the_candidate() -> None:
+    world = started()
+    world.step(31)
+    world.new_template("rev1")
+    world.step()
+    assert world.status.candidate_revision is None
+    assert world.route == (0, 0)
+    assert "rev2" not in world.deployments
+
+
+def test_analysis_failure_rolls_back() -> None:
+    world = started()
+    world.step(31)
+    world.analysis = AnalysisSignal("fail", "error-rate 0.05 > max 0.001")
+    world.step(1)
+    assert world.status.phase == Phase.ROLLED_BACK
+    assert world.route == (0, 0)
+    assert "error-rate" in world.status.message
+
+
+def test_analysis_hold_never_advances() -> None:
+    world = started()
+    world.analysis = AnalysisSignal("hold", "prediction PSI 0.4 > 0.2")
+    world.step(3600)
+    assert world.status.current_step == 0
+    assert "PSI" in world.status.message
+
+
+def test_analysis_error_pauses_by_default_and_never_promotes() -> None:
+    world = started([{"canary": {"weight": 10, "duration": "10s"}}])
+    world.analysis = AnalysisSignal("error", "prometheus unreachable")
+    world.step(3600)
+    assert world.status.phase == Phase.PAUSED
+    assert world.status.stable_revision == "rev1"
+
+
+def test_ab_verdicts() -> None:
+    ab: list[dict[str, Any]] = [{"abTest": {"weight": 50, "maxDuration": "1h", "metric": "conversion", "onInconclusive": "rollback"}}]
+    better = started(ab)
+    better.analysis = AnalysisSignal("pass", ab_verdict="candidate_better")
+    better.step(10)
+    assert better.status.phase == Phase.COMPLETED
+    assert better.status.verdict == "CandidateBetter"
+
+    worse = started(ab)
+    worse.analysis = AnalysisSignal("pass", ab_verdict="candidate_worse")
+    worse.step(10)
+    assert worse.status.phase == Phase.ROLLED_BACK
+
+    unsure = started(ab)
+    unsure.analysis = AnalysisSignal("pass", ab_verdict="inconclusive")
+    unsure.step(1800)
+    assert unsure.status.phase == Phase.PROGRESSING
+    unsure.step(1801)
+    assert unsure.status.phase == Phase.ROLLED_BACK
+    assert unsure.status.verdict == "Inconclusive"
+
+
+def test_replicas_routing_cannot_keep_the_old_model_warm() -> None:
+    world = started([{"canary": {"weight": 50, "duration": "10s"}}], routing="replicas")
+    world.step(11)
+    assert world.status.phase == Phase.COMPLETED
+    assert "rev1" not in world.deployments
+
+
+def test_unknown_action_is_reported_not_applied() -> None:
+    world = deployed(World(make_spec(STEPS)))
+    world.act("abort")
+    assert "ActionIgnored" in world.reasons()
+    assert world.status.phase == Phase.COMPLETED

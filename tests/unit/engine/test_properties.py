@@ -1,0 +1,103 @@
+"""Whatever sequence of events arrives, traffic stays sane.
+
+Invariants: weight and mirror stay within 0-100; the mirror is 0 outside a shadow
+step; the stable is never scaled down or deleted while it is the stable; and
+after every reconcile the route is one that a step (or all-stable) describes.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from controller.api import ACTIONS, Phase
+from controller.engine import AnalysisSignal, DeleteRevision, ScaleRevision
+from controller.engine.routes import describes
+from tests.unit.engine.world import World, make_spec
+
+step_strategy = st.one_of(
+    st.builds(lambda p, d: {"shadow": {"percent": p, "duration": f"{d}s"}},
+              st.integers(0, 100), st.integers(0, 120)),
+    st.builds(lambda w, d: {"canary": {"weight": w, "duration": f"{d}s"}},
+              st.integers(0, 100), st.integers(0, 120)),
+    st.builds(lambda w, d, p: {"abTest": {"weight": w, "maxDuration": f"{d}s", "metric": "conv",
+                                           "onInconclusive": p}},
+              st.integers(0, 100), st.integers(1, 120), st.sampled_from(["promote", "rollback", "pause"])),
+    st.builds(lambda d: {"pause": {"duration": f"{d}s"} if d else {}}, st.integers(0, 60)),
+)
+
+
+def _sorted_weights(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    weights = iter(sorted(s[k]["weight"] for s in steps for k in s if k in ("canary", "abTest")))
+    for step in steps:
+        for kind in ("canary", "abTest"):
+            if kind in step:
+                step[kind]["weight"] = next(weights)
+    return steps
+
+
+event_strategy = st.one_of(
+    st.tuples(st.just("tick"), st.integers(0, 200)),
+    st.tuples(st.just("action"), st.sampled_from(ACTIONS)),
+    st.tuples(st.just("ready"), st.booleans()),
+    st.tuples(st.just("template"), st.sampled_from(["rev1", "rev2", "rev3"])),
+    st.tuples(st.just("analysis"), st.sampled_from(["pass", "fail", "hold", "error", "none"])),
+    st.tuples(st.just("ab"), st.sampled_from(["candidate_better", "candidate_worse", "no_difference",
+                                               "inconclusive", "no_data"])),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    steps=st.lists(step_strategy, min_size=1, max_size=6).map(_sorted_weights),
+    routing=st.sampled_from(["gatewayAPI", "istio"]),
+    events=st.lists(event_strategy, max_size=40),
+)
+def test_invariants_hold_for_any_event_sequence(
+    steps: list[dict[str, Any]], routing: str, events: list[tuple[str, Any]]
+) -> None:
+    world = World(make_spec(steps, routing=routing))
+    world.step()
+    for kind, value in events:
+        if kind == "tick":
+            world.now += timedelta(seconds=value)
+        elif kind == "action":
+            world.status = world.status.model_copy(update={"pending_action": value})
+        elif kind == "ready":
+            world.candidate_ready = value
+        elif kind == "template":
+            world.new_template(value)
+        elif kind == "analysis":
+            world.analysis = None if value == "none" else AnalysisSignal(value, "simulated")
+        else:
+            world.analysis = AnalysisSignal("pass", ab_verdict=value)
+
+        stable_before = world.status.stable_revision
+        world.history.clear()
+        world.step()
+        status = world.status
+
+        weight, mirror = world.route
+        assert 0 <= weight <= 100 and 0 <= mirror <= 100
+        assert (status.canary_weight, status.mirror_percent) == world.route
+        in_shadow = (
+            status.phase in (Phase.PROGRESSING, Phase.PAUSED)
+            and status.candidate_revision is not None
+            and status.current_step < len(world.spec.strategy.steps)
+            and world.spec.strategy.steps[status.current_step].shadow is not None
+        )
+        if not in_shadow:
+            assert mirror == 0
+        assert describes(world.spec.strategy.steps, weight, mirror)
+        if status.candidate_revision is None or status.phase not in (Phase.PROGRESSING, Phase.PAUSED):
+            assert world.route == (0, 0), "outside a rollout all traffic goes to the stable"
+        if stable_before == status.stable_revision:
+            for action in world.history:
+                if isinstance(action, ScaleRevision) and action.revision == stable_before:
+                    assert action.replicas >= world.spec.replicas
+                assert not (isinstance(action, DeleteRevision) and action.revision == stable_before)
+        if world.candidate_ready is False and status.candidate_revision and status.phase == Phase.PROGRESSING:
+            assert weight == 0 and mirror == 0, "no traffic to a candidate that is not ready"

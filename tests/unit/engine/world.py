@@ -1,0 +1,103 @@
+"""A tiny in-memory world that applies engine actions, so tests can watch traffic over time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from controller.api import ModelRolloutSpec, ModelRolloutStatus
+from controller.engine import (
+    Action,
+    AnalysisSignal,
+    DeleteRevision,
+    EmitEvent,
+    EnsureRevision,
+    Observations,
+    ScaleRevision,
+    SelectServices,
+    SetRoute,
+    Transition,
+    reconcile,
+)
+
+T0 = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)
+
+
+def make_spec(steps: list[dict[str, Any]], routing: str = "gatewayAPI", **extra: Any) -> ModelRolloutSpec:
+    routing_spec: dict[str, Any] = {
+        "gatewayAPI": {"gatewayAPI": {"httpRoute": "scorer"}},
+        "istio": {"istio": {"virtualService": "scorer"}},
+        "replicas": {"replicas": {}},
+    }[routing]
+    return ModelRolloutSpec.model_validate({
+        "model": "scorer",
+        "replicas": 2,
+        "template": {"spec": {"containers": [{"name": "model", "image": "scorer:v1"}]}},
+        "trafficRouting": routing_spec,
+        "strategy": {"steps": steps, **extra},
+    })
+
+
+@dataclass
+class World:
+    spec: ModelRolloutSpec
+    revision: str = "rev1"
+    now: datetime = T0
+    status: ModelRolloutStatus = field(default_factory=ModelRolloutStatus)
+    generation: int = 1
+    candidate_ready: bool = True
+    unschedulable: str | None = None
+    analysis: AnalysisSignal | None = None
+    deployments: dict[str, int] = field(default_factory=dict)
+    services: tuple[str, str] | None = None
+    route: tuple[int, int] = (0, 0)
+    events: list[EmitEvent] = field(default_factory=list)
+    history: list[Action] = field(default_factory=list)
+
+    def step(self, seconds: float = 0.0) -> Transition:
+        self.now += timedelta(seconds=seconds)
+        observations = Observations(
+            template_revision=self.revision,
+            candidate_ready=self.candidate_ready,
+            candidate_unschedulable=self.unschedulable,
+            analysis=self.analysis,
+        )
+        transition = reconcile(self.spec, self.generation, self.status, observations, self.now)
+        for action in transition.actions:
+            self.apply(action)
+        self.status = transition.status
+        return transition
+
+    def apply(self, action: Action) -> None:
+        self.history.append(action)
+        if isinstance(action, EnsureRevision | ScaleRevision):
+            self.deployments[action.revision] = action.replicas
+        elif isinstance(action, DeleteRevision):
+            self.deployments.pop(action.revision, None)
+        elif isinstance(action, SelectServices):
+            self.services = (action.stable, action.candidate)
+        elif isinstance(action, SetRoute):
+            self.route = (action.weight, action.mirror)
+        else:
+            self.events.append(action)
+
+    def act(self, action: str) -> Transition:
+        self.status = self.status.model_copy(update={"pending_action": action})
+        return self.step()
+
+    def new_template(self, revision: str) -> None:
+        self.revision = revision
+        self.generation += 1
+
+    def reasons(self) -> list[str]:
+        return [event.reason for event in self.events]
+
+
+def deployed(world: World) -> World:
+    """A world whose first revision is deployed and stable."""
+    world.step()
+    assert world.status.stable_revision == world.revision
+    return world
+
+
