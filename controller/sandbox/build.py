@@ -12,6 +12,7 @@ import fcntl
 import hashlib
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -221,6 +222,7 @@ def _build(component: Component, go: Path, root: Path, progress: Progress) -> No
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     progress(f"[{component.key}] building {', '.join(component.binaries)} (cold builds take minutes)")
+    started = time.monotonic()
     _run_go(
         [str(go), "build", "-v", "-trimpath", "-ldflags", component.ldflags,
          "-o", str(staging) + os.sep, *component.packages],
@@ -228,9 +230,23 @@ def _build(component: Component, go: Path, root: Path, progress: Progress) -> No
     )
     sums = {name: _sha256(staging / name) for name in component.binaries}
     (staging / "MANIFEST.json").write_text(json.dumps(sums, indent=2))
+    # ru_maxrss of children is the largest single process (a compile or link step), in KiB.
+    record = {"seconds": round(time.monotonic() - started, 1),
+              "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)}
+    (staging / "BUILD.json").write_text(json.dumps(record))
     final = root / "bin" / component.key
     shutil.rmtree(final, ignore_errors=True)
     staging.rename(final)
+
+
+def build_records(root: Path | None = None) -> dict[str, dict[str, float]]:
+    """What each cached component's build cost, as recorded when it was built."""
+    records = {}
+    for component in COMPONENTS:
+        path = (root or cache_root()) / "bin" / component.key / "BUILD.json"
+        if path.exists():
+            records[component.key] = json.loads(path.read_text())
+    return records
 
 
 def ensure_components(
