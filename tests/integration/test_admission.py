@@ -1,0 +1,62 @@
+"""The real apiserver rejects bad ModelRollouts at admission, naming the field and the reason."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+
+from controller import api, crdgen
+from tests.specs import BAD_SPECS, VALID_SPEC, BadSpec
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture(scope="session")
+def crd_installed(api_client: client.ApiClient) -> Iterator[None]:
+    extensions = client.ApiextensionsV1Api(api_client)
+    body = yaml.safe_load(crdgen.CRD_PATH.read_text())
+    try:
+        extensions.create_custom_resource_definition(body)
+    except client.ApiException as error:
+        if error.status != 409:
+            raise
+    name = body["metadata"]["name"]
+    for _ in range(100):
+        crd = extensions.read_custom_resource_definition(name)
+        conditions = crd.status.conditions if crd.status and crd.status.conditions else []
+        if any(c.type == "Established" and c.status == "True" for c in conditions):
+            break
+        time.sleep(0.1)
+    yield
+
+
+def _create(api_client: client.ApiClient, namespace: str, name: str, spec: dict[str, Any]) -> Any:
+    body = {"apiVersion": f"{api.GROUP}/{api.VERSION}", "kind": api.KIND, "metadata": {"name": name},
+            "spec": spec}
+    # kubectl sends Strict field validation by default; so does this, so unknown fields fail.
+    return client.CustomObjectsApi(api_client).create_namespaced_custom_object(
+        api.GROUP, api.VERSION, namespace, api.PLURAL, body, field_validation="Strict"
+    )
+
+
+def test_the_valid_example_is_accepted(api_client: client.ApiClient, namespace: str, crd_installed: None) -> None:
+    created = _create(api_client, namespace, "good", VALID_SPEC)
+    assert created["spec"]["strategy"]["steps"][0]["shadow"]["percent"] == 100
+
+
+@pytest.mark.parametrize("bad", BAD_SPECS, ids=lambda bad: bad.id)
+def test_bad_spec_is_rejected_naming_field_and_reason(
+    api_client: client.ApiClient, namespace: str, crd_installed: None, bad: BadSpec
+) -> None:
+    with pytest.raises(client.ApiException) as error:
+        _create(api_client, namespace, f"bad-{bad.id}", bad.spec())
+    assert error.value.status in (400, 422), error.value.body
+    message = json.loads(error.value.body)["message"]
+    assert bad.field in message, message
+    assert bad.reason in message, message

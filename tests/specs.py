@@ -1,0 +1,111 @@
+"""One table of ModelRollout specs: a valid one, and bad ones with the field and reason admission must name."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+VALID_SPEC: dict[str, Any] = {
+    "model": "fraud-scorer",
+    "replicas": 2,
+    "template": {
+        "metadata": {"labels": {"app": "fraud-scorer"}},
+        "spec": {"containers": [{"name": "model", "image": "fraud-scorer:v2",
+                                 "resources": {"limits": {"nvidia.com/gpu": "1"}}}]},
+    },
+    "service": {"port": 8080},
+    "trafficRouting": {"gatewayAPI": {"httpRoute": "fraud-scorer"}},
+    "strategy": {
+        "steps": [
+            {"shadow": {"percent": 100, "duration": "30m"}},
+            {"canary": {"weight": 5, "duration": "10m"}},
+            {"canary": {"weight": 25, "duration": "10m"}},
+            {"abTest": {"weight": 50, "maxDuration": "24h", "metric": "conversion", "alpha": 0.05,
+                        "minimumDetectableEffect": 0.01}},
+            {"pause": {}},
+        ],
+        "scaleDownDelaySeconds": 1800,
+    },
+    "analysis": {
+        "prometheus": {"address": "http://prometheus.monitoring:9090"},
+        "interval": "10s",
+        "guardrails": [
+            {"name": "p99-latency", "template": "latencyP99", "max": 0.1, "relativeToStable": 1.2,
+             "failureLimit": 2},
+            {"name": "error-rate", "template": "errorRate", "max": 0.001},
+            {"name": "prediction-drift", "template": "predictionPSI", "max": 0.2, "during": ["shadow"]},
+        ],
+    },
+}
+
+
+@dataclass(frozen=True)
+class BadSpec:
+    id: str
+    path: tuple[Any, ...]
+    value: Any
+    field: str
+    reason: str
+
+    def spec(self) -> dict[str, Any]:
+        spec = copy.deepcopy(VALID_SPEC)
+        target: Any = spec
+        for key in self.path[:-1]:
+            target = target[key]
+        if self.value is DELETE:
+            del target[self.path[-1]]
+        else:
+            target[self.path[-1]] = self.value
+        return spec
+
+
+DELETE = object()
+
+BAD_SPECS = [
+    BadSpec("no-steps", ("strategy", "steps"), [], "spec.strategy.steps", "at least 1 items"),
+    BadSpec("steps-missing", ("strategy", "steps"), DELETE, "spec.strategy.steps", "Required value"),
+    BadSpec("weight-over-100", ("strategy", "steps", 1, "canary", "weight"), 150,
+            "spec.strategy.steps[1].canary.weight", "less than or equal to 100"),
+    BadSpec("weight-negative", ("strategy", "steps", 1, "canary", "weight"), -1,
+            "spec.strategy.steps[1].canary.weight", "greater than or equal to 0"),
+    BadSpec("weights-decrease", ("strategy", "steps", 2, "canary", "weight"), 3,
+            "spec.strategy.steps", "weights must not decrease"),
+    BadSpec("ab-weight-below-canary", ("strategy", "steps", 3, "abTest", "weight"), 10,
+            "spec.strategy.steps", "weights must not decrease"),
+    BadSpec("shadow-under-replicas", ("trafficRouting",), {"replicas": {}},
+            "spec.strategy.steps", "replicas cannot do"),
+    BadSpec("two-routing-modes", ("trafficRouting",),
+            {"gatewayAPI": {"httpRoute": "r"}, "istio": {"virtualService": "v"}},
+            "spec.trafficRouting", "exactly one routing mode"),
+    BadSpec("no-routing-mode", ("trafficRouting",), {}, "spec.trafficRouting", "exactly one routing mode"),
+    BadSpec("negative-duration", ("strategy", "steps", 1, "canary", "duration"), "-5m",
+            "spec.strategy.steps[1].canary.duration", "should match"),
+    BadSpec("duration-in-words", ("strategy", "steps", 0, "shadow", "duration"), "ten minutes",
+            "spec.strategy.steps[0].shadow.duration", "should match"),
+    BadSpec("unknown-field", ("colour",), "blue", "spec.colour", "unknown field"),
+    BadSpec("unknown-step-field", ("strategy", "steps", 1, "canary", "wieght"), 5,
+            "spec.strategy.steps[1].canary.wieght", "unknown field"),
+    BadSpec("two-kinds-in-one-step", ("strategy", "steps", 1, "pause"), {},
+            "spec.strategy.steps[1]", "exactly one of shadow, canary, abTest or pause"),
+    BadSpec("empty-step", ("strategy", "steps", 4), {}, "spec.strategy.steps[4]",
+            "exactly one of shadow, canary, abTest or pause"),
+    BadSpec("mirror-over-100", ("strategy", "steps", 0, "shadow", "percent"), 101,
+            "spec.strategy.steps[0].shadow.percent", "less than or equal to 100"),
+    BadSpec("zero-replicas", ("replicas",), 0, "spec.replicas", "greater than or equal to 1"),
+    BadSpec("no-containers", ("template", "spec", "containers"), [], "spec.template.spec.containers",
+            "at least 1 items"),
+    BadSpec("model-missing", ("model",), DELETE, "spec.model", "Required value"),
+    BadSpec("guardrail-without-source", ("analysis", "guardrails", 1, "template"), DELETE,
+            "spec.analysis.guardrails[1]", "exactly one of template or query"),
+    BadSpec("guardrail-without-bound", ("analysis", "guardrails", 1, "max"), DELETE,
+            "spec.analysis.guardrails[1]", "needs a bound"),
+    BadSpec("alpha-too-large", ("strategy", "steps", 3, "abTest", "alpha"), 0.7,
+            "spec.strategy.steps[3].abTest.alpha", "less than 0.5"),
+    BadSpec("negative-scale-down-delay", ("strategy", "scaleDownDelaySeconds"), -1,
+            "spec.strategy.scaleDownDelaySeconds", "greater than or equal to 0"),
+    BadSpec("prometheus-not-http", ("analysis", "prometheus", "address"), "ftp://prom:9090",
+            "spec.analysis.prometheus.address", "should match"),
+    BadSpec("unknown-guardrail-template", ("analysis", "guardrails", 0, "template"), "p42",
+            "spec.analysis.guardrails[0].template", "Unsupported value"),
+]
