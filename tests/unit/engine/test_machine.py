@@ -220,7 +220,9 @@ def test_analysis_error_pauses_by_default_and_never_promotes() -> None:
 
 
 def test_ab_verdicts() -> None:
-    ab: list[dict[str, Any]] = [{"abTest": {"weight": 50, "maxDuration": "1h", "metric": "conversion", "onInconclusive": "rollback"}}]
+    ab: list[dict[str, Any]] = [
+        {"abTest": {"weight": 50, "maxDuration": "1h", "metric": "conversion", "onInconclusive": "rollback"}}
+    ]
     better = started(ab)
     better.analysis = AnalysisSignal("pass", ab_verdict="candidate_better")
     better.step(10)
