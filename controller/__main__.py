@@ -12,6 +12,11 @@ from controller.sandbox.errors import SandboxError
 def _sandbox(args: argparse.Namespace) -> int:
     from controller.sandbox.cluster import Sandbox, list_instances
 
+    if args.action == "build":
+        from controller.sandbox.build import ensure_binaries
+
+        print(ensure_binaries())
+        return 0
     sandbox = Sandbox(name=args.name, apiserver_port=getattr(args, "port", None))
     if args.action == "up":
         state = sandbox.up(install_crds=not args.no_crds)
@@ -25,10 +30,6 @@ def _sandbox(args: argparse.Namespace) -> int:
         statuses = [Sandbox(name=name).status() for name in names]
         print(json.dumps(statuses, indent=2))
         return 0 if statuses and all(status["running"] for status in statuses) else 1
-    else:  # "build"
-        from controller.sandbox.build import ensure_binaries
-
-        print(ensure_binaries())
     return 0
 
 
