@@ -33,6 +33,23 @@ def _sandbox(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    """Run the operator (Kopf) in this process against the current kubeconfig."""
+    import kopf
+
+    from controller import operator  # noqa: F401 - importing registers the handlers
+
+    kopf.configure(verbose=args.verbose)
+    namespaces = args.namespace or []
+    kopf.run(
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        standalone=True,
+        liveness_endpoint=args.liveness,
+    )
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="modelrollout", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -48,6 +65,11 @@ def _parser() -> argparse.ArgumentParser:
     status = actions.add_parser("status", help="show whether the sandbox runs; exit 1 if not")
     status.add_argument("--name", default=None)
     actions.add_parser("build", help="only build and cache the binaries")
+
+    run = commands.add_parser("run", help="run the operator against the current kubeconfig")
+    run.add_argument("--namespace", action="append", help="watch only this namespace (repeatable)")
+    run.add_argument("--liveness", default=None, help="serve /healthz, e.g. http://0.0.0.0:8080/healthz")
+    run.add_argument("--verbose", action="store_true")
     return parser
 
 
@@ -56,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "sandbox":
             return _sandbox(args)
+        if args.command == "run":
+            return _run(args)
     except SandboxError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

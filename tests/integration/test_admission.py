@@ -57,6 +57,6 @@ def test_bad_spec_is_rejected_naming_field_and_reason(
     with pytest.raises(client.ApiException) as error:
         _create(api_client, namespace, f"bad-{bad.id}", bad.spec())
     assert error.value.status in (400, 422), error.value.body
-    message = json.loads(error.value.body)["message"]
+    message = json.loads(error.value.body or "{}")["message"]
     assert bad.field in message, message
     assert bad.reason in message, message

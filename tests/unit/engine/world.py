@@ -25,11 +25,12 @@ T0 = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)
 
 
 def make_spec(steps: list[dict[str, Any]], routing: str = "gatewayAPI", **extra: Any) -> ModelRolloutSpec:
-    routing_spec: dict[str, Any] = {
+    modes: dict[str, dict[str, Any]] = {
         "gatewayAPI": {"gatewayAPI": {"httpRoute": "scorer"}},
         "istio": {"istio": {"virtualService": "scorer"}},
         "replicas": {"replicas": {}},
-    }[routing]
+    }
+    routing_spec = modes[routing]
     return ModelRolloutSpec.model_validate({
         "model": "scorer",
         "replicas": 2,

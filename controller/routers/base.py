@@ -1,0 +1,41 @@
+"""The router Protocol, after Argo Rollouts' TrafficRoutingReconciler.
+
+`set_route` writes weight and mirror together, so a rollback is one write.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class RouterError(RuntimeError):
+    """The route cannot be written as asked (missing route, no managed rule, unsupported feature)."""
+
+
+@dataclass(frozen=True)
+class HeaderRoute:
+    """Requests with this header value go to the candidate regardless of weight (A/B cohorts)."""
+
+    header: str
+    value: str
+
+
+class TrafficRouter(Protocol):
+    kind: str
+
+    @property
+    def api_calls(self) -> int:
+        """Kubernetes API calls made so far (the rollout's cost, reported by the benchmark)."""
+
+    def set_route(self, weight: int, mirror: int) -> None:
+        """`weight`% of live traffic to the candidate Service and `mirror`% of it mirrored there."""
+
+    def set_header_route(self, route: HeaderRoute | None) -> None:
+        """Add (or with None remove) the managed header-match route to the candidate."""
+
+    def verify(self, weight: int, mirror: int) -> bool | None:
+        """True when the stored route matches; None when the provider cannot tell."""
+
+    def remove_managed_routes(self) -> None:
+        """Remove every route this router added, leaving the user's rules as they were."""

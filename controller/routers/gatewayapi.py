@@ -1,0 +1,111 @@
+"""Gateway API HTTPRoute: backendRefs weights, a RequestMirror filter with percent, header matches."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from kubernetes import client
+
+from controller.routers.base import HeaderRoute, RouterError
+from controller.routers.retry import CustomObject
+
+GROUP, VERSION, PLURAL = "gateway.networking.k8s.io", "v1", "httproutes"
+
+
+def _is_ours(ref: dict[str, Any], services: tuple[str, str]) -> bool:
+    return ref.get("name") in services and ref.get("kind", "Service") == "Service" and not ref.get("group")
+
+
+def managed_rule_index(route: dict[str, Any], stable: str, candidate: str, rule_name: str | None) -> int:
+    rules = route.get("spec", {}).get("rules", [])
+    for index, rule in enumerate(rules):
+        if rule_name is not None:
+            if rule.get("name") == rule_name:
+                return index
+        elif any(_is_ours(ref, (stable, candidate)) for ref in rule.get("backendRefs", [])) and not rule.get(
+            "name", ""
+        ).endswith("-modelrollout-header"):
+            return index
+    wanted = f"named {rule_name!r}" if rule_name else f"with a backendRef to Service {stable!r}"
+    raise RouterError(f"HTTPRoute {route['metadata']['name']} has no rule {wanted}")
+
+
+def with_route(route: dict[str, Any], stable: str, candidate: str, port: int, weight: int, mirror: int,
+               rule_name: str | None = None) -> dict[str, Any]:
+    """The HTTPRoute with our rule's weights and mirror set; every other rule and filter untouched."""
+    updated = copy.deepcopy(route)
+    rule = updated["spec"]["rules"][managed_rule_index(route, stable, candidate, rule_name)]
+    others = [ref for ref in rule.get("backendRefs", []) if not _is_ours(ref, (stable, candidate))]
+    rule["backendRefs"] = [
+        {"name": stable, "port": port, "weight": 100 - weight},
+        {"name": candidate, "port": port, "weight": weight},
+        *others,
+    ]
+    filters = [f for f in rule.get("filters", []) if not _is_our_mirror(f, candidate)]
+    if mirror > 0:
+        filters.append({"type": "RequestMirror", "requestMirror": {
+            "backendRef": {"name": candidate, "port": port}, "percent": mirror}})
+    if filters:
+        rule["filters"] = filters
+    else:
+        rule.pop("filters", None)
+    return updated
+
+
+def _is_our_mirror(filter_: dict[str, Any], candidate: str) -> bool:
+    return filter_.get("type") == "RequestMirror" and filter_.get("requestMirror", {}).get(
+        "backendRef", {}).get("name") == candidate
+
+
+def read_route(route: dict[str, Any], stable: str, candidate: str, rule_name: str | None = None) -> tuple[int, int]:
+    rule = route["spec"]["rules"][managed_rule_index(route, stable, candidate, rule_name)]
+    weights = {ref["name"]: ref.get("weight", 1) for ref in rule.get("backendRefs", [])}
+    total = weights.get(stable, 0) + weights.get(candidate, 0)
+    weight = round(100 * weights.get(candidate, 0) / total) if total else 0
+    mirror = next((f["requestMirror"].get("percent", 100) for f in rule.get("filters", [])
+                   if _is_our_mirror(f, candidate)), 0)
+    return weight, mirror
+
+
+def with_header_route(route: dict[str, Any], stable: str, candidate: str, port: int,
+                      header: HeaderRoute | None, rule_name: str | None = None) -> dict[str, Any]:
+    updated = copy.deepcopy(route)
+    name = f"{candidate}-modelrollout-header"
+    rules = [rule for rule in updated["spec"]["rules"] if rule.get("name") != name]
+    if header is not None:
+        base = rules[managed_rule_index(updated, stable, candidate, rule_name)]
+        matches = [{**match, "headers": [*match.get("headers", []),
+                                        {"type": "Exact", "name": header.header, "value": header.value}]}
+                   for match in base.get("matches", [{"path": {"type": "PathPrefix", "value": "/"}}])]
+        rules.insert(0, {"name": name, "matches": matches,
+                         "backendRefs": [{"name": candidate, "port": port, "weight": 1}]})
+    updated["spec"]["rules"] = rules
+    return updated
+
+
+class GatewayAPIRouter:
+    kind = "gatewayAPI"
+
+    def __init__(self, api_client: client.ApiClient, namespace: str, route_name: str, stable: str,
+                 candidate: str, port: int, rule_name: str | None = None) -> None:
+        self.route = CustomObject(api_client, GROUP, VERSION, PLURAL, namespace, route_name)
+        self.stable, self.candidate, self.port, self.rule_name = stable, candidate, port, rule_name
+
+    @property
+    def api_calls(self) -> int:
+        return self.route.calls
+
+    def set_route(self, weight: int, mirror: int) -> None:
+        self.route.update(lambda r: with_route(r, self.stable, self.candidate, self.port, weight, mirror,
+                                               self.rule_name))
+
+    def set_header_route(self, route: HeaderRoute | None) -> None:
+        self.route.update(lambda r: with_header_route(r, self.stable, self.candidate, self.port, route,
+                                                      self.rule_name))
+
+    def verify(self, weight: int, mirror: int) -> bool | None:
+        return read_route(self.route.read(), self.stable, self.candidate, self.rule_name) == (weight, mirror)
+
+    def remove_managed_routes(self) -> None:
+        self.set_header_route(None)
