@@ -38,4 +38,4 @@ def post_event(api_client: client.ApiClient, body: dict[str, Any], type_: str, r
     except client.ApiException as error:
         # An event that cannot be posted must not stop a rollback.
         log.warning("event not posted", reason=reason, status=error.status)
-    log.info(message, namespace=meta["namespace"], name=meta["name"], event=reason)
+    log.info(message, namespace=meta["namespace"], name=meta["name"], reason=reason)

@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kopf.testing import KopfRunner
 from kubernetes import client
 
+from controller import crdgen
 from controller.kubeclient import api_client_from_kubeconfig
 from controller.sandbox.cluster import Sandbox, SandboxState
 
@@ -61,6 +64,25 @@ def namespace(api_client: client.ApiClient) -> Iterator[str]:
         yield name
     finally:
         core.delete_namespace(name, propagation_policy="Background")
+
+
+@pytest.fixture(scope="session")
+def crd_installed(api_client: client.ApiClient) -> Iterator[None]:
+    extensions = client.ApiextensionsV1Api(api_client)
+    body = yaml.safe_load(crdgen.CRD_PATH.read_text())
+    try:
+        extensions.create_custom_resource_definition(body)
+    except client.ApiException as error:
+        if error.status != 409:
+            raise
+    name = body["metadata"]["name"]
+    for _ in range(100):
+        crd = extensions.read_custom_resource_definition(name)
+        conditions = crd.status.conditions if crd.status and crd.status.conditions else []
+        if any(c.type == "Established" and c.status == "True" for c in conditions):
+            break
+        time.sleep(0.1)
+    yield
 
 
 @pytest.fixture

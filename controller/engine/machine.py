@@ -101,7 +101,11 @@ def reconcile(
     """One reconcile: the actions to take and the status to record after taking them."""
     draft = _Draft(spec, status, now)
     revision = observations.template_revision
-    if status.stable_revision is None:
+    first_deploy_waiting = (
+        status.candidate_revision is None and status.phase == Phase.PROGRESSING
+        and revision == status.stable_revision
+    )
+    if status.stable_revision is None or first_deploy_waiting:
         _initial_deploy(draft, revision, observations)
         return draft.finish(generation)
 

@@ -37,15 +37,16 @@ def with_route(route: dict[str, Any], stable: str, candidate: str, port: int, we
     updated = copy.deepcopy(route)
     rule = updated["spec"]["rules"][managed_rule_index(route, stable, candidate, rule_name)]
     others = [ref for ref in rule.get("backendRefs", []) if not _is_ours(ref, (stable, candidate))]
+    # group and kind spelled out as the apiserver defaults them, so an unchanged route compares equal.
     rule["backendRefs"] = [
-        {"name": stable, "port": port, "weight": 100 - weight},
-        {"name": candidate, "port": port, "weight": weight},
+        {"group": "", "kind": "Service", "name": stable, "port": port, "weight": 100 - weight},
+        {"group": "", "kind": "Service", "name": candidate, "port": port, "weight": weight},
         *others,
     ]
     filters = [f for f in rule.get("filters", []) if not _is_our_mirror(f, candidate)]
     if mirror > 0:
         filters.append({"type": "RequestMirror", "requestMirror": {
-            "backendRef": {"name": candidate, "port": port}, "percent": mirror}})
+            "backendRef": {"group": "", "kind": "Service", "name": candidate, "port": port}, "percent": mirror}})
     if filters:
         rule["filters"] = filters
     else:

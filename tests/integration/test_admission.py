@@ -3,37 +3,15 @@
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client
 
-from controller import api, crdgen
+from controller import api
 from tests.specs import BAD_SPECS, VALID_SPEC, BadSpec
 
 pytestmark = pytest.mark.cluster
-
-
-@pytest.fixture(scope="session")
-def crd_installed(api_client: client.ApiClient) -> Iterator[None]:
-    extensions = client.ApiextensionsV1Api(api_client)
-    body = yaml.safe_load(crdgen.CRD_PATH.read_text())
-    try:
-        extensions.create_custom_resource_definition(body)
-    except client.ApiException as error:
-        if error.status != 409:
-            raise
-    name = body["metadata"]["name"]
-    for _ in range(100):
-        crd = extensions.read_custom_resource_definition(name)
-        conditions = crd.status.conditions if crd.status and crd.status.conditions else []
-        if any(c.type == "Established" and c.status == "True" for c in conditions):
-            break
-        time.sleep(0.1)
-    yield
 
 
 def _create(api_client: client.ApiClient, namespace: str, name: str, spec: dict[str, Any]) -> Any:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.api import Phase
-from controller.engine import AnalysisSignal, DeleteRevision, SelectServices, SetRoute
-from tests.unit.engine.world import World, deployed, make_spec
+from controller.api import ModelRolloutStatus, Phase
+from controller.engine import AnalysisSignal, DeleteRevision, Observations, SelectServices, SetRoute, reconcile
+from tests.unit.engine.world import T0, World, deployed, make_spec
 
 STEPS: list[dict[str, Any]] = [
     {"shadow": {"percent": 100, "duration": "30s"}},
@@ -32,6 +32,15 @@ def test_first_template_becomes_stable_without_steps() -> None:
     assert world.deployments == {"rev1": 2}
     assert world.route == (0, 0)
     assert "Deployed" in world.reasons()
+
+
+def test_first_template_waits_for_ready_stable_then_completes() -> None:
+    spec = make_spec(STEPS)
+    first = reconcile(spec, 1, ModelRolloutStatus(), Observations("rev1", stable_ready=False), T0)
+    assert first.status.phase == Phase.PROGRESSING
+    second = reconcile(spec, 1, first.status, Observations("rev1", stable_ready=True), T0)
+    assert second.status.phase == Phase.COMPLETED
+    assert any(c.type == "Available" and c.status == "True" for c in second.status.conditions)
 
 
 def test_full_rollout_walks_every_step_then_promotes() -> None:
