@@ -41,13 +41,13 @@ def _deployed(rollouts: Rollouts, body: dict[str, Any]) -> dict[str, Any]:
 
 def _deployments(api_client: client.ApiClient, namespace: str) -> dict[str, int]:
     items = client.AppsV1Api(api_client).list_namespaced_deployment(namespace).items
-    return {d.metadata.name: d.spec.replicas for d in items if d.metadata and d.spec}
+    return {str(d.metadata.name): int(d.spec.replicas or 0) for d in items if d.metadata and d.spec}
 
 
 def test_gateway_rollout_walks_steps_promotes_and_keeps_the_old_model_warm(
     rollouts: Rollouts, namespace: str, kubeconfig: Path, tmp_path: Path, api_client: client.ApiClient
 ) -> None:
-    steps = [
+    steps: list[dict[str, Any]] = [
         {"shadow": {"percent": 50, "duration": "3s"}},
         {"canary": {"weight": 20, "duration": "3s"}},
         {"pause": {}},
@@ -88,15 +88,16 @@ def test_gateway_rollout_walks_steps_promotes_and_keeps_the_old_model_warm(
         kubectl(kubeconfig, "-n", namespace, "annotate", "mro", "scorer", f"{ACTION}=undo")
         undone = rollouts.wait_status("scorer", lambda s: s.get("phase") == "RolledBack", what="undo")
         assert undone["stableRevision"] == first["stableRevision"]
-        selector = client.CoreV1Api(api_client).read_namespaced_service("scorer-stable", namespace).spec.selector
-        assert selector["rollouts.mlops.dev/revision"] == first["stableRevision"]
+        service = client.CoreV1Api(api_client).read_namespaced_service("scorer-stable", namespace)
+        assert service.spec is not None and service.spec.selector is not None
+        assert service.spec.selector["rollouts.mlops.dev/revision"] == first["stableRevision"]
         assert httproute_state(rollouts, "scorer") == (0, 0)
 
 
 def test_abort_puts_all_traffic_back_on_stable_and_retry_restarts(
     rollouts: Rollouts, namespace: str, kubeconfig: Path, tmp_path: Path
 ) -> None:
-    steps = [{"shadow": {"percent": 100, "duration": "2s"}}, {"canary": {"weight": 40, "duration": "1h"}}]
+    steps: list[dict[str, Any]] = [{"shadow": {"percent": 100, "duration": "2s"}}, {"canary": {"weight": 40, "duration": "1h"}}]
     rollouts.create_object("gateway.networking.k8s.io", "v1", "httproutes", httproute("scorer"))
     body = rollout_body("scorer", steps, GATEWAY)
     with operator_process(kubeconfig, namespace, tmp_path / "operator.log"):
@@ -117,7 +118,7 @@ def test_abort_puts_all_traffic_back_on_stable_and_retry_restarts(
 def test_istio_virtualservice_mirrors_and_weights_leaving_user_routes(
     rollouts: Rollouts, namespace: str, kubeconfig: Path, tmp_path: Path
 ) -> None:
-    steps = [{"shadow": {"percent": 30, "duration": "2s"}}, {"canary": {"weight": 10, "duration": "1h"}}]
+    steps: list[dict[str, Any]] = [{"shadow": {"percent": 30, "duration": "2s"}}, {"canary": {"weight": 10, "duration": "1h"}}]
     rollouts.create_object("networking.istio.io", "v1", "virtualservices", virtualservice("scorer"))
     body = rollout_body("scorer", steps, {"istio": {"virtualService": "scorer"}})
     with operator_process(kubeconfig, namespace, tmp_path / "operator.log"):
@@ -139,8 +140,11 @@ def test_replicas_routing_approximates_weight_with_replica_counts(
         first = _deployed(rollouts, body)
         rollouts.patch("scorer", with_image(body, "scorer:v2", gpus=0))
         status = rollouts.wait_status("scorer", lambda s: s.get("canaryWeight") == 50, what="weight 50")
-        counts = wait_for(lambda: (c := _deployments(api_client, namespace)) and len(c) == 2
-                          and sorted(c.values()) == [4, 4] and c, what="4 stable + 4 candidate replicas")
+        def both_at_four() -> dict[str, int] | None:
+            counts = _deployments(api_client, namespace)
+            return counts if sorted(counts.values()) == [4, 4] else None
+
+        counts = wait_for(both_at_four, what="4 stable + 4 candidate replicas")
         assert counts[f"scorer-{first['stableRevision']}"] == 4, "the stable is never scaled down"
         assert status["mirrorPercent"] == 0
         service = client.CoreV1Api(api_client).read_namespaced_service("scorer", namespace)
