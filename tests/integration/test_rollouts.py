@@ -97,7 +97,10 @@ def test_gateway_rollout_walks_steps_promotes_and_keeps_the_old_model_warm(
 def test_abort_puts_all_traffic_back_on_stable_and_retry_restarts(
     rollouts: Rollouts, namespace: str, kubeconfig: Path, tmp_path: Path
 ) -> None:
-    steps: list[dict[str, Any]] = [{"shadow": {"percent": 100, "duration": "2s"}}, {"canary": {"weight": 40, "duration": "1h"}}]
+    steps: list[dict[str, Any]] = [
+        {"shadow": {"percent": 100, "duration": "2s"}},
+        {"canary": {"weight": 40, "duration": "1h"}},
+    ]
     rollouts.create_object("gateway.networking.k8s.io", "v1", "httproutes", httproute("scorer"))
     body = rollout_body("scorer", steps, GATEWAY)
     with operator_process(kubeconfig, namespace, tmp_path / "operator.log"):
@@ -118,7 +121,10 @@ def test_abort_puts_all_traffic_back_on_stable_and_retry_restarts(
 def test_istio_virtualservice_mirrors_and_weights_leaving_user_routes(
     rollouts: Rollouts, namespace: str, kubeconfig: Path, tmp_path: Path
 ) -> None:
-    steps: list[dict[str, Any]] = [{"shadow": {"percent": 30, "duration": "2s"}}, {"canary": {"weight": 10, "duration": "1h"}}]
+    steps: list[dict[str, Any]] = [
+        {"shadow": {"percent": 30, "duration": "2s"}},
+        {"canary": {"weight": 10, "duration": "1h"}},
+    ]
     rollouts.create_object("networking.istio.io", "v1", "virtualservices", virtualservice("scorer"))
     body = rollout_body("scorer", steps, {"istio": {"virtualService": "scorer"}})
     with operator_process(kubeconfig, namespace, tmp_path / "operator.log"):
