@@ -17,7 +17,7 @@ import kopf
 import structlog
 from kubernetes import client
 
-from controller import api
+from controller import api, metrics
 from controller.kubeclient import api_client_from_kubeconfig
 from controller.logs import configure_logging
 from controller.reconciler import reconcile_object
@@ -37,7 +37,10 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # Our own Events tell the rollout's story; Kopf's handler-log events would only repeat it.
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
-    memo["api_client"] = _api_client()
+    memo["api_client"] = metrics.count_requests(_api_client())
+    port = os.environ.get("MODELROLLOUT_METRICS_PORT")
+    if port:
+        metrics.serve(int(port))
 
 
 def _api_client() -> client.ApiClient:
@@ -66,15 +69,23 @@ def run(stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, name: str
         wake_event.clear()
         snapshot = _plain(body)
         try:
-            outcome = reconcile_object(api_client, snapshot)
+            with metrics.RECONCILE_SECONDS.time():
+                outcome = reconcile_object(api_client, snapshot)
         except client.ApiException as error:
+            metrics.RECONCILES.labels("error").inc()
             bound.warning("reconcile error; retrying", status=error.status, reason=error.reason)
         else:
+            metrics.RECONCILES.labels("ok").inc()
             if outcome.transition is not None:
-                status = outcome.transition.status
-                bound.debug("reconciled", step=status.current_step, phase=status.phase.value,
-                            weight=status.canary_weight, mirror=status.mirror_percent, writes=outcome.api_writes)
+                _export(namespace or "", name, outcome.transition.status)
         wake_event.wait(POLL_SECONDS)
+
+
+def _export(namespace: str, name: str, status: api.ModelRolloutStatus) -> None:
+    metrics.CANARY_WEIGHT.labels(namespace, name).set(status.canary_weight)
+    metrics.MIRROR_PERCENT.labels(namespace, name).set(status.mirror_percent)
+    for phase in api.Phase:
+        metrics.PHASE.labels(namespace, name, phase.value).set(1 if status.phase == phase else 0)
 
 
 def _plain(body: kopf.Body) -> dict[str, Any]:

@@ -98,8 +98,12 @@ class GatewayAPIRouter:
         return self.route.calls
 
     def set_route(self, weight: int, mirror: int) -> None:
-        self.route.update(lambda r: with_route(r, self.stable, self.candidate, self.port, weight, mirror,
-                                               self.rule_name))
+        stored = self.route.update(lambda r: with_route(r, self.stable, self.candidate, self.port, weight, mirror,
+                                                       self.rule_name))
+        # The write's answer is the stored object: verifying it costs no extra request.
+        seen = read_route(stored, self.stable, self.candidate, self.rule_name)
+        if seen != (weight, mirror):
+            raise RouterError(f"route stores weight/mirror {seen} after writing {(weight, mirror)}")
 
     def set_header_route(self, route: HeaderRoute | None) -> None:
         self.route.update(lambda r: with_header_route(r, self.stable, self.candidate, self.port, route,

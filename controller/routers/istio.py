@@ -87,8 +87,12 @@ class IstioRouter:
         return self.vs.calls
 
     def set_route(self, weight: int, mirror: int) -> None:
-        self.vs.update(lambda vs: with_route(vs, self.stable, self.candidate, self.port, weight, mirror,
-                                             self.route_name))
+        stored = self.vs.update(lambda vs: with_route(vs, self.stable, self.candidate, self.port, weight, mirror,
+                                                       self.route_name))
+        # The write's answer is the stored object: verifying it costs no extra request.
+        seen = read_route(stored, self.stable, self.candidate, self.route_name)
+        if seen != (weight, mirror):
+            raise RouterError(f"route stores weight/mirror {seen} after writing {(weight, mirror)}")
 
     def set_header_route(self, route: HeaderRoute | None) -> None:
         self.vs.update(lambda vs: with_header_route(vs, self.stable, self.candidate, self.port, route,
