@@ -37,6 +37,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # Our own Events tell the rollout's story; Kopf's handler-log events would only repeat it.
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
+    # An abort must not wait for more events to batch up: react within milliseconds.
+    settings.batching.batch_window = 0.01
     memo["api_client"] = metrics.count_requests(_api_client())
     port = os.environ.get("MODELROLLOUT_METRICS_PORT")
     if port:

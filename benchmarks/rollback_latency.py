@@ -1,0 +1,217 @@
+"""Rollback latency on the sandbox, and the API calls one rollout costs.
+
+An abort is written with `kubectl patch` (the action annotation); the clock
+runs from launching kubectl until the HTTPRoute stores 100% stable and no
+mirror. The operator runs as its own process with its /metrics, from which
+the API calls of one full rollout are read.
+
+    python -m benchmarks.rollback_latency [--runs 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+from kubernetes import client, watch
+from urllib3.exceptions import ProtocolError
+
+from controller import api, crdgen
+from controller.kubeclient import api_client_from_kubeconfig
+from controller.routers.gatewayapi import read_route
+from controller.sandbox.build import ensure_binaries
+from controller.sandbox.cluster import Sandbox
+from controller.sandbox.processes import free_port, terminate
+
+NAMESPACE = "bench"
+ACTION = f"{api.GROUP}/action"
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+class Bench:
+    def __init__(self, kubeconfig: str, kubectl: Path) -> None:
+        self.kubeconfig, self.kubectl_binary = kubeconfig, kubectl
+        self.api = api_client_from_kubeconfig(kubeconfig)
+        self.custom = client.CustomObjectsApi(self.api)
+
+    def kubectl(self, *args: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([str(self.kubectl_binary), "--kubeconfig", self.kubeconfig, "-n", NAMESPACE, *args],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def route(self, name: str) -> tuple[int, int]:
+        obj: dict[str, Any] = self.custom.get_namespaced_custom_object(  # type: ignore[assignment]
+            "gateway.networking.k8s.io", "v1", NAMESPACE, "httproutes", name)
+        return read_route(obj, f"{name}-stable", f"{name}-candidate")
+
+    def status(self, name: str) -> dict[str, Any]:
+        obj: dict[str, Any] = self.custom.get_namespaced_custom_object(  # type: ignore[assignment]
+            api.GROUP, api.VERSION, NAMESPACE, api.PLURAL, name)
+        status: dict[str, Any] = obj.get("status") or {}
+        return status
+
+    def wait(self, probe: Any, timeout: float = 120.0, interval: float = 0.05) -> float:
+        started = time.perf_counter()
+        while time.perf_counter() - started < timeout:
+            if probe():
+                return time.perf_counter() - started
+            time.sleep(interval)
+        raise TimeoutError("benchmark condition not reached")
+
+    def annotate(self, name: str, action: str) -> None:
+        process = self.kubectl("annotate", "mro", name, f"{ACTION}={action}", "--overwrite")
+        assert process.wait(30) == 0, process.stderr.read() if process.stderr else b""
+
+
+class RouteWatcher:
+    """Watches the HTTPRoute and notes when it first stores (0, 0): no polling load on the apiserver."""
+
+    def __init__(self, bench: Bench, name: str) -> None:
+        self.bench, self.name = bench, name
+        self.stable = threading.Event()
+        self.stable_at = 0.0
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def reset(self) -> None:
+        self.stable.clear()
+
+    def _run(self) -> None:
+        stream = watch.Watch().stream(  # type: ignore[no-untyped-call]
+            self.bench.custom.list_namespaced_custom_object, "gateway.networking.k8s.io", "v1", NAMESPACE,
+            "httproutes", field_selector=f"metadata.name={self.name}", timeout_seconds=3600,
+        )
+        try:
+            for event in stream:
+                route = event["object"]
+                state = read_route(route, f"{self.name}-stable", f"{self.name}-candidate")
+                if state == (0, 0) and not self.stable.is_set():
+                    self.stable_at = time.perf_counter()
+                    self.stable.set()
+        except (ProtocolError, client.ApiException):
+            return  # The sandbox is going down at the end of the benchmark.
+
+
+def _rollout(name: str, steps: list[dict[str, Any]], image: str) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{api.GROUP}/{api.VERSION}", "kind": api.KIND, "metadata": {"name": name},
+        "spec": {
+            "model": name, "replicas": 1,
+            "template": {"spec": {"containers": [{"name": "model", "image": image,
+                                                  "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}},
+            "trafficRouting": {"gatewayAPI": {"httpRoute": name}},
+            "strategy": {"steps": steps, "scaleDownDelaySeconds": 600},
+        },
+    }
+
+
+def _route(name: str) -> dict[str, Any]:
+    return {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": name},
+            "spec": {"parentRefs": [{"name": "gw"}],
+                     "rules": [{"backendRefs": [{"name": f"{name}-stable", "port": 8080, "weight": 100}]}]}}
+
+
+def _requests(metrics_url: str) -> dict[str, float]:
+    totals: dict[str, float] = {"reads": 0.0, "writes": 0.0}
+    for line in httpx.get(metrics_url, timeout=5).text.splitlines():
+        if line.startswith("modelrollout_api_requests_total{"):
+            verb = line.split('verb="')[1].split('"')[0]
+            totals["reads" if verb == "GET" else "writes"] += float(line.rsplit(" ", 1)[1])
+    return totals
+
+
+def _set_image(bench: Bench, name: str, image: str) -> None:
+    patch = {"spec": {"template": {"spec": {"containers": [
+        {"name": "model", "image": image, "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}}}}
+    bench.custom.patch_namespaced_custom_object(api.GROUP, api.VERSION, NAMESPACE, api.PLURAL, name, patch)
+
+
+def main() -> None:  # noqa: PLR0915 - one linear scenario reads best top to bottom
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=50)
+    args = parser.parse_args()
+
+    binaries = ensure_binaries()
+    sandbox = Sandbox(name=f"bench-rollback-{os.getpid()}")
+    state = sandbox.up()
+    operator: subprocess.Popen[bytes] | None = None
+    try:
+        bench = Bench(state.kubeconfig, binaries.kubectl)
+        client.CoreV1Api(bench.api).create_namespace({"metadata": {"name": NAMESPACE}})  # type: ignore[arg-type]
+        client.ApiextensionsV1Api(bench.api).create_custom_resource_definition(
+            yaml.safe_load(crdgen.CRD_PATH.read_text()))
+        sandbox.kubectl(binaries, "wait", "--for=condition=Established", f"crd/{api.PLURAL}.{api.GROUP}")
+        port = free_port()
+        log = Path(tempfile.mkdtemp()) / "operator.log"
+        env = dict(os.environ, KUBECONFIG=state.kubeconfig, MODELROLLOUT_METRICS_PORT=str(port),
+                   MODELROLLOUT_POLL_SECONDS="1")
+        with log.open("wb") as output:
+            operator = subprocess.Popen([sys.executable, "-m", "controller", "run", "--namespace", NAMESPACE],
+                                        env=env, stdout=output, stderr=subprocess.STDOUT)
+        metrics_url = f"http://127.0.0.1:{port}/metrics"
+
+        # API calls of one complete rollout: template change -> shadow -> canary -> promoted.
+        for name in ("cost", "abort"):
+            bench.custom.create_namespaced_custom_object("gateway.networking.k8s.io", "v1", NAMESPACE,
+                                                         "httproutes", _route(name))
+        cost_steps = [{"shadow": {"percent": 100, "duration": "2s"}}, {"canary": {"weight": 50, "duration": "2s"}}]
+        bench.custom.create_namespaced_custom_object(api.GROUP, api.VERSION, NAMESPACE, api.PLURAL,
+                                                     _rollout("cost", cost_steps, "m:v1"))
+        bench.wait(lambda: bench.status("cost").get("phase") == "Completed")
+        time.sleep(2)
+        before = _requests(metrics_url)
+        _set_image(bench, "cost", "m:v2")
+        took = bench.wait(lambda: bench.status("cost").get("phase") == "Completed"
+                          and bench.status("cost").get("previousStableRevision"))
+        after = _requests(metrics_url)
+        print(f"one rollout (shadow 2s + canary 2s, 1 s poll) took {took:.1f} s and "
+              f"{after['reads'] - before['reads']:.0f} reads + {after['writes'] - before['writes']:.0f} writes "
+              f"= {after['reads'] + after['writes'] - before['reads'] - before['writes']:.0f} API calls")
+
+        abort_steps = [{"canary": {"weight": 50, "duration": "1h"}}]
+        bench.custom.create_namespaced_custom_object(api.GROUP, api.VERSION, NAMESPACE, api.PLURAL,
+                                                     _rollout("abort", abort_steps, "m:v1"))
+        bench.wait(lambda: bench.status("abort").get("phase") == "Completed")
+        _set_image(bench, "abort", "m:v2")
+        from_launch, from_exit = [], []
+        watcher = RouteWatcher(bench, "abort")
+        for run in range(args.runs):
+            bench.wait(lambda: bench.route("abort") == (50, 0))
+            watcher.reset()
+            started = time.perf_counter()
+            kubectl = bench.kubectl("patch", "mro", "abort", "--type", "merge", "-p",
+                                    json.dumps({"metadata": {"annotations": {ACTION: "abort"}}}))
+            kubectl.wait(30)
+            exited = time.perf_counter()
+            if not watcher.stable.wait(30):
+                raise TimeoutError(f"run {run}: route never returned to stable")
+            from_launch.append(watcher.stable_at - started)
+            from_exit.append(max(0.0, watcher.stable_at - exited))
+            bench.wait(lambda: bench.status("abort").get("phase") == "RolledBack")
+            bench.annotate("abort", "retry")
+        print(f"rollback latency over {args.runs} aborts, from launching `kubectl patch` until the HTTPRoute "
+              f"stores 100% stable / mirror 0: p50 {statistics.median(from_launch) * 1000:.0f} ms, "
+              f"p99 {_percentile(from_launch, 0.99) * 1000:.0f} ms, max {max(from_launch) * 1000:.0f} ms")
+        print(f"  from kubectl's exit (the write accepted): p50 {statistics.median(from_exit) * 1000:.0f} ms, "
+              f"p99 {_percentile(from_exit, 0.99) * 1000:.0f} ms")
+    finally:
+        if operator is not None:
+            terminate([operator.pid])
+        sandbox.down()
+
+
+if __name__ == "__main__":
+    main()
