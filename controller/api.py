@@ -62,10 +62,18 @@ class CanaryStep(SpecModel):
     duration: Duration | None = None
 
 
+class HeaderMatch(SpecModel):
+    """Requests carrying this header value always reach the candidate (an A/B cohort)."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$", max_length=256)]
+    value: Annotated[str, Field(min_length=1, max_length=4096)]
+
+
 class ABTestStep(SpecModel):
     """Split traffic and run until a statistically valid verdict, or `maxDuration`."""
 
     weight: Percent = 50
+    header_route: HeaderMatch | None = None
     max_duration: Duration
     min_duration: Duration | None = None
     metric: str | None = None
@@ -275,7 +283,13 @@ class ModelRolloutSpec(SpecModel):
                     "a shadow step mirrors traffic, which trafficRouting.replicas cannot do: "
                     "use gatewayAPI or istio, or drop the shadow step",
                     ".strategy.steps",
-                )
+                ),
+                _cel(
+                    "!has(self.trafficRouting.replicas) || "
+                    "!self.strategy.steps.exists(s, has(s.abTest) && has(s.abTest.headerRoute))",
+                    "abTest.headerRoute routes by header, which trafficRouting.replicas cannot do",
+                    ".strategy.steps",
+                ),
             ]
         }
     )
@@ -292,6 +306,10 @@ class ModelRolloutSpec(SpecModel):
     def _shadow_needs_a_mirror(self) -> ModelRolloutSpec:
         if self.traffic_routing.replicas is not None and any(s.shadow for s in self.strategy.steps):
             raise ValueError("a shadow step mirrors traffic, which trafficRouting.replicas cannot do")
+        if self.traffic_routing.replicas is not None and any(
+            s.ab_test and s.ab_test.header_route for s in self.strategy.steps
+        ):
+            raise ValueError("abTest.headerRoute routes by header, which trafficRouting.replicas cannot do")
         containers = self.template.get("spec", {}).get("containers")
         if not isinstance(containers, list) or not containers:
             raise ValueError("template.spec.containers must list at least one container")

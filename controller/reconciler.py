@@ -29,7 +29,7 @@ from controller.engine import (
 )
 from controller.engine.conditions import set_condition
 from controller.events import post_event
-from controller.routers import RouterError, TrafficRouter
+from controller.routers import HeaderRoute, RouterError, TrafficRouter
 from controller.routers.gatewayapi import GatewayAPIRouter
 from controller.routers.istio import IstioRouter
 from controller.routers.replicas import ReplicasRouter, candidate_replicas
@@ -157,7 +157,7 @@ def _execute(api_client: client.ApiClient, body: dict[str, Any], spec: api.Model
             services.update(stable=action.stable, candidate=action.candidate)
             router = _router(api_client, spec, meta["name"], meta["namespace"], workloads, services)
         elif isinstance(action, SetRoute):
-            router.set_route(action.weight, action.mirror)
+            router.set_route(action.weight, action.mirror, HeaderRoute(*action.header) if action.header else None)
             route_writes += 1
         else:
             post_event(api_client, body, action.type, action.reason, action.message)

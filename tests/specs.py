@@ -22,7 +22,8 @@ VALID_SPEC: dict[str, Any] = {
             {"canary": {"weight": 5, "duration": "10m"}},
             {"canary": {"weight": 25, "duration": "10m"}},
             {"abTest": {"weight": 50, "maxDuration": "24h", "metric": "conversion", "alpha": 0.05,
-                        "minimumDetectableEffect": 0.01}},
+                        "minimumDetectableEffect": 0.01,
+                        "headerRoute": {"name": "x-experiment", "value": "candidate"}}},
             {"pause": {}},
         ],
         "scaleDownDelaySeconds": 1800,
@@ -47,16 +48,19 @@ class BadSpec:
     value: Any
     field: str
     reason: str
+    # Further (path, value) edits, for rules that only a combination breaks.
+    also: tuple[tuple[tuple[Any, ...], Any], ...] = ()
 
     def spec(self) -> dict[str, Any]:
         spec = copy.deepcopy(VALID_SPEC)
-        target: Any = spec
-        for key in self.path[:-1]:
-            target = target[key]
-        if self.value is DELETE:
-            del target[self.path[-1]]
-        else:
-            target[self.path[-1]] = self.value
+        for path, value in ((self.path, self.value), *self.also):
+            target: Any = spec
+            for key in path[:-1]:
+                target = target[key]
+            if value is DELETE:
+                del target[path[-1]]
+            else:
+                target[path[-1]] = value
         return spec
 
 
@@ -75,6 +79,9 @@ BAD_SPECS = [
             "spec.strategy.steps", "weights must not decrease"),
     BadSpec("shadow-under-replicas", ("trafficRouting",), {"replicas": {}},
             "spec.strategy.steps", "replicas cannot do"),
+    BadSpec("header-route-under-replicas", ("trafficRouting",), {"replicas": {}},
+            "spec.strategy.steps", "headerRoute routes by header",
+            also=((("strategy", "steps", 0), {"canary": {"weight": 1, "duration": "1m"}}),)),
     BadSpec("two-routing-modes", ("trafficRouting",),
             {"gatewayAPI": {"httpRoute": "r"}, "istio": {"virtualService": "v"}},
             "spec.trafficRouting", "exactly one routing mode"),

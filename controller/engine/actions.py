@@ -37,10 +37,12 @@ class SelectServices:
 
 @dataclass(frozen=True)
 class SetRoute:
-    """`weight` percent of live traffic to the candidate Service, `mirror` percent mirrored to it."""
+    """`weight` percent of live traffic to the candidate Service, `mirror` percent mirrored to it,
+    and requests with `header` (name, value) always to the candidate; one write."""
 
     weight: int
     mirror: int
+    header: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)

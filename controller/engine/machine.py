@@ -73,8 +73,8 @@ class _Draft:
     def event(self, reason: str, message: str, warning: bool = False) -> None:
         self.actions.append(EmitEvent("Warning" if warning else "Normal", reason, message))
 
-    def route(self, weight: int, mirror: int) -> None:
-        self.actions.append(SetRoute(weight, mirror))
+    def route(self, weight: int, mirror: int, header: tuple[str, str] | None = None) -> None:
+        self.actions.append(SetRoute(weight, mirror, header))
         self.set(canary_weight=weight, mirror_percent=mirror)
 
     def finish(self, generation: int) -> Transition:
@@ -389,7 +389,8 @@ def _run_step(draft: _Draft, observations: Observations) -> None:
     index = draft.get("current_step")
     step = spec.strategy.steps[index]
     weight, mirror = route_for_step(spec.strategy.steps, index)
-    draft.route(weight, mirror)
+    cohort = step.ab_test.header_route if step.ab_test is not None else None
+    draft.route(weight, mirror, (cohort.name, cohort.value) if cohort else None)
     elapsed = (draft.now - _parse(draft.get("step_started_at"))).total_seconds()
     duration = spec.step_seconds(index)
     signal = observations.analysis

@@ -28,8 +28,9 @@ class TrafficRouter(Protocol):
     def api_calls(self) -> int:
         """Kubernetes API calls made so far (the rollout's cost, reported by the benchmark)."""
 
-    def set_route(self, weight: int, mirror: int) -> None:
-        """`weight`% of live traffic to the candidate Service and `mirror`% of it mirrored there."""
+    def set_route(self, weight: int, mirror: int, header: HeaderRoute | None = None) -> None:
+        """`weight`% of live traffic to the candidate, `mirror`% mirrored there, and the header
+        cohort (or none) to the candidate: all in one write, so a rollback is one write."""
 
     def set_header_route(self, route: HeaderRoute | None) -> None:
         """Add (or with None remove) the managed header-match route to the candidate."""

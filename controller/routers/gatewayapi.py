@@ -97,9 +97,12 @@ class GatewayAPIRouter:
     def api_calls(self) -> int:
         return self.route.calls
 
-    def set_route(self, weight: int, mirror: int) -> None:
-        stored = self.route.update(lambda r: with_route(r, self.stable, self.candidate, self.port, weight, mirror,
-                                                       self.rule_name))
+    def set_route(self, weight: int, mirror: int, header: HeaderRoute | None = None) -> None:
+        def change(r: dict[str, Any]) -> dict[str, Any]:
+            routed = with_route(r, self.stable, self.candidate, self.port, weight, mirror, self.rule_name)
+            return with_header_route(routed, self.stable, self.candidate, self.port, header, self.rule_name)
+
+        stored = self.route.update(change)
         # The write's answer is the stored object: verifying it costs no extra request.
         seen = read_route(stored, self.stable, self.candidate, self.rule_name)
         if seen != (weight, mirror):

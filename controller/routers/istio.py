@@ -86,9 +86,12 @@ class IstioRouter:
     def api_calls(self) -> int:
         return self.vs.calls
 
-    def set_route(self, weight: int, mirror: int) -> None:
-        stored = self.vs.update(lambda vs: with_route(vs, self.stable, self.candidate, self.port, weight, mirror,
-                                                       self.route_name))
+    def set_route(self, weight: int, mirror: int, header: HeaderRoute | None = None) -> None:
+        def change(vs: dict[str, Any]) -> dict[str, Any]:
+            routed = with_route(vs, self.stable, self.candidate, self.port, weight, mirror, self.route_name)
+            return with_header_route(routed, self.stable, self.candidate, self.port, header, self.route_name)
+
+        stored = self.vs.update(change)
         # The write's answer is the stored object: verifying it costs no extra request.
         seen = read_route(stored, self.stable, self.candidate, self.route_name)
         if seen != (weight, mirror):

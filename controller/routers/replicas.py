@@ -39,9 +39,11 @@ class ReplicasRouter:
     def api_calls(self) -> int:
         return self.calls
 
-    def set_route(self, weight: int, mirror: int) -> None:
+    def set_route(self, weight: int, mirror: int, header: HeaderRoute | None = None) -> None:
         if mirror:
             raise RouterError("trafficRouting.replicas cannot mirror traffic")
+        if header:
+            raise RouterError("trafficRouting.replicas cannot route by header")
         if self.candidate_is_stable:
             return  # The same Deployment: its size is the stable's, set by the workloads.
         self.scale_candidate(candidate_replicas(self.stable_replicas, weight))

@@ -192,3 +192,26 @@ def test_a_missing_route_is_reported_and_traffic_is_not_half_shifted(
         reasons = kubectl(kubeconfig, "-n", namespace, "get", "events", "-o", "custom-columns=R:.reason",
                           "--no-headers").split()
         assert "RouteError" in reasons
+
+
+def test_ab_header_cohort_is_routed_during_the_step_and_removed_by_abort(
+    rollouts: Rollouts, namespace: str, kubeconfig: Path, tmp_path: Path
+) -> None:
+    steps: list[dict[str, Any]] = [{"abTest": {"weight": 20, "maxDuration": "1h",
+                                               "headerRoute": {"name": "x-arm", "value": "candidate"}}}]
+    rollouts.create_object("gateway.networking.k8s.io", "v1", "httproutes", httproute("scorer"))
+    body = rollout_body("scorer", steps, GATEWAY)
+    with operator_process(kubeconfig, namespace, tmp_path / "operator.log"):
+        _deployed(rollouts, body)
+        rollouts.patch("scorer", with_image(body, "scorer:v2"))
+        wait_for(lambda: httproute_state(rollouts, "scorer") == (20, 0), what="A/B split 20%")
+        rules = rollouts.get_object("gateway.networking.k8s.io", "v1", "httproutes", "scorer")["spec"]["rules"]
+        cohort = rules[0]
+        assert cohort["backendRefs"][0]["name"] == "scorer-candidate"
+        assert {"type": "Exact", "name": "x-arm", "value": "candidate"} in cohort["matches"][0]["headers"]
+        assert rules[1]["name"] == "user-health"
+
+        kubectl(kubeconfig, "-n", namespace, "annotate", "mro", "scorer", f"{ACTION}=abort")
+        wait_for(lambda: httproute_state(rollouts, "scorer") == (0, 0), what="abort")
+        rules = rollouts.get_object("gateway.networking.k8s.io", "v1", "httproutes", "scorer")["spec"]["rules"]
+        assert [rule.get("name") for rule in rules] == ["user-health", None], "the cohort rule is gone"

@@ -23,9 +23,11 @@ step_strategy = st.one_of(
               st.integers(0, 100), st.integers(0, 120)),
     st.builds(lambda w, d: {"canary": {"weight": w, "duration": f"{d}s"}},
               st.integers(0, 100), st.integers(0, 120)),
-    st.builds(lambda w, d, p: {"abTest": {"weight": w, "maxDuration": f"{d}s", "metric": "conv",
-                                           "onInconclusive": p}},
-              st.integers(0, 100), st.integers(1, 120), st.sampled_from(["promote", "rollback", "pause"])),
+    st.builds(lambda w, d, p, h: {"abTest": {"weight": w, "maxDuration": f"{d}s", "metric": "conv",
+                                              "onInconclusive": p,
+                                              **({"headerRoute": {"name": "x-arm", "value": "b"}} if h else {})}},
+              st.integers(0, 100), st.integers(1, 120), st.sampled_from(["promote", "rollback", "pause"]),
+              st.booleans()),
     st.builds(lambda d: {"pause": {"duration": f"{d}s"} if d else {}}, st.integers(0, 60)),
 )
 
@@ -91,6 +93,10 @@ def test_invariants_hold_for_any_event_sequence(
         )
         if not in_shadow:
             assert mirror == 0
+        if world.header is not None:
+            step = world.spec.strategy.steps[status.current_step]
+            assert status.phase in (Phase.PROGRESSING, Phase.PAUSED) and status.candidate_revision
+            assert step.ab_test is not None and step.ab_test.header_route is not None
         assert describes(world.spec.strategy.steps, weight, mirror)
         if status.candidate_revision is None or status.phase not in (Phase.PROGRESSING, Phase.PAUSED):
             assert world.route == (0, 0), "outside a rollout all traffic goes to the stable"

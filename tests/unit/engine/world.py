@@ -53,6 +53,7 @@ class World:
     deployments: dict[str, int] = field(default_factory=dict)
     services: tuple[str, str] | None = None
     route: tuple[int, int] = (0, 0)
+    header: tuple[str, str] | None = None
     events: list[EmitEvent] = field(default_factory=list)
     history: list[Action] = field(default_factory=list)
 
@@ -80,6 +81,7 @@ class World:
             self.services = (action.stable, action.candidate)
         elif isinstance(action, SetRoute):
             self.route = (action.weight, action.mirror)
+            self.header = action.header
         else:
             self.events.append(action)
 
