@@ -57,8 +57,10 @@ def test_kustomize_applies_and_the_service_account_can_run_a_rollout(
         rollouts.create(body)
         rollouts.wait_status("scorer", lambda s: s.get("phase") == "Completed", what="deployed as the SA")
         rollouts.patch("scorer", with_image(body, "scorer:v2"))
-        rollouts.wait_status("scorer", lambda s: s.get("phase") == "Completed" and s.get("previousStableRevision"),
-                             what="promoted as the SA")
+        rollouts.wait_status(
+            "scorer", lambda s: s.get("phase") == "Completed" and bool(s.get("previousStableRevision")),
+            what="promoted as the SA",
+        )
     assert httproute_state(rollouts, "scorer") == (0, 0)
     log = (tmp_path / "operator.log").read_text()
     assert "Forbidden" not in log and " 403" not in log, log[-2000:]
