@@ -234,12 +234,15 @@ class Guardrail(SpecModel):
 
     name: Annotated[str, Field(min_length=1, max_length=63)]
     template: Literal["errorRate", "latencyP99", "latencyP95", "predictionPSI"] | None = None
-    query: str | None = None
+    query: Annotated[str, Field(max_length=4096)] | None = None
     max: float | None = None
     min: float | None = None
     relative_to_stable: Annotated[float, Field(gt=0)] | None = None
+    # Breaches tolerated before acting; the next one acts (Argo's failureLimit).
     failure_limit: Annotated[int, Field(ge=0)] = 0
-    during: list[Literal["shadow", "canary", "abTest", "pause"]] | None = None
+    during: Annotated[list[Literal["shadow", "canary", "abTest", "pause"]], Field(max_length=4)] | None = None
+    # What a breach does; default: predictionPSI holds the step (a better model may differ), others roll back.
+    on_breach: Literal["rollback", "hold"] | None = None
 
     @model_validator(mode="after")
     def _complete(self) -> Guardrail:
@@ -251,17 +254,39 @@ class Guardrail(SpecModel):
 
 
 class Metric(SpecModel):
-    """A named counter pair (successes over trials) an abTest step judges."""
+    """A rate an abTest step judges: successes over trials, from PromQL counters or a built-in template.
+
+    Built-ins: `conversion` (model_conversions_total over ok requests) and `success`
+    (ok requests over all requests). Queries may use {{model}}, {{version}} and {{namespace}}.
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel("has(self.template) != (has(self.successes) && has(self.trials))",
+                     "set either template, or both successes and trials"),
+            ]
+        }
+    )
 
     name: Annotated[str, Field(min_length=1, max_length=63)]
-    successes: str
-    trials: str
+    template: Literal["conversion", "success"] | None = None
+    successes: Annotated[str, Field(max_length=4096)] | None = None
+    trials: Annotated[str, Field(max_length=4096)] | None = None
     higher_is_better: bool = True
+
+    @model_validator(mode="after")
+    def _source(self) -> Metric:
+        if (self.template is None) == (self.successes is None or self.trials is None):
+            raise ValueError("set either template, or both successes and trials")
+        return self
 
 
 class Analysis(SpecModel):
     prometheus: PrometheusSource | None = None
     interval: Duration = "10s"
+    # The look-back of guardrail queries (rates and quantiles).
+    window: Duration = "1m"
     guardrails: Annotated[list[Guardrail], Field(max_length=32)] = []
     metrics: Annotated[list[Metric], Field(max_length=32)] = []
     # Consecutive measurement errors (or no data) before the policy acts.

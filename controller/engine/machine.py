@@ -359,6 +359,13 @@ def _progress(draft: _Draft, observations: Observations) -> None:
         if draft.get("pause_reason") is None:
             draft.set(pause_reason="analysis")
             draft.event("AnalysisError", f"paused: {signal.reason}", warning=True)
+    elif draft.get("pause_reason") == "analysis":
+        # Measurements are back: the pause was the analysis's, so is the resume.
+        draft.set(pause_reason=None)
+        draft.event("AnalysisRecovered", "measurements are back; resuming")
+    if signal is not None and signal.verdict == "halt" and draft.get("pause_reason") is None:
+        draft.set(pause_reason="halted")
+        draft.event("AnalysisHalted", f"halted: {signal.reason}", warning=True)
 
     if draft.get("step_started_at") is None:
         draft.set(step_started_at=_iso(draft.now))
@@ -400,8 +407,12 @@ def _run_step(draft: _Draft, observations: Observations) -> None:
     if draft.get("pause_reason"):
         reason = draft.get("pause_reason")
         draft.set(phase=Phase.PAUSED, message=f"paused ({reason}) at step {index + 1}")
+        why = signal.reason if signal is not None and reason in ("analysis", "halted") else ""
         draft.condition(ConditionType.PAUSED, True, {"user": "PausedByUser", "step": "PauseStep",
-                                                     "analysis": "AnalysisError"}.get(reason, "Paused"))
+                                                     "analysis": "AnalysisError",
+                                                     "halted": "AnalysisHalted"}.get(reason, "Paused"), why)
+        if why:
+            draft.set(message=f"paused at step {index + 1}: {why}")
         return
     draft.set(phase=Phase.PROGRESSING)
     draft.condition(ConditionType.PAUSED, False, "Running")

@@ -8,8 +8,9 @@ from typing import Literal
 # The analysis hook: observations in, verdict out.
 #   pass: nothing wrong;  fail: a guardrail breached -> roll back;
 #   hold: do not advance yet (e.g. drift in shadow);  error: measurements failing past the limit;
+#   halt: stop and wait for a human (e.g. a sample ratio mismatch: the experiment itself is broken);
 #   For abTest steps `ab_verdict` carries the statistical verdict of the step's metric.
-AnalysisVerdict = Literal["pass", "fail", "hold", "error"]
+AnalysisVerdict = Literal["pass", "fail", "hold", "error", "halt"]
 ABVerdict = Literal["candidate_better", "candidate_worse", "no_difference", "inconclusive", "no_data"]
 
 

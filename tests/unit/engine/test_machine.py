@@ -228,6 +228,32 @@ def test_analysis_error_pauses_by_default_and_never_promotes() -> None:
     assert world.status.stable_revision == "rev1"
 
 
+def test_analysis_error_pause_resumes_when_measurements_return() -> None:
+    world = started([{"canary": {"weight": 10, "duration": "60s"}}])
+    world.analysis = AnalysisSignal("error", "prometheus unreachable")
+    world.step(5)
+    assert world.status.phase == Phase.PAUSED
+    assert "prometheus unreachable" in world.status.message
+    world.analysis = AnalysisSignal("pass")
+    world.step(5)
+    assert world.status.phase == Phase.PROGRESSING
+    assert "AnalysisRecovered" in world.reasons()
+
+
+def test_halt_waits_for_a_human() -> None:
+    world = started([{"canary": {"weight": 10, "duration": "10s"}}])
+    world.analysis = AnalysisSignal("halt", "sample ratio mismatch: 70/30 observed for 90/10")
+    world.step(60)
+    assert world.status.phase == Phase.PAUSED
+    paused = next(c for c in world.status.conditions if c.type == "Paused")
+    assert paused.reason == "AnalysisHalted" and "sample ratio mismatch" in paused.message
+    world.analysis = AnalysisSignal("pass")
+    world.step(60)
+    assert world.status.phase == Phase.PAUSED, "a halt is not lifted by itself"
+    world.act("promote")
+    assert world.status.phase == Phase.COMPLETED
+
+
 def test_ab_verdicts() -> None:
     ab: list[dict[str, Any]] = [
         {"abTest": {"weight": 50, "maxDuration": "1h", "metric": "conversion", "onInconclusive": "rollback"}}

@@ -46,7 +46,7 @@ event_strategy = st.one_of(
     st.tuples(st.just("action"), st.sampled_from(ACTIONS)),
     st.tuples(st.just("ready"), st.booleans()),
     st.tuples(st.just("template"), st.sampled_from(["rev1", "rev2", "rev3"])),
-    st.tuples(st.just("analysis"), st.sampled_from(["pass", "fail", "hold", "error", "none"])),
+    st.tuples(st.just("analysis"), st.sampled_from(["pass", "fail", "hold", "error", "halt", "none"])),
     st.tuples(st.just("ab"), st.sampled_from(["candidate_better", "candidate_worse", "no_difference",
                                                "inconclusive", "no_data"])),
 )
