@@ -1,0 +1,1 @@
+"""Analysis: metric providers (Prometheus), built-in query templates, guardrail and step judgements."""

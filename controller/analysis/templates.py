@@ -1,0 +1,54 @@
+"""Built-in PromQL over the metric names the seeds prescribe, so a conforming model server needs no PromQL.
+
+    inference_request_total{model,version,status}
+    inference_request_duration_seconds_bucket{model,version,le}
+    model_prediction_value_bucket{model,version,le}
+    model_conversions_total{model,version}
+"""
+
+from __future__ import annotations
+
+
+def render(query: str, model: str, version: str, namespace: str) -> str:
+    """Fill the {{model}}, {{version}} and {{namespace}} placeholders of a custom query."""
+    return query.replace("{{model}}", model).replace("{{version}}", version).replace("{{namespace}}", namespace)
+
+
+def _sel(model: str, version: str, extra: str = "") -> str:
+    return f'model="{model}",version="{version}"' + (f",{extra}" if extra else "")
+
+
+def error_rate(model: str, version: str, window: str) -> str:
+    errors = request_count(model, version, window, "error")
+    return f"({errors} or vector(0)) / {request_count(model, version, window)}"
+
+
+def latency_quantile(quantile: float, model: str, version: str, window: str) -> str:
+    buckets = f"inference_request_duration_seconds_bucket{{{_sel(model, version)}}}"
+    return f"histogram_quantile({quantile}, sum by (le) (rate({buckets}[{window}])))"
+
+
+def request_count(model: str, version: str, window: str, status: str | None = None) -> str:
+    extra = f'status="{status}"' if status else ""
+    return f"sum(increase(inference_request_total{{{_sel(model, version, extra)}}}[{window}]))"
+
+
+def histogram_buckets(metric: str, model: str, version: str, window: str) -> str:
+    """Cumulative bucket counts over the window, keyed by `le`."""
+    return f"sum by (le) (increase({metric}_bucket{{{_sel(model, version)}}}[{window}]))"
+
+
+def prediction_buckets(model: str, version: str, window: str) -> str:
+    return histogram_buckets("model_prediction_value", model, version, window)
+
+
+def latency_buckets(model: str, version: str, window: str) -> str:
+    return histogram_buckets("inference_request_duration_seconds", model, version, window)
+
+
+def metric_counts(template: str, model: str, version: str, window: str) -> tuple[str, str]:
+    """(successes, trials) queries of a built-in A/B metric."""
+    ok = request_count(model, version, window, "ok")
+    if template == "conversion":
+        return f"sum(increase(model_conversions_total{{{_sel(model, version)}}}[{window}]))", ok
+    return ok, request_count(model, version, window)
