@@ -15,7 +15,9 @@ from kubernetes import client
 from pydantic import ValidationError
 
 from controller import api
+from controller.analysis.runner import Run, analyse
 from controller.engine import (
+    AnalysisSignal,
     DeleteRevision,
     EmitEvent,
     EnsureRevision,
@@ -110,13 +112,22 @@ def reconcile_object(api_client: client.ApiClient, body: dict[str, Any], now: da
     # Without a router any ready pod serves; one ready candidate pod is the gate there.
     replicas_mode = spec.traffic_routing.replicas is not None
     candidate_ready = (candidate_state.ready >= 1) if replicas_mode else candidate_state.fully_ready
+    try:
+        analysis = analyse(api_client, body, spec, status, revision, now)
+    except client.ApiException as error:
+        analysis = Run(AnalysisSignal("hold", f"analysis credentials unreadable: {error.status} {error.reason}"))
     observations = Observations(
         template_revision=revision,
         stable_ready=stable_state.fully_ready,
         candidate_ready=candidate_ready,
         candidate_unschedulable=candidate_state.unschedulable,
+        analysis=analysis.signal,
     )
     transition = reconcile(spec, generation, status, observations, now)
+    if analysis.state is not None and transition.status.candidate_revision == status.candidate_revision:
+        decisions = [*transition.status.decisions, *analysis.decisions][-api.MAX_DECISIONS:]
+        transition = Transition(transition.actions, transition.status.model_copy(
+            update={"analysis": analysis.state, "decisions": decisions}))
     services = {"stable": status.stable_revision or revision,
                 "candidate": status.candidate_revision or status.previous_stable_revision
                 or status.stable_revision or revision}

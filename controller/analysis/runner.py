@@ -1,0 +1,82 @@
+"""When and with what the reconciler runs an analysis: every `analysis.interval` of a running step.
+
+Between runs the last verdict stands, so every reconcile hands the engine the same signal.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from kubernetes import client
+
+from controller import api
+from controller.analysis.evaluate import Context, evaluate
+from controller.analysis.prometheus import PrometheusProvider, connect
+from controller.durations import parse_duration
+from controller.engine.observations import AnalysisSignal
+
+_PROVIDERS: dict[tuple[str, str, str], PrometheusProvider] = {}
+
+
+@dataclass
+class Run:
+    signal: AnalysisSignal | None = None
+    state: dict[str, Any] | None = None
+    decisions: list[api.Decision] = field(default_factory=list)
+
+
+def _provider(api_client: client.ApiClient, namespace: str, source: api.PrometheusSource) -> PrometheusProvider:
+    secret: dict[str, str] = {}
+    version = ""
+    if source.secret_ref is not None:
+        found = client.CoreV1Api(api_client).read_namespaced_secret(source.secret_ref.name, namespace)
+        version = (found.metadata.resource_version if found.metadata else None) or ""
+        secret = {key: base64.b64decode(value).decode() for key, value in (found.data or {}).items()}
+    key = (source.address, f"{namespace}/{source.secret_ref.name if source.secret_ref else ''}", version or "")
+    if key not in _PROVIDERS:
+        _PROVIDERS[key] = connect(source.address, secret)
+    return _PROVIDERS[key]
+
+
+def _iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def analyse(api_client: client.ApiClient, body: dict[str, Any], spec: api.ModelRolloutSpec,
+            status: api.ModelRolloutStatus, revision: str, now: datetime) -> Run:
+    analysis = spec.analysis
+    step = status.current_step
+    running = (
+        analysis is not None and analysis.prometheus is not None
+        and status.candidate_revision == revision and status.stable_revision is not None
+        and status.phase in (api.Phase.PROGRESSING, api.Phase.PAUSED)
+        and status.step_started_at is not None and status.candidate_ready
+        and step < len(spec.strategy.steps)
+    )
+    if not running:
+        return Run()
+    assert analysis is not None and analysis.prometheus is not None and status.step_started_at is not None
+    assert status.stable_revision is not None
+    previous = status.analysis or {}
+    started = datetime.strptime(status.step_started_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=now.tzinfo)
+    last = previous.get("lastRun")
+    due = (
+        previous.get("step") != step or last is None
+        or (now - datetime.strptime(last, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=now.tzinfo)).total_seconds()
+        >= parse_duration(analysis.interval)
+    )
+    if not due:
+        ab = previous.get("abTest", {}).get("verdict") if spec.strategy.steps[step].ab_test else None
+        return Run(AnalysisSignal(previous.get("verdict", "hold"), previous.get("reason", ""), ab))
+    meta = body["metadata"]
+    ctx = Context(
+        model=spec.model, namespace=meta["namespace"], stable=status.stable_revision, candidate=revision,
+        step_index=step, step_kind=spec.strategy.steps[step].kind,
+        step_elapsed_seconds=(now - started).total_seconds(), weight=status.canary_weight, now=_iso(now),
+    )
+    provider = _provider(api_client, meta["namespace"], analysis.prometheus)
+    result = evaluate(spec, provider, ctx, previous)
+    return Run(result.signal, result.state, result.decisions)
