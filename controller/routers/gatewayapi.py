@@ -8,7 +8,7 @@ from typing import Any
 from kubernetes import client
 
 from controller.routers.base import HeaderRoute, RouterError
-from controller.routers.retry import CustomObject
+from controller.routers.object_router import ObjectRouter, RouteBuilders
 
 GROUP, VERSION, PLURAL = "gateway.networking.k8s.io", "v1", "httproutes"
 
@@ -85,35 +85,9 @@ def with_header_route(route: dict[str, Any], stable: str, candidate: str, port: 
     return updated
 
 
-class GatewayAPIRouter:
-    kind = "gatewayAPI"
+BUILDERS = RouteBuilders("gatewayAPI", GROUP, VERSION, PLURAL, with_route, with_header_route, read_route)
 
-    def __init__(self, api_client: client.ApiClient, namespace: str, route_name: str, stable: str,
-                 candidate: str, port: int, rule_name: str | None = None) -> None:
-        self.route = CustomObject(api_client, GROUP, VERSION, PLURAL, namespace, route_name)
-        self.stable, self.candidate, self.port, self.rule_name = stable, candidate, port, rule_name
 
-    @property
-    def api_calls(self) -> int:
-        return self.route.calls
-
-    def set_route(self, weight: int, mirror: int, header: HeaderRoute | None = None) -> None:
-        def change(r: dict[str, Any]) -> dict[str, Any]:
-            routed = with_route(r, self.stable, self.candidate, self.port, weight, mirror, self.rule_name)
-            return with_header_route(routed, self.stable, self.candidate, self.port, header, self.rule_name)
-
-        stored = self.route.update(change)
-        # The write's answer is the stored object: verifying it costs no extra request.
-        seen = read_route(stored, self.stable, self.candidate, self.rule_name)
-        if seen != (weight, mirror):
-            raise RouterError(f"route stores weight/mirror {seen} after writing {(weight, mirror)}")
-
-    def set_header_route(self, route: HeaderRoute | None) -> None:
-        self.route.update(lambda r: with_header_route(r, self.stable, self.candidate, self.port, route,
-                                                      self.rule_name))
-
-    def verify(self, weight: int, mirror: int) -> bool | None:
-        return read_route(self.route.read(), self.stable, self.candidate, self.rule_name) == (weight, mirror)
-
-    def remove_managed_routes(self) -> None:
-        self.set_header_route(None)
+def GatewayAPIRouter(api_client: client.ApiClient, namespace: str, name: str, stable: str, candidate: str, port: int,
+          rule_name: str | None = None) -> ObjectRouter:
+    return ObjectRouter(BUILDERS, api_client, namespace, name, stable, candidate, port, rule_name)

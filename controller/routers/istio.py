@@ -8,7 +8,7 @@ from typing import Any
 from kubernetes import client
 
 from controller.routers.base import HeaderRoute, RouterError
-from controller.routers.retry import CustomObject
+from controller.routers.object_router import ObjectRouter, RouteBuilders
 
 GROUP, VERSION, PLURAL = "networking.istio.io", "v1", "virtualservices"
 
@@ -74,35 +74,9 @@ def with_header_route(vs: dict[str, Any], stable: str, candidate: str, port: int
     return updated
 
 
-class IstioRouter:
-    kind = "istio"
+BUILDERS = RouteBuilders("istio", GROUP, VERSION, PLURAL, with_route, with_header_route, read_route)
 
-    def __init__(self, api_client: client.ApiClient, namespace: str, virtual_service: str, stable: str,
-                 candidate: str, port: int, route_name: str | None = None) -> None:
-        self.vs = CustomObject(api_client, GROUP, VERSION, PLURAL, namespace, virtual_service)
-        self.stable, self.candidate, self.port, self.route_name = stable, candidate, port, route_name
 
-    @property
-    def api_calls(self) -> int:
-        return self.vs.calls
-
-    def set_route(self, weight: int, mirror: int, header: HeaderRoute | None = None) -> None:
-        def change(vs: dict[str, Any]) -> dict[str, Any]:
-            routed = with_route(vs, self.stable, self.candidate, self.port, weight, mirror, self.route_name)
-            return with_header_route(routed, self.stable, self.candidate, self.port, header, self.route_name)
-
-        stored = self.vs.update(change)
-        # The write's answer is the stored object: verifying it costs no extra request.
-        seen = read_route(stored, self.stable, self.candidate, self.route_name)
-        if seen != (weight, mirror):
-            raise RouterError(f"route stores weight/mirror {seen} after writing {(weight, mirror)}")
-
-    def set_header_route(self, route: HeaderRoute | None) -> None:
-        self.vs.update(lambda vs: with_header_route(vs, self.stable, self.candidate, self.port, route,
-                                                    self.route_name))
-
-    def verify(self, weight: int, mirror: int) -> bool | None:
-        return read_route(self.vs.read(), self.stable, self.candidate, self.route_name) == (weight, mirror)
-
-    def remove_managed_routes(self) -> None:
-        self.set_header_route(None)
+def IstioRouter(api_client: client.ApiClient, namespace: str, name: str, stable: str, candidate: str, port: int,
+          route_name: str | None = None) -> ObjectRouter:
+    return ObjectRouter(BUILDERS, api_client, namespace, name, stable, candidate, port, route_name)

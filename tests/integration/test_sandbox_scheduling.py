@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
 from kubernetes import client
 
 from controller.kubeclient import dynamic_client
+from tests.integration.rollout_helpers import wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -47,16 +47,6 @@ def _conditions(pod: dict[str, Any]) -> list[dict[str, Any]]:
     return conditions
 
 
-def _wait(predicate: Any, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"condition not met within {timeout}s")
-
-
 def test_gpu_deployment_gets_ready_pods_on_gpu_nodes(api_client: client.ApiClient, namespace: str) -> None:
     _create(api_client, namespace, _deployment("scorer", gpus=1, replicas=2))
 
@@ -68,7 +58,7 @@ def test_gpu_deployment_gets_ready_pods_on_gpu_nodes(api_client: client.ApiClien
         ]
         return ready if len(ready) == 2 else None
 
-    pods = _wait(all_ready)
+    pods = wait_for(all_ready)
     nodes = dynamic_client(api_client).resources.get(api_version="v1", kind="Node")
     for pod in pods:
         node = nodes.get(name=pod["spec"]["nodeName"]).to_dict()
@@ -88,7 +78,7 @@ def test_more_gpus_than_exist_stay_pending_with_scheduler_reason(
                     return condition
         return None
 
-    condition = _wait(unschedulable)
+    condition = wait_for(unschedulable)
     assert "Insufficient nvidia.com/gpu" in condition["message"]
     pod = _pods(api_client, namespace, "huge")[0]
     assert pod["status"]["phase"] == "Pending"
@@ -97,4 +87,4 @@ def test_more_gpus_than_exist_stay_pending_with_scheduler_reason(
 
 def test_cpu_only_pods_schedule_too(api_client: client.ApiClient, namespace: str) -> None:
     _create(api_client, namespace, _deployment("cpu", gpus=0))
-    _wait(lambda: [p for p in _pods(api_client, namespace, "cpu") if p["status"].get("phase") == "Running"])
+    wait_for(lambda: [p for p in _pods(api_client, namespace, "cpu") if p["status"].get("phase") == "Running"])

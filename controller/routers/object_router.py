@@ -1,0 +1,66 @@
+"""A router over one route object (HTTPRoute, VirtualService): provider-specific pure builders,
+shared read-modify-replace I/O. Each provider module supplies its builders."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client
+
+from controller.routers.base import HeaderRoute, RouterError
+from controller.routers.retry import CustomObject
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RouteBuilders:
+    """What a provider knows about its route object; all pure."""
+
+    kind: str
+    group: str
+    version: str
+    plural: str
+    with_route: Callable[[Obj, str, str, int, int, int, str | None], Obj]
+    with_header_route: Callable[[Obj, str, str, int, HeaderRoute | None, str | None], Obj]
+    read_route: Callable[[Obj, str, str, str | None], tuple[int, int]]
+
+
+class ObjectRouter:
+    def __init__(self, builders: RouteBuilders, api_client: client.ApiClient, namespace: str, object_name: str,
+                 stable: str, candidate: str, port: int, section: str | None = None) -> None:
+        self.builders = builders
+        self.kind = builders.kind
+        self.obj = CustomObject(api_client, builders.group, builders.version, builders.plural, namespace,
+                                object_name)
+        self.stable, self.candidate, self.port, self.section = stable, candidate, port, section
+
+    @property
+    def api_calls(self) -> int:
+        return self.obj.calls
+
+    def set_route(self, weight: int, mirror: int, header: HeaderRoute | None = None) -> None:
+        build = self.builders
+
+        def change(current: Obj) -> Obj:
+            routed = build.with_route(current, self.stable, self.candidate, self.port, weight, mirror, self.section)
+            return build.with_header_route(routed, self.stable, self.candidate, self.port, header, self.section)
+
+        stored = self.obj.update(change)
+        # The write's answer is the stored object: verifying it costs no extra request.
+        seen = build.read_route(stored, self.stable, self.candidate, self.section)
+        if seen != (weight, mirror):
+            raise RouterError(f"route stores weight/mirror {seen} after writing {(weight, mirror)}")
+
+    def set_header_route(self, route: HeaderRoute | None) -> None:
+        self.obj.update(lambda current: self.builders.with_header_route(
+            current, self.stable, self.candidate, self.port, route, self.section))
+
+    def verify(self, weight: int, mirror: int) -> bool | None:
+        stored = self.obj.read()
+        return self.builders.read_route(stored, self.stable, self.candidate, self.section) == (weight, mirror)
+
+    def remove_managed_routes(self) -> None:
+        self.set_header_route(None)
