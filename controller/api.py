@@ -257,7 +257,8 @@ class Metric(SpecModel):
     """A rate an abTest step judges: successes over trials, from PromQL counters or a built-in template.
 
     Built-ins: `conversion` (model_conversions_total over ok requests) and `success`
-    (ok requests over all requests). Queries may use {{model}}, {{version}} and {{namespace}}.
+    (ok requests over all requests). Queries may use {{model}}, {{version}}, {{namespace}} and
+    {{window}} (the step's sample so far), e.g. `sum(increase(clicks_total{version="{{version}}"}[{{window}}]))`.
     """
 
     model_config = ConfigDict(

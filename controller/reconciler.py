@@ -124,7 +124,9 @@ def reconcile_object(api_client: client.ApiClient, body: dict[str, Any], now: da
         analysis=analysis.signal,
     )
     transition = reconcile(spec, generation, status, observations, now)
-    if analysis.state is not None and transition.status.candidate_revision == status.candidate_revision:
+    # Keep the deciding look too: a rollout that just completed or rolled back has no candidate left.
+    same_rollout = transition.status.candidate_revision in (None, status.candidate_revision)
+    if analysis.state is not None and same_rollout:
         decisions = [*transition.status.decisions, *analysis.decisions][-api.MAX_DECISIONS:]
         transition = Transition(transition.actions, transition.status.model_copy(
             update={"analysis": analysis.state, "decisions": decisions}))

@@ -24,6 +24,7 @@ from controller.analysis.guardrails import (
 )
 from controller.analysis.provider import MetricError, MetricProvider
 from controller.api import Analysis, Decision, Guardrail, Metric, ModelRolloutSpec
+from controller.durations import parse_duration
 from controller.engine.observations import AnalysisSignal
 
 POWER = 0.8
@@ -56,9 +57,14 @@ def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-def _since_step(ctx: Context) -> str:
-    # Whole seconds since the step began: the sample a sequential test accumulates.
-    return f"{max(1, int(ctx.step_elapsed_seconds))}s"
+def _since_step(ctx: Context, settle_seconds: float = 0.0) -> str | None:
+    """The look-back of a test's sample: from the step's start plus a settling time, to now.
+
+    Right after a weight change, scrapes and the data plane still carry the previous split:
+    counting them would make a sample-ratio check fire on our own transition.
+    """
+    seconds = int(ctx.step_elapsed_seconds - settle_seconds)
+    return f"{seconds}s" if seconds >= 1 else None
 
 
 class Evaluator:
@@ -73,8 +79,8 @@ class Evaluator:
             if guardrail.query is not None:
                 query = guardrail.query
                 return Measurement(
-                    self.provider.scalar(templates.render(query, ctx.model, ctx.candidate, ctx.namespace)),
-                    self.provider.scalar(templates.render(query, ctx.model, ctx.stable, ctx.namespace)),
+                    self.provider.scalar(templates.render(query, ctx.model, ctx.candidate, ctx.namespace, window)),
+                    self.provider.scalar(templates.render(query, ctx.model, ctx.stable, ctx.namespace, window)),
                 )
             if guardrail.template == "predictionPSI":
                 drift = self.drift()
@@ -96,6 +102,8 @@ class Evaluator:
     def error_rate_worse(self) -> bool | None:
         """The sequential test since the step began: is the candidate's error rate worse?"""
         ctx, since = self.ctx, _since_step(self.ctx)
+        if since is None:
+            return None
         counts = [
             self.provider.scalar(templates.request_count(ctx.model, version, since, status))
             for version in (ctx.stable, ctx.candidate) for status in ("error", None)
@@ -126,15 +134,18 @@ class Evaluator:
     # --- abTest -----------------------------------------------------------
 
     def metric_counts(self, metric: Metric) -> tuple[float, float, float, float] | None:
-        ctx, since = self.ctx, _since_step(self.ctx)
+        ctx = self.ctx
+        since = _since_step(ctx, settle_seconds=parse_duration(self.analysis.interval))
+        if since is None:
+            return None
         values = []
         for version in (ctx.stable, ctx.candidate):
             if metric.template is not None:
                 successes, trials = templates.metric_counts(metric.template, ctx.model, version, since)
             else:
                 assert metric.successes is not None and metric.trials is not None
-                successes = templates.render(metric.successes, ctx.model, version, ctx.namespace)
-                trials = templates.render(metric.trials, ctx.model, version, ctx.namespace)
+                successes = templates.render(metric.successes, ctx.model, version, ctx.namespace, since)
+                trials = templates.render(metric.trials, ctx.model, version, ctx.namespace, since)
             values += [self.provider.scalar(successes), self.provider.scalar(trials)]
         if any(value is None for value in values[1::2]):
             return None

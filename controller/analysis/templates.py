@@ -9,9 +9,15 @@
 from __future__ import annotations
 
 
-def render(query: str, model: str, version: str, namespace: str) -> str:
-    """Fill the {{model}}, {{version}} and {{namespace}} placeholders of a custom query."""
-    return query.replace("{{model}}", model).replace("{{version}}", version).replace("{{namespace}}", namespace)
+def render(query: str, model: str, version: str, namespace: str, window: str = "1m") -> str:
+    """Fill the {{model}}, {{version}}, {{namespace}} and {{window}} placeholders of a custom query.
+
+    {{window}} is the look-back: the guardrail window, or for an A/B metric the step's sample so far.
+    """
+    for placeholder, value in (("model", model), ("version", version), ("namespace", namespace),
+                               ("window", window)):
+        query = query.replace("{{" + placeholder + "}}", value)
+    return query
 
 
 def _sel(model: str, version: str, extra: str = "") -> str:

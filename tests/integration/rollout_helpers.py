@@ -108,10 +108,16 @@ class Rollouts:
 
     def wait_status(self, name: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 60.0,
                     what: str = "status") -> dict[str, Any]:
+        seen: list[dict[str, Any]] = []
+
         def probe() -> dict[str, Any] | None:
             status = self.status(name)
+            seen[:] = [status]
             return status if predicate(status) else None
-        return wait_for(probe, timeout, f"{name}: {what}")
+        try:
+            return wait_for(probe, timeout, f"{name}: {what}")
+        except AssertionError as error:
+            raise AssertionError(f"{error}; last status: {seen[-1] if seen else None}") from None
 
     def condition(self, name: str, type_: str) -> dict[str, Any] | None:
         return next((c for c in self.status(name).get("conditions", []) if c["type"] == type_), None)

@@ -1,0 +1,104 @@
+"""An end-to-end world on the sandbox: operator, model-server fleet, real Prometheus, route-aware load."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client
+
+from controller.sandbox.prometheus import PrometheusServer, start_prometheus
+from e2e.fleet import ModelFleet
+from e2e.loadgen import RouteAwareLoadGenerator
+from e2e.model_server import Knobs
+from tests.integration.rollout_helpers import Rollouts, httproute, operator_process, rollout_body
+
+# Image tags stand for model versions with known behaviour (the fleet plays the kubelet).
+MODELS = {
+    "good": Knobs(latency_ms=60, latency_jitter=0.1, error_rate=0.002, prediction_mean=0.3, conversion_rate=0.10),
+    "better": Knobs(latency_ms=60, latency_jitter=0.1, error_rate=0.002, prediction_mean=0.32,
+                    conversion_rate=0.22),
+    # A new build that behaves like the old one: a different template, the same model.
+    "good-rebuild": Knobs(latency_ms=60, latency_jitter=0.1, error_rate=0.002, prediction_mean=0.3,
+                          conversion_rate=0.10),
+    "slow": Knobs(latency_ms=84, latency_jitter=0.1, error_rate=0.002, prediction_mean=0.3, conversion_rate=0.10),
+}
+
+
+def knobs_for_image(image: str) -> Knobs:
+    return MODELS[image.rsplit(":", 1)[-1]]
+
+
+def analysis(prometheus: PrometheusServer, **extra: Any) -> dict[str, Any]:
+    return {
+        "prometheus": {"address": prometheus.url},
+        "interval": "2s",
+        "window": "10s",
+        "errorLimit": 3,
+        "guardrails": [
+            {"name": "error-rate", "template": "errorRate", "max": 0.05, "failureLimit": 1},
+            {"name": "p99-latency", "template": "latencyP99", "relativeToStable": 1.2, "failureLimit": 2,
+             "during": ["canary", "abTest"]},
+        ],
+        **extra,
+    }
+
+
+@dataclass
+class World:
+    rollouts: Rollouts
+    fleet: ModelFleet
+    prometheus: PrometheusServer
+    load: RouteAwareLoadGenerator
+    body: dict[str, Any]
+
+    def deploy(self, steps: list[dict[str, Any]], **analysis_extra: Any) -> dict[str, Any]:
+        self.body = rollout_body("scorer", steps, {"gatewayAPI": {"httpRoute": "scorer"}}, image="scorer:good",
+                                 gpus=1, replicas=1)
+        self.body["spec"]["analysis"] = analysis(self.prometheus, **analysis_extra)
+        self.rollouts.create(self.body)
+        return self.rollouts.wait_status("scorer", lambda s: s.get("phase") == "Completed", what="first deploy")
+
+    def roll_out(self, image: str) -> None:
+        spec = self.body["spec"]
+        spec["template"]["spec"]["containers"][0]["image"] = f"scorer:{image}"
+        self.rollouts.patch("scorer", {"spec": {"template": spec["template"]}})
+
+    def status(self) -> dict[str, Any]:
+        return self.rollouts.status("scorer")
+
+
+@contextmanager
+def e2e_world(api_client: client.ApiClient, namespace: str, kubeconfig: Path, tmp_path: Path,
+              rps: float = 60) -> Iterator[World]:
+    rollouts = Rollouts(api_client, namespace)
+    rollouts.create_object("gateway.networking.k8s.io", "v1", "httproutes", httproute("scorer"))
+    with ExitStack() as stack:
+        fleet = stack.enter_context(ModelFleet(api_client, namespace, "scorer", knobs_for_image,
+                                               tmp_path / "fleet", seed=7))
+        prometheus = start_prometheus(tmp_path / "prometheus", [fleet.scrape_config()], scrape_interval="1s")
+        def stop_prometheus() -> None:
+            world.prometheus.stop()  # the one running now: a test may have restarted it
+
+        stack.callback(stop_prometheus)
+        stack.enter_context(operator_process(kubeconfig, namespace, tmp_path / "operator.log"))
+        load = RouteAwareLoadGenerator(api_client, namespace, ("gatewayAPI", "scorer"), "scorer", fleet,
+                                       rps=rps, seed=11, max_duration_s=900)
+        world = World(rollouts, fleet, prometheus, load, {})
+        stack.callback(load.stop)
+        load.start()
+        yield world
+
+
+def wait_until(predicate: Any, timeout: float, what: str) -> float:
+    """Seconds until the predicate held; fails after `timeout`."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if predicate():
+            return time.monotonic() - started
+        time.sleep(0.2)
+    raise AssertionError(f"{what} not reached within {timeout}s")
