@@ -33,6 +33,8 @@ from controller.routers.gatewayapi import read_route
 from controller.sandbox.build import ensure_binaries
 from controller.sandbox.cluster import Sandbox
 from controller.sandbox.processes import free_port, terminate
+from e2e.harness import httproute_state
+from e2e.world import e2e_world, wait_until
 
 NAMESPACE = "bench"
 ACTION = f"{api.GROUP}/action"
@@ -139,9 +141,40 @@ def _set_image(bench: Bench, name: str, image: str) -> None:
     bench.custom.patch_namespaced_custom_object(api.GROUP, api.VERSION, NAMESPACE, api.PLURAL, name, patch)
 
 
+def fault_to_rollback(api_client: client.ApiClient, kubeconfig: str, runs: int) -> list[float]:
+    """Inject an error spike into the candidate's model server; time until the route is 100% stable.
+
+    Real model-server processes, Prometheus scraping every 1 s, analysis every 2 s, load routed by
+    the live HTTPRoute. After each rollback the fault is cleared and the rollout retried.
+    """
+    namespace = "bench-e2e"
+    client.CoreV1Api(api_client).create_namespace({"metadata": {"name": namespace}})  # type: ignore[arg-type]
+    seconds: list[float] = []
+    with tempfile.TemporaryDirectory() as workdir, e2e_world(api_client, namespace, Path(kubeconfig),
+                                                             Path(workdir), rps=60) as world:
+        world.deploy([{"canary": {"weight": 30, "duration": "1h"}}], guardrails=[
+            {"name": "error-rate", "template": "errorRate", "max": 0.05}])
+        world.roll_out("good-rebuild")
+        for run in range(runs):
+            healthy = world.rollouts.wait_status(
+                "scorer", lambda s: s.get("canaryWeight") == 30 and s.get("analysis", {}).get("verdict") == "pass",
+                120, "a measured, healthy canary")
+            time.sleep(3)
+            revision = healthy["candidateRevision"]
+            world.fleet.set_knobs(revision, error_rate=0.4)
+            took = wait_until(lambda: httproute_state(world.rollouts, "scorer") == (0, 0), 120, f"rollback {run}")
+            seconds.append(took)
+            world.rollouts.wait_status("scorer", lambda s: s.get("phase") == "RolledBack", 30, "RolledBack")
+            world.fleet.set_knobs(revision, error_rate=0.002)
+            world.rollouts.patch("scorer", {"metadata": {"annotations": {ACTION: "retry"}}})
+    return seconds
+
+
 def main() -> None:  # noqa: PLR0915 - one linear scenario reads best top to bottom
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--fault-runs", type=int, default=10,
+                        help="end-to-end fault injections (real Prometheus and model servers); 0 skips")
     args = parser.parse_args()
 
     binaries = ensure_binaries()
@@ -207,6 +240,16 @@ def main() -> None:  # noqa: PLR0915 - one linear scenario reads best top to bot
               f"p99 {_percentile(from_launch, 0.99) * 1000:.0f} ms, max {max(from_launch) * 1000:.0f} ms")
         print(f"  from kubectl's exit (the write accepted): p50 {statistics.median(from_exit) * 1000:.0f} ms, "
               f"p99 {_percentile(from_exit, 0.99) * 1000:.0f} ms")
+        if args.fault_runs:
+            # The four fake GPUs are held by the rollouts above: free them first.
+            for name in ("cost", "abort"):
+                bench.custom.delete_namespaced_custom_object(api.GROUP, api.VERSION, NAMESPACE, api.PLURAL, name)
+            bench.wait(lambda: not client.AppsV1Api(bench.api).list_namespaced_deployment(NAMESPACE).items, 120)
+            faults = fault_to_rollback(bench.api, state.kubeconfig, args.fault_runs)
+            print(f"end to end, {len(faults)} error spikes (40% errors) injected into the candidate's model server, "
+                  f"1 s scrape, 2 s analysis interval, until the route is 100% stable: "
+                  f"p50 {statistics.median(faults):.1f} s, max {max(faults):.1f} s "
+                  f"(all: {', '.join(f'{f:.1f}' for f in faults)})")
     finally:
         if operator is not None:
             terminate([operator.pid])

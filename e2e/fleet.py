@@ -170,8 +170,16 @@ class ModelFleet:
         return Knobs(**answer.json())
 
     def set_knobs(self, revision: str, **changes: float) -> Knobs:
-        """Change the running server's knobs (fault injection); kept if the process restarts."""
+        """Change the running server's knobs (fault injection); kept if the process restarts.
+
+        For a revision with no running server (scaled to 0) the change is only remembered,
+        and applies when the fleet next starts it.
+        """
         Knobs().updated(**changes)  # unknown names fail here, before anything changes
+        if revision not in self.urls():
+            with self._lock:
+                self._overrides.setdefault(revision, {}).update(changes)
+            return Knobs().updated(**self._overrides[revision])
         answer = self._http.post(f"{self._url_of(revision)}/knobs", json=changes)
         if answer.status_code != 200:
             raise FleetError(f"POST /knobs to {revision}: {answer.status_code} {answer.text}")

@@ -73,8 +73,16 @@ class Evaluator:
 
     # --- guardrails -------------------------------------------------------
 
+    def lookback(self) -> str | None:
+        """The guardrail window, cut at the step's start: what came before (an earlier split,
+        a rolled-back attempt) is not this step's evidence."""
+        seconds = int(min(parse_duration(self.analysis.window), self.ctx.step_elapsed_seconds))
+        return f"{seconds}s" if seconds >= 1 else None
+
     def measure(self, guardrail: Guardrail) -> Measurement:
-        ctx, window = self.ctx, self.analysis.window
+        ctx, window = self.ctx, self.lookback()
+        if window is None:
+            return Measurement(None)
         try:
             if guardrail.query is not None:
                 query = guardrail.query
@@ -119,7 +127,9 @@ class Evaluator:
         return bool(result.pvalue <= result.alpha and result.ci_low > 0)
 
     def drift(self) -> stats.DriftResult | None:
-        ctx, window = self.ctx, self.analysis.window
+        ctx, window = self.ctx, self.lookback()
+        if window is None:
+            return None
         stable = self.provider.by_label(templates.prediction_buckets(ctx.model, ctx.stable, window), "le")
         candidate = self.provider.by_label(templates.prediction_buckets(ctx.model, ctx.candidate, window), "le")
         edges = sorted(set(stable) & set(candidate), key=lambda le: math.inf if le == "+Inf" else float(le))

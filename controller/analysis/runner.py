@@ -60,7 +60,8 @@ def analyse(api_client: client.ApiClient, body: dict[str, Any], spec: api.ModelR
         return Run()
     assert analysis is not None and analysis.prometheus is not None and status.step_started_at is not None
     assert status.stable_revision is not None
-    previous = status.analysis or {}
+    # Only this attempt at this step counts: a retry restarts the step and its evidence.
+    previous = status.analysis if (status.analysis or {}).get("stepStartedAt") == status.step_started_at else {}
     started = datetime.strptime(status.step_started_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=now.tzinfo)
     last = previous.get("lastRun")
     due = (
@@ -79,4 +80,4 @@ def analyse(api_client: client.ApiClient, body: dict[str, Any], spec: api.ModelR
     )
     provider = _provider(api_client, meta["namespace"], analysis.prometheus)
     result = evaluate(spec, provider, ctx, previous)
-    return Run(result.signal, result.state, result.decisions)
+    return Run(result.signal, {**result.state, "stepStartedAt": status.step_started_at}, result.decisions)

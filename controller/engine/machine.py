@@ -226,7 +226,8 @@ def _apply_action(draft: _Draft, action: str, observations: Observations) -> Non
         draft.event("PromotedFull", "promoted by the user past all remaining steps")
     elif action == "retry" and aborted:
         draft.set(phase=Phase.PROGRESSING, current_step=0, step_started_at=None, pause_reason=None,
-                  verdict=None, candidate_ready=False, message="retrying the rollout from the first step")
+                  verdict=None, candidate_ready=False, analysis={},
+                  message="retrying the rollout from the first step")
         draft.condition(ConditionType.ROLLED_BACK, False, "Retried")
         draft.condition(ConditionType.PROGRESSING, True, "Retried")
         draft.event("Retried", f"retrying candidate {draft.get('candidate_revision')} from the first step")

@@ -11,7 +11,7 @@ import pytest
 from kubernetes import client
 
 from controller.sandbox.prometheus import start_prometheus
-from tests.e2e.world import e2e_world, wait_until
+from e2e.world import e2e_world, wait_until
 from tests.integration.rollout_helpers import httproute_state
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus]

@@ -172,3 +172,12 @@ def test_sample_ratio_mismatch_halts() -> None:
     result = evaluate(_spec(AB, []), skewed, _ctx("abTest", 50), {})
     assert result.signal.verdict == "halt"
     assert "sample ratio mismatch" in result.signal.reason
+
+
+def test_guardrail_window_never_reaches_before_the_step() -> None:
+    provider = FakeProvider({"s1": Arm(), "c1": Arm(errors=2_000)})
+    just_started = evaluate(_spec(CANARY, [ERRORS]), provider, _ctx(elapsed=0.4), {})
+    assert just_started.signal.verdict == "hold", "no evidence yet is not a breach, and not a pass"
+    assert provider.queries == 0
+    later = evaluate(_spec(CANARY, [ERRORS]), provider, _ctx(elapsed=5), {})
+    assert later.state["guardrails"]["error-rate"]["verdict"] == "Failed"

@@ -125,9 +125,11 @@ def test_abort_is_one_route_write_back_to_stable_and_retry_restarts() -> None:
 
     world.step(3600)
     assert world.status.phase == Phase.ROLLED_BACK, "an aborted template is not rolled out again by itself"
+    world.status = world.status.model_copy(update={"analysis": {"verdict": "fail", "step": 0}})
     world.act("retry")
     assert world.status.phase == Phase.PROGRESSING
     assert world.status.current_step == 0
+    assert world.status.analysis == {}, "a retry does not inherit the failed attempt's verdict"
     assert world.route == (0, 100)
 
 

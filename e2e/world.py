@@ -1,4 +1,6 @@
-"""An end-to-end world on the sandbox: operator, model-server fleet, real Prometheus, route-aware load."""
+"""An end-to-end world on the sandbox: operator, model-server fleet, real Prometheus, route-aware load.
+
+Used by the scenario tests, `modelrollout demo` and the e2e rollback benchmark."""
 
 from __future__ import annotations
 
@@ -13,9 +15,9 @@ from kubernetes import client
 
 from controller.sandbox.prometheus import PrometheusServer, start_prometheus
 from e2e.fleet import ModelFleet
+from e2e.harness import Rollouts, httproute, operator_process, rollout_body
 from e2e.loadgen import RouteAwareLoadGenerator
 from e2e.model_server import Knobs
-from tests.integration.rollout_helpers import Rollouts, httproute, operator_process, rollout_body
 
 # Image tags stand for model versions with known behaviour (the fleet plays the kubelet).
 MODELS = {

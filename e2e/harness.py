@@ -1,0 +1,181 @@
+"""The pieces of an end-to-end world: the operator as a real process, rollouts, routes and waiting.
+
+Shared by the scenario tests, `modelrollout demo` and the benchmarks."""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from kubernetes import client
+
+from controller import api
+from controller.sandbox.build import ensure_binaries
+
+T = TypeVar("T")
+
+
+@contextmanager
+def operator_process(kubeconfig: Path, namespace: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`modelrollout run` in its own process, watching one namespace; ended by its PID."""
+    env = dict(os.environ, KUBECONFIG=str(kubeconfig), MODELROLLOUT_POLL_SECONDS="0.5")
+    with log.open("ab") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "controller", "run", "--namespace", namespace],
+            env=env, stdout=output, stderr=subprocess.STDOUT,
+        )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def kubectl(kubeconfig: Path, *args: str, check: bool = True) -> str:
+    result = subprocess.run(
+        [str(ensure_binaries(lambda _: None).kubectl), "--kubeconfig", str(kubeconfig), *args],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert result.returncode == 0 or not check, f"kubectl {' '.join(args)}: {result.stderr}"
+    return result.stdout
+
+
+def wait_for(probe: Callable[[], T | None], timeout: float = 60.0, what: str = "condition") -> T:
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(0.2)
+    raise AssertionError(f"{what} not reached within {timeout}s (last: {last!r})")
+
+
+def rollout_body(name: str, steps: list[dict[str, Any]], routing: dict[str, Any], image: str = "scorer:v1",
+                 gpus: int = 1, replicas: int = 2, delay: int = 600) -> dict[str, Any]:
+    resources = {"limits": {"nvidia.com/gpu": str(gpus)}} if gpus else {}
+    return {
+        "apiVersion": f"{api.GROUP}/{api.VERSION}",
+        "kind": api.KIND,
+        "metadata": {"name": name},
+        "spec": {
+            "model": name,
+            "replicas": replicas,
+            "template": {"spec": {"containers": [{"name": "model", "image": image, "resources": resources}]}},
+            "trafficRouting": routing,
+            "strategy": {"steps": steps, "scaleDownDelaySeconds": delay},
+        },
+    }
+
+
+def with_image(body: dict[str, Any], image: str, gpus: int = 1) -> dict[str, Any]:
+    spec = copy.deepcopy(body["spec"])
+    spec["template"]["spec"]["containers"][0]["image"] = image
+    spec["template"]["spec"]["containers"][0]["resources"] = {"limits": {"nvidia.com/gpu": str(gpus)}}
+    return {"spec": {"template": spec["template"]}}
+
+
+class Rollouts:
+    """Read and change ModelRollouts and routes in one namespace."""
+
+    def __init__(self, api_client: client.ApiClient, namespace: str) -> None:
+        self.custom = client.CustomObjectsApi(api_client)
+        self.namespace = namespace
+
+    def create(self, body: dict[str, Any]) -> None:
+        self.custom.create_namespaced_custom_object(api.GROUP, api.VERSION, self.namespace, api.PLURAL, body)
+
+    def patch(self, name: str, patch: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object(api.GROUP, api.VERSION, self.namespace, api.PLURAL, name, patch)
+
+    def status(self, name: str) -> dict[str, Any]:
+        obj: dict[str, Any] = self.custom.get_namespaced_custom_object(  # type: ignore[assignment]
+            api.GROUP, api.VERSION, self.namespace, api.PLURAL, name
+        )
+        status: dict[str, Any] = obj.get("status") or {}
+        return status
+
+    def wait_status(self, name: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 60.0,
+                    what: str = "status") -> dict[str, Any]:
+        seen: list[dict[str, Any]] = []
+
+        def probe() -> dict[str, Any] | None:
+            status = self.status(name)
+            seen[:] = [status]
+            return status if predicate(status) else None
+        try:
+            return wait_for(probe, timeout, f"{name}: {what}")
+        except AssertionError as error:
+            raise AssertionError(f"{error}; last status: {seen[-1] if seen else None}") from None
+
+    def condition(self, name: str, type_: str) -> dict[str, Any] | None:
+        return next((c for c in self.status(name).get("conditions", []) if c["type"] == type_), None)
+
+    def create_object(self, group: str, version: str, plural: str, body: dict[str, Any]) -> None:
+        self.custom.create_namespaced_custom_object(group, version, self.namespace, plural, body)
+
+    def get_object(self, group: str, version: str, plural: str, name: str) -> dict[str, Any]:
+        obj: dict[str, Any] = self.custom.get_namespaced_custom_object(  # type: ignore[assignment]
+            group, version, self.namespace, plural, name
+        )
+        return obj
+
+
+def httproute(name: str) -> dict[str, Any]:
+    """A route with a user rule we must leave alone, and the rule we manage."""
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": name},
+        "spec": {
+            "parentRefs": [{"name": "gateway"}],
+            "rules": [
+                {"name": "user-health", "matches": [{"path": {"type": "PathPrefix", "value": "/healthz"}}],
+                 "backendRefs": [{"name": "health", "port": 80}]},
+                {"backendRefs": [{"name": f"{name}-stable", "port": 8080, "weight": 100}]},
+            ],
+        },
+    }
+
+
+def httproute_state(rollouts: Rollouts, name: str) -> tuple[int, int]:
+    from controller.routers.gatewayapi import read_route
+
+    route = rollouts.get_object("gateway.networking.k8s.io", "v1", "httproutes", name)
+    return read_route(route, f"{name}-stable", f"{name}-candidate")
+
+
+def virtualservice(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": name},
+        "spec": {
+            "hosts": [name],
+            "http": [
+                {"name": "user-static", "match": [{"uri": {"prefix": "/static"}}],
+                 "route": [{"destination": {"host": "static"}}]},
+                {"name": "primary", "route": [{"destination": {"host": f"{name}-stable"}, "weight": 100}]},
+            ],
+        },
+    }
+
+
+def virtualservice_state(rollouts: Rollouts, name: str) -> tuple[int, int]:
+    from controller.routers.istio import read_route
+
+    vs = rollouts.get_object("networking.istio.io", "v1", "virtualservices", name)
+    return read_route(vs, f"{name}-stable", f"{name}-candidate")
