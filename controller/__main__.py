@@ -66,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--name", default=None)
     actions.add_parser("build", help="only build and cache the binaries")
 
+    demo = commands.add_parser("demo", help="a live rollout and an automatic rollback on the local sandbox")
+    demo.add_argument("--keep", action="store_true", help="keep everything running for 30 minutes afterwards")
+
     run = commands.add_parser("run", help="run the operator against the current kubeconfig")
     run.add_argument("--namespace", action="append", help="watch only this namespace (repeatable)")
     run.add_argument("--liveness", default=None, help="serve /healthz, e.g. http://0.0.0.0:8080/healthz")
@@ -80,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
             return _sandbox(args)
         if args.command == "run":
             return _run(args)
+        if args.command == "demo":
+            from e2e.demo import run_demo
+
+            return run_demo(keep=args.keep)
     except SandboxError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

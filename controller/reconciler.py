@@ -200,8 +200,11 @@ def _finish(api_client: client.ApiClient, body: dict[str, Any], old: api.ModelRo
     if new == old.model_dump(mode="json", by_alias=True):
         return 0
     meta = body["metadata"]
+    # A JSON Patch that sets the whole status: a merge patch would keep keys the new status
+    # dropped (a finished A/B test's numbers would outlive it inside `analysis`).
     client.CustomObjectsApi(api_client).patch_namespaced_custom_object_status(
-        api.GROUP, api.VERSION, meta["namespace"], api.PLURAL, meta["name"], {"status": new}
+        api.GROUP, api.VERSION, meta["namespace"], api.PLURAL, meta["name"],
+        [{"op": "add", "path": "/status", "value": new}], _content_type="application/json-patch+json",
     )
     return 1
 

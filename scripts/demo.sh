@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The main job: install, build (once), and start the local sandbox cluster with GPU nodes.
+# The main job: install, build (once), start the local sandbox, and run a live rollout
+# (shadow -> canary -> A/B on real metrics) and then an automatic rollback of a bad model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/modelrollout sandbox up --name "${SANDBOX_NAME:-demo}"
-echo "stop it with: .venv/bin/modelrollout sandbox down --name ${SANDBOX_NAME:-demo}"
+exec .venv/bin/modelrollout demo "$@"

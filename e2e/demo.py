@@ -1,0 +1,110 @@
+"""`modelrollout demo`: a live rollout on the local sandbox, then an automatic rollback of a bad model.
+
+Everything is real except the pods' containers: etcd, kube-apiserver, scheduler and kwok run
+the cluster; one model-server process per revision serves HTTP; Prometheus scrapes them every
+second; the operator decides from those metrics; the route-aware load generator routes requests
+by the live HTTPRoute (standing in for a Gateway implementation).
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client
+
+from controller import api, crdgen
+from controller.kubeclient import api_client_from_kubeconfig
+from controller.sandbox.cluster import Sandbox
+from e2e.harness import httproute_state
+from e2e.world import World, e2e_world
+
+NAMESPACE = "demo"
+STEPS: list[dict[str, Any]] = [
+    {"shadow": {"percent": 100, "duration": "10s"}},
+    {"canary": {"weight": 20, "duration": "10s"}},
+    {"abTest": {"weight": 50, "maxDuration": "3m", "minDuration": "5s", "metric": "conversion",
+                "minimumDetectableEffect": 0.05, "onInconclusive": "promote"}},
+]
+GUARDRAILS = [
+    {"name": "error-rate", "template": "errorRate", "max": 0.05},
+    {"name": "p99-latency", "template": "latencyP99", "relativeToStable": 1.2, "failureLimit": 2,
+     "during": ["canary", "abTest"]},
+    {"name": "prediction-drift", "template": "predictionPSI", "max": 0.5, "during": ["shadow"]},
+]
+
+
+def _line(world: World) -> str:
+    status = world.status()
+    weight, mirror = httproute_state(world.rollouts, "scorer")
+    analysis = status.get("analysis", {})
+    ab = analysis.get("abTest")
+    detail = (f"A/B p={ab.get('pValue')} samples {ab.get('samples')}/{ab.get('samplesNeeded')}"
+              if ab and ab.get("pValue") is not None else analysis.get("reason", ""))
+    return (f"{status.get('phase', ''):<12} step {status.get('stepLabel') or '-':<4} route {weight:>3}%/"
+            f"mirror {mirror:>3}%  {status.get('verdict') or '':<16} {detail[:70]}")
+
+
+def _follow(world: World, done: Any, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        line = _line(world)
+        if line != last:
+            print(f"  {time.strftime('%H:%M:%S')}  {line}", flush=True)
+            last = line
+        status = world.status()
+        if done(status):
+            return status
+        time.sleep(1)
+    raise TimeoutError("the demo rollout did not finish in time")
+
+
+def run_demo(keep: bool = False) -> int:
+    sandbox = Sandbox(name="demo")
+    if sandbox.status()["running"]:
+        sandbox.down()
+    print("==> starting the sandbox (etcd, kube-apiserver, controller-manager, scheduler, kwok, GPU nodes)")
+    state = sandbox.up()
+    api_client = api_client_from_kubeconfig(state.kubeconfig)
+    try:
+        client.ApiextensionsV1Api(api_client).create_custom_resource_definition(
+            yaml.safe_load(crdgen.CRD_PATH.read_text()))
+        client.CoreV1Api(api_client).create_namespace({"metadata": {"name": NAMESPACE}})  # type: ignore[arg-type]
+        time.sleep(2)  # the CRD becomes Established
+        with tempfile.TemporaryDirectory() as workdir, e2e_world(api_client, NAMESPACE, Path(state.kubeconfig),
+                                                                 Path(workdir), rps=40) as world:
+            print(f"==> Prometheus at {world.prometheus.url}; operator, model servers and load running")
+            first = world.deploy(STEPS, guardrails=GUARDRAILS)
+            print("==> 1. rolling out a better model: shadow -> canary -> A/B test on conversions")
+            world.roll_out("better")
+            good = _follow(world, lambda s: s.get("phase") == "RolledBack" or (
+                s.get("phase") == "Completed" and s.get("stableRevision") != first["stableRevision"]), 300)
+            print(f"    -> {good['phase']}: {good.get('message')}")
+
+            print("==> 2. rolling out a model that starts failing 40% of requests during its canary")
+            world.body["spec"]["strategy"]["steps"] = [{"canary": {"weight": 30, "duration": "2m"}}]
+            world.rollouts.patch("scorer", {"spec": {"strategy": world.body["spec"]["strategy"]}})
+            world.roll_out("good-rebuild")
+            canary = _follow(world, lambda s: s.get("canaryWeight") == 30 and s.get("phase") == "Progressing"
+                             and s.get("analysis", {}).get("verdict") == "pass", 120)
+            world.fleet.set_knobs(canary["candidateRevision"], error_rate=0.4)
+            print("    fault injected into the candidate's model server")
+            bad = _follow(world, lambda s: s.get("phase") == "RolledBack", 120)
+            print(f"    -> {bad['phase']}: {bad.get('message')}")
+            print(f"\nkubectl --kubeconfig {state.kubeconfig} -n {NAMESPACE} describe {api.SINGULAR} scorer")
+            if keep:
+                print("==> --keep: everything stays up for 30 minutes (Ctrl-C ends it)")
+                time.sleep(1800)
+    finally:
+        if not keep:
+            sandbox.down()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_demo("--keep" in sys.argv))
