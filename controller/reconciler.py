@@ -35,7 +35,7 @@ from controller.routers import HeaderRoute, RouterError, TrafficRouter
 from controller.routers.gatewayapi import GatewayAPIRouter
 from controller.routers.istio import IstioRouter
 from controller.routers.replicas import ReplicasRouter, candidate_replicas
-from controller.workloads import Workloads, deployment_name, revision_of
+from controller.workloads import Workloads, revision_of
 
 log = structlog.get_logger()
 
@@ -209,4 +209,4 @@ def _finish(api_client: client.ApiClient, body: dict[str, Any], old: api.ModelRo
     return 1
 
 
-__all__ = ["Outcome", "deployment_name", "reconcile_object"]
+__all__ = ["Outcome", "reconcile_object"]
