@@ -6,6 +6,7 @@ Between runs the last verdict stands, so every reconcile hands the engine the sa
 from __future__ import annotations
 
 import base64
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -79,5 +80,9 @@ def analyse(api_client: client.ApiClient, body: dict[str, Any], spec: api.ModelR
         step_elapsed_seconds=(now - started).total_seconds(), weight=status.canary_weight, now=_iso(now),
     )
     provider = _provider(api_client, meta["namespace"], analysis.prometheus)
+    began = time.perf_counter()
     result = evaluate(spec, provider, ctx, previous)
-    return Run(result.signal, {**result.state, "stepStartedAt": status.step_started_at}, result.decisions)
+    # How long the queries and judgements took: the analysis share of a rollback's latency.
+    took_ms = round((time.perf_counter() - began) * 1000, 1)
+    state = {**result.state, "stepStartedAt": status.step_started_at, "durationMs": took_ms}
+    return Run(result.signal, state, result.decisions)
