@@ -35,13 +35,18 @@ def operator_process(kubeconfig: Path, namespace: str, log: Path) -> Iterator[su
     try:
         yield process
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process, 15)
+
+
+def stop_process(process: subprocess.Popen[bytes], grace_seconds: float) -> None:
+    """SIGTERM a child we started, SIGKILL it after the grace period, and reap it."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(grace_seconds)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def kubectl(kubeconfig: Path, *args: str, check: bool = True) -> str:

@@ -23,6 +23,7 @@ from controller.sandbox.processes import pid_alive
 from controller.sandbox.prometheus import PrometheusServer, start_prometheus
 from controller.workloads import REVISION_LABEL, ROLLOUT_LABEL
 from e2e.fleet import REPO_ROOT, ModelFleet
+from e2e.harness import stop_process
 from e2e.loadgen import LoadStats, RouteAwareLoadGenerator
 from e2e.model_server import LATENCY_BUCKETS, PREDICTION_BUCKETS, KnobError, Knobs, ModelServer, ServerConfig
 from tests.integration.rollout_helpers import httproute, virtualservice, wait_for
@@ -61,13 +62,7 @@ def server_process(directory: Path, *args: str) -> Iterator[str]:
             return int(port_file.read_text()) if port_file.exists() else None
         yield f"http://127.0.0.1:{wait_for(port, 60, 'model server port file')}"
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process, 10)
 
 
 def samples(exposition: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
