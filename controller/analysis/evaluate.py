@@ -29,7 +29,7 @@ from controller.engine.observations import AnalysisSignal
 
 POWER = 0.8
 SRM_ALPHA = 0.001
-# Guardrails on error rates use this mixture scale for their sequential test (an absolute 1% shift).
+# The smallest mixture scale of an error-rate guardrail's sequential test (an absolute 1% shift).
 GUARDRAIL_MDE = 0.01
 
 
@@ -97,7 +97,7 @@ class Evaluator:
                 return Measurement(
                     self.provider.scalar(templates.error_rate(ctx.model, ctx.candidate, window)),
                     self.provider.scalar(templates.error_rate(ctx.model, ctx.stable, window)),
-                    significantly_worse=self.error_rate_worse(),
+                    significantly_worse=self.error_rate_worse(max(GUARDRAIL_MDE, guardrail.max or 0.0)),
                 )
             quantile = 0.99 if guardrail.template == "latencyP99" else 0.95
             return Measurement(
@@ -107,8 +107,13 @@ class Evaluator:
         except MetricError as error:
             return Measurement(None, error=str(error))
 
-    def error_rate_worse(self) -> bool | None:
-        """The sequential test since the step began: is the candidate's error rate worse?"""
+    def error_rate_worse(self, effect_scale: float) -> bool | None:
+        """The sequential test since the step began: is the candidate's error rate worse?
+
+        The mixture is scaled to the effects the guardrail exists for (its bound): a small scale
+        would make a large, real regression wait for many more samples. Any scale fixed before
+        the data keeps the test always valid.
+        """
         ctx, since = self.ctx, _since_step(self.ctx)
         if since is None:
             return None
@@ -122,7 +127,7 @@ class Evaluator:
         result = stats.sequential_proportion_test(
             stable_successes=stable_errors, stable_trials=stable_total,
             candidate_successes=candidate_errors, candidate_trials=candidate_total,
-            tau2=stats.mixture_variance(GUARDRAIL_MDE), alpha=0.05,
+            tau2=stats.mixture_variance(effect_scale), alpha=0.05,
         )
         return bool(result.pvalue <= result.alpha and result.ci_low > 0)
 
