@@ -35,6 +35,7 @@ from controller.routers import HeaderRoute, RouterError, TrafficRouter
 from controller.routers.gatewayapi import GatewayAPIRouter
 from controller.routers.istio import IstioRouter
 from controller.routers.replicas import ReplicasRouter, candidate_replicas
+from controller.timestamps import format_timestamp
 from controller.workloads import Workloads, revision_of
 
 log = structlog.get_logger()
@@ -180,8 +181,8 @@ def _execute(api_client: client.ApiClient, body: dict[str, Any], spec: api.Model
 def _failed(status: api.ModelRolloutStatus, generation: int, reason: str, detail: str,
             now: datetime) -> Transition:
     """The traffic state stays the one `status` records: the next reconcile retries the same writes."""
-    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
-    conditions = set_condition(status.conditions, api.ConditionType.PROGRESSING.value, "False", reason, detail, stamp)
+    conditions = set_condition(status.conditions, api.ConditionType.PROGRESSING.value, "False", reason, detail,
+                               format_timestamp(now))
     new_status = status.model_copy(update={"conditions": conditions, "message": f"{reason}: {detail}",
                                            "observed_generation": generation})
     events: list[EmitEvent] = [] if status.message == new_status.message else [EmitEvent("Warning", reason, detail)]

@@ -18,6 +18,7 @@ from controller.analysis.evaluate import Context, evaluate
 from controller.analysis.prometheus import PrometheusProvider, connect
 from controller.durations import parse_duration
 from controller.engine.observations import AnalysisSignal
+from controller.timestamps import format_timestamp, parse_timestamp
 
 _PROVIDERS: dict[tuple[str, str, str], PrometheusProvider] = {}
 
@@ -42,10 +43,6 @@ def _provider(api_client: client.ApiClient, namespace: str, source: api.Promethe
     return _PROVIDERS[key]
 
 
-def _iso(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def analyse(api_client: client.ApiClient, body: dict[str, Any], spec: api.ModelRolloutSpec,
             status: api.ModelRolloutStatus, revision: str, now: datetime) -> Run:
     analysis = spec.analysis
@@ -63,11 +60,11 @@ def analyse(api_client: client.ApiClient, body: dict[str, Any], spec: api.ModelR
     assert status.stable_revision is not None
     # Only this attempt at this step counts: a retry restarts the step and its evidence.
     previous = status.analysis if (status.analysis or {}).get("stepStartedAt") == status.step_started_at else {}
-    started = datetime.strptime(status.step_started_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=now.tzinfo)
+    started = parse_timestamp(status.step_started_at)
     last = previous.get("lastRun")
     due = (
         previous.get("step") != step or last is None
-        or (now - datetime.strptime(last, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=now.tzinfo)).total_seconds()
+        or (now - parse_timestamp(last)).total_seconds()
         >= parse_duration(analysis.interval)
     )
     if not due:
@@ -77,7 +74,7 @@ def analyse(api_client: client.ApiClient, body: dict[str, Any], spec: api.ModelR
     ctx = Context(
         model=spec.model, namespace=meta["namespace"], stable=status.stable_revision, candidate=revision,
         step_index=step, step_kind=spec.strategy.steps[step].kind,
-        step_elapsed_seconds=(now - started).total_seconds(), weight=status.canary_weight, now=_iso(now),
+        step_elapsed_seconds=(now - started).total_seconds(), weight=status.canary_weight, now=format_timestamp(now),
     )
     provider = _provider(api_client, meta["namespace"], analysis.prometheus)
     began = time.perf_counter()

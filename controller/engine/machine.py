@@ -10,7 +10,7 @@ intermediate state serves a single, known revision.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from controller.api import (
@@ -32,20 +32,13 @@ from controller.engine.actions import (
 from controller.engine.conditions import set_condition
 from controller.engine.observations import Observations
 from controller.engine.routes import route_for_step
+from controller.timestamps import format_timestamp, parse_timestamp
 
 
 @dataclass(frozen=True)
 class Transition:
     actions: list[Action]
     status: ModelRolloutStatus
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse(stamp: str) -> datetime:
-    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
 
 
 @dataclass
@@ -65,8 +58,9 @@ class _Draft:
         self.updates.update(values)
 
     def condition(self, type_: ConditionType, status: bool, reason: str, message: str = "") -> None:
+        stamp = format_timestamp(self.now)
         conditions = set_condition(
-            self.get("conditions"), type_.value, "True" if status else "False", reason, message, _iso(self.now)
+            self.get("conditions"), type_.value, "True" if status else "False", reason, message, stamp
         )
         self.set(conditions=conditions)
 
@@ -134,7 +128,7 @@ def reconcile(
 def invalid_spec(status: ModelRolloutStatus, generation: int, message: str, now: datetime) -> Transition:
     """An invalid spec changes nothing in the cluster: traffic stays exactly where it was."""
     conditions = set_condition(status.conditions, ConditionType.INVALID_SPEC.value, "True",
-                               "InvalidSpec", message, _iso(now))
+                               "InvalidSpec", message, format_timestamp(now))
     new_status = status.model_copy(update={
         "conditions": conditions, "message": f"invalid spec: {message}", "observed_generation": generation,
     })
@@ -284,7 +278,7 @@ def _complete(draft: _Draft) -> None:
     keep_warm = draft.spec.traffic_routing.replicas is None and delay > 0
     if keep_warm:
         draft.actions.append(SelectServices(stable=new, candidate=old))
-        draft.set(previous_stable_revision=old, scale_down_at=_iso(draft.now + timedelta(seconds=delay)))
+        draft.set(previous_stable_revision=old, scale_down_at=format_timestamp(draft.now + timedelta(seconds=delay)))
     else:
         # Without a router every running pod takes traffic, so the old model cannot wait warm.
         draft.actions.append(DeleteRevision(old))
@@ -307,7 +301,7 @@ def _steady_state(draft: _Draft) -> None:
     previous = draft.get("previous_stable_revision")
     draft.actions.append(ScaleRevision(stable, draft.spec.replicas))
     due = draft.get("scale_down_at")
-    if previous and due and draft.now >= _parse(due):
+    if previous and due and draft.now >= parse_timestamp(due):
         draft.actions += [SelectServices(stable=stable, candidate=stable), DeleteRevision(previous)]
         draft.set(previous_stable_revision=None, scale_down_at=None)
         draft.event("ScaledDown", f"keep-warm window over: old revision {previous} removed")
@@ -369,7 +363,7 @@ def _progress(draft: _Draft, observations: Observations) -> None:
         draft.event("AnalysisHalted", f"halted: {signal.reason}", warning=True)
 
     if draft.get("step_started_at") is None:
-        draft.set(step_started_at=_iso(draft.now))
+        draft.set(step_started_at=format_timestamp(draft.now))
         index = draft.get("current_step")
         draft.event("StepStarted", f"step {index + 1}/{len(spec.strategy.steps)}: "
                     f"{spec.strategy.steps[index].kind}")
@@ -399,7 +393,7 @@ def _run_step(draft: _Draft, observations: Observations) -> None:
     weight, mirror = route_for_step(spec.strategy.steps, index)
     cohort = step.ab_test.header_route if step.ab_test is not None else None
     draft.route(weight, mirror, (cohort.name, cohort.value) if cohort else None)
-    elapsed = (draft.now - _parse(draft.get("step_started_at"))).total_seconds()
+    elapsed = (draft.now - parse_timestamp(draft.get("step_started_at"))).total_seconds()
     duration = spec.step_seconds(index)
     signal = observations.analysis
 
@@ -470,6 +464,6 @@ def _after_advance(draft: _Draft, observations: Observations) -> None:
     if index >= len(steps):
         _complete(draft)
         return
-    draft.set(step_started_at=_iso(draft.now))
+    draft.set(step_started_at=format_timestamp(draft.now))
     draft.event("StepStarted", f"step {index + 1}/{len(steps)}: {steps[index].kind}")
     _run_step(draft, observations)
