@@ -189,8 +189,7 @@ def main() -> None:  # noqa: PLR0915 - one linear scenario reads best top to bot
         sandbox.kubectl(binaries, "wait", "--for=condition=Established", f"crd/{api.PLURAL}.{api.GROUP}")
         port = free_port()
         log = Path(tempfile.mkdtemp()) / "operator.log"
-        env = dict(os.environ, KUBECONFIG=state.kubeconfig, MODELROLLOUT_METRICS_PORT=str(port),
-                   MODELROLLOUT_POLL_SECONDS="1")
+        env = dict(os.environ, KUBECONFIG=state.kubeconfig, MODELROLLOUT_METRICS_PORT=str(port))
         with log.open("wb") as output:
             operator = subprocess.Popen([sys.executable, "-m", "controller", "run", "--namespace", NAMESPACE],
                                         env=env, stdout=output, stderr=subprocess.STDOUT)

@@ -327,6 +327,9 @@ class ModelRolloutSpec(SpecModel):
     traffic_routing: TrafficRouting
     strategy: Strategy
     analysis: Analysis | None = None
+    # On delete, Orphan leaves the stable Deployment and its Services serving (the user's route
+    # keeps working); Delete removes every object the rollout made.
+    deletion_policy: Literal["Orphan", "Delete"] = "Orphan"
 
     @model_validator(mode="after")
     def _shadow_needs_a_mirror(self) -> ModelRolloutSpec:
@@ -414,6 +417,8 @@ class ModelRolloutStatus(StatusModel):
     # "3/5" for `kubectl get`: printer columns can only show a field as stored.
     step_label: str = ""
     step_started_at: str | None = None
+    # When the current step's duration (an abTest's maxDuration) runs out.
+    step_ends_at: str | None = None
     canary_weight: int = 0
     mirror_percent: int = 0
     verdict: str | None = None

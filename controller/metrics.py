@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Any
 
 from kubernetes import client
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from controller import api
 
 API_REQUESTS = Counter(
     "modelrollout_api_requests_total", "Kubernetes API requests made by the reconciler", ["verb", "resource"]
@@ -21,6 +24,25 @@ CANARY_WEIGHT = Gauge("modelrollout_canary_weight", "Percent of live traffic on 
 MIRROR_PERCENT = Gauge("modelrollout_mirror_percent", "Percent of traffic mirrored to the candidate",
                        ["namespace", "name"])
 PHASE = Gauge("modelrollout_phase", "1 for the rollout's current phase", ["namespace", "name", "phase"])
+
+def export_rollout(key: tuple[str, str], status: api.ModelRolloutStatus) -> None:
+    namespace, name = key
+    CANARY_WEIGHT.labels(namespace, name).set(status.canary_weight)
+    MIRROR_PERCENT.labels(namespace, name).set(status.mirror_percent)
+    for phase in api.Phase:
+        PHASE.labels(namespace, name, phase.value).set(1 if status.phase == phase else 0)
+
+
+def forget_rollout(key: tuple[str, str]) -> None:
+    """A deleted rollout leaves no series behind."""
+    namespace, name = key
+    for gauge in (CANARY_WEIGHT, MIRROR_PERCENT):
+        with contextlib.suppress(KeyError):
+            gauge.remove(namespace, name)
+    for phase in api.Phase:
+        with contextlib.suppress(KeyError):
+            PHASE.remove(namespace, name, phase.value)
+
 
 # /apis/group/version/namespaces/ns/<resource>/... or /api/v1/namespaces/ns/<resource>/...
 _RESOURCE = re.compile(r"/(?:apis/[^/]+|api)/[^/]+(?:/namespaces/[^/]+)?/([^/?]+)")

@@ -1,48 +1,188 @@
-"""Every Kopf decorator of the operator. Thin: spec -> domain (reconciler, engine) -> patches.
+"""Every Kopf decorator of the operator. Thin: watches feed the caches and wake the reconcile loop.
 
-One daemon per ModelRollout runs the level-triggered reconcile: at once when a
-watch event arrives for the object (an annotation written by `kubectl`, a spec
-change), and otherwise every second, so step timers and readiness are noticed.
-The state lives in `status`, so a restarted operator resumes the same step.
+Kopf indexes are the caches (one watch per resource kind, filtered by our
+labels). Event handlers only enqueue the rollout a change concerns; the
+reconcile loop (`controller/runtime/`) does the rest with bounded workers and
+per-rollout deadlines. No handler blocks the event loop, and nothing polls.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
-import threading
 from typing import Any
 
 import kopf
-import structlog
 from kubernetes import client
 
 from controller import api, metrics
+from controller.analysis.prometheus import PrometheusPool
 from controller.kubeclient import api_client_from_kubeconfig
 from controller.logs import configure_logging
-from controller.reconciler import reconcile_object
+from controller.runtime.cache import (
+    REVISION_LABEL,
+    ROLLOUT_LABEL,
+    Cache,
+    DeploymentView,
+    ServiceView,
+    deployment_view,
+    plain,
+    route_key,
+    service_view,
+    unschedulable_message,
+)
+from controller.runtime.own_writes import ObjectVersion
+from controller.runtime.reconcile_loop import ReconcileLoop
 
-POLL_SECONDS = float(os.environ.get("MODELROLLOUT_POLL_SECONDS", "1"))
-log = structlog.get_logger()
+OURS = {ROLLOUT_LABEL: kopf.PRESENT}
+ROUTE_KINDS = (("gateway.networking.k8s.io", "v1", "httproutes"), ("networking.istio.io", "v1", "virtualservices"))
+DEFAULT_WORKERS = 8
+
+
+# --- caches ------------------------------------------------------------------
+
+
+def _key(body: kopf.Body) -> tuple[str, str]:
+    meta = body.get("metadata", {})
+    return str(meta.get("namespace", "")), str(meta.get("name", ""))
+
+
+@kopf.index(api.GROUP, api.VERSION, api.PLURAL)
+async def rollouts(body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return {_key(body): plain(body)}
+
+
+@kopf.index(api.GROUP, api.VERSION, api.PLURAL)
+async def rollouts_by_route(body: kopf.Body, spec: kopf.Spec, **_: Any) -> dict[Any, Any] | None:
+    key = route_key(spec, _key(body)[0])
+    return {key: _key(body)} if key else None
+
+
+@kopf.index("apps", "v1", "deployments", labels=OURS)
+async def deployments(labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Any, Any] | None:
+    view: DeploymentView | None = deployment_view(body)
+    return {(_key(body)[0], labels[ROLLOUT_LABEL]): view} if view else None
+
+
+@kopf.index("", "v1", "services")
+async def services(body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    # All Services, not only ours: a Service we did not create must be seen to be left alone.
+    view: ServiceView = service_view(body)
+    return {_key(body): view}
+
+
+@kopf.index("", "v1", "pods", labels=OURS)
+async def unschedulable(labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Any, Any] | None:
+    message = unschedulable_message(body)
+    if message is None or REVISION_LABEL not in labels:
+        return None
+    return {(_key(body)[0], labels[ROLLOUT_LABEL], labels[REVISION_LABEL]): message}
+
+
+@kopf.index(*ROUTE_KINDS[0])
+async def httproutes(body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return {("httproutes", *_key(body)): plain(body)}
+
+
+@kopf.index(*ROUTE_KINDS[1])
+async def virtualservices(body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return {("virtualservices", *_key(body)): plain(body)}
+
+
+# --- wake-ups ----------------------------------------------------------------
+
+
+def _loop(memo: kopf.Memo) -> ReconcileLoop:
+    loop: ReconcileLoop = memo["loop"]
+    return loop
+
+
+def _seen(kind: str, body: kopf.Body) -> ObjectVersion:
+    """The object and version a watch event carries: the echo of our own write wakes nothing."""
+    meta = body.get("metadata", {})
+    return kind, str(meta.get("namespace", "")), str(meta.get("name", "")), meta.get("resourceVersion")
+
+
+@kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
+async def rollout_changed(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    if event["type"] == "DELETED":
+        _loop(memo).forget(_key(body))
+        return
+    action = api.ACTION_ANNOTATION in body.get("metadata", {}).get("annotations", {})
+    _loop(memo).notify(_key(body), _seen(api.KIND, body), action_requested=action)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=OURS)
+async def deployment_changed(labels: kopf.Labels, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    _loop(memo).notify((_key(body)[0], labels[ROLLOUT_LABEL]), _seen("Deployment", body))
+
+
+@kopf.on.event("", "v1", "services", labels=OURS)
+async def service_changed(labels: kopf.Labels, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    _loop(memo).notify((_key(body)[0], labels[ROLLOUT_LABEL]), _seen("Service", body))
+
+
+@kopf.on.event("", "v1", "pods", labels=OURS)
+async def pod_changed(event: kopf.RawEvent, labels: kopf.Labels, body: kopf.Body, memo: kopf.Memo,
+                      **_: Any) -> None:
+    # Readiness arrives through the Deployment's status; a pod matters on its own only when the
+    # scheduler cannot place it (or such a pod goes away).
+    if unschedulable_message(body) is not None or event["type"] == "DELETED":
+        _loop(memo).notify((_key(body)[0], labels[ROLLOUT_LABEL]))
+
+
+async def _route_changed(plural: str, body: kopf.Body, memo: kopf.Memo) -> None:
+    """A route edited by someone else is put back by the rollouts that manage it."""
+    for key in _loop(memo).cache.users_of_route((plural, *_key(body))):
+        _loop(memo).notify(key, _seen(plural, body))
+
+
+@kopf.on.event(*ROUTE_KINDS[0])
+async def httproute_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    await _route_changed("httproutes", body, memo)
+
+
+@kopf.on.event(*ROUTE_KINDS[1])
+async def virtualservice_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    await _route_changed("virtualservices", body, memo)
+
+
+# --- lifecycle ---------------------------------------------------------------
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **indexes: Any) -> None:
     configure_logging()
-    settings.persistence.finalizer = f"{api.GROUP}/finalizer"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=api.GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=api.GROUP, key="last-handled-configuration"
-    )
     # Our own Events tell the rollout's story; Kopf's handler-log events would only repeat it.
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     # An abort must not wait for more events to batch up: react within milliseconds.
     settings.batching.batch_window = 0.01
-    memo["api_client"] = metrics.count_requests(_api_client())
+    api_client = metrics.count_requests(_api_client())
+    cache = Cache(
+        rollouts=indexes["rollouts"], rollouts_by_route=indexes["rollouts_by_route"],
+        deployments=indexes["deployments"], services=indexes["services"],
+        unschedulable=indexes["unschedulable"],
+        routes={"httproutes": indexes["httproutes"], "virtualservices": indexes["virtualservices"]},
+    )
+    workers = int(memo.get("workers") or os.environ.get("MODELROLLOUT_WORKERS") or DEFAULT_WORKERS)
+    loop = ReconcileLoop(api_client, cache, PrometheusPool(asyncio.get_running_loop()), workers=workers)
+    memo["loop"] = loop
+    memo["loop_task"] = asyncio.create_task(loop.run(), name="reconcile loop")
     port = os.environ.get("MODELROLLOUT_METRICS_PORT")
     if port:
         metrics.serve(int(port))
+
+
+@kopf.on.cleanup()
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    task: asyncio.Task[None] | None = memo.get("loop_task")
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    if "loop" in memo:
+        await _loop(memo).pool.close()
 
 
 def _api_client() -> client.ApiClient:
@@ -53,47 +193,3 @@ def _api_client() -> client.ApiClient:
 
     config.load_incluster_config()  # type: ignore[no-untyped-call]
     return client.ApiClient()
-
-
-@kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
-def wake(memo: kopf.Memo, **_: Any) -> None:
-    """A change to the object wakes its daemon now rather than at the next poll."""
-    memo.setdefault("wake", threading.Event()).set()
-
-
-@kopf.daemon(api.GROUP, api.VERSION, api.PLURAL, cancellation_timeout=10.0)
-def run(stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, name: str, namespace: str | None,
-        **_: Any) -> None:
-    wake_event: threading.Event = memo.setdefault("wake", threading.Event())
-    api_client: client.ApiClient = memo["api_client"]
-    bound = log.bind(namespace=namespace, name=name)
-    while not stopped:
-        wake_event.clear()
-        snapshot = _plain(body)
-        try:
-            with metrics.RECONCILE_SECONDS.time():
-                outcome = reconcile_object(api_client, snapshot)
-        except client.ApiException as error:
-            metrics.RECONCILES.labels("error").inc()
-            bound.warning("reconcile error; retrying", status=error.status, reason=error.reason)
-        else:
-            metrics.RECONCILES.labels("ok").inc()
-            if outcome.transition is not None:
-                _export(namespace or "", name, outcome.transition.status)
-        wake_event.wait(POLL_SECONDS)
-
-
-def _export(namespace: str, name: str, status: api.ModelRolloutStatus) -> None:
-    metrics.CANARY_WEIGHT.labels(namespace, name).set(status.canary_weight)
-    metrics.MIRROR_PERCENT.labels(namespace, name).set(status.mirror_percent)
-    for phase in api.Phase:
-        metrics.PHASE.labels(namespace, name, phase.value).set(1 if status.phase == phase else 0)
-
-
-def _plain(body: kopf.Body) -> dict[str, Any]:
-    """A plain, frozen-in-time copy of Kopf's live body view."""
-    return {
-        "metadata": dict(body.metadata) | {"annotations": dict(body.metadata.annotations)},
-        "spec": dict(body.spec),
-        "status": dict(body.status),
-    }

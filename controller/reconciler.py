@@ -1,7 +1,9 @@
-"""One reconcile of one ModelRollout: observe the cluster, run the pure engine, carry out its actions.
+"""One reconcile of one ModelRollout: observe the cache, run the pure engine, carry out its actions.
 
-The status is written last, so a crash anywhere before it repeats the same
-transition from the same status; every action is idempotent.
+Reads come from the watch-fed cache; only writes reach the API. The status is
+written last, with the resourceVersion it was computed from: a crash anywhere
+before it repeats the same transition from the same status (every action is
+idempotent), and a stale snapshot loses the race instead of overwriting newer state.
 """
 
 from __future__ import annotations
@@ -15,48 +17,115 @@ from kubernetes import client
 from pydantic import ValidationError
 
 from controller import api
-from controller.analysis.runner import Run, analyse
+from controller.analysis.runner import AnalysisIO, Run, analyse
 from controller.engine import (
-    AnalysisSignal,
     DeleteRevision,
     EmitEvent,
     EnsureRevision,
     Observations,
+    OrphanRevision,
     ScaleRevision,
     SelectServices,
     SetRoute,
     Transition,
+    finalize,
     invalid_spec,
     reconcile,
 )
-from controller.engine.conditions import set_condition
 from controller.events import post_event
 from controller.routers import HeaderRoute, RouterError, TrafficRouter
 from controller.routers.gatewayapi import GatewayAPIRouter
 from controller.routers.istio import IstioRouter
 from controller.routers.replicas import ReplicasRouter, candidate_replicas
-from controller.timestamps import format_timestamp
+from controller.runtime.cache import Cache
+from controller.runtime.own_writes import OwnWrites
 from controller.workloads import Workloads, revision_of
 
 log = structlog.get_logger()
+
+FINALIZER = f"{api.GROUP}/finalizer"
+KIND = api.KIND
+
+
+class StaleSnapshot(RuntimeError):
+    """The object changed since the snapshot this reconcile started from: re-read and recompute."""
+
+
+@dataclass(frozen=True)
+class Context:
+    api_client: client.ApiClient
+    cache: Cache
+    own_writes: OwnWrites
+    analysis: AnalysisIO
 
 
 @dataclass
 class Outcome:
     transition: Transition | None
     api_writes: int
+    # The object as our last write left it (None when we wrote nothing), so the runtime
+    # never acts on a cache entry older than its own write.
+    written: dict[str, Any] | None = None
+    finalized: bool = False
 
 
-def _router(api_client: client.ApiClient, spec: api.ModelRolloutSpec, name: str, namespace: str,
+class RolloutObject:
+    """Writes to the ModelRollout itself, each conditional on the resourceVersion last seen."""
+
+    def __init__(self, ctx: Context, body: dict[str, Any]) -> None:
+        self.ctx = ctx
+        self.body = body
+        self.custom = client.CustomObjectsApi(ctx.api_client)
+        meta = body["metadata"]
+        self.namespace, self.name = meta["namespace"], meta["name"]
+        self.writes = 0
+        self.wrote = False
+
+    def _coordinates(self) -> tuple[str, str, str, str, str]:
+        return api.GROUP, api.VERSION, self.namespace, api.PLURAL, self.name
+
+    def _stored(self, obj: Any) -> None:
+        self.body = obj
+        self.writes += 1
+        self.wrote = True
+        self.ctx.own_writes.record(KIND, self.namespace, self.name, obj["metadata"].get("resourceVersion"))
+
+    def _call(self, method: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            self._stored(method(*self._coordinates(), *args, **kwargs))
+        except client.ApiException as error:
+            if error.status == 409:
+                raise StaleSnapshot(f"{self.namespace}/{self.name} changed; re-reading") from None
+            raise
+
+    def write_status(self, status: dict[str, Any]) -> None:
+        self._call(self.custom.replace_namespaced_custom_object_status, {**self.body, "status": status})
+
+    def patch_metadata(self, metadata: dict[str, Any]) -> None:
+        rv = self.body["metadata"].get("resourceVersion")
+        self._call(self.custom.patch_namespaced_custom_object,
+                   {"metadata": {**metadata, "resourceVersion": rv}})
+
+    def patch_status(self, status: dict[str, Any]) -> None:
+        rv = self.body["metadata"].get("resourceVersion")
+        self._call(self.custom.patch_namespaced_custom_object_status,
+                   {"metadata": {"resourceVersion": rv}, "status": status})
+
+
+def _router(ctx: Context, spec: api.ModelRolloutSpec, name: str, namespace: str,
             workloads: Workloads, services: dict[str, str]) -> TrafficRouter:
     stable_svc, candidate_svc = f"{name}-stable", f"{name}-candidate"
     routing = spec.traffic_routing
     if routing.gateway_api is not None:
-        return GatewayAPIRouter(api_client, namespace, routing.gateway_api.http_route, stable_svc,
-                                candidate_svc, spec.service.port, routing.gateway_api.rule_name)
+        route = routing.gateway_api.http_route
+        return GatewayAPIRouter(ctx.api_client, namespace, route, stable_svc, candidate_svc, spec.service.port,
+                                routing.gateway_api.rule_name,
+                                lambda: ctx.cache.route(("httproutes", namespace, route)), ctx.own_writes)
     if routing.istio is not None:
-        return IstioRouter(api_client, namespace, routing.istio.virtual_service, stable_svc, candidate_svc,
-                           spec.service.port, routing.istio.route_name)
+        vs = routing.istio.virtual_service
+        return IstioRouter(ctx.api_client, namespace, vs, stable_svc, candidate_svc, spec.service.port,
+                           routing.istio.route_name,
+                           lambda: ctx.cache.route(("virtualservices", namespace, vs)), ctx.own_writes)
     return ReplicasRouter(
         spec.replicas,
         lambda replicas: workloads.scale_revision(services["candidate"], replicas),
@@ -64,48 +133,54 @@ def _router(api_client: client.ApiClient, spec: api.ModelRolloutSpec, name: str,
     )
 
 
-def _take_action_annotation(custom: client.CustomObjectsApi, body: dict[str, Any],
-                            status: api.ModelRolloutStatus) -> tuple[api.ModelRolloutStatus, int]:
+def _take_action_annotation(rollout: RolloutObject, status: api.ModelRolloutStatus) -> api.ModelRolloutStatus:
     """Move a manual action from the annotation into status.pendingAction, then drop the annotation.
 
     In that order: a crash in between leaves the action pending exactly once.
     """
-    meta = body["metadata"]
-    action = (meta.get("annotations") or {}).get(api.ACTION_ANNOTATION)
+    action = (rollout.body["metadata"].get("annotations") or {}).get(api.ACTION_ANNOTATION)
     if not action:
-        return status, 0
-    writes = 0
+        return status
     verb = action.split("@", 1)[0].strip()
-    coordinates = (api.GROUP, api.VERSION, meta["namespace"], api.PLURAL, meta["name"])
     if verb in api.ACTIONS and status.pending_action is None:
-        custom.patch_namespaced_custom_object_status(*coordinates, {"status": {"pendingAction": verb}})
         status = status.model_copy(update={"pending_action": verb})
-        writes += 1
+        rollout.write_status(status.model_dump(mode="json", by_alias=True))
     elif verb not in api.ACTIONS:
-        post_event(custom.api_client, body, "Warning", "UnknownAction",
+        post_event(rollout.ctx.api_client, rollout.body, "Warning", "UnknownAction",
                    f"{action!r} is not one of {', '.join(api.ACTIONS)}")
-    custom.patch_namespaced_custom_object(
-        *coordinates, {"metadata": {"annotations": {api.ACTION_ANNOTATION: None}}}
-    )
-    return status, writes + 1
+    rollout.patch_metadata({"annotations": {api.ACTION_ANNOTATION: None}})
+    return status
 
 
-def reconcile_object(api_client: client.ApiClient, body: dict[str, Any], now: datetime | None = None) -> Outcome:
+def parse_status(body: dict[str, Any]) -> api.ModelRolloutStatus:
+    return api.ModelRolloutStatus.model_validate(body.get("status") or {})
+
+
+def reconcile_object(ctx: Context, body: dict[str, Any], now: datetime | None = None) -> Outcome:
     now = now or datetime.now(UTC)
+    rollout = RolloutObject(ctx, body)
     meta = body["metadata"]
-    name, namespace, generation = meta["name"], meta["namespace"], meta.get("generation", 1)
-    custom = client.CustomObjectsApi(api_client)
-    status = api.ModelRolloutStatus.model_validate(body.get("status") or {})
+    generation = meta.get("generation", 1)
+    status = parse_status(body)
     try:
         spec = api.ModelRolloutSpec.model_validate(body.get("spec") or {})
     except ValidationError as error:
         message = "; ".join(f"spec.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        if meta.get("deletionTimestamp"):
+            _drop_finalizer(rollout)  # Nothing we could route for an invalid spec: let it go.
+            return Outcome(None, rollout.writes, rollout.body, finalized=True)
         transition = invalid_spec(status, generation, message, now)
-        _post_events(api_client, body, transition)
-        return Outcome(transition, _finish(api_client, body, status, transition))
+        _post_events(ctx.api_client, body, transition)
+        _finish(rollout, status, transition)
+        return Outcome(transition, rollout.writes, rollout.body if rollout.wrote else None)
 
-    status, writes = _take_action_annotation(custom, body, status)
-    workloads = Workloads(api_client, body, spec)
+    workloads = Workloads(ctx.api_client, ctx.cache, ctx.own_writes, body, spec)
+    if meta.get("deletionTimestamp"):
+        return _finalize(ctx, rollout, spec, status, workloads)
+    if FINALIZER not in (meta.get("finalizers") or []):
+        rollout.patch_metadata({"finalizers": [*(meta.get("finalizers") or []), FINALIZER]})
+
+    status = _take_action_annotation(rollout, status)
     revision = revision_of(spec.template)
     stable_state = workloads.observe(status.stable_revision or revision)
     in_flight = status.candidate_revision if revision == status.candidate_revision else None
@@ -113,51 +188,48 @@ def reconcile_object(api_client: client.ApiClient, body: dict[str, Any], now: da
     # Without a router any ready pod serves; one ready candidate pod is the gate there.
     replicas_mode = spec.traffic_routing.replicas is not None
     candidate_ready = (candidate_state.ready >= 1) if replicas_mode else candidate_state.fully_ready
-    try:
-        analysis = analyse(api_client, body, spec, status, revision, now)
-    except client.ApiException as error:
-        analysis = Run(AnalysisSignal("hold", f"analysis credentials unreadable: {error.status} {error.reason}"))
+    # A manual action goes first and never waits on a query: the last verdict stands for this pass.
+    analysis = analyse(ctx.analysis, body, spec, status, revision, now, may_query=status.pending_action is None)
     observations = Observations(
         template_revision=revision,
         stable_ready=stable_state.fully_ready,
         candidate_ready=candidate_ready,
         candidate_unschedulable=candidate_state.unschedulable,
+        stable_unschedulable=stable_state.unschedulable,
         analysis=analysis.signal,
+        next_analysis_at=analysis.next_at,
     )
-    transition = reconcile(spec, generation, status, observations, now)
-    # Keep the deciding look too: a rollout that just completed or rolled back has no candidate left.
-    same_rollout = transition.status.candidate_revision in (None, status.candidate_revision)
-    if analysis.state is not None and same_rollout:
-        decisions = [*transition.status.decisions, *analysis.decisions][-api.MAX_DECISIONS:]
-        transition = Transition(transition.actions, transition.status.model_copy(
-            update={"analysis": analysis.state, "decisions": decisions}))
+    transition = _with_analysis(reconcile(spec, generation, status, observations, now), status, analysis)
     services = {"stable": status.stable_revision or revision,
                 "candidate": status.candidate_revision or status.previous_stable_revision
                 or status.stable_revision or revision}
-    try:
-        writes += _execute(api_client, body, spec, transition, workloads, services)
-    except (RouterError, client.ApiException) as error:
-        reason = "RouteError" if isinstance(error, RouterError) else "ApiError"
-        detail = str(error) if isinstance(error, RouterError) else f"{error.status} {error.reason}"
-        log.warning("reconcile failed", namespace=namespace, name=name, error=detail)
-        failed = _failed(status, generation, reason, detail, now)
-        _post_events(api_client, body, failed)
-        return Outcome(failed, writes + workloads.writes + _finish(api_client, body, status, failed))
-    writes += workloads.writes
-    return Outcome(transition, writes + _finish(api_client, body, status, transition))
+    _execute(ctx, rollout.body, spec, transition, workloads, services)
+    _finish(rollout, status, transition)
+    return Outcome(transition, rollout.writes + workloads.writes, rollout.body if rollout.wrote else None)
 
 
-def _execute(api_client: client.ApiClient, body: dict[str, Any], spec: api.ModelRolloutSpec,
-             transition: Transition, workloads: Workloads, services: dict[str, str]) -> int:
-    """Carry out the engine's actions in order; return the route writes made."""
+def _with_analysis(transition: Transition, status: api.ModelRolloutStatus, analysis: Run) -> Transition:
+    # Keep the deciding look too: a rollout that just completed or rolled back has no candidate left.
+    same_rollout = transition.status.candidate_revision in (None, status.candidate_revision)
+    if analysis.state is None or not same_rollout:
+        return transition
+    decisions = [*transition.status.decisions, *analysis.decisions][-api.MAX_DECISIONS:]
+    return Transition(transition.actions, transition.status.model_copy(
+        update={"analysis": analysis.state, "decisions": decisions}), transition.wake_at)
+
+
+def _execute(ctx: Context, body: dict[str, Any], spec: api.ModelRolloutSpec,
+             transition: Transition | list[Any], workloads: Workloads, services: dict[str, str]) -> None:
+    """Carry out the engine's actions in order."""
+    actions = transition.actions if isinstance(transition, Transition) else transition
+    new_stable = transition.status.stable_revision if isinstance(transition, Transition) else None
     meta = body["metadata"]
     replicas_mode = spec.traffic_routing.replicas is not None
-    router = _router(api_client, spec, meta["name"], meta["namespace"], workloads, services)
-    route_writes = 0
-    for action in transition.actions:
+    router = _router(ctx, spec, meta["name"], meta["namespace"], workloads, services)
+    for action in actions:
         if isinstance(action, EnsureRevision):
             initial = action.replicas
-            if replicas_mode and action.revision != transition.status.stable_revision:
+            if replicas_mode and action.revision != new_stable:
                 if workloads.observe(action.revision).exists:
                     continue  # Its size is the route: the router owns it.
                 initial = candidate_replicas(spec.replicas, 0)
@@ -166,27 +238,42 @@ def _execute(api_client: client.ApiClient, body: dict[str, Any], spec: api.Model
             workloads.scale_revision(action.revision, action.replicas)
         elif isinstance(action, DeleteRevision):
             workloads.delete_revision(action.revision)
+        elif isinstance(action, OrphanRevision):
+            workloads.orphan_revision(action.revision)
         elif isinstance(action, SelectServices):
             workloads.select_services(action.stable, action.candidate)
             services.update(stable=action.stable, candidate=action.candidate)
-            router = _router(api_client, spec, meta["name"], meta["namespace"], workloads, services)
+            router = _router(ctx, spec, meta["name"], meta["namespace"], workloads, services)
         elif isinstance(action, SetRoute):
             router.set_route(action.weight, action.mirror, HeaderRoute(*action.header) if action.header else None)
-            route_writes += 1
         else:
-            post_event(api_client, body, action.type, action.reason, action.message)
-    return route_writes
+            post_event(ctx.api_client, body, action.type, action.reason, action.message)
 
 
-def _failed(status: api.ModelRolloutStatus, generation: int, reason: str, detail: str,
-            now: datetime) -> Transition:
-    """The traffic state stays the one `status` records: the next reconcile retries the same writes."""
-    conditions = set_condition(status.conditions, api.ConditionType.PROGRESSING.value, "False", reason, detail,
-                               format_timestamp(now))
-    new_status = status.model_copy(update={"conditions": conditions, "message": f"{reason}: {detail}",
-                                           "observed_generation": generation})
-    events: list[EmitEvent] = [] if status.message == new_status.message else [EmitEvent("Warning", reason, detail)]
-    return Transition(list(events), new_status)
+def _finalize(ctx: Context, rollout: RolloutObject, spec: api.ModelRolloutSpec, status: api.ModelRolloutStatus,
+              workloads: Workloads) -> Outcome:
+    if FINALIZER not in (rollout.body["metadata"].get("finalizers") or []):
+        return Outcome(None, 0, finalized=True)
+    actions = finalize(spec, status)
+    services = {"stable": status.stable_revision or "", "candidate": status.stable_revision or ""}
+    try:
+        _execute(ctx, rollout.body, spec, actions, workloads, services)
+    except RouterError as error:
+        # A route that is gone sends nothing to the candidate: deletion must not hang on it.
+        log.warning("route not reset on delete", namespace=rollout.namespace, name=rollout.name, error=str(error))
+        rest = [a for a in actions if not isinstance(a, SetRoute)]
+        _execute(ctx, rollout.body, spec, rest, workloads, services)
+    _drop_finalizer(rollout)
+    return Outcome(None, rollout.writes + workloads.writes, rollout.body, finalized=True)
+
+
+def _drop_finalizer(rollout: RolloutObject) -> None:
+    kept = [f for f in rollout.body["metadata"].get("finalizers") or [] if f != FINALIZER]
+    try:
+        rollout.patch_metadata({"finalizers": kept or None})
+    except client.ApiException as error:
+        if error.status != 404:
+            raise
 
 
 def _post_events(api_client: client.ApiClient, body: dict[str, Any], transition: Transition) -> None:
@@ -195,19 +282,13 @@ def _post_events(api_client: client.ApiClient, body: dict[str, Any], transition:
             post_event(api_client, body, action.type, action.reason, action.message)
 
 
-def _finish(api_client: client.ApiClient, body: dict[str, Any], old: api.ModelRolloutStatus,
-            transition: Transition) -> int:
+def _finish(rollout: RolloutObject, old: api.ModelRolloutStatus, transition: Transition) -> None:
     new = transition.status.model_dump(mode="json", by_alias=True)
-    if new == old.model_dump(mode="json", by_alias=True):
-        return 0
-    meta = body["metadata"]
-    # A JSON Patch that sets the whole status: a merge patch would keep keys the new status
-    # dropped (a finished A/B test's numbers would outlive it inside `analysis`).
-    client.CustomObjectsApi(api_client).patch_namespaced_custom_object_status(
-        api.GROUP, api.VERSION, meta["namespace"], api.PLURAL, meta["name"],
-        [{"op": "add", "path": "/status", "value": new}], _content_type="application/json-patch+json",
-    )
-    return 1
+    if new == old.model_dump(mode="json", by_alias=True) and rollout.body.get("status"):
+        return
+    # The whole status in one conditional replace: a merge patch would keep keys the new status
+    # dropped, and an unconditional write could overwrite a newer one.
+    rollout.write_status(new)
 
 
-__all__ = ["Outcome", "reconcile_object"]
+__all__ = ["Context", "Outcome", "RolloutObject", "StaleSnapshot", "parse_status", "reconcile_object"]

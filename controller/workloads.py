@@ -1,7 +1,7 @@
 """Deployments and Services of the stable and candidate revisions.
 
-The builders are pure; `Workloads` does the Kubernetes I/O and writes only
-when the cluster differs from what is wanted, so a steady reconcile costs reads.
+The builders are pure; `Workloads` reads the watch-fed cache and writes only
+when the cluster differs from what is wanted, so a steady reconcile costs no API call.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from typing import Any
 from kubernetes import client
 
 from controller import api
+from controller.runtime.cache import REVISION_LABEL, ROLLOUT_LABEL, Cache, DeploymentView, ServiceView
+from controller.runtime.own_writes import OwnWrites
 
-ROLLOUT_LABEL = f"{api.GROUP}/rollout"
-REVISION_LABEL = f"{api.GROUP}/revision"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "modelrollout"}
 
 
@@ -96,46 +96,70 @@ class RevisionState:
         return self.exists and self.replicas > 0 and self.ready >= self.replicas
 
 
-class Workloads:
-    """Kubernetes I/O for one ModelRollout's Deployments and Services."""
+class OwnershipConflict(RuntimeError):
+    """An object with the name we need exists and is not ours: we never take it over."""
 
-    def __init__(self, api_client: client.ApiClient, owner: dict[str, Any], spec: api.ModelRolloutSpec) -> None:
+
+class Workloads:
+    """Kubernetes I/O for one ModelRollout's Deployments and Services: reads from the cache."""
+
+    def __init__(self, api_client: client.ApiClient, cache: Cache, own_writes: OwnWrites,
+                 owner: dict[str, Any], spec: api.ModelRolloutSpec) -> None:
         self.apps = client.AppsV1Api(api_client)
         self.core = client.CoreV1Api(api_client)
+        self.cache = cache
+        self.own_writes = own_writes
         self.owner = owner
         self.spec = spec
         self.namespace: str = owner["metadata"]["namespace"]
         self.name: str = owner["metadata"]["name"]
+        self.uid: str = owner["metadata"].get("uid", "")
         self.writes = 0
 
-    def _read_deployment(self, revision: str) -> Any | None:
-        try:
-            return self.apps.read_namespaced_deployment(deployment_name(self.name, revision), self.namespace)
-        except client.ApiException as error:
-            if error.status == 404:
-                return None
-            raise
+    def _deployment(self, revision: str) -> DeploymentView | None:
+        return self.cache.deployment(self.namespace, self.name, revision)
+
+    def _record(self, kind: str, name: str, written: Any) -> None:
+        self.writes += 1
+        metadata = getattr(written, "metadata", None)
+        self.own_writes.record(kind, self.namespace, name, getattr(metadata, "resource_version", None))
 
     def ensure_revision(self, revision: str, replicas: int) -> None:
-        current = self._read_deployment(revision)
+        current = self._deployment(revision)
         if current is None:
             body = deployment_manifest(self.owner, self.spec, revision, replicas)
-            # The client sends a dict body as is; its stubs only know the model classes.
-            self.apps.create_namespaced_deployment(self.namespace, body)  # type: ignore[arg-type]
-            self.writes += 1
-        elif current.spec.replicas != replicas:
+            name = deployment_name(self.name, revision)
+            try:
+                # The client sends a dict body as is; its stubs only know the model classes.
+                created = self.apps.create_namespaced_deployment(self.namespace, body)  # type: ignore[arg-type]
+            except client.ApiException as error:
+                if error.status != 409:
+                    raise
+                self._check_existing_deployment(name)
+                return  # Ours, and the cache has not seen it yet.
+            self._record("Deployment", name, created)
+        elif current.replicas != replicas:
             self.scale_revision(revision, replicas)
 
+    def _check_existing_deployment(self, name: str) -> None:
+        existing = self.apps.read_namespaced_deployment(name, self.namespace)
+        labels = (existing.metadata.labels or {}) if existing.metadata else {}
+        refs = (existing.metadata.owner_references or []) if existing.metadata else []
+        if labels.get(ROLLOUT_LABEL) != self.name and all(ref.uid != self.uid for ref in refs):
+            raise OwnershipConflict(f"Deployment {name} exists and is not managed by this ModelRollout")
+
     def scale_revision(self, revision: str, replicas: int) -> None:
-        current = self._read_deployment(revision)
-        if current is None or current.spec.replicas == replicas:
+        current = self._deployment(revision)
+        if current is None or current.replicas == replicas:
             return
-        self.apps.patch_namespaced_deployment_scale(
-            deployment_name(self.name, revision), self.namespace, {"spec": {"replicas": replicas}}
+        scaled = self.apps.patch_namespaced_deployment_scale(
+            current.name, self.namespace, {"spec": {"replicas": replicas}}
         )
-        self.writes += 1
+        self._record("Deployment", current.name, scaled)
 
     def delete_revision(self, revision: str) -> None:
+        if self._deployment(revision) is None:
+            return
         try:
             self.apps.delete_namespaced_deployment(
                 deployment_name(self.name, revision), self.namespace, propagation_policy="Background"
@@ -145,46 +169,69 @@ class Workloads:
             if error.status != 404:
                 raise
 
+    def service_names(self) -> list[str]:
+        names = [f"{self.name}-stable", f"{self.name}-candidate"]
+        return [*names, self.name] if self.spec.traffic_routing.replicas is not None else names
+
     def select_services(self, stable: str, candidate: str) -> None:
-        wanted = [("stable", stable), ("candidate", candidate)]
+        wanted: list[tuple[str, str | None]] = [("stable", stable), ("candidate", candidate)]
         if self.spec.traffic_routing.replicas is not None:
-            wanted.append(("", None))  # type: ignore[arg-type]
+            wanted.append(("", None))
         for role, revision in wanted:
             self._apply_service(service_manifest(self.owner, self.spec, role, revision))
 
+    def is_ours(self, view: ServiceView) -> bool:
+        return view.rollout_label == self.name or self.uid in view.owner_uids
+
     def _apply_service(self, body: dict[str, Any]) -> None:
         name = body["metadata"]["name"]
-        try:
-            current = self.core.read_namespaced_service(name, self.namespace)
-        except client.ApiException as error:
-            if error.status != 404:
-                raise
-            self.core.create_namespaced_service(self.namespace, body)  # type: ignore[arg-type]
-            self.writes += 1
+        current = self.cache.service(self.namespace, name)
+        if current is None:
+            try:
+                created = self.core.create_namespaced_service(self.namespace, body)  # type: ignore[arg-type]
+            except client.ApiException as error:
+                if error.status != 409:
+                    raise
+                return  # Created a moment ago; the cache will show whose it is.
+            self._record("Service", name, created)
             return
-        if current.spec is None or current.spec.selector != body["spec"]["selector"]:
-            self.core.patch_namespaced_service(name, self.namespace, {"spec": {"selector": body["spec"]["selector"]}})
-            self.writes += 1
+        if not self.is_ours(current):
+            raise OwnershipConflict(
+                f"Service {name} exists and is not managed by this ModelRollout: rename it, or label it "
+                f"{ROLLOUT_LABEL}={self.name} to hand it over")
+        patch: dict[str, Any] = {}
+        if current.selector != body["spec"]["selector"]:
+            patch["spec"] = {"selector": body["spec"]["selector"]}
+        if self.uid and self.uid not in current.owner_uids:
+            patch["metadata"] = {"ownerReferences": body["metadata"]["ownerReferences"],
+                                 "labels": body["metadata"]["labels"]}
+        if patch:
+            patched = self.core.patch_namespaced_service(name, self.namespace, patch)
+            self._record("Service", name, patched)
 
     def observe(self, revision: str | None) -> RevisionState:
         if revision is None:
             return RevisionState(exists=False)
-        deployment = self._read_deployment(revision)
+        deployment = self._deployment(revision)
         if deployment is None:
             return RevisionState(exists=False)
-        replicas = deployment.spec.replicas or 0
-        ready = (deployment.status.ready_replicas or 0) if deployment.status else 0
         unschedulable = None
-        if ready < replicas:
-            unschedulable = self._unschedulable_reason(revision)
-        return RevisionState(exists=True, replicas=replicas, ready=ready, unschedulable=unschedulable)
+        if deployment.ready < deployment.replicas:
+            unschedulable = self.cache.unschedulable_reason(self.namespace, self.name, revision)
+        return RevisionState(exists=True, replicas=deployment.replicas, ready=deployment.ready,
+                             unschedulable=unschedulable)
 
-    def _unschedulable_reason(self, revision: str) -> str | None:
-        pods = self.core.list_namespaced_pod(
-            self.namespace, label_selector=f"{ROLLOUT_LABEL}={self.name},{REVISION_LABEL}={revision}"
-        ).items
-        for pod in pods:
-            for condition in (pod.status.conditions or []) if pod.status else []:
-                if condition.type == "PodScheduled" and condition.reason == "Unschedulable":
-                    return str(condition.message)
-        return None
+    def orphan_revision(self, revision: str) -> None:
+        """The Deployment and the Services outlive the rollout: drop our owner reference from each."""
+        release = {"metadata": {"ownerReferences": None}}
+        try:
+            self.apps.patch_namespaced_deployment(deployment_name(self.name, revision), self.namespace, release)
+            self.writes += 1
+        except client.ApiException as error:
+            if error.status != 404:
+                raise
+        for name in self.service_names():
+            view = self.cache.service(self.namespace, name)
+            if view is not None and self.is_ours(view):
+                self.core.patch_namespaced_service(name, self.namespace, release)
+                self.writes += 1

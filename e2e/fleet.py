@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 from kubernetes import client
 
-from controller.workloads import REVISION_LABEL, ROLLOUT_LABEL
+from controller.runtime.cache import REVISION_LABEL, ROLLOUT_LABEL
 from e2e.model_server import Knobs
 
 log = logging.getLogger(__name__)

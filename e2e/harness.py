@@ -26,7 +26,7 @@ T = TypeVar("T")
 @contextmanager
 def operator_process(kubeconfig: Path, namespace: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """`modelrollout run` in its own process, watching one namespace; ended by its PID."""
-    env = dict(os.environ, KUBECONFIG=str(kubeconfig), MODELROLLOUT_POLL_SECONDS="0.5")
+    env = dict(os.environ, KUBECONFIG=str(kubeconfig))
     with log.open("ab") as output:
         process = subprocess.Popen(
             [sys.executable, "-m", "controller", "run", "--namespace", namespace],

@@ -32,7 +32,7 @@ from kubernetes import client
 
 from controller.routers import gatewayapi, istio
 from controller.routers.base import RouterError
-from controller.workloads import REVISION_LABEL
+from controller.runtime.cache import REVISION_LABEL
 from e2e.model_server import MIRROR_HEADER
 
 log = logging.getLogger(__name__)

@@ -5,22 +5,35 @@ Between runs the last verdict stands, so every reconcile hands the engine the sa
 
 from __future__ import annotations
 
-import base64
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
-
-from kubernetes import client
 
 from controller import api
 from controller.analysis.evaluate import Context, evaluate
-from controller.analysis.prometheus import PrometheusProvider, connect
+from controller.analysis.prometheus import Credentials, PrometheusPool, PrometheusProvider
 from controller.durations import parse_duration
 from controller.engine.observations import AnalysisSignal
 from controller.timestamps import format_timestamp, parse_timestamp
 
-_PROVIDERS: dict[tuple[str, str, str], PrometheusProvider] = {}
+# One run's queries share this much of its interval, and never more than the cap: a hung
+# Prometheus delays nothing else for longer.
+DEADLINE_SHARE = 0.8
+DEADLINE_CAP_SECONDS = 15.0
+
+
+class SecretMissing(LookupError):
+    """The Secret named by analysis.prometheus.secretRef does not exist or cannot be read."""
+
+
+@dataclass(frozen=True)
+class AnalysisIO:
+    pool: PrometheusPool
+    # (namespace, name) -> the Secret's decoded data; raises SecretMissing.
+    read_secret: Callable[[str, str], dict[str, str]]
+    interrupted: Callable[[], bool] = lambda: False
 
 
 @dataclass
@@ -28,23 +41,14 @@ class Run:
     signal: AnalysisSignal | None = None
     state: dict[str, Any] | None = None
     decisions: list[api.Decision] = field(default_factory=list)
+    # When the next run is due: the engine wakes the rollout then.
+    next_at: datetime | None = None
 
 
-def _provider(api_client: client.ApiClient, namespace: str, source: api.PrometheusSource) -> PrometheusProvider:
-    secret: dict[str, str] = {}
-    version = ""
-    if source.secret_ref is not None:
-        found = client.CoreV1Api(api_client).read_namespaced_secret(source.secret_ref.name, namespace)
-        version = (found.metadata.resource_version if found.metadata else None) or ""
-        secret = {key: base64.b64decode(value).decode() for key, value in (found.data or {}).items()}
-    key = (source.address, f"{namespace}/{source.secret_ref.name if source.secret_ref else ''}", version or "")
-    if key not in _PROVIDERS:
-        _PROVIDERS[key] = connect(source.address, secret)
-    return _PROVIDERS[key]
-
-
-def analyse(api_client: client.ApiClient, body: dict[str, Any], spec: api.ModelRolloutSpec,
-            status: api.ModelRolloutStatus, revision: str, now: datetime) -> Run:
+def analyse(io: AnalysisIO, body: dict[str, Any], spec: api.ModelRolloutSpec,
+            status: api.ModelRolloutStatus, revision: str, now: datetime, may_query: bool = True) -> Run:
+    """The analysis signal for this reconcile: a fresh run when one is due and `may_query`,
+    else the last run's verdict."""
     analysis = spec.analysis
     step = status.current_step
     running = (
@@ -58,28 +62,39 @@ def analyse(api_client: client.ApiClient, body: dict[str, Any], spec: api.ModelR
         return Run()
     assert analysis is not None and analysis.prometheus is not None and status.step_started_at is not None
     assert status.stable_revision is not None
+    interval = parse_duration(analysis.interval)
     # Only this attempt at this step counts: a retry restarts the step and its evidence.
     previous = status.analysis if (status.analysis or {}).get("stepStartedAt") == status.step_started_at else {}
     started = parse_timestamp(status.step_started_at)
     last = previous.get("lastRun")
-    due = (
-        previous.get("step") != step or last is None
-        or (now - parse_timestamp(last)).total_seconds()
-        >= parse_duration(analysis.interval)
-    )
-    if not due:
-        ab = previous.get("abTest", {}).get("verdict") if spec.strategy.steps[step].ab_test else None
-        return Run(AnalysisSignal(previous.get("verdict", "hold"), previous.get("reason", ""), ab))
+    if previous.get("step") == step and last is not None:
+        due_at = parse_timestamp(last) + timedelta(seconds=interval)
+        if now < due_at or not may_query:
+            ab = previous.get("abTest", {}).get("verdict") if spec.strategy.steps[step].ab_test else None
+            return Run(AnalysisSignal(previous.get("verdict", "hold"), previous.get("reason", ""), ab),
+                       next_at=due_at)
+    if not may_query:
+        # No verdict yet for this step: hold, and run it right after the action.
+        return Run(AnalysisSignal("hold", "the step's first analysis is pending"), next_at=now)
     meta = body["metadata"]
+    next_at = now + timedelta(seconds=interval)
+    source = analysis.prometheus
+    credentials = Credentials()
+    if source.secret_ref is not None:
+        try:
+            credentials = Credentials.from_secret(io.read_secret(meta["namespace"], source.secret_ref.name))
+        except SecretMissing as error:
+            return Run(AnalysisSignal("error", str(error)), next_at=next_at)
     ctx = Context(
         model=spec.model, namespace=meta["namespace"], stable=status.stable_revision, candidate=revision,
         step_index=step, step_kind=spec.strategy.steps[step].kind,
         step_elapsed_seconds=(now - started).total_seconds(), weight=status.canary_weight, now=format_timestamp(now),
     )
-    provider = _provider(api_client, meta["namespace"], analysis.prometheus)
-    began = time.perf_counter()
+    began = time.monotonic()
+    deadline = began + min(DEADLINE_CAP_SECONDS, max(1.0, interval * DEADLINE_SHARE))
+    provider = PrometheusProvider(io.pool, source.address, credentials, deadline, io.interrupted)
     result = evaluate(spec, provider, ctx, previous)
     # How long the queries and judgements took: the analysis share of a rollback's latency.
-    took_ms = round((time.perf_counter() - began) * 1000, 1)
+    took_ms = round((time.monotonic() - began) * 1000, 1)
     state = {**result.state, "stepStartedAt": status.step_started_at, "durationMs": took_ms}
-    return Run(result.signal, state, result.decisions)
+    return Run(result.signal, state, result.decisions, next_at)

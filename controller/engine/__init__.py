@@ -8,11 +8,13 @@ from controller.engine.actions import (
     DeleteRevision,
     EmitEvent,
     EnsureRevision,
+    OrphanRevision,
     ScaleRevision,
     SelectServices,
     SetRoute,
 )
-from controller.engine.machine import Transition, invalid_spec, reconcile
+from controller.engine.deletion import finalize
+from controller.engine.machine import Transition, failed, invalid_spec, reconcile
 from controller.engine.observations import AnalysisSignal, Observations
 
 __all__ = [
@@ -22,10 +24,13 @@ __all__ = [
     "EmitEvent",
     "EnsureRevision",
     "Observations",
+    "OrphanRevision",
     "ScaleRevision",
     "SelectServices",
     "SetRoute",
     "Transition",
+    "failed",
+    "finalize",
     "invalid_spec",
     "reconcile",
 ]

@@ -28,6 +28,14 @@ class DeleteRevision:
 
 
 @dataclass(frozen=True)
+class OrphanRevision:
+    """The revision's Deployment and the rollout's Services lose their owner reference: they
+    outlive the ModelRollout and keep serving."""
+
+    revision: str
+
+
+@dataclass(frozen=True)
 class SelectServices:
     """The -stable and -candidate Services select these revisions' pods."""
 
@@ -52,4 +60,4 @@ class EmitEvent:
     message: str
 
 
-Action = EnsureRevision | ScaleRevision | DeleteRevision | SelectServices | SetRoute | EmitEvent
+Action = EnsureRevision | ScaleRevision | DeleteRevision | OrphanRevision | SelectServices | SetRoute | EmitEvent

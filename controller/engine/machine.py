@@ -30,15 +30,23 @@ from controller.engine.actions import (
     SetRoute,
 )
 from controller.engine.conditions import set_condition
-from controller.engine.observations import Observations
+from controller.engine.observations import AnalysisSignal, Observations
 from controller.engine.routes import route_for_step
 from controller.timestamps import format_timestamp, parse_timestamp
+
+# Status messages stay one line; details live in status.analysis and the Events.
+MAX_MESSAGE = 240
+# Readiness arrives by watch events; this re-check only covers a missed one.
+READINESS_RECHECK = timedelta(seconds=15)
 
 
 @dataclass(frozen=True)
 class Transition:
     actions: list[Action]
     status: ModelRolloutStatus
+    # The next moment this rollout needs a reconcile although nothing in the cluster changed
+    # (a step's end, an analysis tick, the keep-warm scale-down, a readiness re-check).
+    wake_at: datetime | None = None
 
 
 @dataclass
@@ -50,6 +58,12 @@ class _Draft:
     now: datetime
     updates: dict[str, Any] = field(default_factory=dict)
     actions: list[Action] = field(default_factory=list)
+    wake_at: datetime | None = None
+
+    def wake(self, when: datetime) -> None:
+        """Ask for a reconcile at `when` (the earliest of all asks wins)."""
+        if self.wake_at is None or when < self.wake_at:
+            self.wake_at = when
 
     def get(self, name: str) -> Any:
         return self.updates[name] if name in self.updates else getattr(self.status, name)
@@ -81,8 +95,26 @@ class _Draft:
             label = f"{steps}/{steps}"
         else:
             label = ""
-        self.set(observed_generation=generation, step_label=label)
-        return Transition(self.actions, self.status.model_copy(update=self.updates))
+        self.set(observed_generation=generation, step_label=label, message=str(self.get("message"))[:MAX_MESSAGE])
+        return Transition(_last_route_wins(self.actions), self.status.model_copy(update=self.updates),
+                          self.wake_at)
+
+
+def _last_route_wins(actions: list[Action]) -> list[Action]:
+    """Drop a route write that a later one replaces with nothing but Events in between.
+
+    A step that ends in the same reconcile it starts in must not write its own
+    weights first: a crash after the later write would replay the earlier one and
+    move traffic backwards.
+    """
+    kept: list[Action] = []
+    for action in actions:
+        if isinstance(action, SetRoute):
+            earlier = next((i for i in range(len(kept) - 1, -1, -1) if not isinstance(kept[i], EmitEvent)), None)
+            if earlier is not None and isinstance(kept[earlier], SetRoute):
+                del kept[earlier]
+        kept.append(action)
+    return kept
 
 
 def reconcile(
@@ -125,6 +157,19 @@ def reconcile(
     return draft.finish(generation)
 
 
+def failed(status: ModelRolloutStatus, generation: int, reason: str, detail: str, now: datetime) -> Transition:
+    """A reconcile failed: say so in a condition and an Event (once per distinct failure).
+
+    The traffic state stays the one `status` records: the retry repeats the same writes.
+    """
+    conditions = set_condition(status.conditions, ConditionType.PROGRESSING.value, "False", reason, detail,
+                               format_timestamp(now))
+    message = f"{reason}: {detail}"[:MAX_MESSAGE]
+    new_status = status.model_copy(update={"conditions": conditions, "message": message})
+    events: list[Action] = [] if status.message == message else [EmitEvent("Warning", reason, detail)]
+    return Transition(events, new_status)
+
+
 def invalid_spec(status: ModelRolloutStatus, generation: int, message: str, now: datetime) -> Transition:
     """An invalid spec changes nothing in the cluster: traffic stays exactly where it was."""
     conditions = set_condition(status.conditions, ConditionType.INVALID_SPEC.value, "True",
@@ -152,11 +197,26 @@ def _initial_deploy(draft: _Draft, revision: str, observations: Observations) ->
         draft.set(phase=Phase.COMPLETED, message=f"revision {revision} serves all traffic")
         draft.condition(ConditionType.AVAILABLE, True, "StableReady", f"revision {revision} is ready")
         draft.condition(ConditionType.PROGRESSING, False, "Deployed")
+        draft.condition(ConditionType.COMPLETED, True, "Deployed", f"first revision {revision} serves all traffic")
+        draft.condition(ConditionType.CANDIDATE_UNSCHEDULABLE, False, "Scheduled")
         draft.event("Deployed", f"first revision {revision} is ready and serves all traffic")
+        return
+    draft.set(phase=Phase.PROGRESSING)
+    draft.condition(ConditionType.PROGRESSING, True, "Deploying")
+    draft.condition(ConditionType.COMPLETED, False, "Deploying")
+    draft.wake(draft.now + READINESS_RECHECK)
+    reason = observations.stable_unschedulable
+    if reason:
+        message = f"first revision {revision} cannot be scheduled: {reason}"
+        draft.condition(ConditionType.AVAILABLE, False, "Unschedulable", reason)
+        draft.condition(ConditionType.CANDIDATE_UNSCHEDULABLE, True, "Unschedulable", reason)
+        if draft.get("message") != message:
+            draft.event("Unschedulable", message, warning=True)
     else:
-        draft.set(phase=Phase.PROGRESSING, message=f"waiting for revision {revision} to become ready")
+        message = f"waiting for revision {revision} to become ready"
         draft.condition(ConditionType.AVAILABLE, False, "StableNotReady", "waiting for replicas")
-        draft.condition(ConditionType.PROGRESSING, True, "Deploying")
+        draft.condition(ConditionType.CANDIDATE_UNSCHEDULABLE, False, "Scheduled")
+    draft.set(message=message)
 
 
 def _start_rollout(draft: _Draft, revision: str) -> None:
@@ -170,7 +230,7 @@ def _start_rollout(draft: _Draft, revision: str) -> None:
     draft.route(0, 0)
     draft.set(
         candidate_revision=revision, previous_stable_revision=None, scale_down_at=None,
-        current_step=0, step_started_at=None, phase=Phase.PROGRESSING, pause_reason=None,
+        current_step=0, step_started_at=None, step_ends_at=None, phase=Phase.PROGRESSING, pause_reason=None,
         verdict=None, candidate_ready=False, analysis={}, decisions=[],
         message=f"rolling out revision {revision}",
     )
@@ -192,7 +252,7 @@ def _cancel_candidate(draft: _Draft, why: str) -> None:
     draft.route(0, 0)
     draft.actions += [SelectServices(stable=stable, candidate=stable), DeleteRevision(candidate)]
     draft.set(candidate_revision=None, phase=Phase.COMPLETED, pause_reason=None, step_started_at=None,
-              message=f"{why}; candidate {candidate} removed")
+              step_ends_at=None, message=f"{why}; candidate {candidate} removed")
     draft.condition(ConditionType.PROGRESSING, False, "CandidateRemoved", why)
     draft.condition(ConditionType.PAUSED, False, "CandidateRemoved")
     draft.event("CandidateRemoved", f"{why}; candidate {candidate} removed")
@@ -219,7 +279,7 @@ def _apply_action(draft: _Draft, action: str, observations: Observations) -> Non
         draft.set(pause_reason=None, current_step=len(draft.spec.strategy.steps))
         draft.event("PromotedFull", "promoted by the user past all remaining steps")
     elif action == "retry" and aborted:
-        draft.set(phase=Phase.PROGRESSING, current_step=0, step_started_at=None, pause_reason=None,
+        draft.set(phase=Phase.PROGRESSING, current_step=0, step_started_at=None, step_ends_at=None, pause_reason=None,
                   verdict=None, candidate_ready=False, analysis={},
                   message="retrying the rollout from the first step")
         draft.condition(ConditionType.ROLLED_BACK, False, "Retried")
@@ -235,8 +295,8 @@ def _roll_back(draft: _Draft, reason: str, why: str) -> None:
     """One route write back to 100% stable and no mirror; the candidate then stops."""
     draft.route(0, 0)
     draft.actions.append(ScaleRevision(draft.get("candidate_revision"), 0))
-    draft.set(phase=Phase.ROLLED_BACK, pause_reason=None, step_started_at=None, candidate_ready=False,
-              message=f"rolled back: {why}")
+    draft.set(phase=Phase.ROLLED_BACK, pause_reason=None, step_started_at=None, step_ends_at=None,
+              candidate_ready=False, message=f"rolled back: {why}")
     draft.condition(ConditionType.ROLLED_BACK, True, reason, why)
     draft.condition(ConditionType.PROGRESSING, False, reason, why)
     draft.condition(ConditionType.PAUSED, False, reason)
@@ -262,17 +322,24 @@ def _undo(draft: _Draft) -> None:
 
 def _advance(draft: _Draft, why: str) -> None:
     step = draft.get("current_step")
-    draft.set(current_step=step + 1, step_started_at=None)
+    draft.set(current_step=step + 1, step_started_at=None, step_ends_at=None)
     draft.event("StepCompleted", f"step {step + 1}/{len(draft.spec.strategy.steps)} completed: {why}")
+
+
+def _begin_promotion(draft: _Draft) -> None:
+    """All traffic to the candidate, recorded before the Services swap in the next reconcile."""
+    draft.route(100, 0)
+    draft.set(step_ends_at=None, message=f"promoting revision {draft.get('candidate_revision')}")
+    draft.wake(draft.now)
 
 
 def _complete(draft: _Draft) -> None:
     old = draft.get("stable_revision")
     new = draft.get("candidate_revision")
     delay = draft.spec.strategy.scale_down_delay_seconds
-    # Every intermediate state serves only `new`: all traffic to it, then the stable
-    # Service follows, then the route returns to the stable Service.
-    draft.route(100, 0)
+    # The route already sends everything to `new` (`_begin_promotion` wrote that and
+    # recorded it). Every action here keeps serving only `new`, so replaying them after a
+    # crash never moves traffic back: the stable Service follows, then the route returns to it.
     draft.actions.append(SelectServices(stable=new, candidate=new))
     draft.route(0, 0)
     keep_warm = draft.spec.traffic_routing.replicas is None and delay > 0
@@ -284,7 +351,7 @@ def _complete(draft: _Draft) -> None:
         draft.actions.append(DeleteRevision(old))
         draft.set(previous_stable_revision=None, scale_down_at=None)
     draft.set(stable_revision=new, candidate_revision=None, phase=Phase.COMPLETED, pause_reason=None,
-              step_started_at=None, current_step=len(draft.spec.strategy.steps),
+              step_started_at=None, step_ends_at=None, current_step=len(draft.spec.strategy.steps),
               message=f"revision {new} promoted" + (f"; {old} stays warm for {delay}s" if keep_warm else ""))
     draft.condition(ConditionType.COMPLETED, True, "RolloutCompleted", f"{new} promoted")
     draft.condition(ConditionType.PROGRESSING, False, "RolloutCompleted")
@@ -306,6 +373,8 @@ def _steady_state(draft: _Draft) -> None:
         draft.set(previous_stable_revision=None, scale_down_at=None)
         draft.event("ScaledDown", f"keep-warm window over: old revision {previous} removed")
         previous = None
+    elif previous and due:
+        draft.wake(parse_timestamp(due))
     draft.actions.append(SelectServices(stable=stable, candidate=previous or stable))
     draft.route(0, 0)
 
@@ -324,14 +393,20 @@ def _progress(draft: _Draft, observations: Observations) -> None:
     spec = draft.spec
     stable = draft.get("stable_revision")
     candidate = draft.get("candidate_revision")
+    past_steps = draft.get("current_step") >= len(spec.strategy.steps)
+    recorded_full = (draft.status.canary_weight, draft.status.mirror_percent) == (100, 0)
+    if past_steps and recorded_full and draft.status.current_step >= len(spec.strategy.steps) \
+            and observations.candidate_ready and draft.get("pause_reason") is None:
+        _complete(draft)
+        return
     draft.actions += [
         ScaleRevision(stable, spec.replicas),
         EnsureRevision(candidate, spec.replicas),
         SelectServices(stable=stable, candidate=candidate),
     ]
-    if draft.get("current_step") >= len(spec.strategy.steps):
+    if past_steps:
         if observations.candidate_ready:
-            _complete(draft)
+            _begin_promotion(draft)
         else:
             _hold_for_readiness(draft, observations)
         return
@@ -343,14 +418,25 @@ def _progress(draft: _Draft, observations: Observations) -> None:
         draft.condition(ConditionType.CANDIDATE_UNSCHEDULABLE, False, "Scheduled")
         draft.event("CandidateReady", f"all {spec.replicas} candidate replicas are ready")
 
-    signal = observations.analysis
+    if _apply_signal(draft, observations.analysis):
+        return
+    if observations.next_analysis_at is not None:
+        draft.wake(observations.next_analysis_at)
+    if draft.get("step_started_at") is None:
+        _start_step(draft)
+    _run_step(draft, observations)
+
+
+def _apply_signal(draft: _Draft, signal: AnalysisSignal | None) -> bool:
+    """Act on the analysis verdict; True when it rolled the rollout back."""
+    spec = draft.spec
     if signal is not None and signal.verdict == "fail":
         _roll_back(draft, "AnalysisFailed", signal.reason)
-        return
+        return True
     if signal is not None and signal.verdict == "error":
         if spec.analysis is not None and spec.analysis.on_error == "rollback":
             _roll_back(draft, "AnalysisError", signal.reason)
-            return
+            return True
         if draft.get("pause_reason") is None:
             draft.set(pause_reason="analysis")
             draft.event("AnalysisError", f"paused: {signal.reason}", warning=True)
@@ -361,19 +447,23 @@ def _progress(draft: _Draft, observations: Observations) -> None:
     if signal is not None and signal.verdict == "halt" and draft.get("pause_reason") is None:
         draft.set(pause_reason="halted")
         draft.event("AnalysisHalted", f"halted: {signal.reason}", warning=True)
+    return False
 
-    if draft.get("step_started_at") is None:
-        draft.set(step_started_at=format_timestamp(draft.now))
-        index = draft.get("current_step")
-        draft.event("StepStarted", f"step {index + 1}/{len(spec.strategy.steps)}: "
-                    f"{spec.strategy.steps[index].kind}")
-    _run_step(draft, observations)
+
+def _start_step(draft: _Draft) -> None:
+    index = draft.get("current_step")
+    steps = draft.spec.strategy.steps
+    duration = draft.spec.step_seconds(index)
+    ends = format_timestamp(draft.now + timedelta(seconds=duration)) if duration is not None else None
+    draft.set(step_started_at=format_timestamp(draft.now), step_ends_at=ends)
+    draft.event("StepStarted", f"step {index + 1}/{len(steps)}: {steps[index].kind}")
 
 
 def _hold_for_readiness(draft: _Draft, observations: Observations) -> None:
     """No traffic reaches a candidate that is not fully ready; the step clock restarts later."""
     draft.route(0, 0)
-    draft.set(candidate_ready=False, step_started_at=None)
+    draft.set(candidate_ready=False, step_started_at=None, step_ends_at=None)
+    draft.wake(draft.now + READINESS_RECHECK)
     reason = observations.candidate_unschedulable
     if reason:
         message = f"candidate pods cannot be scheduled: {reason}"
@@ -422,8 +512,9 @@ def _run_step(draft: _Draft, observations: Observations) -> None:
         _advance(draft, f"{step.kind} ran {elapsed:.0f}s")
         _after_advance(draft, observations)
     else:
-        draft.set(message=f"step {index + 1}/{len(spec.strategy.steps)} {step.kind}: "
-                          f"{duration - elapsed:.0f}s left")
+        # The deadline lives in status.stepEndsAt: a countdown here would rewrite status every tick.
+        draft.set(message=f"step {index + 1}/{len(spec.strategy.steps)}: {step.kind}")
+        draft.wake(parse_timestamp(draft.get("step_started_at")) + timedelta(seconds=duration))
 
 
 def _run_ab_step(draft: _Draft, elapsed: float, observations: Observations) -> None:
@@ -454,7 +545,11 @@ def _run_ab_step(draft: _Draft, elapsed: float, observations: Observations) -> N
                       message=f"A/B test inconclusive after {ab.max_duration}; promote or abort")
             draft.condition(ConditionType.PAUSED, True, "Inconclusive", "A/B test inconclusive")
     else:
-        draft.set(message=f"step {index + 1} abTest: {maximum - elapsed:.0f}s left at most")
+        started = parse_timestamp(draft.get("step_started_at"))
+        draft.set(message=f"step {index + 1}/{len(draft.spec.strategy.steps)}: abTest")
+        draft.wake(started + timedelta(seconds=maximum))
+        if ab.min_duration and not long_enough:
+            draft.wake(started + timedelta(seconds=parse_duration(ab.min_duration)))
 
 
 def _after_advance(draft: _Draft, observations: Observations) -> None:
@@ -462,8 +557,7 @@ def _after_advance(draft: _Draft, observations: Observations) -> None:
     index = draft.get("current_step")
     steps = draft.spec.strategy.steps
     if index >= len(steps):
-        _complete(draft)
+        _begin_promotion(draft)
         return
-    draft.set(step_started_at=format_timestamp(draft.now))
-    draft.event("StepStarted", f"step {index + 1}/{len(steps)}: {steps[index].kind}")
+    _start_step(draft)
     _run_step(draft, observations)

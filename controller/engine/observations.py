@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 
 # The analysis hook: observations in, verdict out.
@@ -28,4 +29,8 @@ class Observations:
     candidate_ready: bool = False
     # The scheduler's message when candidate pods are stuck Pending (e.g. "Insufficient nvidia.com/gpu").
     candidate_unschedulable: str | None = None
+    # The same for the first revision, while it is the only one.
+    stable_unschedulable: str | None = None
     analysis: AnalysisSignal | None = None
+    # When the analysis runs next (its interval): a deadline the engine wakes for.
+    next_analysis_at: datetime | None = None

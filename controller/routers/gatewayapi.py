@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 from kubernetes import client
 
 from controller.routers.base import HeaderRoute, RouterError
 from controller.routers.object_router import ObjectRouter, RouteBuilders
+from controller.runtime.own_writes import OwnWrites
 
 GROUP, VERSION, PLURAL = "gateway.networking.k8s.io", "v1", "httproutes"
 
@@ -75,7 +77,9 @@ def with_header_route(route: dict[str, Any], stable: str, candidate: str, port: 
     name = f"{candidate}-modelrollout-header"
     rules = [rule for rule in updated["spec"]["rules"] if rule.get("name") != name]
     if header is not None:
-        base = rules[managed_rule_index(updated, stable, candidate, rule_name)]
+        # The index must be taken on the rules without our header rule: it is the list it indexes.
+        without_header = {**updated, "spec": {**updated["spec"], "rules": rules}}
+        base = rules[managed_rule_index(without_header, stable, candidate, rule_name)]
         matches = [{**match, "headers": [*match.get("headers", []),
                                         {"type": "Exact", "name": header.header, "value": header.value}]}
                    for match in base.get("matches", [{"path": {"type": "PathPrefix", "value": "/"}}])]
@@ -89,5 +93,5 @@ BUILDERS = RouteBuilders("gatewayAPI", GROUP, VERSION, PLURAL, with_route, with_
 
 
 def GatewayAPIRouter(api_client: client.ApiClient, namespace: str, name: str, stable: str, candidate: str, port: int,
-          rule_name: str | None = None) -> ObjectRouter:
-    return ObjectRouter(BUILDERS, api_client, namespace, name, stable, candidate, port, rule_name)
+        rule_name: str | None, cached: Callable[[], dict[str, Any] | None], own_writes: OwnWrites) -> ObjectRouter:
+    return ObjectRouter(BUILDERS, api_client, namespace, name, stable, candidate, port, rule_name, cached, own_writes)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 from kubernetes import client
 
 from controller.routers.base import HeaderRoute, RouterError
 from controller.routers.object_router import ObjectRouter, RouteBuilders
+from controller.runtime.own_writes import OwnWrites
 
 GROUP, VERSION, PLURAL = "networking.istio.io", "v1", "virtualservices"
 
@@ -78,5 +80,5 @@ BUILDERS = RouteBuilders("istio", GROUP, VERSION, PLURAL, with_route, with_heade
 
 
 def IstioRouter(api_client: client.ApiClient, namespace: str, name: str, stable: str, candidate: str, port: int,
-          route_name: str | None = None) -> ObjectRouter:
-    return ObjectRouter(BUILDERS, api_client, namespace, name, stable, candidate, port, route_name)
+        route_name: str | None, cached: Callable[[], dict[str, Any] | None], own_writes: OwnWrites) -> ObjectRouter:
+    return ObjectRouter(BUILDERS, api_client, namespace, name, stable, candidate, port, route_name, cached, own_writes)

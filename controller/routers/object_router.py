@@ -11,6 +11,7 @@ from kubernetes import client
 
 from controller.routers.base import HeaderRoute, RouterError
 from controller.routers.retry import CustomObject
+from controller.runtime.own_writes import OwnWrites
 
 Obj = dict[str, Any]
 
@@ -30,11 +31,12 @@ class RouteBuilders:
 
 class ObjectRouter:
     def __init__(self, builders: RouteBuilders, api_client: client.ApiClient, namespace: str, object_name: str,
-                 stable: str, candidate: str, port: int, section: str | None = None) -> None:
+                 stable: str, candidate: str, port: int, section: str | None,
+                 cached: Callable[[], Obj | None], own_writes: OwnWrites) -> None:
         self.builders = builders
         self.kind = builders.kind
         self.obj = CustomObject(api_client, builders.group, builders.version, builders.plural, namespace,
-                                object_name)
+                                object_name, cached, own_writes)
         self.stable, self.candidate, self.port, self.section = stable, candidate, port, section
 
     @property

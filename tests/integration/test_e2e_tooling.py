@@ -19,9 +19,9 @@ from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
 from controller.routers import gatewayapi, istio
+from controller.runtime.cache import REVISION_LABEL, ROLLOUT_LABEL
 from controller.sandbox.processes import pid_alive
 from controller.sandbox.prometheus import PrometheusServer, start_prometheus
-from controller.workloads import REVISION_LABEL, ROLLOUT_LABEL
 from e2e.fleet import REPO_ROOT, ModelFleet
 from e2e.harness import stop_process
 from e2e.loadgen import LoadStats, RouteAwareLoadGenerator

@@ -58,7 +58,16 @@ class World:
     history: list[Action] = field(default_factory=list)
 
     def step(self, seconds: float = 0.0) -> Transition:
+        """Advance the clock and reconcile; like the runtime, reconcile again while a wake is due now."""
         self.now += timedelta(seconds=seconds)
+        transition = self.reconcile_once()
+        for _ in range(10):
+            if transition.wake_at is None or transition.wake_at > self.now:
+                return transition
+            transition = self.reconcile_once()
+        raise AssertionError("the engine keeps asking for an immediate reconcile")
+
+    def reconcile_once(self) -> Transition:
         observations = Observations(
             template_revision=self.revision,
             candidate_ready=self.candidate_ready,
@@ -82,7 +91,7 @@ class World:
         elif isinstance(action, SetRoute):
             self.route = (action.weight, action.mirror)
             self.header = action.header
-        else:
+        elif isinstance(action, EmitEvent):
             self.events.append(action)
 
     def act(self, action: str) -> Transition:

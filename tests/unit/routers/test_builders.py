@@ -106,3 +106,22 @@ def test_replica_ratio_is_the_closest_whole_split(stable: int, weight: int) -> N
     neighbours = [abs(effective_weight(stable, r) - weight) for r in (max(1, replicas - 1), replicas + 1)]
     assert error <= min(neighbours) + 1
     assert replicas >= 1
+
+
+@pytest.mark.parametrize("build", ["gateway", "istio"])
+def test_header_route_applied_again_on_a_route_that_already_has_it(build: str) -> None:
+    """Every reconcile of an A/B step rewrites the route that already holds the header rule.
+
+    Regression: the Gateway API builder took the rule index on the route with the header
+    rule and used it on the list without it, and crashed on the second application.
+    """
+    module = gatewayapi if build == "gateway" else istio
+    header = HeaderRoute("x-cohort", "b")
+    route: dict[str, Any] = _httproute() if build == "gateway" else _vs()
+    for _ in range(3):
+        route = module.with_route(route, S, C, 8080, 50, 0, None)
+        route = module.with_header_route(route, S, C, 8080, header, None)
+    once = module.with_header_route(module.with_route(_httproute() if build == "gateway" else _vs(),
+                                                      S, C, 8080, 50, 0, None), S, C, 8080, header, None)
+    assert route == once, "applying the same route again changes nothing"
+    assert module.read_route(route, S, C, None) == (50, 0)

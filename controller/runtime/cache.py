@@ -1,0 +1,144 @@
+"""What the reconciler reads, from watch-fed caches (Kopf indexes), never from a GET per tick.
+
+The index functions turn each watched object into a small frozen view, so the
+cache holds what the reconciler reads and nothing more. `Cache` reads them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from controller import api
+
+ROLLOUT_LABEL = f"{api.GROUP}/rollout"
+REVISION_LABEL = f"{api.GROUP}/revision"
+
+RolloutKey = tuple[str, str]  # (namespace, name)
+RouteKey = tuple[str, str, str]  # (plural, namespace, name)
+
+
+@dataclass(frozen=True)
+class DeploymentView:
+    name: str
+    revision: str
+    replicas: int
+    ready: int
+    owner_uids: frozenset[str]
+    resource_version: str
+
+
+@dataclass(frozen=True)
+class ServiceView:
+    name: str
+    selector: Mapping[str, str] | None
+    # The rollout named by our label, if any: our label or our owner reference makes it ours.
+    rollout_label: str | None
+    owner_uids: frozenset[str]
+    resource_version: str
+
+
+def plain(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep, plain copy of a Kopf body view (lists and dicts only)."""
+    def copy(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {key: copy(item) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return [copy(item) for item in value]
+        return value
+
+    result: dict[str, Any] = copy(body)
+    return result
+
+
+def owner_uids(meta: Mapping[str, Any]) -> frozenset[str]:
+    return frozenset(str(ref.get("uid")) for ref in meta.get("ownerReferences") or [])
+
+
+def deployment_view(body: Mapping[str, Any]) -> DeploymentView | None:
+    meta = body.get("metadata", {})
+    labels = meta.get("labels") or {}
+    revision = labels.get(REVISION_LABEL)
+    if revision is None:
+        return None
+    return DeploymentView(
+        name=meta["name"], revision=revision, replicas=int((body.get("spec") or {}).get("replicas") or 0),
+        ready=int((body.get("status") or {}).get("readyReplicas") or 0), owner_uids=owner_uids(meta),
+        resource_version=str(meta.get("resourceVersion", "")),
+    )
+
+
+def service_view(body: Mapping[str, Any]) -> ServiceView:
+    meta = body.get("metadata", {})
+    selector = (body.get("spec") or {}).get("selector")
+    return ServiceView(
+        name=meta["name"], selector=dict(selector) if selector is not None else None,
+        rollout_label=(meta.get("labels") or {}).get(ROLLOUT_LABEL), owner_uids=owner_uids(meta),
+        resource_version=str(meta.get("resourceVersion", "")),
+    )
+
+
+def unschedulable_message(body: Mapping[str, Any]) -> str | None:
+    """The scheduler's message when a pod is Pending because it cannot be placed."""
+    for condition in (body.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "PodScheduled" and condition.get("reason") == "Unschedulable":
+            return str(condition.get("message", "Unschedulable"))
+    return None
+
+
+def route_key(spec: Mapping[str, Any], namespace: str) -> RouteKey | None:
+    routing = spec.get("trafficRouting") or {}
+    if routing.get("gatewayAPI"):
+        return ("httproutes", namespace, str(routing["gatewayAPI"].get("httpRoute", "")))
+    if routing.get("istio"):
+        return ("virtualservices", namespace, str(routing["istio"].get("virtualService", "")))
+    return None
+
+
+# A Kopf index: key -> a store of the values indexed under it.
+Index = Mapping[Any, Iterable[Any]]
+
+
+def _one(index: Index, key: Any) -> Any | None:
+    store = index.get(key) if key in index else None
+    return next(iter(tuple(store)), None) if store is not None else None
+
+
+@dataclass(frozen=True)
+class Cache:
+    """Read access to the indexes (live views: they change as watch events arrive)."""
+
+    rollouts: Index  # RolloutKey -> plain body
+    rollouts_by_route: Index  # RouteKey -> RolloutKey
+    deployments: Index  # RolloutKey -> DeploymentView
+    services: Index  # (namespace, name) -> ServiceView
+    unschedulable: Index  # (namespace, rollout, revision) -> message
+    routes: Mapping[str, Index]  # plural -> (RouteKey -> plain body)
+
+    def rollout(self, key: RolloutKey) -> dict[str, Any] | None:
+        body: dict[str, Any] | None = _one(self.rollouts, key)
+        return body
+
+    def rollout_keys(self) -> list[RolloutKey]:
+        return list(self.rollouts)
+
+    def deployment(self, namespace: str, rollout: str, revision: str) -> DeploymentView | None:
+        store = self.deployments.get((namespace, rollout), ()) if (namespace, rollout) in self.deployments else ()
+        # A tuple first: the loop thread may add to the store while a worker thread reads it.
+        return next((view for view in tuple(store) if view.revision == revision), None)
+
+    def service(self, namespace: str, name: str) -> ServiceView | None:
+        view: ServiceView | None = _one(self.services, (namespace, name))
+        return view
+
+    def unschedulable_reason(self, namespace: str, rollout: str, revision: str) -> str | None:
+        message: str | None = _one(self.unschedulable, (namespace, rollout, revision))
+        return message
+
+    def route(self, key: RouteKey) -> dict[str, Any] | None:
+        body: dict[str, Any] | None = _one(self.routes[key[0]], key) if key[0] in self.routes else None
+        return body
+
+    def users_of_route(self, key: RouteKey) -> list[RolloutKey]:
+        return list(self.rollouts_by_route.get(key, ())) if key in self.rollouts_by_route else []

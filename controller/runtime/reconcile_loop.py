@@ -1,0 +1,241 @@
+"""The runtime: watch events and deadlines in, bounded reconciles out.
+
+Kopf's watches feed the cache and call `notify`; the engine's `wake_at` comes
+back as a deadline on the work queue. Reconciles run in a thread pool sized to
+the number of workers (the Kubernetes client is synchronous), never on the
+event loop and never one thread per object. Any failure becomes a condition,
+an Event and a retry with capped backoff; one bad object never delays another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+import urllib3
+from kubernetes import client
+from pydantic import ValidationError
+
+from controller import api, metrics
+from controller.analysis.prometheus import AnalysisInterrupted, PrometheusPool
+from controller.analysis.runner import AnalysisIO, SecretMissing
+from controller.engine import failed
+from controller.events import post_event
+from controller.reconciler import Context, Outcome, RolloutObject, StaleSnapshot, parse_status, reconcile_object
+from controller.routers import RouterError
+from controller.runtime.cache import Cache, RolloutKey
+from controller.runtime.own_writes import ObjectVersion, OwnWrites
+from controller.runtime.workqueue import WorkQueue
+from controller.workloads import OwnershipConflict
+
+log = structlog.get_logger()
+
+# Re-read and recompute this often when the object keeps changing under a reconcile.
+STALE_RETRIES = 3
+SECRET_TTL_SECONDS = 60.0
+
+
+def failure_reason(error: BaseException) -> tuple[str, str]:
+    """A condition reason and a one-line detail for any failure of a reconcile."""
+    if isinstance(error, client.ApiException):
+        return "ApiError", f"{error.status} {error.reason}"
+    if isinstance(error, RouterError):
+        return "RouteError", str(error)
+    if isinstance(error, OwnershipConflict):
+        return "OwnershipConflict", str(error)
+    if isinstance(error, ValidationError):
+        return "MalformedStatus", f"status cannot be read: {error.errors()[0]['loc']} {error.errors()[0]['msg']}"
+    if isinstance(error, urllib3.exceptions.HTTPError | ConnectionError | TimeoutError):
+        return "ApiUnreachable", f"{type(error).__name__}: {error}"[:200]
+    return "ReconcileError", f"{type(error).__name__}: {error}"[:200]
+
+
+@dataclass
+class _Written:
+    """Our last write of a rollout: the cache is behind it while it shows one of `superseded`."""
+
+    superseded: set[str]
+    body: dict[str, Any]
+
+
+@dataclass
+class ReconcileLoop:
+    api_client: client.ApiClient
+    cache: Cache
+    pool: PrometheusPool
+    workers: int = 8
+    owns: Callable[[RolloutKey], bool] = lambda _: True
+    own_writes: OwnWrites = field(default_factory=OwnWrites)
+    queue: WorkQueue[RolloutKey] = field(default_factory=WorkQueue)
+    _written: dict[RolloutKey, _Written] = field(default_factory=dict)
+    _interrupts: dict[RolloutKey, threading.Event] = field(default_factory=dict)
+    _late: dict[RolloutKey, list[ObjectVersion]] = field(default_factory=dict)
+    _secrets: dict[tuple[str, str], tuple[float, dict[str, str]]] = field(default_factory=dict)
+    _executor: ThreadPoolExecutor | None = None
+
+    # --- inputs -------------------------------------------------------------
+
+    def notify(self, key: RolloutKey, source: ObjectVersion | None = None, action_requested: bool = False) -> None:
+        """Something the rollout reads changed (`source`: the object and version the watch saw).
+
+        The echo of our own write wakes nothing. While the rollout's reconcile runs, its
+        writes may not be recorded yet, so the check waits until that reconcile ends.
+        A manual action also interrupts a running analysis.
+        """
+        if action_requested and key in self._interrupts:
+            self._interrupts[key].set()
+        if source is not None and key in self._interrupts:
+            self._late.setdefault(key, []).append(source)
+            return
+        if source is not None and self.own_writes.is_own(*source):
+            return
+        self.queue.add(key)
+
+    def notify_all(self) -> None:
+        for key in self.cache.rollout_keys():
+            self.queue.add(key)
+
+    async def run(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="reconcile")
+        try:
+            await self.queue.run(self.handle, self.workers)
+        finally:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # --- one key --------------------------------------------------------------
+
+    def _snapshot(self, key: RolloutKey) -> dict[str, Any] | None:
+        cached = self.cache.rollout(key)
+        written = self._written.get(key)
+        if cached is None or written is None:
+            self._written.pop(key, None)
+            return cached
+        if cached["metadata"].get("resourceVersion") in written.superseded:
+            return written.body  # The cache has not caught up with our own write yet.
+        del self._written[key]
+        return cached
+
+    async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def handle(self, key: RolloutKey) -> None:
+        if not self.owns(key):
+            return
+        body = self._snapshot(key)
+        if body is None:
+            self.forget(key)
+            return
+        interrupt = self._interrupts.setdefault(key, threading.Event())
+        try:
+            for _ in range(STALE_RETRIES):
+                interrupt.clear()
+                started = time.perf_counter()
+                try:
+                    outcome: Outcome = await self._in_thread(self._reconcile, body, interrupt)
+                except (StaleSnapshot, AnalysisInterrupted):
+                    body = await self._in_thread(self._read_fresh, key)
+                    if body is None:
+                        self.forget(key)
+                        return
+                    continue
+                finally:
+                    metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
+                self._succeeded(key, body, outcome)
+                return
+            self.queue.add(key)  # Still contended: go round the queue, behind the others.
+        except Exception as error:
+            await self._failed(key, body, error)
+        finally:
+            self._interrupts.pop(key, None)
+            late = self._late.pop(key, [])
+            if any(not self.own_writes.is_own(*source) for source in late):
+                self.queue.add(key)
+
+    def _reconcile(self, body: dict[str, Any], interrupt: threading.Event) -> Outcome:
+        ctx = Context(self.api_client, self.cache, self.own_writes,
+                      AnalysisIO(self.pool, self._read_secret, interrupt.is_set))
+        return reconcile_object(ctx, body)
+
+    def _read_fresh(self, key: RolloutKey) -> dict[str, Any] | None:
+        try:
+            obj: dict[str, Any] = client.CustomObjectsApi(self.api_client).get_namespaced_custom_object(
+                api.GROUP, api.VERSION, key[0], api.PLURAL, key[1])  # type: ignore[assignment]
+        except client.ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return obj
+
+    def _read_secret(self, namespace: str, name: str) -> dict[str, str]:
+        """Analysis credentials, read at most once a minute (Secrets are not watched: least privilege)."""
+        cached = self._secrets.get((namespace, name))
+        if cached is not None and time.monotonic() - cached[0] < SECRET_TTL_SECONDS:
+            return cached[1]
+        try:
+            secret = client.CoreV1Api(self.api_client).read_namespaced_secret(name, namespace)
+        except client.ApiException as error:
+            if error.status in (403, 404):
+                raise SecretMissing(f"Secret {namespace}/{name} (analysis.prometheus.secretRef) is "
+                                    f"{'missing' if error.status == 404 else 'not readable'}") from None
+            raise
+        data = {key: base64.b64decode(value).decode() for key, value in (secret.data or {}).items()}
+        self._secrets[(namespace, name)] = (time.monotonic(), data)
+        return data
+
+    def _succeeded(self, key: RolloutKey, before: dict[str, Any], outcome: Outcome) -> None:
+        self.queue.succeeded(key)
+        metrics.RECONCILES.labels("ok").inc()
+        if outcome.finalized:
+            self.forget(key)
+            return
+        if outcome.written is not None:
+            old = self._written.get(key)
+            superseded = (old.superseded if old else set()) | {before["metadata"].get("resourceVersion", "")}
+            self._written[key] = _Written(superseded, outcome.written)
+        if outcome.transition is not None:
+            metrics.export_rollout(key, outcome.transition.status)
+            wake_at = outcome.transition.wake_at
+            if wake_at is not None:
+                delay = (wake_at - datetime.now(UTC)).total_seconds()
+                self.queue.add_at(key, self.queue.clock() + max(0.0, delay))
+
+    async def _failed(self, key: RolloutKey, body: dict[str, Any], error: Exception) -> None:
+        metrics.RECONCILES.labels("error").inc()
+        reason, detail = failure_reason(error)
+        delay = self.queue.failed(key)
+        log.warning("reconcile failed; retrying", namespace=key[0], name=key[1], reason=reason, detail=detail,
+                    retry_in=round(delay, 2), failures=self.queue.failures(key))
+        try:
+            await self._in_thread(self._report, body, reason, detail)
+        except Exception as report_error:
+            log.warning("failure not recorded", namespace=key[0], name=key[1], error=type(report_error).__name__)
+
+    def _report(self, body: dict[str, Any], reason: str, detail: str) -> None:
+        """Progressing=False with the reason, and an Event when the failure is new."""
+        try:
+            status = parse_status(body)
+        except ValidationError:
+            status = api.ModelRolloutStatus()  # Only conditions and message are written back.
+        generation = body["metadata"].get("generation", 1)
+        transition = failed(status, generation, reason, detail, datetime.now(UTC))
+        rollout = RolloutObject(Context(self.api_client, self.cache, self.own_writes,
+                                        AnalysisIO(self.pool, self._read_secret)), body)
+        if transition.actions:
+            post_event(self.api_client, body, "Warning", reason, detail)
+        dumped = transition.status.model_dump(mode="json", by_alias=True)
+        with contextlib.suppress(StaleSnapshot):  # Newer state exists; the retry reads it.
+            rollout.patch_status({"conditions": dumped["conditions"], "message": dumped["message"]})
+
+    def forget(self, key: RolloutKey) -> None:
+        self.queue.forget(key)
+        self._written.pop(key, None)
+        metrics.forget_rollout(key)

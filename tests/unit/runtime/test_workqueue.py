@@ -1,0 +1,144 @@
+"""The work queue: dedupe, no concurrent runs of one key, deadlines, bounded workers, backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from controller.runtime.workqueue import Backoff, WorkQueue
+
+
+@contextlib.asynccontextmanager
+async def running(queue: WorkQueue[str], handle: Callable[[str], Awaitable[None]],
+                  workers: int = 2) -> AsyncIterator[None]:
+    task = asyncio.create_task(queue.run(handle, workers))
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def until(predicate: Callable[[], bool]) -> None:
+    """Wait on a condition, bounded: 5,000 turns of the event loop, then fail."""
+    for _ in range(5000):
+        if predicate():
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError("condition not reached")
+
+
+async def test_a_key_added_many_times_runs_once() -> None:
+    queue: WorkQueue[str] = WorkQueue()
+    seen: list[str] = []
+
+    async def handle(key: str) -> None:
+        seen.append(key)
+
+    for _ in range(100):
+        queue.add("a")
+    queue.add("b")
+    async with running(queue, handle):
+        await until(lambda: len(seen) == 2)
+        await asyncio.sleep(0.05)
+    assert sorted(seen) == ["a", "b"]
+
+
+async def test_a_key_added_while_running_runs_again_after_never_beside() -> None:
+    queue: WorkQueue[str] = WorkQueue()
+    active = 0
+    most = 0
+    runs = 0
+    release = asyncio.Event()
+
+    async def handle(key: str) -> None:
+        nonlocal active, most, runs
+        active += 1
+        most = max(most, active)
+        runs += 1
+        if runs == 1:
+            await release.wait()
+        active -= 1
+
+    queue.add("a")
+    async with running(queue, handle, workers=4):
+        await until(lambda: runs == 1)
+        queue.add("a")
+        queue.add("a")
+        await asyncio.sleep(0.02)
+        assert runs == 1, "never two runs of one key at once"
+        release.set()
+        await until(lambda: runs == 2)
+    assert most == 1
+
+
+async def test_concurrency_is_bounded_by_workers() -> None:
+    queue: WorkQueue[int] = WorkQueue()
+    active = 0
+    most = 0
+    done = 0
+
+    async def handle(key: int) -> None:
+        nonlocal active, most, done
+        active += 1
+        most = max(most, active)
+        await asyncio.sleep(0.005)
+        active -= 1
+        done += 1
+
+    for key in range(50):
+        queue.add(key)
+    async with running(queue, handle, workers=3):  # type: ignore[arg-type]
+        await until(lambda: done == 50)
+    assert most == 3
+
+
+async def test_deadlines_fire_in_order_and_the_earliest_wins() -> None:
+    now = [0.0]
+    queue: WorkQueue[str] = WorkQueue(clock=lambda: now[0])
+    seen: list[str] = []
+
+    async def handle(key: str) -> None:
+        seen.append(key)
+
+    queue.add_at("late", 10.0)
+    queue.add_at("early", 5.0)
+    queue.add_at("late", 20.0)  # later than the pending one: ignored
+    async with running(queue, handle):
+        await asyncio.sleep(0.02)
+        assert seen == []
+        now[0] = 6.0
+        queue.add_at("other", 100.0)  # any add_at wakes the timer to look again
+        await until(lambda: seen == ["early"])
+        now[0] = 11.0
+        queue.add_at("other", 100.0)
+        await until(lambda: seen == ["early", "late"])
+
+
+async def test_failures_back_off_exponentially_with_a_cap_and_reset_on_success() -> None:
+    queue: WorkQueue[str] = WorkQueue(clock=lambda: 0.0, backoff=Backoff(base=1.0, cap=8.0))
+    delays = [queue.failed("a") for _ in range(6)]
+    assert delays == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
+    queue.succeeded("a")
+    assert queue.failed("a") == 1.0
+    assert queue.failed("b") == 1.0, "one key's failures never slow another"
+
+
+async def test_a_slow_key_does_not_delay_the_others() -> None:
+    queue: WorkQueue[str] = WorkQueue()
+    seen: list[str] = []
+    stuck = asyncio.Event()
+
+    async def handle(key: str) -> None:
+        if key == "slow":
+            await stuck.wait()
+        seen.append(key)
+
+    queue.add("slow")
+    for key in "abc":
+        queue.add(key)
+    async with running(queue, handle, workers=2):
+        await until(lambda: seen == ["a", "b", "c"])
+        stuck.set()
+        await until(lambda: "slow" in seen)
