@@ -12,7 +12,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from controller import api
-from controller.analysis.evaluate import Context, evaluate
 from controller.analysis.prometheus import Credentials, PrometheusPool, PrometheusProvider
 from controller.durations import parse_duration
 from controller.engine.observations import AnalysisSignal
@@ -85,6 +84,10 @@ def analyse(io: AnalysisIO, body: dict[str, Any], spec: api.ModelRolloutSpec,
             credentials = Credentials.from_secret(io.read_secret(meta["namespace"], source.secret_ref.name))
         except SecretMissing as error:
             return Run(AnalysisSignal("error", str(error)), next_at=next_at)
+    # scipy and statsmodels (with pandas) cost ~100 MB: loaded by the first analysis that runs,
+    # never by an operator whose rollouts have none.
+    from controller.analysis.evaluate import Context, evaluate
+
     ctx = Context(
         model=spec.model, namespace=meta["namespace"], stable=status.stable_revision, candidate=revision,
         step_index=step, step_kind=spec.strategy.steps[step].kind,

@@ -33,6 +33,9 @@ from controller.sandbox.processes import (
 )
 from controller.sandbox.prometheus import PrometheusServer, running_prometheus, start_prometheus
 
+# Service IPs for 10,000 rollouts (two Services each), with room to spare.
+SERVICE_CIDR = "10.96.0.0/16"
+
 
 def instances_root() -> Path:
     root = build.cache_root() / "sandboxes"
@@ -122,6 +125,12 @@ class Sandbox:
                 "--etcd-binary", str(binaries.etcd),
                 # Test data is disposable: skipping fsync makes etcd writes far cheaper.
                 "--extra-args", "etcd=unsafe-no-fsync=true",
+                # Room for 10,000 rollouts: two Services each, far past the default /24.
+                "--extra-args", f"kube-apiserver=service-cluster-ip-range={SERVICE_CIDR}",
+                # The built-in controllers' default 20 requests/s would pace a large benchmark.
+                # (One extra arg per component: kwokctl v0.8.0 indexes repeated ones wrongly.)
+                "--extra-args", "kube-controller-manager=kube-api-qps=500",
+                "--extra-args", "kube-scheduler=kube-api-qps=500",
                 "--wait", f"{int(ready_timeout)}s",
                 timeout=ready_timeout + 60,
             )
@@ -155,7 +164,7 @@ class Sandbox:
 
     def _create_nodes(self, binaries: build.Binaries, shapes: tuple[nodes.NodeShape, ...]) -> None:
         manifest = {"apiVersion": "v1", "kind": "List",
-                    "items": [nodes.node_manifest(shape) for shape in shapes]}
+                    "items": [nodes.node_manifest(shape, index) for index, shape in enumerate(shapes)]}
         self.kubectl(binaries, "apply", "-f", "-", stdin=json.dumps(manifest))
 
     def _wait_nodes_ready(self, binaries: build.Binaries, expected: int, timeout: float) -> None:

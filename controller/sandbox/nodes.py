@@ -15,6 +15,7 @@ class NodeShape:
     memory: str
     gpus: int = 0
     gpu_product: str = ""
+    pods: int = 110
 
 
 DEFAULT_NODES = (
@@ -24,9 +25,14 @@ DEFAULT_NODES = (
 )
 
 
-def node_manifest(shape: NodeShape) -> dict[str, Any]:
+def pod_cidr(index: int) -> str:
+    """Node `index`'s pod range: a /16 each (kwok hands out pod IPs from it), 10.64.0.0 onwards."""
+    return f"10.{64 + index}.0.0/16"
+
+
+def node_manifest(shape: NodeShape, index: int = 0) -> dict[str, Any]:
     """A Node object that kwok's controller adopts (annotation kwok.x-k8s.io/node=fake)."""
-    capacity = {"cpu": shape.cpu, "memory": shape.memory, "pods": "110"}
+    capacity = {"cpu": shape.cpu, "memory": shape.memory, "pods": str(shape.pods)}
     labels = {
         "kubernetes.io/hostname": shape.name,
         "kubernetes.io/os": "linux",
@@ -49,7 +55,7 @@ def node_manifest(shape: NodeShape) -> dict[str, Any]:
             "labels": labels,
             "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
         },
-        "spec": {},
+        "spec": {"podCIDR": pod_cidr(index), "podCIDRs": [pod_cidr(index)]},
         "status": {
             "capacity": capacity,
             "allocatable": capacity,

@@ -112,7 +112,7 @@ async def test_deadlines_fire_in_order_and_the_earliest_wins() -> None:
         queue.add_at("other", 100.0)  # any add_at wakes the timer to look again
         await until(lambda: seen == ["early"])
         now[0] = 11.0
-        queue.add_at("other", 100.0)
+        queue.add_at("another", 100.0)
         await until(lambda: seen == ["early", "late"])
 
 

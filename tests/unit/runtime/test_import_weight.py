@@ -1,0 +1,13 @@
+"""The idle operator stays light: the statistics stack loads with the first analysis, not at start."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_importing_the_operator_loads_no_scipy_statsmodels_or_pandas() -> None:
+    probe = ("import sys, controller.operator; "
+             "print(sorted({m.split('.')[0] for m in sys.modules} & {'scipy', 'statsmodels', 'pandas'}))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120)
+    assert result.stdout.strip() == "[]"
