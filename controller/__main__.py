@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 
 from controller.sandbox.errors import SandboxError
@@ -40,6 +41,9 @@ def _run(args: argparse.Namespace) -> int:
     from controller import operator  # noqa: F401 - importing registers the handlers
 
     kopf.configure(verbose=args.verbose)
+    if not args.verbose:
+        # Kopf logs every handler call at INFO: thousands of lines a second at scale, saying nothing.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     namespaces = args.namespace or []
     kopf.run(
         clusterwide=not namespaces,

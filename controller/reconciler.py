@@ -8,7 +8,7 @@ idempotent), and a stale snapshot loses the race instead of overwriting newer st
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -67,6 +67,8 @@ class Outcome:
     # never acts on a cache entry older than its own write.
     written: dict[str, Any] | None = None
     finalized: bool = False
+    # Versions of the object older than `written`: a cache still showing one of them is behind.
+    superseded: set[str] = field(default_factory=set)
 
 
 class RolloutObject:
@@ -80,6 +82,8 @@ class RolloutObject:
         self.namespace, self.name = meta["namespace"], meta["name"]
         self.writes = 0
         self.wrote = False
+        # Every version this reconcile saw or wrote before the last: older than what it leaves.
+        self.versions: list[str] = [str(body["metadata"].get("resourceVersion", ""))]
 
     def _coordinates(self) -> tuple[str, str, str, str, str]:
         return api.GROUP, api.VERSION, self.namespace, api.PLURAL, self.name
@@ -88,7 +92,12 @@ class RolloutObject:
         self.body = obj
         self.writes += 1
         self.wrote = True
-        self.ctx.own_writes.record(KIND, self.namespace, self.name, obj["metadata"].get("resourceVersion"))
+        version = obj["metadata"].get("resourceVersion")
+        self.versions.append(str(version))
+        self.ctx.own_writes.record(KIND, self.namespace, self.name, version)
+
+    def superseded(self) -> set[str]:
+        return set(self.versions[:-1])
 
     def _call(self, method: Any, *args: Any, **kwargs: Any) -> None:
         try:
@@ -170,12 +179,14 @@ def reconcile_object(ctx: Context, body: dict[str, Any], now: datetime | None = 
             _drop_finalizer(rollout)  # Nothing we could route for an invalid spec: let it go.
             return Outcome(None, rollout.writes, rollout.body, finalized=True)
         transition = invalid_spec(status, generation, message, now)
-        _post_events(ctx.api_client, body, transition)
         _finish(rollout, status, transition)
-        return Outcome(transition, rollout.writes, rollout.body if rollout.wrote else None)
+        _post_events(ctx.api_client, rollout.body, transition.actions)
+        return Outcome(transition, rollout.writes, rollout.body if rollout.wrote else None,
+                       superseded=rollout.superseded())
 
-    workloads = Workloads(ctx.api_client, ctx.cache, ctx.own_writes, body, spec)
-    if meta.get("deletionTimestamp"):
+    deleting = bool(meta.get("deletionTimestamp"))
+    workloads = Workloads(ctx.api_client, ctx.cache, ctx.own_writes, body, spec, adopt=not deleting)
+    if deleting:
         return _finalize(ctx, rollout, spec, status, workloads)
     if FINALIZER not in (meta.get("finalizers") or []):
         rollout.patch_metadata({"finalizers": [*(meta.get("finalizers") or []), FINALIZER]})
@@ -205,7 +216,11 @@ def reconcile_object(ctx: Context, body: dict[str, Any], now: datetime | None = 
                 or status.stable_revision or revision}
     _execute(ctx, rollout.body, spec, transition, workloads, services)
     _finish(rollout, status, transition)
-    return Outcome(transition, rollout.writes + workloads.writes, rollout.body if rollout.wrote else None)
+    # Events only once the status that records the transition is stored: a conflict
+    # recomputes the transition, and its Events must not be told twice.
+    _post_events(ctx.api_client, rollout.body, transition.actions)
+    return Outcome(transition, rollout.writes + workloads.writes, rollout.body if rollout.wrote else None,
+                   superseded=rollout.superseded())
 
 
 def _with_analysis(transition: Transition, status: api.ModelRolloutStatus, analysis: Run) -> Transition:
@@ -246,8 +261,6 @@ def _execute(ctx: Context, body: dict[str, Any], spec: api.ModelRolloutSpec,
             router = _router(ctx, spec, meta["name"], meta["namespace"], workloads, services)
         elif isinstance(action, SetRoute):
             router.set_route(action.weight, action.mirror, HeaderRoute(*action.header) if action.header else None)
-        else:
-            post_event(ctx.api_client, body, action.type, action.reason, action.message)
 
 
 def _finalize(ctx: Context, rollout: RolloutObject, spec: api.ModelRolloutSpec, status: api.ModelRolloutStatus,
@@ -264,6 +277,7 @@ def _finalize(ctx: Context, rollout: RolloutObject, spec: api.ModelRolloutSpec, 
         rest = [a for a in actions if not isinstance(a, SetRoute)]
         _execute(ctx, rollout.body, spec, rest, workloads, services)
     _drop_finalizer(rollout)
+    _post_events(ctx.api_client, rollout.body, actions)
     return Outcome(None, rollout.writes + workloads.writes, rollout.body, finalized=True)
 
 
@@ -272,12 +286,12 @@ def _drop_finalizer(rollout: RolloutObject) -> None:
     try:
         rollout.patch_metadata({"finalizers": kept or None})
     except client.ApiException as error:
-        if error.status != 404:
+        if error.status != 404:  # Gone already: someone else removed the finalizer.
             raise
 
 
-def _post_events(api_client: client.ApiClient, body: dict[str, Any], transition: Transition) -> None:
-    for action in transition.actions:
+def _post_events(api_client: client.ApiClient, body: dict[str, Any], actions: list[Any]) -> None:
+    for action in actions:
         if isinstance(action, EmitEvent):
             post_event(api_client, body, action.type, action.reason, action.message)
 

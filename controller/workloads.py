@@ -104,7 +104,7 @@ class Workloads:
     """Kubernetes I/O for one ModelRollout's Deployments and Services: reads from the cache."""
 
     def __init__(self, api_client: client.ApiClient, cache: Cache, own_writes: OwnWrites,
-                 owner: dict[str, Any], spec: api.ModelRolloutSpec) -> None:
+                 owner: dict[str, Any], spec: api.ModelRolloutSpec, adopt: bool = True) -> None:
         self.apps = client.AppsV1Api(api_client)
         self.core = client.CoreV1Api(api_client)
         self.cache = cache
@@ -114,6 +114,8 @@ class Workloads:
         self.namespace: str = owner["metadata"]["namespace"]
         self.name: str = owner["metadata"]["name"]
         self.uid: str = owner["metadata"].get("uid", "")
+        # False while the rollout is being deleted: what it releases must not be owned again.
+        self.adopt = adopt
         self.writes = 0
 
     def _deployment(self, revision: str) -> DeploymentView | None:
@@ -202,7 +204,7 @@ class Workloads:
         patch: dict[str, Any] = {}
         if current.selector != body["spec"]["selector"]:
             patch["spec"] = {"selector": body["spec"]["selector"]}
-        if self.uid and self.uid not in current.owner_uids:
+        if self.adopt and self.uid and self.uid not in current.owner_uids:
             patch["metadata"] = {"ownerReferences": body["metadata"]["ownerReferences"],
                                  "labels": body["metadata"]["labels"]}
         if patch:

@@ -42,6 +42,7 @@ log = structlog.get_logger()
 # Re-read and recompute this often when the object keeps changing under a reconcile.
 STALE_RETRIES = 3
 SECRET_TTL_SECONDS = 60.0
+FINALIZED_MEMORY = 10_000
 
 
 def failure_reason(error: BaseException) -> tuple[str, str]:
@@ -79,6 +80,7 @@ class ReconcileLoop:
     _written: dict[RolloutKey, _Written] = field(default_factory=dict)
     _interrupts: dict[RolloutKey, threading.Event] = field(default_factory=dict)
     _late: dict[RolloutKey, list[ObjectVersion]] = field(default_factory=dict)
+    _finalized: dict[str, None] = field(default_factory=dict)  # uids, oldest first
     _secrets: dict[tuple[str, str], tuple[float, dict[str, str]]] = field(default_factory=dict)
     _executor: ThreadPoolExecutor | None = None
 
@@ -134,6 +136,8 @@ class ReconcileLoop:
         if body is None:
             self.forget(key)
             return
+        if body["metadata"].get("uid") in self._finalized:
+            return  # Finalized already; the cache has not seen it go yet.
         interrupt = self._interrupts.setdefault(key, threading.Event())
         try:
             for _ in range(STALE_RETRIES):
@@ -196,10 +200,13 @@ class ReconcileLoop:
         metrics.RECONCILES.labels("ok").inc()
         if outcome.finalized:
             self.forget(key)
+            self._finalized[before["metadata"].get("uid", "")] = None
+            while len(self._finalized) > FINALIZED_MEMORY:
+                self._finalized.pop(next(iter(self._finalized)))
             return
         if outcome.written is not None:
             old = self._written.get(key)
-            superseded = (old.superseded if old else set()) | {before["metadata"].get("resourceVersion", "")}
+            superseded = (old.superseded if old else set()) | outcome.superseded
             self._written[key] = _Written(superseded, outcome.written)
         if outcome.transition is not None:
             metrics.export_rollout(key, outcome.transition.status)
