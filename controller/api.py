@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from enum import StrEnum
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, model_validator
 from pydantic.alias_generators import to_camel
 
 from controller.durations import DURATION_PATTERN, parse_duration
@@ -27,7 +28,31 @@ SHORT_NAMES = ("mro",)
 ACTION_ANNOTATION = f"{GROUP}/action"
 ACTIONS = ("promote", "promote-full", "abort", "pause", "resume", "retry", "undo")
 
-Duration = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=32)]
+def _positive_duration(text: str) -> str:
+    if parse_duration(text) <= 0:
+        raise ValueError("must be longer than 0s")
+    return text
+
+
+def _http_url(text: str) -> str:
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - parsing the port is the check
+    except ValueError as error:
+        raise ValueError(f"must be a valid http(s) URL: {error}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be a valid http(s) URL")
+    return text
+
+
+# Positive: a 0s interval would query in a loop, a 0s window would look at nothing.
+Duration = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=32, json_schema_extra={
+    "x-kubernetes-validations": [{"rule": "duration(self) > duration('0s')", "message": "must be longer than 0s"}],
+}), AfterValidator(_positive_duration)]
+HttpURL = Annotated[str, Field(pattern=r"^https?://", max_length=2048, json_schema_extra={
+    "x-kubernetes-validations": [{"rule": "isURL(self) && url(self).getHostname() != ''",
+                                  "message": "must be a valid http(s) URL"}],
+}), AfterValidator(_http_url)]
 Percent = Annotated[int, Field(ge=0, le=100)]
 MAX_STEPS = 64
 
@@ -214,7 +239,7 @@ class SecretKeyRef(SpecModel):
 
 
 class PrometheusSource(SpecModel):
-    address: Annotated[str, Field(pattern=r"^https?://")]
+    address: HttpURL
     # A Secret with optional keys: token, username, password, ca.crt.
     secret_ref: SecretKeyRef | None = None
 

@@ -14,32 +14,31 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from controller import api
+from controller import api, podschema
 
 CRD_PATH = Path(__file__).resolve().parent.parent / "crds" / f"{api.PLURAL}.{api.GROUP}.yaml"
 
-# The pod template is a full PodTemplateSpec; the apiserver validates it when the
-# operator creates the Deployment. Admission only checks that a container exists.
-TEMPLATE_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["spec"],
-    "x-kubernetes-preserve-unknown-fields": True,
-    "properties": {
-        "metadata": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
-        "spec": {
-            "type": "object",
-            "required": ["containers"],
-            "x-kubernetes-preserve-unknown-fields": True,
-            "properties": {
-                "containers": {
-                    "type": "array",
-                    "minItems": 1,
-                    "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
-                }
-            },
-        },
-    },
-}
+# The pod template is the real PodTemplateSpec of the pinned Kubernetes release (see podschema.py),
+# with at least one container.
+def _template_schema() -> dict[str, Any]:
+    schema = podschema.load()
+    schema["required"] = ["spec"]
+    schema["properties"]["spec"]["properties"]["containers"]["minItems"] = 1
+    return schema
+
+
+# Derived names: `<name>-candidate` must be a DNS-1035 label (Services), `<name>-<10-char revision>`
+# a Deployment name, and `<name>` a label value: 53 characters leaves room for the longest suffix.
+MAX_NAME = 63 - len("-candidate")
+NAME_RULES: list[dict[str, Any]] = [
+    # A rule's fieldPath cannot point into the root metadata, so the message names the field.
+    {"rule": f"self.metadata.name.size() <= {MAX_NAME}",
+     "message": f"metadata.name must be at most {MAX_NAME} characters: the operator names Services "
+                "<name>-candidate, which must fit in 63"},
+    {"rule": "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
+     "message": "metadata.name must start with a letter and hold only lowercase letters, digits and '-': "
+                "it names the rollout's Services (DNS-1035 labels)"},
+]
 
 
 def _drop_none(value: Any) -> Any:
@@ -102,7 +101,7 @@ def _schema(model: type[BaseModel]) -> dict[str, Any]:
 
 def crd() -> dict[str, Any]:
     spec = _schema(api.ModelRolloutSpec)
-    spec["properties"]["template"] = TEMPLATE_SCHEMA
+    spec["properties"]["template"] = _template_schema()
     spec["description"] = "What to roll out, how traffic moves, and how the candidate is judged."
     status = _schema(api.ModelRolloutStatus)
     status["properties"]["conditions"].update(
@@ -142,6 +141,7 @@ def crd() -> dict[str, Any]:
                 "schema": {"openAPIV3Schema": {
                     "type": "object",
                     "required": ["spec"],
+                    "x-kubernetes-validations": NAME_RULES,
                     "properties": {
                         "apiVersion": {"type": "string"},
                         "kind": {"type": "string"},

@@ -50,6 +50,9 @@ class BadSpec:
     reason: str
     # Further (path, value) edits, for rules that only a combination breaks.
     also: tuple[tuple[tuple[Any, ...], Any], ...] = ()
+    # How the pydantic twin words the same reason, where its words differ from the apiserver's;
+    # None: the pod template is checked by the apiserver's own PodTemplateSpec schema only.
+    twin_reason: str | None = ""
 
     def spec(self) -> dict[str, Any]:
         spec = copy.deepcopy(VALID_SPEC)
@@ -67,7 +70,8 @@ class BadSpec:
 DELETE = object()
 
 BAD_SPECS = [
-    BadSpec("no-steps", ("strategy", "steps"), [], "spec.strategy.steps", "at least 1 items"),
+    BadSpec("no-steps", ("strategy", "steps"), [], "spec.strategy.steps", "at least 1 items",
+            twin_reason="at least 1 item"),
     BadSpec("steps-missing", ("strategy", "steps"), DELETE, "spec.strategy.steps", "Required value"),
     BadSpec("weight-over-100", ("strategy", "steps", 1, "canary", "weight"), 150,
             "spec.strategy.steps[1].canary.weight", "less than or equal to 100"),
@@ -101,7 +105,7 @@ BAD_SPECS = [
             "spec.strategy.steps[0].shadow.percent", "less than or equal to 100"),
     BadSpec("zero-replicas", ("replicas",), 0, "spec.replicas", "greater than or equal to 1"),
     BadSpec("no-containers", ("template", "spec", "containers"), [], "spec.template.spec.containers",
-            "at least 1 items"),
+            "at least 1 items", twin_reason="at least one container"),
     BadSpec("model-missing", ("model",), DELETE, "spec.model", "Required value"),
     BadSpec("guardrail-without-source", ("analysis", "guardrails", 1, "template"), DELETE,
             "spec.analysis.guardrails[1]", "exactly one of template or query"),
@@ -114,5 +118,22 @@ BAD_SPECS = [
     BadSpec("prometheus-not-http", ("analysis", "prometheus", "address"), "ftp://prom:9090",
             "spec.analysis.prometheus.address", "should match"),
     BadSpec("unknown-guardrail-template", ("analysis", "guardrails", 0, "template"), "p42",
-            "spec.analysis.guardrails[0].template", "Unsupported value"),
+            "spec.analysis.guardrails[0].template", "Unsupported value", twin_reason="Input should be"),
+    BadSpec("zero-interval", ("analysis", "interval"), "0s", "spec.analysis.interval", "must be longer than 0s"),
+    BadSpec("zero-window", ("analysis", "window"), "0s", "spec.analysis.window", "must be longer than 0s"),
+    BadSpec("zero-step-duration", ("strategy", "steps", 1, "canary", "duration"), "0m",
+            "spec.strategy.steps[1].canary.duration", "must be longer than 0s"),
+    BadSpec("prometheus-broken-url", ("analysis", "prometheus", "address"), "http://[::1",
+            "spec.analysis.prometheus.address", "must be a valid http(s) URL"),
+    BadSpec("container-empty", ("template", "spec", "containers"), [{}],
+            "spec.template.spec.containers[0].name", "Required value", twin_reason=None),
+    BadSpec("container-without-name", ("template", "spec", "containers"), [{"image": "scorer:v2"}],
+            "spec.template.spec.containers[0].name", "Required value", twin_reason=None),
+    BadSpec("pod-field-typo", ("template", "spec", "nodeSelecter"), {"gpu": "a10"},
+            "spec.template.spec.nodeSelecter", "unknown field", twin_reason=None),
+    BadSpec("container-field-typo", ("template", "spec", "containers", 0, "imagePullPolicyy"), "Always",
+            "spec.template.spec.containers[0].imagePullPolicyy", "unknown field", twin_reason=None),
+    BadSpec("resource-not-a-quantity", ("template", "spec", "containers", 0, "resources", "limits", "memory"),
+            ["8Gi"], "spec.template.spec.containers[0].resources.limits.memory", "must be of type",
+            twin_reason=None),
 ]

@@ -17,7 +17,7 @@ from controller.sandbox.errors import SandboxError
 from controller.sandbox.gotool import find_or_install_go
 
 
-def _module_dir(go: Path, module: str, workdir: Path) -> Path:
+def module_dir(go: Path, module: str, workdir: Path) -> Path:
     env = dict(os.environ, GOTOOLCHAIN="local", GOFLAGS="-mod=mod")
     result = subprocess.run(
         [str(go), "mod", "download", "-json", module],
@@ -36,8 +36,8 @@ def ensure_crd_files(cache: Path) -> list[Path]:
         shutil.rmtree(target, ignore_errors=True)
         target.mkdir(parents=True)
         go = find_or_install_go(cache)
-        gateway = _module_dir(go, f"sigs.k8s.io/gateway-api@{versions.GATEWAY_API}", target)
-        istio = _module_dir(go, f"istio.io/api@{versions.ISTIO_API}", target)
+        gateway = module_dir(go, f"sigs.k8s.io/gateway-api@{versions.GATEWAY_API}", target)
+        istio = module_dir(go, f"istio.io/api@{versions.ISTIO_API}", target)
         for source in sorted((gateway / "config" / "crd" / "experimental").glob("*.yaml")):
             if source.name != "kustomization.yaml":
                 shutil.copyfile(source, target / f"gateway-api_{source.name}")

@@ -38,3 +38,24 @@ def test_bad_spec_is_rejected_naming_field_and_reason(
     message = json.loads(error.value.body or "{}")["message"]
     assert bad.field in message, message
     assert bad.reason in message, message
+
+
+@pytest.mark.parametrize(("name", "reason"), [
+    ("a" * 54, "must be at most 53 characters"),
+    ("9-lives", "must start with a letter"),
+])
+def test_names_the_operator_cannot_derive_objects_from_are_rejected(
+    api_client: client.ApiClient, namespace: str, crd_installed: None, name: str, reason: str,
+) -> None:
+    with pytest.raises(client.ApiException) as error:
+        _create(api_client, namespace, name, VALID_SPEC)
+    message = json.loads(error.value.body or "{}")["message"]
+    assert "metadata.name" in message, message
+    assert reason in message, message
+
+
+def test_the_longest_allowed_name_works_for_every_derived_object(
+    api_client: client.ApiClient, namespace: str, crd_installed: None,
+) -> None:
+    created = _create(api_client, namespace, "a" * 53, VALID_SPEC)
+    assert created["metadata"]["name"] == "a" * 53

@@ -20,9 +20,9 @@ from tests.unit.engine.world import World, make_spec
 
 step_strategy = st.one_of(
     st.builds(lambda p, d: {"shadow": {"percent": p, "duration": f"{d}s"}},
-              st.integers(0, 100), st.integers(0, 120)),
+              st.integers(0, 100), st.integers(1, 120)),
     st.builds(lambda w, d: {"canary": {"weight": w, "duration": f"{d}s"}},
-              st.integers(0, 100), st.integers(0, 120)),
+              st.integers(0, 100), st.integers(1, 120)),
     st.builds(lambda w, d, p, h: {"abTest": {"weight": w, "maxDuration": f"{d}s", "metric": "conv",
                                               "onInconclusive": p,
                                               **({"headerRoute": {"name": "x-arm", "value": "b"}} if h else {})}},

@@ -1,0 +1,1 @@
+"""The operator runtime: watch-fed caches, a work queue with deadlines, bounded reconcile workers."""
