@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import socket
 import sys
 
 from controller.sandbox.errors import SandboxError
@@ -20,12 +22,15 @@ def _sandbox(args: argparse.Namespace) -> int:
         return 0
     sandbox = Sandbox(name=args.name, apiserver_port=getattr(args, "port", None))
     if args.action == "up":
-        state = sandbox.up(install_crds=not args.no_crds)
+        state = sandbox.up(install_crds=not args.no_crds, install_modelrollout_crd=not args.no_modelrollout_crd)
         print(f"sandbox {state.name} is up in {state.timings['ready_s']:.1f}s")
         print(f"export KUBECONFIG={state.kubeconfig}")
     elif args.action == "down":
         sandbox.down()
         print(f"sandbox {sandbox.name} is down")
+    elif args.action == "heal":
+        restarted = sandbox.heal()
+        print(f"restarted: {', '.join(restarted)}" if restarted else "every component is running")
     elif args.action == "status":
         names = [args.name] if args.name else list_instances()
         statuses = [Sandbox(name=name).status() for name in names]
@@ -38,19 +43,25 @@ def _run(args: argparse.Namespace) -> int:
     """Run the operator (Kopf) in this process against the current kubeconfig."""
     import kopf
 
-    from controller import operator  # noqa: F401 - importing registers the handlers
+    from controller import operator  # importing registers the handlers
 
     kopf.configure(verbose=args.verbose)
     if not args.verbose:
         # Kopf logs every handler call at INFO: thousands of lines a second at scale, saying nothing.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     namespaces = args.namespace or []
-    kopf.run(
-        clusterwide=not namespaces,
-        namespaces=namespaces,
-        standalone=True,
-        liveness_endpoint=args.liveness,
-    )
+    memo = kopf.Memo(workers=args.workers)
+    if not args.no_leader_election:
+        # In a pod, POD_NAME and POD_NAMESPACE come from the downward API (see manifests/).
+        memo["election"] = operator.Election(
+            identity=args.identity or os.environ.get("POD_NAME") or socket.gethostname(),
+            namespace=args.lease_namespace or os.environ.get("POD_NAMESPACE")
+            or (namespaces[0] if namespaces else "default"),
+            shards=args.shards,
+        )
+    # Kopf's own peering is not leader election: our Leases decide who reconciles.
+    kopf.run(clusterwide=not namespaces, namespaces=namespaces, standalone=True,
+             liveness_endpoint=args.liveness, memo=memo)
     return 0
 
 
@@ -64,6 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--name", default="default")
     up.add_argument("--port", type=int, default=None, help="kube-apiserver port (default: a free one)")
     up.add_argument("--no-crds", action="store_true", help="skip the Gateway API and Istio CRDs")
+    up.add_argument("--no-modelrollout-crd", action="store_true", help="skip installing the ModelRollout CRD")
+    heal = actions.add_parser("heal", help="start again every sandbox component whose process died")
+    heal.add_argument("--name", default="default")
     down = actions.add_parser("down", help="stop every process of the sandbox and delete its data")
     down.add_argument("--name", default="default")
     status = actions.add_parser("status", help="show whether the sandbox runs; exit 1 if not")
@@ -77,6 +91,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--namespace", action="append", help="watch only this namespace (repeatable)")
     run.add_argument("--liveness", default=None, help="serve /healthz, e.g. http://0.0.0.0:8080/healthz")
     run.add_argument("--verbose", action="store_true")
+    run.add_argument("--workers", type=int, default=None,
+                     help="concurrent reconciles (default: MODELROLLOUT_WORKERS, else 8)")
+    run.add_argument("--shards", type=int, default=1,
+                     help="split rollouts into this many Leases; replicas share them (default 1: leader election)")
+    run.add_argument("--identity", default=None, help="this replica's Lease holder name (default: POD_NAME, hostname)")
+    run.add_argument("--lease-namespace", default=None,
+                     help="where the Leases live (default: POD_NAMESPACE, else the first --namespace, else default)")
+    run.add_argument("--no-leader-election", action="store_true",
+                     help="reconcile every rollout without a Lease (one replica only)")
     return parser
 
 

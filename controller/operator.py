@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
@@ -32,12 +33,22 @@ from controller.runtime.cache import (
     service_view,
     unschedulable_message,
 )
+from controller.runtime.leases import LeaseKeeper
 from controller.runtime.own_writes import ObjectVersion
 from controller.runtime.reconcile_loop import ReconcileLoop
 
 OURS = {ROLLOUT_LABEL: kopf.PRESENT}
 ROUTE_KINDS = (("gateway.networking.k8s.io", "v1", "httproutes"), ("networking.istio.io", "v1", "virtualservices"))
 DEFAULT_WORKERS = 8
+
+
+@dataclass(frozen=True)
+class Election:
+    """Who this replica is, where its Leases live, and how many shards the rollouts are split into."""
+
+    identity: str
+    namespace: str
+    shards: int = 1
 
 
 # --- caches ------------------------------------------------------------------
@@ -167,9 +178,19 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **indexes: Any
         routes={"httproutes": indexes["httproutes"], "virtualservices": indexes["virtualservices"]},
     )
     workers = int(memo.get("workers") or os.environ.get("MODELROLLOUT_WORKERS") or DEFAULT_WORKERS)
-    loop = ReconcileLoop(api_client, cache, PrometheusPool(asyncio.get_running_loop()), workers=workers)
+    events = asyncio.get_running_loop()
+    loop = ReconcileLoop(api_client, cache, PrometheusPool(events), workers=workers)
     memo["loop"] = loop
     memo["loop_task"] = asyncio.create_task(loop.run(), name="reconcile loop")
+    election: Election | None = memo.get("election")
+    if election is not None:
+        keeper = LeaseKeeper(
+            api_client, election.namespace, election.identity, election.shards,
+            # Called from the elector's thread: hand the wake-up to the event loop.
+            on_acquired=lambda shard: events.call_soon_threadsafe(loop.notify_shard, shard, election.shards),
+        )
+        loop.owns = lambda key: keeper.owns(*key)
+        memo["lease_task"] = asyncio.create_task(keeper.run(), name="leases")
     port = os.environ.get("MODELROLLOUT_METRICS_PORT")
     if port:
         metrics.serve(int(port))
@@ -177,10 +198,11 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **indexes: Any
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
-    task: asyncio.Task[None] | None = memo.get("loop_task")
-    if task is not None:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    for name in ("lease_task", "loop_task"):  # Leases first: a standby takes over at once.
+        task: asyncio.Task[None] | None = memo.get(name)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
     if "loop" in memo:
         await _loop(memo).pool.close()
 

@@ -457,6 +457,8 @@ def _start_step(draft: _Draft) -> None:
     ends = format_timestamp(draft.now + timedelta(seconds=duration)) if duration is not None else None
     draft.set(step_started_at=format_timestamp(draft.now), step_ends_at=ends)
     draft.event("StepStarted", f"step {index + 1}/{len(steps)}: {steps[index].kind}")
+    if draft.spec.analysis is not None:
+        draft.wake(draft.now)  # The step's first analysis runs at once, not at its first interval.
 
 
 def _hold_for_readiness(draft: _Draft, observations: Observations) -> None:

@@ -33,6 +33,7 @@ from controller.events import post_event
 from controller.reconciler import Context, Outcome, RolloutObject, StaleSnapshot, parse_status, reconcile_object
 from controller.routers import RouterError
 from controller.runtime.cache import Cache, RolloutKey
+from controller.runtime.leases import shard_of
 from controller.runtime.own_writes import ObjectVersion, OwnWrites
 from controller.runtime.workqueue import WorkQueue
 from controller.workloads import OwnershipConflict
@@ -102,9 +103,11 @@ class ReconcileLoop:
             return
         self.queue.add(key)
 
-    def notify_all(self) -> None:
+    def notify_shard(self, shard: int, shards: int) -> None:
+        """This replica now holds `shard`: reconcile every rollout in it."""
         for key in self.cache.rollout_keys():
-            self.queue.add(key)
+            if shard_of(*key, shards) == shard:
+                self.queue.add(key)
 
     async def run(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="reconcile")

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from controller import crdgen
 from controller.sandbox import build, nodes, thirdparty_crds
 from controller.sandbox.errors import SandboxError
 from controller.sandbox.processes import (
@@ -94,6 +95,7 @@ class Sandbox:
     def up(
         self,
         install_crds: bool = True,
+        install_modelrollout_crd: bool = True,
         node_shapes: tuple[nodes.NodeShape, ...] = nodes.DEFAULT_NODES,
         ready_timeout: float = 120.0,
     ) -> SandboxState:
@@ -140,7 +142,12 @@ class Sandbox:
             if crd_files:
                 self.kubectl(binaries, "apply", "--server-side", "--force-conflicts",
                              *[arg for crd in crd_files for arg in ("-f", str(crd))])
+            if install_modelrollout_crd:
+                self.kubectl(binaries, "apply", "--server-side", "--force-conflicts", "-f", str(crdgen.CRD_PATH))
             self._wait_nodes_ready(binaries, len(node_shapes), ready_timeout)
+            if install_modelrollout_crd:
+                self.kubectl(binaries, "wait", "--for=condition=Established", "--timeout=60s",
+                             f"crd/{crdgen.CRD_PATH.stem}")
             if crd_files:
                 self.kubectl(binaries, "wait", "--for=condition=Established", "--timeout=60s",
                              "crd/httproutes.gateway.networking.k8s.io",
@@ -191,22 +198,43 @@ class Sandbox:
         state.save()
         return server
 
+    def components(self) -> dict[str, bool]:
+        """Each control-plane component (from kwokctl's pid files) and whether its process is alive."""
+        health = {}
+        for pid_file in sorted(self.kwok_workdir.rglob("pids/*.pid")):
+            try:
+                pid = int(pid_file.read_text().strip())
+            except (OSError, ValueError):
+                pid = 0
+            health[pid_file.stem] = pid > 0 and pid_alive(pid)
+        return health
+
+    def heal(self) -> list[str]:
+        """Start again every component whose process died; return their names."""
+        dead = [name for name, alive in self.components().items() if not alive]
+        if dead:
+            for pid_file in self.kwok_workdir.rglob("pids/*.pid"):
+                if pid_file.stem in dead:
+                    # kwokctl trusts a pid file whose process is a zombie: drop it so it starts again.
+                    pid_file.unlink()
+            self._kwokctl(build.ensure_binaries(), "start", "cluster", timeout=180)
+        return dead
+
     def status(self) -> dict[str, Any]:
         if not (self.directory / "sandbox.json").exists():
             return {"name": self.name, "running": False}
         state = SandboxState.load(self.directory)
-        pids = read_pids(self.kwok_workdir)
-        alive = [pid for pid in pids if pid_alive(pid)]
+        components = self.components()
         prometheus = (
             running_prometheus(self.directory / "prometheus", state.prometheus_port)
             if state.prometheus_port else None
         )
         return {
             "name": self.name,
-            "running": bool(alive) and port_is_listening(state.apiserver_port),
+            "running": bool(components) and all(components.values()) and port_is_listening(state.apiserver_port),
             "kubeconfig": state.kubeconfig,
             "apiserver": f"https://127.0.0.1:{state.apiserver_port}",
-            "processes": len(alive),
+            "components": {name: "running" if alive else "dead" for name, alive in components.items()},
             "prometheus": prometheus.url if prometheus else None,
         }
 

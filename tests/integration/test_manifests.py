@@ -53,7 +53,9 @@ def test_kustomize_applies_and_the_service_account_can_run_a_rollout(
     steps: list[dict[str, Any]] = [{"shadow": {"percent": 20, "duration": "1s"}},
                                    {"canary": {"weight": 40, "duration": "1s"}}]
     body = rollout_body("scorer", steps, {"gatewayAPI": {"httpRoute": "scorer"}})
-    with operator_process(restricted, namespace, tmp_path / "operator.log"):
+    # As in the Deployment: the Leases live in the operator's namespace, where its Role allows them.
+    with operator_process(restricted, namespace, tmp_path / "operator.log",
+                          env={"POD_NAMESPACE": "modelrollout-system", "POD_NAME": "modelrollout-test"}):
         rollouts.create(body)
         rollouts.wait_status("scorer", lambda s: s.get("phase") == "Completed", what="deployed as the SA")
         rollouts.patch("scorer", with_image(body, "scorer:v2"))

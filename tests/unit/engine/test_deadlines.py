@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from controller.api import ModelRolloutStatus, Phase
+from controller.api import Analysis, ModelRolloutStatus, Phase
 from controller.engine import DeleteRevision, EmitEvent, Observations, OrphanRevision, SetRoute, finalize, reconcile
 from controller.timestamps import parse_timestamp
 from tests.unit.engine.world import T0, World, deployed, make_spec
@@ -105,3 +105,12 @@ def test_finalize_with_delete_policy_orphans_nothing() -> None:
     actions = finalize(world.spec, world.status)
     assert not any(isinstance(a, OrphanRevision) for a in actions)
     assert actions[0] == SetRoute(0, 0)
+
+
+def test_a_step_with_analysis_asks_for_its_first_run_at_once() -> None:
+    spec = make_spec(STEPS).model_copy(update={"analysis": Analysis.model_validate({"interval": "30s"})})
+    world = deployed(World(spec))
+    world.new_template("rev2")
+    transition = world.reconcile_once()
+    assert world.status.step_started_at is not None
+    assert transition.wake_at == world.now

@@ -1,0 +1,206 @@
+"""Leader election and sharding on `coordination.k8s.io` Leases, after client-go's leaderelection.
+
+Rollouts are split into `shards` by a stable hash of namespace/name. Each shard
+has one Lease; the replica holding it is the only one that reconciles that
+shard's rollouts. With one shard this is plain leader election. With several,
+each replica also renews a membership Lease, and holds at most its fair share
+(shards / live members, rounded up): a new replica gets shards as the others
+release their extras, a dead one's shards expire and are taken.
+
+Expiry is judged by the local clock from the moment this replica last saw a
+Lease change (as client-go does), so clock skew between nodes does not matter.
+All writes carry the resourceVersion read: two candidates never both win.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from kubernetes import client
+
+log = structlog.get_logger()
+
+LEASE_SECONDS = 15.0
+RENEW_SECONDS = 5.0
+PREFIX = "modelrollout"
+
+
+def shard_of(namespace: str, name: str, shards: int) -> int:
+    """A stable shard for a rollout: the same on every replica and across restarts."""
+    digest = hashlib.sha256(f"{namespace}/{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % shards
+
+
+def fair_share(shards: int, members: int) -> int:
+    return math.ceil(shards / max(1, members))
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass
+class _Seen:
+    holder: str
+    renew_time: str
+    resource_version: str
+    observed: float  # local monotonic time this record was first seen
+
+
+@dataclass
+class LeaseKeeper:
+    api_client: client.ApiClient
+    namespace: str
+    identity: str
+    shards: int = 1
+    lease_seconds: float = LEASE_SECONDS
+    renew_seconds: float = RENEW_SECONDS
+    on_acquired: Callable[[int], object] = lambda _: None
+    held: set[int] = field(default_factory=set)
+    _seen: dict[str, _Seen] = field(default_factory=dict)
+    _renewed: dict[int, float] = field(default_factory=dict)
+    _executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(2, "leases"))
+
+    def owns(self, namespace: str, name: str) -> bool:
+        return shard_of(namespace, name, self.shards) in self.held
+
+    def lease_name(self, shard: int) -> str:
+        return PREFIX if self.shards == 1 else f"{PREFIX}-shard-{shard}"
+
+    async def run(self) -> None:
+        """Acquire and renew until cancelled; give every shard up on the way out."""
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                started = time.monotonic()
+                try:
+                    await loop.run_in_executor(self._executor, self.tick)
+                except Exception as error:  # an unreachable API must not end the elector
+                    log.warning("lease round failed", error=f"{type(error).__name__}: {error}"[:200])
+                self._drop_stale()
+                await asyncio.sleep(max(0.0, self.renew_seconds - (time.monotonic() - started)))
+        finally:
+            await loop.run_in_executor(self._executor, self.release_all)
+
+    def _drop_stale(self) -> None:
+        """A shard not renewed within the lease duration may already be someone else's: stop at once."""
+        now = time.monotonic()
+        for shard in list(self.held):
+            if now - self._renewed.get(shard, 0.0) > self.lease_seconds - self.renew_seconds:
+                self.held.discard(shard)
+                log.warning("shard lease lost", shard=shard, identity=self.identity)
+
+    def tick(self) -> None:
+        coordination = client.CoordinationV1Api(self.api_client)
+        members = 1
+        if self.shards > 1:
+            self._renew_or_take(coordination, f"{PREFIX}-member-{self.identity}", take=True)
+            members = self._live_members(coordination)
+        share = fair_share(self.shards, members)
+        for shard in range(self.shards):
+            name = self.lease_name(shard)
+            if shard in self.held and len(self.held) > share:
+                self._release(coordination, name)
+                self.held.discard(shard)
+                log.info("shard released for balance", shard=shard, identity=self.identity, share=share)
+                continue
+            want = shard in self.held or len(self.held) < share
+            if want and self._renew_or_take(coordination, name, take=True):
+                self._renewed[shard] = time.monotonic()
+                if shard not in self.held:
+                    self.held.add(shard)
+                    log.info("shard lease acquired", shard=shard, identity=self.identity)
+                    self.on_acquired(shard)
+            elif shard in self.held:
+                self.held.discard(shard)
+
+    def _live_members(self, coordination: client.CoordinationV1Api) -> int:
+        listing = coordination.list_namespaced_lease(self.namespace)
+        live = 0
+        for lease in listing.items:
+            name = lease.metadata.name if lease.metadata else ""
+            if name and name.startswith(f"{PREFIX}-member-") and not self._expired(name, lease):
+                live += 1
+        return max(1, live)
+
+    def _expired(self, name: str, lease: Any) -> bool:
+        spec = lease.spec
+        holder = (spec.holder_identity if spec else None) or ""
+        renew = str(spec.renew_time) if spec and spec.renew_time else ""
+        version = lease.metadata.resource_version if lease.metadata else ""
+        seen = self._seen.get(name)
+        if seen is None or (seen.holder, seen.renew_time) != (holder, renew):
+            seen = _Seen(holder, renew, version or "", time.monotonic())
+            self._seen[name] = seen
+        return not holder or time.monotonic() - seen.observed > self.lease_seconds
+
+    def _renew_or_take(self, coordination: client.CoordinationV1Api, name: str, take: bool) -> bool:
+        """True when this replica holds the Lease after the call."""
+        try:
+            lease = coordination.read_namespaced_lease(name, self.namespace)
+        except client.ApiException as error:
+            if error.status != 404:
+                raise
+            body = {"metadata": {"name": name}, "spec": self._spec(transitions=0)}
+            try:
+                coordination.create_namespaced_lease(self.namespace, body)  # type: ignore[arg-type]
+            except client.ApiException as create_error:
+                if create_error.status == 409:
+                    return False  # Someone else created it first.
+                raise
+            return True
+        holder = (lease.spec.holder_identity if lease.spec else None) or ""
+        if holder != self.identity and not (take and self._expired(name, lease)):
+            return False
+        transitions = (lease.spec.lease_transitions or 0) if lease.spec else 0
+        version = lease.metadata.resource_version if lease.metadata else None
+        body = {"metadata": {"name": name, "resourceVersion": version},
+                "spec": self._spec(transitions if holder == self.identity else transitions + 1,
+                                   acquire_time=lease.spec.acquire_time if holder == self.identity and lease.spec
+                                   else None)}
+        try:
+            coordination.replace_namespaced_lease(name, self.namespace, body)  # type: ignore[arg-type]
+        except client.ApiException as error:
+            if error.status == 409:
+                return False  # Lost the race: the other write carried a newer version.
+            raise
+        return True
+
+    def _spec(self, transitions: int, acquire_time: Any = None) -> dict[str, Any]:
+        now = _now()
+        return {
+            "holderIdentity": self.identity,
+            "leaseDurationSeconds": int(self.lease_seconds),
+            "acquireTime": acquire_time.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if acquire_time else now,
+            "renewTime": now,
+            "leaseTransitions": transitions,
+        }
+
+    def _release(self, coordination: client.CoordinationV1Api, name: str) -> None:
+        """Hand a Lease back at once (empty holder), so the next replica need not wait for expiry."""
+        try:
+            lease = coordination.read_namespaced_lease(name, self.namespace)
+            if lease.spec is None or lease.spec.holder_identity != self.identity:
+                return
+            coordination.patch_namespaced_lease(name, self.namespace, {
+                "metadata": {"resourceVersion": lease.metadata.resource_version if lease.metadata else None},
+                "spec": {"holderIdentity": None, "renewTime": None}})
+        except client.ApiException as error:
+            log.warning("lease not released", lease=name, status=error.status)
+
+    def release_all(self) -> None:
+        coordination = client.CoordinationV1Api(self.api_client)
+        for shard in sorted(self.held):
+            self._release(coordination, self.lease_name(shard))
+        self.held.clear()
+        if self.shards > 1:
+            self._release(coordination, f"{PREFIX}-member-{self.identity}")
