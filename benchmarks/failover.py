@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kills", type=int, default=10)
     args = parser.parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so the sandbox and the operators are stopped by the finally below.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sandbox = Sandbox(name=f"failover-{os.getpid()}")
     sandbox.up(install_crds=False)
     workdir = Path(tempfile.mkdtemp(prefix="failover-"))
@@ -97,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"kill {round_:>2}: standby {identity} holds the lease after {took[-1]:.1f}s", flush=True)
             leader = standby
         print(f"failover p50 {statistics.median(took):.1f}s, max {max(took):.1f}s over {len(took)} kills "
-              f"(lease 15 s, renew every 5 s)")
+              f"(lease 15 s, retry every 2 s)")
     finally:
         for process in processes:
             if process.poll() is None:

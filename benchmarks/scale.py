@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import signal
 import statistics
 import subprocess
 import sys
@@ -232,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so the sandbox and the operators are stopped by the finally below.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sizes = [int(n) for n in args.sizes.split(",")]
     rng = random.Random(args.seed)
     sandbox = Sandbox(name=f"scale-{os.getpid()}")

@@ -29,8 +29,10 @@ from kubernetes import client
 
 log = structlog.get_logger()
 
+# client-go's defaults for controllers: a 15 s lease, tried every 2 s, given up 10 s after the last renewal.
 LEASE_SECONDS = 15.0
-RENEW_SECONDS = 5.0
+RETRY_SECONDS = 2.0
+RENEW_DEADLINE_SECONDS = 10.0
 PREFIX = "modelrollout"
 
 
@@ -63,11 +65,14 @@ class LeaseKeeper:
     identity: str
     shards: int = 1
     lease_seconds: float = LEASE_SECONDS
-    renew_seconds: float = RENEW_SECONDS
+    retry_seconds: float = RETRY_SECONDS
+    renew_deadline: float = RENEW_DEADLINE_SECONDS
     on_acquired: Callable[[int], object] = lambda _: None
     held: set[int] = field(default_factory=set)
     _seen: dict[str, _Seen] = field(default_factory=dict)
     _renewed: dict[int, float] = field(default_factory=dict)
+    # Leases this replica wrote last: (resourceVersion, acquireTime, transitions).
+    _mine: dict[str, tuple[str, Any, int]] = field(default_factory=dict)
     _executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(2, "leases"))
 
     def owns(self, namespace: str, name: str) -> bool:
@@ -87,7 +92,7 @@ class LeaseKeeper:
                 except Exception as error:  # an unreachable API must not end the elector
                     log.warning("lease round failed", error=f"{type(error).__name__}: {error}"[:200])
                 self._drop_stale()
-                await asyncio.sleep(max(0.0, self.renew_seconds - (time.monotonic() - started)))
+                await asyncio.sleep(max(0.0, self.retry_seconds - (time.monotonic() - started)))
         finally:
             await loop.run_in_executor(self._executor, self.release_all)
 
@@ -95,7 +100,7 @@ class LeaseKeeper:
         """A shard not renewed within the lease duration may already be someone else's: stop at once."""
         now = time.monotonic()
         for shard in list(self.held):
-            if now - self._renewed.get(shard, 0.0) > self.lease_seconds - self.renew_seconds:
+            if now - self._renewed.get(shard, 0.0) > self.renew_deadline:
                 self.held.discard(shard)
                 log.warning("shard lease lost", shard=shard, identity=self.identity)
 
@@ -145,6 +150,21 @@ class LeaseKeeper:
 
     def _renew_or_take(self, coordination: client.CoordinationV1Api, name: str, take: bool) -> bool:
         """True when this replica holds the Lease after the call."""
+        mine = self._mine.get(name)
+        if mine is not None:
+            # We wrote it last: renew on that version without reading it first (one request).
+            known, acquired, transitions = mine
+            body = {"metadata": {"name": name, "resourceVersion": known},
+                    "spec": self._spec(transitions, acquire_time=acquired)}
+            try:
+                renewed = coordination.replace_namespaced_lease(name, self.namespace, body)  # type: ignore[arg-type]
+            except client.ApiException as error:
+                if error.status not in (404, 409):
+                    raise
+                del self._mine[name]  # Changed under us: read it and decide below.
+            else:
+                self._remember(name, renewed)
+                return True
         try:
             lease = coordination.read_namespaced_lease(name, self.namespace)
         except client.ApiException as error:
@@ -152,11 +172,12 @@ class LeaseKeeper:
                 raise
             body = {"metadata": {"name": name}, "spec": self._spec(transitions=0)}
             try:
-                coordination.create_namespaced_lease(self.namespace, body)  # type: ignore[arg-type]
+                created = coordination.create_namespaced_lease(self.namespace, body)  # type: ignore[arg-type]
             except client.ApiException as create_error:
                 if create_error.status == 409:
                     return False  # Someone else created it first.
                 raise
+            self._remember(name, created)
             return True
         holder = (lease.spec.holder_identity if lease.spec else None) or ""
         if holder != self.identity and not (take and self._expired(name, lease)):
@@ -168,12 +189,17 @@ class LeaseKeeper:
                                    acquire_time=lease.spec.acquire_time if holder == self.identity and lease.spec
                                    else None)}
         try:
-            coordination.replace_namespaced_lease(name, self.namespace, body)  # type: ignore[arg-type]
+            replaced = coordination.replace_namespaced_lease(name, self.namespace, body)  # type: ignore[arg-type]
         except client.ApiException as error:
             if error.status == 409:
                 return False  # Lost the race: the other write carried a newer version.
             raise
+        self._remember(name, replaced)
         return True
+
+    def _remember(self, name: str, lease: Any) -> None:
+        spec = lease.spec
+        self._mine[name] = (lease.metadata.resource_version, spec.acquire_time, spec.lease_transitions or 0)
 
     def _spec(self, transitions: int, acquire_time: Any = None) -> dict[str, Any]:
         now = _now()
@@ -187,6 +213,7 @@ class LeaseKeeper:
 
     def _release(self, coordination: client.CoordinationV1Api, name: str) -> None:
         """Hand a Lease back at once (empty holder), so the next replica need not wait for expiry."""
+        self._mine.pop(name, None)
         try:
             lease = coordination.read_namespaced_lease(name, self.namespace)
             if lease.spec is None or lease.spec.holder_identity != self.identity:
