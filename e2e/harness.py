@@ -127,6 +127,18 @@ class Rollouts:
         except AssertionError as error:
             raise AssertionError(f"{error}; last status: {seen[-1] if seen else None}") from None
 
+    def ping(self, name: str, timeout: float = 60.0) -> None:
+        """A positive sign of life: an action the operator does not know is taken off the object (and
+        answered with a Warning Event) only by an operator that is running and reconciling this rollout."""
+        self.patch(name, {"metadata": {"annotations": {api.ACTION_ANNOTATION: "ping"}}})
+
+        def answered() -> bool:
+            obj: dict[str, Any] = self.custom.get_namespaced_custom_object(  # type: ignore[assignment]
+                api.GROUP, api.VERSION, self.namespace, api.PLURAL, name)
+            return api.ACTION_ANNOTATION not in (obj["metadata"].get("annotations") or {})
+
+        wait_for(answered, timeout, f"{name}: the operator answers a ping")
+
     def condition(self, name: str, type_: str) -> dict[str, Any] | None:
         return next((c for c in self.status(name).get("conditions", []) if c["type"] == type_), None)
 

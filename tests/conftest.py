@@ -8,14 +8,11 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
-from kopf.testing import KopfRunner
 from kubernetes import client
 
 from controller import crdgen
@@ -83,19 +80,3 @@ def crd_installed(api_client: client.ApiClient) -> Iterator[None]:
             break
         time.sleep(0.1)
     yield
-
-
-@pytest.fixture
-def kopf_runner(
-    kubeconfig: Path, namespace: str
-) -> Callable[..., AbstractContextManager[Any]]:
-    """Run a Kopf operator module against the sandbox, watching only the test's namespace."""
-
-    def run(module: str, *extra: str) -> AbstractContextManager[Any]:
-        os.environ["KUBECONFIG"] = str(kubeconfig)
-        return KopfRunner(
-            ["run", "--standalone", "--namespace", namespace, "-m", module, *extra],
-            timeout=60,
-        )
-
-    return run

@@ -3,7 +3,6 @@ the operator deciding by itself from the metrics, and load routed by the live HT
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +56,10 @@ def test_an_error_spike_mid_canary_rolls_back_by_itself(
         world.roll_out("good-rebuild")
         status = world.rollouts.wait_status("scorer", lambda s: s.get("canaryWeight") == 30
                                             and s.get("analysis", {}).get("verdict") == "pass", 90, "healthy canary")
-        time.sleep(4)
+        # Two more analysis runs, both passing: a healthy canary is measured, and not rolled back.
+        first_run = status["analysis"]["lastRun"]
+        world.rollouts.wait_status("scorer", lambda s: s.get("analysis", {}).get("lastRun", "") > first_run, 60,
+                                   "another analysis run")
         assert world.status()["phase"] == "Progressing", "a healthy canary is not rolled back"
         world.fleet.set_knobs(status["candidateRevision"], error_rate=0.4)
         took = wait_until(lambda: httproute_state(world.rollouts, "scorer") == (0, 0), 60, "automatic rollback")
@@ -97,8 +99,10 @@ def test_a_prometheus_outage_pauses_and_never_promotes(
         paused = world.rollouts.wait_status("scorer", lambda s: s.get("phase") == "Paused", 60, "pause on outage")
         condition = next(c for c in paused["conditions"] if c["type"] == "Paused")
         assert condition["reason"] == "AnalysisError"
-        time.sleep(25)  # longer than the step: without measurements it must not promote
-        held = world.status()
+        # Past the step's end, and the operator still trying to measure: without measurements it must not promote.
+        held = world.rollouts.wait_status(
+            "scorer", lambda s: s.get("analysis", {}).get("lastRun", "") > (s.get("stepEndsAt") or "~"), 90,
+            "an analysis attempt after the step's end")
         assert held["phase"] == "Paused" and held["stableRevision"] == first["stableRevision"]
         assert httproute_state(world.rollouts, "scorer") == (20, 0)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +64,7 @@ def test_gateway_rollout_walks_steps_promotes_and_keeps_the_old_model_warm(
         assert httproute_state(rollouts, "scorer") == (20, 0)
         paused = rollouts.wait_status("scorer", lambda s: s.get("phase") == "Paused", what="pause step")
         assert paused["stepLabel"] == "3/4"
-        time.sleep(2)
+        rollouts.ping("scorer")
         assert rollouts.status("scorer")["phase"] == "Paused", "a pause step waits for a human"
 
         kubectl(kubeconfig, "-n", namespace, "annotate", "mro", "scorer", f"{ACTION}=promote")
