@@ -193,6 +193,22 @@ class Bench:
         return started
 
 
+def abort_with_one_rollout(bench: Bench, routes: RouteWatch, runs: int) -> list[float]:
+    """Abort, then retry (back to the canary step), `runs` times on a single rollout."""
+    bench.add(["solo"])
+    bench.wait_all(["solo"], lambda s: s.get("phase") == "Completed", 60, "solo deployed")
+    bench.start_canaries(["solo"])
+    lags = []
+    for _ in range(runs):
+        routes.wait("solo", (10, 0), timeout=60)
+        started = bench.abort("solo")
+        lags.append(routes.wait("solo", (0, 0), timeout=60) - started)
+        bench.custom.patch_namespaced_custom_object(
+            api.GROUP, api.VERSION, NAMESPACE, api.PLURAL, "solo",
+            {"metadata": {"annotations": {f"{api.GROUP}/action": "retry"}}})
+    return lags
+
+
 def start_operator(kubeconfig: str, workers: int, log: Path) -> Operator:
     port = free_port()
     env = dict(os.environ, KUBECONFIG=kubeconfig, MODELROLLOUT_METRICS_PORT=str(port),
@@ -254,6 +270,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"operator idle: {idle_rss:.0f} MB resident, {args.workers} workers; log {workdir / 'operator.log'}")
         print(f"{'N':>6} {'active':>6} {'RSS MB':>7} {'CPU %':>6} {'API/s':>7} {'API/s/rollout':>13} "
               f"{'deploy s':>8} {'to step 1 s':>11} {'lag p50 ms':>10} {'lag p99 ms':>10}", flush=True)
+        single = abort_with_one_rollout(bench, routes, runs=20)
+        print(f"one rollout, abort written until the HTTPRoute is 100% stable (20 runs): "
+              f"p50 {1000 * statistics.median(single):.0f} ms, p99 {1000 * percentile(single, 0.99):.0f} ms",
+              flush=True)
         names: list[str] = []
         active: list[str] = []
         for size in sizes:

@@ -26,7 +26,37 @@ SHORT_NAMES = ("mro",)
 
 # The annotation through which kubectl (and the plugin) asks for a manual action.
 ACTION_ANNOTATION = f"{GROUP}/action"
-ACTIONS = ("promote", "promote-full", "abort", "pause", "resume", "retry", "undo")
+
+
+class Action(StrEnum):
+    """The manual actions: the annotation's value, applied exactly once."""
+
+    PROMOTE = "promote"
+    PROMOTE_FULL = "promote-full"
+    ABORT = "abort"
+    PAUSE = "pause"
+    RESUME = "resume"
+    RETRY = "retry"
+    UNDO = "undo"
+
+
+ACTIONS = tuple(action.value for action in Action)
+
+
+class PauseReason(StrEnum):
+    USER = "user"  # the pause action
+    STEP = "step"  # a pause step without duration, or an inconclusive A/B test set to pause
+    ANALYSIS = "analysis"  # measurements failing past errorLimit; resumes when they return
+    HALTED = "halted"  # the experiment itself is broken (a sample-ratio mismatch): a human resumes
+
+
+class Verdict(StrEnum):
+    """The A/B step's statistical verdict, as status shows it."""
+
+    CANDIDATE_BETTER = "CandidateBetter"
+    CANDIDATE_WORSE = "CandidateWorse"
+    NO_DIFFERENCE = "NoDifference"
+    INCONCLUSIVE = "Inconclusive"
 
 def _positive_duration(text: str) -> str:
     if parse_duration(text) <= 0:
@@ -446,12 +476,12 @@ class ModelRolloutStatus(StatusModel):
     step_ends_at: str | None = None
     canary_weight: int = 0
     mirror_percent: int = 0
-    verdict: str | None = None
+    verdict: Verdict | None = None
     # A manual action taken from the annotation, applied by the next reconcile.
-    pending_action: str | None = None
-    last_action: str | None = None
-    # Why the rollout is paused: "user", "step" (a pause step) or "analysis"; None when not paused.
-    pause_reason: str | None = None
+    pending_action: Action | None = None
+    last_action: Action | None = None
+    # Why the rollout is paused; None when it is not.
+    pause_reason: PauseReason | None = None
     candidate_ready: bool = False
     scale_down_at: str | None = None
     conditions: list[Condition] = []

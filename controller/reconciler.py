@@ -36,7 +36,6 @@ from controller.events import post_event
 from controller.routers import HeaderRoute, RouterError, TrafficRouter
 from controller.routers.gatewayapi import GatewayAPIRouter
 from controller.routers.istio import IstioRouter
-from controller.routers.replicas import ReplicasRouter, candidate_replicas
 from controller.runtime.cache import Cache
 from controller.runtime.own_writes import OwnWrites
 from controller.workloads import Workloads, revision_of
@@ -121,8 +120,8 @@ class RolloutObject:
                    {"metadata": {"resourceVersion": rv}, "status": status})
 
 
-def _router(ctx: Context, spec: api.ModelRolloutSpec, name: str, namespace: str,
-            workloads: Workloads, services: dict[str, str]) -> TrafficRouter:
+def _router(ctx: Context, spec: api.ModelRolloutSpec, name: str, namespace: str) -> TrafficRouter | None:
+    """The route object's router; None without a mesh, where the engine sizes replicas instead."""
     stable_svc, candidate_svc = f"{name}-stable", f"{name}-candidate"
     routing = spec.traffic_routing
     if routing.gateway_api is not None:
@@ -135,11 +134,7 @@ def _router(ctx: Context, spec: api.ModelRolloutSpec, name: str, namespace: str,
         return IstioRouter(ctx.api_client, namespace, vs, stable_svc, candidate_svc, spec.service.port,
                            routing.istio.route_name,
                            lambda: ctx.cache.route(("virtualservices", namespace, vs)), ctx.own_writes)
-    return ReplicasRouter(
-        spec.replicas,
-        lambda replicas: workloads.scale_revision(services["candidate"], replicas),
-        candidate_is_stable=services["candidate"] == services["stable"],
-    )
+    return None
 
 
 def _take_action_annotation(rollout: RolloutObject, status: api.ModelRolloutStatus) -> api.ModelRolloutStatus:
@@ -152,7 +147,7 @@ def _take_action_annotation(rollout: RolloutObject, status: api.ModelRolloutStat
         return status
     verb = action.split("@", 1)[0].strip()
     if verb in api.ACTIONS and status.pending_action is None:
-        status = status.model_copy(update={"pending_action": verb})
+        status = status.model_copy(update={"pending_action": api.Action(verb)})
         rollout.write_status(status.model_dump(mode="json", by_alias=True))
     elif verb not in api.ACTIONS:
         post_event(rollout.ctx.api_client, rollout.body, "Warning", "UnknownAction",
@@ -196,25 +191,20 @@ def reconcile_object(ctx: Context, body: dict[str, Any], now: datetime | None = 
     stable_state = workloads.observe(status.stable_revision or revision)
     in_flight = status.candidate_revision if revision == status.candidate_revision else None
     candidate_state = workloads.observe(in_flight)
-    # Without a router any ready pod serves; one ready candidate pod is the gate there.
-    replicas_mode = spec.traffic_routing.replicas is not None
-    candidate_ready = (candidate_state.ready >= 1) if replicas_mode else candidate_state.fully_ready
     # A manual action goes first and never waits on a query: the last verdict stands for this pass.
     analysis = analyse(ctx.analysis, body, spec, status, revision, now, may_query=status.pending_action is None)
     observations = Observations(
         template_revision=revision,
         stable_ready=stable_state.fully_ready,
-        candidate_ready=candidate_ready,
+        candidate_ready=candidate_state.fully_ready,
+        candidate_any_ready=candidate_state.ready >= 1,
         candidate_unschedulable=candidate_state.unschedulable,
         stable_unschedulable=stable_state.unschedulable,
         analysis=analysis.signal,
         next_analysis_at=analysis.next_at,
     )
     transition = _with_analysis(reconcile(spec, generation, status, observations, now), status, analysis)
-    services = {"stable": status.stable_revision or revision,
-                "candidate": status.candidate_revision or status.previous_stable_revision
-                or status.stable_revision or revision}
-    _execute(ctx, rollout.body, spec, transition, workloads, services)
+    _execute(ctx, rollout.body, spec, transition.actions, workloads)
     _finish(rollout, status, transition)
     # Events only once the status that records the transition is stored: a conflict
     # recomputes the transition, and its Events must not be told twice.
@@ -233,22 +223,15 @@ def _with_analysis(transition: Transition, status: api.ModelRolloutStatus, analy
         update={"analysis": analysis.state, "decisions": decisions}), transition.wake_at)
 
 
-def _execute(ctx: Context, body: dict[str, Any], spec: api.ModelRolloutSpec,
-             transition: Transition | list[Any], workloads: Workloads, services: dict[str, str]) -> None:
-    """Carry out the engine's actions in order."""
-    actions = transition.actions if isinstance(transition, Transition) else transition
-    new_stable = transition.status.stable_revision if isinstance(transition, Transition) else None
+def _execute(ctx: Context, body: dict[str, Any], spec: api.ModelRolloutSpec, actions: list[Any],
+             workloads: Workloads) -> None:
+    """Carry out the engine's actions in order: no decisions here, only writes."""
     meta = body["metadata"]
-    replicas_mode = spec.traffic_routing.replicas is not None
-    router = _router(ctx, spec, meta["name"], meta["namespace"], workloads, services)
+    router = _router(ctx, spec, meta["name"], meta["namespace"])
     for action in actions:
         if isinstance(action, EnsureRevision):
-            initial = action.replicas
-            if replicas_mode and action.revision != new_stable:
-                if workloads.observe(action.revision).exists:
-                    continue  # Its size is the route: the router owns it.
-                initial = candidate_replicas(spec.replicas, 0)
-            workloads.ensure_revision(action.revision, initial)
+            if not (action.create_only and workloads.observe(action.revision).exists):
+                workloads.ensure_revision(action.revision, action.replicas)
         elif isinstance(action, ScaleRevision):
             workloads.scale_revision(action.revision, action.replicas)
         elif isinstance(action, DeleteRevision):
@@ -257,9 +240,9 @@ def _execute(ctx: Context, body: dict[str, Any], spec: api.ModelRolloutSpec,
             workloads.orphan_revision(action.revision)
         elif isinstance(action, SelectServices):
             workloads.select_services(action.stable, action.candidate)
-            services.update(stable=action.stable, candidate=action.candidate)
-            router = _router(ctx, spec, meta["name"], meta["namespace"], workloads, services)
         elif isinstance(action, SetRoute):
+            if router is None:
+                raise RouterError("trafficRouting.replicas has no route to write")  # the engine never asks
             router.set_route(action.weight, action.mirror, HeaderRoute(*action.header) if action.header else None)
 
 
@@ -268,14 +251,13 @@ def _finalize(ctx: Context, rollout: RolloutObject, spec: api.ModelRolloutSpec, 
     if FINALIZER not in (rollout.body["metadata"].get("finalizers") or []):
         return Outcome(None, 0, finalized=True)
     actions = finalize(spec, status)
-    services = {"stable": status.stable_revision or "", "candidate": status.stable_revision or ""}
     try:
-        _execute(ctx, rollout.body, spec, actions, workloads, services)
+        _execute(ctx, rollout.body, spec, actions, workloads)
     except RouterError as error:
         # A route that is gone sends nothing to the candidate: deletion must not hang on it.
         log.warning("route not reset on delete", namespace=rollout.namespace, name=rollout.name, error=str(error))
         rest = [a for a in actions if not isinstance(a, SetRoute)]
-        _execute(ctx, rollout.body, spec, rest, workloads, services)
+        _execute(ctx, rollout.body, spec, rest, workloads)
     _drop_finalizer(rollout)
     _post_events(ctx.api_client, rollout.body, actions)
     return Outcome(None, rollout.writes + workloads.writes, rollout.body, finalized=True)

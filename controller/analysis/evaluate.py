@@ -25,7 +25,7 @@ from controller.analysis.guardrails import (
 from controller.analysis.provider import MetricError, MetricProvider
 from controller.api import Analysis, Decision, Guardrail, Metric, ModelRolloutSpec
 from controller.durations import parse_duration
-from controller.engine.observations import AnalysisSignal
+from controller.engine.observations import ABVerdict, AnalysisSignal, AnalysisVerdict
 
 POWER = 0.8
 SRM_ALPHA = 0.001
@@ -203,15 +203,15 @@ def evaluate(spec: ModelRolloutSpec, provider: MetricProvider, ctx: Context, pre
     errors = previous.get("consecutiveErrors", 0) + 1 if unmeasured else 0
     state["consecutiveErrors"] = errors
     if failing:
-        signal = AnalysisSignal("fail", "guardrail breached: " + "; ".join(failing), ab_verdict)
+        signal = AnalysisSignal(AnalysisVerdict.FAIL, "guardrail breached: " + "; ".join(failing), ab_verdict)
     elif ab_halt:
-        signal = AnalysisSignal("halt", ab_halt, ab_verdict)
+        signal = AnalysisSignal(AnalysisVerdict.HALT, ab_halt, ab_verdict)
     elif unmeasured and errors >= analysis.error_limit:
-        signal = AnalysisSignal("error", f"{errors} analysis runs without data: " + "; ".join(unmeasured))
+        signal = AnalysisSignal(AnalysisVerdict.ERROR, f"{errors} analysis runs without data: " + "; ".join(unmeasured))
     elif holding or unmeasured:
-        signal = AnalysisSignal("hold", "; ".join(holding + unmeasured), ab_verdict)
+        signal = AnalysisSignal(AnalysisVerdict.HOLD, "; ".join(holding + unmeasured), ab_verdict)
     else:
-        signal = AnalysisSignal("pass", "all guardrails pass", ab_verdict)
+        signal = AnalysisSignal(AnalysisVerdict.PASS, "all guardrails pass", ab_verdict)
     state["verdict"], state["reason"] = signal.verdict, signal.reason
     return Result(signal, state, decisions)
 
@@ -255,12 +255,12 @@ def _record_drift(evaluator: Evaluator, state: dict[str, Any]) -> None:
 
 
 def _ab_look(evaluator: Evaluator, metric: Metric, ctx: Context, previous: dict[str, Any]) -> tuple[
-        Any, str | None, dict[str, Any], Decision | None]:
+        ABVerdict, str | None, dict[str, Any], Decision | None]:
     step = evaluator.spec.strategy.steps[ctx.step_index].ab_test
     assert step is not None
     counts = evaluator.metric_counts(metric)
     if counts is None:
-        return "no_data", None, {"metric": metric.name, "verdict": "no_data"}, None
+        return ABVerdict.NO_DATA, None, {"metric": metric.name, "verdict": ABVerdict.NO_DATA.value}, None
     stable_s, stable_n, candidate_s, candidate_n = counts
     halt, srm_pvalue = None, None
     # A header cohort adds candidate traffic on purpose: the split is then not the weight.
@@ -303,7 +303,7 @@ def _ab_look(evaluator: Evaluator, metric: Metric, ctx: Context, previous: dict[
         ci=[v for v in (_finite(result.ci_low), _finite(result.ci_high)) if v is not None] or None,
         samples=int(stable_n + candidate_n), detail=f"{metric.name}: {needed} per arm needed for the MDE",
     )
-    return verdict.value, halt, state, decision
+    return ABVerdict(verdict.value), halt, state, decision
 
 
 def _restore(carried: dict[str, float], look: stats.SequentialResult) -> stats.SequentialResult:

@@ -14,7 +14,7 @@ from typing import Any
 from controller import api
 from controller.analysis.prometheus import Credentials, PrometheusPool, PrometheusProvider
 from controller.durations import parse_duration
-from controller.engine.observations import AnalysisSignal
+from controller.engine.observations import ABVerdict, AnalysisSignal, AnalysisVerdict
 from controller.timestamps import format_timestamp, parse_timestamp
 
 # One run's queries share this much of its interval, and never more than the cap: a hung
@@ -70,11 +70,12 @@ def analyse(io: AnalysisIO, body: dict[str, Any], spec: api.ModelRolloutSpec,
         due_at = parse_timestamp(last) + timedelta(seconds=interval)
         if now < due_at or not may_query:
             ab = previous.get("abTest", {}).get("verdict") if spec.strategy.steps[step].ab_test else None
-            return Run(AnalysisSignal(previous.get("verdict", "hold"), previous.get("reason", ""), ab),
+            return Run(AnalysisSignal(AnalysisVerdict(previous.get("verdict", "hold")), previous.get("reason", ""),
+                                      ABVerdict(ab) if ab else None),
                        next_at=due_at)
     if not may_query:
         # No verdict yet for this step: hold, and run it right after the action.
-        return Run(AnalysisSignal("hold", "the step's first analysis is pending"), next_at=now)
+        return Run(AnalysisSignal(AnalysisVerdict.HOLD, "the step's first analysis is pending"), next_at=now)
     meta = body["metadata"]
     next_at = now + timedelta(seconds=interval)
     source = analysis.prometheus
@@ -83,7 +84,7 @@ def analyse(io: AnalysisIO, body: dict[str, Any], spec: api.ModelRolloutSpec,
         try:
             credentials = Credentials.from_secret(io.read_secret(meta["namespace"], source.secret_ref.name))
         except SecretMissing as error:
-            return Run(AnalysisSignal("error", str(error)), next_at=next_at)
+            return Run(AnalysisSignal(AnalysisVerdict.ERROR, str(error)), next_at=next_at)
     # scipy and statsmodels (with pandas) cost ~100 MB: loaded by the first analysis that runs,
     # never by an operator whose rollouts have none.
     from controller.analysis.evaluate import Context, evaluate

@@ -8,10 +8,14 @@ from typing import Literal
 
 @dataclass(frozen=True)
 class EnsureRevision:
-    """The Deployment for `revision` exists, from the current spec template, with `replicas`."""
+    """The Deployment for `revision` exists, from the current spec template, with `replicas`.
+
+    With `create_only`, an existing Deployment keeps its size (under replicas routing the
+    candidate's size is its traffic share, set by ScaleRevision)."""
 
     revision: str
     replicas: int
+    create_only: bool = False
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,9 @@ def finalize(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> list[Action]
         return []  # Nothing was deployed: nothing serves, nothing to keep.
     leftovers = sorted(r for r in (status.candidate_revision, status.previous_stable_revision)
                        if r is not None and r != stable)
-    actions: list[Action] = [SetRoute(0, 0), SelectServices(stable=stable, candidate=stable)]
+    # Without a mesh there is no route: the candidate's pods stop with it.
+    actions: list[Action] = [] if spec.traffic_routing.replicas is not None else [SetRoute(0, 0)]
+    actions.append(SelectServices(stable=stable, candidate=stable))
     actions += [DeleteRevision(revision) for revision in leftovers]
     if spec.deletion_policy == "Orphan":
         actions.append(OrphanRevision(stable))

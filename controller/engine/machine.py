@@ -9,15 +9,22 @@ intermediate state serves a single, known revision.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
+from pydantic import ConfigDict
+
+from controller.api import Action as ManualAction
 from controller.api import (
     ConditionType,
     ModelRolloutSpec,
     ModelRolloutStatus,
+    PauseReason,
     Phase,
+    Verdict,
 )
 from controller.durations import parse_duration
 from controller.engine.actions import (
@@ -30,10 +37,13 @@ from controller.engine.actions import (
     SetRoute,
 )
 from controller.engine.conditions import set_condition
-from controller.engine.observations import AnalysisSignal, Observations
-from controller.engine.routes import route_for_step
+from controller.engine.observations import ABVerdict, AnalysisSignal, AnalysisVerdict, Observations
+from controller.engine.routes import candidate_replicas, route_for_step
 from controller.timestamps import format_timestamp, parse_timestamp
 
+# The Paused condition's reason for each pause.
+PAUSED_BECAUSE = {PauseReason.USER: "PausedByUser", PauseReason.STEP: "PauseStep",
+                  PauseReason.ANALYSIS: "AnalysisError", PauseReason.HALTED: "AnalysisHalted"}
 # Status messages stay one line; details live in status.analysis and the Events.
 MAX_MESSAGE = 240
 # Readiness arrives by watch events; this re-check only covers a missed one.
@@ -49,55 +59,99 @@ class Transition:
     wake_at: datetime | None = None
 
 
+class _WorkingStatus(ModelRolloutStatus):
+    """The engine's typed working copy: mutable, and every assignment validated against the model."""
+
+    model_config = ConfigDict(frozen=False, validate_assignment=True)
+
+
 @dataclass
 class _Draft:
-    """A mutable working copy of the status plus the actions gathered so far."""
+    """The status being written (`s`, a typed working copy of `status`), and the actions gathered so far."""
 
     spec: ModelRolloutSpec
     status: ModelRolloutStatus
     now: datetime
-    updates: dict[str, Any] = field(default_factory=dict)
+    s: _WorkingStatus = field(init=False)
     actions: list[Action] = field(default_factory=list)
     wake_at: datetime | None = None
+    selected: tuple[str, str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.s = _WorkingStatus.model_validate(self.status.model_dump())
+        # What the Services select as the reconcile starts, as the last transition left them.
+        stable = self.status.stable_revision or ""
+        self.selected = (stable, self.status.candidate_revision or self.status.previous_stable_revision or stable)
 
     def wake(self, when: datetime) -> None:
         """Ask for a reconcile at `when` (the earliest of all asks wins)."""
         if self.wake_at is None or when < self.wake_at:
             self.wake_at = when
 
-    def get(self, name: str) -> Any:
-        return self.updates[name] if name in self.updates else getattr(self.status, name)
+    @property
+    def stable(self) -> str:
+        assert self.s.stable_revision is not None, "past the first deploy there is always a stable"
+        return self.s.stable_revision
+
+    @property
+    def candidate(self) -> str:
+        assert self.s.candidate_revision is not None, "only called while a candidate exists"
+        return self.s.candidate_revision
+
+    @property
+    def previous(self) -> str:
+        assert self.s.previous_stable_revision is not None, "only called within the keep-warm window"
+        return self.s.previous_stable_revision
+
+    @property
+    def step_started(self) -> datetime:
+        assert self.s.step_started_at is not None, "only called while a step runs"
+        return parse_timestamp(self.s.step_started_at)
 
     def set(self, **values: Any) -> None:
-        self.updates.update(values)
+        """Several fields at once; each is checked against the status model as it is assigned."""
+        for name, value in values.items():
+            setattr(self.s, name, value)
 
     def condition(self, type_: ConditionType, status: bool, reason: str, message: str = "") -> None:
         stamp = format_timestamp(self.now)
         conditions = set_condition(
-            self.get("conditions"), type_.value, "True" if status else "False", reason, message, stamp
+            self.s.conditions, type_.value, "True" if status else "False", reason, message, stamp
         )
         self.set(conditions=conditions)
 
     def event(self, reason: str, message: str, warning: bool = False) -> None:
         self.actions.append(EmitEvent("Warning" if warning else "Normal", reason, message))
 
+    @property
+    def replicas_mode(self) -> bool:
+        return self.spec.traffic_routing.replicas is not None
+
+    def select(self, stable: str, candidate: str) -> None:
+        self.actions.append(SelectServices(stable=stable, candidate=candidate))
+        self.selected = (stable, candidate)
+
     def route(self, weight: int, mirror: int, header: tuple[str, str] | None = None) -> None:
-        self.actions.append(SetRoute(weight, mirror, header))
+        if not self.replicas_mode:
+            self.actions.append(SetRoute(weight, mirror, header))
+        elif self.selected[1] != self.selected[0] and self.s.phase in (Phase.PROGRESSING, Phase.PAUSED):
+            # No mesh: the weight is the candidate's replica count (the stable keeps its own).
+            self.actions.append(ScaleRevision(self.selected[1], candidate_replicas(self.spec.replicas, weight)))
         self.set(canary_weight=weight, mirror_percent=mirror)
 
     def finish(self, generation: int) -> Transition:
         steps = len(self.spec.strategy.steps)
-        candidate = self.get("candidate_revision")
-        phase = self.get("phase")
+        candidate = self.s.candidate_revision
+        phase = self.s.phase
         if candidate and phase in (Phase.PROGRESSING, Phase.PAUSED):
-            label = f"{min(self.get('current_step') + 1, steps)}/{steps}"
-        elif phase == Phase.COMPLETED and self.get("previous_stable_revision"):
+            label = f"{min(self.s.current_step + 1, steps)}/{steps}"
+        elif phase == Phase.COMPLETED and self.s.previous_stable_revision:
             label = f"{steps}/{steps}"
         else:
             label = ""
-        self.set(observed_generation=generation, step_label=label, message=str(self.get("message"))[:MAX_MESSAGE])
-        return Transition(_last_route_wins(self.actions), self.status.model_copy(update=self.updates),
-                          self.wake_at)
+        self.set(observed_generation=generation, step_label=label, message=str(self.s.message)[:MAX_MESSAGE])
+        final = ModelRolloutStatus.model_validate(self.s.model_dump())
+        return Transition(_last_route_wins(self.actions), final, self.wake_at)
 
 
 def _last_route_wins(actions: list[Action]) -> list[Action]:
@@ -146,11 +200,11 @@ def reconcile(
     elif revision not in (status.stable_revision, candidate):
         _start_rollout(draft, revision)
     elif action:
-        _apply_action(draft, action, observations)
+        _apply_action(draft, action)
 
-    if draft.get("candidate_revision") and draft.get("phase") in (Phase.PROGRESSING, Phase.PAUSED):
+    if draft.s.candidate_revision and draft.s.phase in (Phase.PROGRESSING, Phase.PAUSED):
         _progress(draft, observations)
-    elif draft.get("candidate_revision") is None:
+    elif draft.s.candidate_revision is None:
         _steady_state(draft)
     else:
         _rolled_back_state(draft)
@@ -186,10 +240,8 @@ def invalid_spec(status: ModelRolloutStatus, generation: int, message: str, now:
 
 def _initial_deploy(draft: _Draft, revision: str, observations: Observations) -> None:
     """No stable yet: the first template becomes the stable directly, as Argo does."""
-    draft.actions += [
-        EnsureRevision(revision, draft.spec.replicas),
-        SelectServices(stable=revision, candidate=revision),
-    ]
+    draft.actions.append(EnsureRevision(revision, draft.spec.replicas))
+    draft.select(revision, revision)
     draft.route(0, 0)
     draft.set(stable_revision=revision)
     draft.condition(ConditionType.INVALID_SPEC, False, "Valid")
@@ -210,7 +262,7 @@ def _initial_deploy(draft: _Draft, revision: str, observations: Observations) ->
         message = f"first revision {revision} cannot be scheduled: {reason}"
         draft.condition(ConditionType.AVAILABLE, False, "Unschedulable", reason)
         draft.condition(ConditionType.CANDIDATE_UNSCHEDULABLE, True, "Unschedulable", reason)
-        if draft.get("message") != message:
+        if draft.s.message != message:
             draft.event("Unschedulable", message, warning=True)
     else:
         message = f"waiting for revision {revision} to become ready"
@@ -220,12 +272,13 @@ def _initial_deploy(draft: _Draft, revision: str, observations: Observations) ->
 
 
 def _start_rollout(draft: _Draft, revision: str) -> None:
-    old_candidate = draft.get("candidate_revision")
-    stable = draft.get("stable_revision")
+    old_candidate = draft.s.candidate_revision
+    stable = draft.stable
     # The warm standby and any earlier candidate free their GPUs for the new one.
-    for leftover in {old_candidate, draft.get("previous_stable_revision")} - {None, stable}:
+    for leftover in sorted(r for r in (old_candidate, draft.s.previous_stable_revision)
+                           if r is not None and r != stable):
         draft.actions.append(DeleteRevision(leftover))
-    restarted = old_candidate is not None and draft.get("phase") in (Phase.PROGRESSING, Phase.PAUSED)
+    restarted = old_candidate is not None and draft.s.phase in (Phase.PROGRESSING, Phase.PAUSED)
     # Back to 100% stable before the candidate Service selects the new revision.
     draft.route(0, 0)
     draft.set(
@@ -247,10 +300,11 @@ def _start_rollout(draft: _Draft, revision: str) -> None:
 
 
 def _cancel_candidate(draft: _Draft, why: str) -> None:
-    candidate = draft.get("candidate_revision")
-    stable = draft.get("stable_revision")
+    candidate = draft.candidate
+    stable = draft.stable
     draft.route(0, 0)
-    draft.actions += [SelectServices(stable=stable, candidate=stable), DeleteRevision(candidate)]
+    draft.select(stable, stable)
+    draft.actions.append(DeleteRevision(candidate))
     draft.set(candidate_revision=None, phase=Phase.COMPLETED, pause_reason=None, step_started_at=None,
               step_ends_at=None, message=f"{why}; candidate {candidate} removed")
     draft.condition(ConditionType.PROGRESSING, False, "CandidateRemoved", why)
@@ -258,61 +312,106 @@ def _cancel_candidate(draft: _Draft, why: str) -> None:
     draft.event("CandidateRemoved", f"{why}; candidate {candidate} removed")
 
 
-def _apply_action(draft: _Draft, action: str, observations: Observations) -> None:
-    phase = draft.get("phase")
-    in_flight = draft.get("candidate_revision") is not None and phase in (Phase.PROGRESSING, Phase.PAUSED)
-    aborted = draft.get("candidate_revision") is not None and phase == Phase.ROLLED_BACK
-    if action == "abort" and in_flight:
-        _roll_back(draft, "Aborted", "aborted by the user")
-    elif action == "pause" and in_flight:
-        draft.set(pause_reason="user")
-        draft.event("Paused", "paused by the user")
-    elif action == "resume" and in_flight and draft.get("pause_reason"):
-        if draft.get("pause_reason") == "step":
-            _advance(draft, "resumed by the user")
-        draft.set(pause_reason=None)
-        draft.event("Resumed", "resumed by the user")
-    elif action == "promote" and in_flight:
-        draft.set(pause_reason=None)
-        _advance(draft, "promoted by the user")
-    elif action == "promote-full" and in_flight:
-        draft.set(pause_reason=None, current_step=len(draft.spec.strategy.steps))
-        draft.event("PromotedFull", "promoted by the user past all remaining steps")
-    elif action == "retry" and aborted:
-        draft.set(phase=Phase.PROGRESSING, current_step=0, step_started_at=None, step_ends_at=None, pause_reason=None,
-                  verdict=None, candidate_ready=False, analysis={},
-                  message="retrying the rollout from the first step")
-        draft.condition(ConditionType.ROLLED_BACK, False, "Retried")
-        draft.condition(ConditionType.PROGRESSING, True, "Retried")
-        draft.event("Retried", f"retrying candidate {draft.get('candidate_revision')} from the first step")
-    elif action == "undo" and phase == Phase.COMPLETED and draft.get("previous_stable_revision"):
-        _undo(draft)
-    else:
-        draft.event("ActionIgnored", f"{action!r} does not apply while the rollout is {phase}", warning=True)
+class Stage(StrEnum):
+    """Where a rollout stands, as far as a manual action is concerned."""
+
+    RUNNING = "running"  # a candidate takes steps
+    PAUSED = "paused"  # by the user, or by the analysis (measurements failing)
+    AT_PAUSE_STEP = "at a pause step"  # waits for a human to go on
+    HALTED = "halted"  # the experiment broke (sample-ratio mismatch): a human must look
+    ROLLED_BACK = "rolled back"  # the candidate is stopped, all traffic on the stable
+    WARM = "completed, old model warm"  # within scaleDownDelaySeconds after a promotion
+    SETTLED = "settled"  # nothing to act on
+
+
+def _stage(draft: _Draft) -> Stage:
+    phase, reason = draft.s.phase, draft.s.pause_reason
+    if draft.s.candidate_revision is not None and phase in (Phase.PROGRESSING, Phase.PAUSED):
+        return {None: Stage.RUNNING, PauseReason.STEP: Stage.AT_PAUSE_STEP,
+                PauseReason.HALTED: Stage.HALTED}.get(reason, Stage.PAUSED)
+    if draft.s.candidate_revision is not None and phase == Phase.ROLLED_BACK:
+        return Stage.ROLLED_BACK
+    if phase == Phase.COMPLETED and draft.s.previous_stable_revision:
+        return Stage.WARM
+    return Stage.SETTLED
+
+
+def _abort(draft: _Draft) -> None:
+    _roll_back(draft, "Aborted", "aborted by the user")
+
+
+def _pause(draft: _Draft) -> None:
+    draft.set(pause_reason=PauseReason.USER)
+    draft.event("Paused", "paused by the user")
+
+
+def _resume(draft: _Draft) -> None:
+    draft.set(pause_reason=None)
+    draft.event("Resumed", "resumed by the user")
+
+
+def _resume_past_pause_step(draft: _Draft) -> None:
+    _advance(draft, "resumed by the user")
+    _resume(draft)
+
+
+def _resume_halted(draft: _Draft) -> None:
+    """A human looked at the broken experiment and let it go on: its evidence starts again."""
+    draft.set(pause_reason=None, analysis={}, step_started_at=None, step_ends_at=None)
+    draft.event("HaltResumed", "resumed by the user after an analysis halt; the step and its evidence start again")
+
+
+def _promote(draft: _Draft) -> None:
+    draft.set(pause_reason=None)
+    _advance(draft, "promoted by the user")
+
+
+def _promote_full(draft: _Draft) -> None:
+    draft.set(pause_reason=None, current_step=len(draft.spec.strategy.steps))
+    draft.event("PromotedFull", "promoted by the user past all remaining steps")
+
+
+def _retry(draft: _Draft) -> None:
+    draft.set(phase=Phase.PROGRESSING, current_step=0, step_started_at=None, step_ends_at=None, pause_reason=None,
+              verdict=None, candidate_ready=False, analysis={}, message="retrying the rollout from the first step")
+    draft.condition(ConditionType.ROLLED_BACK, False, "Retried")
+    draft.condition(ConditionType.PROGRESSING, True, "Retried")
+    draft.event("Retried", f"retrying candidate {draft.candidate} from the first step")
+
+
+def _apply_action(draft: _Draft, action: ManualAction) -> None:
+    stage = _stage(draft)
+    transition = ACTION_TABLE.get((stage, action))
+    if transition is None:
+        draft.event("ActionIgnored", f"{action.value!r} does not apply while the rollout is {stage.value}",
+                    warning=True)
+        return
+    transition(draft)
 
 
 def _roll_back(draft: _Draft, reason: str, why: str) -> None:
     """One route write back to 100% stable and no mirror; the candidate then stops."""
     draft.route(0, 0)
-    draft.actions.append(ScaleRevision(draft.get("candidate_revision"), 0))
+    draft.actions.append(ScaleRevision(draft.candidate, 0))
     draft.set(phase=Phase.ROLLED_BACK, pause_reason=None, step_started_at=None, step_ends_at=None,
               candidate_ready=False, message=f"rolled back: {why}")
     draft.condition(ConditionType.ROLLED_BACK, True, reason, why)
     draft.condition(ConditionType.PROGRESSING, False, reason, why)
     draft.condition(ConditionType.PAUSED, False, reason)
-    draft.event("RolledBack", f"{why}; all traffic is back on stable {draft.get('stable_revision')}", warning=True)
+    draft.event("RolledBack", f"{why}; all traffic is back on stable {draft.s.stable_revision}", warning=True)
 
 
 def _undo(draft: _Draft) -> None:
     """Within the keep-warm window: the old model is still loaded behind the -candidate Service."""
-    undone = draft.get("stable_revision")
-    previous = draft.get("previous_stable_revision")
+    undone = draft.stable
+    previous = draft.previous
     # First write moves all traffic to the warm old model; the rest only renames roles,
     # and in each intermediate state every Service with weight selects `previous`.
     draft.route(100, 0)
-    draft.actions.append(SelectServices(stable=previous, candidate=previous))
+    draft.select(previous, previous)
     draft.route(0, 0)
-    draft.actions += [SelectServices(stable=previous, candidate=undone), ScaleRevision(undone, 0)]
+    draft.select(previous, undone)
+    draft.actions.append(ScaleRevision(undone, 0))
     draft.set(stable_revision=previous, candidate_revision=undone, previous_stable_revision=None,
               scale_down_at=None, phase=Phase.ROLLED_BACK, message=f"undone: back on {previous}")
     draft.condition(ConditionType.ROLLED_BACK, True, "Undone", f"{undone} undone; {previous} serves all traffic")
@@ -321,7 +420,7 @@ def _undo(draft: _Draft) -> None:
 
 
 def _advance(draft: _Draft, why: str) -> None:
-    step = draft.get("current_step")
+    step = draft.s.current_step
     draft.set(current_step=step + 1, step_started_at=None, step_ends_at=None)
     draft.event("StepCompleted", f"step {step + 1}/{len(draft.spec.strategy.steps)} completed: {why}")
 
@@ -329,22 +428,22 @@ def _advance(draft: _Draft, why: str) -> None:
 def _begin_promotion(draft: _Draft) -> None:
     """All traffic to the candidate, recorded before the Services swap in the next reconcile."""
     draft.route(100, 0)
-    draft.set(step_ends_at=None, message=f"promoting revision {draft.get('candidate_revision')}")
+    draft.set(step_ends_at=None, message=f"promoting revision {draft.s.candidate_revision}")
     draft.wake(draft.now)
 
 
 def _complete(draft: _Draft) -> None:
-    old = draft.get("stable_revision")
-    new = draft.get("candidate_revision")
+    old = draft.stable
+    new = draft.candidate
     delay = draft.spec.strategy.scale_down_delay_seconds
     # The route already sends everything to `new` (`_begin_promotion` wrote that and
     # recorded it). Every action here keeps serving only `new`, so replaying them after a
     # crash never moves traffic back: the stable Service follows, then the route returns to it.
-    draft.actions.append(SelectServices(stable=new, candidate=new))
+    draft.select(new, new)
     draft.route(0, 0)
     keep_warm = draft.spec.traffic_routing.replicas is None and delay > 0
     if keep_warm:
-        draft.actions.append(SelectServices(stable=new, candidate=old))
+        draft.select(new, old)
         draft.set(previous_stable_revision=old, scale_down_at=format_timestamp(draft.now + timedelta(seconds=delay)))
     else:
         # Without a router every running pod takes traffic, so the old model cannot wait warm.
@@ -364,56 +463,63 @@ def _complete(draft: _Draft) -> None:
 
 
 def _steady_state(draft: _Draft) -> None:
-    stable = draft.get("stable_revision")
-    previous = draft.get("previous_stable_revision")
+    stable = draft.stable
+    previous = draft.s.previous_stable_revision
     draft.actions.append(ScaleRevision(stable, draft.spec.replicas))
-    due = draft.get("scale_down_at")
+    due = draft.s.scale_down_at
     if previous and due and draft.now >= parse_timestamp(due):
-        draft.actions += [SelectServices(stable=stable, candidate=stable), DeleteRevision(previous)]
+        draft.select(stable, stable)
+        draft.actions.append(DeleteRevision(previous))
         draft.set(previous_stable_revision=None, scale_down_at=None)
         draft.event("ScaledDown", f"keep-warm window over: old revision {previous} removed")
         previous = None
     elif previous and due:
         draft.wake(parse_timestamp(due))
-    draft.actions.append(SelectServices(stable=stable, candidate=previous or stable))
+    draft.select(stable, previous or stable)
     draft.route(0, 0)
 
 
 def _rolled_back_state(draft: _Draft) -> None:
-    stable = draft.get("stable_revision")
-    draft.actions += [
-        ScaleRevision(stable, draft.spec.replicas),
-        SelectServices(stable=stable, candidate=draft.get("candidate_revision")),
-        ScaleRevision(draft.get("candidate_revision"), 0),
-    ]
+    stable = draft.stable
+    draft.actions.append(ScaleRevision(stable, draft.spec.replicas))
+    draft.select(stable, draft.candidate)
     draft.route(0, 0)
+    draft.actions.append(ScaleRevision(draft.candidate, 0))
+
+
+def _candidate_ready(draft: _Draft, observations: Observations) -> bool:
+    """All replicas Ready; without a mesh one Ready pod, since every running pod takes traffic."""
+    return observations.candidate_any_ready if draft.replicas_mode else observations.candidate_ready
 
 
 def _progress(draft: _Draft, observations: Observations) -> None:
     spec = draft.spec
-    stable = draft.get("stable_revision")
-    candidate = draft.get("candidate_revision")
-    past_steps = draft.get("current_step") >= len(spec.strategy.steps)
+    stable = draft.stable
+    candidate = draft.candidate
+    past_steps = draft.s.current_step >= len(spec.strategy.steps)
     recorded_full = (draft.status.canary_weight, draft.status.mirror_percent) == (100, 0)
     if past_steps and recorded_full and draft.status.current_step >= len(spec.strategy.steps) \
-            and observations.candidate_ready and draft.get("pause_reason") is None:
+            and _candidate_ready(draft, observations) and draft.s.pause_reason is None:
         _complete(draft)
         return
-    draft.actions += [
-        ScaleRevision(stable, spec.replicas),
-        EnsureRevision(candidate, spec.replicas),
-        SelectServices(stable=stable, candidate=candidate),
-    ]
+    draft.actions.append(ScaleRevision(stable, spec.replicas))
+    if draft.replicas_mode:
+        # Its size is its traffic share: created with one warm pod, then sized by each route.
+        draft.actions.append(EnsureRevision(candidate, candidate_replicas(spec.replicas, 0), create_only=True))
+    else:
+        draft.actions.append(EnsureRevision(candidate, spec.replicas))
+    draft.select(stable, candidate)
+    ready = _candidate_ready(draft, observations)
     if past_steps:
-        if observations.candidate_ready:
+        if ready:
             _begin_promotion(draft)
         else:
             _hold_for_readiness(draft, observations)
         return
-    if not observations.candidate_ready:
+    if not ready:
         _hold_for_readiness(draft, observations)
         return
-    if not draft.get("candidate_ready"):
+    if not draft.s.candidate_ready:
         draft.set(candidate_ready=True)
         draft.condition(ConditionType.CANDIDATE_UNSCHEDULABLE, False, "Scheduled")
         draft.event("CandidateReady", f"all {spec.replicas} candidate replicas are ready")
@@ -422,7 +528,7 @@ def _progress(draft: _Draft, observations: Observations) -> None:
         return
     if observations.next_analysis_at is not None:
         draft.wake(observations.next_analysis_at)
-    if draft.get("step_started_at") is None:
+    if draft.s.step_started_at is None:
         _start_step(draft)
     _run_step(draft, observations)
 
@@ -430,28 +536,28 @@ def _progress(draft: _Draft, observations: Observations) -> None:
 def _apply_signal(draft: _Draft, signal: AnalysisSignal | None) -> bool:
     """Act on the analysis verdict; True when it rolled the rollout back."""
     spec = draft.spec
-    if signal is not None and signal.verdict == "fail":
+    if signal is not None and signal.verdict == AnalysisVerdict.FAIL:
         _roll_back(draft, "AnalysisFailed", signal.reason)
         return True
-    if signal is not None and signal.verdict == "error":
+    if signal is not None and signal.verdict == AnalysisVerdict.ERROR:
         if spec.analysis is not None and spec.analysis.on_error == "rollback":
             _roll_back(draft, "AnalysisError", signal.reason)
             return True
-        if draft.get("pause_reason") is None:
-            draft.set(pause_reason="analysis")
+        if draft.s.pause_reason is None:
+            draft.set(pause_reason=PauseReason.ANALYSIS)
             draft.event("AnalysisError", f"paused: {signal.reason}", warning=True)
-    elif draft.get("pause_reason") == "analysis":
+    elif draft.s.pause_reason == PauseReason.ANALYSIS:
         # Measurements are back: the pause was the analysis's, so is the resume.
         draft.set(pause_reason=None)
         draft.event("AnalysisRecovered", "measurements are back; resuming")
-    if signal is not None and signal.verdict == "halt" and draft.get("pause_reason") is None:
-        draft.set(pause_reason="halted")
+    if signal is not None and signal.verdict == AnalysisVerdict.HALT and draft.s.pause_reason is None:
+        draft.set(pause_reason=PauseReason.HALTED)
         draft.event("AnalysisHalted", f"halted: {signal.reason}", warning=True)
     return False
 
 
 def _start_step(draft: _Draft) -> None:
-    index = draft.get("current_step")
+    index = draft.s.current_step
     steps = draft.spec.strategy.steps
     duration = draft.spec.step_seconds(index)
     ends = format_timestamp(draft.now + timedelta(seconds=duration)) if duration is not None else None
@@ -470,7 +576,7 @@ def _hold_for_readiness(draft: _Draft, observations: Observations) -> None:
     if reason:
         message = f"candidate pods cannot be scheduled: {reason}"
         draft.condition(ConditionType.CANDIDATE_UNSCHEDULABLE, True, "Unschedulable", reason)
-        if draft.get("message") != message:
+        if draft.s.message != message:
             draft.event("CandidateUnschedulable", message, warning=True)
     else:
         message = "waiting for all candidate replicas to be ready"
@@ -480,31 +586,29 @@ def _hold_for_readiness(draft: _Draft, observations: Observations) -> None:
 
 def _run_step(draft: _Draft, observations: Observations) -> None:
     spec = draft.spec
-    index = draft.get("current_step")
+    index = draft.s.current_step
     step = spec.strategy.steps[index]
     weight, mirror = route_for_step(spec.strategy.steps, index)
     cohort = step.ab_test.header_route if step.ab_test is not None else None
     draft.route(weight, mirror, (cohort.name, cohort.value) if cohort else None)
-    elapsed = (draft.now - parse_timestamp(draft.get("step_started_at"))).total_seconds()
+    elapsed = (draft.now - draft.step_started).total_seconds()
     duration = spec.step_seconds(index)
     signal = observations.analysis
 
-    if step.pause is not None and duration is None and draft.get("pause_reason") is None:
-        draft.set(pause_reason="step")
-    if draft.get("pause_reason"):
-        reason = draft.get("pause_reason")
+    if step.pause is not None and duration is None and draft.s.pause_reason is None:
+        draft.set(pause_reason=PauseReason.STEP)
+    if draft.s.pause_reason:
+        reason = draft.s.pause_reason
         draft.set(phase=Phase.PAUSED, message=f"paused ({reason}) at step {index + 1}")
-        why = signal.reason if signal is not None and reason in ("analysis", "halted") else ""
-        draft.condition(ConditionType.PAUSED, True, {"user": "PausedByUser", "step": "PauseStep",
-                                                     "analysis": "AnalysisError",
-                                                     "halted": "AnalysisHalted"}.get(reason, "Paused"), why)
+        why = signal.reason if signal is not None and reason in (PauseReason.ANALYSIS, PauseReason.HALTED) else ""
+        draft.condition(ConditionType.PAUSED, True, PAUSED_BECAUSE[reason], why)
         if why:
             draft.set(message=f"paused at step {index + 1}: {why}")
         return
     draft.set(phase=Phase.PROGRESSING)
     draft.condition(ConditionType.PAUSED, False, "Running")
 
-    if signal is not None and signal.verdict == "hold":
+    if signal is not None and signal.verdict == AnalysisVerdict.HOLD:
         draft.set(message=f"step {index + 1} held: {signal.reason}")
         return
     if step.ab_test is not None:
@@ -516,38 +620,38 @@ def _run_step(draft: _Draft, observations: Observations) -> None:
     else:
         # The deadline lives in status.stepEndsAt: a countdown here would rewrite status every tick.
         draft.set(message=f"step {index + 1}/{len(spec.strategy.steps)}: {step.kind}")
-        draft.wake(parse_timestamp(draft.get("step_started_at")) + timedelta(seconds=duration))
+        draft.wake(draft.step_started + timedelta(seconds=duration))
 
 
 def _run_ab_step(draft: _Draft, elapsed: float, observations: Observations) -> None:
-    index = draft.get("current_step")
+    index = draft.s.current_step
     ab = draft.spec.strategy.steps[index].ab_test
     assert ab is not None
     verdict = observations.analysis.ab_verdict if observations.analysis else None
     long_enough = elapsed >= (parse_duration(ab.min_duration) if ab.min_duration else 0.0)
     maximum = draft.spec.step_seconds(index) or 0.0
-    if verdict == "candidate_worse":
-        draft.set(verdict="CandidateWorse")
+    if verdict == ABVerdict.CANDIDATE_WORSE:
+        draft.set(verdict=Verdict.CANDIDATE_WORSE)
         _roll_back(draft, "CandidateWorse", f"A/B test: candidate is worse on {ab.metric}")
-    elif verdict in ("candidate_better", "no_difference") and long_enough:
-        draft.set(verdict="CandidateBetter" if verdict == "candidate_better" else "NoDifference")
+    elif verdict in (ABVerdict.CANDIDATE_BETTER, ABVerdict.NO_DIFFERENCE) and long_enough:
+        draft.set(verdict=Verdict.CANDIDATE_BETTER if verdict == ABVerdict.CANDIDATE_BETTER else Verdict.NO_DIFFERENCE)
         _advance(draft, f"A/B verdict {verdict}")
         _after_advance(draft, observations)
     elif elapsed >= maximum:
         if ab.metric is None or ab.on_inconclusive == "promote":
             # Without a metric the step is a timed split, as until analysis lands.
-            draft.set(verdict="Inconclusive" if ab.metric else draft.get("verdict"))
+            draft.set(verdict=Verdict.INCONCLUSIVE if ab.metric else draft.s.verdict)
             _advance(draft, f"abTest reached maxDuration {ab.max_duration}")
             _after_advance(draft, observations)
         elif ab.on_inconclusive == "rollback":
-            draft.set(verdict="Inconclusive")
+            draft.set(verdict=Verdict.INCONCLUSIVE)
             _roll_back(draft, "Inconclusive", f"A/B test inconclusive after {ab.max_duration}")
         else:
-            draft.set(verdict="Inconclusive", pause_reason="step", phase=Phase.PAUSED,
+            draft.set(verdict=Verdict.INCONCLUSIVE, pause_reason=PauseReason.STEP, phase=Phase.PAUSED,
                       message=f"A/B test inconclusive after {ab.max_duration}; promote or abort")
             draft.condition(ConditionType.PAUSED, True, "Inconclusive", "A/B test inconclusive")
     else:
-        started = parse_timestamp(draft.get("step_started_at"))
+        started = draft.step_started
         draft.set(message=f"step {index + 1}/{len(draft.spec.strategy.steps)}: abTest")
         draft.wake(started + timedelta(seconds=maximum))
         if ab.min_duration and not long_enough:
@@ -556,10 +660,26 @@ def _run_ab_step(draft: _Draft, elapsed: float, observations: Observations) -> N
 
 def _after_advance(draft: _Draft, observations: Observations) -> None:
     """Start the next step right away (a step without duration passes at once), or complete."""
-    index = draft.get("current_step")
+    index = draft.s.current_step
     steps = draft.spec.strategy.steps
     if index >= len(steps):
         _begin_promotion(draft)
         return
     _start_step(draft)
     _run_step(draft, observations)
+
+
+_IN_FLIGHT = (Stage.RUNNING, Stage.PAUSED, Stage.AT_PAUSE_STEP, Stage.HALTED)
+# The manual actions, in one table: (stage, action) -> transition. Any other pair is ignored
+# with a Warning Event, so a stray annotation never moves traffic.
+ACTION_TABLE: dict[tuple[Stage, ManualAction], Callable[[_Draft], None]] = {
+    **{(stage, ManualAction.ABORT): _abort for stage in _IN_FLIGHT},
+    **{(stage, ManualAction.PROMOTE): _promote for stage in _IN_FLIGHT},
+    **{(stage, ManualAction.PROMOTE_FULL): _promote_full for stage in _IN_FLIGHT},
+    (Stage.RUNNING, ManualAction.PAUSE): _pause,
+    (Stage.PAUSED, ManualAction.RESUME): _resume,
+    (Stage.AT_PAUSE_STEP, ManualAction.RESUME): _resume_past_pause_step,
+    (Stage.HALTED, ManualAction.RESUME): _resume_halted,
+    (Stage.ROLLED_BACK, ManualAction.RETRY): _retry,
+    (Stage.WARM, ManualAction.UNDO): _undo,
+}

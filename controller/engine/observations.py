@@ -4,15 +4,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from enum import StrEnum
 
-# The analysis hook: observations in, verdict out.
-#   pass: nothing wrong;  fail: a guardrail breached -> roll back;
-#   hold: do not advance yet (e.g. drift in shadow);  error: measurements failing past the limit;
-#   halt: stop and wait for a human (e.g. a sample ratio mismatch: the experiment itself is broken);
-#   For abTest steps `ab_verdict` carries the statistical verdict of the step's metric.
-AnalysisVerdict = Literal["pass", "fail", "hold", "error", "halt"]
-ABVerdict = Literal["candidate_better", "candidate_worse", "no_difference", "inconclusive", "no_data"]
+
+class AnalysisVerdict(StrEnum):
+    """The analysis hook: observations in, verdict out."""
+
+    PASS = "pass"  # noqa: S105 - nothing wrong (not a password)
+    FAIL = "fail"  # a guardrail breached: roll back
+    HOLD = "hold"  # do not advance yet (e.g. drift in shadow, no data yet)
+    ERROR = "error"  # measurements failing past the limit: onError decides
+    HALT = "halt"  # the experiment itself is broken (a sample-ratio mismatch): wait for a human
+
+
+class ABVerdict(StrEnum):
+    """The statistical verdict of an abTest step's metric."""
+
+    CANDIDATE_BETTER = "candidate_better"
+    CANDIDATE_WORSE = "candidate_worse"
+    NO_DIFFERENCE = "no_difference"
+    INCONCLUSIVE = "inconclusive"
+    NO_DATA = "no_data"
 
 
 @dataclass(frozen=True)
@@ -26,7 +38,8 @@ class AnalysisSignal:
 class Observations:
     template_revision: str
     stable_ready: bool = True
-    candidate_ready: bool = False
+    candidate_ready: bool = False  # every replica Ready
+    candidate_any_ready: bool = False  # at least one Ready pod (enough without a mesh)
     # The scheduler's message when candidate pods are stuck Pending (e.g. "Insufficient nvidia.com/gpu").
     candidate_unschedulable: str | None = None
     # The same for the first revision, while it is the only one.

@@ -1,7 +1,13 @@
-"""The traffic each step describes: (weight to the candidate, percent mirrored to it)."""
+"""The traffic each step describes: (weight to the candidate, percent mirrored to it).
+
+Without a mesh (`trafficRouting.replicas`) a weight is a replica count: the stable keeps its
+replicas (it is never scaled down before promotion), so the candidate gets round(N * w / (100 - w)),
+at least one while a rollout runs.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from controller.api import Step
@@ -25,3 +31,15 @@ def describes(steps: Sequence[Step], weight: int, mirror: int) -> bool:
     return (weight, mirror) == (0, 0) or (weight, mirror) == (100, 0) or any(
         route_for_step(steps, i) == (weight, mirror) for i in range(len(steps))
     )
+
+
+def candidate_replicas(stable_replicas: int, weight: int) -> int:
+    if weight >= 100:
+        return stable_replicas
+    # One warm pod even at 0%: the candidate must be Ready before any step can start.
+    return max(1, round(stable_replicas * weight / (100 - weight)))
+
+
+def effective_weight(stable_replicas: int, candidate: int) -> int:
+    total = stable_replicas + candidate
+    return math.floor(100 * candidate / total + 0.5) if total else 0

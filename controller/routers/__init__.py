@@ -1,4 +1,5 @@
-"""Traffic routers: one Protocol, one module per provider (Gateway API, Istio, replica ratio)."""
+"""Traffic routers: one Protocol, one module per provider (Gateway API, Istio). Without a mesh the
+engine sizes replicas instead (engine/routes.py)."""
 
 from controller.routers.base import HeaderRoute, RouterError, TrafficRouter
 

@@ -24,19 +24,6 @@ class HeaderRoute:
 class TrafficRouter(Protocol):
     kind: str
 
-    @property
-    def api_calls(self) -> int:
-        """Kubernetes API calls made so far (the rollout's cost, reported by the benchmark)."""
-
     def set_route(self, weight: int, mirror: int, header: HeaderRoute | None = None) -> None:
         """`weight`% of live traffic to the candidate, `mirror`% mirrored there, and the header
         cohort (or none) to the candidate: all in one write, so a rollback is one write."""
-
-    def set_header_route(self, route: HeaderRoute | None) -> None:
-        """Add (or with None remove) the managed header-match route to the candidate."""
-
-    def verify(self, weight: int, mirror: int) -> bool | None:
-        """True when the stored route matches; None when the provider cannot tell."""
-
-    def remove_managed_routes(self) -> None:
-        """Remove every route this router added, leaving the user's rules as they were."""

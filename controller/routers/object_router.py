@@ -39,10 +39,6 @@ class ObjectRouter:
                                 object_name, cached, own_writes)
         self.stable, self.candidate, self.port, self.section = stable, candidate, port, section
 
-    @property
-    def api_calls(self) -> int:
-        return self.obj.calls
-
     def set_route(self, weight: int, mirror: int, header: HeaderRoute | None = None) -> None:
         build = self.builders
 
@@ -55,14 +51,3 @@ class ObjectRouter:
         seen = build.read_route(stored, self.stable, self.candidate, self.section)
         if seen != (weight, mirror):
             raise RouterError(f"route stores weight/mirror {seen} after writing {(weight, mirror)}")
-
-    def set_header_route(self, route: HeaderRoute | None) -> None:
-        self.obj.update(lambda current: self.builders.with_header_route(
-            current, self.stable, self.candidate, self.port, route, self.section))
-
-    def verify(self, weight: int, mirror: int) -> bool | None:
-        stored = self.obj.read()
-        return self.builders.read_route(stored, self.stable, self.candidate, self.section) == (weight, mirror)
-
-    def remove_managed_routes(self) -> None:
-        self.set_header_route(None)

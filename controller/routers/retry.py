@@ -27,7 +27,6 @@ class CustomObject:
         self.coordinates = (group, version, namespace, plural, name)
         self.cached = cached
         self.own_writes = own_writes
-        self.calls = 0
 
     def _missing(self) -> RouterError:
         group, _, namespace, plural, name = self.coordinates
@@ -38,7 +37,6 @@ class CustomObject:
             cached = self.cached()
             if cached is not None:
                 return cached
-        self.calls += 1
         try:
             obj: dict[str, Any] = self.api.get_namespaced_custom_object(*self.coordinates)  # type: ignore[assignment]
         except client.ApiException as error:
@@ -55,7 +53,6 @@ class CustomObject:
             wanted = change(current)
             if wanted == current:
                 return current
-            self.calls += 1
             try:
                 replaced: dict[str, Any] = self.api.replace_namespaced_custom_object(  # type: ignore[assignment]
                     *self.coordinates, wanted

@@ -6,6 +6,7 @@ from typing import Any
 
 from controller.api import ModelRolloutStatus, Phase
 from controller.engine import AnalysisSignal, DeleteRevision, Observations, SelectServices, SetRoute, reconcile
+from controller.engine.observations import ABVerdict, AnalysisVerdict
 from tests.unit.engine.world import T0, World, deployed, make_spec
 
 STEPS: list[dict[str, Any]] = [
@@ -207,7 +208,7 @@ def test_reverting_the_template_to_stable_cancels_the_candidate() -> None:
 def test_analysis_failure_rolls_back() -> None:
     world = started()
     world.step(31)
-    world.analysis = AnalysisSignal("fail", "error-rate 0.05 > max 0.001")
+    world.analysis = AnalysisSignal(AnalysisVerdict.FAIL, "error-rate 0.05 > max 0.001")
     world.step(1)
     assert world.status.phase == Phase.ROLLED_BACK
     assert world.route == (0, 0)
@@ -216,7 +217,7 @@ def test_analysis_failure_rolls_back() -> None:
 
 def test_analysis_hold_never_advances() -> None:
     world = started()
-    world.analysis = AnalysisSignal("hold", "prediction PSI 0.4 > 0.2")
+    world.analysis = AnalysisSignal(AnalysisVerdict.HOLD, "prediction PSI 0.4 > 0.2")
     world.step(3600)
     assert world.status.current_step == 0
     assert "PSI" in world.status.message
@@ -224,7 +225,7 @@ def test_analysis_hold_never_advances() -> None:
 
 def test_analysis_error_pauses_by_default_and_never_promotes() -> None:
     world = started([{"canary": {"weight": 10, "duration": "10s"}}])
-    world.analysis = AnalysisSignal("error", "prometheus unreachable")
+    world.analysis = AnalysisSignal(AnalysisVerdict.ERROR, "prometheus unreachable")
     world.step(3600)
     assert world.status.phase == Phase.PAUSED
     assert world.status.stable_revision == "rev1"
@@ -232,11 +233,11 @@ def test_analysis_error_pauses_by_default_and_never_promotes() -> None:
 
 def test_analysis_error_pause_resumes_when_measurements_return() -> None:
     world = started([{"canary": {"weight": 10, "duration": "60s"}}])
-    world.analysis = AnalysisSignal("error", "prometheus unreachable")
+    world.analysis = AnalysisSignal(AnalysisVerdict.ERROR, "prometheus unreachable")
     world.step(5)
     assert world.status.phase == Phase.PAUSED
     assert "prometheus unreachable" in world.status.message
-    world.analysis = AnalysisSignal("pass")
+    world.analysis = AnalysisSignal(AnalysisVerdict.PASS)
     world.step(5)
     assert world.status.phase == Phase.PROGRESSING
     assert "AnalysisRecovered" in world.reasons()
@@ -244,12 +245,12 @@ def test_analysis_error_pause_resumes_when_measurements_return() -> None:
 
 def test_halt_waits_for_a_human() -> None:
     world = started([{"canary": {"weight": 10, "duration": "10s"}}])
-    world.analysis = AnalysisSignal("halt", "sample ratio mismatch: 70/30 observed for 90/10")
+    world.analysis = AnalysisSignal(AnalysisVerdict.HALT, "sample ratio mismatch: 70/30 observed for 90/10")
     world.step(60)
     assert world.status.phase == Phase.PAUSED
     paused = next(c for c in world.status.conditions if c.type == "Paused")
     assert paused.reason == "AnalysisHalted" and "sample ratio mismatch" in paused.message
-    world.analysis = AnalysisSignal("pass")
+    world.analysis = AnalysisSignal(AnalysisVerdict.PASS)
     world.step(60)
     assert world.status.phase == Phase.PAUSED, "a halt is not lifted by itself"
     world.act("promote")
@@ -261,18 +262,18 @@ def test_ab_verdicts() -> None:
         {"abTest": {"weight": 50, "maxDuration": "1h", "metric": "conversion", "onInconclusive": "rollback"}}
     ]
     better = started(ab)
-    better.analysis = AnalysisSignal("pass", ab_verdict="candidate_better")
+    better.analysis = AnalysisSignal(AnalysisVerdict.PASS, ab_verdict=ABVerdict.CANDIDATE_BETTER)
     better.step(10)
     assert better.status.phase == Phase.COMPLETED
     assert better.status.verdict == "CandidateBetter"
 
     worse = started(ab)
-    worse.analysis = AnalysisSignal("pass", ab_verdict="candidate_worse")
+    worse.analysis = AnalysisSignal(AnalysisVerdict.PASS, ab_verdict=ABVerdict.CANDIDATE_WORSE)
     worse.step(10)
     assert worse.status.phase == Phase.ROLLED_BACK
 
     unsure = started(ab)
-    unsure.analysis = AnalysisSignal("pass", ab_verdict="inconclusive")
+    unsure.analysis = AnalysisSignal(AnalysisVerdict.PASS, ab_verdict=ABVerdict.INCONCLUSIVE)
     unsure.step(1800)
     assert unsure.status.phase == Phase.PROGRESSING
     unsure.step(1801)
@@ -292,3 +293,40 @@ def test_unknown_action_is_reported_not_applied() -> None:
     world.act("abort")
     assert "ActionIgnored" in world.reasons()
     assert world.status.phase == Phase.COMPLETED
+
+
+def test_replicas_routing_sizes_the_candidate_by_weight_in_the_engine() -> None:
+    world = started([{"canary": {"weight": 50, "duration": "10s"}}, {"canary": {"weight": 75, "duration": "1h"}}],
+                    routing="replicas")
+    assert world.deployments["rev2"] == 2, "50% beside 2 stable replicas is 2 candidate replicas"
+    world.step(11)
+    assert world.deployments["rev2"] == 6, "75% beside 2 is 6"
+    assert world.deployments["rev1"] == 2, "the stable is never scaled down before promotion"
+    assert not any(isinstance(action, SetRoute) for action in world.history), "no route without a mesh"
+    world.act("abort")
+    assert world.deployments["rev2"] == 0
+
+
+def test_resuming_a_halted_step_restarts_the_step_and_its_evidence() -> None:
+    world = started([{"abTest": {"weight": 50, "maxDuration": "1h", "metric": "conversion"}}])
+    world.analysis = AnalysisSignal(AnalysisVerdict.HALT, "sample ratio mismatch")
+    world.step(5)
+    assert world.status.phase == Phase.PAUSED
+    assert world.status.pause_reason == "halted"
+    first_start = world.status.step_started_at
+    world.analysis = AnalysisSignal(AnalysisVerdict.PASS)
+    world.step(60)
+    assert world.status.phase == Phase.PAUSED, "a halt waits for a human, even when the signal clears"
+    world.act("resume")
+    assert "HaltResumed" in world.reasons()
+    assert world.status.phase == Phase.PROGRESSING
+    assert world.status.step_started_at != first_start, "the step's evidence starts again"
+    assert world.status.analysis == {}
+
+
+def test_every_action_outside_the_table_is_ignored_with_a_warning() -> None:
+    world = started(STEPS)
+    for action in ("retry", "undo", "resume"):
+        world.act(action)
+        assert world.reasons()[-1] == "ActionIgnored"
+    assert world.status.phase == Phase.PROGRESSING

@@ -14,7 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controller.api import ACTIONS, Phase
+from controller.api import Action as ManualAction
 from controller.engine import AnalysisSignal, DeleteRevision, ScaleRevision
+from controller.engine.observations import ABVerdict, AnalysisVerdict
 from controller.engine.routes import describes
 from tests.unit.engine.world import World, make_spec
 
@@ -67,15 +69,15 @@ def test_invariants_hold_for_any_event_sequence(
         if kind == "tick":
             world.now += timedelta(seconds=value)
         elif kind == "action":
-            world.status = world.status.model_copy(update={"pending_action": value})
+            world.status = world.status.model_copy(update={"pending_action": ManualAction(value)})
         elif kind == "ready":
             world.candidate_ready = value
         elif kind == "template":
             world.new_template(value)
         elif kind == "analysis":
-            world.analysis = None if value == "none" else AnalysisSignal(value, "simulated")
+            world.analysis = None if value == "none" else AnalysisSignal(AnalysisVerdict(value), "simulated")
         else:
-            world.analysis = AnalysisSignal("pass", ab_verdict=value)
+            world.analysis = AnalysisSignal(AnalysisVerdict.PASS, ab_verdict=ABVerdict(value))
 
         stable_before = world.status.stable_revision
         world.history.clear()

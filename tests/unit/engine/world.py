@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from controller.api import Action as ManualAction
 from controller.api import ModelRolloutSpec, ModelRolloutStatus
 from controller.engine import (
     Action,
@@ -71,6 +72,7 @@ class World:
         observations = Observations(
             template_revision=self.revision,
             candidate_ready=self.candidate_ready,
+            candidate_any_ready=self.candidate_ready,
             candidate_unschedulable=self.unschedulable,
             analysis=self.analysis,
         )
@@ -95,7 +97,7 @@ class World:
             self.events.append(action)
 
     def act(self, action: str) -> Transition:
-        self.status = self.status.model_copy(update={"pending_action": action})
+        self.status = self.status.model_copy(update={"pending_action": ManualAction(action)})
         return self.step()
 
     def new_template(self, revision: str) -> None:

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from controller.engine.routes import candidate_replicas, effective_weight
 from controller.routers import HeaderRoute, RouterError, gatewayapi, istio
-from controller.routers.replicas import candidate_replicas, effective_weight
 
 S, C = "scorer-stable", "scorer-candidate"
 
