@@ -17,8 +17,8 @@ namespace and prints a clearly marked extrapolation to 10,000.
 
     python -m benchmarks.scale [--sizes 10,100,1000] [--steady 60] [--workers 8]
 
-The route's weights are read here from the HTTPRoute's backendRefs directly:
-the benchmark shares no code with the operator's routers.
+The route's weights are read from the HTTPRoute's backendRefs by the test tooling
+(`e2e.harness.httproute_weights`): the benchmark shares no code with the operator's routers.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from controller.kubeclient import api_client_from_kubeconfig
 from controller.sandbox.cluster import Sandbox
 from controller.sandbox.nodes import DEFAULT_NODES, NodeShape
 from controller.sandbox.processes import free_port
+from e2e.harness import httproute_weights
 
 NAMESPACE = "scale"
 GROUP, VERSION, ROUTES = "gateway.networking.k8s.io", "v1", "httproutes"
@@ -57,19 +58,6 @@ BENCH_NODES = tuple(NodeShape(name=f"bench-{i}", cpu="100000", memory="10000Gi",
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def weights(route: dict[str, Any], name: str) -> tuple[int, int]:
-    """(percent to the candidate Service, mirror percent), read straight from the object."""
-    candidate = f"{name}-candidate"
-    for rule in route.get("spec", {}).get("rules", []):
-        refs = {ref.get("name"): int(ref.get("weight", 1)) for ref in rule.get("backendRefs", [])}
-        if f"{name}-stable" in refs:
-            total = sum(refs.values()) or 1
-            mirror = next((int(f["requestMirror"].get("percent", 100)) for f in rule.get("filters", [])
-                           if f.get("type") == "RequestMirror"), 0)
-            return round(100 * refs.get(candidate, 0) / total), mirror
-    return -1, -1
 
 
 class RouteWatch:
@@ -93,7 +81,7 @@ class RouteWatch:
                     obj = event["object"]
                     name = obj["metadata"]["name"]
                     with self.changed:
-                        self.latest[name] = weights(obj, name)
+                        self.latest[name] = httproute_weights(obj, name)
                         self.changed.notify_all()
                     if self.stopped.is_set():
                         break

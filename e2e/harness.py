@@ -169,12 +169,11 @@ def httproute(name: str) -> dict[str, Any]:
     }
 
 
-def httproute_state(rollouts: Rollouts, name: str) -> tuple[int, int]:
-    """(percent to `<name>-candidate`, mirror percent), read straight from the stored HTTPRoute.
+def httproute_weights(route: dict[str, Any], name: str) -> tuple[int, int]:
+    """(percent to `<name>-candidate`, mirror percent) of a stored HTTPRoute.
 
     Written here, not taken from the operator's routers: a check must not share code with what it checks.
     """
-    route = rollouts.get_object("gateway.networking.k8s.io", "v1", "httproutes", name)
     for rule in route["spec"]["rules"]:
         refs = {ref["name"]: int(ref.get("weight", 1)) for ref in rule.get("backendRefs", [])}
         if f"{name}-stable" in refs and not str(rule.get("name", "")).endswith("-header"):
@@ -183,6 +182,10 @@ def httproute_state(rollouts: Rollouts, name: str) -> tuple[int, int]:
                            if f["type"] == "RequestMirror"), 0)
             return (round(100 * refs.get(f"{name}-candidate", 0) / total) if total else 0), mirror
     raise AssertionError(f"HTTPRoute {name} has no rule for {name}-stable")
+
+
+def httproute_state(rollouts: Rollouts, name: str) -> tuple[int, int]:
+    return httproute_weights(rollouts.get_object("gateway.networking.k8s.io", "v1", "httproutes", name), name)
 
 
 def virtualservice(name: str) -> dict[str, Any]:

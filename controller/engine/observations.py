@@ -18,7 +18,10 @@ class AnalysisVerdict(StrEnum):
 
 
 class ABVerdict(StrEnum):
-    """The statistical verdict of an abTest step's metric."""
+    """The statistical verdict of an abTest step's metric.
+
+    The same names as `stats.judge.Verdict`, kept apart on purpose: importing `controller.stats`
+    loads scipy, and the engine (so the idle operator) must not."""
 
     CANDIDATE_BETTER = "candidate_better"
     CANDIDATE_WORSE = "candidate_worse"

@@ -23,7 +23,7 @@ from kubernetes import client, watch
 from urllib3.exceptions import ProtocolError
 
 from controller.sandbox.cluster import Sandbox, SandboxState
-from e2e.harness import stop_process
+from e2e.harness import httproute_weights, stop_process
 from tests.integration.rollout_helpers import Rollouts, httproute, operator_process, rollout_body, wait_for, with_image
 
 pytestmark = pytest.mark.cluster
@@ -38,18 +38,6 @@ STEPS: list[dict[str, Any]] = [
 ]
 # The traffic states the steps describe, in order; the last (0, 0) is after the Services swapped.
 ORDER = [(0, 0), (0, 50), (10, 0), (50, 0), (60, 0), (100, 0)]
-
-
-def route_weights(route: dict[str, Any], name: str) -> tuple[int, int]:
-    """Read independently of the operator's routers."""
-    for rule in route["spec"]["rules"]:
-        refs = {ref["name"]: int(ref.get("weight", 1)) for ref in rule.get("backendRefs", [])}
-        if f"{name}-stable" in refs:
-            total = sum(refs.values()) or 1
-            mirror = next((int(f["requestMirror"].get("percent", 100)) for f in rule.get("filters", [])
-                           if f["type"] == "RequestMirror"), 0)
-            return round(100 * refs.get(f"{name}-candidate", 0) / total), mirror
-    raise AssertionError("no managed rule")
 
 
 class RouteRecorder:
@@ -73,7 +61,7 @@ class RouteRecorder:
                         field_selector=f"metadata.name={self.name}", resource_version=version, timeout_seconds=5):
                     obj = event["object"]
                     version = obj["metadata"]["resourceVersion"]
-                    state = route_weights(obj, self.name)
+                    state = httproute_weights(obj, self.name)
                     if not self.states or self.states[-1] != state:
                         self.states.append(state)
             except (ProtocolError, client.ApiException, OSError):
@@ -160,7 +148,7 @@ def test_sigkill_at_twenty_moments_of_multi_step_rollouts_never_moves_traffic_ba
             kills += 2
             rollouts.wait_status(name, lambda s: s.get("phase") == "Completed"
                                  and bool(s.get("previousStableRevision")), timeout=120, what="promoted")
-            wait_for(lambda: route_weights(rollouts.get_object(*ROUTES, name), name) == (0, 0),  # noqa: B023
+            wait_for(lambda: httproute_weights(rollouts.get_object(*ROUTES, name), name) == (0, 0),  # noqa: B023
                      what="route back on the stable Service")
             time.sleep(0.5)  # the watch's last events
             states = recorder.stop()

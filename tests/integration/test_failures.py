@@ -85,8 +85,9 @@ def test_api_500_on_the_route_write_becomes_a_condition_and_the_step_waits(
             assert httproute_state(rollouts, "scorer") == (0, 0)
         rollouts.wait_status("scorer", lambda s: s.get("canaryWeight") == 50, what="goes on once writes work")
         assert httproute_state(rollouts, "scorer") == (50, 0)
-    events = client.CoreV1Api(api_client).list_namespaced_event(namespace, field_selector="involvedObject.name=scorer")
-    assert any(e.reason == "ApiError" for e in events.items)
+    core = client.CoreV1Api(api_client)
+    wait_for(lambda: any(e.reason == "ApiError" for e in core.list_namespaced_event(
+        namespace, field_selector="involvedObject.name=scorer").items), what="the ApiError Event")
     assert "Traceback" not in (tmp_path / "operator.log").read_text(errors="replace")
 
 

@@ -151,7 +151,7 @@ def test_a_service_we_did_not_create_is_never_taken_over(
             "scorer", lambda s: any(c["reason"] == "OwnershipConflict" for c in s.get("conditions", [])),
             what="ownership conflict condition")
         assert "scorer-stable" in status["message"]
-        assert "OwnershipConflict" in events(api_client, namespace, "scorer")
+        wait_for(lambda: "OwnershipConflict" in events(api_client, namespace, "scorer"), what="the Event")
     service = core.read_namespaced_service("scorer-stable", namespace)
     assert service.spec is not None and service.spec.selector == theirs, "their selector is untouched"
     assert_no_traceback(tmp_path / "operator.log")
@@ -173,7 +173,8 @@ def test_a_missing_secret_is_named_in_a_condition_and_an_event(
             "scorer", lambda s: any("prom-creds" in c.get("message", "") for c in s.get("conditions", [])),
             what="a condition naming the Secret")
         assert status["phase"] == "Paused"
-        assert "AnalysisError" in events(api_client, namespace, "scorer")
+        # The Event follows the status that records the transition.
+        wait_for(lambda: "AnalysisError" in events(api_client, namespace, "scorer"), what="AnalysisError Event")
     assert_no_traceback(tmp_path / "operator.log")
 
 
@@ -228,6 +229,7 @@ def test_every_transition_is_told_exactly_once(
         rollouts.patch("scorer", with_image(body, "scorer:v2"))
         rollouts.wait_status("scorer", lambda s: s.get("phase") == "Completed"
                              and bool(s.get("previousStableRevision")), what="promoted")
+        wait_for(lambda: events(api_client, namespace, "scorer")["Promoted"], what="the Promoted Event")
     told = events(api_client, namespace, "scorer")
     assert told["Deployed"] == 1
     assert told["RolloutStarted"] == 1
