@@ -23,11 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 from kubernetes import client, watch
 from urllib3.exceptions import ProtocolError
 
-from controller import api, crdgen
+from controller import api
 from controller.kubeclient import api_client_from_kubeconfig
 from controller.routers.gatewayapi import read_route
 from controller.sandbox.build import ensure_binaries
@@ -184,9 +183,6 @@ def main() -> None:  # noqa: PLR0915 - one linear scenario reads best top to bot
     try:
         bench = Bench(state.kubeconfig, binaries.kubectl)
         client.CoreV1Api(bench.api).create_namespace({"metadata": {"name": NAMESPACE}})  # type: ignore[arg-type]
-        client.ApiextensionsV1Api(bench.api).create_custom_resource_definition(
-            yaml.safe_load(crdgen.CRD_PATH.read_text()))
-        sandbox.kubectl(binaries, "wait", "--for=condition=Established", f"crd/{api.PLURAL}.{api.GROUP}")
         port = free_port()
         log = Path(tempfile.mkdtemp()) / "operator.log"
         env = dict(os.environ, KUBECONFIG=state.kubeconfig, MODELROLLOUT_METRICS_PORT=str(port))

@@ -38,11 +38,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 from kubernetes import client, watch
 from urllib3.exceptions import ProtocolError
 
-from controller import api, crdgen
+from controller import api
 from controller.kubeclient import api_client_from_kubeconfig
 from controller.sandbox.cluster import Sandbox
 from controller.sandbox.nodes import DEFAULT_NODES, NodeShape
@@ -248,10 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         kubeconfig = str(sandbox.kubeconfig)
         bench = Bench(kubeconfig)
-        client.ApiextensionsV1Api(bench.api).create_custom_resource_definition(
-            yaml.safe_load(crdgen.CRD_PATH.read_text()))
         client.CoreV1Api(bench.api).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=NAMESPACE)))
-        time.sleep(2)  # the CRD's Established condition
         operator = start_operator(kubeconfig, args.workers, workdir / "operator.log")
         idle_rss = operator.rss_mb()
         routes = RouteWatch(bench.api)

@@ -14,10 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
 from kubernetes import client
 
-from controller import api, crdgen
+from controller import api
 from controller.kubeclient import api_client_from_kubeconfig
 from controller.sandbox.cluster import Sandbox
 from e2e.harness import httproute_state
@@ -66,16 +65,13 @@ def _follow(world: World, done: Any, timeout: float) -> dict[str, Any]:
 
 def run_demo(keep: bool = False) -> int:
     sandbox = Sandbox(name="demo")
-    if sandbox.status()["running"]:
-        sandbox.down()
+    sandbox.down()  # a sandbox left over from an earlier demo, whole or not
     print("==> starting the sandbox (etcd, kube-apiserver, controller-manager, scheduler, kwok, GPU nodes)")
     state = sandbox.up()
     api_client = api_client_from_kubeconfig(state.kubeconfig)
     try:
-        client.ApiextensionsV1Api(api_client).create_custom_resource_definition(
-            yaml.safe_load(crdgen.CRD_PATH.read_text()))
+        # `sandbox up` installed the ModelRollout CRD and waited until it is Established.
         client.CoreV1Api(api_client).create_namespace({"metadata": {"name": NAMESPACE}})  # type: ignore[arg-type]
-        time.sleep(2)  # the CRD becomes Established
         with tempfile.TemporaryDirectory() as workdir, e2e_world(api_client, NAMESPACE, Path(state.kubeconfig),
                                                                  Path(workdir), rps=40) as world:
             print(f"==> Prometheus at {world.prometheus.url}; operator, model servers and load running")

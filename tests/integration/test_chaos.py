@@ -134,12 +134,16 @@ def test_sigkill_at_twenty_moments_of_multi_step_rollouts_never_moves_traffic_ba
             rollouts.wait_status(name, lambda s: s.get("phase") == "Completed", what="deployed")
             recorder = RouteRecorder(api_client, namespace, name)
             rollouts.patch(name, with_image(body, f"{name}:v2", gpus=0))
-            # Three random moments while the timed steps run...
-            for _ in range(3):
+            # Two random moments while the timed steps run...
+            for _ in range(2):
                 time.sleep(rng.uniform(0.0, 2.5))
                 operator.kill_and_restart()
                 kills += 1
-            # ...one aimed at the pause, one inside the promotion.
+            # ...one aimed inside the A/B step, one at the pause, one inside the promotion.
+            rollouts.wait_status(name, lambda s: s.get("canaryWeight") == 60 or s.get("phase") == "Paused",
+                                 timeout=120, what="A/B step (or past it)")
+            operator.kill_and_restart()
+            kills += 1
             rollouts.wait_status(name, lambda s: s.get("phase") == "Paused", timeout=120, what="pause step")
             operator.kill_and_restart()
             rollouts.patch(name, {"metadata": {"annotations": {"rollouts.mlops.dev/action": "promote"}}})
@@ -176,6 +180,7 @@ def test_kube_apiserver_restarted_mid_canary_loses_and_repeats_no_step(
         try:
             os.kill(int(pid_file.read_text().strip()), signal.SIGKILL)  # the sandbox's own apiserver
             wait_for(lambda: not instance.components()["kube-apiserver"], what="apiserver down")
+            assert not instance.status()["running"], "status reports the dead component"
             time.sleep(3)  # an outage long enough for the operator's watches and writes to fail
         finally:
             assert instance.heal() == ["kube-apiserver"]
