@@ -19,19 +19,15 @@ from pydantic import ValidationError
 from controller import api
 from controller.analysis.runner import AnalysisIO, Run, analyse
 from controller.engine import (
-    DeleteRevision,
     EmitEvent,
-    EnsureRevision,
     Observations,
-    OrphanRevision,
-    ScaleRevision,
-    SelectServices,
     SetRoute,
     Transition,
     finalize,
     invalid_spec,
     reconcile,
 )
+from controller.engine.execute import execute
 from controller.events import post_event
 from controller.routers import HeaderRoute, RouterError, TrafficRouter
 from controller.routers.gatewayapi import GatewayAPIRouter
@@ -223,27 +219,41 @@ def _with_analysis(transition: Transition, status: api.ModelRolloutStatus, analy
         update={"analysis": analysis.state, "decisions": decisions}), transition.wake_at)
 
 
+class ClusterTarget:
+    """The engine's actions, carried out on the cluster: workloads, Services and the route."""
+
+    def __init__(self, ctx: Context, body: dict[str, Any], spec: api.ModelRolloutSpec, workloads: Workloads) -> None:
+        meta = body["metadata"]
+        self.workloads = workloads
+        self.router = _router(ctx, spec, meta["name"], meta["namespace"])
+
+    def revision_exists(self, revision: str) -> bool:
+        return self.workloads.observe(revision).exists
+
+    def ensure_revision(self, revision: str, replicas: int) -> None:
+        self.workloads.ensure_revision(revision, replicas)
+
+    def scale_revision(self, revision: str, replicas: int) -> None:
+        self.workloads.scale_revision(revision, replicas)
+
+    def delete_revision(self, revision: str) -> None:
+        self.workloads.delete_revision(revision)
+
+    def orphan_revision(self, revision: str) -> None:
+        self.workloads.orphan_revision(revision)
+
+    def select_services(self, stable: str, candidate: str) -> None:
+        self.workloads.select_services(stable, candidate)
+
+    def set_route(self, weight: int, mirror: int, header: tuple[str, str] | None) -> None:
+        if self.router is None:
+            raise RouterError("trafficRouting.replicas has no route to write")  # the engine never asks
+        self.router.set_route(weight, mirror, HeaderRoute(*header) if header else None)
+
+
 def _execute(ctx: Context, body: dict[str, Any], spec: api.ModelRolloutSpec, actions: list[Any],
              workloads: Workloads) -> None:
-    """Carry out the engine's actions in order: no decisions here, only writes."""
-    meta = body["metadata"]
-    router = _router(ctx, spec, meta["name"], meta["namespace"])
-    for action in actions:
-        if isinstance(action, EnsureRevision):
-            if not (action.create_only and workloads.observe(action.revision).exists):
-                workloads.ensure_revision(action.revision, action.replicas)
-        elif isinstance(action, ScaleRevision):
-            workloads.scale_revision(action.revision, action.replicas)
-        elif isinstance(action, DeleteRevision):
-            workloads.delete_revision(action.revision)
-        elif isinstance(action, OrphanRevision):
-            workloads.orphan_revision(action.revision)
-        elif isinstance(action, SelectServices):
-            workloads.select_services(action.stable, action.candidate)
-        elif isinstance(action, SetRoute):
-            if router is None:
-                raise RouterError("trafficRouting.replicas has no route to write")  # the engine never asks
-            router.set_route(action.weight, action.mirror, HeaderRoute(*action.header) if action.header else None)
+    execute(actions, ClusterTarget(ctx, body, spec, workloads))
 
 
 def _finalize(ctx: Context, rollout: RolloutObject, spec: api.ModelRolloutSpec, status: api.ModelRolloutStatus,

@@ -11,16 +11,12 @@ from controller.api import ModelRolloutSpec, ModelRolloutStatus
 from controller.engine import (
     Action,
     AnalysisSignal,
-    DeleteRevision,
     EmitEvent,
-    EnsureRevision,
     Observations,
-    ScaleRevision,
-    SelectServices,
-    SetRoute,
     Transition,
     reconcile,
 )
+from controller.engine.execute import execute
 
 T0 = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)
 
@@ -57,6 +53,7 @@ class World:
     header: tuple[str, str] | None = None
     events: list[EmitEvent] = field(default_factory=list)
     history: list[Action] = field(default_factory=list)
+    orphaned: set[str] = field(default_factory=set)
 
     def step(self, seconds: float = 0.0) -> Transition:
         """Advance the clock and reconcile; like the runtime, reconcile again while a wake is due now."""
@@ -83,18 +80,37 @@ class World:
         return transition
 
     def apply(self, action: Action) -> None:
+        """Carry out one action through the operator's own dispatch (`engine.execute`)."""
         self.history.append(action)
-        if isinstance(action, EnsureRevision | ScaleRevision):
-            self.deployments[action.revision] = action.replicas
-        elif isinstance(action, DeleteRevision):
-            self.deployments.pop(action.revision, None)
-        elif isinstance(action, SelectServices):
-            self.services = (action.stable, action.candidate)
-        elif isinstance(action, SetRoute):
-            self.route = (action.weight, action.mirror)
-            self.header = action.header
-        elif isinstance(action, EmitEvent):
+        if isinstance(action, EmitEvent):
             self.events.append(action)
+        else:
+            execute([action], self)
+
+    # --- the in-memory cluster: the same Target the reconciler's ClusterTarget is -------------
+
+    def revision_exists(self, revision: str) -> bool:
+        return revision in self.deployments
+
+    def ensure_revision(self, revision: str, replicas: int) -> None:
+        self.deployments[revision] = replicas
+
+    def scale_revision(self, revision: str, replicas: int) -> None:
+        if revision in self.deployments:
+            self.deployments[revision] = replicas
+
+    def delete_revision(self, revision: str) -> None:
+        self.deployments.pop(revision, None)
+
+    def orphan_revision(self, revision: str) -> None:
+        self.orphaned.add(revision)
+
+    def select_services(self, stable: str, candidate: str) -> None:
+        self.services = (stable, candidate)
+
+    def set_route(self, weight: int, mirror: int, header: tuple[str, str] | None) -> None:
+        self.route = (weight, mirror)
+        self.header = header
 
     def act(self, action: str) -> Transition:
         self.status = self.status.model_copy(update={"pending_action": ManualAction(action)})
