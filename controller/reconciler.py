@@ -139,10 +139,10 @@ def _take_action_annotation(rollout: RolloutObject, status: api.ModelRolloutStat
     In that order: a crash in between leaves the action pending exactly once.
     """
     action = (rollout.body["metadata"].get("annotations") or {}).get(api.ACTION_ANNOTATION)
-    if not action:
-        return status
+    if not action or status.pending_action is not None:
+        return status  # One at a time: a newer action waits on the object until the pending one is applied.
     verb = action.split("@", 1)[0].strip()
-    if verb in api.ACTIONS and status.pending_action is None:
+    if verb in api.ACTIONS:
         status = status.model_copy(update={"pending_action": api.Action(verb)})
         rollout.write_status(status.model_dump(mode="json", by_alias=True))
     elif verb not in api.ACTIONS:
@@ -200,6 +200,9 @@ def reconcile_object(ctx: Context, body: dict[str, Any], now: datetime | None = 
         next_analysis_at=analysis.next_at,
     )
     transition = _with_analysis(reconcile(spec, generation, status, observations, now), status, analysis)
+    if api.ACTION_ANNOTATION in (rollout.body["metadata"].get("annotations") or {}):
+        # An action that arrived while another was pending: take it right after this one.
+        transition = Transition(transition.actions, transition.status, now)
     _execute(ctx, rollout.body, spec, transition.actions, workloads)
     _finish(rollout, status, transition)
     # Events only once the status that records the transition is stored: a conflict

@@ -283,3 +283,27 @@ def test_delete_with_delete_policy_removes_everything(
                  and not client.CoreV1Api(api_client).list_namespaced_service(namespace).items,
                  what="every owned object removed")
     assert_no_traceback(tmp_path / "operator.log")
+
+
+def test_an_action_written_while_another_is_pending_is_applied_after_it(
+    rollouts: Rollouts, namespace: str, kubeconfig: Path, tmp_path: Path, api_client: client.ApiClient,
+) -> None:
+    """Regression: a retry written while an abort was pending (taken into status.pendingAction,
+    its annotation not yet removed) was taken off the object and lost. The operator is stopped
+    at exactly that point: the abort pending in status, the retry on the annotation."""
+    body = rollout_body("scorer", [{"canary": {"weight": 10, "duration": "1h"}}], GATEWAY, gpus=0)
+    log = tmp_path / "operator.log"
+    with operator_process(kubeconfig, namespace, log):
+        _deployed(rollouts, body)
+        rollouts.patch("scorer", with_image(body, "scorer:v2", gpus=0))
+        rollouts.wait_status("scorer", lambda s: s.get("canaryWeight") == 10, what="canary 10")
+    rollouts.custom.patch_namespaced_custom_object_status(
+        "rollouts.mlops.dev", "v1alpha1", namespace, "modelrollouts", "scorer", {"status": {"pendingAction": "abort"}})
+    rollouts.patch("scorer", {"metadata": {"annotations": {ACTION: "retry"}}})
+    with operator_process(kubeconfig, namespace, log):
+        wait_for(lambda: events(api_client, namespace, "scorer")["Retried"] == 1, what="the retry applied")
+        rollouts.wait_status("scorer", lambda s: s.get("canaryWeight") == 10 and s.get("lastAction") == "retry",
+                             what="back in the canary step")
+    told = events(api_client, namespace, "scorer")
+    assert told["RolledBack"] == 1, "the pending abort went first"
+    assert_no_traceback(log)
