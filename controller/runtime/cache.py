@@ -40,7 +40,8 @@ class ServiceView:
 
 
 def plain(body: Mapping[str, Any]) -> dict[str, Any]:
-    """A deep, plain copy of a Kopf body view (lists and dicts only)."""
+    """A deep, plain copy of a Kopf body view (lists and dicts only), without managedFields: they are
+    most of an object's bytes, nothing here reads them, and an update that omits them keeps them."""
     def copy(value: Any) -> Any:
         if isinstance(value, Mapping):
             return {key: copy(item) for key, item in value.items()}
@@ -49,6 +50,7 @@ def plain(body: Mapping[str, Any]) -> dict[str, Any]:
         return value
 
     result: dict[str, Any] = copy(body)
+    result.get("metadata", {}).pop("managedFields", None)
     return result
 
 

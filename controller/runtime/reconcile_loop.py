@@ -100,8 +100,15 @@ class ReconcileLoop:
             self._late.setdefault(key, []).append(source)
             return
         if source is not None and self.own_writes.is_own(*source):
+            self._caught_up(key, source)
             return
         self.queue.add(key)
+
+    def _caught_up(self, key: RolloutKey, echo: ObjectVersion) -> None:
+        """The cache now holds our last write of the rollout: the copy kept for it can go."""
+        written = self._written.get(key)
+        if echo[0] == api.KIND and written is not None and written.body["metadata"].get("resourceVersion") == echo[3]:
+            del self._written[key]
 
     def notify_shard(self, shard: int, shards: int) -> None:
         """This replica now holds `shard`: reconcile every rollout in it."""
@@ -164,7 +171,10 @@ class ReconcileLoop:
         finally:
             self._interrupts.pop(key, None)
             late = self._late.pop(key, [])
-            if any(not self.own_writes.is_own(*source) for source in late):
+            echoes = [source for source in late if self.own_writes.is_own(*source)]
+            for echo in echoes:
+                self._caught_up(key, echo)
+            if len(echoes) < len(late):
                 self.queue.add(key)
 
     def _reconcile(self, body: dict[str, Any], interrupt: threading.Event) -> Outcome:
