@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 from dataclasses import dataclass
 from typing import Any
 
 import kopf
+import structlog
 from kubernetes import client
 
 from controller import api, metrics
@@ -40,6 +42,7 @@ from controller.runtime.reconcile_loop import ReconcileLoop
 OURS = {ROLLOUT_LABEL: kopf.PRESENT}
 ROUTE_KINDS = (("gateway.networking.k8s.io", "v1", "httproutes"), ("networking.istio.io", "v1", "virtualservices"))
 DEFAULT_WORKERS = 8
+log = structlog.get_logger()
 
 
 @dataclass(frozen=True)
@@ -182,6 +185,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **indexes: Any
     loop = ReconcileLoop(api_client, cache, PrometheusPool(events), workers=workers)
     memo["loop"] = loop
     memo["loop_task"] = asyncio.create_task(loop.run(), name="reconcile loop")
+    memo["loop_task"].add_done_callback(_stop_if_dead)
     election: Election | None = memo.get("election")
     if election is not None:
         keeper = LeaseKeeper(
@@ -194,6 +198,14 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **indexes: Any
     port = os.environ.get("MODELROLLOUT_METRICS_PORT")
     if port:
         metrics.serve(int(port))
+
+
+def _stop_if_dead(task: asyncio.Task[None]) -> None:
+    """The loop never ends by itself; if it does, stop the process so Kubernetes restarts it,
+    rather than run on with watches and no reconciles."""
+    if not task.cancelled() and task.exception() is not None:
+        log.critical("the reconcile loop stopped; exiting", error=repr(task.exception()))
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 @kopf.on.cleanup()
