@@ -205,7 +205,7 @@ def main() -> None:  # noqa: PLR0915 - one linear scenario reads best top to bot
         took = bench.wait(lambda: bench.status("cost").get("phase") == "Completed"
                           and bench.status("cost").get("previousStableRevision"))
         after = _requests(metrics_url)
-        print(f"one rollout (shadow 2s + canary 2s, 1 s poll) took {took:.1f} s and "
+        print(f"one rollout (shadow 2s + canary 2s) took {took:.1f} s and "
               f"{after['reads'] - before['reads']:.0f} reads + {after['writes'] - before['writes']:.0f} writes "
               f"= {after['reads'] + after['writes'] - before['reads'] - before['writes']:.0f} API calls")
 
@@ -238,6 +238,9 @@ def main() -> None:  # noqa: PLR0915 - one linear scenario reads best top to bot
         if args.fault_runs:
             # The four fake GPUs are held by the rollouts above: free them first.
             for name in ("cost", "abort"):
+                # Orphan (the default) would keep each stable serving after the delete: take it all away.
+                bench.custom.patch_namespaced_custom_object(api.GROUP, api.VERSION, NAMESPACE, api.PLURAL, name,
+                                                            {"spec": {"deletionPolicy": "Delete"}})
                 bench.custom.delete_namespaced_custom_object(api.GROUP, api.VERSION, NAMESPACE, api.PLURAL, name)
             bench.wait(lambda: not client.AppsV1Api(bench.api).list_namespaced_deployment(NAMESPACE).items, 120)
             faults = fault_to_rollback(bench.api, state.kubeconfig, args.fault_runs)
