@@ -57,7 +57,6 @@ class Context:
 @dataclass
 class Outcome:
     transition: Transition | None
-    api_writes: int
     # The object as our last write left it (None when we wrote nothing), so the runtime
     # never acts on a cache entry older than its own write.
     written: dict[str, Any] | None = None
@@ -75,7 +74,6 @@ class RolloutObject:
         self.custom = client.CustomObjectsApi(ctx.api_client)
         meta = body["metadata"]
         self.namespace, self.name = meta["namespace"], meta["name"]
-        self.writes = 0
         self.wrote = False
         # Every version this reconcile saw or wrote before the last: older than what it leaves.
         self.versions: list[str] = [str(body["metadata"].get("resourceVersion", ""))]
@@ -85,7 +83,6 @@ class RolloutObject:
 
     def _stored(self, obj: Any) -> None:
         self.body = obj
-        self.writes += 1
         self.wrote = True
         version = obj["metadata"].get("resourceVersion")
         self.versions.append(str(version))
@@ -168,11 +165,11 @@ def reconcile_object(ctx: Context, body: dict[str, Any], now: datetime | None = 
         message = "; ".join(f"spec.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
         if meta.get("deletionTimestamp"):
             _drop_finalizer(rollout)  # Nothing we could route for an invalid spec: let it go.
-            return Outcome(None, rollout.writes, rollout.body, finalized=True)
+            return Outcome(None, rollout.body, finalized=True)
         transition = invalid_spec(status, generation, message, now)
         _finish(rollout, status, transition)
         _post_events(ctx.api_client, rollout.body, transition.actions)
-        return Outcome(transition, rollout.writes, rollout.body if rollout.wrote else None,
+        return Outcome(transition, rollout.body if rollout.wrote else None,
                        superseded=rollout.superseded())
 
     deleting = bool(meta.get("deletionTimestamp"))
@@ -208,7 +205,7 @@ def reconcile_object(ctx: Context, body: dict[str, Any], now: datetime | None = 
     # Events only once the status that records the transition is stored: a conflict
     # recomputes the transition, and its Events must not be told twice.
     _post_events(ctx.api_client, rollout.body, transition.actions)
-    return Outcome(transition, rollout.writes + workloads.writes, rollout.body if rollout.wrote else None,
+    return Outcome(transition, rollout.body if rollout.wrote else None,
                    superseded=rollout.superseded())
 
 
@@ -262,7 +259,7 @@ def _execute(ctx: Context, body: dict[str, Any], spec: api.ModelRolloutSpec, act
 def _finalize(ctx: Context, rollout: RolloutObject, spec: api.ModelRolloutSpec, status: api.ModelRolloutStatus,
               workloads: Workloads) -> Outcome:
     if FINALIZER not in (rollout.body["metadata"].get("finalizers") or []):
-        return Outcome(None, 0, finalized=True)
+        return Outcome(None, finalized=True)
     actions = finalize(spec, status)
     try:
         _execute(ctx, rollout.body, spec, actions, workloads)
@@ -273,7 +270,7 @@ def _finalize(ctx: Context, rollout: RolloutObject, spec: api.ModelRolloutSpec, 
         _execute(ctx, rollout.body, spec, rest, workloads)
     _drop_finalizer(rollout)
     _post_events(ctx.api_client, rollout.body, actions)
-    return Outcome(None, rollout.writes + workloads.writes, rollout.body, finalized=True)
+    return Outcome(None, rollout.body, finalized=True)
 
 
 def _drop_finalizer(rollout: RolloutObject) -> None:

@@ -116,13 +116,11 @@ class Workloads:
         self.uid: str = owner["metadata"].get("uid", "")
         # False while the rollout is being deleted: what it releases must not be owned again.
         self.adopt = adopt
-        self.writes = 0
 
     def _deployment(self, revision: str) -> DeploymentView | None:
         return self.cache.deployment(self.namespace, self.name, revision)
 
     def _record(self, kind: str, name: str, written: Any) -> None:
-        self.writes += 1
         metadata = getattr(written, "metadata", None)
         self.own_writes.record(kind, self.namespace, name, getattr(metadata, "resource_version", None))
 
@@ -166,7 +164,6 @@ class Workloads:
             self.apps.delete_namespaced_deployment(
                 deployment_name(self.name, revision), self.namespace, propagation_policy="Background"
             )
-            self.writes += 1
         except client.ApiException as error:
             if error.status != 404:
                 raise
@@ -228,7 +225,6 @@ class Workloads:
         release = {"metadata": {"ownerReferences": None}}
         try:
             self.apps.patch_namespaced_deployment(deployment_name(self.name, revision), self.namespace, release)
-            self.writes += 1
         except client.ApiException as error:
             if error.status != 404:
                 raise
@@ -236,4 +232,3 @@ class Workloads:
             view = self.cache.service(self.namespace, name)
             if view is not None and self.is_ours(view):
                 self.core.patch_namespaced_service(name, self.namespace, release)
-                self.writes += 1

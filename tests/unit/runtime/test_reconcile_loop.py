@@ -46,7 +46,7 @@ async def test_a_conflict_rereads_and_recomputes(run_in_thread: None) -> None:
         seen.append(snapshot["metadata"]["resourceVersion"])
         if len(seen) == 1:
             raise StaleSnapshot("changed")
-        return Outcome(None, 1)
+        return Outcome(None)
 
     loop._reconcile = reconcile  # type: ignore[method-assign,assignment]
     loop._read_fresh = lambda key: body("2")  # type: ignore[method-assign]
@@ -86,7 +86,7 @@ async def test_a_reconcile_never_acts_on_a_snapshot_older_than_its_own_write(run
 
     def reconcile(snapshot: dict[str, Any], _: threading.Event) -> Outcome:
         snapshots.append(snapshot["metadata"]["resourceVersion"])
-        return Outcome(None, 1, written=body("5"), superseded={"1", "3"})
+        return Outcome(None, written=body("5"), superseded={"1", "3"})
 
     loop._reconcile = reconcile  # type: ignore[method-assign,assignment]
     await loop.handle(KEY)
