@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -9,8 +10,16 @@ import structlog
 from kubernetes import client
 
 from controller import api
+from controller.engine import Action, EmitEvent
 
 log = structlog.get_logger()
+
+
+def post_events(api_client: client.ApiClient, body: dict[str, Any], actions: Iterable[Action]) -> None:
+    """Tell the EmitEvent actions among `actions`, in order."""
+    for action in actions:
+        if isinstance(action, EmitEvent):
+            post_event(api_client, body, action.type, action.reason, action.message)
 
 
 def post_event(api_client: client.ApiClient, body: dict[str, Any], type_: str, reason: str, message: str) -> None:

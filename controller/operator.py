@@ -23,6 +23,7 @@ from controller import api, metrics
 from controller.analysis.prometheus import PrometheusPool
 from controller.kubeclient import api_client_from_kubeconfig
 from controller.logs import configure_logging
+from controller.routers import gatewayapi, istio
 from controller.runtime.cache import (
     REVISION_LABEL,
     ROLLOUT_LABEL,
@@ -40,7 +41,7 @@ from controller.runtime.own_writes import ObjectVersion
 from controller.runtime.reconcile_loop import ReconcileLoop
 
 OURS = {ROLLOUT_LABEL: kopf.PRESENT}
-ROUTE_KINDS = (("gateway.networking.k8s.io", "v1", "httproutes"), ("networking.istio.io", "v1", "virtualservices"))
+ROUTE_KINDS = ((gatewayapi.GROUP, gatewayapi.VERSION, gatewayapi.PLURAL), (istio.GROUP, istio.VERSION, istio.PLURAL))
 DEFAULT_WORKERS = 8
 log = structlog.get_logger()
 
@@ -96,12 +97,12 @@ async def unschedulable(labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[
 
 @kopf.index(*ROUTE_KINDS[0])
 async def httproutes(body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    return {("httproutes", *_key(body)): plain(body)}
+    return {(gatewayapi.PLURAL, *_key(body)): plain(body)}
 
 
 @kopf.index(*ROUTE_KINDS[1])
 async def virtualservices(body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    return {("virtualservices", *_key(body)): plain(body)}
+    return {(istio.PLURAL, *_key(body)): plain(body)}
 
 
 # --- wake-ups ----------------------------------------------------------------
@@ -154,12 +155,12 @@ async def _route_changed(plural: str, body: kopf.Body, memo: kopf.Memo) -> None:
 
 @kopf.on.event(*ROUTE_KINDS[0])
 async def httproute_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    await _route_changed("httproutes", body, memo)
+    await _route_changed(gatewayapi.PLURAL, body, memo)
 
 
 @kopf.on.event(*ROUTE_KINDS[1])
 async def virtualservice_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    await _route_changed("virtualservices", body, memo)
+    await _route_changed(istio.PLURAL, body, memo)
 
 
 # --- lifecycle ---------------------------------------------------------------
@@ -178,7 +179,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **indexes: Any
         rollouts=indexes["rollouts"], rollouts_by_route=indexes["rollouts_by_route"],
         deployments=indexes["deployments"], services=indexes["services"],
         unschedulable=indexes["unschedulable"],
-        routes={"httproutes": indexes["httproutes"], "virtualservices": indexes["virtualservices"]},
+        routes={gatewayapi.PLURAL: indexes["httproutes"], istio.PLURAL: indexes["virtualservices"]},
     )
     workers = int(memo.get("workers") or os.environ.get("MODELROLLOUT_WORKERS") or DEFAULT_WORKERS)
     events = asyncio.get_running_loop()

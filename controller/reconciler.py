@@ -19,7 +19,6 @@ from pydantic import ValidationError
 from controller import api
 from controller.analysis.runner import AnalysisIO, Run, analyse
 from controller.engine import (
-    EmitEvent,
     Observations,
     SetRoute,
     Transition,
@@ -28,11 +27,11 @@ from controller.engine import (
     reconcile,
 )
 from controller.engine.execute import execute
-from controller.events import post_event
+from controller.events import post_event, post_events
 from controller.routers import HeaderRoute, RouterError, TrafficRouter
 from controller.routers.gatewayapi import GatewayAPIRouter
 from controller.routers.istio import IstioRouter
-from controller.runtime.cache import Cache
+from controller.runtime.cache import Cache, route_key
 from controller.runtime.own_writes import OwnWrites
 from controller.workloads import Workloads, revision_of
 
@@ -113,20 +112,24 @@ class RolloutObject:
                    {"metadata": {"resourceVersion": rv}, "status": status})
 
 
-def _router(ctx: Context, spec: api.ModelRolloutSpec, name: str, namespace: str) -> TrafficRouter | None:
+def _router(ctx: Context, body: dict[str, Any], spec: api.ModelRolloutSpec) -> TrafficRouter | None:
     """The route object's router; None without a mesh, where the engine sizes replicas instead."""
+    name, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
     stable_svc, candidate_svc = f"{name}-stable", f"{name}-candidate"
+    # The same key the route index files it under.
+    key = route_key(body["spec"], namespace)
+
+    def cached() -> dict[str, Any] | None:
+        return ctx.cache.route(key) if key else None
+
     routing = spec.traffic_routing
     if routing.gateway_api is not None:
-        route = routing.gateway_api.http_route
-        return GatewayAPIRouter(ctx.api_client, namespace, route, stable_svc, candidate_svc, spec.service.port,
-                                routing.gateway_api.rule_name,
-                                lambda: ctx.cache.route(("httproutes", namespace, route)), ctx.own_writes)
+        return GatewayAPIRouter(ctx.api_client, namespace, routing.gateway_api.http_route, stable_svc,
+                                candidate_svc, spec.service.port, routing.gateway_api.rule_name, cached,
+                                ctx.own_writes)
     if routing.istio is not None:
-        vs = routing.istio.virtual_service
-        return IstioRouter(ctx.api_client, namespace, vs, stable_svc, candidate_svc, spec.service.port,
-                           routing.istio.route_name,
-                           lambda: ctx.cache.route(("virtualservices", namespace, vs)), ctx.own_writes)
+        return IstioRouter(ctx.api_client, namespace, routing.istio.virtual_service, stable_svc, candidate_svc,
+                           spec.service.port, routing.istio.route_name, cached, ctx.own_writes)
     return None
 
 
@@ -142,7 +145,7 @@ def _take_action_annotation(rollout: RolloutObject, status: api.ModelRolloutStat
     if verb in api.ACTIONS:
         status = status.model_copy(update={"pending_action": api.Action(verb)})
         rollout.write_status(status.model_dump(mode="json", by_alias=True))
-    elif verb not in api.ACTIONS:
+    else:
         post_event(rollout.ctx.api_client, rollout.body, "Warning", "UnknownAction",
                    f"{action!r} is not one of {', '.join(api.ACTIONS)}")
     rollout.patch_metadata({"annotations": {api.ACTION_ANNOTATION: None}})
@@ -168,7 +171,7 @@ def reconcile_object(ctx: Context, body: dict[str, Any], now: datetime | None = 
             return Outcome(None, rollout.body, finalized=True)
         transition = invalid_spec(status, generation, message, now)
         _finish(rollout, status, transition)
-        _post_events(ctx.api_client, rollout.body, transition.actions)
+        post_events(ctx.api_client, rollout.body, transition.actions)
         return Outcome(transition, rollout.body if rollout.wrote else None,
                        superseded=rollout.superseded())
 
@@ -204,7 +207,7 @@ def reconcile_object(ctx: Context, body: dict[str, Any], now: datetime | None = 
     _finish(rollout, status, transition)
     # Events only once the status that records the transition is stored: a conflict
     # recomputes the transition, and its Events must not be told twice.
-    _post_events(ctx.api_client, rollout.body, transition.actions)
+    post_events(ctx.api_client, rollout.body, transition.actions)
     return Outcome(transition, rollout.body if rollout.wrote else None,
                    superseded=rollout.superseded())
 
@@ -223,9 +226,8 @@ class ClusterTarget:
     """The engine's actions, carried out on the cluster: workloads, Services and the route."""
 
     def __init__(self, ctx: Context, body: dict[str, Any], spec: api.ModelRolloutSpec, workloads: Workloads) -> None:
-        meta = body["metadata"]
         self.workloads = workloads
-        self.router = _router(ctx, spec, meta["name"], meta["namespace"])
+        self.router = _router(ctx, body, spec)
 
     def revision_exists(self, revision: str) -> bool:
         return self.workloads.observe(revision).exists
@@ -269,7 +271,7 @@ def _finalize(ctx: Context, rollout: RolloutObject, spec: api.ModelRolloutSpec, 
         rest = [a for a in actions if not isinstance(a, SetRoute)]
         _execute(ctx, rollout.body, spec, rest, workloads)
     _drop_finalizer(rollout)
-    _post_events(ctx.api_client, rollout.body, actions)
+    post_events(ctx.api_client, rollout.body, actions)
     return Outcome(None, rollout.body, finalized=True)
 
 
@@ -280,12 +282,6 @@ def _drop_finalizer(rollout: RolloutObject) -> None:
     except client.ApiException as error:
         if error.status != 404:  # Gone already: someone else removed the finalizer.
             raise
-
-
-def _post_events(api_client: client.ApiClient, body: dict[str, Any], actions: list[Any]) -> None:
-    for action in actions:
-        if isinstance(action, EmitEvent):
-            post_event(api_client, body, action.type, action.reason, action.message)
 
 
 def _finish(rollout: RolloutObject, old: api.ModelRolloutStatus, transition: Transition) -> None:

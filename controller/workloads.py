@@ -9,13 +9,14 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client
 
 from controller import api
-from controller.runtime.cache import REVISION_LABEL, ROLLOUT_LABEL, Cache, DeploymentView, ServiceView
+from controller.runtime.cache import REVISION_LABEL, ROLLOUT_LABEL, Cache, DeploymentView
 from controller.runtime.own_writes import OwnWrites
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "modelrollout"}
@@ -145,7 +146,7 @@ class Workloads:
         existing = self.apps.read_namespaced_deployment(name, self.namespace)
         labels = (existing.metadata.labels or {}) if existing.metadata else {}
         refs = (existing.metadata.owner_references or []) if existing.metadata else []
-        if labels.get(ROLLOUT_LABEL) != self.name and all(ref.uid != self.uid for ref in refs):
+        if not self.is_ours(labels.get(ROLLOUT_LABEL), {str(ref.uid) for ref in refs}):
             raise OwnershipConflict(f"Deployment {name} exists and is not managed by this ModelRollout")
 
     def scale_revision(self, revision: str, replicas: int) -> None:
@@ -179,8 +180,9 @@ class Workloads:
         for role, revision in wanted:
             self._apply_service(service_manifest(self.owner, self.spec, role, revision))
 
-    def is_ours(self, view: ServiceView) -> bool:
-        return view.rollout_label == self.name or self.uid in view.owner_uids
+    def is_ours(self, rollout_label: str | None, owner_uids: Collection[str]) -> bool:
+        """Ours when it carries our rollout label or our owner reference; anything else is never adopted."""
+        return rollout_label == self.name or self.uid in owner_uids
 
     def _apply_service(self, body: dict[str, Any]) -> None:
         name = body["metadata"]["name"]
@@ -194,7 +196,7 @@ class Workloads:
                 return  # Created a moment ago; the cache will show whose it is.
             self._record("Service", name, created)
             return
-        if not self.is_ours(current):
+        if not self.is_ours(current.rollout_label, current.owner_uids):
             raise OwnershipConflict(
                 f"Service {name} exists and is not managed by this ModelRollout: rename it, or label it "
                 f"{ROLLOUT_LABEL}={self.name} to hand it over")
@@ -230,5 +232,5 @@ class Workloads:
                 raise
         for name in self.service_names():
             view = self.cache.service(self.namespace, name)
-            if view is not None and self.is_ours(view):
+            if view is not None and self.is_ours(view.rollout_label, view.owner_uids):
                 self.core.patch_namespaced_service(name, self.namespace, release)

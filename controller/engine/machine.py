@@ -211,7 +211,7 @@ def reconcile(
     return draft.finish(generation)
 
 
-def failed(status: ModelRolloutStatus, generation: int, reason: str, detail: str, now: datetime) -> Transition:
+def failed(status: ModelRolloutStatus, reason: str, detail: str, now: datetime) -> Transition:
     """A reconcile failed: say so in a condition and an Event (once per distinct failure).
 
     The traffic state stays the one `status` records: the retry repeats the same writes.

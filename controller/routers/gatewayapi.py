@@ -10,9 +10,10 @@ from kubernetes import client
 
 from controller.routers.base import HeaderRoute, RouterError
 from controller.routers.object_router import ObjectRouter, RouteBuilders
+from controller.runtime.cache import HTTPROUTES
 from controller.runtime.own_writes import OwnWrites
 
-GROUP, VERSION, PLURAL = "gateway.networking.k8s.io", "v1", "httproutes"
+GROUP, VERSION, PLURAL = "gateway.networking.k8s.io", "v1", HTTPROUTES
 
 
 def _is_ours(ref: dict[str, Any], services: tuple[str, str]) -> bool:

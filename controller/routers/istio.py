@@ -10,9 +10,10 @@ from kubernetes import client
 
 from controller.routers.base import HeaderRoute, RouterError
 from controller.routers.object_router import ObjectRouter, RouteBuilders
+from controller.runtime.cache import VIRTUALSERVICES
 from controller.runtime.own_writes import OwnWrites
 
-GROUP, VERSION, PLURAL = "networking.istio.io", "v1", "virtualservices"
+GROUP, VERSION, PLURAL = "networking.istio.io", "v1", VIRTUALSERVICES
 
 
 def _host(destination: dict[str, Any]) -> str:

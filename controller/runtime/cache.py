@@ -15,6 +15,8 @@ from controller import api
 ROLLOUT_LABEL = f"{api.GROUP}/rollout"
 REVISION_LABEL = f"{api.GROUP}/revision"
 
+# The route kinds' plurals: the first part of a RouteKey (the routers use the same names).
+HTTPROUTES, VIRTUALSERVICES = "httproutes", "virtualservices"
 RolloutKey = tuple[str, str]  # (namespace, name)
 RouteKey = tuple[str, str, str]  # (plural, namespace, name)
 
@@ -92,9 +94,9 @@ def unschedulable_message(body: Mapping[str, Any]) -> str | None:
 def route_key(spec: Mapping[str, Any], namespace: str) -> RouteKey | None:
     routing = spec.get("trafficRouting") or {}
     if routing.get("gatewayAPI"):
-        return ("httproutes", namespace, str(routing["gatewayAPI"].get("httpRoute", "")))
+        return (HTTPROUTES, namespace, str(routing["gatewayAPI"].get("httpRoute", "")))
     if routing.get("istio"):
-        return ("virtualservices", namespace, str(routing["istio"].get("virtualService", "")))
+        return (VIRTUALSERVICES, namespace, str(routing["istio"].get("virtualService", "")))
     return None
 
 
@@ -102,9 +104,13 @@ def route_key(spec: Mapping[str, Any], namespace: str) -> RouteKey | None:
 Index = Mapping[Any, Iterable[Any]]
 
 
+def _all(index: Index, key: Any) -> tuple[Any, ...]:
+    """The values filed under `key`, copied first: the loop thread may add to a store while a worker reads it."""
+    return tuple(index[key]) if key in index else ()
+
+
 def _one(index: Index, key: Any) -> Any | None:
-    store = index.get(key) if key in index else None
-    return next(iter(tuple(store)), None) if store is not None else None
+    return next(iter(_all(index, key)), None)
 
 
 @dataclass(frozen=True)
@@ -126,9 +132,7 @@ class Cache:
         return list(self.rollouts)
 
     def deployment(self, namespace: str, rollout: str, revision: str) -> DeploymentView | None:
-        store = self.deployments.get((namespace, rollout), ()) if (namespace, rollout) in self.deployments else ()
-        # A tuple first: the loop thread may add to the store while a worker thread reads it.
-        return next((view for view in tuple(store) if view.revision == revision), None)
+        return next((view for view in _all(self.deployments, (namespace, rollout)) if view.revision == revision), None)
 
     def service(self, namespace: str, name: str) -> ServiceView | None:
         view: ServiceView | None = _one(self.services, (namespace, name))
@@ -143,4 +147,4 @@ class Cache:
         return body
 
     def users_of_route(self, key: RouteKey) -> list[RolloutKey]:
-        return list(self.rollouts_by_route.get(key, ())) if key in self.rollouts_by_route else []
+        return list(_all(self.rollouts_by_route, key))

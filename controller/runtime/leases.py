@@ -54,7 +54,6 @@ def _now() -> str:
 class _Seen:
     holder: str
     renew_time: str
-    resource_version: str
     observed: float  # local monotonic time this record was first seen
 
 
@@ -108,7 +107,7 @@ class LeaseKeeper:
         coordination = client.CoordinationV1Api(self.api_client)
         members = 1
         if self.shards > 1:
-            self._renew_or_take(coordination, f"{PREFIX}-member-{self.identity}", take=True)
+            self._renew_or_take(coordination, f"{PREFIX}-member-{self.identity}")
             members = self._live_members(coordination)
         share = fair_share(self.shards, members)
         for shard in range(self.shards):
@@ -119,7 +118,7 @@ class LeaseKeeper:
                 log.info("shard released for balance", shard=shard, identity=self.identity, share=share)
                 continue
             want = shard in self.held or len(self.held) < share
-            if want and self._renew_or_take(coordination, name, take=True):
+            if want and self._renew_or_take(coordination, name):
                 self._renewed[shard] = time.monotonic()
                 if shard not in self.held:
                     self.held.add(shard)
@@ -141,14 +140,13 @@ class LeaseKeeper:
         spec = lease.spec
         holder = (spec.holder_identity if spec else None) or ""
         renew = str(spec.renew_time) if spec and spec.renew_time else ""
-        version = lease.metadata.resource_version if lease.metadata else ""
         seen = self._seen.get(name)
         if seen is None or (seen.holder, seen.renew_time) != (holder, renew):
-            seen = _Seen(holder, renew, version or "", time.monotonic())
+            seen = _Seen(holder, renew, time.monotonic())
             self._seen[name] = seen
         return not holder or time.monotonic() - seen.observed > self.lease_seconds
 
-    def _renew_or_take(self, coordination: client.CoordinationV1Api, name: str, take: bool) -> bool:
+    def _renew_or_take(self, coordination: client.CoordinationV1Api, name: str) -> bool:
         """True when this replica holds the Lease after the call."""
         mine = self._mine.get(name)
         if mine is not None:
@@ -180,7 +178,7 @@ class LeaseKeeper:
             self._remember(name, created)
             return True
         holder = (lease.spec.holder_identity if lease.spec else None) or ""
-        if holder != self.identity and not (take and self._expired(name, lease)):
+        if holder != self.identity and not self._expired(name, lease):
             return False
         transitions = (lease.spec.lease_transitions or 0) if lease.spec else 0
         version = lease.metadata.resource_version if lease.metadata else None

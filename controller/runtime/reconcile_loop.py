@@ -29,7 +29,7 @@ from controller import api, metrics
 from controller.analysis.prometheus import AnalysisInterrupted, PrometheusPool
 from controller.analysis.runner import AnalysisIO, SecretMissing
 from controller.engine import failed
-from controller.events import post_event
+from controller.events import post_events
 from controller.reconciler import Context, Outcome, RolloutObject, StaleSnapshot, parse_status, reconcile_object
 from controller.routers import RouterError
 from controller.runtime.cache import Cache, RolloutKey
@@ -245,12 +245,10 @@ class ReconcileLoop:
             status = parse_status(body)
         except ValidationError:
             status = api.ModelRolloutStatus()  # Only conditions and message are written back.
-        generation = body["metadata"].get("generation", 1)
-        transition = failed(status, generation, reason, detail, datetime.now(UTC))
+        transition = failed(status, reason, detail, datetime.now(UTC))
         rollout = RolloutObject(Context(self.api_client, self.cache, self.own_writes,
                                         AnalysisIO(self.pool, self._read_secret)), body)
-        if transition.actions:
-            post_event(self.api_client, body, "Warning", reason, detail)
+        post_events(self.api_client, body, transition.actions)
         dumped = transition.status.model_dump(mode="json", by_alias=True)
         with contextlib.suppress(StaleSnapshot):  # Newer state exists; the retry reads it.
             rollout.patch_status({"conditions": dumped["conditions"], "message": dumped["message"]})
