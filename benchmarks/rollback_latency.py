@@ -36,7 +36,7 @@ from e2e.harness import httproute_state
 from e2e.world import e2e_world, wait_until
 
 NAMESPACE = "bench"
-ACTION = f"{api.GROUP}/action"
+ACTION = api.ACTION_ANNOTATION
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -165,7 +165,7 @@ def fault_to_rollback(api_client: client.ApiClient, kubeconfig: str, runs: int) 
             seconds.append(took)
             world.rollouts.wait_status("scorer", lambda s: s.get("phase") == "RolledBack", 30, "RolledBack")
             world.fleet.set_knobs(revision, error_rate=0.002)
-            world.rollouts.patch("scorer", {"metadata": {"annotations": {ACTION: "retry"}}})
+            world.rollouts.act("scorer", "retry")
     return seconds
 
 

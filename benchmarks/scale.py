@@ -176,7 +176,7 @@ class Bench:
     def abort(self, name: str) -> float:
         started = time.perf_counter()
         self.custom.patch_namespaced_custom_object(api.GROUP, api.VERSION, NAMESPACE, api.PLURAL, name,
-                                                   {"metadata": {"annotations": {f"{api.GROUP}/action": "abort"}}})
+                                                   {"metadata": {"annotations": {api.ACTION_ANNOTATION: "abort"}}})
         return started
 
 
@@ -192,7 +192,7 @@ def abort_with_one_rollout(bench: Bench, routes: RouteWatch, runs: int) -> list[
         lags.append(routes.wait("solo", (0, 0), timeout=60) - started)
         bench.custom.patch_namespaced_custom_object(
             api.GROUP, api.VERSION, NAMESPACE, api.PLURAL, "solo",
-            {"metadata": {"annotations": {f"{api.GROUP}/action": "retry"}}})
+            {"metadata": {"annotations": {api.ACTION_ANNOTATION: "retry"}}})
     return lags
 
 

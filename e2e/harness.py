@@ -127,10 +127,26 @@ class Rollouts:
         except AssertionError as error:
             raise AssertionError(f"{error}; last status: {seen[-1] if seen else None}") from None
 
+    def act(self, name: str, action: str) -> None:
+        """A manual action, as `kubectl annotate` writes it."""
+        self.patch(name, {"metadata": {"annotations": {api.ACTION_ANNOTATION: action}}})
+
+    def patch_status(self, name: str, status: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object_status(api.GROUP, api.VERSION, self.namespace, api.PLURAL, name,
+                                                          {"status": status})
+
+    def delete(self, name: str) -> None:
+        self.custom.delete_namespaced_custom_object(api.GROUP, api.VERSION, self.namespace, api.PLURAL, name)
+
+    def names(self) -> list[str]:
+        listing: dict[str, Any] = self.custom.list_namespaced_custom_object(  # type: ignore[assignment]
+            api.GROUP, api.VERSION, self.namespace, api.PLURAL)
+        return [item["metadata"]["name"] for item in listing["items"]]
+
     def ping(self, name: str, timeout: float = 60.0) -> None:
         """A positive sign of life: an action the operator does not know is taken off the object (and
         answered with a Warning Event) only by an operator that is running and reconciling this rollout."""
-        self.patch(name, {"metadata": {"annotations": {api.ACTION_ANNOTATION: "ping"}}})
+        self.act(name, "ping")
 
         def answered() -> bool:
             obj: dict[str, Any] = self.custom.get_namespaced_custom_object(  # type: ignore[assignment]

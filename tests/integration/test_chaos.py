@@ -146,7 +146,7 @@ def test_sigkill_at_twenty_moments_of_multi_step_rollouts_never_moves_traffic_ba
             kills += 1
             rollouts.wait_status(name, lambda s: s.get("phase") == "Paused", timeout=120, what="pause step")
             operator.kill_and_restart()
-            rollouts.patch(name, {"metadata": {"annotations": {"rollouts.mlops.dev/action": "promote"}}})
+            rollouts.act(name, "promote")
             time.sleep(rng.uniform(0.0, 0.3))
             operator.kill_and_restart()
             kills += 2

@@ -74,7 +74,7 @@ def test_the_standby_takes_over_within_the_lease_duration_and_never_wrote_before
         took = time.monotonic() - killed
         # The lease runs 15 s from the last renewal the standby saw; it looks every 2 s.
         assert took <= LEASE_SECONDS + 2 * 2 + 1, f"takeover took {took:.1f}s"
-        rollouts.patch("scorer", {"metadata": {"annotations": {"rollouts.mlops.dev/action": "abort"}}})
+        rollouts.act("scorer", "abort")
         rollouts.wait_status("scorer", lambda s: s.get("phase") == "RolledBack", what="the new leader acts")
         assert httproute_state(rollouts, "scorer") == (0, 0)
     for log in ("a.log", "b.log"):

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from controller import api
 from tests.integration.rollout_helpers import (
     Rollouts,
     httproute,
@@ -24,7 +25,7 @@ from tests.integration.rollout_helpers import (
 pytestmark = pytest.mark.cluster
 
 GATEWAY = {"gatewayAPI": {"httpRoute": "scorer"}}
-ACTION = "rollouts.mlops.dev/action"
+ACTION = api.ACTION_ANNOTATION
 
 
 @pytest.fixture

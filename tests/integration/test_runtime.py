@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from controller import api
 from tests.integration.rollout_helpers import (
     Rollouts,
     httproute,
@@ -27,7 +28,7 @@ from tests.integration.rollout_helpers import (
 pytestmark = pytest.mark.cluster
 
 GATEWAY = {"gatewayAPI": {"httpRoute": "scorer"}}
-ACTION = "rollouts.mlops.dev/action"
+ACTION = api.ACTION_ANNOTATION
 HTTPROUTES = ("gateway.networking.k8s.io", "v1", "httproutes")
 
 
@@ -88,12 +89,6 @@ def hung_prometheus() -> Iterator[HungServer]:
         yield server
     finally:
         server.close()
-
-
-def _names(rollouts: Rollouts) -> list[str]:
-    listing: dict[str, Any] = rollouts.custom.list_namespaced_custom_object(  # type: ignore[assignment]
-        "rollouts.mlops.dev", "v1alpha1", rollouts.namespace, "modelrollouts")
-    return [item["metadata"]["name"] for item in listing["items"]]
 
 
 def _deployed(rollouts: Rollouts, body: dict[str, Any]) -> dict[str, Any]:
@@ -190,9 +185,7 @@ def test_a_malformed_status_becomes_a_condition_and_the_operator_goes_on(
         _deployed(rollouts, other)
         rollouts.patch("scorer", with_image(body, "scorer:v2", gpus=0))
         rollouts.wait_status("scorer", lambda s: s.get("canaryWeight") == 10, what="canary 10")
-        rollouts.custom.patch_namespaced_custom_object_status(
-            "rollouts.mlops.dev", "v1alpha1", namespace, "modelrollouts", "scorer",
-            {"status": {"stepStartedAt": "yesterday, roughly"}})
+        rollouts.patch_status("scorer", {"stepStartedAt": "yesterday, roughly"})
         rollouts.wait_status("scorer", lambda s: any(c["reason"] == "ReconcileError" for c in s.get("conditions", [])),
                              what="a condition for the malformed status")
         assert httproute_state(rollouts, "scorer") == (10, 0), "traffic stays where a step put it"
@@ -253,9 +246,8 @@ def test_delete_mid_rollout_routes_to_stable_and_orphans_what_serves(
         rollouts.patch("scorer", with_image(body, "scorer:v2"))
         rollouts.wait_status("scorer", lambda s: s.get("canaryWeight") == 40 or s.get("mirrorPercent") == 50,
                              what=f"{step} step")
-        rollouts.custom.delete_namespaced_custom_object("rollouts.mlops.dev", "v1alpha1", namespace,
-                                                        "modelrollouts", "scorer")
-        wait_for(lambda: not _names(rollouts), what="the ModelRollout gone")
+        rollouts.delete("scorer")
+        wait_for(lambda: not rollouts.names(), what="the ModelRollout gone")
     assert httproute_state(rollouts, "scorer") == (0, 0), "all traffic on the stable"
     stable = apps.read_namespaced_deployment(f"scorer-{first['stableRevision']}", namespace)
     assert stable.metadata is not None and not stable.metadata.owner_references, "the stable outlives the rollout"
@@ -276,8 +268,7 @@ def test_delete_with_delete_policy_removes_everything(
     body["spec"]["deletionPolicy"] = "Delete"
     with operator_process(kubeconfig, namespace, tmp_path / "operator.log"):
         _deployed(rollouts, body)
-        rollouts.custom.delete_namespaced_custom_object("rollouts.mlops.dev", "v1alpha1", namespace,
-                                                        "modelrollouts", "scorer")
+        rollouts.delete("scorer")
         # The garbage collector (kube-controller-manager) removes what the rollout owned.
         wait_for(lambda: not client.AppsV1Api(api_client).list_namespaced_deployment(namespace).items
                  and not client.CoreV1Api(api_client).list_namespaced_service(namespace).items,
@@ -297,9 +288,8 @@ def test_an_action_written_while_another_is_pending_is_applied_after_it(
         _deployed(rollouts, body)
         rollouts.patch("scorer", with_image(body, "scorer:v2", gpus=0))
         rollouts.wait_status("scorer", lambda s: s.get("canaryWeight") == 10, what="canary 10")
-    rollouts.custom.patch_namespaced_custom_object_status(
-        "rollouts.mlops.dev", "v1alpha1", namespace, "modelrollouts", "scorer", {"status": {"pendingAction": "abort"}})
-    rollouts.patch("scorer", {"metadata": {"annotations": {ACTION: "retry"}}})
+    rollouts.patch_status("scorer", {"pendingAction": "abort"})
+    rollouts.act("scorer", "retry")
     with operator_process(kubeconfig, namespace, log):
         wait_for(lambda: events(api_client, namespace, "scorer")["Retried"] == 1, what="the retry applied")
         rollouts.wait_status("scorer", lambda s: s.get("canaryWeight") == 10 and s.get("lastAction") == "retry",
