@@ -1,34 +1,25 @@
-"""Decision quality of rollback rules, by simulation: false rollbacks when nothing is wrong, time to catch a regression.
+"""Decision quality by simulation, through the operator's own tests: false decisions and time to detect.
 
-Each simulated rollout splits traffic 50/50 between stable and candidate and is analysed once per interval, as
-the operator's A/B step is. The errors of each arm in each interval are binomial draws
-(`numpy.random.default_rng(seed)`), and three rollback rules judge the same draws:
+Every simulated rollout goes look by look through `controller.analysis.step_tests`, the functions the
+analysis runs at every `analysis.interval` (`guardrail_test`/`guardrail_look`, `ab_design`/`ab_look`,
+`SampleRatioTest`/`sample_ratio_look`, `slow_thresholds`), vectorised over the runs of a cell. Only
+the counts are simulated (`numpy.random.default_rng(seed)`): requests per interval are Poisson, each
+goes to the candidate with the route's weight, each errors (or converts, or is slow) independently.
+One simplification: a cell's abTest design is taken from the true base rate, where the operator
+takes it from a design sample that the test then leaves out; the design is fixed before the data
+either way.
 
-* ours: the A/B step's judge, as `controller.analysis.evaluate` runs it. At every interval the cumulative
-  counts since the step began go into `controller.stats.sequential_proportion_test` (an mSPRT with a normal
-  mixture, tau2 = `mixture_variance(mde)`), the look is folded into the running test with `carry_forward`, and
-  `judge_sequential` (higher error rates worse) rolls back on CANDIDATE_WORSE: the always-valid p-value is at
-  most alpha and the carried-forward confidence sequence lies entirely above 0. Every look of every run goes
-  through these library functions, not a re-implementation: at about 10 µs a look, the 1.6 million looks of
-  the default settings take some 20 s.
-* naive: the textbook one-sided pooled two-proportion z-test (candidate worse) on the cumulative counts,
-  repeated at every interval as if each look were the only one; rollback at p ≤ alpha. It is vectorized, and
-  checked on a subsample against `controller.stats.two_proportion_test` to 1e-9.
-* Flagger-style: the candidate's error rate over that interval's requests alone against a fixed maximum
-  (Flagger's `thresholdRange.max`, failing when the value is above it). Every failing interval adds a failed
-  check; like Flagger's `status.failedChecks` the count is never reset by passing checks, and the rollout
-  rolls back once it reaches `analysis.threshold` (Flagger's default, 5).
+A/A cells (the candidate is the stable): any rollback, promotion or halt is false. The goal is at
+most alpha in every cell (0.05 for the guardrails and the A/B verdicts, 0.001 for the sample-ratio
+check), shown with its 95% Wilson interval. A test spends its alpha up to Ville's bound, so in a
+cell where evidence arrives nearly continuously the true rate sits just under alpha, and some point
+estimates land above it by chance; a goal counts as missed when a cell is above alpha beyond that
+noise (its interval starts above alpha), and the report says how many point estimates were above.
+Power cells: requests (both arms) until the decision, as a ratio to the one-sided fixed-horizon
+sample at 80% power for the same split.
 
-Scenario 1 (A/A) gives both arms the baseline error rate: any rollback is false. Scenario 2 doubles the
-candidate's error rate and measures how many requests each rule needs to roll back, next to the fixed-horizon
-sample size at 80% power from `controller.stats.samples_per_arm_for_proportions`. The mixture is symmetric,
-so the judge's p-value is two-sided and the fixed-horizon figure is the two-sided one too. Last, the A/A
-scenario is repeated at other traffic levels: a fixed threshold's false rollbacks depend on the requests per
-interval, an always-valid test's should not.
-
-Run from the repository root (it prints a plain-text report; the defaults take about 30 s on one core):
-
-    python -m benchmarks.decision_quality [--runs 10000] [--seed 20240611]
+    python -m benchmarks.decision_quality            # a small matrix, about a minute
+    python -m benchmarks.decision_quality --stress   # the full matrix: >= 2,000 runs a cell (A/A), 500 (power)
 """
 
 from __future__ import annotations
@@ -36,8 +27,9 @@ from __future__ import annotations
 import argparse
 import math
 import platform
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -45,496 +37,485 @@ import numpy.typing as npt
 from scipy.stats import norm
 from statsmodels.stats.proportion import proportion_confint
 
-from controller.stats import (
-    ABVerdict,
-    JudgePolicy,
-    SequentialResult,
-    carry_forward,
-    judge_sequential,
-    mixture_variance,
-    samples_per_arm_for_proportions,
-    sequential_proportion_test,
-    two_proportion_test,
-)
+from controller.analysis import step_tests
+from controller.stats import samples_per_arm_for_proportions
 
-IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
-BoolArray = npt.NDArray[np.bool_]
-
-VERIFY_TOLERANCE = 1e-9
-INTERVAL_ALPHA = 0.05  # the Wilson intervals of the report are 95% intervals, whatever the tests' alpha
-NEVER = 0  # the first-rollback interval of a run that did not roll back within its horizon
-
-
-@dataclass(frozen=True)
-class Parameters:
-    """Everything the simulation depends on; the report prints all of it."""
-
-    runs: int = 10_000
-    seed: int = 20240611
-    requests_per_interval: int = 400  # per arm: 50/50 split, e.g. 800 requests a minute with 1-minute intervals
-    baseline_error_rate: float = 0.005
-    regressed_error_rate: float = 0.010
-    aa_intervals: int = 30
-    regression_intervals: int = 100  # long enough for nearly every run of every rule to roll back
-    alpha: float = 0.05
-    minimum_detectable_effect: float = 0.005  # absolute: the judge's mixture looks for a 0.5-point rise
-    power: float = 0.8
-    flagger_max_error_rate: float = 0.01  # 2x the baseline, an absolute maximum as Flagger users write it
-    flagger_threshold: int = 5  # Flagger's default analysis.threshold
-    verify_runs: int = 50  # runs per scenario on which the vectorized naive test is checked against the library
-    sensitivity_requests: tuple[int, ...] = (50, 100, 200, 400, 1600)  # A/A again at these requests per interval
-
-    def __post_init__(self) -> None:
-        counts = (self.runs, self.aa_intervals, self.regression_intervals, self.requests_per_interval,
-                  *self.sensitivity_requests)
-        if min(counts) < 1 or self.verify_runs < 0:
-            raise ValueError("runs, intervals and requests per interval must be at least 1, verify_runs non-negative")
-
-    @property
-    def tau2(self) -> float:
-        return mixture_variance(self.minimum_detectable_effect)
-
-    @property
-    def policy(self) -> JudgePolicy:
-        # Error rates: higher is worse, so CANDIDATE_WORSE means the sequence lies above 0.
-        return JudgePolicy(alpha=self.alpha, minimum_detectable_effect=self.minimum_detectable_effect,
-                           higher_is_better=False)
+IntArray = npt.NDArray[np.int64]
+NEVER = 0
+ALPHA = 0.05
+INTERVAL_SECONDS = 10.0
+# The seeds' model-server histogram, and one spaced by 1.2x as the README recommends for relativeToStable 1.2.
+SEEDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5, math.inf)
+FINE_BUCKETS = (*(round(0.005 * 1.2**i, 6) for i in range(33)), math.inf)
 
 
 @dataclass(frozen=True)
-class Rollouts:
-    """Errors per run (rows) and analysis interval (columns) in each arm, each arm getting the same requests."""
+class Settings:
+    aa_runs: int = 500
+    power_runs: int = 200
+    srm_runs: int = 2000
+    looks: int = 360  # a one-hour step at 10 s looks
+    srm_looks: int = 1000
+    late_onset_looks: int = 8640  # 24 h of quiet before the regression
+    splits: tuple[float, ...] = (0.01, 0.05, 0.5, 0.95)
+    base_rates: tuple[float, ...] = (0.001, 0.01, 0.1, 0.5)
+    traffic: tuple[int, ...] = (1, 10, 100, 1000)
+    seed: int = 20261123
 
-    stable_errors: IntArray
-    candidate_errors: IntArray
-    requests_per_interval: int
-
-    @property
-    def runs(self) -> int:
-        return int(self.stable_errors.shape[0])
-
-    @property
-    def intervals(self) -> int:
-        return int(self.stable_errors.shape[1])
-
-    def cumulative_requests(self) -> IntArray:
-        """Requests per arm since the step began, at the end of each interval."""
-        return self.requests_per_interval * np.arange(1, self.intervals + 1, dtype=np.int64)
-
-    def head(self, runs: int) -> Rollouts:
-        return replace(self, stable_errors=self.stable_errors[:runs], candidate_errors=self.candidate_errors[:runs])
+    @staticmethod
+    def stress() -> Settings:
+        return Settings(aa_runs=2000, power_runs=500, srm_runs=10_000)
 
 
-def simulate_rollouts(
-    rng: np.random.Generator, runs: int, intervals: int, requests: int, stable_rate: float, candidate_rate: float
-) -> Rollouts:
-    stable = rng.binomial(requests, stable_rate, size=(runs, intervals)).astype(np.int64)
-    candidate = rng.binomial(requests, candidate_rate, size=(runs, intervals)).astype(np.int64)
-    return Rollouts(stable, candidate, requests)
-
-
-# --- the three rules: each returns the first interval (1-based) at which a run rolls back, NEVER if none ----
-
-
-def first_true(rollbacks: BoolArray) -> IntArray:
-    """1-based column of the first True in each row, NEVER for rows without one."""
-    return np.where(rollbacks.any(axis=1), rollbacks.argmax(axis=1) + 1, NEVER).astype(np.int64)
-
-
-def first_sequential_rollback(
-    stable_errors: Sequence[int], candidate_errors: Sequence[int], trials: Sequence[int], params: Parameters
-) -> int:
-    """One run through the operator's A/B judge, look by look, stopping at the rollback as the operator does."""
-    running: SequentialResult | None = None
-    for look, (stable, candidate, n) in enumerate(zip(stable_errors, candidate_errors, trials, strict=True), 1):
-        current = sequential_proportion_test(
-            stable_successes=stable, stable_trials=n, candidate_successes=candidate, candidate_trials=n,
-            tau2=params.tau2, alpha=params.alpha,
-        )
-        running = carry_forward(running, current)
-        if judge_sequential(running, params.policy) is ABVerdict.CANDIDATE_WORSE:
-            return look
-    return NEVER
-
-
-def sequential_first_rollbacks(rollouts: Rollouts, params: Parameters) -> IntArray:
-    # Python lists: indexing numpy scalars one by one would cost more than the tests themselves.
-    trials: list[int] = rollouts.cumulative_requests().tolist()
-    stable: list[list[int]] = np.cumsum(rollouts.stable_errors, axis=1).tolist()
-    candidate: list[list[int]] = np.cumsum(rollouts.candidate_errors, axis=1).tolist()
-    return np.array(
-        [first_sequential_rollback(s, c, trials, params) for s, c in zip(stable, candidate, strict=True)],
-        dtype=np.int64,
-    )
-
-
-def naive_pvalues(rollouts: Rollouts) -> FloatArray:
-    """One-sided (candidate worse) pooled two-proportion z-test on the cumulative counts of every look."""
-    trials = rollouts.cumulative_requests().astype(np.float64)
-    stable = np.cumsum(rollouts.stable_errors, axis=1)
-    candidate = np.cumsum(rollouts.candidate_errors, axis=1)
-    pooled = (stable + candidate) / (2.0 * trials)
-    standard_error = np.sqrt(pooled * (1.0 - pooled) * (2.0 / trials))
-    difference = (candidate - stable) / trials
-    defined = standard_error > 0
-    z = np.divide(difference, standard_error, out=np.zeros_like(difference), where=defined)
-    # Both arms without errors: no variance and no evidence, p = 1 as in two_proportion_test.
-    return np.where(defined, np.asarray(norm.sf(z), dtype=np.float64), 1.0)
-
-
-def naive_first_rollbacks(rollouts: Rollouts, alpha: float) -> IntArray:
-    return first_true(naive_pvalues(rollouts) <= alpha)
-
-
-def flagger_first_rollbacks(rollouts: Rollouts, max_error_rate: float, threshold: int) -> IntArray:
-    failed_checks = rollouts.candidate_errors / rollouts.requests_per_interval > max_error_rate
-    return first_true(np.cumsum(failed_checks, axis=1) >= threshold)
-
-
-def naive_max_deviation_from_library(rollouts: Rollouts, alpha: float) -> float:
-    """Largest |p vectorized − p of `two_proportion_test`| over every look of these runs."""
-    vectorized = naive_pvalues(rollouts)
-    trials = rollouts.cumulative_requests()
-    stable = np.cumsum(rollouts.stable_errors, axis=1)
-    candidate = np.cumsum(rollouts.candidate_errors, axis=1)
-    deviation = 0.0
-    for row in range(rollouts.runs):
-        for look in range(rollouts.intervals):
-            library = two_proportion_test(
-                stable_successes=float(stable[row, look]), stable_trials=float(trials[look]),
-                candidate_successes=float(candidate[row, look]), candidate_trials=float(trials[look]),
-                method="score", alternative="greater", alpha=alpha,
-            )
-            deviation = max(deviation, abs(library.pvalue - float(vectorized[row, look])))
-    return deviation
-
-
-# --- summaries ------------------------------------------------------------------------------------------------
+# --- traffic ---------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class RollbackRate:
-    rollbacks: int
+class Traffic:
+    """Requests per interval (mean), the candidate's share, and whether volume and base rate follow a
+    day's cycle (here compressed into the step: the hardest case for a test that pools over time)."""
+
+    requests: float
+    split: float
+    diurnal: bool = False
+
+    def volume(self, look: int, looks: int) -> float:
+        if not self.diurnal:
+            return self.requests
+        return self.requests * (1.0 + 0.8 * math.sin(2 * math.pi * look / looks))
+
+    def rate(self, base: float, look: int, looks: int) -> float:
+        return base if not self.diurnal else min(base * (1.0 + 0.5 * math.sin(2 * math.pi * look / looks)), 1.0)
+
+
+def arms(rng: np.random.Generator, traffic: Traffic, runs: int, look: int, looks: int) -> tuple[IntArray, IntArray]:
+    """(stable, candidate) requests of one interval."""
+    total = rng.poisson(traffic.volume(look, looks), runs)
+    candidate = rng.binomial(total, traffic.split)
+    return total - candidate, candidate
+
+
+def constant(rate: float) -> Callable[[int], float]:
+    return lambda _look: rate
+
+
+def count_intervals(rng: np.random.Generator, traffic: Traffic, runs: int, looks: int, stable_rate: float,
+                    candidate_rate: Callable[[int], float]) -> Iterator[step_tests.Interval]:
+    for look in range(looks):
+        stable_n, candidate_n = arms(rng, traffic, runs, look, looks)
+        base = traffic.rate(stable_rate, look, looks)
+        scale = base / stable_rate if stable_rate else 1.0
+        yield step_tests.Interval(
+            rng.binomial(stable_n, base).astype(np.float64), stable_n.astype(np.float64),
+            rng.binomial(candidate_n, min(candidate_rate(look) * scale, 1.0)).astype(np.float64),
+            candidate_n.astype(np.float64))
+
+
+# --- the three tests, look by look ------------------------------------------------------------------
+
+
+def first_breach(test: step_tests.GuardrailTest, intervals: Iterator[step_tests.Interval], runs: int) -> IntArray:
+    state = step_tests.GuardrailState.start(runs)
+    first = np.zeros(runs, dtype=np.int64)
+    for look, interval in enumerate(intervals, 1):
+        result = step_tests.guardrail_look(test, state, interval)
+        state = result.state
+        first = np.where((first == NEVER) & result.breached, look, first)
+    return first
+
+
+def first_verdicts(design: step_tests.ABDesign, intervals: Iterator[step_tests.Interval],
+                   runs: int) -> tuple[IntArray, IntArray]:
+    """(verdict code, look) of each run's first verdict."""
+    state = step_tests.ABState.start(runs)
+    verdict = np.zeros(runs, dtype=np.int64)
+    when = np.zeros(runs, dtype=np.int64)
+    for look, interval in enumerate(intervals, 1):
+        result = step_tests.ab_look(design, state, interval)
+        state = result.state
+        new = (verdict == step_tests.NONE) & (result.verdict != step_tests.NONE)
+        verdict = np.where(new, result.verdict, verdict)
+        when = np.where(new, look, when)
+    return verdict, when
+
+
+# --- summaries ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rate:
+    events: int
     runs: int
-    low: float
-    high: float
 
     @property
     def rate(self) -> float:
-        return self.rollbacks / self.runs
+        return self.events / self.runs
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        low, high = proportion_confint(self.events, self.runs, alpha=0.05, method="wilson")
+        return min(float(low), self.rate), max(float(high), self.rate)
+
+    def cell(self) -> str:
+        low, high = self.interval
+        return f"{100 * self.rate:5.2f}% [{100 * low:.2f}, {100 * high:.2f}]"
 
 
-def rollback_rate(first_rollbacks: IntArray) -> RollbackRate:
-    rollbacks, runs = int((first_rollbacks != NEVER).sum()), len(first_rollbacks)
-    low, high = proportion_confint(rollbacks, runs, alpha=INTERVAL_ALPHA, method="wilson")
-    # At an observed 0 or 1 the Wilson bound can land an ulp inside it (0.9999999999999998 for 1).
-    rate = rollbacks / runs
-    return RollbackRate(rollbacks, runs, min(float(low), rate), max(float(high), rate))
+def aa_summary(rates: Sequence[Rate], alpha: float, verdicts: Verdicts, goal: str) -> str:
+    """The goal is met when no cell is above alpha beyond simulation noise (its 95% interval starts
+    at or under alpha); a test at its bound sits near alpha, so some point estimates land above it."""
+    worst = max(rates, key=lambda rate: rate.rate)
+    above = [rate for rate in rates if rate.rate > alpha]
+    significant = [rate for rate in rates if rate.interval[0] > alpha]
+    pooled = Rate(sum(rate.events for rate in rates), sum(rate.runs for rate in rates))
+    verdicts[goal] = not significant
+    return (f"   worst cell {worst.cell()}; {len(above)} of {len(rates)} cells above {alpha:.1%} by their point "
+            f"estimate, {len(significant)} beyond noise; all cells pooled {pooled.cell()}")
 
 
-def interval_by_which_share_rolled_back(first_rollbacks: IntArray, share: float) -> int | None:
-    """Smallest interval by whose end at least `share` of all runs had rolled back; None beyond the horizon.
-
-    Runs that never rolled back count as later than the horizon, so the median is not flattered by dropping them.
-    """
-    needed = math.ceil(share * len(first_rollbacks) - 1e-9)  # 0.9 * runs can land a hair above a whole number
-    rolled = np.sort(first_rollbacks[first_rollbacks != NEVER])
-    return int(rolled[needed - 1]) if 0 < needed <= len(rolled) else None
+def rate_of(first: IntArray) -> Rate:
+    return Rate(int((first != NEVER).sum()), len(first))
 
 
-@dataclass(frozen=True)
-class Detection:
-    rate: RollbackRate
-    median_interval: int | None
-    p90_interval: int | None
+def quantile_look(first: IntArray, share: float) -> float | None:
+    """The look by which `share` of all runs decided; runs that never did count as later than any look."""
+    needed = math.ceil(share * len(first) - 1e-9)
+    decided = np.sort(first[first != NEVER])
+    return float(decided[needed - 1]) if 0 < needed <= len(decided) else None
 
 
-def detection(first_rollbacks: IntArray) -> Detection:
-    return Detection(
-        rollback_rate(first_rollbacks),
-        interval_by_which_share_rolled_back(first_rollbacks, 0.5),
-        interval_by_which_share_rolled_back(first_rollbacks, 0.9),
-    )
+def one_sided_fixed_total(stable_rate: float, candidate_rate: float, split: float) -> float:
+    """Requests (both arms) a one-sided fixed-horizon test needs at 80% power, at this split."""
+    candidate = samples_per_arm_for_proportions(stable_rate, candidate_rate - stable_rate, alpha=ALPHA,
+                                                power=0.8, two_sided=False, ratio=(1 - split) / split)
+    return candidate / split
 
 
-@dataclass(frozen=True)
-class AARates:
-    """False rollback rates of the three rules on one set of A/A rollouts."""
+# --- sections ----------------------------------------------------------------------------------------
 
-    sequential: RollbackRate
-    naive: RollbackRate
-    flagger: RollbackRate
-    library_looks: int  # looks our judge evaluated through controller.stats
+Lines = list[str]
+Verdicts = dict[str, bool]
 
 
-def looks_evaluated(first_rollbacks: IntArray, intervals: int) -> int:
-    return int(np.where(first_rollbacks == NEVER, intervals, first_rollbacks).sum())
+def guardrail_aa(rng: np.random.Generator, settings: Settings, verdicts: Verdicts) -> Lines:
+    lines = ["", f"1. errorRate guardrail, A/A: false rollbacks over {settings.looks} looks, "
+             f"{settings.aa_runs} runs a cell (goal <= {ALPHA:.0%})",
+             f"   {'split':>6} {'base rate':>9} {'req/look':>8} {'diurnal':>7}  false rollback [95% CI]"]
+    test = step_tests.guardrail_test(ALPHA, 1.0, INTERVAL_SECONDS, settings.looks * INTERVAL_SECONDS)
+    rates = []
+    for split in settings.splits:
+        for base in settings.base_rates:
+            for requests in settings.traffic:
+                for diurnal in (False, True):
+                    traffic = Traffic(requests, split, diurnal)
+                    first = first_breach(test, count_intervals(rng, traffic, settings.aa_runs, settings.looks, base,
+                                                               constant(base)), settings.aa_runs)
+                    rates.append(rate_of(first))
+                    lines.append(f"   {split:6.0%} {base:9.1%} {requests:8d} {diurnal!s:>7}  {rates[-1].cell()}")
+    lines.append(aa_summary(rates, ALPHA, verdicts, "every errorRate A/A cell <= alpha"))
+    return lines
 
 
-def aa_rates(rollouts: Rollouts, params: Parameters) -> AARates:
-    sequential = sequential_first_rollbacks(rollouts, params)
-    return AARates(
-        sequential=rollback_rate(sequential),
-        naive=rollback_rate(naive_first_rollbacks(rollouts, params.alpha)),
-        flagger=rollback_rate(
-            flagger_first_rollbacks(rollouts, params.flagger_max_error_rate, params.flagger_threshold)
-        ),
-        library_looks=looks_evaluated(sequential, rollouts.intervals),
-    )
-
-
-@dataclass(frozen=True)
-class Regression:
-    sequential: Detection
-    naive: Detection
-    flagger: Detection
-    fixed_horizon_two_sided: int
-    fixed_horizon_one_sided: int
-    sequential_by_fixed_horizon: float  # share of runs our judge rolled back by the first look past the fixed n
-    library_looks: int
-
-
-def fixed_horizon_interval(samples_per_arm: int, requests_per_interval: int) -> int:
-    """The first look at which each arm has at least the fixed-horizon sample size."""
-    return math.ceil(samples_per_arm / requests_per_interval)
-
-
-def regression_results(rollouts: Rollouts, params: Parameters) -> Regression:
-    sequential = sequential_first_rollbacks(rollouts, params)
-    effect = params.regressed_error_rate - params.baseline_error_rate
-    # Two-sided, as the judge's symmetric mixture is (and as the operator's samplesNeeded is computed).
-    two_sided, one_sided = (
-        samples_per_arm_for_proportions(params.baseline_error_rate, effect, alpha=params.alpha, power=params.power,
-                                        two_sided=sides)
-        for sides in (True, False)
-    )
-    by_fixed = fixed_horizon_interval(two_sided, params.requests_per_interval)
-    return Regression(
-        sequential=detection(sequential),
-        naive=detection(naive_first_rollbacks(rollouts, params.alpha)),
-        flagger=detection(flagger_first_rollbacks(rollouts, params.flagger_max_error_rate, params.flagger_threshold)),
-        fixed_horizon_two_sided=two_sided,
-        fixed_horizon_one_sided=one_sided,
-        sequential_by_fixed_horizon=float(((sequential != NEVER) & (sequential <= by_fixed)).mean()),
-        library_looks=looks_evaluated(sequential, rollouts.intervals),
-    )
-
-
-@dataclass(frozen=True)
-class Results:
-    aa: AARates
-    aa_naive_last_look: RollbackRate  # the naive test used once, at the end, as a fixed-horizon test is meant to be
-    regression: Regression
-    aa_by_traffic: dict[int, AARates]  # requests per arm per interval -> rates
-    library_looks: int  # looks our judge evaluated through controller.stats, all scenarios together
-    naive_checked_looks: int
-    naive_max_deviation: float
-
-
-def checked_naive_deviation(rollouts: Sequence[Rollouts], runs: int, alpha: float) -> float:
-    """Stop the benchmark unless the vectorized naive test is the library's, on the first `runs` of each set."""
-    deviation = max(naive_max_deviation_from_library(rollout.head(runs), alpha) for rollout in rollouts)
-    if deviation > VERIFY_TOLERANCE:
-        raise RuntimeError(f"vectorized naive z-test departs from two_proportion_test by {deviation:.3g}")
-    return deviation
-
-
-def aa_rates_by_traffic(rng: np.random.Generator, params: Parameters, main: AARates) -> dict[int, AARates]:
-    """Scenario 1 at each sensitivity level; the main traffic level reuses the main scenario's rollouts."""
-    by_traffic: dict[int, AARates] = {}
-    for level in sorted(params.sensitivity_requests):
-        if level == params.requests_per_interval:
-            by_traffic[level] = main
+def latency_slow_shares(rng: np.random.Generator, sigma: float, scale: float, buckets: Sequence[float],
+                        stable_per_look: float, runs: int, tolerated: float) -> tuple[FloatArray, FloatArray]:
+    """Per run: the stable's and the candidate's chance of a slow request, with the bounds the
+    operator picks from ten minutes of the stable's histogram (step_tests.TAIL_LOOKBACK)."""
+    median = 0.05
+    edges = np.array(buckets[:-1])
+    cdf = norm.cdf((np.log(edges) - math.log(median)) / sigma)
+    probabilities = np.diff(np.concatenate([[0.0], cdf, [1.0]]))
+    stable_share, candidate_share = np.zeros(runs), np.zeros(runs)
+    window = rng.multinomial(max(int(stable_per_look * 600 / INTERVAL_SECONDS), 1), probabilities, size=runs)
+    for run in range(runs):
+        cumulative = np.cumsum(window[run]).astype(float).tolist()
+        bounds = step_tests.slow_thresholds(list(buckets), cumulative, 0.99, tolerated)
+        if bounds is None:
+            stable_share[run] = candidate_share[run] = 0.0
             continue
-        rollouts = simulate_rollouts(rng, params.runs, params.aa_intervals, level,
-                                     params.baseline_error_rate, params.baseline_error_rate)
-        by_traffic[level] = aa_rates(rollouts, replace(params, requests_per_interval=level))
-    return by_traffic
+        stable_share[run] = norm.sf((math.log(bounds[0]) - math.log(median)) / sigma)
+        candidate_share[run] = norm.sf((math.log(bounds[1]) - math.log(median * scale)) / sigma)
+    return stable_share, candidate_share
 
 
-def run(params: Parameters) -> Results:
-    # Independent streams per scenario: the regression's draws do not depend on how the A/A ones were taken.
-    aa_rng, regression_rng, traffic_rng = np.random.default_rng(params.seed).spawn(3)
-    baseline = params.baseline_error_rate
-    aa = simulate_rollouts(aa_rng, params.runs, params.aa_intervals, params.requests_per_interval, baseline, baseline)
-    regression = simulate_rollouts(regression_rng, params.runs, params.regression_intervals,
-                                   params.requests_per_interval, baseline, params.regressed_error_rate)
-    verify = min(params.verify_runs, params.runs)
-    deviation = checked_naive_deviation([aa, regression], verify, params.alpha)
-
-    main = aa_rates(aa, params)
-    by_traffic = aa_rates_by_traffic(traffic_rng, params, main)
-    regressed = regression_results(regression, params)
-    extra_looks = sum(rates.library_looks for rates in by_traffic.values() if rates is not main)
-    return Results(
-        aa=main,
-        aa_naive_last_look=rollback_rate(first_true(naive_pvalues(aa)[:, -1:] <= params.alpha)),
-        regression=regressed,
-        aa_by_traffic=by_traffic,
-        library_looks=main.library_looks + regressed.library_looks + extra_looks,
-        naive_checked_looks=verify * (aa.intervals + regression.intervals),
-        naive_max_deviation=deviation,
-    )
+def latency_intervals(rng: np.random.Generator, traffic: Traffic, runs: int, looks: int, stable_share: FloatArray,
+                      candidate_share: FloatArray, onset: int = 0) -> Iterator[step_tests.Interval]:
+    for look in range(looks):
+        stable_n, candidate_n = arms(rng, traffic, runs, look, looks)
+        share = candidate_share if look >= onset else stable_share
+        yield step_tests.Interval(rng.binomial(stable_n, stable_share).astype(np.float64),
+                                  stable_n.astype(np.float64),
+                                  rng.binomial(candidate_n, share).astype(np.float64), candidate_n.astype(np.float64))
 
 
-# --- report ---------------------------------------------------------------------------------------------------
+def latency_aa(rng: np.random.Generator, settings: Settings, verdicts: Verdicts) -> Lines:
+    lines = ["", "2. latencyP99 guardrail (relativeToStable 1.2), A/A with lognormal tails (median 50 ms): "
+             f"false rollbacks over {settings.looks} looks (goal <= {ALPHA:.0%})",
+             f"   {'buckets':>7} {'sigma':>5} {'req/s':>5} {'split':>5}  false rollback [95% CI]"]
+    test = step_tests.guardrail_test(ALPHA, 1.0, INTERVAL_SECONDS, settings.looks * INTERVAL_SECONDS)
+    rates = []
+    for name, buckets in (("1.2x", FINE_BUCKETS), ("seeds", SEEDS_BUCKETS)):
+        for sigma in (0.5, 1.0):
+            for per_second in (5, 20):
+                for split in (0.1, 0.5):
+                    traffic = Traffic(per_second * INTERVAL_SECONDS, split)
+                    # A/A: the candidate's bound is the tolerated one, its distribution the stable's.
+                    stable_share, candidate_share = latency_slow_shares(
+                        rng, sigma, 1.0, buckets, traffic.requests * (1 - split), settings.aa_runs, 1.2)
+                    first = first_breach(test, latency_intervals(rng, traffic, settings.aa_runs, settings.looks,
+                                                                 stable_share, candidate_share), settings.aa_runs)
+                    rates.append(rate_of(first))
+                    lines.append(f"   {name:>7} {sigma:5.1f} {per_second:5d} {split:5.0%}  {rates[-1].cell()}")
+    lines.append(aa_summary(rates, ALPHA, verdicts, "every latency A/A cell <= alpha"))
+    return lines
 
 
-def percent(value: float) -> str:
-    return f"{100 * value:.2f}%"
+def family_aa(rng: np.random.Generator, settings: Settings, verdicts: Verdicts) -> Lines:
+    """errorRate and latencyP99 together, alpha / 2 each, on the same traffic."""
+    runs, traffic = settings.aa_runs, Traffic(200, 0.1)
+    errors = step_tests.guardrail_test(ALPHA / 2, 1.0, INTERVAL_SECONDS, settings.looks * INTERVAL_SECONDS)
+    latency = step_tests.guardrail_test(ALPHA / 2, 1.0, INTERVAL_SECONDS, settings.looks * INTERVAL_SECONDS)
+    stable_share, candidate_share = latency_slow_shares(rng, 1.0, 1.0, FINE_BUCKETS, 180, runs, 1.2)
+    error_state, latency_state = step_tests.GuardrailState.start(runs), step_tests.GuardrailState.start(runs)
+    rolled = np.zeros(runs, dtype=bool)
+    for look in range(settings.looks):
+        stable_n, candidate_n = arms(rng, traffic, runs, look, settings.looks)
+        s, c = stable_n.astype(np.float64), candidate_n.astype(np.float64)
+        error_look = step_tests.guardrail_look(errors, error_state, step_tests.Interval(
+            rng.binomial(stable_n, 0.005).astype(np.float64), s, rng.binomial(candidate_n, 0.005).astype(np.float64),
+            c))
+        latency_look = step_tests.guardrail_look(latency, latency_state, step_tests.Interval(
+            rng.binomial(stable_n, stable_share).astype(np.float64), s,
+            rng.binomial(candidate_n, candidate_share).astype(np.float64), c))
+        error_state, latency_state = error_look.state, latency_look.state
+        rolled |= error_look.breached | latency_look.breached
+    rate = Rate(int(rolled.sum()), runs)
+    verdicts["A/A family (errorRate + latencyP99) <= alpha"] = rate.interval[0] <= ALPHA
+    return ["", "3. Both guardrails of a step together (alpha / 2 each), A/A at 20 req/s, 10% canary, 0.5% errors, "
+            f"sigma 1.0: false rollback {rate.cell()} (goal <= {ALPHA:.0%})"]
 
 
-def wilson_cell(rate: RollbackRate) -> str:
-    return f"{percent(rate.rate):>7} [{percent(rate.low)}, {percent(rate.high)}]"
+def ab_aa(rng: np.random.Generator, settings: Settings, verdicts: Verdicts) -> Lines:
+    lines = ["", f"4. abTest (mde 10% relative), A/A: false CandidateBetter / CandidateWorse over {settings.looks} "
+             f"looks (goal <= {ALPHA:.0%} together), and how often NoDifference was reached",
+             f"   {'split':>6} {'base rate':>9} {'req/look':>8} {'diurnal':>7}  false better/worse [95% CI]"
+             "   no difference"]
+    rates = []
+    for split in settings.splits:
+        for base in settings.base_rates:
+            design = step_tests.ab_design(ALPHA, 0.1, "relative", True, base * 1e6, 1e6)
+            for requests in settings.traffic:
+                for diurnal in (False, True):
+                    traffic = Traffic(requests, split, diurnal)
+                    verdict, _ = first_verdicts(design, count_intervals(
+                        rng, traffic, settings.aa_runs, settings.looks, base, constant(base)),
+                        settings.aa_runs)
+                    false = Rate(int(np.isin(verdict, [step_tests.BETTER, step_tests.WORSE]).sum()), settings.aa_runs)
+                    same = float((verdict == step_tests.NO_DIFFERENCE).mean())
+                    rates.append(false)
+                    lines.append(f"   {split:6.0%} {base:9.1%} {requests:8d} {diurnal!s:>7}  {false.cell()}"
+                                 f"   {same:6.1%}")
+    lines.append(aa_summary(rates, ALPHA, verdicts, "every abTest A/A cell <= alpha"))
+    return lines
 
 
-def rate_row(label: str, rate: RollbackRate) -> str:
-    return f"  {label:<52} {rate.rollbacks:>9,}  {wilson_cell(rate)}"
+def srm_aa(rng: np.random.Generator, settings: Settings, verdicts: Verdicts) -> Lines:
+    lines = ["", f"5. Sample-ratio check, A/A: false halts over {settings.srm_looks} looks, {settings.srm_runs} runs "
+             f"a cell (goal <= {step_tests.SRM_ALPHA:.1%}); the candidate errs 10x as often, which must not matter",
+             f"   {'split':>6} {'req/look':>8}  false halt [95% CI]"]
+    rates = []
+    for split in settings.splits:
+        for requests in settings.traffic:
+            test = step_tests.SampleRatioTest(split)
+            tests = step_tests.start_sample_ratio(settings.srm_runs)
+            halted = np.zeros(settings.srm_runs, dtype=bool)
+            traffic = Traffic(requests, split)
+            for look in range(settings.srm_looks):
+                stable_n, candidate_n = arms(rng, traffic, settings.srm_runs, look, settings.srm_looks)
+                result = step_tests.sample_ratio_look(test, tests, stable_n.astype(np.float64),
+                                                      candidate_n.astype(np.float64))
+                tests, halted = result.tests, halted | result.mismatch
+            rates.append(Rate(int(halted.sum()), settings.srm_runs))
+            lines.append(f"   {split:6.0%} {requests:8d}  {rates[-1].cell()}")
+    lines.append(aa_summary(rates, step_tests.SRM_ALPHA, verdicts, "every sample-ratio A/A cell <= 0.1%"))
+    return lines
 
 
-def requests_cell(interval: int | None, params: Parameters) -> str:
-    if interval is None:
-        return f"beyond {params.regression_intervals * params.requests_per_interval:,} per arm"
-    per_arm = interval * params.requests_per_interval
-    return f"{per_arm:,} / {2 * per_arm:,} (interval {interval})"
+def error_speed(rng: np.random.Generator, settings: Settings, verdicts: Verdicts) -> Lines:
+    runs, traffic = settings.power_runs, Traffic(200, 0.1)
+    fixed = one_sided_fixed_total(0.005, 0.010, 0.1)
+    test = step_tests.guardrail_test(ALPHA, 1.0, INTERVAL_SECONDS, None)
+    horizon = 3 * math.ceil(fixed / traffic.requests)
+    start = first_breach(test, count_intervals(rng, traffic, runs, horizon, 0.005, lambda _: 0.010), runs)
+    median, p90 = quantile_look(start, 0.5), quantile_look(start, 0.9)
+    quiet = settings.late_onset_looks
+    late = first_breach(test, count_intervals(rng, traffic, runs, quiet + 3 * horizon, 0.005,
+                                              lambda look: 0.010 if look >= quiet else 0.005), runs)
+    false_before = int(((late != NEVER) & (late <= quiet)).sum())
+    delays = np.where(late > quiet, late - quiet, NEVER)
+    late_median = quantile_look(delays, 0.5)
+    ratio = None if median is None else median * traffic.requests / fixed
+    late_ratio = None if median is None or late_median is None else late_median / median
+    others = []
+    for factor in (1.5, 4.0):
+        fixed_other = one_sided_fixed_total(0.005, 0.005 * factor, 0.1)
+        looks = 3 * math.ceil(fixed_other / traffic.requests)
+        other = first_breach(test, count_intervals(rng, traffic, runs, looks, 0.005,
+                                                   constant(0.005 * factor)), runs)
+        found = quantile_look(other, 0.5)
+        share = None if found is None else found * traffic.requests / fixed_other
+        others.append(f"   {factor:g}x errors from the start: median {_requests(found, traffic)} "
+                      f"({_times(share)} its fixed horizon)")
+    verdicts["2x errors: median <= 0.8x the one-sided fixed horizon"] = ratio is not None and ratio <= 0.8
+    verdicts["late onset: median delay <= 1.5x an onset at the start"] = late_ratio is not None and late_ratio <= 1.5
+    return ["", "6. errorRate guardrail, 0.5% -> 1% errors at a 10% canary, 20 req/s "
+            f"({runs} runs, 24 h open-ended design horizon)",
+            f"   one-sided fixed horizon at 80% power: {fixed:,.0f} requests",
+            f"   onset at the step's start: median {_requests(median, traffic)} ({_times(ratio)} the fixed horizon), "
+            f"90th percentile {_requests(p90, traffic)} ({_times(None if p90 is None else p90 * 200 / fixed)})",
+            f"   onset after {quiet * INTERVAL_SECONDS / 3600:.0f} h of quiet: median delay "
+            f"{_requests(late_median, traffic)} ({_times(late_ratio)} the delay at the start); "
+            f"{false_before} of {runs} runs rolled back falsely during the quiet period", *others]
 
 
-def detection_row(label: str, found: Detection, params: Parameters) -> str:
-    return (f"  {label:<24} {percent(found.rate.rate):>11}   {requests_cell(found.median_interval, params):<34}"
-            f" {requests_cell(found.p90_interval, params)}")
+def latency_speed(rng: np.random.Generator, settings: Settings) -> Lines:
+    lines = ["", "7. latencyP99 guardrail (relativeToStable 1.2), +40% p99 (every request 1.4x slower), "
+             f"{settings.power_runs} runs: time to rollback"]
+    test = step_tests.guardrail_test(ALPHA, 1.0, INTERVAL_SECONDS, settings.looks * INTERVAL_SECONDS)
+    for name, buckets in (("1.2x", FINE_BUCKETS), ("seeds", SEEDS_BUCKETS)):
+        for sigma in (0.5, 1.0):
+            traffic = Traffic(200, 0.1)
+            stable_share, candidate_share = latency_slow_shares(
+                rng, sigma, 1.4, buckets, traffic.requests * 0.9, settings.power_runs, 1.2)
+            first = first_breach(test, latency_intervals(rng, traffic, settings.power_runs, settings.looks,
+                                                         stable_share, candidate_share), settings.power_runs)
+            median, p90 = quantile_look(first, 0.5), quantile_look(first, 0.9)
+            lines.append(f"   {name:>5} buckets, sigma {sigma}: caught in {rate_of(first).rate:.0%} of runs within "
+                         f"{settings.looks * INTERVAL_SECONDS / 60:.0f} min; median {_seconds(median)}, "
+                         f"90th percentile {_seconds(p90)}")
+    return lines
 
 
-def parameter_lines(params: Parameters, runtime: float) -> list[str]:
-    per_arm = params.requests_per_interval
-    return [
-        "Decision quality of rollback rules: benchmarks/decision_quality.py",
-        f"runtime: {runtime:.1f} s  (Python {platform.python_version()}, numpy {np.__version__})",
+def ab_speed(rng: np.random.Generator, settings: Settings) -> Lines:
+    """The mixture test the operator runs, against an O'Brien-Fleming group-sequential design with
+    ten equally spaced analyses over maxDuration, at a true effect of the MDE."""
+    runs, base, mde, traffic = settings.power_runs, 0.10, 0.01, Traffic(1000, 0.5)
+    design = step_tests.ab_design(ALPHA, mde, "absolute", True, base * 1e6, 1e6)
+    plan = step_tests.plan(design, 0.5)
+    fixed = plan.fixed_horizon or 0
+    horizon = 4 * math.ceil(fixed / (traffic.requests / 2))
+    verdict, when = first_verdicts(design, count_intervals(rng, traffic, runs, horizon, base, lambda _: base + mde),
+                                   runs)
+    better = np.where(verdict == step_tests.BETTER, when, NEVER)
+    median = quantile_look(better, 0.5)
+    group = group_sequential(rng, runs, base, base + mde, 2 * fixed, analyses=10)
+    aa_group = group_sequential(rng, settings.aa_runs, base, base, 2 * fixed, analyses=10)
+    return ["", f"8. abTest at a true effect of its MDE (10% -> 11%, 50/50, {runs} runs): trials per arm to a verdict",
+            f"   fixed horizon (two-sided, 80% power): {fixed:,}",
+            f"   operator (anytime-valid mixture): CandidateBetter in {rate_of(better).rate:.0%}; median "
+            f"{_per_arm(median, traffic)}; its plan said median {plan.sequential_median:,}, "
+            f"90th percentile {plan.sequential_p90:,}",
+            f"   O'Brien-Fleming, 10 looks to 2x the fixed horizon: CandidateBetter in {group[0]:.0%}; median "
+            f"{group[1]:,.0f}; A/A false verdicts {aa_group[2]:.2%} (needs the horizon's traffic in advance, and "
+            "its normal approximation is what failed at rare events)"]
+
+
+def group_sequential(rng: np.random.Generator, runs: int, stable_rate: float, candidate_rate: float,
+                     max_per_arm: float, analyses: int) -> tuple[float, float, float]:
+    """(share better, median trials per arm to a verdict, share of any verdict) of a two-sided
+    Lan-DeMets O'Brien-Fleming design, its bounds found by simulating the z-statistics' joint law."""
+    fractions = np.arange(1, analyses + 1) / analyses
+    spent = 2 * (1 - norm.cdf(norm.ppf(1 - ALPHA / 4) / np.sqrt(fractions)))
+    paths = np.cumsum(rng.standard_normal((200_000, analyses)), axis=1)
+    z = np.abs(paths / np.sqrt(np.arange(1, analyses + 1)))
+    bounds, alive = [], np.ones(len(z), dtype=bool)
+    for k in range(analyses):
+        budget = (spent[k] - (spent[k - 1] if k else 0.0)) * len(z)
+        candidates = np.sort(z[alive, k])[::-1]
+        bound = float(candidates[int(budget)]) if int(budget) < len(candidates) else 0.0
+        bounds.append(bound)
+        alive &= z[:, k] < bound
+    per_look = max_per_arm / analyses
+    stable = np.zeros(runs)
+    candidate = np.zeros(runs)
+    decided = np.zeros(runs, dtype=bool)
+    better = np.zeros(runs, dtype=bool)
+    when = np.full(runs, np.inf)
+    for k in range(analyses):
+        stable += rng.binomial(int(per_look), stable_rate, runs)
+        candidate += rng.binomial(int(per_look), candidate_rate, runs)
+        n = per_look * (k + 1)
+        pooled = (stable + candidate) / (2 * n)
+        statistic = (candidate - stable) / n / np.sqrt(np.maximum(pooled * (1 - pooled) * 2 / n, 1e-12))
+        now = ~decided & (np.abs(statistic) >= bounds[k])
+        better |= now & (statistic > 0)
+        when = np.where(now, n, when)
+        decided |= now
+    finite = np.sort(when[better])
+    median = float(finite[len(when) // 2]) if len(finite) > len(when) // 2 else math.inf
+    return float(better.mean()), median, float(decided.mean())
+
+
+def _requests(look: float | None, traffic: Traffic) -> str:
+    return "never" if look is None else f"{look * traffic.requests:,.0f} requests"
+
+
+def _per_arm(look: float | None, traffic: Traffic) -> str:
+    return "never" if look is None else f"{look * traffic.requests / 2:,.0f}"
+
+
+def _seconds(look: float | None) -> str:
+    return "never" if look is None else f"{look * INTERVAL_SECONDS:,.0f} s"
+
+
+def _times(ratio: float | None) -> str:
+    return "n/a" if ratio is None else f"{ratio:.2f}x"
+
+
+SECTIONS = ("guardrail", "latency", "family", "ab", "srm", "speed", "latency-speed", "ab-speed")
+
+
+def report(settings: Settings, sections: Sequence[str] = SECTIONS) -> tuple[str, Verdicts]:
+    rng = np.random.default_rng(settings.seed)
+    verdicts: Verdicts = {}
+    started = time.monotonic()
+    lines: Lines = []
+    runners: dict[str, Callable[[], Lines]] = {
+        "guardrail": lambda: guardrail_aa(rng, settings, verdicts),
+        "latency": lambda: latency_aa(rng, settings, verdicts),
+        "family": lambda: family_aa(rng, settings, verdicts),
+        "ab": lambda: ab_aa(rng, settings, verdicts),
+        "srm": lambda: srm_aa(rng, settings, verdicts),
+        "speed": lambda: error_speed(rng, settings, verdicts),
+        "latency-speed": lambda: latency_speed(rng, settings),
+        "ab-speed": lambda: ab_speed(rng, settings),
+    }
+    for section in sections:
+        lines += runners[section]()
+    head = [
+        "Decision quality of the operator's sequential tests (controller.analysis.step_tests)",
+        f"runtime: {time.monotonic() - started:.0f} s on {platform.machine()} Python {platform.python_version()}; "
+        f"seed {settings.seed}; alpha {ALPHA}; looks every {INTERVAL_SECONDS:.0f} s",
         "",
-        "Parameters",
-        f"  runs per scenario        {params.runs:,} (--runs); seed {params.seed} (--seed)",
-        f"  traffic                  50/50 split, {per_arm:,} requests per arm per analysis interval",
-        f"  stable error rate        {percent(params.baseline_error_rate)}",
-        f"  scenario 1 (A/A)         candidate {percent(params.baseline_error_rate)}, {params.aa_intervals} intervals "
-        f"({params.aa_intervals * per_arm:,} requests per arm); a rollback at any interval is false",
-        f"  scenario 2 (regression)  candidate {percent(params.regressed_error_rate)}, up to "
-        f"{params.regression_intervals} intervals ({params.regression_intervals * per_arm:,} requests per arm)",
-        f"  traffic sensitivity      scenario 1 again at {', '.join(map(str, params.sensitivity_requests))} "
-        "requests per arm per interval",
-        f"  alpha                    {params.alpha}",
-        f"  ours                     mSPRT on cumulative counts, mde {params.minimum_detectable_effect} absolute, "
-        f"tau2 = mde^2 = {params.tau2:.3g},",
-        "                           looks folded with carry_forward; rollback when judge_sequential says",
-        f"                           candidate_worse (p <= {params.alpha} and the confidence sequence entirely "
-        "above 0)",
-        "  naive                    one-sided pooled two-proportion z-test on cumulative counts at every interval,",
-        f"                           rollback at p <= {params.alpha}",
-        "  Flagger-style            failed check when the candidate's error rate over the interval alone is "
-        f"> {percent(params.flagger_max_error_rate)}",
-        f"                           ({params.flagger_max_error_rate / params.baseline_error_rate:g}x baseline); "
-        f"failed checks accumulate, never reset; rollback at {params.flagger_threshold}",
-        "                           (Flagger's default analysis.threshold)",
-        f"  fixed-horizon n          power {params.power}, alpha {params.alpha}, on Cohen's h "
-        "(samples_per_arm_for_proportions)",
+        "Goals:",
+        *(f"   [{'met' if ok else 'MISSED'}] {goal}" for goal, ok in verdicts.items()),
     ]
+    return "\n".join(head + lines), verdicts
 
 
-def check_lines(results: Results) -> list[str]:
-    return [
-        "Checks",
-        "  ours: every look went through controller.stats (sequential_proportion_test -> carry_forward ->",
-        f"        judge_sequential): {results.library_looks:,} looks",
-        "  naive: vectorized z-test vs two_proportion_test(method='score', alternative='greater') on "
-        f"{results.naive_checked_looks:,} looks:",
-        f"        max |dp| = {results.naive_max_deviation:.1e} (tolerance {VERIFY_TOLERANCE:g})",
-    ]
-
-
-def aa_lines(results: Results, params: Parameters) -> list[str]:
-    return [
-        f"1. A/A: false rollback rate, {params.runs:,} rollouts x {params.aa_intervals} intervals "
-        f"(target: at most alpha = {params.alpha})",
-        f"  {'rule':<52} {'rollbacks':>9}  {'rate':>7} 95% Wilson interval",
-        rate_row("ours: sequential judge, every interval", results.aa.sequential),
-        rate_row("naive z-test, every interval", results.aa.naive),
-        rate_row("Flagger-style failed-check counter", results.aa.flagger),
-        rate_row("reference: naive z-test at the last interval only", results.aa_naive_last_look),
-    ]
-
-
-def regression_lines(results: Results, params: Parameters) -> list[str]:
-    regression = results.regression
-    fixed = regression.fixed_horizon_two_sided
-    by_fixed = fixed_horizon_interval(fixed, params.requests_per_interval)
-    found = regression.sequential
-    lines = [
-        f"2. Regression {percent(params.baseline_error_rate)} -> {percent(params.regressed_error_rate)}: "
-        f"requests until rollback, {params.runs:,} rollouts, horizon {params.regression_intervals} intervals",
-        f"  fixed-horizon sample size, two-sided (as the judge's symmetric mixture): {fixed:,} per arm "
-        f"({2 * fixed:,} total)",
-        f"  (one-sided it would be {regression.fixed_horizon_one_sided:,} per arm)",
-        f"  {'rule':<24} {'rolled back':>11}   {'median, per arm / total':<34} 90th percentile, per arm / total",
-        detection_row("ours: sequential judge", found, params),
-        detection_row("naive z-test", regression.naive, params),
-        detection_row("Flagger-style counter", regression.flagger, params),
-    ]
-    if found.median_interval is not None:
-        ratio = found.median_interval * params.requests_per_interval / fixed
-        lines.append(f"  ours: median / fixed-horizon n = {ratio:.2f}")
-    lines.append(f"  ours: rolled back by interval {by_fixed} ({by_fixed * params.requests_per_interval:,} per arm, "
-                 f"the first look past the fixed-horizon n): {percent(regression.sequential_by_fixed_horizon)}")
-    lines.append(f"        (the fixed-horizon test rejects at that n with probability {percent(params.power)})")
-    return lines
-
-
-def traffic_lines(results: Results, params: Parameters) -> list[str]:
-    lines = [
-        f"3. A/A false rollback rate by traffic, {params.runs:,} rollouts x {params.aa_intervals} intervals each",
-        f"  {'requests/arm/interval':>21}   {'ours':<25} {'naive z-test':<25} Flagger-style",
-    ]
-    for level, rates in results.aa_by_traffic.items():
-        lines.append(f"  {level:>21,}   {wilson_cell(rates.sequential):<25} {wilson_cell(rates.naive):<25} "
-                     f"{wilson_cell(rates.flagger)}")
-    return lines
-
-
-NOTES = [
-    "Notes",
-    "  - Median and 90th percentile: the first interval by whose end that share of ALL runs had rolled back;",
-    "    runs that never rolled back count as beyond the horizon. Total requests = both arms (50/50 split).",
-    "  - No rule ends a run early by promoting (ours on no_difference, Flagger after its iterations): each",
-    "    sees the whole horizon, which can only add false rollbacks.",
-    "  - Flagger does not advance on a failed check and rolls back on the tick after the threshold; here all",
-    "    rules see the same intervals and Flagger's rollback is credited at its 5th failed interval.",
-    "  - Flagger's threshold is absolute: its error rates depend on the traffic per interval and on how far",
-    "    the baseline sits below the threshold; it has no error guarantee to hold.",
-]
-
-
-def format_report(params: Parameters, results: Results, runtime: float) -> str:
-    sections = [parameter_lines(params, runtime), check_lines(results), aa_lines(results, params),
-                regression_lines(results, params), traffic_lines(results, params), NOTES]
-    return "\n\n".join("\n".join(section) for section in sections)
-
-
-def parse_arguments(argv: Sequence[str] | None) -> Parameters:
-    defaults = Parameters()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--runs", type=int, default=defaults.runs, help="simulated rollouts per scenario")
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of numpy.random.default_rng")
-    arguments = parser.parse_args(argv)
-    runs: int = arguments.runs
-    seed: int = arguments.seed
-    if runs < 1:
-        parser.error("--runs must be at least 1")
-    return replace(defaults, runs=runs, seed=seed)
+def settings_for(stress: bool, seed: int) -> Settings:
+    return replace(Settings.stress() if stress else Settings(), seed=seed)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    params = parse_arguments(argv)
-    started = time.perf_counter()
-    results = run(params)
-    print(format_report(params, results, time.perf_counter() - started))
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--stress", action="store_true", help="the full matrix: 2,000 runs a cell (A/A), 500 (power)")
+    parser.add_argument("--seed", type=int, default=Settings.seed)
+    parser.add_argument("--only", choices=SECTIONS, action="append", help="run only these sections")
+    args = parser.parse_args(argv)
+    text, _ = report(settings_for(args.stress, args.seed), args.only or SECTIONS)
+    print(text)
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":

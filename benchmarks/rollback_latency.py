@@ -140,7 +140,7 @@ def _set_image(bench: Bench, name: str, image: str) -> None:
     bench.custom.patch_namespaced_custom_object(api.GROUP, api.VERSION, NAMESPACE, api.PLURAL, name, patch)
 
 
-def fault_to_rollback(api_client: client.ApiClient, kubeconfig: str, runs: int) -> list[float]:
+def fault_to_rollback(api_client: client.ApiClient, kubeconfig: str, runs: int, weight: int) -> list[float]:
     """Inject an error spike into the candidate's model server; time until the route is 100% stable.
 
     Real model-server processes, Prometheus scraping every 1 s, analysis every 2 s, load routed by
@@ -151,12 +151,12 @@ def fault_to_rollback(api_client: client.ApiClient, kubeconfig: str, runs: int) 
     seconds: list[float] = []
     with tempfile.TemporaryDirectory() as workdir, e2e_world(api_client, namespace, Path(kubeconfig),
                                                              Path(workdir), rps=60) as world:
-        world.deploy([{"canary": {"weight": 30, "duration": "1h"}}], guardrails=[
+        world.deploy([{"canary": {"weight": weight, "duration": "1h"}}], guardrails=[
             {"name": "error-rate", "template": "errorRate", "max": 0.05}])
         world.roll_out("good-rebuild")
         for run in range(runs):
             healthy = world.rollouts.wait_status(
-                "scorer", lambda s: s.get("canaryWeight") == 30 and s.get("analysis", {}).get("verdict") == "pass",
+                "scorer", lambda s: s.get("canaryWeight") == weight and s.get("analysis", {}).get("verdict") == "Pass",
                 120, "a measured, healthy canary")
             time.sleep(3)
             revision = healthy["candidateRevision"]
@@ -174,6 +174,7 @@ def main() -> None:  # noqa: PLR0915 - one linear scenario reads best top to bot
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--fault-runs", type=int, default=10,
                         help="end-to-end fault injections (real Prometheus and model servers); 0 skips")
+    parser.add_argument("--fault-weight", type=int, default=10, help="the canary's weight during the fault runs")
     args = parser.parse_args()
 
     binaries = ensure_binaries()
@@ -243,7 +244,7 @@ def main() -> None:  # noqa: PLR0915 - one linear scenario reads best top to bot
                                                             {"spec": {"deletionPolicy": "Delete"}})
                 bench.custom.delete_namespaced_custom_object(api.GROUP, api.VERSION, NAMESPACE, api.PLURAL, name)
             bench.wait(lambda: not client.AppsV1Api(bench.api).list_namespaced_deployment(NAMESPACE).items, 120)
-            faults = fault_to_rollback(bench.api, state.kubeconfig, args.fault_runs)
+            faults = fault_to_rollback(bench.api, state.kubeconfig, args.fault_runs, args.fault_weight)
             print(f"end to end, {len(faults)} error spikes (40% errors) injected into the candidate's model server, "
                   f"1 s scrape, 2 s analysis interval, until the route is 100% stable: "
                   f"p50 {statistics.median(faults):.1f} s, max {max(faults):.1f} s "

@@ -1,4 +1,4 @@
-"""The `modelrollout` command: `run` the operator, drive the local `sandbox`, or run the `demo`."""
+"""The `modelrollout` command: `run` the operator, drive the local `sandbox`, run the `demo`, or `plan` an A/B test."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import sys
+from typing import Literal
 
 from controller.sandbox.errors import SandboxError
 
@@ -65,6 +66,49 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fraction(text: str) -> float:
+    """0.01 or 1%."""
+    value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a fraction between 0 and 1 (0.01 or 1%)")
+    return value
+
+
+def _plan(args: argparse.Namespace) -> int:
+    """What an abTest step with these settings needs, in the operator's own design."""
+    from controller.analysis.step_tests import ab_design, plan
+
+    effect: Literal["absolute", "relative"] = "relative" if args.relative else "absolute"
+    design = ab_design(args.alpha, args.mde, effect, True, args.baseline * 1e9, 1e9)
+    figures = plan(design, args.weight)
+    smaller = min(args.weight, 1 - args.weight)
+    difference = args.mde * args.baseline if args.relative else args.mde
+    print(f"A/B plan: baseline {args.baseline:.4g}, detect {args.baseline:.4g} -> {args.baseline + difference:.4g} "
+          f"({effect} MDE {args.mde:.4g}), alpha {args.alpha}, 80% power, candidate weight {args.weight:.0%}")
+    print(f"  the test counts the {design.counted}")
+    rows = [("fixed horizon (two-sided)", figures.fixed_horizon),
+            ("sequential, median", figures.sequential_median),
+            ("sequential, 90th percentile", figures.sequential_p90)]
+    print(f"  {'design':<30}{'trials in the smaller arm':>26}{'at ' + format(args.rate, 'g') + ' trials/s':>22}")
+    for name, trials in rows:
+        if trials is None:
+            print(f"  {name:<30}{'(effect too small to solve)':>26}")
+            continue
+        print(f"  {name:<30}{trials:>26,}{_duration(trials / (args.rate * smaller)):>22}")
+    print("  The sequential figures are upper bounds: the test stops at the first look whose evidence crosses.")
+    return 0
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="modelrollout", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -86,6 +130,14 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="a live rollout and an automatic rollback on the local sandbox")
     demo.add_argument("--keep", action="store_true", help="keep everything running for 30 minutes afterwards")
+
+    plan = commands.add_parser("plan", help="samples and time an abTest step needs (fixed horizon and sequential)")
+    plan.add_argument("--baseline", type=_fraction, required=True, help="the stable's rate of the metric, e.g. 0.10")
+    plan.add_argument("--mde", type=_fraction, required=True, help="minimumDetectableEffect, e.g. 0.01 or 1%%")
+    plan.add_argument("--relative", action="store_true", help="read the MDE as a share of the baseline")
+    plan.add_argument("--alpha", type=_fraction, default=0.05)
+    plan.add_argument("--weight", type=_fraction, default=0.5, help="the candidate's share of traffic (default 50%%)")
+    plan.add_argument("--rate", type=float, default=10.0, help="trials per second, both arms (default 10)")
 
     run = commands.add_parser("run", help="run the operator against the current kubeconfig")
     run.add_argument("--namespace", action="append", help="watch only this namespace (repeatable)")
@@ -110,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
             return _sandbox(args)
         if args.command == "run":
             return _run(args)
+        if args.command == "plan":
+            return _plan(args)
         if args.command == "demo":
             from e2e.demo import run_demo
 

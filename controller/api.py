@@ -12,7 +12,17 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from controller.durations import DURATION_PATTERN, parse_duration
@@ -51,12 +61,31 @@ class PauseReason(StrEnum):
 
 
 class Verdict(StrEnum):
-    """The A/B step's statistical verdict, as status shows it."""
+    """The A/B step's statistical verdict: the one spelling in status, Events, the engine and the analysis."""
 
     CANDIDATE_BETTER = "CandidateBetter"
     CANDIDATE_WORSE = "CandidateWorse"
     NO_DIFFERENCE = "NoDifference"
     INCONCLUSIVE = "Inconclusive"
+
+
+class AnalysisVerdict(StrEnum):
+    """What one analysis run tells the engine."""
+
+    PASS = "Pass"  # noqa: S105 - nothing wrong (not a password)
+    FAIL = "Fail"  # a guardrail breached: roll back
+    HOLD = "Hold"  # do not advance yet (drift in shadow, no data yet, a guardrail set to hold)
+    ERROR = "Error"  # measurements failing past errorLimit: onError decides
+    HALT = "Halt"  # the experiment itself is broken (a sample-ratio mismatch): wait for a human
+
+
+class GuardrailOutcome(StrEnum):
+    """One guardrail at one analysis run, after Argo's metric phases."""
+
+    PASSED = "Passed"
+    BREACHED = "Breached"
+    NO_DATA = "NoData"
+    ERROR = "Error"
 
 def _positive_duration(text: str) -> str:
     if parse_duration(text) <= 0:
@@ -85,6 +114,7 @@ HttpURL = Annotated[str, Field(pattern=r"^https?://", max_length=2048, json_sche
 }), AfterValidator(_http_url)]
 Percent = Annotated[int, Field(ge=0, le=100)]
 MAX_STEPS = 64
+METRIC_UNKNOWN = "abTest.metric must be conversion, success, or the name of one of analysis.metrics"
 
 
 def _cel(rule: str, message: str, field_path: str | None = None) -> dict[str, JsonValue]:
@@ -131,9 +161,18 @@ class ABTestStep(SpecModel):
     header_route: HeaderMatch | None = None
     max_duration: Duration
     min_duration: Duration | None = None
-    metric: str | None = None
-    alpha: Annotated[float, Field(gt=0, lt=0.5)] = 0.05
-    minimum_detectable_effect: Annotated[float, Field(gt=0)] = 0.01
+    metric: Annotated[str, Field(description=(
+        "The metric judged: `conversion`, `success`, or the name of an entry of analysis.metrics."))] | None = None
+    alpha: Annotated[float, Field(gt=0, lt=0.5, description=(
+        "The chance of a false CandidateBetter or CandidateWorse when the two are the same, and of a false "
+        "NoDifference when they differ by the minimum detectable effect or more."))] = 0.05
+    minimum_detectable_effect: Annotated[float, Field(gt=0, description=(
+        "The smallest change of the metric's rate that matters, read as `effect` says: 0.01 with "
+        "effect: absolute is one percentage point (10% -> 11%); with effect: relative it is 1% of the "
+        "stable's rate (10% -> 10.1%)."))] = 0.01
+    effect: Annotated[Literal["absolute", "relative"], Field(description=(
+        "How minimumDetectableEffect is read: `absolute` (the default), a difference of rates; "
+        "`relative`, a share of the stable's rate."))] = "absolute"
     on_inconclusive: Literal["promote", "rollback", "pause"] = "pause"
 
 
@@ -275,6 +314,17 @@ class PrometheusSource(SpecModel):
 
 
 class Guardrail(SpecModel):
+    """A check at every analysis run.
+
+    errorRate, latencyP99 and latencyP95 are sequential tests of the candidate against the stable:
+    the step rolls back once the candidate's errors (or requests slower than the stable's p99/p95)
+    outrun the stable's by more than `relativeToStable` (default 1: any excess) beyond doubt, within
+    this guardrail's share of analysis.alpha. `max` is then a floor of practical significance: no
+    breach while the candidate's value over analysis.window stays at or under it. A custom `query`
+    and predictionPSI are thresholds: the value over the window against max, min and
+    relativeToStable x the stable's, acting after failureLimit breaches in a row.
+    """
+
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
@@ -340,6 +390,11 @@ class Metric(SpecModel):
 
 class Analysis(SpecModel):
     prometheus: PrometheusSource | None = None
+    # Family-wise: the chance that a step whose candidate is no worse is rolled back by any of
+    # its statistical guardrails (errorRate, latencyP99, latencyP95), split between them.
+    alpha: Annotated[float, Field(gt=0, lt=0.5, description=(
+        "The chance that the statistical guardrails (errorRate, latencyP99, latencyP95) roll back a step "
+        "whose candidate is no worse than the stable, across all of them."))] = 0.05
     interval: Duration = "10s"
     # The look-back of guardrail queries (rates and quantiles).
     window: Duration = "1m"
@@ -371,6 +426,19 @@ class ModelRolloutSpec(SpecModel):
                     "abTest.headerRoute routes by header, which trafficRouting.replicas cannot do",
                     ".strategy.steps",
                 ),
+                _cel(
+                    "self.strategy.steps.all(s, !has(s.abTest) || !has(s.abTest.metric) || "
+                    "s.abTest.metric in ['conversion', 'success'] || (has(self.analysis) && "
+                    "has(self.analysis.metrics) && self.analysis.metrics.exists(m, m.name == s.abTest.metric)))",
+                    METRIC_UNKNOWN,
+                    ".strategy.steps",
+                ),
+                _cel(
+                    "!self.strategy.steps.exists(s, has(s.abTest) && has(s.abTest.metric)) || "
+                    "(has(self.analysis) && has(self.analysis.prometheus))",
+                    "an abTest metric needs analysis.prometheus to be measured",
+                    ".strategy.steps",
+                ),
             ]
         }
     )
@@ -394,6 +462,13 @@ class ModelRolloutSpec(SpecModel):
             s.ab_test and s.ab_test.header_route for s in self.strategy.steps
         ):
             raise ValueError("abTest.headerRoute routes by header, which trafficRouting.replicas cannot do")
+        known = {"conversion", "success", *(m.name for m in self.analysis.metrics)} if self.analysis else {
+            "conversion", "success"}
+        metrics = [s.ab_test.metric for s in self.strategy.steps if s.ab_test and s.ab_test.metric]
+        if any(metric not in known for metric in metrics):
+            raise ValueError(METRIC_UNKNOWN)
+        if metrics and (self.analysis is None or self.analysis.prometheus is None):
+            raise ValueError("an abTest metric needs analysis.prometheus to be measured")
         containers = self.template.get("spec", {}).get("containers")
         if not isinstance(containers, list) or not containers:
             raise ValueError("template.spec.containers must list at least one container")
@@ -461,6 +536,108 @@ class Decision(StatusModel):
 MAX_DECISIONS = 20
 
 
+class GuardrailStatus(StatusModel):
+    """One guardrail at the last analysis run.
+
+    A statistical guardrail (errorRate, latencyP99, latencyP95) carries its running sequential test:
+    the log likelihood ratio of each alternative of its mixture since the step began (`cumulative`)
+    and its change detector (`detector`), so a restarted operator goes on with the same test.
+    """
+
+    outcome: GuardrailOutcome
+    reason: str = ""
+    # The candidate's and the stable's value over analysis.window (an error rate, a quantile, a PSI).
+    value: float | None = None
+    stable: float | None = None
+    consecutive_failures: int = 0
+    # The share of this step's false-rollback budget (analysis.alpha) this guardrail holds.
+    alpha: float | None = None
+    # log e-value of the test since the step began, and of the change detector, against their thresholds.
+    evidence: float | None = None
+    evidence_threshold: float | None = None
+    detector: float | None = None
+    detector_threshold: float | None = None
+    cumulative: list[float] = []
+    detector_state: list[float] = []
+    looks: int = 0
+    restarts: int = 0
+    # Latency: a request is slow above these bucket bounds (seconds), the stable's and the candidate's.
+    slow_above: list[float] | None = None
+    # Events (errors, slow requests) and trials counted by the test, per arm: [stable, candidate].
+    events: list[float] = [0.0, 0.0]
+    trials: list[float] = [0.0, 0.0]
+
+
+class ABTestStatus(StatusModel):
+    """The abTest step's sequential test: design, evidence and progress."""
+
+    metric: str
+    verdict: Verdict | None = None
+    # The design, fixed by the first interval with data (which the test then leaves out): which
+    # outcome is counted (the rarer one), the baseline rate, and the MDE as log rate ratios of it.
+    counted: Literal["successes", "failures"] | None = None
+    baseline: float | None = None
+    bounds: list[float] | None = None
+    stable_rate: float | None = None
+    candidate_rate: float | None = None
+    # Relative difference of the rates (candidate / stable - 1).
+    effect: float | None = None
+    successes: list[float] = [0.0, 0.0]
+    trials: list[float] = [0.0, 0.0]
+    # Looks with data spent on the design sample.
+    design_looks: int = 0
+    # Trials in the smaller arm, and what the design needs there for 80% power at the MDE:
+    # the median and 90th percentile of the sequential test's sample, and a fixed horizon's.
+    samples: int = 0
+    samples_needed: int | None = None
+    samples_needed_p90: int | None = None
+    fixed_horizon_samples: int | None = None
+    progress: float = 0.0
+    # log e-values: candidate worse, candidate better, and the two sides of "no difference".
+    evidence: dict[str, float] = {}
+    tests: dict[str, list[float]] = {}
+
+
+class SampleRatioStatus(StatusModel):
+    """The sequential sample-ratio check of an abTest step: requests per arm against the weight."""
+
+    expected_share: float
+    requests: list[float] = [0.0, 0.0]
+    evidence: float | None = None
+    threshold: float | None = None
+    mismatch: bool = False
+    tests: dict[str, list[float]] = {}
+
+
+class ShadowStatus(StatusModel):
+    """The comparison of the two models' predictions, shown even without a drift guardrail."""
+
+    psi: float | None = None
+    ks: float | None = None
+    jensen_shannon: float | None = None
+
+
+class AnalysisStatus(StatusModel):
+    """The last analysis run of the current step attempt. The analysis alone writes it."""
+
+    step: int
+    step_started_at: str
+    last_run: str
+    looks: int = 0
+    verdict: AnalysisVerdict
+    reason: str = ""
+    # The guardrail (or "abTest", "sampleRatio") whose result decided this verdict.
+    decided_by: str | None = None
+    consecutive_errors: int = 0
+    duration_ms: float | None = None
+    # Counter values at the last look: each look counts only what came since.
+    counters: dict[str, float] = {}
+    guardrails: dict[str, GuardrailStatus] = {}
+    ab_test: ABTestStatus | None = None
+    sample_ratio: SampleRatioStatus | None = None
+    shadow: ShadowStatus | None = None
+
+
 class ModelRolloutStatus(StatusModel):
     phase: Phase = Phase.PENDING
     observed_generation: int = 0
@@ -485,7 +662,14 @@ class ModelRolloutStatus(StatusModel):
     candidate_ready: bool = False
     scale_down_at: str | None = None
     conditions: list[Condition] = []
-    analysis: dict[str, Any] = Field(
-        default_factory=dict, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
-    )
+    analysis: AnalysisStatus | None = None
+
+    @field_validator("analysis", mode="wrap")
+    @classmethod
+    def _fresh_analysis_if_unreadable(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        # A status from an older operator (an untyped blob) starts its step's analysis afresh.
+        try:
+            return handler(value)
+        except ValidationError:
+            return None
     decisions: Annotated[list[Decision], Field(max_length=MAX_DECISIONS)] = []

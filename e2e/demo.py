@@ -42,8 +42,8 @@ def _line(world: World) -> str:
     weight, mirror = httproute_state(world.rollouts, "scorer")
     analysis = status.get("analysis", {})
     ab = analysis.get("abTest")
-    detail = (f"A/B p={ab.get('pValue')} samples {ab.get('samples')}/{ab.get('samplesNeeded')}"
-              if ab and ab.get("pValue") is not None else analysis.get("reason", ""))
+    detail = (f"A/B {ab.get('verdict')} samples {ab.get('samples')}/{ab.get('samplesNeeded')}"
+              if ab and ab.get("samplesNeeded") else analysis.get("reason", ""))
     return (f"{status.get('phase', ''):<12} step {status.get('stepLabel') or '-':<4} route {weight:>3}%/"
             f"mirror {mirror:>3}%  {status.get('verdict') or '':<16} {detail[:70]}")
 
@@ -87,7 +87,7 @@ def run_demo(keep: bool = False) -> int:
             world.rollouts.patch("scorer", {"spec": {"strategy": world.body["spec"]["strategy"]}})
             world.roll_out("good-rebuild")
             canary = _follow(world, lambda s: s.get("canaryWeight") == 30 and s.get("phase") == "Progressing"
-                             and s.get("analysis", {}).get("verdict") == "pass", 120)
+                             and s.get("analysis", {}).get("verdict") == "Pass", 120)
             world.fleet.set_knobs(canary["candidateRevision"], error_rate=0.4)
             print("    fault injected into the candidate's model server")
             bad = _follow(world, lambda s: s.get("phase") == "RolledBack", 120)

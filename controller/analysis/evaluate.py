@@ -1,36 +1,47 @@
-"""One analysis run: query the provider, judge guardrails and the step's test, return the engine's signal.
+"""One analysis run: read the counters, fold this look into the step's sequential tests, return the engine's signal.
 
-The provider is the only I/O here (a fake one serves the unit tests). The
-running state (failure counters, the carried sequential test) travels in
-`status.analysis`, so a restarted operator continues the same test.
+The provider is the only I/O here (a fake one serves the unit tests). Each look reads counter
+totals and counts what came since the last look, so its cost is the same at minute 1 and hour 24.
+The running tests travel in the typed `status.analysis`, so a restarted operator goes on with the
+same tests. The policy of the tests lives in `step_tests`; this module feeds them and reports.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
-from controller import stats
-from controller.analysis import templates
-from controller.analysis.guardrails import (
-    Assessment,
-    Measurement,
-    Outcome,
-    applies,
-    assess,
-    breach_action,
-    consecutive_failures,
-)
-from controller.analysis.provider import MetricError, MetricProvider
-from controller.api import Analysis, Decision, Guardrail, Metric, ModelRolloutSpec
-from controller.durations import parse_duration
-from controller.engine.observations import ABVerdict, AnalysisSignal, AnalysisVerdict
+import numpy as np
 
-POWER = 0.8
-SRM_ALPHA = 0.001
-# The smallest mixture scale of an error-rate guardrail's sequential test (an absolute 1% shift).
-GUARDRAIL_MDE = 0.01
+from controller.analysis import step_tests, templates
+from controller.analysis.guardrails import assess, breach_action, consecutive_failures
+from controller.analysis.provider import MetricError, MetricProvider
+from controller.api import (
+    ABTestStatus,
+    Analysis,
+    AnalysisStatus,
+    AnalysisVerdict,
+    Decision,
+    Guardrail,
+    GuardrailOutcome,
+    GuardrailStatus,
+    Metric,
+    ModelRolloutSpec,
+    SampleRatioStatus,
+    ShadowStatus,
+    Verdict,
+)
+from controller.durations import parse_duration
+from controller.engine.observations import AnalysisSignal
+from controller.stats import counts_from_cumulative, histogram_drift
+
+STATISTICAL = ("errorRate", "latencyP99", "latencyP95")
+QUANTILES = {"latencyP99": 0.99, "latencyP95": 0.95}
+VERDICTS = {step_tests.NONE: Verdict.INCONCLUSIVE, step_tests.WORSE: Verdict.CANDIDATE_WORSE,
+            step_tests.BETTER: Verdict.CANDIDATE_BETTER, step_tests.NO_DIFFERENCE: Verdict.NO_DIFFERENCE}
+# JSON has no infinity: an empty detector is stored as this log value.
+LOG_ZERO = -1e9
 
 
 @dataclass(frozen=True)
@@ -41,15 +52,20 @@ class Context:
     candidate: str
     step_index: int
     step_kind: str
+    step_started_at: str
     step_elapsed_seconds: float
     weight: int
     now: str
+    interval_seconds: float = 10.0
+    step_seconds: float | None = None
+    # The candidate's expected share of requests when the sample-ratio check applies, else None.
+    expected_share: float | None = None
 
 
 @dataclass
 class Result:
     signal: AnalysisSignal
-    state: dict[str, Any]
+    state: AnalysisStatus
     decisions: list[Decision] = field(default_factory=list)
 
 
@@ -57,114 +73,316 @@ def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-def _since_step(ctx: Context, settle_seconds: float = 0.0) -> str | None:
-    """The look-back of a test's sample: from the step's start plus a settling time, to now.
+def _floats(array: Any) -> list[float]:
+    return [max(float(v), LOG_ZERO) for v in np.asarray(array).ravel()]
 
-    Right after a weight change, scrapes and the data plane still carry the previous split:
-    counting them would make a sample-ratio check fire on our own transition.
-    """
-    seconds = int(ctx.step_elapsed_seconds - settle_seconds)
-    return f"{seconds}s" if seconds >= 1 else None
+
+def _row(values: list[float]) -> Any:
+    return np.array([values], dtype=np.float64)
+
+
+class NoBaseline(LookupError):
+    """The first look of a counter: there is nothing yet to count from."""
+
+
+def _interval(values: list[float | None]) -> step_tests.Interval:
+    if any(value is None for value in values):
+        raise NoBaseline
+    return step_tests.Interval.of(*(float(value or 0.0) for value in values))
 
 
 class Evaluator:
-    def __init__(self, spec: ModelRolloutSpec, analysis: Analysis, provider: MetricProvider, ctx: Context) -> None:
-        self.spec, self.analysis, self.provider, self.ctx = spec, analysis, provider, ctx
+    def __init__(self, spec: ModelRolloutSpec, analysis: Analysis, provider: MetricProvider, ctx: Context,
+                 previous: AnalysisStatus | None) -> None:
+        self.spec, self.analysis, self.provider, self.ctx, self.previous = spec, analysis, provider, ctx, previous
+        self.counters: dict[str, float] = {}
+        self._cache: dict[str, dict[str, float]] = {}
 
-    # --- guardrails -------------------------------------------------------
+    # --- reading ------------------------------------------------------------------------------
 
-    def lookback(self) -> str | None:
-        """The guardrail window, cut at the step's start: what came before (an earlier split,
-        a rolled-back attempt) is not this step's evidence."""
+    def _by_label(self, query: str, label: str) -> dict[str, float]:
+        if query not in self._cache:
+            self._cache[query] = self.provider.by_label(query, label)
+        return self._cache[query]
+
+    def requests(self, version: str) -> dict[str, float]:
+        return self._by_label(templates.request_totals(self.ctx.model, version), "status")
+
+    def latency_totals(self, version: str) -> dict[str, float]:
+        return self._by_label(templates.latency_bucket_totals(self.ctx.model, version), "le")
+
+    def since_last(self, key: str, total: float) -> float | None:
+        """What a counter gained since the last look (None at its first); remembers the total.
+
+        A total that is not a number is not remembered: the look reports it, and the next counts
+        from the last good total."""
+        before = self.previous.counters.get(key) if self.previous else None
+        if not math.isfinite(total):
+            return math.nan if before is not None else None
+        self.counters[key] = total
+        return None if before is None else total - before
+
+    def window(self) -> str | None:
+        """The guardrail window, cut at the step's start: what came before is not this step's evidence."""
         seconds = int(min(parse_duration(self.analysis.window), self.ctx.step_elapsed_seconds))
         return f"{seconds}s" if seconds >= 1 else None
 
-    def measure(self, guardrail: Guardrail) -> Measurement:
-        ctx, window = self.ctx, self.lookback()
+    def since_last_look(self) -> str:
+        last = self.ctx.interval_seconds
+        return f"{max(1, round(last))}s"
+
+    # --- statistical guardrails ---------------------------------------------------------------
+
+    def windowed(self, guardrail: Guardrail) -> tuple[float | None, float | None]:
+        ctx, window = self.ctx, self.window()
         if window is None:
-            return Measurement(None)
+            return None, None
+        if guardrail.template == "errorRate":
+            query = templates.error_rate
+            return (self.provider.scalar(query(ctx.model, ctx.candidate, window)),
+                    self.provider.scalar(query(ctx.model, ctx.stable, window)))
+        quantile = QUANTILES[guardrail.template or ""]
+        return (self.provider.scalar(templates.latency_quantile(quantile, ctx.model, ctx.candidate, window)),
+                self.provider.scalar(templates.latency_quantile(quantile, ctx.model, ctx.stable, window)))
+
+    def error_interval(self, name: str) -> step_tests.Interval:
+        values: list[float | None] = []
+        for arm, version in (("stable", self.ctx.stable), ("candidate", self.ctx.candidate)):
+            totals = self.requests(version)
+            values += [self.since_last(f"{name}/{arm}/events", totals.get("error", 0.0)),
+                       self.since_last(f"{name}/{arm}/trials", sum(totals.values()))]
+        return _interval(values)
+
+    def slow_thresholds(self, guardrail: Guardrail, before: GuardrailStatus | None) -> tuple[float, float] | None:
+        if before is not None and before.slow_above:
+            return before.slow_above[0], before.slow_above[1]
+        # The stable's recent past, before this step too: the stable has not changed, and its tail
+        # needs more requests than a step's first seconds hold.
+        buckets = self._by_label(templates.latency_buckets(self.ctx.model, self.ctx.stable,
+                                                           step_tests.TAIL_LOOKBACK), "le")
+        edges = sorted(buckets, key=_le)
+        return step_tests.slow_thresholds([_le(e) for e in edges], [buckets[e] for e in edges],
+                                          QUANTILES[guardrail.template or ""], guardrail.relative_to_stable or 1.0)
+
+    def slow_interval(self, name: str, thresholds: tuple[float, float]) -> step_tests.Interval:
+        values: list[float | None] = []
+        for arm, version, bound in (("stable", self.ctx.stable, thresholds[0]),
+                                    ("candidate", self.ctx.candidate, thresholds[1])):
+            buckets = {_le(le): count for le, count in self.latency_totals(version).items()}
+            total = buckets.get(math.inf, 0.0)
+            fast = next((count for le, count in buckets.items() if math.isclose(le, bound, rel_tol=1e-9)), total)
+            values += [self.since_last(f"{name}/{arm}/events", total - fast),
+                       self.since_last(f"{name}/{arm}/trials", total)]
+        return _interval(values)
+
+    def statistical(self, guardrail: Guardrail, alpha: float) -> tuple[GuardrailStatus, bool]:
+        """(status, breached) of a test guardrail at this look; raises MetricError."""
+        ctx = self.ctx
+        before = self.previous.guardrails.get(guardrail.name) if self.previous else None
+        latency = guardrail.template in QUANTILES
+        tolerated = 1.0 if latency else (guardrail.relative_to_stable or 1.0)
+        test = step_tests.guardrail_test(alpha, tolerated, ctx.interval_seconds, ctx.step_seconds)
+        value, stable = self.windowed(guardrail)
+        common: dict[str, Any] = {"value": _finite(value), "stable": _finite(stable), "alpha": alpha}
+        thresholds = self.slow_thresholds(guardrail, before) if latency else None
+        if latency and thresholds is None:
+            return GuardrailStatus(outcome=GuardrailOutcome.NO_DATA, reason=(
+                "too few stable requests yet to place the slow-request bound (or the buckets stop short of "
+                f"{guardrail.relative_to_stable or 1:g}x it)"), **common), False
+        if thresholds is not None:
+            common["slow_above"] = list(thresholds)
+        carried: dict[str, Any] = {} if before is None else {
+            "cumulative": before.cumulative, "detector_state": before.detector_state, "looks": before.looks,
+            "restarts": before.restarts, "events": before.events, "trials": before.trials}
         try:
-            if guardrail.query is not None:
-                query = guardrail.query
-                return Measurement(
-                    self.provider.scalar(templates.render(query, ctx.model, ctx.candidate, ctx.namespace, window)),
-                    self.provider.scalar(templates.render(query, ctx.model, ctx.stable, ctx.namespace, window)),
-                )
-            if guardrail.template == "predictionPSI":
-                drift = self.drift()
-                return Measurement(None if drift is None else drift.psi)
-            if guardrail.template == "errorRate":
-                return Measurement(
-                    self.provider.scalar(templates.error_rate(ctx.model, ctx.candidate, window)),
-                    self.provider.scalar(templates.error_rate(ctx.model, ctx.stable, window)),
-                    significantly_worse=self.error_rate_worse(max(GUARDRAIL_MDE, guardrail.max or 0.0)),
-                )
-            quantile = 0.99 if guardrail.template == "latencyP99" else 0.95
-            return Measurement(
-                self.provider.scalar(templates.latency_quantile(quantile, ctx.model, ctx.candidate, window)),
-                self.provider.scalar(templates.latency_quantile(quantile, ctx.model, ctx.stable, window)),
-            )
-        except MetricError as error:
-            return Measurement(None, error=str(error))
-
-    def error_rate_worse(self, effect_scale: float) -> bool | None:
-        """The sequential test since the step began: is the candidate's error rate worse?
-
-        The mixture is scaled to the effects the guardrail exists for (its bound): a small scale
-        would make a large, real regression wait for many more samples. Any scale fixed before
-        the data keeps the test always valid.
-        """
-        ctx, since = self.ctx, _since_step(self.ctx)
-        if since is None:
-            return None
-        counts = [
-            self.provider.scalar(templates.request_count(ctx.model, version, since, status))
-            for version in (ctx.stable, ctx.candidate) for status in ("error", None)
-        ]
-        stable_errors, stable_total, candidate_errors, candidate_total = (c or 0.0 for c in counts)
-        if not stable_total or not candidate_total:
-            return None
-        result = stats.sequential_proportion_test(
-            stable_successes=stable_errors, stable_trials=stable_total,
-            candidate_successes=candidate_errors, candidate_trials=candidate_total,
-            tau2=stats.mixture_variance(effect_scale), alpha=0.05,
+            interval = self.slow_interval(guardrail.name, thresholds) if thresholds else \
+                self.error_interval(guardrail.name)
+        except NoBaseline:
+            return GuardrailStatus(outcome=GuardrailOutcome.PASSED, reason="counting from this look",
+                                   **common, **carried), False
+        problem = step_tests.problem(interval)
+        if problem is not None:
+            outcome = GuardrailOutcome.NO_DATA if "reset" in problem else GuardrailOutcome.ERROR
+            return GuardrailStatus(outcome=outcome, reason=problem, **common, **carried), False
+        state = step_tests.GuardrailState.start(1) if before is None or not before.cumulative else \
+            step_tests.GuardrailState(_row(before.cumulative), _row(before.detector_state), before.looks,
+                                      before.restarts)
+        look = step_tests.guardrail_look(test, state, interval)
+        evidence, detected = float(look.evidence[0]), float(look.detector[0])
+        worse = bool(look.breached[0])
+        within_max = guardrail.max is not None and (value is None or not value > guardrail.max)
+        breached = worse and not within_max
+        what = "errors" if not latency else "slow requests"
+        if breached:
+            reason = (f"candidate's {what} outrun the stable's beyond doubt (log e-value {max(evidence, detected):.1f}"
+                      f" >= {min(test.cumulative_threshold, look.detector_threshold):.1f})")
+        elif worse:
+            reason = f"candidate's {what} outrun the stable's, but {_fmt(value)} is within max {guardrail.max:g}"
+        else:
+            reason = (f"no evidence the candidate is worse (log e-value {evidence:.1f} "
+                      f"< {test.cumulative_threshold:.1f})")
+        outcome = GuardrailOutcome.BREACHED if breached else GuardrailOutcome.PASSED
+        if value is None and not breached:
+            outcome, reason = GuardrailOutcome.NO_DATA, f"no candidate requests over the window; {reason}"
+        base = before or GuardrailStatus(outcome=GuardrailOutcome.PASSED)
+        counts = [float(interval.stable_events[0]), float(interval.candidate_events[0])]
+        trials = [float(interval.stable_trials[0]), float(interval.candidate_trials[0])]
+        status = GuardrailStatus(
+            outcome=outcome, reason=reason, **common,
+            evidence=evidence, evidence_threshold=test.cumulative_threshold, detector=detected,
+            detector_threshold=look.detector_threshold, cumulative=_floats(look.state.cumulative),
+            detector_state=_floats(look.state.detector), looks=look.state.looks, restarts=look.state.restarts,
+            events=[a + b for a, b in zip(base.events, counts, strict=True)],
+            trials=[a + b for a, b in zip(base.trials, trials, strict=True)],
         )
-        return bool(result.pvalue <= result.alpha and result.ci_low > 0)
+        return status, breached
 
-    def drift(self) -> stats.DriftResult | None:
-        ctx, window = self.ctx, self.lookback()
+    # --- threshold guardrails ----------------------------------------------------------------
+
+    def threshold(self, guardrail: Guardrail) -> tuple[GuardrailStatus, bool]:
+        ctx, window = self.ctx, self.window()
+        before = self.previous.guardrails.get(guardrail.name) if self.previous else None
+        if window is None:
+            return GuardrailStatus(outcome=GuardrailOutcome.NO_DATA, reason="the step has only begun"), False
+        if guardrail.template == "predictionPSI":
+            drift = self.drift()
+            value, stable = (None if drift is None else _finite(drift.psi)), None
+        else:
+            assert guardrail.query is not None
+            query = guardrail.query
+            value = self.provider.scalar(templates.render(query, ctx.model, ctx.candidate, ctx.namespace, window))
+            stable = self.provider.scalar(templates.render(query, ctx.model, ctx.stable, ctx.namespace, window))
+        outcome, reason = assess(guardrail, _finite(value), _finite(stable))
+        failures = consecutive_failures(before.consecutive_failures if before else 0, outcome)
+        acting = outcome == GuardrailOutcome.BREACHED and failures > guardrail.failure_limit
+        return GuardrailStatus(outcome=outcome, reason=reason, value=_finite(value), stable=_finite(stable),
+                               consecutive_failures=failures), acting
+
+    def drift(self) -> Any:
+        ctx, window = self.ctx, self.window()
         if window is None:
             return None
-        stable = self.provider.by_label(templates.prediction_buckets(ctx.model, ctx.stable, window), "le")
-        candidate = self.provider.by_label(templates.prediction_buckets(ctx.model, ctx.candidate, window), "le")
-        edges = sorted(set(stable) & set(candidate), key=lambda le: math.inf if le == "+Inf" else float(le))
+        stable = self._by_label(templates.prediction_buckets(ctx.model, ctx.stable, window), "le")
+        candidate = self._by_label(templates.prediction_buckets(ctx.model, ctx.candidate, window), "le")
+        edges = sorted(set(stable) & set(candidate), key=_le)
         if len(edges) < 2:
             return None
-        result = stats.histogram_drift(
-            stats.counts_from_cumulative([stable[le] for le in edges]),
-            stats.counts_from_cumulative([candidate[le] for le in edges]),
-        )
+        result = histogram_drift(counts_from_cumulative([stable[le] for le in edges]),
+                                 counts_from_cumulative([candidate[le] for le in edges]))
         return None if result.insufficient_data else result
 
-    # --- abTest -----------------------------------------------------------
+    # --- the abTest -------------------------------------------------------------------------
 
-    def metric_counts(self, metric: Metric) -> tuple[float, float, float, float] | None:
+    def metric_interval(self, metric: Metric) -> step_tests.Interval:
         ctx = self.ctx
-        since = _since_step(ctx, settle_seconds=parse_duration(self.analysis.interval))
-        if since is None:
-            return None
-        values = []
-        for version in (ctx.stable, ctx.candidate):
+        values: list[float | None] = []
+        for arm, version in (("stable", ctx.stable), ("candidate", ctx.candidate)):
             if metric.template is not None:
-                successes, trials = templates.metric_counts(metric.template, ctx.model, version, since)
-            else:
-                assert metric.successes is not None and metric.trials is not None
-                successes = templates.render(metric.successes, ctx.model, version, ctx.namespace, since)
-                trials = templates.render(metric.trials, ctx.model, version, ctx.namespace, since)
-            values += [self.provider.scalar(successes), self.provider.scalar(trials)]
-        if any(value is None for value in values[1::2]):
+                totals = self.requests(version)
+                if metric.template == "conversion":
+                    successes = self.provider.scalar(templates.conversion_total(ctx.model, version)) or 0.0
+                    trials = totals.get("ok", 0.0)
+                else:
+                    successes, trials = totals.get("ok", 0.0), sum(totals.values())
+                values += [self.since_last(f"abTest/{arm}/successes", successes),
+                           self.since_last(f"abTest/{arm}/trials", trials)]
+                continue
+            assert metric.successes is not None and metric.trials is not None
+            for part, query in (("successes", metric.successes), ("trials", metric.trials)):
+                rendered = templates.render(query, ctx.model, version, ctx.namespace, self.since_last_look())
+                value = self.provider.scalar(rendered) or 0.0
+                # With {{window}} the query is already this look's count.
+                values.append(value if "{{window}}" in query else self.since_last(f"abTest/{arm}/{part}", value))
+        return _interval(values)
+
+    def ab_test(self, metric: Metric) -> tuple[ABTestStatus, str | None]:
+        """(status, error): the abTest after this look, and why the look could not count, if so."""
+        step = self.spec.strategy.steps[self.ctx.step_index].ab_test
+        assert step is not None
+        before = self.previous.ab_test if self.previous and self.previous.ab_test else None
+        base = before if before is not None and before.metric == metric.name else ABTestStatus(metric=metric.name)
+        try:
+            interval = self.metric_interval(metric)
+        except NoBaseline:
+            return base, None
+        problem = step_tests.problem(interval)
+        if problem is not None:
+            return base, None if "reset" in problem else problem
+        successes = [base.successes[0] + float(interval.stable_events[0]),
+                     base.successes[1] + float(interval.candidate_events[0])]
+        trials = [base.trials[0] + float(interval.stable_trials[0]),
+                  base.trials[1] + float(interval.candidate_trials[0])]
+        if base.counted is None:
+            design_looks = base.design_looks + int(float(interval.stable_trials[0] + interval.candidate_trials[0]) > 0)
+            if sum(trials) < step_tests.DESIGN_TRIALS and design_looks < step_tests.DESIGN_LOOKS:
+                return base.model_copy(update={"successes": successes, "trials": trials,
+                                               "design_looks": design_looks}), None
+            design = step_tests.ab_design(step.alpha, step.minimum_detectable_effect, step.effect,
+                                          metric.higher_is_better, sum(successes), sum(trials))
+            weight = self.ctx.weight / 100
+            plan = step_tests.plan(design, weight if 0 < weight < 1 else 0.5)
+            # The design sample chose the test; it is not the test's evidence.
+            return ABTestStatus(
+                metric=metric.name, verdict=Verdict.INCONCLUSIVE, counted=design.counted, baseline=design.baseline,
+                bounds=[design.low, design.high], design_looks=design_looks, samples_needed=plan.sequential_median,
+                samples_needed_p90=plan.sequential_p90, fixed_horizon_samples=plan.fixed_horizon), None
+        assert base.baseline is not None and base.bounds is not None
+        design = step_tests.ABDesign(step.alpha, base.counted, base.baseline, base.bounds[0], base.bounds[1],
+                                     1 if (base.counted == "successes") == metric.higher_is_better else -1)
+        state = step_tests.ABState.start(1)
+        if base.tests:
+            state = step_tests.ABState({name: _row(base.tests[name]) for name in step_tests.AB_TESTS},
+                                       {name: np.array([base.evidence[name]]) for name in step_tests.AB_TESTS})
+        look = step_tests.ab_look(design, state, interval)
+        stable_rate = successes[0] / trials[0] if trials[0] else None
+        candidate_rate = successes[1] / trials[1] if trials[1] else None
+        samples = int(min(trials))
+        return base.model_copy(update={
+            "verdict": VERDICTS[int(look.verdict[0])], "successes": successes, "trials": trials,
+            "stable_rate": _finite(stable_rate), "candidate_rate": _finite(candidate_rate),
+            "effect": _finite(candidate_rate / stable_rate - 1) if stable_rate and candidate_rate is not None
+            else None,
+            "samples": samples,
+            "progress": round(min(samples / base.samples_needed, 1.0), 4) if base.samples_needed else 0.0,
+            "evidence": {name: max(float(look.state.peaks[name][0]), LOG_ZERO) for name in step_tests.AB_TESTS},
+            "tests": {name: _floats(look.state.tests[name]) for name in step_tests.AB_TESTS},
+        }), None
+
+    # --- the sample-ratio check ---------------------------------------------------------------
+
+    def sample_ratio(self, share: float) -> SampleRatioStatus | None:
+        settle = max(step_tests.SRM_SETTLE_SECONDS, 2 * self.ctx.interval_seconds)
+        if self.ctx.step_elapsed_seconds < settle:
             return None
-        return tuple(v or 0.0 for v in values)  # type: ignore[return-value]
+        before = self.previous.sample_ratio if self.previous else None
+        base = before or SampleRatioStatus(expected_share=share)
+        gained = [self.since_last(f"sampleRatio/{arm}", sum(self.requests(version).values()))
+                  for arm, version in (("stable", self.ctx.stable), ("candidate", self.ctx.candidate))]
+        counts = [c for c in gained if c is not None]
+        if len(counts) < 2:
+            return base
+        if not all(math.isfinite(c) and c >= 0 for c in counts):
+            return base  # a counter reset: this interval is left out
+        test = step_tests.SampleRatioTest(share)
+        tests = {name: _row(values) for name, values in base.tests.items()} or step_tests.start_sample_ratio(1)
+        look = step_tests.sample_ratio_look(test, tests, np.array([counts[0]]), np.array([counts[1]]))
+        return base.model_copy(update={
+            "requests": [base.requests[0] + counts[0], base.requests[1] + counts[1]],
+            "evidence": float(look.evidence[0]), "threshold": test.threshold,
+            "mismatch": base.mismatch or bool(look.mismatch[0]),
+            "tests": {name: _floats(values) for name, values in look.tests.items()},
+        })
+
+
+def _le(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.inf
+
+
+def _fmt(value: float | None) -> str:
+    return "no value" if value is None else f"{value:.4g}"
 
 
 def _metric(analysis: Analysis, name: str | None) -> Metric | None:
@@ -173,148 +391,149 @@ def _metric(analysis: Analysis, name: str | None) -> Metric | None:
     for metric in analysis.metrics:
         if metric.name == name:
             return metric
-    if name in ("conversion", "success"):
-        return Metric(name=name, template=name)
-    return None
+    return Metric(name=name, template=name) if name in ("conversion", "success") else None
 
 
-def evaluate(spec: ModelRolloutSpec, provider: MetricProvider, ctx: Context, previous: dict[str, Any]) -> Result:
+@dataclass
+class _Findings:
+    """What this run's checks found, before they become one signal."""
+
+    failing: list[tuple[str, str]] = field(default_factory=list)
+    holding: list[str] = field(default_factory=list)
+    unmeasured: list[str] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)
+
+
+def evaluate(spec: ModelRolloutSpec, provider: MetricProvider, ctx: Context, previous: AnalysisStatus | None
+             ) -> Result:
     analysis = spec.analysis
     assert analysis is not None
-    evaluator = Evaluator(spec, analysis, provider, ctx)
-    decisions: list[Decision] = []
-    state: dict[str, Any] = {"lastRun": ctx.now, "step": ctx.step_index, "guardrails": {}}
-    failing, holding, unmeasured = _guardrails(evaluator, ctx, previous, state, decisions)
+    evaluator = Evaluator(spec, analysis, provider, ctx, previous)
+    found = _Findings()
+    guardrails = _guardrails(evaluator, found)
+    shadow = None
     if ctx.step_kind == "shadow" and not any(g.template == "predictionPSI" for g in analysis.guardrails):
-        _record_drift(evaluator, state)
+        shadow = _shadow(evaluator)
+    ab_status = _ab_test(evaluator, found)
+    sample_ratio, halt = _sample_ratio(evaluator, found)
 
-    ab_verdict, ab_halt = None, None
-    step = spec.strategy.steps[ctx.step_index]
-    if step.ab_test is not None and (metric := _metric(analysis, step.ab_test.metric)) is not None:
-        try:
-            ab_verdict, ab_halt, ab_state, ab_decision = _ab_look(evaluator, metric, ctx, previous)
-        except MetricError as error:
-            unmeasured.append(f"abTest {metric.name}: {error}")
-        else:
-            state["abTest"] = ab_state
-            if ab_decision is not None:
-                decisions.append(ab_decision)
-
-    errors = previous.get("consecutiveErrors", 0) + 1 if unmeasured else 0
-    state["consecutiveErrors"] = errors
-    if failing:
-        signal = AnalysisSignal(AnalysisVerdict.FAIL, "guardrail breached: " + "; ".join(failing), ab_verdict)
-    elif ab_halt:
-        signal = AnalysisSignal(AnalysisVerdict.HALT, ab_halt, ab_verdict)
-    elif unmeasured and errors >= analysis.error_limit:
-        signal = AnalysisSignal(AnalysisVerdict.ERROR, f"{errors} analysis runs without data: " + "; ".join(unmeasured))
-    elif holding or unmeasured:
-        signal = AnalysisSignal(AnalysisVerdict.HOLD, "; ".join(holding + unmeasured), ab_verdict)
+    errors = (previous.consecutive_errors if previous else 0) + 1 if found.unmeasured else 0
+    verdict = None if ab_status is None else ab_status.verdict
+    decided_by = None
+    if found.failing:
+        decided_by = found.failing[0][0]
+        signal = AnalysisSignal(AnalysisVerdict.FAIL, "guardrail breached: " + "; ".join(
+            f"{name}: {reason}" for name, reason in found.failing), verdict)
+    elif halt:
+        decided_by = "sampleRatio"
+        signal = AnalysisSignal(AnalysisVerdict.HALT, halt, verdict)
+    elif found.unmeasured and errors >= analysis.error_limit:
+        signal = AnalysisSignal(AnalysisVerdict.ERROR,
+                                f"{errors} analysis runs without data: " + "; ".join(found.unmeasured))
+    elif found.holding or found.unmeasured:
+        signal = AnalysisSignal(AnalysisVerdict.HOLD, "; ".join(found.holding + found.unmeasured), verdict)
     else:
-        signal = AnalysisSignal(AnalysisVerdict.PASS, "all guardrails pass", ab_verdict)
-    state["verdict"], state["reason"] = signal.verdict, signal.reason
-    return Result(signal, state, decisions)
+        decided_by = "abTest" if verdict not in (None, Verdict.INCONCLUSIVE) else None
+        signal = AnalysisSignal(AnalysisVerdict.PASS, "all guardrails pass", verdict)
+    state = AnalysisStatus(
+        step=ctx.step_index, step_started_at=ctx.step_started_at, last_run=ctx.now,
+        looks=(previous.looks if previous else 0) + 1, verdict=signal.verdict, reason=signal.reason,
+        decided_by=decided_by, consecutive_errors=errors,
+        counters={**(previous.counters if previous else {}), **evaluator.counters},
+        guardrails=guardrails, ab_test=ab_status, sample_ratio=sample_ratio, shadow=shadow,
+    )
+    return Result(signal, state, found.decisions)
 
 
-def _guardrails(evaluator: Evaluator, ctx: Context, previous: dict[str, Any], state: dict[str, Any],
-                decisions: list[Decision]) -> tuple[list[str], list[str], list[str]]:
-    """Judge every guardrail of this step: (failing, holding, unmeasured) reasons."""
-    previous_guardrails = previous.get("guardrails", {}) if previous.get("step") == ctx.step_index else {}
-    failing: list[str] = []
-    holding: list[str] = []
-    unmeasured: list[str] = []
-    for guardrail in evaluator.analysis.guardrails:
-        if not applies(guardrail, ctx.step_kind):
-            continue
-        measurement = evaluator.measure(guardrail)
-        assessment = assess(guardrail, measurement)
-        before = previous_guardrails.get(guardrail.name, {}).get("consecutiveFailures", 0)
-        failures = consecutive_failures(before, assessment.outcome)
-        state["guardrails"][guardrail.name] = {
-            "value": _finite(measurement.candidate), "stable": _finite(measurement.stable),
-            "verdict": assessment.outcome.value, "reason": assessment.reason, "consecutiveFailures": failures,
-        }
-        if assessment.outcome in (Outcome.ERROR, Outcome.INCONCLUSIVE):
-            unmeasured.append(f"{guardrail.name}: {assessment.reason}")
-        elif assessment.outcome == Outcome.FAILED and failures > guardrail.failure_limit:
+def _guardrails(evaluator: Evaluator, found: _Findings) -> dict[str, GuardrailStatus]:
+    ctx, analysis, previous = evaluator.ctx, evaluator.analysis, evaluator.previous
+    applying = [g for g in analysis.guardrails if g.during is None or ctx.step_kind in g.during]
+    tests = [g for g in applying if g.template in STATISTICAL]
+    statuses: dict[str, GuardrailStatus] = {}
+    for guardrail in applying:
+        try:
+            if guardrail.template in STATISTICAL:
+                status, acting = evaluator.statistical(guardrail, analysis.alpha / len(tests))
+            else:
+                status, acting = evaluator.threshold(guardrail)
+        except (MetricError, ValueError, ArithmeticError) as error:
+            # An unreachable Prometheus, or a count no check foresaw: an Error outcome with its message.
+            before = previous.guardrails.get(guardrail.name) if previous else None
+            status = (before or GuardrailStatus(outcome=GuardrailOutcome.ERROR)).model_copy(
+                update={"outcome": GuardrailOutcome.ERROR, "reason": str(error)})
+            acting = False
+        statuses[guardrail.name] = status
+        if status.outcome in (GuardrailOutcome.ERROR, GuardrailOutcome.NO_DATA):
+            found.unmeasured.append(f"{guardrail.name}: {status.reason}")
+        if acting:
             action = breach_action(guardrail)
-            (failing if action == "rollback" else holding).append(f"{guardrail.name}: {assessment.reason}")
-            decisions.append(_guardrail_decision(ctx, guardrail, measurement, assessment, action))
-    return failing, holding, unmeasured
+            if action == "rollback":
+                found.failing.append((guardrail.name, status.reason))
+            else:
+                found.holding.append(f"{guardrail.name}: {status.reason}")
+            found.decisions.append(Decision(
+                step=ctx.step_index, test=f"guardrail {guardrail.name}", verdict=f"breach: {action}", at=ctx.now,
+                statistic=status.evidence, effect=None if status.value is None or status.stable is None
+                else _finite(status.value - status.stable), detail=status.reason))
+    return statuses
 
 
-def _record_drift(evaluator: Evaluator, state: dict[str, Any]) -> None:
+def _ab_test(evaluator: Evaluator, found: _Findings) -> ABTestStatus | None:
+    ctx, previous = evaluator.ctx, evaluator.previous
+    step = evaluator.spec.strategy.steps[ctx.step_index]
+    metric = _metric(evaluator.analysis, step.ab_test.metric) if step.ab_test is not None else None
+    if metric is None:
+        return None
+    status: ABTestStatus | None
+    try:
+        status, problem = evaluator.ab_test(metric)
+    except MetricError as error:
+        status, problem = previous.ab_test if previous else None, str(error)
+    except (ValueError, ArithmeticError) as error:
+        # A count no check foresaw: an Error outcome with its message, never a dead reconcile.
+        status, problem = previous.ab_test if previous else None, f"cannot test these counts: {error}"
+    if problem is not None:
+        found.unmeasured.append(f"abTest {metric.name}: {problem}")
+    earlier = previous.ab_test.verdict if previous and previous.ab_test else None
+    if status is not None and status.verdict not in (None, Verdict.INCONCLUSIVE, earlier):
+        found.decisions.append(_ab_decision(ctx, status))
+    return status
+
+
+def _sample_ratio(evaluator: Evaluator, found: _Findings) -> tuple[SampleRatioStatus | None, str | None]:
+    ctx, previous = evaluator.ctx, evaluator.previous
+    if ctx.expected_share is None:
+        return None, None
+    try:
+        status = evaluator.sample_ratio(ctx.expected_share)
+    except MetricError as error:
+        found.unmeasured.append(f"sampleRatio: {error}")
+        status = previous.sample_ratio if previous else None
+    if status is None or not status.mismatch:
+        return status, None
+    stable_n, candidate_n = status.requests
+    return status, (f"sample ratio mismatch: {stable_n:.0f}/{candidate_n:.0f} requests for a "
+                    f"{100 - ctx.weight}/{ctx.weight} split (log e-value {status.evidence or 0:.1f})")
+
+
+def _shadow(evaluator: Evaluator) -> ShadowStatus | None:
     """Without a drift guardrail the shadow comparison is still shown, never acted on."""
     try:
         drift = evaluator.drift()
     except MetricError:
-        return
-    if drift is not None:
-        state["shadow"] = {"psi": _finite(drift.psi), "ks": _finite(drift.ks_statistic),
-                           "jensenShannon": _finite(drift.jensen_shannon)}
+        return None
+    if drift is None:
+        return None
+    return ShadowStatus(psi=_finite(drift.psi), ks=_finite(drift.ks_statistic),
+                        jensen_shannon=_finite(drift.jensen_shannon))
 
 
-def _ab_look(evaluator: Evaluator, metric: Metric, ctx: Context, previous: dict[str, Any]) -> tuple[
-        ABVerdict, str | None, dict[str, Any], Decision | None]:
-    step = evaluator.spec.strategy.steps[ctx.step_index].ab_test
-    assert step is not None
-    counts = evaluator.metric_counts(metric)
-    if counts is None:
-        return ABVerdict.NO_DATA, None, {"metric": metric.name, "verdict": ABVerdict.NO_DATA.value}, None
-    stable_s, stable_n, candidate_s, candidate_n = counts
-    halt, srm_pvalue = None, None
-    # A header cohort adds candidate traffic on purpose: the split is then not the weight.
-    if 0 < ctx.weight < 100 and step.header_route is None:
-        srm = stats.sample_ratio_mismatch([stable_n, candidate_n], [100 - ctx.weight, ctx.weight],
-                                          alpha=SRM_ALPHA)
-        srm_pvalue = srm.pvalue if not srm.insufficient_data else None
-    if srm_pvalue is not None and srm_pvalue <= SRM_ALPHA:
-        halt = (f"sample ratio mismatch: {stable_n:.0f}/{candidate_n:.0f} requests for a "
-                f"{100 - ctx.weight}/{ctx.weight} split (p={srm_pvalue:.2g})")
-    tau2 = stats.mixture_variance(step.minimum_detectable_effect)
-    look = stats.sequential_proportion_test(
-        stable_successes=stable_s, stable_trials=stable_n, candidate_successes=candidate_s,
-        candidate_trials=candidate_n, tau2=tau2, alpha=step.alpha,
-    )
-    carried_before = previous.get("abTest", {}).get("carried") if previous.get("step") == ctx.step_index else None
-    prior = _restore(carried_before, look) if carried_before else None
-    result = stats.carry_forward(prior, look)
-    policy = stats.JudgePolicy(alpha=step.alpha, minimum_detectable_effect=step.minimum_detectable_effect,
-                               higher_is_better=metric.higher_is_better)
-    verdict = stats.judge_sequential(result, policy)
-    baseline = min(max(stable_s / stable_n if stable_n else 0.5, 0.001), 0.999)
-    needed = stats.samples_per_arm_for_proportions(baseline, step.minimum_detectable_effect,
-                                                   alpha=step.alpha, power=POWER)
-    state = {
-        "metric": metric.name, "verdict": verdict.value,
-        "stableRate": _finite(stable_s / stable_n if stable_n else None),
-        "candidateRate": _finite(candidate_s / candidate_n if candidate_n else None),
-        "samples": int(min(stable_n, candidate_n)), "samplesNeeded": needed,
-        "progress": round(stats.progress(min(stable_n, candidate_n), needed), 4),
-        "pValue": _finite(result.pvalue), "effect": _finite(result.effect),
-        "ciLow": _finite(result.ci_low), "ciHigh": _finite(result.ci_high),
-        "srmPValue": _finite(srm_pvalue),
-        "carried": {"pvalue": result.pvalue, "ci_low": result.ci_low, "ci_high": result.ci_high}
-        if not result.insufficient_data and math.isfinite(result.ci_low) and math.isfinite(result.ci_high) else None,
-    }
-    decision = Decision(
-        step=ctx.step_index, test="mSPRT two-proportion", verdict=verdict.value, at=ctx.now,
-        statistic=_finite(result.statistic), p_value=_finite(result.pvalue), effect=_finite(result.effect),
-        ci=[v for v in (_finite(result.ci_low), _finite(result.ci_high)) if v is not None] or None,
-        samples=int(stable_n + candidate_n), detail=f"{metric.name}: {needed} per arm needed for the MDE",
-    )
-    return ABVerdict(verdict.value), halt, state, decision
-
-
-def _restore(carried: dict[str, float], look: stats.SequentialResult) -> stats.SequentialResult:
-    """The running test as stored: only what carry_forward folds (p-value and sequence bounds) matters."""
-    return replace(look, pvalue=carried["pvalue"], ci_low=carried["ci_low"], ci_high=carried["ci_high"])
-
-
-def _guardrail_decision(ctx: Context, guardrail: Guardrail, measurement: Measurement, assessment: Assessment,
-                        action: str) -> Decision:
+def _ab_decision(ctx: Context, status: ABTestStatus) -> Decision:
+    evidence = max(status.evidence.values()) if status.evidence else None
     return Decision(
-        step=ctx.step_index, test=f"guardrail {guardrail.name}", verdict=f"breach: {action}", at=ctx.now,
-        statistic=_finite(measurement.candidate), effect=None if measurement.stable is None or measurement.candidate
-        is None else _finite(measurement.candidate - measurement.stable), detail=assessment.reason,
+        step=ctx.step_index, test="anytime-valid split test", verdict=str(status.verdict), at=ctx.now,
+        statistic=evidence, effect=status.effect, samples=int(sum(status.trials)),
+        detail=(f"{status.metric}: stable {_fmt(status.stable_rate)}, candidate {_fmt(status.candidate_rate)}; "
+                f"{status.samples_needed} per arm expected for the MDE"),
     )
+

@@ -14,7 +14,7 @@ from typing import Any
 from controller import api
 from controller.analysis.prometheus import Credentials, PrometheusPool, PrometheusProvider
 from controller.durations import parse_duration
-from controller.engine.observations import ABVerdict, AnalysisSignal, AnalysisVerdict
+from controller.engine.observations import AnalysisSignal
 from controller.timestamps import format_timestamp, parse_timestamp
 
 # One run's queries share this much of its interval, and never more than the cap: a hung
@@ -38,7 +38,7 @@ class AnalysisIO:
 @dataclass
 class Run:
     signal: AnalysisSignal | None = None
-    state: dict[str, Any] | None = None
+    state: api.AnalysisStatus | None = None
     decisions: list[api.Decision] = field(default_factory=list)
     # When the next run is due: the engine wakes the rollout then.
     next_at: datetime | None = None
@@ -63,19 +63,18 @@ def analyse(io: AnalysisIO, body: dict[str, Any], spec: api.ModelRolloutSpec,
     assert status.stable_revision is not None
     interval = parse_duration(analysis.interval)
     # Only this attempt at this step counts: a retry restarts the step and its evidence.
-    previous = status.analysis if (status.analysis or {}).get("stepStartedAt") == status.step_started_at else {}
+    previous = status.analysis
+    if previous is not None and (previous.step_started_at != status.step_started_at or previous.step != step):
+        previous = None
     started = parse_timestamp(status.step_started_at)
-    last = previous.get("lastRun")
-    if previous.get("step") == step and last is not None:
-        due_at = parse_timestamp(last) + timedelta(seconds=interval)
+    if previous is not None:
+        due_at = parse_timestamp(previous.last_run) + timedelta(seconds=interval)
         if now < due_at or not may_query:
-            ab = previous.get("abTest", {}).get("verdict") if spec.strategy.steps[step].ab_test else None
-            return Run(AnalysisSignal(AnalysisVerdict(previous.get("verdict", "hold")), previous.get("reason", ""),
-                                      ABVerdict(ab) if ab else None),
-                       next_at=due_at)
+            ab = previous.ab_test.verdict if previous.ab_test and spec.strategy.steps[step].ab_test else None
+            return Run(AnalysisSignal(previous.verdict, previous.reason, ab), next_at=due_at)
     if not may_query:
         # No verdict yet for this step: hold, and run it right after the action.
-        return Run(AnalysisSignal(AnalysisVerdict.HOLD, "the step's first analysis is pending"), next_at=now)
+        return Run(AnalysisSignal(api.AnalysisVerdict.HOLD, "the step's first analysis is pending"), next_at=now)
     meta = body["metadata"]
     next_at = now + timedelta(seconds=interval)
     source = analysis.prometheus
@@ -84,15 +83,17 @@ def analyse(io: AnalysisIO, body: dict[str, Any], spec: api.ModelRolloutSpec,
         try:
             credentials = Credentials.from_secret(io.read_secret(meta["namespace"], source.secret_ref.name))
         except SecretMissing as error:
-            return Run(AnalysisSignal(AnalysisVerdict.ERROR, str(error)), next_at=next_at)
+            return Run(AnalysisSignal(api.AnalysisVerdict.ERROR, str(error)), next_at=next_at)
     # scipy and statsmodels (with pandas) cost ~100 MB: loaded by the first analysis that runs,
     # never by an operator whose rollouts have none.
     from controller.analysis.evaluate import Context, evaluate
 
     ctx = Context(
         model=spec.model, namespace=meta["namespace"], stable=status.stable_revision, candidate=revision,
-        step_index=step, step_kind=spec.strategy.steps[step].kind,
+        step_index=step, step_kind=spec.strategy.steps[step].kind, step_started_at=status.step_started_at,
         step_elapsed_seconds=(now - started).total_seconds(), weight=status.canary_weight, now=format_timestamp(now),
+        interval_seconds=interval, step_seconds=spec.step_seconds(step),
+        expected_share=_expected_share(spec, step, status.canary_weight),
     )
     began = time.monotonic()
     deadline = began + min(DEADLINE_CAP_SECONDS, max(1.0, interval * DEADLINE_SHARE))
@@ -100,5 +101,16 @@ def analyse(io: AnalysisIO, body: dict[str, Any], spec: api.ModelRolloutSpec,
     result = evaluate(spec, provider, ctx, previous)
     # How long the queries and judgements took: the analysis share of a rollback's latency.
     took_ms = round((time.monotonic() - began) * 1000, 1)
-    state = {**result.state, "stepStartedAt": status.step_started_at, "durationMs": took_ms}
+    state = result.state.model_copy(update={"duration_ms": took_ms})
     return Run(result.signal, state, result.decisions, next_at)
+
+
+def _expected_share(spec: api.ModelRolloutSpec, step: int, weight: int) -> float | None:
+    """Where requests should land, for the sample-ratio check of an abTest step: the route weight.
+
+    Not with a header cohort (it adds candidate traffic on purpose) nor with replicas routing
+    (its split is the replica ratio, an approximation of the weight)."""
+    ab = spec.strategy.steps[step].ab_test
+    if ab is None or ab.header_route is not None or spec.traffic_routing.replicas is not None:
+        return None
+    return weight / 100 if 0 < weight < 100 else None

@@ -12,7 +12,9 @@ from __future__ import annotations
 def render(query: str, model: str, version: str, namespace: str, window: str = "1m") -> str:
     """Fill the {{model}}, {{version}}, {{namespace}} and {{window}} placeholders of a custom query.
 
-    {{window}} is the look-back: the guardrail window, or for an A/B metric the step's sample so far.
+    {{window}} is the look-back: the guardrail window, or for an A/B metric the time since the last
+    look, so that `increase(x[{{window}}])` is the look's own count. An A/B query without {{window}}
+    returns the counter's total, and the look counts the difference from the last one.
     """
     for placeholder, value in (("model", model), ("version", version), ("namespace", namespace),
                                ("window", window)):
@@ -52,9 +54,19 @@ def latency_buckets(model: str, version: str, window: str) -> str:
     return histogram_buckets("inference_request_duration_seconds", model, version, window)
 
 
-def metric_counts(template: str, model: str, version: str, window: str) -> tuple[str, str]:
-    """(successes, trials) queries of a built-in A/B metric."""
-    ok = request_count(model, version, window, "ok")
-    if template == "conversion":
-        return f"sum(increase(model_conversions_total{{{_sel(model, version)}}}[{window}]))", ok
-    return ok, request_count(model, version, window)
+# Counter totals, read at every look: a look counts the difference from the last one, so its cost
+# does not grow with the step's age as an increase() over the whole step would.
+
+
+def request_totals(model: str, version: str) -> str:
+    """Requests so far keyed by `status` (ok, error)."""
+    return f"sum by (status) (inference_request_total{{{_sel(model, version)}}})"
+
+
+def latency_bucket_totals(model: str, version: str) -> str:
+    """Requests so far at or under each latency bound, keyed by `le`."""
+    return f"sum by (le) (inference_request_duration_seconds_bucket{{{_sel(model, version)}}})"
+
+
+def conversion_total(model: str, version: str) -> str:
+    return f"sum(model_conversions_total{{{_sel(model, version)}}})"

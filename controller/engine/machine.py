@@ -19,6 +19,7 @@ from pydantic import ConfigDict
 
 from controller.api import Action as ManualAction
 from controller.api import (
+    AnalysisVerdict,
     ConditionType,
     ModelRolloutSpec,
     ModelRolloutStatus,
@@ -37,7 +38,7 @@ from controller.engine.actions import (
     SetRoute,
 )
 from controller.engine.conditions import set_condition
-from controller.engine.observations import ABVerdict, AnalysisSignal, AnalysisVerdict, Observations
+from controller.engine.observations import AnalysisSignal, Observations
 from controller.engine.routes import candidate_replicas, route_for_step
 from controller.timestamps import format_timestamp, parse_timestamp
 
@@ -284,7 +285,7 @@ def _start_rollout(draft: _Draft, revision: str) -> None:
     draft.set(
         candidate_revision=revision, previous_stable_revision=None, scale_down_at=None,
         current_step=0, step_started_at=None, step_ends_at=None, phase=Phase.PROGRESSING, pause_reason=None,
-        verdict=None, candidate_ready=False, analysis={}, decisions=[],
+        verdict=None, candidate_ready=False, decisions=[],
         message=f"rolling out revision {revision}",
     )
     draft.condition(ConditionType.PROGRESSING, True, "RolloutStarted", f"candidate {revision}")
@@ -357,7 +358,7 @@ def _resume_past_pause_step(draft: _Draft) -> None:
 
 def _resume_halted(draft: _Draft) -> None:
     """A human looked at the broken experiment and let it go on: its evidence starts again."""
-    draft.set(pause_reason=None, analysis={}, step_started_at=None, step_ends_at=None)
+    draft.set(pause_reason=None, step_started_at=None, step_ends_at=None)
     draft.event("HaltResumed", "resumed by the user after an analysis halt; the step and its evidence start again")
 
 
@@ -373,7 +374,7 @@ def _promote_full(draft: _Draft) -> None:
 
 def _retry(draft: _Draft) -> None:
     draft.set(phase=Phase.PROGRESSING, current_step=0, step_started_at=None, step_ends_at=None, pause_reason=None,
-              verdict=None, candidate_ready=False, analysis={}, message="retrying the rollout from the first step")
+              verdict=None, candidate_ready=False, message="retrying the rollout from the first step")
     draft.condition(ConditionType.ROLLED_BACK, False, "Retried")
     draft.condition(ConditionType.PROGRESSING, True, "Retried")
     draft.event("Retried", f"retrying candidate {draft.candidate} from the first step")
@@ -630,11 +631,11 @@ def _run_ab_step(draft: _Draft, elapsed: float, observations: Observations) -> N
     verdict = observations.analysis.ab_verdict if observations.analysis else None
     long_enough = elapsed >= (parse_duration(ab.min_duration) if ab.min_duration else 0.0)
     maximum = draft.spec.step_seconds(index) or 0.0
-    if verdict == ABVerdict.CANDIDATE_WORSE:
+    if verdict == Verdict.CANDIDATE_WORSE:
         draft.set(verdict=Verdict.CANDIDATE_WORSE)
         _roll_back(draft, "CandidateWorse", f"A/B test: candidate is worse on {ab.metric}")
-    elif verdict in (ABVerdict.CANDIDATE_BETTER, ABVerdict.NO_DIFFERENCE) and long_enough:
-        draft.set(verdict=Verdict.CANDIDATE_BETTER if verdict == ABVerdict.CANDIDATE_BETTER else Verdict.NO_DIFFERENCE)
+    elif verdict in (Verdict.CANDIDATE_BETTER, Verdict.NO_DIFFERENCE) and long_enough:
+        draft.set(verdict=verdict)
         _advance(draft, f"A/B verdict {verdict}")
         _after_advance(draft, observations)
     elif elapsed >= maximum:

@@ -4,37 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 
-
-class AnalysisVerdict(StrEnum):
-    """The analysis hook: observations in, verdict out."""
-
-    PASS = "pass"  # noqa: S105 - nothing wrong (not a password)
-    FAIL = "fail"  # a guardrail breached: roll back
-    HOLD = "hold"  # do not advance yet (e.g. drift in shadow, no data yet)
-    ERROR = "error"  # measurements failing past the limit: onError decides
-    HALT = "halt"  # the experiment itself is broken (a sample-ratio mismatch): wait for a human
-
-
-class ABVerdict(StrEnum):
-    """The statistical verdict of an abTest step's metric.
-
-    The same names as `stats.judge.Verdict`, kept apart on purpose: importing `controller.stats`
-    loads scipy, and the engine (so the idle operator) must not."""
-
-    CANDIDATE_BETTER = "candidate_better"
-    CANDIDATE_WORSE = "candidate_worse"
-    NO_DIFFERENCE = "no_difference"
-    INCONCLUSIVE = "inconclusive"
-    NO_DATA = "no_data"
+from controller.api import AnalysisVerdict, Verdict
 
 
 @dataclass(frozen=True)
 class AnalysisSignal:
     verdict: AnalysisVerdict
     reason: str = ""
-    ab_verdict: ABVerdict | None = None
+    # The abTest's verdict so far; None while it has none.
+    ab_verdict: Verdict | None = None
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Fixed-horizon sample sizes for the planning of a rollout, and how far the observed samples have come."""
+"""Fixed-horizon sample sizes: what the sequential tests are measured against."""
 
 from __future__ import annotations
 
@@ -7,17 +7,22 @@ import math
 from statsmodels.stats.power import NormalIndPower
 from statsmodels.stats.proportion import proportion_effectsize
 
-from controller.stats.results import check_probability
+
+def check_probability(value: float, name: str) -> float:
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"{name} must lie strictly between 0 and 1, not {value!r}")
+    return float(value)
 
 
-def _samples_for_effect_size(effect_size: float, alpha: float, power: float, two_sided: bool) -> int:
+def _samples_for_effect_size(effect_size: float, alpha: float, power: float, two_sided: bool,
+                             ratio: float = 1.0) -> int:
     check_probability(alpha, "alpha")
     check_probability(power, "power")
     samples = NormalIndPower().solve_power(
         effect_size=abs(effect_size),
         alpha=alpha,
         power=power,
-        ratio=1.0,
+        ratio=ratio,
         alternative="two-sided" if two_sided else "larger",
     )
     return math.ceil(float(samples))
@@ -30,8 +35,10 @@ def samples_per_arm_for_proportions(
     alpha: float = 0.05,
     power: float = 0.8,
     two_sided: bool = True,
+    ratio: float = 1.0,
 ) -> int:
-    """Samples per arm to detect baseline → baseline + mde (absolute), on Cohen's h, rounded up.
+    """Samples in the first arm to detect baseline → baseline + mde (absolute), on Cohen's h, rounded up;
+    the other arm has `ratio` times as many.
 
     This is the fixed-horizon figure; an always-valid test that may stop early needs more at the horizon.
     """
@@ -40,27 +47,4 @@ def samples_per_arm_for_proportions(
     if minimum_detectable_effect == 0:
         raise ValueError("minimum_detectable_effect must not be zero")
     effect_size = float(proportion_effectsize(baseline_rate + minimum_detectable_effect, baseline_rate))
-    return _samples_for_effect_size(effect_size, alpha, power, two_sided)
-
-
-def samples_per_arm_for_means(
-    std: float,
-    minimum_detectable_effect: float,
-    *,
-    alpha: float = 0.05,
-    power: float = 0.8,
-    two_sided: bool = True,
-) -> int:
-    """Samples per arm to detect a shift of mde in a mean whose per-observation standard deviation is std."""
-    if not (math.isfinite(std) and std > 0):
-        raise ValueError(f"std must be finite and positive, not {std!r}")
-    if not math.isfinite(minimum_detectable_effect) or minimum_detectable_effect == 0:
-        raise ValueError("minimum_detectable_effect must be finite and non-zero")
-    return _samples_for_effect_size(minimum_detectable_effect / std, alpha, power, two_sided)
-
-
-def progress(observed: float, required: float) -> float:
-    """Share of the required samples observed so far, capped at 1."""
-    if not (math.isfinite(required) and required > 0):
-        raise ValueError(f"required must be finite and positive, not {required!r}")
-    return min(max(observed, 0.0) / required, 1.0)
+    return _samples_for_effect_size(effect_size, alpha, power, two_sided, ratio)

@@ -33,7 +33,7 @@ def test_a_good_candidate_is_promoted_through_shadow_canary_and_ab(
         world.roll_out("better")
         shadow = world.rollouts.wait_status("scorer", lambda s: s.get("mirrorPercent") == 100
                                             and "guardrails" in s.get("analysis", {}), 90, "shadow analysed")
-        assert shadow["analysis"]["guardrails"]["drift"]["verdict"] in ("Successful", "Inconclusive")
+        assert shadow["analysis"]["guardrails"]["drift"]["outcome"] in ("Passed", "NoData")
         def settled(status: dict[str, Any]) -> bool:
             inconclusive = status.get("phase") == "Paused" and status.get("verdict") == "Inconclusive"
             return status.get("phase") in ("Completed", "RolledBack") or inconclusive
@@ -42,9 +42,8 @@ def test_a_good_candidate_is_promoted_through_shadow_canary_and_ab(
         assert done["phase"] == "Completed", done.get("message")
         assert done["stableRevision"] != first["stableRevision"]
         assert done["verdict"] == "CandidateBetter", done
-        ab = [d for d in done["decisions"] if d["test"] == "mSPRT two-proportion"]
-        assert ab and ab[-1]["verdict"] == "candidate_better" and ab[-1]["pValue"] <= 0.05
-        assert ab[-1]["ci"][0] > 0
+        ab = [d for d in done["decisions"] if d["test"] == "anytime-valid split test"]
+        assert ab and ab[-1]["verdict"] == "CandidateBetter" and ab[-1]["effect"] > 0
         assert world.load.stats().mirrored > 0, "shadow traffic really reached the candidate"
 
 
@@ -55,7 +54,7 @@ def test_an_error_spike_mid_canary_rolls_back_by_itself(
         world.deploy([{"canary": {"weight": 30, "duration": "10m"}}])
         world.roll_out("good-rebuild")
         status = world.rollouts.wait_status("scorer", lambda s: s.get("canaryWeight") == 30
-                                            and s.get("analysis", {}).get("verdict") == "pass", 90, "healthy canary")
+                                            and s.get("analysis", {}).get("verdict") == "Pass", 90, "healthy canary")
         # Two more analysis runs, both passing: a healthy canary is measured, and not rolled back.
         first_run = status["analysis"]["lastRun"]
         world.rollouts.wait_status("scorer", lambda s: s.get("analysis", {}).get("lastRun", "") > first_run, 60,
@@ -80,9 +79,10 @@ def test_a_candidate_with_40_percent_slower_p99_fails_the_relative_guardrail(
         final = world.rollouts.wait_status("scorer", lambda s: s.get("phase") == "RolledBack", 120,
                                            "latency rollback")
         rolled = next(c for c in final["conditions"] if c["type"] == "RolledBack")
-        assert "p99-latency" in rolled["message"] and "x stable" in rolled["message"]
+        assert "p99-latency" in rolled["message"] and "slow requests" in rolled["message"]
         guard = final["analysis"]["guardrails"]["p99-latency"]
-        assert guard["value"] > 1.2 * guard["stable"]
+        assert guard["outcome"] == "Breached" and guard["slowAbove"][1] > guard["slowAbove"][0]
+        assert final["analysis"]["decidedBy"] == "p99-latency"
         assert httproute_state(world.rollouts, "scorer") == (0, 0)
 
 
@@ -93,7 +93,7 @@ def test_a_prometheus_outage_pauses_and_never_promotes(
         first = world.deploy([{"canary": {"weight": 20, "duration": "20s"}}])
         world.roll_out("good-rebuild")
         world.rollouts.wait_status("scorer", lambda s: s.get("canaryWeight") == 20
-                                   and s.get("analysis", {}).get("verdict") == "pass", 90, "measured canary")
+                                   and s.get("analysis", {}).get("verdict") == "Pass", 90, "measured canary")
         port = world.prometheus.port
         world.prometheus.stop()
         paused = world.rollouts.wait_status("scorer", lambda s: s.get("phase") == "Paused", 60, "pause on outage")

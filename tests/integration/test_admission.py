@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 
 from controller import api
+from e2e.harness import kubectl
 from tests.specs import BAD_SPECS, VALID_SPEC, BadSpec
 
 pytestmark = pytest.mark.cluster
@@ -59,3 +61,15 @@ def test_the_longest_allowed_name_works_for_every_derived_object(
 ) -> None:
     created = _create(api_client, namespace, "a" * 53, VALID_SPEC)
     assert created["metadata"]["name"] == "a" * 53
+
+
+def test_kubectl_explain_shows_the_typed_analysis_status(kubeconfig: Path, crd_installed: None) -> None:
+    """status.analysis has a schema now: kubectl explain documents it, down to a guardrail's evidence."""
+    analysis = kubectl(kubeconfig, "explain", "modelrollouts.status.analysis")
+    assert "The last analysis run of the current step attempt" in analysis
+    for field in ("guardrails", "abTest", "sampleRatio", "decidedBy", "counters"):
+        assert field in analysis
+    guardrail = kubectl(kubeconfig, "explain", "modelrollouts.status.analysis.guardrails.evidence")
+    assert "number" in guardrail
+    effect = kubectl(kubeconfig, "explain", "modelrollouts.spec.strategy.steps.abTest.effect")
+    assert "`absolute` (the default)" in effect

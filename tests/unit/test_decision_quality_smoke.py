@@ -1,4 +1,4 @@
-"""The decision-quality benchmark at a tiny size, with fixed seeds: well-formed figures, not the figures themselves."""
+"""The decision-quality benchmark at a tiny size: it drives the operator's own tests and reports every section."""
 
 from __future__ import annotations
 
@@ -6,84 +6,50 @@ import numpy as np
 import pytest
 
 from benchmarks import decision_quality
-from benchmarks.decision_quality import (
-    NEVER,
-    Parameters,
-    Results,
-    RollbackRate,
-    first_true,
-    interval_by_which_share_rolled_back,
-    main,
-    run,
-)
+from benchmarks.decision_quality import NEVER, SECTIONS, Settings, quantile_look, report
+from controller.analysis import step_tests
 
-TINY = Parameters(runs=300, seed=7, aa_intervals=12, regression_intervals=40, verify_runs=3,
-                  sensitivity_requests=(100, 400))
+TINY = Settings(aa_runs=40, power_runs=20, srm_runs=40, looks=30, srm_looks=30, late_onset_looks=60,
+                splits=(0.05, 0.5), base_rates=(0.01,), traffic=(10,))
 
 
-@pytest.fixture(scope="module")
-def tiny() -> Results:
-    return run(TINY)
+def test_every_section_runs_through_the_operators_step_tests(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: dict[str, int] = {"guardrail": 0, "ab": 0, "srm": 0}
+    real = (step_tests.guardrail_look, step_tests.ab_look, step_tests.sample_ratio_look)
+
+    def counting(name: str, function: object) -> object:
+        def wrapped(*args: object) -> object:
+            calls[name] += 1
+            return function(*args)  # type: ignore[operator]
+        return wrapped
+
+    monkeypatch.setattr(step_tests, "guardrail_look", counting("guardrail", real[0]))
+    monkeypatch.setattr(step_tests, "ab_look", counting("ab", real[1]))
+    monkeypatch.setattr(step_tests, "sample_ratio_look", counting("srm", real[2]))
+    text, verdicts = report(TINY, SECTIONS)
+    assert min(calls.values()) > 0, calls
+    for heading in ("1. errorRate", "2. latencyP99", "3. Both guardrails", "4. abTest", "5. Sample-ratio",
+                    "6. errorRate guardrail, 0.5% -> 1%", "7. latencyP99", "8. abTest at a true effect"):
+        assert heading in text
+    assert len(verdicts) == 7
+    assert all(line.startswith("   [") for line in text.split("Goals:\n")[1].split("\n\n")[0].splitlines())
 
 
-def _is_proportion(rate: RollbackRate) -> bool:
-    return rate.runs == TINY.runs and 0.0 <= rate.low <= rate.rate <= rate.high <= 1.0
+def test_the_same_seed_gives_the_same_figures() -> None:
+    first, _ = report(TINY, ("guardrail",))
+    second, _ = report(TINY, ("guardrail",))
+    assert first.splitlines()[2:] == second.splitlines()[2:]
 
 
-def test_rates_are_proportions_within_their_wilson_intervals(tiny: Results) -> None:
-    results = tiny
-    rates = [results.aa.sequential, results.aa.naive, results.aa.flagger, results.aa_naive_last_look]
-    for by_traffic in results.aa_by_traffic.values():
-        rates += [by_traffic.sequential, by_traffic.naive, by_traffic.flagger]
-    regression = results.regression
-    rates += [regression.sequential.rate, regression.naive.rate, regression.flagger.rate]
-    assert all(_is_proportion(rate) for rate in rates)
-    assert 0.0 <= regression.sequential_by_fixed_horizon <= 1.0
-    assert results.naive_max_deviation <= decision_quality.VERIFY_TOLERANCE
+def test_quantiles_count_runs_that_never_decided_as_later_than_any_look() -> None:
+    looks = np.array([2, NEVER, 1])
+    assert quantile_look(looks, 0.5) == 2
+    assert quantile_look(looks, 0.9) is None
 
 
-def test_the_sequential_judge_rolls_back_falsely_no_more_often_than_the_naive_repeated_test(tiny: Results) -> None:
-    results = tiny
-    assert results.aa.sequential.rate <= results.aa.naive.rate
-    # The main traffic level is reused in the sensitivity table, not drawn again.
-    assert results.aa_by_traffic[TINY.requests_per_interval] is results.aa
-
-
-def test_a_regression_is_caught_and_the_percentiles_are_ordered_within_the_horizon(tiny: Results) -> None:
-    regression = tiny.regression
-    assert regression.sequential.rate.rate > 0.5
-    for found in (regression.sequential, regression.naive, regression.flagger):
-        if found.median_interval is not None and found.p90_interval is not None:
-            assert 1 <= found.median_interval <= found.p90_interval <= TINY.regression_intervals
-    assert regression.fixed_horizon_one_sided < regression.fixed_horizon_two_sided
-
-
-def test_the_same_seed_gives_the_same_figures(tiny: Results) -> None:
-    again = run(TINY)
-    assert again.aa == tiny.aa
-    assert again.regression == tiny.regression
-
-
-def test_first_true_and_shares_count_runs_that_never_rolled_back() -> None:
-    rollbacks = np.array([[False, True, True], [False, False, False], [True, False, False]])
-    looks = first_true(rollbacks)
-    assert looks.tolist() == [2, NEVER, 1]
-    assert interval_by_which_share_rolled_back(looks, 0.5) == 2
-    # Two of three runs rolled back: 90% of them never did within the horizon.
-    assert interval_by_which_share_rolled_back(looks, 0.9) is None
-
-
-def test_a_naive_test_that_departs_from_the_library_stops_the_benchmark(monkeypatch: pytest.MonkeyPatch) -> None:
-    exact = decision_quality.naive_pvalues
-    monkeypatch.setattr(decision_quality, "naive_pvalues", lambda rollouts: exact(rollouts) + 1e-6)
-    with pytest.raises(RuntimeError, match="departs from two_proportion_test"):
-        run(TINY)
-
-
-def test_main_prints_the_parameters_and_every_section(capsys: pytest.CaptureFixture[str]) -> None:
-    main(["--runs", "20", "--seed", "3"])
-    report = capsys.readouterr().out
-    assert report.startswith("Decision quality of rollback rules")
-    assert "runtime:" in report.splitlines()[1]
-    for heading in ("Parameters", "Checks", "1. A/A", "2. Regression", "3. A/A false rollback rate by traffic"):
-        assert heading in report
+def test_main_prints_the_goals(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(decision_quality, "settings_for", lambda stress, seed: TINY)
+    decision_quality.main(["--only", "srm"])
+    out = capsys.readouterr().out
+    assert out.startswith("Decision quality of the operator's sequential tests")
+    assert "every sample-ratio A/A cell <= 0.1%" in out

@@ -1,30 +1,58 @@
-"""Analysis runs against a fake provider: breaches, errors, no data, drift, A/B verdicts, SRM."""
+"""Analysis runs against a fake Prometheus whose counters grow look by look: breaches, errors,
+no data, drift, A/B verdicts, sample-ratio halts, and counts no test can crash on."""
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from controller.analysis.evaluate import Context, evaluate
 from controller.analysis.provider import MetricError
-from controller.api import ModelRolloutSpec
+from controller.api import AnalysisStatus, AnalysisVerdict, ModelRolloutSpec, ModelRolloutStatus, Verdict
 from tests.unit.engine.world import make_spec
 
 PRED_EDGES = ["0.25", "0.5", "0.75", "1.0", "+Inf"]
+LATENCY_EDGES = [0.05, 0.1, 0.15, 0.2, 0.3, 0.5, math.inf]
 
 
 @dataclass
 class Arm:
-    requests: float = 10_000
-    errors: float = 10
-    p99: float = 0.08
-    conversions: float = 1_000
+    """One version's counters, and the windowed values a PromQL window would give."""
+
+    requests: float = 0.0
+    errors: float = 0.0
+    conversions: float = 0.0
+    # Requests at or under each latency edge (cumulative, like Prometheus buckets).
+    latency: list[float] = field(default_factory=lambda: [0.0] * len(LATENCY_EDGES))
+    p99: float | None = 0.08
     predictions: list[float] = field(default_factory=lambda: [2500, 5000, 7500, 10000, 10000])
+
+    def serve(self, requests: float, errors: float = 0.0, conversions: float = 0.0,
+              slow_share: float = 0.01) -> None:
+        """Requests with a p99 near 0.15 s (1% above it) unless slow_share says otherwise."""
+        self.requests += requests
+        self.errors += errors
+        self.conversions += conversions
+        fast = requests * (1 - slow_share)
+        shares = [0.5, 0.8, 1.0, 1.0, 1.0, 1.0, 1.0]  # of the fast ones, by edge; the slow ones land past 0.15
+        for i, share in enumerate(shares):
+            slow_by_edge = requests * slow_share * (0.0 if LATENCY_EDGES[i] <= 0.15 else
+                                                    (0.5 if LATENCY_EDGES[i] <= 0.3 else 1.0))
+            self.latency[i] += fast * share + slow_by_edge
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.errors / self.requests if self.requests else None
 
 
 class FakeProvider:
-    """Answers the built-in templates from per-version numbers; it parses only what it must."""
+    """Answers the built-in templates from per-version counters; it parses only what it must."""
 
     def __init__(self, arms: dict[str, Arm], down: bool = False) -> None:
         self.arms, self.down, self.queries = arms, down, 0
@@ -40,144 +68,304 @@ class FakeProvider:
         arm = self._arm(query)
         if arm is None:
             return None
-        if query.startswith("histogram_quantile(0.99"):
+        if query.startswith("histogram_quantile("):
             return arm.p99
         if query.startswith("(sum(increase(inference_request_total"):
-            return arm.errors / arm.requests if arm.requests else None
+            return arm.error_rate
         if "model_conversions_total" in query:
             return arm.conversions
-        if 'status="error"' in query:
-            return arm.errors
-        if 'status="ok"' in query:
-            return arm.requests - arm.errors
-        return arm.requests
+        raise AssertionError(f"unexpected query {query}")
 
     def by_label(self, query: str, label: str) -> dict[str, float]:
+        self.queries += 1
         if self.down:
             raise MetricError("prometheus query failed: connection refused")
         arm = self._arm(query)
-        return dict(zip(PRED_EDGES, arm.predictions, strict=True)) if arm else {}
+        if arm is None:
+            return {}
+        if label == "status":
+            return {"ok": arm.requests - arm.errors, "error": arm.errors}
+        if "inference_request_duration_seconds_bucket" in query:
+            return {("+Inf" if math.isinf(e) else str(e)): c for e, c in zip(LATENCY_EDGES, arm.latency, strict=True)}
+        return dict(zip(PRED_EDGES, arm.predictions, strict=True))
 
 
 def _spec(step: dict[str, Any], guardrails: list[dict[str, Any]], **analysis: Any) -> ModelRolloutSpec:
     base = make_spec([step]).model_dump(by_alias=True, exclude_none=True)
-    base["analysis"] = {"interval": "2s", "window": "30s", "guardrails": guardrails, **analysis}
+    base["analysis"] = {"prometheus": {"address": "http://prometheus.test:9090"}, "interval": "10s", "window": "1m",
+                        "guardrails": guardrails, **analysis}
     return ModelRolloutSpec.model_validate(base)
 
 
-def _ctx(kind: str = "canary", weight: int = 20, elapsed: float = 60) -> Context:
-    return Context(model="scorer", namespace="ns", stable="s1", candidate="c1", step_index=0, step_kind=kind,
-                   step_elapsed_seconds=elapsed, weight=weight, now="2026-11-23T12:00:00Z")
+CANARY = {"canary": {"weight": 20, "duration": "1h"}}
+ERRORS = {"name": "error-rate", "template": "errorRate", "max": 0.01}
+P99 = {"name": "p99", "template": "latencyP99", "relativeToStable": 1.2}
+AB = {"abTest": {"weight": 50, "maxDuration": "1h", "metric": "conversion", "minimumDetectableEffect": 0.02}}
 
 
-CANARY = {"canary": {"weight": 20, "duration": "10m"}}
-ERRORS = {"name": "error-rate", "template": "errorRate", "max": 0.01, "relativeToStable": 2}
+class Run:
+    """Looks of one step, 10 s apart, carrying the analysis state as the runner does."""
+
+    def __init__(self, spec: ModelRolloutSpec, provider: FakeProvider, kind: str = "canary", weight: int = 20,
+                 expected_share: float | None = None) -> None:
+        self.spec, self.provider, self.kind, self.weight = spec, provider, kind, weight
+        self.expected_share = expected_share
+        self.state: AnalysisStatus | None = None
+        self.elapsed = 0.0
+
+    def look(self) -> Any:
+        ctx = Context(model="scorer", namespace="ns", stable="s1", candidate="c1", step_index=0, step_kind=self.kind,
+                      step_started_at="2026-11-23T12:00:00Z", step_elapsed_seconds=self.elapsed, weight=self.weight,
+                      now=f"2026-11-23T12:{int(self.elapsed) // 60:02d}:{int(self.elapsed) % 60:02d}Z",
+                      interval_seconds=10, step_seconds=3600, expected_share=self.expected_share)
+        result = evaluate(self.spec, self.provider, ctx, self.state)
+        # The state goes through JSON, as status does: no infinities, nothing untyped.
+        dumped = json.loads(json.dumps(result.state.model_dump(mode="json", by_alias=True), allow_nan=False))
+        self.state = AnalysisStatus.model_validate(dumped)
+        self.elapsed += 10
+        return result
 
 
-def test_healthy_candidate_passes() -> None:
-    result = evaluate(_spec(CANARY, [ERRORS]), FakeProvider({"s1": Arm(), "c1": Arm()}), _ctx(), {})
-    assert result.signal.verdict == "pass"
-    assert result.state["guardrails"]["error-rate"]["verdict"] == "Successful"
+def test_healthy_candidate_passes_look_after_look() -> None:
+    stable, candidate = Arm(), Arm()
+    run = Run(_spec(CANARY, [ERRORS]), FakeProvider({"s1": stable, "c1": candidate}))
+    run.elapsed = 30
+    first = run.look()
+    assert first.signal.verdict == AnalysisVerdict.PASS
+    assert first.state.guardrails["error-rate"].reason == "counting from this look"
+    for _ in range(30):
+        stable.serve(800, errors=4)
+        candidate.serve(200, errors=1)
+        result = run.look()
+        assert result.signal.verdict == AnalysisVerdict.PASS, result.signal.reason
+    guardrail = result.state.guardrails["error-rate"]
+    assert guardrail.outcome == "Passed" and guardrail.trials == [24_000, 6_000]
+    assert guardrail.evidence is not None and guardrail.evidence < guardrail.evidence_threshold
 
 
-def test_error_rate_breach_rolls_back_after_the_failure_limit() -> None:
-    spec = _spec(CANARY, [{**ERRORS, "failureLimit": 1}])
-    provider = FakeProvider({"s1": Arm(), "c1": Arm(errors=2_000)})
-    first = evaluate(spec, provider, _ctx(), {})
-    assert first.signal.verdict == "pass", "one breach is tolerated with failureLimit 1"
-    assert first.state["guardrails"]["error-rate"]["consecutiveFailures"] == 1
-    second = evaluate(spec, provider, _ctx(), first.state)
-    assert second.signal.verdict == "fail"
-    assert "error-rate" in second.signal.reason
-    assert second.decisions[0].verdict == "breach: rollback"
+def test_an_error_regression_rolls_back_and_says_which_guardrail() -> None:
+    stable, candidate = Arm(), Arm()
+    run = Run(_spec(CANARY, [ERRORS, P99]), FakeProvider({"s1": stable, "c1": candidate}))
+    run.elapsed = 30
+    run.look()
+    for _ in range(3):
+        stable.serve(800, errors=4)
+        candidate.serve(200, errors=20)
+        result = run.look()
+        if result.signal.verdict == AnalysisVerdict.FAIL:
+            break
+    assert result.signal.verdict == AnalysisVerdict.FAIL, "a 10x regression at 1,000 requests a look, in 3 looks"
+    assert result.state.decided_by == "error-rate"
+    assert result.decisions[0].verdict == "breach: rollback"
+    assert result.state.guardrails["error-rate"].alpha == 0.025, "two statistical guardrails split alpha"
 
 
 def test_an_incident_both_models_share_is_not_the_candidates_fault() -> None:
-    spec = _spec(CANARY, [{"name": "error-rate", "template": "errorRate", "max": 0.01}])
-    provider = FakeProvider({"s1": Arm(errors=2_000), "c1": Arm(errors=2_000)})
-    result = evaluate(spec, provider, _ctx(), {})
-    assert result.signal.verdict == "pass"
-    assert "not significantly worse" in result.state["guardrails"]["error-rate"]["reason"]
+    stable, candidate = Arm(), Arm()
+    run = Run(_spec(CANARY, [ERRORS]), FakeProvider({"s1": stable, "c1": candidate}))
+    run.elapsed = 30
+    run.look()
+    for _ in range(30):
+        stable.serve(800, errors=160)
+        candidate.serve(200, errors=40)
+        assert run.look().signal.verdict == AnalysisVerdict.PASS
 
 
-def test_relative_latency_breach() -> None:
-    spec = _spec(CANARY, [{"name": "p99", "template": "latencyP99", "relativeToStable": 1.2}])
-    result = evaluate(spec, FakeProvider({"s1": Arm(p99=0.1), "c1": Arm(p99=0.14)}), _ctx(), {})
-    assert result.signal.verdict == "fail"
-    assert "1.2 x stable" in result.signal.reason
+def test_a_worse_candidate_within_max_is_not_rolled_back() -> None:
+    stable, candidate = Arm(), Arm()
+    run = Run(_spec(CANARY, [{**ERRORS, "max": 0.5}]), FakeProvider({"s1": stable, "c1": candidate}))
+    run.elapsed = 30
+    run.look()
+    for _ in range(10):
+        stable.serve(800, errors=4)
+        candidate.serve(200, errors=20)
+        result = run.look()
+    assert result.signal.verdict == AnalysisVerdict.PASS
+    assert "within max 0.5" in result.state.guardrails["error-rate"].reason
+
+
+def test_a_latency_regression_is_a_test_on_slow_requests() -> None:
+    stable, candidate = Arm(), Arm()
+    stable.serve(5000)
+    run = Run(_spec(CANARY, [P99]), FakeProvider({"s1": stable, "c1": candidate}))
+    run.elapsed = 30
+    run.look()
+    for _ in range(30):
+        stable.serve(800)
+        candidate.serve(200, slow_share=0.2)
+        result = run.look()
+        if result.signal.verdict == AnalysisVerdict.FAIL:
+            break
+    assert result.signal.verdict == AnalysisVerdict.FAIL, result.signal.reason
+    # The stable's 1% tail starts past 0.15 s; 1.2x that is the next bucket bound, 0.2 s.
+    assert result.state.guardrails["p99"].slow_above == [0.15, 0.2]
+    assert "slow requests" in result.signal.reason
 
 
 def test_prometheus_outage_holds_then_errors_and_never_passes() -> None:
     spec = _spec(CANARY, [ERRORS], errorLimit=3)
-    provider = FakeProvider({}, down=True)
-    state: dict[str, Any] = {}
-    verdicts = []
-    for _ in range(4):
-        result = evaluate(spec, provider, _ctx(), state)
-        state = result.state
-        verdicts.append(result.signal.verdict)
-    assert verdicts == ["hold", "hold", "error", "error"]
-    assert "connection refused" in result.signal.reason
+    run = Run(spec, FakeProvider({}, down=True))
+    run.elapsed = 30
+    verdicts = [run.look().signal.verdict for _ in range(4)]
+    assert verdicts == ["Hold", "Hold", "Error", "Error"]
+    assert run.state is not None and "connection refused" in run.state.reason
 
 
-def test_no_data_is_not_a_pass() -> None:
-    result = evaluate(_spec(CANARY, [ERRORS]), FakeProvider({"s1": Arm()}), _ctx(), {})
-    assert result.signal.verdict == "hold"
-    assert result.state["guardrails"]["error-rate"]["verdict"] == "Inconclusive"
+def test_an_outage_loses_no_counts_and_a_counter_reset_skips_one_interval() -> None:
+    stable, candidate = Arm(), Arm()
+    provider = FakeProvider({"s1": stable, "c1": candidate})
+    run = Run(_spec(CANARY, [ERRORS]), provider)
+    run.elapsed = 30
+    run.look()
+    stable.serve(800, errors=4)
+    candidate.serve(200, errors=1)
+    provider.down = True
+    assert run.look().signal.verdict == AnalysisVerdict.HOLD
+    provider.down = False
+    stable.serve(800, errors=4)
+    candidate.serve(200, errors=1)
+    run.look()
+    assert run.state is not None and run.state.guardrails["error-rate"].trials == [1600, 400]
+    candidate.requests, candidate.errors = 10, 0  # the candidate's pod restarted
+    result = run.look()
+    assert result.state.guardrails["error-rate"].outcome == "NoData"
+    assert "reset" in result.state.guardrails["error-rate"].reason
+
+
+def test_no_candidate_data_is_not_a_pass() -> None:
+    run = Run(_spec(CANARY, [ERRORS]), FakeProvider({"s1": Arm(requests=100)}))
+    run.elapsed = 30
+    run.look()
+    result = run.look()
+    assert result.signal.verdict == AnalysisVerdict.HOLD
+    assert result.state.guardrails["error-rate"].outcome == "NoData"
 
 
 def test_prediction_drift_holds_the_shadow_step_but_does_not_fail_it() -> None:
     shadow = {"shadow": {"percent": 100, "duration": "10m"}}
     drift = {"name": "drift", "template": "predictionPSI", "max": 0.2, "during": ["shadow"]}
     shifted = Arm(predictions=[100, 500, 2000, 10000, 10000])
-    result = evaluate(_spec(shadow, [drift]), FakeProvider({"s1": Arm(), "c1": shifted}), _ctx("shadow", 0), {})
-    assert result.signal.verdict == "hold"
-    assert "drift" in result.signal.reason
-    same = evaluate(_spec(shadow, [drift]), FakeProvider({"s1": Arm(), "c1": Arm()}), _ctx("shadow", 0), {})
-    assert same.signal.verdict == "pass"
+    run = Run(_spec(shadow, [drift]), FakeProvider({"s1": Arm(), "c1": shifted}), "shadow", 0)
+    run.elapsed = 60
+    result = run.look()
+    assert result.signal.verdict == AnalysisVerdict.HOLD and "drift" in result.signal.reason
+    same = Run(_spec(shadow, [drift]), FakeProvider({"s1": Arm(), "c1": Arm()}), "shadow", 0)
+    same.elapsed = 60
+    assert same.look().signal.verdict == AnalysisVerdict.PASS
 
 
 def test_shadow_comparison_is_recorded_without_a_drift_guardrail() -> None:
-    shadow = {"shadow": {"percent": 100, "duration": "10m"}}
-    result = evaluate(_spec(shadow, []), FakeProvider({"s1": Arm(), "c1": Arm()}), _ctx("shadow", 0), {})
-    assert result.state["shadow"]["psi"] == 0.0
+    run = Run(_spec({"shadow": {"percent": 100, "duration": "10m"}}, []),
+              FakeProvider({"s1": Arm(), "c1": Arm()}), "shadow", 0)
+    run.elapsed = 60
+    shadow = run.look().state.shadow
+    assert shadow is not None and shadow.psi == 0.0
 
 
-AB = {"abTest": {"weight": 50, "maxDuration": "1h", "metric": "conversion", "minimumDetectableEffect": 0.01}}
+def _ab_run(stable_rate: float, candidate_rate: float, looks: int, step: dict[str, Any] = AB,
+            requests: float = 1000) -> tuple[Run, Any]:
+    stable, candidate = Arm(), Arm()
+    run = Run(_spec(step, []), FakeProvider({"s1": stable, "c1": candidate}), "abTest", 50)
+    result = run.look()
+    for _ in range(looks):
+        stable.serve(requests, conversions=requests * stable_rate)
+        candidate.serve(requests, conversions=requests * candidate_rate)
+        result = run.look()
+        if result.signal.ab_verdict not in (None, Verdict.INCONCLUSIVE):
+            break
+    return run, result
 
 
-def test_ab_better_candidate_and_the_samples_needed() -> None:
-    provider = FakeProvider({"s1": Arm(requests=20_000, errors=0, conversions=2_000),
-                             "c1": Arm(requests=20_000, errors=0, conversions=2_600)})
-    result = evaluate(_spec(AB, []), provider, _ctx("abTest", 50), {})
-    assert result.signal.ab_verdict == "candidate_better"
-    ab = result.state["abTest"]
-    assert ab["samplesNeeded"] > 10_000 and 0 < ab["progress"] <= 1
-    assert ab["pValue"] <= 0.05 and ab["ciLow"] > 0
-    assert result.decisions[-1].test == "mSPRT two-proportion"
+def test_ab_better_candidate_with_its_design_and_samples_needed() -> None:
+    _, result = _ab_run(0.10, 0.13, 60)
+    assert result.signal.ab_verdict == Verdict.CANDIDATE_BETTER
+    ab = result.state.ab_test
+    assert ab is not None and ab.counted == "successes" and ab.baseline is not None
+    assert abs(ab.baseline - 0.115) < 0.01, "the design sample pools both arms"
+    assert ab.samples_needed is not None and ab.fixed_horizon_samples is not None
+    assert ab.samples_needed_p90 is not None and ab.samples_needed_p90 > ab.samples_needed
+    assert 0 < ab.progress <= 1 and ab.effect is not None and ab.effect > 0.2
+    assert result.decisions[-1].verdict == "CandidateBetter"
+    assert result.state.decided_by == "abTest"
 
 
-def test_ab_worse_and_inconclusive() -> None:
-    worse = FakeProvider({"s1": Arm(requests=20_000, errors=0, conversions=2_600),
-                          "c1": Arm(requests=20_000, errors=0, conversions=2_000)})
-    assert evaluate(_spec(AB, []), worse, _ctx("abTest", 50), {}).signal.ab_verdict == "candidate_worse"
-    few = FakeProvider({"s1": Arm(requests=200, errors=0, conversions=20),
-                        "c1": Arm(requests=200, errors=0, conversions=22)})
-    assert evaluate(_spec(AB, []), few, _ctx("abTest", 50), {}).signal.ab_verdict == "inconclusive"
+def test_ab_worse_and_no_difference() -> None:
+    assert _ab_run(0.13, 0.10, 60)[1].signal.ab_verdict == Verdict.CANDIDATE_WORSE
+    step = {"abTest": {**AB["abTest"], "minimumDetectableEffect": 0.05}}
+    _, same = _ab_run(0.10, 0.10, 200, step)
+    assert same.signal.ab_verdict == Verdict.NO_DIFFERENCE
 
 
-def test_sample_ratio_mismatch_halts() -> None:
-    skewed = FakeProvider({"s1": Arm(requests=14_000, errors=0, conversions=1_400),
-                           "c1": Arm(requests=6_000, errors=0, conversions=600)})
-    result = evaluate(_spec(AB, []), skewed, _ctx("abTest", 50), {})
-    assert result.signal.verdict == "halt"
-    assert "sample ratio mismatch" in result.signal.reason
+def test_a_relative_mde_is_read_against_the_baseline() -> None:
+    absolute = _ab_run(0.10, 0.10, 1)[0].state
+    relative = _ab_run(0.10, 0.10, 1, {"abTest": {**AB["abTest"], "effect": "relative"}})[0].state
+    assert absolute is not None and absolute.ab_test is not None and absolute.ab_test.bounds is not None
+    assert relative is not None and relative.ab_test is not None and relative.ab_test.bounds is not None
+    # 0.02 absolute on ~10% is a 20% change of the rate; 0.02 relative is 2% of it.
+    assert absolute.ab_test.bounds[1] > 8 * relative.ab_test.bounds[1]
 
 
-def test_guardrail_window_never_reaches_before_the_step() -> None:
-    provider = FakeProvider({"s1": Arm(), "c1": Arm(errors=2_000)})
-    just_started = evaluate(_spec(CANARY, [ERRORS]), provider, _ctx(elapsed=0.4), {})
-    assert just_started.signal.verdict == "hold", "no evidence yet is not a breach, and not a pass"
-    assert provider.queries == 0
-    later = evaluate(_spec(CANARY, [ERRORS]), provider, _ctx(elapsed=5), {})
-    assert later.state["guardrails"]["error-rate"]["verdict"] == "Failed"
+def test_a_success_rate_near_one_counts_the_failures() -> None:
+    step = {"abTest": {**AB["abTest"], "metric": "success", "minimumDetectableEffect": 0.005}}
+    stable, candidate = Arm(), Arm()
+    run = Run(_spec(step, []), FakeProvider({"s1": stable, "c1": candidate}), "abTest", 50)
+    run.look()
+    for _ in range(40):
+        stable.serve(1000, errors=2)
+        candidate.serve(1000, errors=20)
+        result = run.look()
+        if result.signal.ab_verdict == Verdict.CANDIDATE_WORSE:
+            break
+    assert result.state.ab_test is not None and result.state.ab_test.counted == "failures"
+    assert result.signal.ab_verdict == Verdict.CANDIDATE_WORSE
+
+
+def test_a_sample_ratio_mismatch_halts_and_stays_halted() -> None:
+    stable, candidate = Arm(), Arm()
+    run = Run(_spec(AB, []), FakeProvider({"s1": stable, "c1": candidate}), "abTest", 50, expected_share=0.5)
+    halted = []
+    for _ in range(20):
+        stable.serve(700, conversions=70)
+        candidate.serve(300, conversions=30)
+        halted.append(run.look().signal.verdict == AnalysisVerdict.HALT)
+    assert not halted[0], "no check while the new split settles"
+    assert halted[-1] and run.state is not None and run.state.decided_by == "sampleRatio"
+    assert "sample ratio mismatch" in run.state.reason
+
+
+def test_errors_on_one_side_do_not_look_like_a_sample_ratio_mismatch() -> None:
+    stable, candidate = Arm(), Arm()
+    run = Run(_spec(AB, []), FakeProvider({"s1": stable, "c1": candidate}), "abTest", 50, expected_share=0.5)
+    for _ in range(60):
+        stable.serve(500, conversions=50)
+        candidate.serve(500, errors=100, conversions=40)
+        assert run.look().signal.verdict != AnalysisVerdict.HALT
+
+
+def test_an_analysis_from_an_older_operator_starts_afresh() -> None:
+    status = ModelRolloutStatus.model_validate({"analysis": {"verdict": "fail", "step": 0, "guardrails": {}}})
+    assert status.analysis is None
+
+
+counts = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-5, 10**7).map(float),
+                   st.sampled_from([0.0, 1.0, 0.5]))
+
+
+@settings(max_examples=150, deadline=None)
+@given(values=st.lists(st.tuples(counts, counts, counts, counts, counts, counts), min_size=1, max_size=6),
+       metric=st.sampled_from(["conversion", "success"]))
+def test_no_count_crashes_the_analysis(values: list[tuple[float, ...]], metric: str) -> None:
+    """Zero trials, successes above trials, NaN, counters going backwards, rates of exactly 0 and 1:
+    every look ends in a signal, and its state is storable JSON."""
+    stable, candidate = Arm(), Arm()
+    step = {"abTest": {**AB["abTest"], "metric": metric}}
+    run = Run(_spec(step, [ERRORS, P99]), FakeProvider({"s1": stable, "c1": candidate}), "abTest", 50,
+              expected_share=0.5)
+    run.elapsed = 60
+    for sr, se, sc, cr, ce, cc in values:
+        stable.requests, stable.errors, stable.conversions = sr, se, sc
+        candidate.requests, candidate.errors, candidate.conversions = cr, ce, cc
+        stable.latency = [sr * f for f in (0.5, 0.8, 0.99, 1, 1, 1, 1)]
+        candidate.latency = [cr * f for f in (0.5, 0.8, 0.99, 1, 1, 1, 1)]
+        result = run.look()
+        assert result.signal.verdict in AnalysisVerdict

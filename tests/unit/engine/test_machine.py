@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.api import ModelRolloutStatus, Phase
+from controller.api import AnalysisVerdict, ModelRolloutStatus, Phase, Verdict
 from controller.engine import AnalysisSignal, DeleteRevision, Observations, SelectServices, SetRoute, reconcile
-from controller.engine.observations import ABVerdict, AnalysisVerdict
 from tests.unit.engine.world import T0, World, deployed, make_spec
 
 STEPS: list[dict[str, Any]] = [
@@ -126,11 +125,12 @@ def test_abort_is_one_route_write_back_to_stable_and_retry_restarts() -> None:
 
     world.step(3600)
     assert world.status.phase == Phase.ROLLED_BACK, "an aborted template is not rolled out again by itself"
-    world.status = world.status.model_copy(update={"analysis": {"verdict": "fail", "step": 0}})
+    failed_attempt = world.status.step_started_at
     world.act("retry")
     assert world.status.phase == Phase.PROGRESSING
     assert world.status.current_step == 0
-    assert world.status.analysis == {}, "a retry does not inherit the failed attempt's verdict"
+    # The analysis keys its state by the step attempt: a retry does not inherit the failed verdict.
+    assert world.status.step_started_at != failed_attempt
     assert world.route == (0, 100)
 
 
@@ -262,18 +262,18 @@ def test_ab_verdicts() -> None:
         {"abTest": {"weight": 50, "maxDuration": "1h", "metric": "conversion", "onInconclusive": "rollback"}}
     ]
     better = started(ab)
-    better.analysis = AnalysisSignal(AnalysisVerdict.PASS, ab_verdict=ABVerdict.CANDIDATE_BETTER)
+    better.analysis = AnalysisSignal(AnalysisVerdict.PASS, ab_verdict=Verdict.CANDIDATE_BETTER)
     better.step(10)
     assert better.status.phase == Phase.COMPLETED
     assert better.status.verdict == "CandidateBetter"
 
     worse = started(ab)
-    worse.analysis = AnalysisSignal(AnalysisVerdict.PASS, ab_verdict=ABVerdict.CANDIDATE_WORSE)
+    worse.analysis = AnalysisSignal(AnalysisVerdict.PASS, ab_verdict=Verdict.CANDIDATE_WORSE)
     worse.step(10)
     assert worse.status.phase == Phase.ROLLED_BACK
 
     unsure = started(ab)
-    unsure.analysis = AnalysisSignal(AnalysisVerdict.PASS, ab_verdict=ABVerdict.INCONCLUSIVE)
+    unsure.analysis = AnalysisSignal(AnalysisVerdict.PASS, ab_verdict=Verdict.INCONCLUSIVE)
     unsure.step(1800)
     assert unsure.status.phase == Phase.PROGRESSING
     unsure.step(1801)
@@ -321,7 +321,6 @@ def test_resuming_a_halted_step_restarts_the_step_and_its_evidence() -> None:
     assert "HaltResumed" in world.reasons()
     assert world.status.phase == Phase.PROGRESSING
     assert world.status.step_started_at != first_start, "the step's evidence starts again"
-    assert world.status.analysis == {}
 
 
 def test_every_action_outside_the_table_is_ignored_with_a_warning() -> None:

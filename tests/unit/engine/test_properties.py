@@ -13,10 +13,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.api import ACTIONS, Phase
+from controller.api import ACTIONS, AnalysisVerdict, Phase, Verdict
 from controller.api import Action as ManualAction
 from controller.engine import AnalysisSignal, DeleteRevision, ScaleRevision
-from controller.engine.observations import ABVerdict, AnalysisVerdict
 from controller.engine.routes import describes
 from tests.unit.engine.world import World, make_spec
 
@@ -25,7 +24,7 @@ step_strategy = st.one_of(
               st.integers(0, 100), st.integers(1, 120)),
     st.builds(lambda w, d: {"canary": {"weight": w, "duration": f"{d}s"}},
               st.integers(0, 100), st.integers(1, 120)),
-    st.builds(lambda w, d, p, h: {"abTest": {"weight": w, "maxDuration": f"{d}s", "metric": "conv",
+    st.builds(lambda w, d, p, h: {"abTest": {"weight": w, "maxDuration": f"{d}s", "metric": "conversion",
                                               "onInconclusive": p,
                                               **({"headerRoute": {"name": "x-arm", "value": "b"}} if h else {})}},
               st.integers(0, 100), st.integers(1, 120), st.sampled_from(["promote", "rollback", "pause"]),
@@ -48,9 +47,8 @@ event_strategy = st.one_of(
     st.tuples(st.just("action"), st.sampled_from(ACTIONS)),
     st.tuples(st.just("ready"), st.booleans()),
     st.tuples(st.just("template"), st.sampled_from(["rev1", "rev2", "rev3"])),
-    st.tuples(st.just("analysis"), st.sampled_from(["pass", "fail", "hold", "error", "halt", "none"])),
-    st.tuples(st.just("ab"), st.sampled_from(["candidate_better", "candidate_worse", "no_difference",
-                                               "inconclusive", "no_data"])),
+    st.tuples(st.just("analysis"), st.sampled_from([*AnalysisVerdict, "none"])),
+    st.tuples(st.just("ab"), st.sampled_from([*Verdict, None])),
 )
 
 
@@ -77,7 +75,7 @@ def test_invariants_hold_for_any_event_sequence(
         elif kind == "analysis":
             world.analysis = None if value == "none" else AnalysisSignal(AnalysisVerdict(value), "simulated")
         else:
-            world.analysis = AnalysisSignal(AnalysisVerdict.PASS, ab_verdict=ABVerdict(value))
+            world.analysis = AnalysisSignal(AnalysisVerdict.PASS, ab_verdict=value)
 
         stable_before = world.status.stable_revision
         world.history.clear()

@@ -28,13 +28,17 @@ def make_spec(steps: list[dict[str, Any]], routing: str = "gatewayAPI", **extra:
         "replicas": {"replicas": {}},
     }
     routing_spec = modes[routing]
-    return ModelRolloutSpec.model_validate({
+    body: dict[str, Any] = {
         "model": "scorer",
         "replicas": 2,
         "template": {"spec": {"containers": [{"name": "model", "image": "scorer:v1"}]}},
         "trafficRouting": routing_spec,
         "strategy": {"steps": steps, **extra},
-    })
+    }
+    if any(step.get("abTest", {}).get("metric") for step in steps):
+        # An abTest metric is measured: the engine only sees the verdicts the tests hand it.
+        body["analysis"] = {"prometheus": {"address": "http://prometheus.test:9090"}}
+    return ModelRolloutSpec.model_validate(body)
 
 
 @dataclass

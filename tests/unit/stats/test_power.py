@@ -1,4 +1,4 @@
-"""Sample sizes against statsmodels and the textbook formulas, and the progress ratio."""
+"""Sample sizes against statsmodels and the textbook formulas."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from scipy.stats import norm
 from statsmodels.stats.power import NormalIndPower
 from statsmodels.stats.proportion import proportion_effectsize
 
-from controller.stats import progress, samples_per_arm_for_means, samples_per_arm_for_proportions
+from controller.stats import samples_per_arm_for_proportions
 
 
 def test_a_one_percent_relative_lift_on_a_ten_percent_rate_needs_about_1_4_million_per_arm() -> None:
@@ -42,15 +42,6 @@ def test_one_sided_and_negative_effects() -> None:
     assert samples_per_arm_for_proportions(0.10, -0.01) == math.ceil(down) == 13_488
 
 
-def test_means_follow_the_normal_formula() -> None:
-    # n per arm = 2 ((z_{1-a/2} + z_power) σ / δ)**2
-    closed_form = 2 * ((norm.ppf(0.975) + norm.ppf(0.9)) * 20.0 / 3.0) ** 2
-    samples = samples_per_arm_for_means(20.0, 3.0, power=0.9)
-    assert samples == pytest.approx(closed_form, abs=1)
-    exact = NormalIndPower().solve_power(effect_size=3.0 / 20.0, alpha=0.05, power=0.9, ratio=1.0)
-    assert samples == math.ceil(exact)
-
-
 @pytest.mark.parametrize(
     ("baseline", "effect", "alpha", "power"),
     [
@@ -64,18 +55,3 @@ def test_means_follow_the_normal_formula() -> None:
 def test_impossible_plans_are_refused(baseline: float, effect: float, alpha: float, power: float) -> None:
     with pytest.raises(ValueError):
         samples_per_arm_for_proportions(baseline, effect, alpha=alpha, power=power)
-
-
-def test_impossible_mean_plans_are_refused() -> None:
-    with pytest.raises(ValueError):
-        samples_per_arm_for_means(0.0, 1.0)
-    with pytest.raises(ValueError):
-        samples_per_arm_for_means(1.0, 0.0)
-
-
-def test_progress_is_the_observed_share_capped_at_one() -> None:
-    assert progress(0, 1000) == 0.0
-    assert progress(250, 1000) == 0.25
-    assert progress(5000, 1000) == 1.0
-    with pytest.raises(ValueError):
-        progress(10, 0)

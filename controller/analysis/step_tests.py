@@ -1,0 +1,390 @@
+"""The sequential tests of a step, one look at a time: the policy between the counts and a verdict.
+
+Pure and vectorised over a leading axis of runs. An analysis run passes one run; the
+decision-quality benchmark passes thousands of simulated rollouts through these same functions,
+so the error rates it prints are the operator's. The statistics are `controller.stats.split_test`
+(Lindon & Malek's anytime-valid count test with a Shiryaev-Roberts e-detector); this module picks
+their nulls, mixtures and error budgets:
+
+- a statistical guardrail (errorRate, latency) tests "the candidate's events (errors, slow requests)
+  outrun the stable's by more than the tolerated ratio" one-sided, with its share of analysis.alpha
+  split between the test since the step began and the change detector (Bonferroni: valid under any
+  dependence between guardrails);
+- an abTest runs two one-sided tests of "no difference" (alpha / 2 each) for CandidateBetter and
+  CandidateWorse, and two of "the difference reaches the MDE" (alpha each, as in a TOST) whose joint
+  rejection is NoDifference;
+- the sample-ratio check tests the candidate's share of requests against the route weight, two-sided.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+from scipy.stats import norm
+
+from controller.stats import split_test
+from controller.stats.power import samples_per_arm_for_proportions
+
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+
+# Guardrails look for regressions around a doubling of errors (or slow requests): the mixture sits
+# there, wide enough to catch a 1.5x and a 10x change too. Narrower is faster at 2x and slower
+# elsewhere (benchmarks/decision_quality.py shows both).
+GUARDRAIL_EFFECT = math.log(2.0)
+GUARDRAIL_SPREAD = 0.2
+# The share of a guardrail's alpha spent by the test since the step began; the rest is the change
+# detector's, which catches a regression that starts late in a long step.
+CUMULATIVE_SHARE = 0.9
+# The change detector restarts this often: fewer restarts lower its threshold, and a late regression
+# is masked by at most this much quiet traffic.
+RESTART_SECONDS = 300.0
+# The design horizon of a step without a duration; past it the detector's budget halves per doubling.
+OPEN_HORIZON_SECONDS = 24 * 3600.0
+
+# The slow-request bound is placed once the stable's histogram holds this many requests of the tail
+# (200 requests for a p99), read over this look-back.
+MIN_TAIL_REQUESTS = 2.0
+TAIL_LOOKBACK = "10m"
+
+SRM_ALPHA = 0.001
+# A mismatch the check looks for: the candidate's share off by about 10% of itself.
+SRM_SPREAD = 0.1
+# Right after a weight change, scrapes still carry the previous split.
+SRM_SETTLE_SECONDS = 30.0
+
+# The A/B design waits for this many trials (both arms) to fix its baseline; they are not tested.
+DESIGN_TRIALS = 100
+DESIGN_LOOKS = 6
+POWER = 0.8
+
+
+@dataclass(frozen=True)
+class Interval:
+    """One interval's counts of one comparison, per run: events (errors, slow requests,
+    successes) and trials (requests, ok requests) of each arm."""
+
+    stable_events: FloatArray
+    stable_trials: FloatArray
+    candidate_events: FloatArray
+    candidate_trials: FloatArray
+
+    @staticmethod
+    def of(stable_events: float, stable_trials: float, candidate_events: float, candidate_trials: float) -> Interval:
+        return Interval(*(np.array([float(v)]) for v in (stable_events, stable_trials, candidate_events,
+                                                          candidate_trials)))
+
+    @property
+    def share(self) -> FloatArray:
+        """The candidate's share of the trials: where an event lands when the arms do not differ."""
+        total = self.stable_trials + self.candidate_trials
+        return np.asarray(np.divide(self.candidate_trials, total, out=np.zeros_like(total), where=total > 0),
+                          dtype=np.float64)
+
+    def complement(self) -> Interval:
+        """Count the other outcome: failures instead of successes."""
+        return Interval(self.stable_trials - self.stable_events, self.stable_trials,
+                        self.candidate_trials - self.candidate_events, self.candidate_trials)
+
+
+def problem(interval: Interval) -> str | None:
+    """Why one run's interval cannot be tested, or None. The counts come from user queries and
+    counter differences: anything can arrive."""
+    values = [float(v[0]) for v in (interval.stable_events, interval.stable_trials, interval.candidate_events,
+                                    interval.candidate_trials)]
+    if not all(math.isfinite(v) for v in values):
+        return "a count is not a number"
+    if min(values) < 0:
+        return "a counter went backwards (a reset): this interval is skipped"
+    if values[0] > values[1] or values[2] > values[3]:
+        return (f"more events than trials ({values[0]:g}/{values[1]:g} stable, {values[2]:g}/{values[3]:g} "
+                "candidate): check the metric's queries")
+    return None
+
+
+# --- guardrails -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GuardrailTest:
+    """One statistical guardrail's design: its alpha, the tolerated log rate ratio, the detector's pace."""
+
+    alpha: float
+    tolerated_log_ratio: float = 0.0
+    restart_every: int = 30
+    horizon_restarts: int = 288
+
+    @property
+    def mixture(self) -> split_test.Mixture:
+        return split_test.mixture(self.tolerated_log_ratio, 1, GUARDRAIL_SPREAD, GUARDRAIL_EFFECT)
+
+    @property
+    def cumulative_threshold(self) -> float:
+        return split_test.cumulative_log_threshold(self.alpha * CUMULATIVE_SHARE)
+
+    def detector_threshold(self, restarts: int) -> float:
+        return split_test.detector_log_threshold(self.alpha * (1 - CUMULATIVE_SHARE), restarts, self.horizon_restarts)
+
+
+def guardrail_test(alpha: float, tolerated_ratio: float, interval_seconds: float,
+                   step_seconds: float | None) -> GuardrailTest:
+    restart_every = max(1, round(RESTART_SECONDS / interval_seconds))
+    horizon_looks = (step_seconds or OPEN_HORIZON_SECONDS) / interval_seconds
+    return GuardrailTest(alpha, math.log(tolerated_ratio), restart_every,
+                         max(1, math.ceil(horizon_looks / restart_every)))
+
+
+@dataclass(frozen=True)
+class GuardrailState:
+    cumulative: FloatArray
+    detector: FloatArray
+    looks: int = 0
+    restarts: int = 0
+
+    @staticmethod
+    def start(runs: int) -> GuardrailState:
+        cumulative, detector = split_test.start(runs)
+        return GuardrailState(cumulative, detector)
+
+
+@dataclass(frozen=True)
+class GuardrailLook:
+    state: GuardrailState
+    breached: BoolArray
+    evidence: FloatArray
+    detector: FloatArray
+    detector_threshold: float
+
+
+def guardrail_look(test: GuardrailTest, state: GuardrailState, interval: Interval) -> GuardrailLook:
+    """Fold one interval into the guardrail's test: breached where the candidate is worse beyond doubt."""
+    mixture = test.mixture
+    increment = split_test.log_ratio_increment(
+        mixture, interval.stable_events + interval.candidate_events, interval.candidate_events, interval.share)
+    restart = state.looks % test.restart_every == 0
+    restarts = state.restarts + int(restart)
+    cumulative = split_test.accumulate(state.cumulative, increment)
+    detector = split_test.detect(state.detector, increment, restart)
+    evidence = split_test.log_evidence(mixture, cumulative)
+    detected = split_test.log_evidence(mixture, detector)
+    threshold = test.detector_threshold(restarts)
+    breached = (evidence >= test.cumulative_threshold) | (detected >= threshold)
+    return GuardrailLook(GuardrailState(cumulative, detector, state.looks + 1, restarts), breached, evidence,
+                         detected, threshold)
+
+
+# --- latency as a count: slow requests --------------------------------------------------------------
+
+
+def slow_thresholds(bounds: list[float], stable_cumulative: list[float], quantile: float,
+                    tolerated_ratio: float) -> tuple[float, float] | None:
+    """The bucket bounds above which a request is slow: (stable's, candidate's).
+
+    The stable's is the bound whose share of slower requests is nearest the quantile's tail (1% for
+    a p99), from the stable's histogram before the test's data; the candidate's is the smallest bound
+    at least `tolerated_ratio` times it. "The candidate's p99 is within ratio x the stable's" is then
+    "no more of the candidate's requests exceed the ratio x bound than the stable's exceed the bound".
+    None until the histogram holds enough requests to see the tail (MIN_TAIL_REQUESTS of it), or
+    when no bound is far enough out.
+    """
+    finite = [(b, c) for b, c in zip(bounds, stable_cumulative, strict=True) if math.isfinite(b)]
+    total = stable_cumulative[-1] if stable_cumulative else 0.0
+    tail = 1.0 - quantile
+    if not finite or not total >= MIN_TAIL_REQUESTS / tail:
+        return None
+    candidates = [(abs(math.log(max((total - c) / total, 1e-9) / tail)), b) for b, c in finite if c < total]
+    if not candidates:
+        return None
+    stable_bound = min(candidates)[1]
+    above = [b for b, _ in finite if b >= stable_bound * tolerated_ratio * (1 - 1e-9)]
+    return (stable_bound, min(above)) if above else None
+
+
+# --- the abTest -------------------------------------------------------------------------------------
+
+ABTestName = Literal["worse", "better", "below_high", "above_low"]
+AB_TESTS: tuple[ABTestName, ...] = ("worse", "better", "below_high", "above_low")
+
+
+@dataclass(frozen=True)
+class ABDesign:
+    """An abTest's design, fixed before its data: which outcome it counts (the rarer: conditioning on
+    the common one would waste most of the information), the baseline rate, and the MDE as log rate
+    ratios of the counted outcome (low < 0 < high)."""
+
+    alpha: float
+    counted: Literal["successes", "failures"]
+    baseline: float
+    low: float
+    high: float
+    # +1 when the candidate counting more of the counted outcome is better.
+    better: int
+
+    def mixtures(self) -> dict[ABTestName, split_test.Mixture]:
+        spread = max(self.high, -self.low)
+        return {
+            "worse": split_test.mixture(0.0, -self.better, spread, spread),
+            "better": split_test.mixture(0.0, self.better, spread, spread),
+            "below_high": split_test.mixture(self.high, -1, self.high, self.high),
+            "above_low": split_test.mixture(self.low, 1, -self.low, -self.low),
+        }
+
+    def thresholds(self) -> dict[ABTestName, float]:
+        half, whole = math.log(2.0 / self.alpha), math.log(1.0 / self.alpha)
+        return {"worse": half, "better": half, "below_high": whole, "above_low": whole}
+
+    def counts(self, interval: Interval) -> Interval:
+        return interval if self.counted == "successes" else interval.complement()
+
+
+LOWEST_LOG_RATIO = -float(split_test.OFFSETS[-1])
+# Rates are kept this far from 0 and 1: a design sample of zeros must not divide by zero.
+RATE_FLOOR = 1e-6
+
+
+def ab_design(alpha: float, mde: float, effect: Literal["absolute", "relative"], higher_is_better: bool,
+              successes: float, trials: float) -> ABDesign:
+    """The design from the design sample's pooled rate (shrunk half an event towards 1/2)."""
+    rate = min(max((successes + 0.5) / (trials + 1.0), RATE_FLOOR), 1 - RATE_FLOOR)
+    counted: Literal["successes", "failures"] = "successes" if rate <= 0.5 else "failures"
+    counted_rate = rate if counted == "successes" else 1.0 - rate
+    difference = mde if effect == "absolute" else mde * rate
+    high = math.log((counted_rate + difference) / counted_rate)
+    low = math.log((counted_rate - difference) / counted_rate) if counted_rate > difference else LOWEST_LOG_RATIO
+    better = 1 if (counted == "successes") == higher_is_better else -1
+    return ABDesign(alpha, counted, rate, max(low, LOWEST_LOG_RATIO), high, better)
+
+
+@dataclass(frozen=True)
+class ABState:
+    tests: dict[ABTestName, FloatArray]
+    # The largest log e-value each test has reached: a crossing stays a rejection (Ville covers the sup).
+    peaks: dict[ABTestName, FloatArray]
+
+    @staticmethod
+    def start(runs: int) -> ABState:
+        return ABState({name: np.zeros((runs, split_test.OFFSETS.size)) for name in AB_TESTS},
+                       {name: np.full(runs, -np.inf) for name in AB_TESTS})
+
+
+# Verdict codes of the vectorised look; the analysis maps them onto api.Verdict.
+NONE, WORSE, BETTER, NO_DIFFERENCE = 0, 1, 2, 3
+
+
+@dataclass(frozen=True)
+class ABLook:
+    state: ABState
+    verdict: npt.NDArray[np.int64]
+
+
+def ab_look(design: ABDesign, state: ABState, interval: Interval) -> ABLook:
+    counted = design.counts(interval)
+    events = counted.stable_events + counted.candidate_events
+    tests, peaks = dict(state.tests), dict(state.peaks)
+    for name, mixture in design.mixtures().items():
+        increment = split_test.log_ratio_increment(mixture, events, counted.candidate_events, counted.share)
+        tests[name] = split_test.accumulate(state.tests[name], increment)
+        peaks[name] = np.maximum(state.peaks[name], split_test.log_evidence(mixture, tests[name]))
+    thresholds = design.thresholds()
+    rejected = {name: peaks[name] >= thresholds[name] for name in AB_TESTS}
+    verdict = np.where(rejected["worse"], WORSE, np.where(
+        rejected["better"], BETTER, np.where(rejected["below_high"] & rejected["above_low"], NO_DIFFERENCE, NONE)))
+    return ABLook(ABState(tests, peaks), verdict.astype(np.int64))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Trials in the smaller arm that an abTest needs for 80% power at the MDE."""
+
+    fixed_horizon: int | None
+    sequential_median: int
+    sequential_p90: int
+
+
+def plan(design: ABDesign, weight: float, power: float = POWER) -> Plan:
+    """The fixed-horizon sample (two-sided, the abTest's alpha) and the sequential test's median and
+    90th-percentile sample at a true effect of the MDE (the better-side bound).
+
+    The sequential figures are where the test's evidence at that sample crosses its threshold with
+    that probability: the first crossing can only come sooner, so they are upper bounds.
+    """
+    share = min(max(weight, 0.01), 0.99)
+    counted_rate = design.baseline if design.counted == "successes" else 1.0 - design.baseline
+    candidate_rate = min(counted_rate * math.exp(design.high), 1.0)
+    # The smaller arm's trials, its partner having `ratio` times as many.
+    ratio = max(share, 1 - share) / min(share, 1 - share)
+    try:
+        fixed_smaller: int | None = samples_per_arm_for_proportions(
+            min(max(counted_rate, RATE_FLOOR), 1 - RATE_FLOOR),
+            min(candidate_rate, 1 - RATE_FLOOR) - counted_rate, alpha=design.alpha, power=power, ratio=ratio)
+    except (ValueError, ArithmeticError):
+        fixed_smaller = None  # an effect too small for the solver: no fixed horizon to show
+    name: ABTestName = "better" if design.better == 1 else "worse"
+    mixture = design.mixtures()[name]
+    threshold = design.thresholds()[name]
+
+    def crossing(total: float, quantile: float) -> bool:
+        events = total * (share * candidate_rate + (1 - share) * counted_rate)
+        q = share * candidate_rate / (share * candidate_rate + (1 - share) * counted_rate)
+        x = events * q + norm.ppf(1 - quantile) * math.sqrt(max(events * q * (1 - q), 1e-12))
+        increment = split_test.log_ratio_increment(mixture, np.array([events]), np.array([max(x, 0.0)]),
+                                                   np.array([share]))
+        return bool(split_test.log_evidence(mixture, increment)[0] >= threshold)
+
+    def needed(quantile: float) -> int:
+        low, high = 1.0, 1e4
+        while not crossing(high, quantile) and high < 1e12:
+            low, high = high, high * 10
+        for _ in range(60):
+            middle = math.sqrt(low * high)
+            low, high = (low, middle) if crossing(middle, quantile) else (middle, high)
+        return math.ceil(high * min(share, 1 - share))
+
+    return Plan(fixed_smaller, needed(0.5), needed(0.9))
+
+
+# --- the sample-ratio check -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SampleRatioTest:
+    expected_share: float
+    alpha: float = SRM_ALPHA
+
+    def mixtures(self) -> dict[str, split_test.Mixture]:
+        return {"above": split_test.mixture(0.0, 1, SRM_SPREAD), "below": split_test.mixture(0.0, -1, SRM_SPREAD)}
+
+    @property
+    def threshold(self) -> float:
+        return math.log(2.0 / self.alpha)
+
+
+@dataclass(frozen=True)
+class SampleRatioLook:
+    tests: dict[str, FloatArray]
+    evidence: FloatArray
+    mismatch: BoolArray
+
+
+def sample_ratio_look(test: SampleRatioTest, tests: dict[str, FloatArray], stable_requests: FloatArray,
+                      candidate_requests: FloatArray) -> SampleRatioLook:
+    """Requests are the events here, and the route weight is where they should land: an arm that
+    merely errors more changes nothing."""
+    share = np.full(stable_requests.shape, test.expected_share)
+    updated: dict[str, FloatArray] = {}
+    evidence = np.full(stable_requests.shape, -np.inf)
+    for name, mixture in test.mixtures().items():
+        increment = split_test.log_ratio_increment(mixture, stable_requests + candidate_requests,
+                                                   candidate_requests, share)
+        updated[name] = split_test.accumulate(tests[name], increment)
+        evidence = np.maximum(evidence, split_test.log_evidence(mixture, updated[name]))
+    return SampleRatioLook(updated, evidence, evidence >= test.threshold)
+
+
+def start_sample_ratio(runs: int) -> dict[str, FloatArray]:
+    return {name: np.zeros((runs, split_test.OFFSETS.size)) for name in ("above", "below")}
+

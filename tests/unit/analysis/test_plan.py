@@ -1,0 +1,41 @@
+"""`modelrollout plan`: the fixed horizon is the textbook figure, and the sequential figures hold up in simulation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from controller.__main__ import main
+from controller.analysis import step_tests
+
+
+def test_plan_prints_the_fixed_horizon_and_the_sequential_figures(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", "--baseline", "0.10", "--mde", "1%", "--relative", "--rate", "100"]) == 0
+    out = capsys.readouterr().out
+    # The Kohavi et al. example: 10% -> 10.1% needs ~1.42 million per arm at a fixed horizon.
+    assert "1,419,062" in out
+    assert "sequential, median" in out and "sequential, 90th percentile" in out
+    assert "7.9 h" in out, "1,419,062 trials in one arm at 50 trials/s each"
+
+
+def test_a_bad_fraction_is_refused_with_the_reason(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["plan", "--baseline", "2", "--mde", "0.01"])
+    assert "not a fraction between 0 and 1" in capsys.readouterr().err
+
+
+def test_the_planned_median_bounds_the_simulated_one() -> None:
+    design = step_tests.ab_design(0.05, 0.03, "absolute", True, 0.10 * 1e9, 1e9)
+    planned = step_tests.plan(design, 0.5)
+    rng = np.random.default_rng(11)
+    runs, per_arm = 300, 100
+    state, decided = step_tests.ABState.start(runs), np.zeros(runs, dtype=np.int64)
+    for look in range(1, 4 * planned.sequential_p90 // per_arm):
+        interval = step_tests.Interval(rng.binomial(per_arm, 0.10, runs).astype(float), np.full(runs, per_arm, float),
+                                       rng.binomial(per_arm, 0.13, runs).astype(float), np.full(runs, per_arm, float))
+        result = step_tests.ab_look(design, state, interval)
+        state = result.state
+        decided = np.where((decided == 0) & (result.verdict == step_tests.BETTER), look * per_arm, decided)
+    median = float(np.median(np.where(decided > 0, decided, np.iinfo(np.int64).max)))
+    assert 0.5 * planned.sequential_median <= median <= planned.sequential_median * 1.05
+    assert planned.fixed_horizon is not None and planned.fixed_horizon < planned.sequential_median
