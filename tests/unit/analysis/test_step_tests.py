@@ -1,0 +1,141 @@
+"""The per-look tests on the audit's failing cases, by simulation through the operator's own functions.
+
+Each case below was reproduced by the audit of the old statistics (normal-approximation mSPRT,
+windowed p99 ratio, chi-square SRM at every look). Seeds are fixed: the figures are deterministic.
+The full matrix is `python -m benchmarks.decision_quality --stress`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import norm
+
+from controller.analysis import step_tests
+
+ALPHA = 0.05
+
+
+def _intervals(rng: np.random.Generator, runs: int, requests: float, split: float, stable_rate: float,
+               candidate_rate: float) -> step_tests.Interval:
+    total = rng.poisson(requests, runs)
+    candidate = rng.binomial(total, split)
+    return step_tests.Interval(rng.binomial(total - candidate, stable_rate).astype(float),
+                               (total - candidate).astype(float),
+                               rng.binomial(candidate, candidate_rate).astype(float), candidate.astype(float))
+
+
+def _false_rollbacks(split: float, rate: float, looks: int = 360, runs: int = 1000, seed: int = 1) -> float:
+    rng = np.random.default_rng(seed)
+    test = step_tests.guardrail_test(ALPHA, 1.0, 10, looks * 10)
+    state = step_tests.GuardrailState.start(runs)
+    breached = np.zeros(runs, dtype=bool)
+    for _ in range(looks):
+        look = step_tests.guardrail_look(test, state, _intervals(rng, runs, 200, split, rate, rate))
+        state, breached = look.state, breached | look.breached
+    return float(breached.mean())
+
+
+@pytest.mark.parametrize("split", [0.9, 0.95])
+def test_an_aa_canary_at_90_to_95_percent_is_not_rolled_back_on_errors(split: float) -> None:
+    """The audit: 10-12% false rollbacks through the error-rate guardrail at these weights."""
+    assert _false_rollbacks(split, 0.005) <= ALPHA
+
+
+def test_an_aa_ab_test_at_a_5_percent_split_and_rare_events_ends_falsely_at_most_alpha() -> None:
+    """The audit: ~15% false verdicts, mostly a false CandidateBetter (which promotes)."""
+    rng = np.random.default_rng(2)
+    runs = 1000
+    design = step_tests.ab_design(ALPHA, 0.005, "absolute", False, 0.005 * 1e6, 1e6)
+    state = step_tests.ABState.start(runs)
+    verdict = np.zeros(runs, dtype=np.int64)
+    for _ in range(500):
+        look = step_tests.ab_look(design, state, _intervals(rng, runs, 200, 0.05, 0.005, 0.005))
+        state = look.state
+        verdict = np.where(verdict == step_tests.NONE, look.verdict, verdict)
+    assert np.isin(verdict, [step_tests.BETTER, step_tests.WORSE]).mean() <= ALPHA
+
+
+def test_an_aa_latency_guardrail_with_heavy_tails_rolls_back_at_most_alpha() -> None:
+    """The audit: 98% of A/A canaries (20 req/s, 10%, lognormal sigma 0.5) rolled back by a p99 ratio."""
+    rng = np.random.default_rng(3)
+    runs, sigma, median = 1000, 1.0, 0.05
+    buckets = [0.005 * 1.2**i for i in range(33)]
+    tail = norm.sf((np.log(buckets) - math.log(median)) / sigma)
+    stable_cumulative = [*(600 * 18 * (1 - tail)).tolist(), 600 * 18.0]
+    bounds = step_tests.slow_thresholds([*buckets, math.inf], stable_cumulative, 0.99, 1.2)
+    assert bounds is not None and bounds[1] / bounds[0] == pytest.approx(1.2, rel=0.01)
+    stable_slow, candidate_slow = (float(norm.sf((math.log(b) - math.log(median)) / sigma)) for b in bounds)
+    test = step_tests.guardrail_test(ALPHA, 1.0, 10, 3600)
+    state = step_tests.GuardrailState.start(runs)
+    breached = np.zeros(runs, dtype=bool)
+    for _ in range(360):
+        total = rng.poisson(200, runs)
+        candidate = rng.binomial(total, 0.1)
+        interval = step_tests.Interval(rng.binomial(total - candidate, stable_slow).astype(float),
+                                       (total - candidate).astype(float),
+                                       rng.binomial(candidate, candidate_slow).astype(float), candidate.astype(float))
+        look = step_tests.guardrail_look(test, state, interval)
+        state, breached = look.state, breached | look.breached
+    assert breached.mean() <= ALPHA
+
+
+def test_a_regression_after_a_long_quiet_period_is_caught_by_the_change_detector() -> None:
+    """The audit: a regression 24 h into a step took ~24x longer to catch than one at its start."""
+    rng = np.random.default_rng(4)
+    runs, quiet = 200, 2000
+    test = step_tests.guardrail_test(ALPHA, 1.0, 10, None)
+    state = step_tests.GuardrailState.start(runs)
+    caught = np.zeros(runs, dtype=np.int64)
+    for look in range(quiet + 600):
+        rate = 0.02 if look >= quiet else 0.005
+        result = step_tests.guardrail_look(test, state, _intervals(rng, runs, 200, 0.1, 0.005, rate))
+        state = result.state
+        caught = np.where((caught == 0) & result.breached, look + 1, caught)
+    assert ((caught > 0) & (caught <= quiet)).mean() <= ALPHA, "false rollbacks during the quiet period"
+    after = caught[caught > quiet] - quiet
+    assert len(after) >= 0.9 * runs and np.median(after) <= 120, "a 4x regression, caught within 20 minutes"
+
+
+def test_the_sample_ratio_check_halts_on_a_real_mismatch() -> None:
+    rng = np.random.default_rng(5)
+    runs = 500
+    test = step_tests.SampleRatioTest(0.5)
+    skewed, tests = np.zeros(runs, dtype=bool), step_tests.start_sample_ratio(runs)
+    for _ in range(60):
+        total = rng.poisson(1000, runs)
+        candidate = rng.binomial(total, 0.47)
+        result = step_tests.sample_ratio_look(test, tests, (total - candidate).astype(float), candidate.astype(float))
+        tests, skewed = result.tests, skewed | result.mismatch
+    assert skewed.mean() > 0.9, "a 53/47 split at 50/50 halts within ten minutes"
+    assert result.evidence.shape == (runs,)
+
+
+def test_the_ab_design_counts_the_rarer_outcome_and_reads_the_mde_as_asked() -> None:
+    success = step_tests.ab_design(ALPHA, 0.005, "absolute", True, 99_000, 100_000)
+    assert success.counted == "failures" and success.better == -1
+    # 1% failures; +-0.5 points of success is a failure ratio of 1.5 or 0.5.
+    assert success.high == pytest.approx(math.log(1.5), rel=0.05)
+    assert success.low == pytest.approx(math.log(0.5), rel=0.05)
+    conversion = step_tests.ab_design(ALPHA, 0.1, "relative", True, 100, 1000)
+    assert conversion.counted == "successes" and conversion.better == 1
+    assert conversion.high == pytest.approx(math.log(1.1), rel=0.01)
+    empty = step_tests.ab_design(ALPHA, 0.01, "absolute", True, 0, 0)
+    assert math.isfinite(empty.high) and math.isfinite(empty.low)
+
+
+def test_slow_bounds_need_enough_of_the_tail_and_a_bound_far_enough_out() -> None:
+    bounds = [0.1, 0.2, 0.3, math.inf]
+    assert step_tests.slow_thresholds(bounds, [90, 99, 100, 100], 0.99, 1.2) is None, "100 requests: too few"
+    assert step_tests.slow_thresholds(bounds, [900, 990, 1000, 1000], 0.99, 1.2) == (0.2, 0.3)
+    assert step_tests.slow_thresholds(bounds, [900, 990, 1000, 1000], 0.99, 2.0) is None, "no bound at 0.4"
+
+
+def test_the_plan_orders_its_figures() -> None:
+    plan = step_tests.plan(step_tests.ab_design(ALPHA, 0.01, "absolute", True, 100, 1000), 0.5)
+    assert plan.fixed_horizon is not None and plan.fixed_horizon < plan.sequential_median < plan.sequential_p90
+    unbalanced = step_tests.plan(step_tests.ab_design(ALPHA, 0.01, "absolute", True, 100, 1000), 0.1)
+    assert unbalanced.fixed_horizon is not None and unbalanced.fixed_horizon < plan.fixed_horizon, \
+        "the smaller arm of a 10/90 split needs fewer than each arm of a 50/50 one"
