@@ -113,6 +113,16 @@ class Run:
         self.state: AnalysisStatus | None = None
         self.elapsed = 0.0
 
+    def until(self, looks: int, stable: dict[str, float], candidate: dict[str, float], done: Any) -> Any:
+        """Serve this traffic to each arm and look, at most `looks` times or until `done(result)`."""
+        for _ in range(looks):
+            self.provider.arms["s1"].serve(**stable)
+            self.provider.arms["c1"].serve(**candidate)
+            result = self.look()
+            if done(result):
+                break
+        return result
+
     def look(self) -> Any:
         ctx = Context(model="scorer", namespace="ns", stable="s1", candidate="c1", step_index=0, step_kind=self.kind,
                       step_started_at="2026-11-23T12:00:00Z", step_elapsed_seconds=self.elapsed, weight=self.weight,
@@ -148,12 +158,8 @@ def test_an_error_regression_rolls_back_and_says_which_guardrail() -> None:
     run = Run(_spec(CANARY, [ERRORS, P99]), FakeProvider({"s1": stable, "c1": candidate}))
     run.elapsed = 30
     run.look()
-    for _ in range(3):
-        stable.serve(800, errors=4)
-        candidate.serve(200, errors=20)
-        result = run.look()
-        if result.signal.verdict == AnalysisVerdict.FAIL:
-            break
+    result = run.until(3, {"requests": 800, "errors": 4}, {"requests": 200, "errors": 20},
+                       lambda r: r.signal.verdict == AnalysisVerdict.FAIL)
     assert result.signal.verdict == AnalysisVerdict.FAIL, "a 10x regression at 1,000 requests a look, in 3 looks"
     assert result.state.decided_by == "error-rate"
     assert result.decisions[0].verdict == "breach: rollback"
@@ -190,12 +196,8 @@ def test_a_latency_regression_is_a_test_on_slow_requests() -> None:
     run = Run(_spec(CANARY, [P99]), FakeProvider({"s1": stable, "c1": candidate}))
     run.elapsed = 30
     run.look()
-    for _ in range(30):
-        stable.serve(800)
-        candidate.serve(200, slow_share=0.2)
-        result = run.look()
-        if result.signal.verdict == AnalysisVerdict.FAIL:
-            break
+    result = run.until(30, {"requests": 800}, {"requests": 200, "slow_share": 0.2},
+                       lambda r: r.signal.verdict == AnalysisVerdict.FAIL)
     assert result.signal.verdict == AnalysisVerdict.FAIL, result.signal.reason
     # The stable's 1% tail starts past 0.15 s; 1.2x that is the next bucket bound, 0.2 s.
     assert result.state.guardrails["p99"].slow_above == [0.15, 0.2]
@@ -266,13 +268,10 @@ def _ab_run(stable_rate: float, candidate_rate: float, looks: int, step: dict[st
             requests: float = 1000) -> tuple[Run, Any]:
     stable, candidate = Arm(), Arm()
     run = Run(_spec(step, []), FakeProvider({"s1": stable, "c1": candidate}), "abTest", 50)
-    result = run.look()
-    for _ in range(looks):
-        stable.serve(requests, conversions=requests * stable_rate)
-        candidate.serve(requests, conversions=requests * candidate_rate)
-        result = run.look()
-        if result.signal.ab_verdict not in (None, Verdict.INCONCLUSIVE):
-            break
+    run.look()
+    result = run.until(looks, {"requests": requests, "conversions": requests * stable_rate},
+                       {"requests": requests, "conversions": requests * candidate_rate},
+                       lambda r: r.signal.ab_verdict not in (None, Verdict.INCONCLUSIVE))
     return run, result
 
 
@@ -310,12 +309,8 @@ def test_a_success_rate_near_one_counts_the_failures() -> None:
     stable, candidate = Arm(), Arm()
     run = Run(_spec(step, []), FakeProvider({"s1": stable, "c1": candidate}), "abTest", 50)
     run.look()
-    for _ in range(40):
-        stable.serve(1000, errors=2)
-        candidate.serve(1000, errors=20)
-        result = run.look()
-        if result.signal.ab_verdict == Verdict.CANDIDATE_WORSE:
-            break
+    result = run.until(40, {"requests": 1000, "errors": 2}, {"requests": 1000, "errors": 20},
+                       lambda r: r.signal.ab_verdict == Verdict.CANDIDATE_WORSE)
     assert result.state.ab_test is not None and result.state.ab_test.counted == "failures"
     assert result.signal.ab_verdict == Verdict.CANDIDATE_WORSE
 
