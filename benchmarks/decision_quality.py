@@ -390,13 +390,19 @@ def latency_speed(rng: np.random.Generator, settings: Settings) -> Lines:
             first = first_breach(test, latency_intervals(rng, traffic, settings.power_runs, settings.looks,
                                                          stable_share, candidate_share), settings.power_runs)
             median, p90 = quantile_look(first, 0.5), quantile_look(first, 0.9)
+            # The fixed horizon of the same count comparison, at the median run's slow shares.
+            stable_slow, candidate_slow = float(np.median(stable_share)), float(np.median(candidate_share))
+            fixed = (one_sided_fixed_total(stable_slow, candidate_slow, 0.1)
+                     if 0 < stable_slow < candidate_slow < 1 else None)
+            ratio = None if fixed is None or median is None else median * traffic.requests / fixed
             lines.append(f"   {name:>5} buckets, sigma {sigma}: caught in {rate_of(first).rate:.0%} of runs within "
-                         f"{settings.looks * INTERVAL_SECONDS / 60:.0f} min; median {_seconds(median)}, "
-                         f"90th percentile {_seconds(p90)}")
+                         f"{settings.looks * INTERVAL_SECONDS / 60:.0f} min; median {_seconds(median)} "
+                         f"({_times(ratio)} the fixed horizon), 90th percentile {_seconds(p90)}; slow shares "
+                         f"{stable_slow:.2%} stable, {candidate_slow:.2%} candidate")
     return lines
 
 
-def ab_speed(rng: np.random.Generator, settings: Settings) -> Lines:
+def ab_speed(rng: np.random.Generator, settings: Settings, verdicts: Verdicts) -> Lines:
     """The mixture test the operator runs, against an O'Brien-Fleming group-sequential design with
     ten equally spaced analyses over maxDuration, at a true effect of the MDE."""
     runs, base, mde, traffic = settings.power_runs, 0.10, 0.01, Traffic(1000, 0.5)
@@ -408,10 +414,14 @@ def ab_speed(rng: np.random.Generator, settings: Settings) -> Lines:
                                    runs)
     better = np.where(verdict == step_tests.BETTER, when, NEVER)
     median = quantile_look(better, 0.5)
+    # The effect is the MDE: a NoDifference verdict here is false.
+    false_same = Rate(int((verdict == step_tests.NO_DIFFERENCE).sum()), runs)
+    verdicts["NoDifference at a true effect of the MDE <= alpha"] = false_same.interval[0] <= ALPHA
     group = group_sequential(rng, runs, base, base + mde, 2 * fixed, analyses=10)
     aa_group = group_sequential(rng, settings.aa_runs, base, base, 2 * fixed, analyses=10)
     return ["", f"8. abTest at a true effect of its MDE (10% -> 11%, 50/50, {runs} runs): trials per arm to a verdict",
             f"   fixed horizon (two-sided, 80% power): {fixed:,}",
+            f"   false NoDifference: {false_same.cell()} (goal <= {ALPHA:.0%})",
             f"   operator (anytime-valid mixture): CandidateBetter in {rate_of(better).rate:.0%}; median "
             f"{_per_arm(median, traffic)}; its plan said median {plan.sequential_median:,}, "
             f"90th percentile {plan.sequential_p90:,}",
@@ -488,7 +498,7 @@ def report(settings: Settings, sections: Sequence[str] = SECTIONS) -> tuple[str,
         "srm": lambda: srm_aa(rng, settings, verdicts),
         "speed": lambda: error_speed(rng, settings, verdicts),
         "latency-speed": lambda: latency_speed(rng, settings),
-        "ab-speed": lambda: ab_speed(rng, settings),
+        "ab-speed": lambda: ab_speed(rng, settings, verdicts),
     }
     for section in sections:
         lines += runners[section]()
