@@ -74,7 +74,8 @@ def _finite(value: float | None) -> float | None:
 
 
 def _floats(array: Any) -> list[float]:
-    return [max(float(v), LOG_ZERO) for v in np.asarray(array).ravel()]
+    # Ten significant digits: the running tests live in status, written at every look.
+    return [float(f"{max(float(v), LOG_ZERO):.10g}") for v in np.asarray(array).ravel()]
 
 
 def _row(values: list[float]) -> Any:
@@ -361,8 +362,8 @@ class Evaluator:
         counts = [c for c in gained if c is not None]
         if len(counts) < 2:
             return base
-        if not all(math.isfinite(c) and c >= 0 for c in counts):
-            return base  # a counter reset: this interval is left out
+        if not all(math.isfinite(c) and 0 <= c <= step_tests.MAX_COUNT for c in counts):
+            return base  # a reset, or a count no traffic makes: this interval is left out
         test = step_tests.SampleRatioTest(share)
         tests = {name: _row(values) for name, values in base.tests.items()} or step_tests.start_sample_ratio(1)
         look = step_tests.sample_ratio_look(test, tests, np.array([counts[0]]), np.array([counts[1]]))

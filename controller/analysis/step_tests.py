@@ -57,6 +57,9 @@ SRM_SPREAD = 0.1
 # Right after a weight change, scrapes still carry the previous split.
 SRM_SETTLE_SECONDS = 30.0
 
+# Past this a count is not traffic (and floats stop counting whole requests at 2**53).
+MAX_COUNT = 1e15
+
 # The A/B design waits for this many trials (both arms) to fix its baseline; they are not tested.
 DESIGN_TRIALS = 100
 DESIGN_LOOKS = 6
@@ -100,6 +103,8 @@ def problem(interval: Interval) -> str | None:
         return "a count is not a number"
     if min(values) < 0:
         return "a counter went backwards (a reset): this interval is skipped"
+    if max(values) > MAX_COUNT:
+        return f"a count of {max(values):.3g} in one interval is beyond any real traffic"
     if values[0] > values[1] or values[2] > values[3]:
         return (f"more events than trials ({values[0]:g}/{values[1]:g} stable, {values[2]:g}/{values[3]:g} "
                 "candidate): check the metric's queries")

@@ -346,7 +346,7 @@ counts = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-
                    st.sampled_from([0.0, 1.0, 0.5]))
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(values=st.lists(st.tuples(counts, counts, counts, counts, counts, counts), min_size=1, max_size=6),
        metric=st.sampled_from(["conversion", "success"]))
 def test_no_count_crashes_the_analysis(values: list[tuple[float, ...]], metric: str) -> None:
