@@ -213,13 +213,22 @@ def reconcile_object(ctx: Context, body: dict[str, Any], now: datetime | None = 
 
 
 def _with_analysis(transition: Transition, status: api.ModelRolloutStatus, analysis: Run) -> Transition:
-    # Keep the deciding look too: a rollout that just completed or rolled back has no candidate left.
-    same_rollout = transition.status.candidate_revision in (None, status.candidate_revision)
-    if analysis.state is None or not same_rollout:
-        return transition
-    decisions = [*transition.status.decisions, *analysis.decisions][-api.MAX_DECISIONS:]
-    return Transition(transition.actions, transition.status.model_copy(
-        update={"analysis": analysis.state, "decisions": decisions}), transition.wake_at)
+    """Store the analysis run's state: the analysis is the only source of status.analysis.
+
+    A finished rollout keeps its deciding look. A running one drops the state of an earlier step
+    attempt (a new candidate, a retry, a resumed halt) until its own first look, so that nothing
+    reads the last attempt's verdict as this one's."""
+    new = transition.status
+    same_rollout = new.candidate_revision in (None, status.candidate_revision)
+    if analysis.state is not None and same_rollout:
+        decisions = [*new.decisions, *analysis.decisions][-api.MAX_DECISIONS:]
+        return Transition(transition.actions, new.model_copy(
+            update={"analysis": analysis.state, "decisions": decisions}), transition.wake_at)
+    stale = new.analysis is not None and new.phase in (api.Phase.PROGRESSING, api.Phase.PAUSED) and (
+        new.analysis.step_started_at != new.step_started_at or not same_rollout)
+    if stale:
+        return Transition(transition.actions, new.model_copy(update={"analysis": None}), transition.wake_at)
+    return transition
 
 
 class ClusterTarget:

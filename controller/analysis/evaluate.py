@@ -223,7 +223,7 @@ class Evaluator:
             reason = (f"no evidence the candidate is worse (log e-value {evidence:.1f} "
                       f"< {test.cumulative_threshold:.1f})")
         outcome = GuardrailOutcome.BREACHED if breached else GuardrailOutcome.PASSED
-        if value is None and not breached:
+        if value is None and not breached and not interval.candidate_trials[0] > 0:
             outcome, reason = GuardrailOutcome.NO_DATA, f"no candidate requests over the window; {reason}"
         base = before or GuardrailStatus(outcome=GuardrailOutcome.PASSED)
         counts = [float(interval.stable_events[0]), float(interval.candidate_events[0])]
