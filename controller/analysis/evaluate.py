@@ -57,6 +57,8 @@ class Context:
     weight: int
     now: str
     interval_seconds: float = 10.0
+    # Since the last look (the interval, at the first): what a {{window}} metric query counts.
+    since_last_seconds: float = 10.0
     step_seconds: float | None = None
     # The candidate's expected share of requests when the sample-ratio check applies, else None.
     expected_share: float | None = None
@@ -129,8 +131,7 @@ class Evaluator:
         return f"{seconds}s" if seconds >= 1 else None
 
     def since_last_look(self) -> str:
-        last = self.ctx.interval_seconds
-        return f"{max(1, round(last))}s"
+        return f"{max(1, round(self.ctx.since_last_seconds))}s"
 
     # --- statistical guardrails ---------------------------------------------------------------
 

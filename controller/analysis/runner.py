@@ -93,6 +93,7 @@ def analyse(io: AnalysisIO, body: dict[str, Any], spec: api.ModelRolloutSpec,
         step_index=step, step_kind=spec.strategy.steps[step].kind, step_started_at=status.step_started_at,
         step_elapsed_seconds=(now - started).total_seconds(), weight=status.canary_weight, now=format_timestamp(now),
         interval_seconds=interval, step_seconds=spec.step_seconds(step),
+        since_last_seconds=(now - parse_timestamp(previous.last_run)).total_seconds() if previous else interval,
         expected_share=_expected_share(spec, step, status.canary_weight),
     )
     began = time.monotonic()

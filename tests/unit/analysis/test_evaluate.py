@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -31,11 +32,14 @@ class Arm:
     # Requests at or under each latency edge (cumulative, like Prometheus buckets).
     latency: list[float] = field(default_factory=lambda: [0.0] * len(LATENCY_EDGES))
     p99: float | None = 0.08
+    # The last serve's (requests, conversions): what an increase() over one look returns.
+    last: tuple[float, float] = (0.0, 0.0)
     predictions: list[float] = field(default_factory=lambda: [2500, 5000, 7500, 10000, 10000])
 
     def serve(self, requests: float, errors: float = 0.0, conversions: float = 0.0,
               slow_share: float = 0.01) -> None:
         """Requests with a p99 near 0.15 s (1% above it) unless slow_share says otherwise."""
+        self.last = (requests, conversions)
         self.requests += requests
         self.errors += errors
         self.conversions += conversions
@@ -74,6 +78,11 @@ class FakeProvider:
             return arm.error_rate
         if "model_conversions_total" in query:
             return arm.conversions
+        if "increase(clicks_total" in query or "increase(views_total" in query:
+            assert "[10s]" in query, "{{window}} is the time since the last look"
+            return arm.last[1] if "clicks" in query else arm.last[0]
+        if "clicks_total" in query or "views_total" in query:
+            return arm.conversions if "clicks" in query else arm.requests
         raise AssertionError(f"unexpected query {query}")
 
     def by_label(self, query: str, label: str) -> dict[str, float]:
@@ -91,7 +100,8 @@ class FakeProvider:
 
 
 def _spec(step: dict[str, Any], guardrails: list[dict[str, Any]], **analysis: Any) -> ModelRolloutSpec:
-    base = make_spec([step]).model_dump(by_alias=True, exclude_none=True)
+    base = make_spec([{"pause": {}}]).model_dump(by_alias=True, exclude_none=True)
+    base["strategy"]["steps"] = [step]
     base["analysis"] = {"prometheus": {"address": "http://prometheus.test:9090"}, "interval": "10s", "window": "1m",
                         "guardrails": guardrails, **analysis}
     return ModelRolloutSpec.model_validate(base)
@@ -302,6 +312,21 @@ def test_a_relative_mde_is_read_against_the_baseline() -> None:
     assert relative is not None and relative.ab_test is not None and relative.ab_test.bounds is not None
     # 0.02 absolute on ~10% is a 20% change of the rate; 0.02 relative is 2% of it.
     assert absolute.ab_test.bounds[1] > 8 * relative.ab_test.bounds[1]
+
+
+def test_custom_metric_queries_count_either_totals_or_their_own_window() -> None:
+    for successes, trials in (('sum(clicks_total{version="{{version}}"})', 'sum(views_total{version="{{version}}"})'),
+                              ('sum(increase(clicks_total{version="{{version}}"}[{{window}}]))',
+                               'sum(increase(views_total{version="{{version}}"}[{{window}}]))')):
+        spec = _spec({"abTest": {**AB["abTest"], "metric": "clicks"}}, [],
+                     metrics=[{"name": "clicks", "successes": successes, "trials": trials}])
+        stable, candidate = Arm(), Arm()
+        run = Run(spec, FakeProvider({"s1": stable, "c1": candidate}), "abTest", 50)
+        run.look()
+        result = run.until(60, {"requests": 1000, "conversions": 100}, {"requests": 1000, "conversions": 130},
+                           lambda r: r.signal.ab_verdict == Verdict.CANDIDATE_BETTER)
+        assert result.signal.ab_verdict == Verdict.CANDIDATE_BETTER, successes
+        assert result.state.ab_test is not None and result.state.ab_test.stable_rate == pytest.approx(0.1)
 
 
 def test_a_success_rate_near_one_counts_the_failures() -> None:
