@@ -521,14 +521,16 @@ class Condition(StatusModel):
 
 
 class Decision(StatusModel):
+    """A verdict or a breach that moved the rollout, as the test saw it then."""
+
     step: int
     test: str
     verdict: str
     at: str
+    # The test's log e-value, and the anytime-valid p-value it gives: min(1, 1 / e-value).
     statistic: float | None = None
     p_value: float | None = None
     effect: float | None = None
-    ci: list[float] | None = None
     samples: int | None = None
     detail: str = ""
 

@@ -376,6 +376,11 @@ class Evaluator:
         })
 
 
+def _pvalue(log_evidence: float) -> float:
+    """The anytime-valid p-value of an e-value: min(1, 1 / e)."""
+    return math.exp(-max(log_evidence, 0.0))
+
+
 def _le(text: str) -> float:
     try:
         return float(text)
@@ -473,9 +478,11 @@ def _guardrails(evaluator: Evaluator, found: _Findings) -> dict[str, GuardrailSt
                 found.failing.append((guardrail.name, status.reason))
             else:
                 found.holding.append(f"{guardrail.name}: {status.reason}")
+            evidence = max(status.evidence or LOG_ZERO, status.detector or LOG_ZERO)
             found.decisions.append(Decision(
                 step=ctx.step_index, test=f"guardrail {guardrail.name}", verdict=f"breach: {action}", at=ctx.now,
-                statistic=status.evidence, effect=None if status.value is None or status.stable is None
+                statistic=evidence if status.evidence is not None else None, p_value=_pvalue(evidence),
+                effect=None if status.value is None or status.stable is None
                 else _finite(status.value - status.stable), detail=status.reason))
     return statuses
 
@@ -534,7 +541,8 @@ def _ab_decision(ctx: Context, status: ABTestStatus) -> Decision:
     evidence = max(status.evidence.values()) if status.evidence else None
     return Decision(
         step=ctx.step_index, test="anytime-valid split test", verdict=str(status.verdict), at=ctx.now,
-        statistic=evidence, effect=status.effect, samples=int(sum(status.trials)),
+        statistic=evidence, p_value=None if evidence is None else _pvalue(evidence), effect=status.effect,
+        samples=int(sum(status.trials)),
         detail=(f"{status.metric}: stable {_fmt(status.stable_rate)}, candidate {_fmt(status.candidate_rate)}; "
                 f"{status.samples_needed} per arm expected for the MDE"),
     )

@@ -44,6 +44,7 @@ def test_a_good_candidate_is_promoted_through_shadow_canary_and_ab(
         assert done["verdict"] == "CandidateBetter", done
         ab = [d for d in done["decisions"] if d["test"] == "anytime-valid split test"]
         assert ab and ab[-1]["verdict"] == "CandidateBetter" and ab[-1]["effect"] > 0
+        assert ab[-1]["pValue"] <= 0.025, "CandidateBetter is one side of a test at alpha / 2"
         assert world.load.stats().mirrored > 0, "shadow traffic really reached the candidate"
 
 

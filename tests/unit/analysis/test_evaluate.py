@@ -295,6 +295,8 @@ def test_ab_better_candidate_with_its_design_and_samples_needed() -> None:
     assert ab.samples_needed_p90 is not None and ab.samples_needed_p90 > ab.samples_needed
     assert 0 < ab.progress <= 1 and ab.effect is not None and ab.effect > 0.2
     assert result.decisions[-1].verdict == "CandidateBetter"
+    decision = result.decisions[-1]
+    assert decision.p_value is not None and decision.p_value <= 0.025, "better is tested at alpha / 2"
     assert result.state.decided_by == "abTest"
 
 
