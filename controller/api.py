@@ -125,8 +125,9 @@ def _cel(rule: str, message: str, field_path: str | None = None) -> dict[str, Js
 
 
 class SpecModel(BaseModel):
+    # A field's docstring is its description in the CRD (kubectl explain).
     model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, frozen=True, extra="forbid"
+        alias_generator=to_camel, populate_by_name=True, frozen=True, extra="forbid", use_attribute_docstrings=True
     )
 
 
@@ -137,30 +138,42 @@ class ShadowStep(SpecModel):
     """Mirror a share of live traffic to the candidate; responses to users still come from the stable."""
 
     percent: Percent = 100
+    """Percent of live requests mirrored to the candidate, 0-100 (default 100). Users always get the stable's answer."""
     duration: Duration
+    """How long the step runs, a duration such as 30s, 10m or 1h30m."""
 
 
 class CanaryStep(SpecModel):
     """Send `weight` percent of live traffic to the candidate."""
 
     weight: Percent
+    """Percent of live traffic the candidate serves, 0-100; weights never decrease from step to step."""
     duration: Duration | None = None
+    """How long the step runs (30s, 10m, 1h30m); without one the step advances at once, or when its analysis allows."""
 
 
 class HeaderMatch(SpecModel):
     """Requests carrying this header value always reach the candidate (an A/B cohort)."""
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$", max_length=256)]
+    """The HTTP header's name, e.g. x-experiment."""
     value: Annotated[str, Field(min_length=1, max_length=4096)]
+    """The header value that routes a request to the candidate."""
 
 
 class ABTestStep(SpecModel):
     """Split traffic and run until a statistically valid verdict, or `maxDuration`."""
 
     weight: Percent = 50
+    """Percent of live traffic the candidate serves during the test (default 50)."""
     header_route: HeaderMatch | None = None
+    """Requests with this header always reach the candidate, on top of the weight (an opt-in cohort); not with
+    trafficRouting.replicas."""
     max_duration: Duration
+    """The longest the test may run (30m, 24h); at the end without a verdict, onInconclusive decides."""
     min_duration: Duration | None = None
+    """A verdict of better or no difference waits at least this long (a duration), e.g. to cover a weekly cycle; a
+    worse verdict acts at once."""
     metric: Annotated[str, Field(description=(
         "The metric judged: `conversion`, `success`, or the name of an entry of analysis.metrics."))] | None = None
     alpha: Annotated[float, Field(gt=0, lt=0.5, description=(
@@ -174,12 +187,15 @@ class ABTestStep(SpecModel):
         "How minimumDetectableEffect is read: `absolute` (the default), a difference of rates; "
         "`relative`, a share of the stable's rate."))] = "absolute"
     on_inconclusive: Literal["promote", "rollback", "pause"] = "pause"
+    """What happens at maxDuration without a verdict: promote, rollback, or pause (the default) for a human."""
 
 
 class PauseStep(SpecModel):
     """A manual gate; with a duration it resumes by itself."""
 
     duration: Duration | None = None
+    """Resume by itself after this long (a duration); without one the step waits for `kubectl annotate ...
+    rollouts.mlops.dev/action=promote`."""
 
 
 STEP_KINDS = ("shadow", "canary", "abTest", "pause")
@@ -199,9 +215,13 @@ class Step(SpecModel):
     )
 
     shadow: ShadowStep | None = None
+    """Mirror traffic to the candidate and compare the two models' outputs."""
     canary: CanaryStep | None = None
+    """Send a share of live traffic to the candidate."""
     ab_test: ABTestStep | None = Field(default=None, alias="abTest")
+    """Split traffic and run a sequential A/B test until a verdict or maxDuration."""
     pause: PauseStep | None = None
+    """Wait: for a human (no duration) or for a while."""
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Step:
@@ -240,7 +260,10 @@ class Strategy(SpecModel):
     )
 
     steps: Annotated[list[Step], Field(min_length=1, max_length=MAX_STEPS)]
+    """The steps in order, 1 to 64; each sets exactly one of shadow, canary, abTest or pause."""
     scale_down_delay_seconds: Annotated[int, Field(ge=0, le=7 * 24 * 3600)] = 1800
+    """Seconds the old stable stays running after a promotion, so that undo is one route write (default 1800, at most 7
+    days)."""
 
     @model_validator(mode="after")
     def _weights_never_decrease(self) -> Strategy:
@@ -255,14 +278,16 @@ class Strategy(SpecModel):
 
 class GatewayAPIRouting(SpecModel):
     http_route: Annotated[str, Field(min_length=1, max_length=253)]
-    # The rule to manage, by name; default: the rule whose backendRefs name our Services.
+    """The HTTPRoute, in the rollout's namespace, whose rule sends traffic to the <name>-stable Service."""
     rule_name: str | None = None
+    """The rule to manage, by its name; by default the rule whose backendRefs name <name>-stable."""
 
 
 class IstioRouting(SpecModel):
     virtual_service: Annotated[str, Field(min_length=1, max_length=253)]
-    # The http route to manage, by name; default: the route whose destinations are our Services.
+    """The VirtualService, in the rollout's namespace, whose http route sends traffic to <name>-stable."""
     route_name: str | None = None
+    """The http route to manage, by its name; by default the one that routes to <name>-stable."""
 
 
 class ReplicasRouting(SpecModel):
@@ -282,8 +307,11 @@ class TrafficRouting(SpecModel):
     )
 
     gateway_api: GatewayAPIRouting | None = Field(default=None, alias="gatewayAPI")
+    """Weights, mirroring and header matches on a Gateway API HTTPRoute."""
     istio: IstioRouting | None = None
+    """Weights, mirroring and header matches on an Istio VirtualService."""
     replicas: ReplicasRouting | None = None
+    """No mesh: the weight is approximated by the candidate's share of replicas; no mirroring and no header routing."""
 
     @model_validator(mode="after")
     def _exactly_one(self) -> TrafficRouting:
@@ -305,12 +333,14 @@ class TrafficRouting(SpecModel):
 
 class SecretKeyRef(SpecModel):
     name: Annotated[str, Field(min_length=1)]
+    """The Secret's name, in the rollout's namespace."""
 
 
 class PrometheusSource(SpecModel):
     address: HttpURL
-    # A Secret with optional keys: token, username, password, ca.crt.
+    """The Prometheus base URL, e.g. http://prometheus.monitoring:9090."""
     secret_ref: SecretKeyRef | None = None
+    """A Secret with optional keys token (bearer), username and password (basic auth), and ca.crt (PEM)."""
 
 
 class Guardrail(SpecModel):
@@ -338,16 +368,29 @@ class Guardrail(SpecModel):
     )
 
     name: Annotated[str, Field(min_length=1, max_length=63)]
+    """The guardrail's name, shown in status and in rollback messages."""
     template: Literal["errorRate", "latencyP99", "latencyP95", "predictionPSI"] | None = None
+    """A built-in measurement: errorRate or latencyP99/latencyP95 (sequential tests against the stable), or
+    predictionPSI (drift of the prediction histogram). Set this or query."""
     query: Annotated[str, Field(max_length=4096)] | None = None
+    """A PromQL query for one number, with {{model}}, {{version}}, {{namespace}} and {{window}} filled in; run for each
+    model. Set this or template."""
     max: float | None = None
+    """Upper bound. For a test template, a floor of practical significance: no rollback while the candidate's value
+    over the window is at or under it (an error rate as a fraction, a latency in seconds)."""
     min: float | None = None
+    """Lower bound of the value over the window (threshold guardrails)."""
     relative_to_stable: Annotated[float, Field(gt=0)] | None = None
-    # Breaches tolerated before acting; the next one acts (Argo's failureLimit).
+    """The candidate may be at most this many times the stable: for errorRate the tolerated error-rate ratio, for
+    latency the p99/p95 ratio (default 1 for tests)."""
     failure_limit: Annotated[int, Field(ge=0)] = 0
+    """Breaches in a row a threshold guardrail tolerates; the next one acts (default 0). Test templates act on their
+    verdict."""
     during: Annotated[list[Literal["shadow", "canary", "abTest", "pause"]], Field(max_length=4)] | None = None
-    # What a breach does; default: predictionPSI holds the step (a better model may differ), others roll back.
+    """The step kinds this guardrail runs in (shadow, canary, abTest, pause); all of them by default."""
     on_breach: Literal["rollback", "hold"] | None = None
+    """rollback, or hold the step; by default predictionPSI holds (a better model may predict differently) and the
+    others roll back."""
 
     @model_validator(mode="after")
     def _complete(self) -> Guardrail:
@@ -376,10 +419,17 @@ class Metric(SpecModel):
     )
 
     name: Annotated[str, Field(min_length=1, max_length=63)]
+    """The name abTest.metric refers to."""
     template: Literal["conversion", "success"] | None = None
+    """A built-in: conversion (model_conversions_total over ok requests) or success (ok requests over all). Set this,
+    or both successes and trials."""
     successes: Annotated[str, Field(max_length=4096)] | None = None
+    """PromQL for the successes counter of {{version}}: its total, or with {{window}} its increase since the
+    last look."""
     trials: Annotated[str, Field(max_length=4096)] | None = None
+    """PromQL for the trials counter of {{version}}, read the same way as successes."""
     higher_is_better: bool = True
+    """Whether a higher rate is better (default true): it decides which way is CandidateBetter."""
 
     @model_validator(mode="after")
     def _source(self) -> Metric:
@@ -390,24 +440,32 @@ class Metric(SpecModel):
 
 class Analysis(SpecModel):
     prometheus: PrometheusSource | None = None
+    """Where the metrics are; without it the operator runs no analysis."""
     # Family-wise: the chance that a step whose candidate is no worse is rolled back by any of
     # its statistical guardrails (errorRate, latencyP99, latencyP95), split between them.
     alpha: Annotated[float, Field(gt=0, lt=0.5, description=(
         "The chance that the statistical guardrails (errorRate, latencyP99, latencyP95) roll back a step "
         "whose candidate is no worse than the stable, across all of them."))] = 0.05
     interval: Duration = "10s"
-    # The look-back of guardrail queries (rates and quantiles).
+    """How often the analysis looks (default 10s)."""
     window: Duration = "1m"
+    """The look-back of windowed values: threshold guardrails and the values shown for test guardrails (default 1m);
+    never before the step started."""
     guardrails: Annotated[list[Guardrail], Field(max_length=32)] = []
+    """Checks at every look; a breach rolls back (or holds). At most 32."""
     metrics: Annotated[list[Metric], Field(max_length=32)] = []
-    # Consecutive measurement errors (or no data) before the policy acts.
+    """Named rates an abTest step can judge. At most 32."""
     error_limit: Annotated[int, Field(ge=1)] = 3
+    """Looks in a row without data (or with failing queries) before onError acts (default 3)."""
     on_error: Literal["pause", "rollback"] = "pause"
+    """What errorLimit does: pause until measurements return (the default), or roll back."""
 
 
 class ServicePort(SpecModel):
     port: Annotated[int, Field(ge=1, le=65535)] = 8080
+    """The port of the <name>-stable and <name>-candidate Services (default 8080)."""
     target_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    """The container port they send to (default: port)."""
 
 
 class ModelRolloutSpec(SpecModel):
@@ -444,15 +502,23 @@ class ModelRolloutSpec(SpecModel):
     )
 
     model: Annotated[str, Field(min_length=1, max_length=63)]
+    """The value of the `model` label in metric queries."""
     replicas: Annotated[int, Field(ge=1, le=1000)] = 1
+    """Replicas of each model version (1-1000, default 1)."""
     template: dict[str, Any] = Field(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+    """The pod template of the model server (image, model URI, nvidia.com/gpu resources). Changing it
+    starts a rollout."""
     service: ServicePort = ServicePort()
+    """The Services the operator makes for the two versions."""
     traffic_routing: TrafficRouting
+    """How traffic reaches the two versions: exactly one of gatewayAPI, istio or replicas."""
     strategy: Strategy
+    """The steps a new template goes through."""
     analysis: Analysis | None = None
-    # On delete, Orphan leaves the stable Deployment and its Services serving (the user's route
-    # keeps working); Delete removes every object the rollout made.
+    """Measurements and tests that decide by themselves: guardrails, A/B metrics, the Prometheus to read."""
     deletion_policy: Literal["Orphan", "Delete"] = "Orphan"
+    """On delete: Orphan (the default) leaves the stable Deployment and both Services serving; Delete removes every
+    object the rollout made."""
 
     @model_validator(mode="after")
     def _shadow_needs_a_mirror(self) -> ModelRolloutSpec:
@@ -509,30 +575,45 @@ class ConditionType(StrEnum):
 
 
 class StatusModel(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True, extra="ignore")
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True, extra="ignore",
+                              use_attribute_docstrings=True)
 
 
 class Condition(StatusModel):
     type: str
+    """Available, Progressing, Paused, Completed, RolledBack, InvalidSpec or CandidateUnschedulable."""
     status: Literal["True", "False", "Unknown"]
+    """True, False or Unknown."""
     reason: str
+    """A CamelCase reason, e.g. AnalysisFailed."""
     message: str = ""
+    """What happened, for a human."""
     last_transition_time: str
+    """When status last changed (RFC 3339)."""
 
 
 class Decision(StatusModel):
     """A verdict or a breach that moved the rollout, as the test saw it then."""
 
     step: int
+    """The step's index (from 0)."""
     test: str
+    """The test that decided: `guardrail <name>` or `anytime-valid split test` (abTest)."""
     verdict: str
+    """CandidateBetter, CandidateWorse, NoDifference, or `breach: rollback|hold`."""
     at: str
-    # The test's log e-value, and the anytime-valid p-value it gives: min(1, 1 / e-value).
+    """When (RFC 3339)."""
     statistic: float | None = None
+    """The test's log e-value at the decision."""
     p_value: float | None = None
+    """The anytime-valid p-value of that e-value: min(1, 1/e)."""
     effect: float | None = None
+    """The candidate's difference: for abTest its rate over the stable's minus 1, for a guardrail its value minus the
+    stable's."""
     samples: int | None = None
+    """Trials in both arms."""
     detail: str = ""
+    """The rates, the reason or the bounds, for a human."""
 
 
 MAX_DECISIONS = 20
@@ -547,124 +628,184 @@ class GuardrailStatus(StatusModel):
     """
 
     outcome: GuardrailOutcome
+    """Passed, Breached, NoData or Error."""
     reason: str = ""
-    # The candidate's and the stable's value over analysis.window (an error rate, a quantile, a PSI).
+    """Why, for a human."""
     value: float | None = None
+    """The candidate's value over analysis.window (an error rate, a quantile in seconds, a PSI)."""
     stable: float | None = None
+    """The stable's value over the same window."""
     consecutive_failures: int = 0
-    # The share of this step's false-rollback budget (analysis.alpha) this guardrail holds.
+    """Breaches in a row (threshold guardrails)."""
     alpha: float | None = None
-    # log e-value of the test since the step began, and of the change detector, against their thresholds.
+    """This guardrail's share of analysis.alpha."""
     evidence: float | None = None
+    """The log e-value of the test since the step began; it breaches at evidenceThreshold."""
     evidence_threshold: float | None = None
+    """log(1 / its share of alpha)."""
     detector: float | None = None
+    """The log of the change detector (Shiryaev-Roberts); it breaches at detectorThreshold."""
     detector_threshold: float | None = None
+    """The detector's threshold for the current horizon epoch."""
     cumulative: list[float] = []
+    """The test's running log likelihood ratio per alternative of its mixture."""
     detector_state: list[float] = []
+    """The detector's running log statistic per alternative."""
     looks: int = 0
+    """Looks that counted in the test."""
     restarts: int = 0
-    # Latency: a request is slow above these bucket bounds (seconds), the stable's and the candidate's.
+    """Restarts of the change detector so far (one every 5 minutes of looks)."""
     slow_above: list[float] | None = None
-    # Events (errors, slow requests) and trials counted by the test, per arm: [stable, candidate].
+    """Latency: a request counts as slow above these bucket bounds in seconds, [stable's, candidate's]."""
     events: list[float] = [0.0, 0.0]
+    """Events counted (errors, slow requests), [stable, candidate]."""
     trials: list[float] = [0.0, 0.0]
+    """Requests counted, [stable, candidate]."""
 
 
 class ABTestStatus(StatusModel):
     """The abTest step's sequential test: design, evidence and progress."""
 
     metric: str
+    """The metric judged."""
     verdict: Verdict | None = None
-    # The design, fixed by the first interval with data (which the test then leaves out): which
-    # outcome is counted (the rarer one), the baseline rate, and the MDE as log rate ratios of it.
+    """The verdict so far: Inconclusive until one is reached."""
     counted: Literal["successes", "failures"] | None = None
+    """The outcome the test counts, successes or failures (the rarer one); set with the design."""
     baseline: float | None = None
+    """The metric's rate in the design sample."""
     bounds: list[float] | None = None
+    """The MDE as log rate ratios of the counted outcome, [lower, upper]."""
     stable_rate: float | None = None
+    """The stable's rate in the test's sample."""
     candidate_rate: float | None = None
-    # Relative difference of the rates (candidate / stable - 1).
+    """The candidate's rate in the test's sample."""
     effect: float | None = None
+    """candidateRate / stableRate - 1."""
     successes: list[float] = [0.0, 0.0]
+    """Successes in the test's sample, [stable, candidate]."""
     trials: list[float] = [0.0, 0.0]
-    # Looks with data spent on the design sample.
+    """Trials in the test's sample, [stable, candidate]."""
     design_looks: int = 0
-    # Trials in the smaller arm, and what the design needs there for 80% power at the MDE:
-    # the median and 90th percentile of the sequential test's sample, and a fixed horizon's.
+    """Looks with data spent on the design sample."""
     samples: int = 0
+    """Trials in the smaller arm so far."""
     samples_needed: int | None = None
+    """Trials in the smaller arm the design needs for a verdict with 80% power at the MDE (median; an upper bound)."""
     samples_needed_p90: int | None = None
+    """The same at the 90th percentile."""
     fixed_horizon_samples: int | None = None
+    """What a fixed-horizon test would need in the smaller arm, for comparison."""
     progress: float = 0.0
-    # log e-values: candidate worse, candidate better, and the two sides of "no difference".
+    """samples / samplesNeeded, at most 1."""
     evidence: dict[str, float] = {}
+    """The highest log e-value each test has reached: worse, better, below_high, above_low."""
     tests: dict[str, list[float]] = {}
+    """Each test's running log likelihood ratio per alternative of its mixture."""
 
 
 class SampleRatioStatus(StatusModel):
     """The sequential sample-ratio check of an abTest step: requests per arm against the weight."""
 
     expected_share: float
+    """The candidate's share of requests the route weight asks for."""
     requests: list[float] = [0.0, 0.0]
+    """Requests counted, [stable, candidate]."""
     evidence: float | None = None
+    """The log e-value of a mismatch; the step halts at threshold."""
     threshold: float | None = None
+    """log(2 / 0.001)."""
     mismatch: bool = False
+    """Whether the split was found broken; it stays so until a human resumes the step."""
     tests: dict[str, list[float]] = {}
+    """The two one-sided tests' running log likelihood ratios."""
 
 
 class ShadowStatus(StatusModel):
     """The comparison of the two models' predictions, shown even without a drift guardrail."""
 
     psi: float | None = None
+    """Population stability index of the candidate's predictions against the stable's."""
     ks: float | None = None
+    """Kolmogorov-Smirnov statistic of the same histograms."""
     jensen_shannon: float | None = None
+    """Jensen-Shannon distance of the same histograms."""
 
 
 class AnalysisStatus(StatusModel):
     """The last analysis run of the current step attempt. The analysis alone writes it."""
 
     step: int
+    """The step's index (from 0)."""
     step_started_at: str
+    """The step attempt this analysis belongs to (RFC 3339)."""
     last_run: str
+    """When the analysis last looked (RFC 3339)."""
     looks: int = 0
+    """Looks in this step attempt."""
     verdict: AnalysisVerdict
+    """What the last look told the rollout: Pass, Fail, Hold, Error or Halt."""
     reason: str = ""
-    # The guardrail (or "abTest", "sampleRatio") whose result decided this verdict.
+    """Why, for a human."""
     decided_by: str | None = None
+    """The guardrail, `abTest` or `sampleRatio` whose result decided the verdict."""
     consecutive_errors: int = 0
+    """Looks in a row without data; onError acts at errorLimit."""
     duration_ms: float | None = None
-    # Counter values at the last look: each look counts only what came since.
+    """How long the last look's queries and tests took, in milliseconds."""
     counters: dict[str, float] = {}
+    """Counter totals at the last look; the next look counts from them."""
     guardrails: dict[str, GuardrailStatus] = {}
+    """Each guardrail at the last look, by name."""
     ab_test: ABTestStatus | None = None
+    """The abTest step's test."""
     sample_ratio: SampleRatioStatus | None = None
+    """The abTest step's sample-ratio check."""
     shadow: ShadowStatus | None = None
+    """The comparison of the two models' predictions in a shadow step."""
 
 
 class ModelRolloutStatus(StatusModel):
     phase: Phase = Phase.PENDING
+    """Pending, Progressing, Paused, Completed, RolledBack, Failed or Degraded."""
     observed_generation: int = 0
+    """The spec generation this status describes."""
     message: str = ""
+    """One line on what is happening."""
     stable_revision: str | None = None
+    """The template revision (a hash) serving as the stable."""
     candidate_revision: str | None = None
+    """The revision being rolled out, if any."""
     previous_stable_revision: str | None = None
+    """The stable before the last promotion, kept warm for undo."""
     current_step: int = 0
-    # "3/5" for `kubectl get`: printer columns can only show a field as stored.
+    """The step's index (from 0)."""
     step_label: str = ""
+    """The step as "3/5", for kubectl get."""
     step_started_at: str | None = None
-    # When the current step's duration (an abTest's maxDuration) runs out.
+    """When the current step attempt started (RFC 3339)."""
     step_ends_at: str | None = None
+    """When its duration (an abTest's maxDuration) runs out (RFC 3339)."""
     canary_weight: int = 0
+    """Percent of live traffic the candidate serves."""
     mirror_percent: int = 0
+    """Percent of live traffic mirrored to the candidate."""
     verdict: Verdict | None = None
-    # A manual action taken from the annotation, applied by the next reconcile.
+    """The A/B verdict of the rollout: CandidateBetter, CandidateWorse, NoDifference or Inconclusive."""
     pending_action: Action | None = None
+    """A manual action taken from the annotation, applied by the next reconcile."""
     last_action: Action | None = None
-    # Why the rollout is paused; None when it is not.
+    """The last manual action applied."""
     pause_reason: PauseReason | None = None
+    """Why the rollout is paused: user, step, analysis or halted."""
     candidate_ready: bool = False
+    """Whether every candidate replica is Ready."""
     scale_down_at: str | None = None
+    """When the previous stable is scaled down (RFC 3339)."""
     conditions: list[Condition] = []
+    """Available, Progressing, Paused, Completed, RolledBack, InvalidSpec, CandidateUnschedulable."""
     analysis: AnalysisStatus | None = None
+    """The last analysis look of the current step attempt."""
 
     @field_validator("analysis", mode="wrap")
     @classmethod
@@ -675,3 +816,4 @@ class ModelRolloutStatus(StatusModel):
         except ValidationError:
             return None
     decisions: Annotated[list[Decision], Field(max_length=MAX_DECISIONS)] = []
+    """The last 20 verdicts and breaches."""

@@ -101,9 +101,11 @@ def _schema(model: type[BaseModel]) -> dict[str, Any]:
 
 def crd() -> dict[str, Any]:
     spec = _schema(api.ModelRolloutSpec)
-    spec["properties"]["template"] = _template_schema()
+    spec["properties"]["template"] = {**_template_schema(),
+                                      "description": spec["properties"]["template"]["description"]}
     spec["description"] = "What to roll out, how traffic moves, and how the candidate is judged."
     status = _schema(api.ModelRolloutStatus)
+    status["description"] = "Where the rollout stands, as the operator last observed and decided it."
     status["properties"]["conditions"].update(
         {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}
     )
@@ -143,9 +145,9 @@ def crd() -> dict[str, Any]:
                     "required": ["spec"],
                     "x-kubernetes-validations": NAME_RULES,
                     "properties": {
-                        "apiVersion": {"type": "string"},
-                        "kind": {"type": "string"},
-                        "metadata": {"type": "object"},
+                        "apiVersion": {"type": "string", "description": f"{api.GROUP}/{api.VERSION}"},
+                        "kind": {"type": "string", "description": api.KIND},
+                        "metadata": {"type": "object", "description": "Standard object metadata."},
                         "spec": spec,
                         "status": status,
                     },
