@@ -147,7 +147,7 @@ def crd() -> dict[str, Any]:
                     "properties": {
                         "apiVersion": {"type": "string", "description": f"{api.GROUP}/{api.VERSION}"},
                         "kind": {"type": "string", "description": api.KIND},
-                        "metadata": {"type": "object", "description": "Standard object metadata."},
+                        "metadata": {"type": "object"},
                         "spec": spec,
                         "status": status,
                     },

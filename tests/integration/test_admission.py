@@ -66,7 +66,7 @@ def test_the_longest_allowed_name_works_for_every_derived_object(
 def test_kubectl_explain_shows_the_typed_analysis_status(kubeconfig: Path, crd_installed: None) -> None:
     """status.analysis has a schema now: kubectl explain documents it, down to a guardrail's evidence."""
     analysis = kubectl(kubeconfig, "explain", "modelrollouts.status.analysis")
-    assert "The last analysis run of the current step attempt" in analysis
+    assert "The last analysis look of the current step attempt" in analysis
     for field in ("guardrails", "abTest", "sampleRatio", "decidedBy", "counters"):
         assert field in analysis
     guardrail = kubectl(kubeconfig, "explain", "modelrollouts.status.analysis.guardrails.evidence")
