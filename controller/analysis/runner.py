@@ -84,7 +84,7 @@ def analyse(io: AnalysisIO, body: dict[str, Any], spec: api.ModelRolloutSpec,
             credentials = Credentials.from_secret(io.read_secret(meta["namespace"], source.secret_ref.name))
         except SecretMissing as error:
             return Run(AnalysisSignal(api.AnalysisVerdict.ERROR, str(error)), next_at=next_at)
-    # scipy and statsmodels (with pandas) cost ~100 MB: loaded by the first analysis that runs,
+    # numpy and scipy cost tens of MB: loaded by the first analysis that runs,
     # never by an operator whose rollouts have none.
     from controller.analysis.evaluate import Context, evaluate
 

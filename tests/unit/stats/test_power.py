@@ -55,3 +55,14 @@ def test_one_sided_and_negative_effects() -> None:
 def test_impossible_plans_are_refused(baseline: float, effect: float, alpha: float, power: float) -> None:
     with pytest.raises(ValueError):
         samples_per_arm_for_proportions(baseline, effect, alpha=alpha, power=power)
+
+
+@pytest.mark.parametrize(("baseline", "effect", "two_sided", "ratio"), [
+    (0.005, 0.005, False, 9.0), (0.10, 0.01, True, 1.0), (0.30, -0.02, True, 0.25), (0.5, 0.1, False, 3.0),
+])
+def test_unbalanced_and_one_sided_plans_match_statsmodels(baseline: float, effect: float, two_sided: bool,
+                                                          ratio: float) -> None:
+    expected = NormalIndPower().solve_power(
+        effect_size=abs(float(proportion_effectsize(baseline + effect, baseline))), alpha=0.05, power=0.8,
+        ratio=ratio, alternative="two-sided" if two_sided else "larger")
+    assert samples_per_arm_for_proportions(baseline, effect, two_sided=two_sided, ratio=ratio) == math.ceil(expected)
