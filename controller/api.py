@@ -36,6 +36,10 @@ SHORT_NAMES = ("mro",)
 
 # The annotation through which kubectl (and the plugin) asks for a manual action.
 ACTION_ANNOTATION = f"{GROUP}/action"
+# On a Prometheus credentials Secret: the addresses its owner lets the operator send them to, and
+# whether plain http:// is among the allowed ways.
+PROMETHEUS_ADDRESSES_ANNOTATION = f"{GROUP}/prometheus-addresses"
+ALLOW_PLAIN_HTTP_ANNOTATION = f"{GROUP}/allow-plain-http"
 
 
 class Action(StrEnum):
@@ -340,7 +344,9 @@ class PrometheusSource(SpecModel):
     address: HttpURL
     """The Prometheus base URL, e.g. http://prometheus.monitoring:9090."""
     secret_ref: SecretKeyRef | None = None
-    """A Secret with optional keys token (bearer), username and password (basic auth), and ca.crt (PEM)."""
+    """A Secret with optional keys token (bearer), username and password (basic auth), and ca.crt (PEM).
+    Its annotation rollouts.mlops.dev/prometheus-addresses must list this address, and plain http://
+    also needs rollouts.mlops.dev/allow-plain-http: "true"; otherwise nothing is sent."""
 
 
 class Guardrail(SpecModel):

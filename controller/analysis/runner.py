@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from controller import api
+from controller.analysis.credentials import CredentialsUnavailable, SecretView, check_binding
 from controller.analysis.prometheus import Credentials, PrometheusPool, PrometheusProvider
 from controller.durations import parse_duration
 from controller.engine.observations import AnalysisSignal
@@ -23,15 +24,11 @@ DEADLINE_SHARE = 0.8
 DEADLINE_CAP_SECONDS = 15.0
 
 
-class SecretMissing(LookupError):
-    """The Secret named by analysis.prometheus.secretRef does not exist or cannot be read."""
-
-
 @dataclass(frozen=True)
 class AnalysisIO:
     pool: PrometheusPool
-    # (namespace, name) -> the Secret's decoded data; raises SecretMissing.
-    read_secret: Callable[[str, str], dict[str, str]]
+    # (namespace, name) -> the Secret's data and annotations; raises CredentialsUnavailable.
+    read_secret: Callable[[str, str], SecretView]
     interrupted: Callable[[], bool] = lambda: False
 
 
@@ -80,9 +77,12 @@ def analyse(io: AnalysisIO, body: dict[str, Any], spec: api.ModelRolloutSpec,
     source = analysis.prometheus
     credentials = Credentials()
     if source.secret_ref is not None:
+        where = f"{meta['namespace']}/{source.secret_ref.name}"
         try:
-            credentials = Credentials.from_secret(io.read_secret(meta["namespace"], source.secret_ref.name))
-        except SecretMissing as error:
+            secret = io.read_secret(meta["namespace"], source.secret_ref.name)
+            check_binding(source.address, secret, where)
+            credentials = Credentials.from_secret(secret.data)
+        except CredentialsUnavailable as error:
             return Run(AnalysisSignal(api.AnalysisVerdict.ERROR, str(error)), next_at=next_at)
     # numpy and scipy cost tens of MB: loaded by the first analysis that runs,
     # never by an operator whose rollouts have none.

@@ -26,8 +26,9 @@ from kubernetes import client
 from pydantic import ValidationError
 
 from controller import api, metrics
+from controller.analysis.credentials import CredentialsUnavailable, SecretView
 from controller.analysis.prometheus import AnalysisInterrupted, PrometheusPool
-from controller.analysis.runner import AnalysisIO, SecretMissing
+from controller.analysis.runner import AnalysisIO
 from controller.engine import failed
 from controller.events import post_events
 from controller.reconciler import Context, Outcome, RolloutObject, StaleSnapshot, parse_status, reconcile_object
@@ -82,7 +83,7 @@ class ReconcileLoop:
     _interrupts: dict[RolloutKey, threading.Event] = field(default_factory=dict)
     _late: dict[RolloutKey, list[ObjectVersion]] = field(default_factory=dict)
     _finalized: dict[str, None] = field(default_factory=dict)  # uids, oldest first
-    _secrets: dict[tuple[str, str], tuple[float, dict[str, str]]] = field(default_factory=dict)
+    _secrets: dict[tuple[str, str], tuple[float, SecretView]] = field(default_factory=dict)
     _executor: ThreadPoolExecutor | None = None
 
     # --- inputs -------------------------------------------------------------
@@ -192,7 +193,7 @@ class ReconcileLoop:
             raise
         return obj
 
-    def _read_secret(self, namespace: str, name: str) -> dict[str, str]:
+    def _read_secret(self, namespace: str, name: str) -> SecretView:
         """Analysis credentials, read at most once a minute (Secrets are not watched: least privilege)."""
         cached = self._secrets.get((namespace, name))
         if cached is not None and time.monotonic() - cached[0] < SECRET_TTL_SECONDS:
@@ -201,12 +202,13 @@ class ReconcileLoop:
             secret = client.CoreV1Api(self.api_client).read_namespaced_secret(name, namespace)
         except client.ApiException as error:
             if error.status in (403, 404):
-                raise SecretMissing(f"Secret {namespace}/{name} (analysis.prometheus.secretRef) is "
+                raise CredentialsUnavailable(f"Secret {namespace}/{name} (analysis.prometheus.secretRef) is "
                                     f"{'missing' if error.status == 404 else 'not readable'}") from None
             raise
-        data = {key: base64.b64decode(value).decode() for key, value in (secret.data or {}).items()}
-        self._secrets[(namespace, name)] = (time.monotonic(), data)
-        return data
+        view = SecretView({key: base64.b64decode(value).decode() for key, value in (secret.data or {}).items()},
+                          dict(secret.metadata.annotations or {}) if secret.metadata else {})
+        self._secrets[(namespace, name)] = (time.monotonic(), view)
+        return view
 
     def _succeeded(self, key: RolloutKey, before: dict[str, Any], outcome: Outcome) -> None:
         self.queue.succeeded(key)

@@ -1,0 +1,48 @@
+"""Prometheus credentials go only where the Secret's owner allowed.
+
+Anyone who may create a ModelRollout may name any address and any Secret of their namespace; the
+operator reads the Secret with its own rights. So the Secret itself says where its credentials may
+go: its annotation `rollouts.mlops.dev/prometheus-addresses` lists the allowed base URLs (comma or
+space separated), and plain http:// needs `rollouts.mlops.dev/allow-plain-http: "true"` too.
+Anything else is refused before a single request is sent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from controller.api import ALLOW_PLAIN_HTTP_ANNOTATION, PROMETHEUS_ADDRESSES_ANNOTATION
+
+
+class CredentialsUnavailable(LookupError):
+    """The Secret is missing or unreadable, or does not allow its credentials to go to this address."""
+
+
+@dataclass(frozen=True)
+class SecretView:
+    """What the analysis needs of a Secret: its decoded data and its annotations."""
+
+    data: dict[str, str]
+    annotations: dict[str, str] = field(default_factory=dict)
+
+
+def _normalised(address: str) -> tuple[str, str, int | None, str]:
+    parts = urlsplit(address.strip())
+    default = {"http": 80, "https": 443}.get(parts.scheme.lower())
+    return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port or default, parts.path.rstrip("/")
+
+
+def check_binding(address: str, secret: SecretView, where: str) -> None:
+    """Raise CredentialsUnavailable unless `secret` allows its credentials to go to `address`."""
+    allowed = secret.annotations.get(PROMETHEUS_ADDRESSES_ANNOTATION, "").replace(",", " ").split()
+    if _normalised(address) not in {_normalised(entry) for entry in allowed}:
+        listed = ", ".join(allowed) if allowed else "none"
+        raise CredentialsUnavailable(
+            f"Secret {where} does not allow its credentials to be sent to {address}: its annotation "
+            f"{PROMETHEUS_ADDRESSES_ANNOTATION} lists {listed}")
+    plain = urlsplit(address).scheme.lower() == "http"
+    if plain and secret.annotations.get(ALLOW_PLAIN_HTTP_ANNOTATION, "").lower() != "true":
+        raise CredentialsUnavailable(
+            f"Secret {where} would send its credentials in plain text to {address}: use https, or annotate the "
+            f'Secret {ALLOW_PLAIN_HTTP_ANNOTATION}: "true"')
