@@ -5,6 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
+from controller import __main__ as cli
+
 
 def test_importing_the_operator_loads_no_scipy_statsmodels_or_pandas() -> None:
     probe = ("import sys, controller.operator; "
@@ -20,3 +24,10 @@ def test_the_analysis_itself_needs_neither_statsmodels_nor_pandas() -> None:
              "print(sorted({m.split('.')[0] for m in sys.modules} & {'statsmodels', 'pandas'}))")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120)
     assert result.stdout.strip() == "[]"
+
+
+def test_the_demo_without_the_test_kit_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(cli, "entry_points", lambda **_: [])
+    assert cli.main(["demo"]) == 1
+    assert "the demo needs the test kit" in capsys.readouterr().err
