@@ -42,6 +42,8 @@ VERDICTS = {step_tests.NONE: Verdict.INCONCLUSIVE, step_tests.WORSE: Verdict.CAN
             step_tests.BETTER: Verdict.CANDIDATE_BETTER, step_tests.NO_DIFFERENCE: Verdict.NO_DIFFERENCE}
 # JSON has no infinity: an empty detector is stored as this log value.
 LOG_ZERO = -1e9
+# A test's first look reads the counters and counts nothing yet: it holds, it does not pass.
+BASELINE = "counting from this look"
 
 
 @dataclass(frozen=True)
@@ -200,8 +202,7 @@ class Evaluator:
             interval = self.slow_interval(guardrail.name, thresholds) if thresholds else \
                 self.error_interval(guardrail.name)
         except NoBaseline:
-            return GuardrailStatus(outcome=GuardrailOutcome.PASSED, reason="counting from this look",
-                                   **common, **carried), False
+            return GuardrailStatus(outcome=GuardrailOutcome.PASSED, reason=BASELINE, **common, **carried), False
         problem = step_tests.problem(interval)
         if problem is not None:
             outcome = GuardrailOutcome.NO_DATA if "reset" in problem else GuardrailOutcome.ERROR
@@ -407,6 +408,7 @@ class _Findings:
 
     failing: list[tuple[str, str]] = field(default_factory=list)
     holding: list[str] = field(default_factory=list)
+    counting: list[str] = field(default_factory=list)
     unmeasured: list[str] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
 
@@ -439,6 +441,9 @@ def evaluate(spec: ModelRolloutSpec, provider: MetricProvider, ctx: Context, pre
                                 f"{errors} analysis runs without data: " + "; ".join(found.unmeasured))
     elif found.holding or found.unmeasured:
         signal = AnalysisSignal(AnalysisVerdict.HOLD, "; ".join(found.holding + found.unmeasured), verdict)
+    elif found.counting:
+        signal = AnalysisSignal(AnalysisVerdict.HOLD, f"first look of {', '.join(found.counting)}: counting "
+                                "requests from now", verdict)
     else:
         decided_by = "abTest" if verdict not in (None, Verdict.INCONCLUSIVE) else None
         signal = AnalysisSignal(AnalysisVerdict.PASS, "all guardrails pass", verdict)
@@ -472,6 +477,8 @@ def _guardrails(evaluator: Evaluator, found: _Findings) -> dict[str, GuardrailSt
         statuses[guardrail.name] = status
         if status.outcome in (GuardrailOutcome.ERROR, GuardrailOutcome.NO_DATA):
             found.unmeasured.append(f"{guardrail.name}: {status.reason}")
+        elif status.reason == BASELINE:
+            found.counting.append(guardrail.name)
         if acting:
             action = breach_action(guardrail)
             if action == "rollback":

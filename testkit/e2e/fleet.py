@@ -34,7 +34,6 @@ from e2e.model_server import Knobs
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 KnobsForImage = Callable[[str], Knobs]
 
 
@@ -176,6 +175,10 @@ class ModelFleet:
         and applies when the fleet next starts it.
         """
         Knobs().updated(**changes)  # unknown names fail here, before anything changes
+        # A server still starting took its knobs at launch: wait until it answers, then change them.
+        deadline = time.monotonic() + self.start_timeout
+        while revision in self.pids() and revision not in self.urls() and time.monotonic() < deadline:
+            time.sleep(0.05)
         if revision not in self.urls():
             with self._lock:
                 self._overrides.setdefault(revision, {}).update(changes)
@@ -272,10 +275,9 @@ class ModelFleet:
         if self.seed is not None:
             digest = hashlib.sha256(f"{self.seed}/{want.revision}".encode()).digest()
             command += ["--seed", str(int.from_bytes(digest[:8], "big"))]
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT),
-                                                                        os.environ.get("PYTHONPATH")])))
+        # The test kit is installed (scripts/setup.sh): `-m e2e.model_server` needs no path of ours.
         with log_path.open("ab") as output:
-            process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=output, stderr=subprocess.STDOUT,
+            process = subprocess.Popen(command, cwd=self.workdir, stdout=output, stderr=subprocess.STDOUT,
                                        stdin=subprocess.DEVNULL, start_new_session=True)
         log.info("started model server %s (image %s) as PID %d", want.revision, want.image, process.pid)
         server = ServerProcess(want, knobs, process, port_file, log_path)

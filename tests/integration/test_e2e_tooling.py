@@ -15,6 +15,10 @@ from typing import Any
 
 import httpx
 import pytest
+from e2e.fleet import ModelFleet
+from e2e.harness import stop_process
+from e2e.loadgen import LoadStats, RouteAwareLoadGenerator
+from e2e.model_server import LATENCY_BUCKETS, PREDICTION_BUCKETS, KnobError, Knobs, ModelServer, ServerConfig
 from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -22,10 +26,6 @@ from controller.routers import gatewayapi, istio
 from controller.runtime.cache import REVISION_LABEL, ROLLOUT_LABEL
 from controller.sandbox.processes import pid_alive
 from controller.sandbox.prometheus import PrometheusServer, start_prometheus
-from e2e.fleet import REPO_ROOT, ModelFleet
-from e2e.harness import stop_process
-from e2e.loadgen import LoadStats, RouteAwareLoadGenerator
-from e2e.model_server import LATENCY_BUCKETS, PREDICTION_BUCKETS, KnobError, Knobs, ModelServer, ServerConfig
 from tests.integration.rollout_helpers import httproute, virtualservice, wait_for
 
 pytestmark = pytest.mark.cluster
@@ -54,7 +54,7 @@ def server_process(directory: Path, *args: str) -> Iterator[str]:
     with (directory / "server.log").open("ab") as output:
         process = subprocess.Popen(
             [sys.executable, "-m", "e2e.model_server", "--port", "0", "--port-file", str(port_file), *args],
-            cwd=REPO_ROOT, stdout=output, stderr=subprocess.STDOUT,
+            cwd=directory, stdout=output, stderr=subprocess.STDOUT,
         )
     try:
         def port() -> int | None:

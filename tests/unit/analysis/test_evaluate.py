@@ -151,7 +151,7 @@ def test_healthy_candidate_passes_look_after_look() -> None:
     run = Run(_spec(CANARY, [ERRORS]), FakeProvider({"s1": stable, "c1": candidate}))
     run.elapsed = 30
     first = run.look()
-    assert first.signal.verdict == AnalysisVerdict.PASS
+    assert first.signal.verdict == AnalysisVerdict.HOLD, "a first look counts nothing yet: it does not pass"
     assert first.state.guardrails["error-rate"].reason == "counting from this look"
     for _ in range(30):
         stable.serve(800, errors=4)
