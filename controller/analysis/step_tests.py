@@ -205,7 +205,8 @@ def slow_thresholds(bounds: list[float], stable_cumulative: list[float], quantil
     if not candidates:
         return None
     stable_bound = min(candidates)[1]
-    above = [b for b, _ in finite if b >= stable_bound * tolerated_ratio * (1 - 1e-9)]
+    # Bounds are written in decimals: 0.1728 is 1.2 x 0.144 though the float product is a hair above it.
+    above = [b for b, _ in finite if b >= stable_bound * tolerated_ratio * (1 - 1e-6)]
     return (stable_bound, min(above)) if above else None
 
 
