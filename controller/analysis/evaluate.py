@@ -160,13 +160,17 @@ class Evaluator:
     def slow_thresholds(self, guardrail: Guardrail, before: GuardrailStatus | None) -> tuple[float, float] | None:
         if before is not None and before.slow_above:
             return before.slow_above[0], before.slow_above[1]
-        # The stable's recent past, before this step too: the stable has not changed, and its tail
-        # needs more requests than a step's first seconds hold.
-        buckets = self._by_label(templates.latency_buckets(self.ctx.model, self.ctx.stable,
-                                                           step_tests.TAIL_LOOKBACK), "le")
-        edges = sorted(buckets, key=_le)
-        return step_tests.slow_thresholds([_le(e) for e in edges], [buckets[e] for e in edges],
-                                          QUANTILES[guardrail.template or ""], guardrail.relative_to_stable or 1.0)
+        # The stable's recent past, before this step too (the stable has not changed): over the
+        # window, or over TAIL_LOOKBACK when the window holds too few requests to see the tail.
+        for lookback in (self.analysis.window, step_tests.TAIL_LOOKBACK):
+            buckets = self._by_label(templates.latency_buckets(self.ctx.model, self.ctx.stable, lookback), "le")
+            edges = sorted(buckets, key=_le)
+            bounds = step_tests.slow_thresholds([_le(e) for e in edges], [buckets[e] for e in edges],
+                                                QUANTILES[guardrail.template or ""],
+                                                guardrail.relative_to_stable or 1.0)
+            if bounds is not None:
+                return bounds
+        return None
 
     def slow_interval(self, name: str, thresholds: tuple[float, float]) -> step_tests.Interval:
         values: list[float | None] = []

@@ -47,7 +47,7 @@ RESTART_SECONDS = 300.0
 OPEN_HORIZON_SECONDS = 24 * 3600.0
 
 # The slow-request bound is placed once the stable's histogram holds this many requests of the tail
-# (200 requests for a p99), read over this look-back.
+# (200 requests for a p99): over analysis.window, else over this look-back.
 MIN_TAIL_REQUESTS = 2.0
 TAIL_LOOKBACK = "10m"
 

@@ -146,13 +146,11 @@ class Sandbox:
                 self.kubectl(binaries, "apply", "--server-side", "--force-conflicts", "-f", str(crdgen.CRD_PATH))
             self._wait_nodes_ready(binaries, len(node_shapes), ready_timeout)
             if install_modelrollout_crd:
-                self.kubectl(binaries, "wait", "--for=condition=Established", "--timeout=60s",
-                             f"crd/{crdgen.CRD_PATH.stem}")
+                self._wait_established(binaries, [crdgen.CRD_PATH.stem])
             if crd_files:
-                self.kubectl(binaries, "wait", "--for=condition=Established", "--timeout=60s",
-                             "crd/httproutes.gateway.networking.k8s.io",
-                             "crd/virtualservices.networking.istio.io",
-                             "crd/destinationrules.networking.istio.io")
+                self._wait_established(binaries, ["httproutes.gateway.networking.k8s.io",
+                                                  "virtualservices.networking.istio.io",
+                                                  "destinationrules.networking.istio.io"])
         except BaseException:
             self._teardown(binaries)
             raise
@@ -168,6 +166,20 @@ class Sandbox:
         if result.returncode != 0:
             raise SandboxError(f"kubectl {' '.join(args[:3])} failed: {result.stderr.strip()[-1500:]}")
         return result.stdout
+
+    def _wait_established(self, binaries: build.Binaries, crds: list[str], timeout: float = 60.0) -> None:
+        """Until every CRD is Established. Not `kubectl wait`: it fails outright on a CRD whose
+        status has no conditions yet ("accessor error"), which a busy apiserver shows for a moment."""
+        path = '{.status.conditions[?(@.type=="Established")].status}'
+        deadline = time.monotonic() + timeout
+        pending = list(crds)
+        while pending:
+            pending = [crd for crd in pending
+                       if self.kubectl(binaries, "get", f"crd/{crd}", "-o", f"jsonpath={path}").strip() != "True"]
+            if pending and time.monotonic() > deadline:
+                raise SandboxError(f"CRDs not Established within {timeout:.0f}s: {', '.join(pending)}")
+            if pending:
+                time.sleep(0.2)
 
     def _create_nodes(self, binaries: build.Binaries, shapes: tuple[nodes.NodeShape, ...]) -> None:
         manifest = {"apiVersion": "v1", "kind": "List",

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from e2e.world import e2e_world, wait_until
 from kubernetes import client
 
 from controller.sandbox.prometheus import start_prometheus
-from e2e.world import e2e_world, wait_until
 from tests.integration.rollout_helpers import httproute_state
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus]
@@ -63,8 +63,8 @@ def test_an_error_spike_mid_canary_rolls_back_by_itself(
         assert world.status()["phase"] == "Progressing", "a healthy canary is not rolled back"
         world.fleet.set_knobs(status["candidateRevision"], error_rate=0.4)
         took = wait_until(lambda: httproute_state(world.rollouts, "scorer") == (0, 0), 60, "automatic rollback")
-        final = world.status()
-        assert final["phase"] == "RolledBack"
+        # The route is written first, then the status that records it.
+        final = world.rollouts.wait_status("scorer", lambda s: s.get("phase") == "RolledBack", 30, "RolledBack")
         rolled = next(c for c in final["conditions"] if c["type"] == "RolledBack")
         assert rolled["reason"] == "AnalysisFailed" and "error-rate" in rolled["message"]
         assert any(d["test"] == "guardrail error-rate" for d in final["decisions"])
