@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from e2e.harness import httproute_state
+from e2e.world import e2e_world, wait_until
 from kubernetes import client, watch
 from urllib3.exceptions import ProtocolError
 
@@ -32,8 +34,6 @@ from controller.routers.gatewayapi import read_route
 from controller.sandbox.build import ensure_binaries
 from controller.sandbox.cluster import Sandbox
 from controller.sandbox.processes import free_port, terminate
-from e2e.harness import httproute_state
-from e2e.world import e2e_world, wait_until
 
 NAMESPACE = "bench"
 ACTION = api.ACTION_ANNOTATION

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from e2e.harness import httproute_weights
 from kubernetes import client, watch
 from urllib3.exceptions import ProtocolError
 
@@ -46,7 +47,6 @@ from controller.kubeclient import api_client_from_kubeconfig
 from controller.sandbox.cluster import Sandbox
 from controller.sandbox.nodes import DEFAULT_NODES, NodeShape
 from controller.sandbox.processes import free_port
-from e2e.harness import httproute_weights
 
 NAMESPACE = "scale"
 GROUP, VERSION, ROUTES = "gateway.networking.k8s.io", "v1", "httproutes"

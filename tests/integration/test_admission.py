@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from e2e.harness import kubectl
 from kubernetes import client
 
 from controller import api
-from e2e.harness import kubectl
-from tests.specs import BAD_SPECS, VALID_SPEC, BadSpec
+from tests.specs import BAD_SPECS, EXAMPLE, VALID_SPEC, BadSpec
 
 pytestmark = pytest.mark.cluster
 
@@ -28,6 +28,12 @@ def _create(api_client: client.ApiClient, namespace: str, name: str, spec: dict[
 def test_the_valid_example_is_accepted(api_client: client.ApiClient, namespace: str, crd_installed: None) -> None:
     created = _create(api_client, namespace, "good", VALID_SPEC)
     assert created["spec"]["strategy"]["steps"][0]["shadow"]["percent"] == 100
+
+
+def test_the_readmes_example_applies_verbatim(kubeconfig: Path, namespace: str, crd_installed: None) -> None:
+    """`kubectl apply -f examples/fraud-scorer.yaml`, as the README shows it (its text is the README's)."""
+    out = kubectl(kubeconfig, "-n", namespace, "apply", "-f", str(EXAMPLE))
+    assert "modelrollout.rollouts.mlops.dev/fraud-scorer created" in out
 
 
 @pytest.mark.parametrize("bad", BAD_SPECS, ids=lambda bad: bad.id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -9,7 +10,7 @@ from pydantic import ValidationError
 
 from controller import crdgen
 from controller.api import ModelRolloutSpec
-from tests.specs import BAD_SPECS, VALID_SPEC, BadSpec
+from tests.specs import BAD_SPECS, EXAMPLE, VALID_SPEC, BadSpec
 
 
 def test_the_valid_example_parses() -> None:
@@ -71,3 +72,11 @@ def test_every_field_of_the_crd_has_a_description() -> None:
     walk(schema, "")
     # The apiserver forbids a description on the root metadata: it is the standard ObjectMeta.
     assert undocumented == [".metadata"]
+
+
+def test_the_readmes_example_is_the_example_file_verbatim() -> None:
+    """The README shows examples/fraud-scorer.yaml word for word; test_admission applies that file."""
+    readme = (EXAMPLE.parents[1] / "README.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", readme, flags=re.DOTALL)
+    assert EXAMPLE.read_text() in blocks
+    ModelRolloutSpec.model_validate(VALID_SPEC)
