@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from controller.analysis import step_tests, templates
-from controller.analysis.guardrails import assess, breach_action, consecutive_failures
+from controller.analysis.guardrails import breach_action, consecutive_failures, outcome_of
 from controller.analysis.provider import MetricError, MetricProvider
 from controller.api import (
     ABTestStatus,
@@ -259,7 +259,7 @@ class Evaluator:
             query = guardrail.query
             value = self.provider.scalar(templates.render(query, ctx.model, ctx.candidate, ctx.namespace, window))
             stable = self.provider.scalar(templates.render(query, ctx.model, ctx.stable, ctx.namespace, window))
-        outcome, reason = assess(guardrail, _finite(value), _finite(stable))
+        outcome, reason = outcome_of(guardrail, _finite(value), _finite(stable))
         failures = consecutive_failures(before.consecutive_failures if before else 0, outcome)
         acting = outcome == GuardrailOutcome.BREACHED and failures > guardrail.failure_limit
         return GuardrailStatus(outcome=outcome, reason=reason, value=_finite(value), stable=_finite(stable),
@@ -555,6 +555,6 @@ def _ab_decision(ctx: Context, status: ABTestStatus) -> Decision:
         statistic=evidence, p_value=None if evidence is None else _pvalue(evidence), effect=status.effect,
         samples=int(sum(status.trials)),
         detail=(f"{status.metric}: stable {_fmt(status.stable_rate)}, candidate {_fmt(status.candidate_rate)}; "
-                f"{status.samples_needed} per arm expected for the MDE"),
+                f"the design expected {status.samples_needed} in the smaller arm for the MDE"),
     )
 

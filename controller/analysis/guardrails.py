@@ -10,7 +10,7 @@ from __future__ import annotations
 from controller.api import Guardrail, GuardrailOutcome
 
 
-def assess(guardrail: Guardrail, value: float | None, stable: float | None) -> tuple[GuardrailOutcome, str]:
+def outcome_of(guardrail: Guardrail, value: float | None, stable: float | None) -> tuple[GuardrailOutcome, str]:
     if value is None:
         return GuardrailOutcome.NO_DATA, "no data for the candidate"
     breaches = []
