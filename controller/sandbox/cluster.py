@@ -170,16 +170,20 @@ class Sandbox:
     def _wait_established(self, binaries: build.Binaries, crds: list[str], timeout: float = 60.0) -> None:
         """Until every CRD is Established. Not `kubectl wait`: it fails outright on a CRD whose
         status has no conditions yet ("accessor error"), which a busy apiserver shows for a moment."""
-        path = '{.status.conditions[?(@.type=="Established")].status}'
         deadline = time.monotonic() + timeout
         pending = list(crds)
         while pending:
-            pending = [crd for crd in pending
-                       if self.kubectl(binaries, "get", f"crd/{crd}", "-o", f"jsonpath={path}").strip() != "True"]
+            pending = [crd for crd in pending if not self._established(binaries, crd)]
             if pending and time.monotonic() > deadline:
                 raise SandboxError(f"CRDs not Established within {timeout:.0f}s: {', '.join(pending)}")
             if pending:
                 time.sleep(0.2)
+
+    def _established(self, binaries: build.Binaries, crd: str) -> bool:
+        # JSON, not a jsonpath filter: a filter over conditions that are still null is an error too.
+        status = json.loads(self.kubectl(binaries, "get", f"crd/{crd}", "-o", "json")).get("status") or {}
+        return any(c.get("type") == "Established" and c.get("status") == "True"
+                   for c in status.get("conditions") or [])
 
     def _create_nodes(self, binaries: build.Binaries, shapes: tuple[nodes.NodeShape, ...]) -> None:
         manifest = {"apiVersion": "v1", "kind": "List",
