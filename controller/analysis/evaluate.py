@@ -220,9 +220,12 @@ class Evaluator:
         within_max = guardrail.max is not None and (value is None or not value > guardrail.max)
         breached = worse and not within_max
         what = "errors" if not latency else "slow requests"
-        if breached:
-            reason = (f"candidate's {what} outrun the stable's beyond doubt (log e-value {max(evidence, detected):.1f}"
-                      f" >= {min(test.cumulative_threshold, look.detector_threshold):.1f})")
+        if breached and evidence >= test.cumulative_threshold:
+            reason = (f"candidate's {what} outrun the stable's beyond doubt (log e-value {evidence:.1f} "
+                      f">= {test.cumulative_threshold:.1f})")
+        elif breached:
+            reason = (f"candidate's {what} outrun the stable's since a recent change (change detector "
+                      f"{detected:.1f} >= {look.detector_threshold:.1f})")
         elif worse:
             reason = f"candidate's {what} outrun the stable's, but {_fmt(value)} is within max {guardrail.max:g}"
         else:
