@@ -209,8 +209,8 @@ class Evaluator:
             return GuardrailStatus(outcome=GuardrailOutcome.PASSED, reason=BASELINE, **common, **carried), False
         problem = step_tests.problem(interval)
         if problem is not None:
-            outcome = GuardrailOutcome.NO_DATA if "reset" in problem else GuardrailOutcome.ERROR
-            return GuardrailStatus(outcome=outcome, reason=problem, **common, **carried), False
+            outcome = GuardrailOutcome.NO_DATA if problem.reset else GuardrailOutcome.ERROR
+            return GuardrailStatus(outcome=outcome, reason=problem.message, **common, **carried), False
         state = step_tests.GuardrailState.start(1) if before is None or not before.cumulative else \
             step_tests.GuardrailState(_row(before.cumulative), _row(before.detector_state), before.looks,
                                       before.restarts)
@@ -317,7 +317,7 @@ class Evaluator:
             return base, None
         problem = step_tests.problem(interval)
         if problem is not None:
-            return base, None if "reset" in problem else problem
+            return base, None if problem.reset else problem.message
         successes = [base.successes[0] + float(interval.stable_events[0]),
                      base.successes[1] + float(interval.candidate_events[0])]
         trials = [base.trials[0] + float(interval.stable_trials[0]),
@@ -371,7 +371,7 @@ class Evaluator:
         counts = [c for c in gained if c is not None]
         if len(counts) < 2:
             return base
-        if not all(math.isfinite(c) and 0 <= c <= step_tests.MAX_COUNT for c in counts):
+        if step_tests.count_problem(counts) is not None:
             return base  # a reset, or a count no traffic makes: this interval is left out
         test = step_tests.SampleRatioTest(share)
         tests = {name: _row(values) for name, values in base.tests.items()} or step_tests.start_sample_ratio(1)

@@ -19,6 +19,7 @@ their nulls, mixtures and error budgets:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -94,21 +95,35 @@ class Interval:
                         self.candidate_trials - self.candidate_events, self.candidate_trials)
 
 
-def problem(interval: Interval) -> str | None:
-    """Why one run's interval cannot be tested, or None. The counts come from user queries and
-    counter differences: anything can arrive."""
+@dataclass(frozen=True)
+class Problem:
+    """Why counts cannot be tested. A reset is expected (a pod restarted): the interval is left out
+    and nothing is wrong with the measurement; anything else is an error to report."""
+
+    message: str
+    reset: bool = False
+
+
+def count_problem(values: Sequence[float]) -> Problem | None:
+    """Counts from user queries and counter differences: anything can arrive."""
+    if not all(math.isfinite(v) for v in values):
+        return Problem("a count is not a number")
+    if min(values) < 0:
+        return Problem("a counter went backwards (a reset): this interval is skipped", reset=True)
+    if max(values) > MAX_COUNT:
+        return Problem(f"a count of {max(values):.3g} in one interval is beyond any real traffic")
+    return None
+
+
+def problem(interval: Interval) -> Problem | None:
+    """Why one run's interval cannot be tested, or None."""
     values = [float(v[0]) for v in (interval.stable_events, interval.stable_trials, interval.candidate_events,
                                     interval.candidate_trials)]
-    if not all(math.isfinite(v) for v in values):
-        return "a count is not a number"
-    if min(values) < 0:
-        return "a counter went backwards (a reset): this interval is skipped"
-    if max(values) > MAX_COUNT:
-        return f"a count of {max(values):.3g} in one interval is beyond any real traffic"
-    if values[0] > values[1] or values[2] > values[3]:
-        return (f"more events than trials ({values[0]:g}/{values[1]:g} stable, {values[2]:g}/{values[3]:g} "
-                "candidate): check the metric's queries")
-    return None
+    found = count_problem(values)
+    if found is None and (values[0] > values[1] or values[2] > values[3]):
+        found = Problem(f"more events than trials ({values[0]:g}/{values[1]:g} stable, {values[2]:g}/{values[3]:g} "
+                        "candidate): check the metric's queries")
+    return found
 
 
 # --- guardrails -------------------------------------------------------------------------------------
