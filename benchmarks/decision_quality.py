@@ -1,7 +1,7 @@
 """Decision quality by simulation, through the operator's own tests: false decisions and time to detect.
 
 Every simulated rollout goes look by look through `controller.analysis.step_tests`, the functions the
-analysis runs at every `analysis.interval` (`guardrail_test`/`guardrail_look`, `ab_design`/`ab_look`,
+analysis runs at every `analysis.interval` (`guardrail_test`/`guardrail_look`, `design_at`/`ab_look`,
 `SampleRatioTest`/`sample_ratio_look`, `slow_thresholds`), vectorised over the runs of a cell. Only
 the counts are simulated (`numpy.random.default_rng(seed)`): requests per interval are Poisson, each
 goes to the candidate with the route's weight, each errors (or converts, or is slow) independently.
@@ -304,7 +304,7 @@ def ab_aa(rng: np.random.Generator, settings: Settings, verdicts: Verdicts) -> L
     rates = []
     for split in settings.splits:
         for base in settings.base_rates:
-            design = step_tests.ab_design(ALPHA, 0.1, "relative", True, base * 1e6, 1e6)
+            design = step_tests.design_at(ALPHA, 0.1, "relative", True, base)
             for requests in settings.traffic:
                 for diurnal in (False, True):
                     traffic = Traffic(requests, split, diurnal)
@@ -407,7 +407,7 @@ def ab_speed(rng: np.random.Generator, settings: Settings, verdicts: Verdicts) -
     """The mixture test the operator runs, against an O'Brien-Fleming group-sequential design with
     ten equally spaced analyses over maxDuration, at a true effect of the MDE."""
     runs, base, mde, traffic = settings.power_runs, 0.10, 0.01, Traffic(1000, 0.5)
-    design = step_tests.ab_design(ALPHA, mde, "absolute", True, base * 1e6, 1e6)
+    design = step_tests.design_at(ALPHA, mde, "absolute", True, base)
     plan = step_tests.plan(design, 0.5)
     fixed = plan.fixed_horizon or 0
     horizon = 4 * math.ceil(fixed / (traffic.requests / 2))

@@ -92,10 +92,10 @@ def _fraction(text: str) -> float:
 
 def _plan(args: argparse.Namespace) -> int:
     """What an abTest step with these settings needs, in the operator's own design."""
-    from controller.analysis.step_tests import ab_design, plan
+    from controller.analysis.step_tests import design_at, plan
 
     effect: Literal["absolute", "relative"] = "relative" if args.relative else "absolute"
-    design = ab_design(args.alpha, args.mde, effect, True, args.baseline * 1e9, 1e9)
+    design = design_at(args.alpha, args.mde, effect, True, args.baseline)
     figures = plan(design, args.weight)
     smaller = min(args.weight, 1 - args.weight)
     difference = args.mde * args.baseline if args.relative else args.mde

@@ -270,7 +270,13 @@ RATE_FLOOR = 1e-6
 def ab_design(alpha: float, mde: float, effect: Literal["absolute", "relative"], higher_is_better: bool,
               successes: float, trials: float) -> ABDesign:
     """The design from the design sample's pooled rate (shrunk half an event towards 1/2)."""
-    rate = min(max((successes + 0.5) / (trials + 1.0), RATE_FLOOR), 1 - RATE_FLOOR)
+    return design_at(alpha, mde, effect, higher_is_better, (successes + 0.5) / (trials + 1.0))
+
+
+def design_at(alpha: float, mde: float, effect: Literal["absolute", "relative"], higher_is_better: bool,
+              baseline: float) -> ABDesign:
+    """The design for a known baseline rate (a plan, a simulation)."""
+    rate = min(max(baseline, RATE_FLOOR), 1 - RATE_FLOOR)
     counted: Literal["successes", "failures"] = "successes" if rate <= 0.5 else "failures"
     counted_rate = rate if counted == "successes" else 1.0 - rate
     difference = mde if effect == "absolute" else mde * rate

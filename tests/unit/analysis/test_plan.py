@@ -25,7 +25,7 @@ def test_a_bad_fraction_is_refused_with_the_reason(capsys: pytest.CaptureFixture
 
 
 def test_the_planned_median_bounds_the_simulated_one() -> None:
-    design = step_tests.ab_design(0.05, 0.03, "absolute", True, 0.10 * 1e9, 1e9)
+    design = step_tests.design_at(0.05, 0.03, "absolute", True, 0.10)
     planned = step_tests.plan(design, 0.5)
     rng = np.random.default_rng(11)
     runs, per_arm = 300, 100

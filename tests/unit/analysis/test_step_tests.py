@@ -48,7 +48,7 @@ def test_an_aa_ab_test_at_a_5_percent_split_and_rare_events_ends_falsely_at_most
     """The audit: ~15% false verdicts, mostly a false CandidateBetter (which promotes)."""
     rng = np.random.default_rng(2)
     runs = 1000
-    design = step_tests.ab_design(ALPHA, 0.005, "absolute", False, 0.005 * 1e6, 1e6)
+    design = step_tests.design_at(ALPHA, 0.005, "absolute", False, 0.005)
     state = step_tests.ABState.start(runs)
     verdict = np.zeros(runs, dtype=np.int64)
     for _ in range(500):
