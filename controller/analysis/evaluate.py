@@ -338,7 +338,7 @@ class Evaluator:
                 samples_needed_p90=plan.sequential_p90, fixed_horizon_samples=plan.fixed_horizon), None
         assert base.baseline is not None and base.bounds is not None
         design = step_tests.ABDesign(step.alpha, base.counted, base.baseline, base.bounds[0], base.bounds[1],
-                                     1 if (base.counted == "successes") == metric.higher_is_better else -1)
+                                     step_tests.better_direction(base.counted, metric.higher_is_better))
         state = step_tests.ABState.start(1)
         if base.tests:
             state = step_tests.ABState({name: _row(base.tests[name]) for name in step_tests.AB_TESTS},

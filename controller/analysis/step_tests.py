@@ -282,8 +282,12 @@ def design_at(alpha: float, mde: float, effect: Literal["absolute", "relative"],
     difference = mde if effect == "absolute" else mde * rate
     high = math.log((counted_rate + difference) / counted_rate)
     low = math.log((counted_rate - difference) / counted_rate) if counted_rate > difference else LOWEST_LOG_RATIO
-    better = 1 if (counted == "successes") == higher_is_better else -1
-    return ABDesign(alpha, counted, rate, max(low, LOWEST_LOG_RATIO), high, better)
+    return ABDesign(alpha, counted, rate, max(low, LOWEST_LOG_RATIO), high, better_direction(counted, higher_is_better))
+
+
+def better_direction(counted: Literal["successes", "failures"], higher_is_better: bool) -> int:
+    """+1 when the candidate counting more of the counted outcome is better."""
+    return 1 if (counted == "successes") == higher_is_better else -1
 
 
 @dataclass(frozen=True)
