@@ -17,7 +17,7 @@ from kubernetes import client
 from pydantic import ValidationError
 
 from controller import api
-from controller.analysis.runner import AnalysisIO, Run, analyse
+from controller.analysis.runner import AnalysisIO, Run, analyse, current_analysis
 from controller.engine import (
     Observations,
     SetRoute,
@@ -225,7 +225,7 @@ def _with_analysis(transition: Transition, status: api.ModelRolloutStatus, analy
         return Transition(transition.actions, new.model_copy(
             update={"analysis": analysis.state, "decisions": decisions}), transition.wake_at)
     stale = new.analysis is not None and new.phase in (api.Phase.PROGRESSING, api.Phase.PAUSED) and (
-        new.analysis.step_started_at != new.step_started_at or not same_rollout)
+        current_analysis(new) is None or not same_rollout)
     if stale:
         return Transition(transition.actions, new.model_copy(update={"analysis": None}), transition.wake_at)
     return transition

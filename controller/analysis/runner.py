@@ -60,9 +60,7 @@ def analyse(io: AnalysisIO, body: dict[str, Any], spec: api.ModelRolloutSpec,
     assert status.stable_revision is not None
     interval = parse_duration(analysis.interval)
     # Only this attempt at this step counts: a retry restarts the step and its evidence.
-    previous = status.analysis
-    if previous is not None and (previous.step_started_at != status.step_started_at or previous.step != step):
-        previous = None
+    previous = current_analysis(status)
     started = parse_timestamp(status.step_started_at)
     if previous is not None:
         due_at = parse_timestamp(previous.last_run) + timedelta(seconds=interval)
@@ -104,6 +102,14 @@ def analyse(io: AnalysisIO, body: dict[str, Any], spec: api.ModelRolloutSpec,
     took_ms = round((time.monotonic() - began) * 1000, 1)
     state = result.state.model_copy(update={"duration_ms": took_ms})
     return Run(result.signal, state, result.decisions, next_at)
+
+
+def current_analysis(status: api.ModelRolloutStatus) -> api.AnalysisStatus | None:
+    """status.analysis when it belongs to the current attempt at the current step, else None."""
+    analysis = status.analysis
+    if analysis is None or analysis.step != status.current_step or analysis.step_started_at != status.step_started_at:
+        return None
+    return analysis
 
 
 def _expected_share(spec: api.ModelRolloutSpec, step: int, weight: int) -> float | None:
