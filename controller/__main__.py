@@ -52,7 +52,8 @@ def _run(args: argparse.Namespace) -> int:
         # Kopf logs every handler call at INFO: thousands of lines a second at scale, saying nothing.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     namespaces = args.namespace or []
-    memo = kopf.Memo(workers=args.workers)
+    # Named namespaces only: Kopf need not list namespaces or watch CRDs, so its RBAC can be Roles alone.
+    memo = kopf.Memo(workers=args.workers, namespaced=bool(namespaces) and not any("*" in n for n in namespaces))
     if not args.no_leader_election:
         # In a pod, POD_NAME and POD_NAMESPACE come from the downward API (see manifests/).
         memo["election"] = operator.Election(

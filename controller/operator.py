@@ -174,6 +174,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **indexes: Any
     settings.watching.server_timeout = 300
     # An abort must not wait for more events to batch up: react within milliseconds.
     settings.batching.batch_window = 0.01
+    settings.scanning.disabled = bool(memo.get("namespaced"))
     api_client = metrics.count_requests(_api_client())
     cache = Cache(
         rollouts=indexes["rollouts"], rollouts_by_route=indexes["rollouts_by_route"],

@@ -6,11 +6,16 @@ cd "$(dirname "$0")/.."
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else "$@"; fi; }
 
-if ! command -v prometheus >/dev/null 2>&1; then
-  echo "==> installing Debian's prometheus package"
+# prometheus: the sandbox's metrics; mmdebstrap, umoci, skopeo: scripts/build-image.sh and its test.
+missing=""
+for tool in prometheus mmdebstrap umoci skopeo; do
+  command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"
+done
+if [ -n "$missing" ]; then
+  echo "==> installing Debian packages:$missing"
   as_root apt-get update -qq
-  # policy-rc.d keeps the package's own service from starting: the sandbox runs its own.
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  # The prometheus package's own service is not used: the sandbox runs its own.
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -153,6 +153,39 @@ COMPONENTS = (
 )
 
 
+def _write_tool_module(module: str, version: str) -> Callable[[Path], None]:
+    def write(workdir: Path) -> None:
+        name = module.rsplit("/", 2)[-2] if module.endswith("/v3") else module.rsplit("/", 1)[-1]
+        (workdir / "go.mod").write_text(
+            f"module modelrollout.local/{name}\n\ngo 1.26.0\n\nrequire {module} {version}\n"
+        )
+    return write
+
+
+# The chart's tools: built like the control plane, but only when a verb needs them.
+HELM = Component(
+    name="helm",
+    version=versions.HELM,
+    binaries=("helm",),
+    write_module=_write_tool_module("helm.sh/helm/v3", versions.HELM),
+    packages=("helm.sh/helm/v3/cmd/helm",),
+    # Unstamped, helm reports v3.x-dev and refuses charts that pin kubeVersion.
+    ldflags=f"-s -w -X helm.sh/helm/v3/internal/version.version={versions.HELM}",
+)
+KIND = Component(
+    name="kind",
+    version=versions.KIND,
+    binaries=("kind",),
+    write_module=_write_tool_module("sigs.k8s.io/kind", versions.KIND),
+    packages=("sigs.k8s.io/kind",),
+)
+
+
+def ensure_tool(component: Component, progress: Progress | None = None) -> Path:
+    """The cached binary of a one-binary tool (helm, kind), built from its Go module if missing."""
+    return ensure_components((component,), cache_root(), progress)[component.binaries[0]]
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:

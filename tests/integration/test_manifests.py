@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -9,16 +10,9 @@ import pytest
 import yaml
 from kubernetes import client
 
-from tests.integration.rollout_helpers import (
-    Rollouts,
-    httproute,
-    httproute_state,
-    kubectl,
-    operator_process,
-    rollout_body,
-    wait_for,
-    with_image,
-)
+from controller.sandbox.cluster import Sandbox
+from tests.integration.rbac_audit import calls, granted, scenarios
+from tests.integration.rollout_helpers import kubectl, operator_process
 
 pytestmark = pytest.mark.cluster
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
@@ -37,33 +31,28 @@ def _token_kubeconfig(admin: Path, token: str, target: Path) -> Path:
     return target
 
 
-def test_kustomize_applies_and_the_service_account_can_run_a_rollout(
-    api_client: client.ApiClient, namespace: str, kubeconfig: Path, tmp_path: Path, crd_installed: None
+def test_kustomize_applies_and_the_service_account_calls_exactly_what_it_is_granted(
+    api_client: client.ApiClient, namespace: str, kubeconfig: Path, tmp_path: Path, crd_installed: None,
+    sandbox_instance: Sandbox,
 ) -> None:
     applied = kubectl(kubeconfig, "apply", "-k", str(MANIFESTS))
     for kind in ("customresourcedefinition", "serviceaccount/modelrollout", "clusterrole", "deployment"):
         assert kind in applied
+    system = json.loads(kubectl(kubeconfig, "get", "namespace", "modelrollout-system", "-o", "json"))
+    assert system["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     token = kubectl(kubeconfig, "-n", "modelrollout-system", "create", "token", "modelrollout").strip()
     restricted = _token_kubeconfig(kubeconfig, token, tmp_path / "sa-kubeconfig")
     denied = kubectl(restricted, "auth", "can-i", "delete", "httproutes", "-n", namespace, check=False)
     assert denied.strip() == "no", "the operator never deletes a user's route"
 
-    rollouts = Rollouts(api_client, namespace)
-    rollouts.create_object("gateway.networking.k8s.io", "v1", "httproutes", httproute("scorer"))
-    steps: list[dict[str, Any]] = [{"shadow": {"percent": 20, "duration": "1s"}},
-                                   {"canary": {"weight": 40, "duration": "1s"}}]
-    body = rollout_body("scorer", steps, {"gatewayAPI": {"httpRoute": "scorer"}})
-    # As in the Deployment: the Leases live in the operator's namespace, where its Role allows them.
-    with operator_process(restricted, namespace, tmp_path / "operator.log",
+    # Cluster-wide, as the manifests install it; the Leases in the operator's namespace, as in its pod.
+    with operator_process(restricted, None, tmp_path / "operator.log", "--shards", "2",
                           env={"POD_NAMESPACE": "modelrollout-system", "POD_NAME": "modelrollout-test"}):
-        rollouts.create(body)
-        rollouts.wait_status("scorer", lambda s: s.get("phase") == "Completed", what="deployed as the SA")
-        rollouts.patch("scorer", with_image(body, "scorer:v2"))
-        rollouts.wait_status(
-            "scorer", lambda s: s.get("phase") == "Completed" and bool(s.get("previousStableRevision")),
-            what="promoted as the SA",
-        )
-    assert httproute_state(rollouts, "scorer") == (0, 0)
+        scenarios(api_client, namespace)
     log = (tmp_path / "operator.log").read_text()
-    assert "Forbidden" not in log and " 403" not in log, log[-2000:]
-    wait_for(lambda: "Promoted" in kubectl(kubeconfig, "-n", namespace, "get", "events"), what="events")
+    assert "Traceback" not in log, log[-2000:]
+    used, refused = calls(sandbox_instance.audit_log, "system:serviceaccount:modelrollout-system:modelrollout")
+    assert not refused, f"calls the manifests' RBAC does not grant: {sorted(set(refused))}"
+    objects = [doc for doc in yaml.safe_load_all((MANIFESTS / "modelrollout.yaml").read_text()) if doc]
+    unused = granted(objects) - used
+    assert not unused, f"granted but never called: {sorted(unused)}"

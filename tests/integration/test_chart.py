@@ -1,0 +1,176 @@
+"""The Helm chart and the image, as a platform team installs them.
+
+`helm lint`/`helm template` over the chart's options; manifests/ is the chart rendered; and on the
+sandbox: `helm install`, then the operator runs from the built OCI image (its own entrypoint, a
+read-only root, the chart's ServiceAccount token at the in-cluster path), completes rollouts, and
+calls exactly what the chart's RBAC grants: the apiserver's audit log shows no denied call and no
+unused grant.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from e2e.image_root import ImageProcess, resident_mib, run_image, unpack
+from kubernetes import client
+
+from controller.sandbox.build import HELM, cache_root, ensure_tool
+from controller.sandbox.cluster import Sandbox, SandboxState
+from tests.integration.rbac_audit import calls, granted, scenarios
+from tests.integration.rollout_helpers import kubectl, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "modelrollout"
+ALL_OPTIONS = ["--set", "serviceMonitor.enabled=true,prometheusRule.enabled=true,dashboard.enabled=true",
+               "--set", "commonLabels.team=ml,commonAnnotations.owner=platform"]
+
+
+def helm(*args: str, kubeconfig: Path | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, **({"KUBECONFIG": str(kubeconfig)} if kubeconfig else {}))
+    result = subprocess.run([str(ensure_tool(HELM)), *args], capture_output=True, text=True,
+                            timeout=300, env=env, check=False)
+    assert result.returncode == 0 or not check, f"helm {' '.join(args)}:\n{result.stderr}"
+    return result
+
+
+def rendered(*args: str) -> list[dict[str, Any]]:
+    output = helm("template", "modelrollout", str(CHART), "--namespace", "modelrollout-system", *args).stdout
+    return [doc for doc in yaml.safe_load_all(output) if doc]
+
+
+def test_helm_lint_passes_with_every_option() -> None:
+    result = helm("lint", "--strict", str(CHART), *ALL_OPTIONS)
+    assert "0 chart(s) failed" in result.stdout
+
+
+def test_template_renders_the_toggles_labels_and_scopes() -> None:
+    objects = rendered(*ALL_OPTIONS)
+    kinds = sorted(obj["kind"] for obj in objects)
+    assert kinds == sorted(["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
+                            "Deployment", "Service", "ServiceMonitor", "PrometheusRule", "ConfigMap"])
+    assert all(obj["metadata"]["labels"]["team"] == "ml" for obj in objects)
+    assert all(obj["metadata"]["annotations"]["owner"] == "platform" for obj in objects)
+    dashboard = next(obj for obj in objects if obj["kind"] == "ConfigMap")
+    assert json.loads(dashboard["data"]["modelrollout.json"])["panels"]
+    assert rendered("--include-crds")[0]["kind"] == "CustomResourceDefinition"
+
+    scoped = rendered("--set", "rbac.scope=namespaced", "--set", "rbac.namespaces={ml-a,ml-b}")
+    assert not [obj for obj in scoped if obj["kind"].startswith("Cluster")], \
+        "namespaced mode grants nothing cluster-wide: no Secret reads outside its namespaces"
+    roles = [obj for obj in scoped if obj["kind"] == "Role" and "secrets" in json.dumps(obj["rules"])]
+    assert sorted(role["metadata"]["namespace"] for role in roles) == ["ml-a", "ml-b"]
+    pod = next(obj for obj in scoped if obj["kind"] == "Deployment")["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
+    assert "--namespace=ml-a" in args and "--namespace=ml-b" in args
+
+    refused = helm("template", "x", str(CHART), "--set", "rbac.scope=namespaced", check=False)
+    assert refused.returncode != 0 and "rbac.namespaces" in refused.stderr
+
+
+def test_the_pod_meets_the_restricted_pod_security_standard() -> None:
+    deployment = next(obj for obj in rendered() if obj["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                            "capabilities": {"drop": ["ALL"]}}
+    assert "volumes" not in pod, "no writable volume: the operator writes no files"
+
+
+def test_the_alert_rules_load_in_prometheus() -> None:
+    result = subprocess.run(["promtool", "check", "rules", str(CHART / "alerts" / "operator.yaml")],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_kustomize_manifests_are_the_chart_rendered() -> None:
+    committed = (ROOT / "manifests" / "modelrollout.yaml").read_text()
+    fresh = helm("template", "modelrollout", str(CHART), "--namespace", "modelrollout-system", "--skip-crds").stdout
+    assert committed.split("\n", 1)[1] == fresh, "manifests/ is stale: run scripts/render-manifests.sh"
+
+
+# --- on the sandbox --------------------------------------------------------------------------
+
+def _built_image(tmp_path: Path) -> ImageProcess:
+    build = subprocess.run(["bash", str(ROOT / "scripts" / "build-image.sh")], capture_output=True,
+                           text=True, timeout=1800, check=False)
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    print(build.stdout.strip().splitlines()[-5:])
+    return unpack(f"{cache_root() / 'image' / 'out' / 'oci'}:0.1.0", tmp_path / "bundle")
+
+
+def _service_account_dir(kubeconfig: Path, namespace: str, account: str, target: Path) -> Path:
+    target.mkdir()
+    (target / "token").write_text(kubectl(kubeconfig, "-n", namespace, "create", "token", account).strip())
+    cluster = yaml.safe_load(kubeconfig.read_text())["clusters"][0]["cluster"]
+    (target / "ca.crt").write_bytes(Path(cluster["certificate-authority"]).read_bytes())
+    (target / "namespace").write_text(namespace)
+    return target
+
+
+def _lease_held(coordination: client.CoordinationV1Api, namespace: str, holder: str) -> Callable[[], bool]:
+    return lambda: any(lease.spec is not None and lease.spec.holder_identity == holder
+                       for lease in coordination.list_namespaced_lease(namespace).items)
+
+
+@pytest.mark.cluster
+def test_helm_install_then_the_image_runs_rollouts_with_exactly_the_granted_calls(
+    api_client: client.ApiClient, namespace: str, kubeconfig: Path, sandbox: SandboxState,
+    sandbox_instance: Sandbox, tmp_path: Path, crd_installed: None,
+) -> None:
+    if os.geteuid() != 0:
+        pytest.fail("running the image in its own root (mounts, chroot) needs root, as CI has")
+    image = _built_image(tmp_path)
+    system = f"{namespace}-system"
+    core = client.CoreV1Api(api_client)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=system, labels={
+        "pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest"})))
+    try:
+        started = time.monotonic()
+        helm("install", "modelrollout", str(CHART), "--namespace", system, "--skip-crds",
+             "--set", "rbac.scope=namespaced", "--set", f"rbac.namespaces={{{namespace}}}",
+             "--set", "replicas=1", "--set", "shards=2", kubeconfig=kubeconfig)
+        # The restricted namespace admitted the chart's pod (kwok runs it as a fake).
+        wait_for(lambda: core.list_namespaced_pod(system).items, what="the operator's pod admitted")
+        deployment = json.loads(kubectl(kubeconfig, "-n", system, "get", "deployment", "modelrollout", "-o", "json"))
+        # The Deployment's own args; its liveness port is left out, as the host's may be taken.
+        args = [arg for arg in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+                if not arg.startswith("--liveness")]
+        account = _service_account_dir(kubeconfig, system, "modelrollout", tmp_path / "sa")
+        pod_name = "modelrollout-image-0"
+        coordination = client.CoordinationV1Api(api_client)
+        with run_image(image, account, sandbox.apiserver_port, tmp_path / "operator.log", args,
+                       {"POD_NAME": pod_name, "POD_NAMESPACE": system}) as process:
+            wait_for(_lease_held(coordination, system, pod_name), timeout=120, what="the Lease held")
+            lease_seconds = time.monotonic() - started
+            rss = resident_mib(process)
+            print(f"helm install -> Lease held: {lease_seconds:.1f} s; operator RSS at start: {rss:.0f} MiB")
+            stuck: AssertionError | None = None
+            try:
+                scenarios(api_client, namespace)
+            except AssertionError as error:
+                stuck = error  # a denied call explains it best: reported first, below
+            assert process.poll() is None, "the operator from the image is still running"
+        log = (tmp_path / "operator.log").read_text(errors="replace")
+        used, denied = calls(sandbox_instance.audit_log, f"system:serviceaccount:{system}:modelrollout")
+        assert "Traceback" not in log, log[-3000:]
+        assert "Read-only file system" not in log
+    finally:
+        helm("uninstall", "modelrollout", "--namespace", system, kubeconfig=kubeconfig, check=False)
+        core.delete_namespace(system)
+
+    objects = rendered("--set", "rbac.scope=namespaced", "--set", f"rbac.namespaces={{{namespace}}}")
+    assert not denied, f"calls the chart's RBAC does not grant: {sorted(set(denied))[:20]}"
+    if stuck is not None:
+        raise stuck
+    unused = granted(objects) - used
+    assert not unused, f"granted but never called: {sorted(unused)}"
