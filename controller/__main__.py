@@ -9,6 +9,7 @@ import os
 import socket
 import sys
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Literal
 
 from controller.sandbox.errors import SandboxError
@@ -52,8 +53,23 @@ def _run(args: argparse.Namespace) -> int:
         # Kopf logs every handler call at INFO: thousands of lines a second at scale, saying nothing.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     namespaces = args.namespace or []
+    default_prometheus = None
+    if args.prometheus_address:
+        from controller.analysis.credentials import CredentialsUnavailable, operator_credentials
+        from controller.analysis.runner import DefaultPrometheus
+
+        try:
+            default_prometheus = DefaultPrometheus(args.prometheus_address, operator_credentials(
+                args.prometheus_address, args.prometheus_credentials, args.prometheus_allow_plain_http))
+        except (CredentialsUnavailable, OSError) as error:
+            print(f"modelrollout run: {error}", file=sys.stderr)
+            return 2
+    elif args.prometheus_credentials:
+        print("modelrollout run: --prometheus-credentials needs --prometheus-address", file=sys.stderr)
+        return 2
     # Named namespaces only: Kopf need not list namespaces or watch CRDs, so its RBAC can be Roles alone.
-    memo = kopf.Memo(workers=args.workers, namespaced=bool(namespaces) and not any("*" in n for n in namespaces))
+    exact = bool(namespaces) and not any("*" in namespace for namespace in namespaces)
+    memo = kopf.Memo(workers=args.workers, default_prometheus=default_prometheus, namespaced=exact)
     if not args.no_leader_election:
         # In a pod, POD_NAME and POD_NAMESPACE come from the downward API (see manifests/).
         memo["election"] = operator.Election(
@@ -169,6 +185,13 @@ def _parser() -> argparse.ArgumentParser:
                      help="where the Leases live (default: POD_NAMESPACE, else the first --namespace, else default)")
     run.add_argument("--no-leader-election", action="store_true",
                      help="reconcile every rollout without a Lease (one replica only)")
+    run.add_argument("--prometheus-address", default=os.environ.get("MODELROLLOUT_PROMETHEUS_ADDRESS") or None,
+                     help="the Prometheus of rollouts whose analysis names none (default: "
+                          "MODELROLLOUT_PROMETHEUS_ADDRESS)")
+    run.add_argument("--prometheus-credentials", type=Path, default=None,
+                     help="a directory with its token, or username and password, and ca.crt (a mounted Secret)")
+    run.add_argument("--prometheus-allow-plain-http", action="store_true",
+                     help="allow those credentials over plain http://")
     return parser
 
 

@@ -446,7 +446,9 @@ class Metric(SpecModel):
 
 class Analysis(SpecModel):
     prometheus: PrometheusSource | None = None
-    """Where the metrics are; without it the operator runs no analysis."""
+    """Where the metrics are. Without it, the operator's own Prometheus (`modelrollout run
+    --prometheus-address`, the chart's prometheus.address); with neither, a step with guardrails or an
+    abTest holds with an AnalysisError condition."""
     # Family-wise: the chance that a step whose candidate is no worse is rolled back by any of
     # its statistical guardrails (errorRate, latencyP99, latencyP95), split between them.
     alpha: Annotated[float, Field(gt=0, lt=0.5, description=(
@@ -497,12 +499,6 @@ class ModelRolloutSpec(SpecModel):
                     METRIC_UNKNOWN,
                     ".strategy.steps",
                 ),
-                _cel(
-                    "!self.strategy.steps.exists(s, has(s.abTest) && has(s.abTest.metric)) || "
-                    "(has(self.analysis) && has(self.analysis.prometheus))",
-                    "an abTest metric needs analysis.prometheus to be measured",
-                    ".strategy.steps",
-                ),
             ]
         }
     )
@@ -539,8 +535,6 @@ class ModelRolloutSpec(SpecModel):
         metrics = [s.ab_test.metric for s in self.strategy.steps if s.ab_test and s.ab_test.metric]
         if any(metric not in known for metric in metrics):
             raise ValueError(METRIC_UNKNOWN)
-        if metrics and (self.analysis is None or self.analysis.prometheus is None):
-            raise ValueError("an abTest metric needs analysis.prometheus to be measured")
         containers = self.template.get("spec", {}).get("containers")
         if not isinstance(containers, list) or not containers:
             raise ValueError("template.spec.containers must list at least one container")

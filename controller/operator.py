@@ -184,7 +184,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **indexes: Any
     )
     workers = int(memo.get("workers") or os.environ.get("MODELROLLOUT_WORKERS") or DEFAULT_WORKERS)
     events = asyncio.get_running_loop()
-    loop = ReconcileLoop(api_client, cache, PrometheusPool(events), workers=workers)
+    loop = ReconcileLoop(api_client, cache, PrometheusPool(events), workers=workers,
+                         default_prometheus=memo.get("default_prometheus"))
     memo["loop"] = loop
     memo["loop_task"] = asyncio.create_task(loop.run(), name="reconcile loop")
     memo["loop_task"].add_done_callback(_stop_if_dead)

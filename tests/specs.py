@@ -88,8 +88,6 @@ BAD_SPECS = [
             "spec.strategy.steps[3].abTest.alpha", "less than 0.5"),
     BadSpec("ab-metric-typo", ("strategy", "steps", 3, "abTest", "metric"), "converison",
             "spec.strategy.steps", "abTest.metric must be conversion, success, or the name of one of"),
-    BadSpec("ab-metric-without-prometheus", ("analysis", "prometheus"), DELETE,
-            "spec.strategy.steps", "an abTest metric needs analysis.prometheus"),
     BadSpec("ab-effect-unknown", ("strategy", "steps", 3, "abTest", "effect"), "percent",
             "spec.strategy.steps[3].abTest.effect", "Unsupported value", twin_reason="Input should be"),
     BadSpec("analysis-alpha-zero", ("analysis", "alpha"), 0, "spec.analysis.alpha", "greater than 0"),

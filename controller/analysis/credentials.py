@@ -5,13 +5,18 @@ operator reads the Secret with its own rights. So the Secret itself says where i
 go: its annotation `rollouts.mlops.dev/prometheus-addresses` lists the allowed base URLs (comma or
 space separated), and plain http:// needs `rollouts.mlops.dev/allow-plain-http: "true"` too.
 Anything else is refused before a single request is sent.
+
+The operator's own Prometheus (`modelrollout run --prometheus-address`) is the installer's choice,
+and so are its credentials, a Secret mounted into the operator's pod.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
+from controller.analysis.prometheus import Credentials
 from controller.api import ALLOW_PLAIN_HTTP_ANNOTATION, PROMETHEUS_ADDRESSES_ANNOTATION
 
 
@@ -46,3 +51,21 @@ def check_binding(address: str, secret: SecretView, where: str) -> None:
         raise CredentialsUnavailable(
             f"Secret {where} would send its credentials in plain text to {address}: use https, or annotate the "
             f'Secret {ALLOW_PLAIN_HTTP_ANNOTATION}: "true"')
+
+
+def operator_credentials(address: str, directory: Path | None, allow_plain_http: bool) -> Credentials:
+    """The operator's own Prometheus credentials: the files token, username, password and ca.crt of
+    `directory` (a mounted Secret), read once into memory. Raises CredentialsUnavailable for plain
+    http:// with credentials unless `allow_plain_http`."""
+    if directory is None:
+        return Credentials()
+    if not directory.is_dir():
+        raise CredentialsUnavailable(f"--prometheus-credentials {directory} is not a directory")
+    files = {name: (directory / name).read_text().strip() if name != "ca.crt" else (directory / name).read_text()
+             for name in ("token", "username", "password", "ca.crt") if (directory / name).is_file()}
+    credentials = Credentials.from_secret(files)
+    if credentials != Credentials() and urlsplit(address).scheme.lower() == "http" and not allow_plain_http:
+        raise CredentialsUnavailable(
+            f"--prometheus-credentials would go in plain text to {address}: use https, or pass "
+            "--prometheus-allow-plain-http (the chart's prometheus.allowPlainHttp)")
+    return credentials

@@ -24,12 +24,26 @@ DEADLINE_SHARE = 0.8
 DEADLINE_CAP_SECONDS = 15.0
 
 
+NO_PROMETHEUS = ("no Prometheus to measure with: set analysis.prometheus, or give the operator one "
+                 "(modelrollout run --prometheus-address; the chart's prometheus.address)")
+
+
+@dataclass(frozen=True)
+class DefaultPrometheus:
+    """The operator's own Prometheus, for rollouts whose analysis names none. Its credentials are the
+    installer's (a mounted Secret), so no Secret annotation binds them: the flags are the binding."""
+
+    address: str
+    credentials: Credentials = field(default_factory=Credentials)
+
+
 @dataclass(frozen=True)
 class AnalysisIO:
     pool: PrometheusPool
     # (namespace, name) -> the Secret's data and annotations; raises CredentialsUnavailable.
     read_secret: Callable[[str, str], SecretView]
     interrupted: Callable[[], bool] = lambda: False
+    default_prometheus: DefaultPrometheus | None = None
 
 
 @dataclass
@@ -48,7 +62,7 @@ def analyse(io: AnalysisIO, body: dict[str, Any], spec: api.ModelRolloutSpec,
     analysis = spec.analysis
     step = status.current_step
     running = (
-        analysis is not None and analysis.prometheus is not None
+        analysis is not None
         and status.candidate_revision == revision and status.stable_revision is not None
         and status.phase in (api.Phase.PROGRESSING, api.Phase.PAUSED)
         and status.step_started_at is not None and status.candidate_ready
@@ -56,7 +70,7 @@ def analyse(io: AnalysisIO, body: dict[str, Any], spec: api.ModelRolloutSpec,
     )
     if not running:
         return Run()
-    assert analysis is not None and analysis.prometheus is not None and status.step_started_at is not None
+    assert analysis is not None and status.step_started_at is not None
     assert status.stable_revision is not None
     interval = parse_duration(analysis.interval)
     # Only this attempt at this step counts: a retry restarts the step and its evidence.
@@ -72,16 +86,13 @@ def analyse(io: AnalysisIO, body: dict[str, Any], spec: api.ModelRolloutSpec,
         return Run(AnalysisSignal(api.AnalysisVerdict.HOLD, "the step's first analysis is pending"), next_at=now)
     meta = body["metadata"]
     next_at = now + timedelta(seconds=interval)
-    source = analysis.prometheus
-    credentials = Credentials()
-    if source.secret_ref is not None:
-        where = f"{meta['namespace']}/{source.secret_ref.name}"
-        try:
-            secret = io.read_secret(meta["namespace"], source.secret_ref.name)
-            check_binding(source.address, secret, where)
-            credentials = Credentials.from_secret(secret.data)
-        except CredentialsUnavailable as error:
-            return Run(AnalysisSignal(api.AnalysisVerdict.ERROR, str(error)), next_at=next_at)
+    if analysis.prometheus is None and io.default_prometheus is None and not (
+            analysis.guardrails or spec.strategy.steps[step].ab_test):
+        return Run()  # Nothing to measure at this step, and nothing to measure it with.
+    try:
+        address, credentials = _prometheus(io, analysis.prometheus, meta["namespace"])
+    except CredentialsUnavailable as error:
+        return Run(AnalysisSignal(api.AnalysisVerdict.ERROR, str(error)), next_at=next_at)
     # numpy and scipy cost tens of MB: loaded by the first analysis that runs,
     # never by an operator whose rollouts have none.
     from controller.analysis.evaluate import Context, evaluate
@@ -96,12 +107,25 @@ def analyse(io: AnalysisIO, body: dict[str, Any], spec: api.ModelRolloutSpec,
     )
     began = time.monotonic()
     deadline = began + min(DEADLINE_CAP_SECONDS, max(1.0, interval * DEADLINE_SHARE))
-    provider = PrometheusProvider(io.pool, source.address, credentials, deadline, io.interrupted)
+    provider = PrometheusProvider(io.pool, address, credentials, deadline, io.interrupted)
     result = evaluate(spec, provider, ctx, previous)
     # How long the queries and judgements took: the analysis share of a rollback's latency.
     took_ms = round((time.monotonic() - began) * 1000, 1)
     state = result.state.model_copy(update={"duration_ms": took_ms})
     return Run(result.signal, state, result.decisions, next_at)
+
+
+def _prometheus(io: AnalysisIO, source: api.PrometheusSource | None, namespace: str) -> tuple[str, Credentials]:
+    """Where this analysis queries, and with what; CredentialsUnavailable when it may not, or has nowhere."""
+    if source is None:
+        if io.default_prometheus is None:
+            raise CredentialsUnavailable(NO_PROMETHEUS)
+        return io.default_prometheus.address, io.default_prometheus.credentials
+    if source.secret_ref is None:
+        return source.address, Credentials()
+    secret = io.read_secret(namespace, source.secret_ref.name)
+    check_binding(source.address, secret, f"{namespace}/{source.secret_ref.name}")
+    return source.address, Credentials.from_secret(secret.data)
 
 
 def current_analysis(status: api.ModelRolloutStatus) -> api.AnalysisStatus | None:

@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from controller import api, metrics
 from controller.analysis.credentials import CredentialsUnavailable, SecretView
 from controller.analysis.prometheus import AnalysisInterrupted, PrometheusPool
-from controller.analysis.runner import AnalysisIO
+from controller.analysis.runner import AnalysisIO, DefaultPrometheus
 from controller.engine import failed
 from controller.events import post_events
 from controller.reconciler import Context, Outcome, RolloutObject, StaleSnapshot, parse_status, reconcile_object
@@ -76,6 +76,7 @@ class ReconcileLoop:
     cache: Cache
     pool: PrometheusPool
     workers: int = 8
+    default_prometheus: DefaultPrometheus | None = None
     owns: Callable[[RolloutKey], bool] = lambda _: True
     own_writes: OwnWrites = field(default_factory=OwnWrites)
     queue: WorkQueue[RolloutKey] = field(default_factory=WorkQueue)
@@ -180,7 +181,7 @@ class ReconcileLoop:
 
     def _reconcile(self, body: dict[str, Any], interrupt: threading.Event) -> Outcome:
         ctx = Context(self.api_client, self.cache, self.own_writes,
-                      AnalysisIO(self.pool, self._read_secret, interrupt.is_set))
+                      AnalysisIO(self.pool, self._read_secret, interrupt.is_set, self.default_prometheus))
         return reconcile_object(ctx, body)
 
     def _read_fresh(self, key: RolloutKey) -> dict[str, Any] | None:
@@ -249,7 +250,8 @@ class ReconcileLoop:
             status = api.ModelRolloutStatus()  # Only conditions and message are written back.
         transition = failed(status, reason, detail, datetime.now(UTC))
         rollout = RolloutObject(Context(self.api_client, self.cache, self.own_writes,
-                                        AnalysisIO(self.pool, self._read_secret)), body)
+                                        AnalysisIO(self.pool, self._read_secret,
+                                                   default_prometheus=self.default_prometheus)), body)
         post_events(self.api_client, body, transition.actions)
         dumped = transition.status.model_dump(mode="json", by_alias=True)
         with contextlib.suppress(StaleSnapshot):  # Newer state exists; the retry reads it.

@@ -26,7 +26,8 @@ def calls(audit_log: Path, user: str) -> tuple[set[Call], list[str]]:
             continue
         resource = ref["resource"] + (f"/{ref['subresource']}" if ref.get("subresource") else "")
         used.add((ref.get("apiGroup", ""), resource, event["verb"]))
-        if event["responseStatus"]["code"] == 403:
+        # RBAC's own refusals; a 403 for a namespace being deleted is not one.
+        if event.get("annotations", {}).get("authorization.k8s.io/decision") == "forbid":
             denied.append(f"{event['verb']} {ref.get('apiGroup', '')}/{resource}")
     return used, denied
 

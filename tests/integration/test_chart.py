@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import subprocess
 import time
 from collections.abc import Callable
@@ -22,7 +24,7 @@ import yaml
 from e2e.image_root import ImageProcess, resident_mib, run_image, unpack
 from kubernetes import client
 
-from controller.sandbox.build import HELM, cache_root, ensure_tool
+from controller.sandbox.build import HELM, cache_root, ensure_binaries, ensure_tool
 from controller.sandbox.cluster import Sandbox, SandboxState
 from tests.integration.rbac_audit import calls, granted, scenarios
 from tests.integration.rollout_helpers import kubectl, wait_for
@@ -84,6 +86,22 @@ def test_the_pod_meets_the_restricted_pod_security_standard() -> None:
     assert container["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                                             "capabilities": {"drop": ["ALL"]}}
     assert "volumes" not in pod, "no writable volume: the operator writes no files"
+
+
+def test_the_operators_prometheus_is_a_flag_and_its_secret_a_read_only_mount() -> None:
+    objects = rendered("--set", "prometheus.address=https://prometheus.monitoring:9090",
+                       "--set", "prometheus.secretRef.name=prom")
+    pod = next(obj for obj in objects if obj["kind"] == "Deployment")["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
+    assert "--prometheus-address=https://prometheus.monitoring:9090" in args
+    assert "--prometheus-credentials=/etc/modelrollout/prometheus" in args
+    secret = {"secretName": "prom", "defaultMode": 0o440}
+    assert pod["volumes"] == [{"name": "prometheus-credentials", "secret": secret}]
+    assert pod["containers"][0]["volumeMounts"][0]["readOnly"] is True
+    assert "secrets" not in json.dumps([obj for obj in objects if obj["kind"] == "Role"]), \
+        "the Leases Role grants no Secret: the mount is the only way in"
+    refused = helm("template", "x", str(CHART), "--set", "prometheus.secretRef.name=prom", check=False)
+    assert refused.returncode != 0 and "prometheus.address" in refused.stderr
 
 
 def test_the_alert_rules_load_in_prometheus() -> None:
@@ -174,3 +192,42 @@ def test_helm_install_then_the_image_runs_rollouts_with_exactly_the_granted_call
         raise stuck
     unused = granted(objects) - used
     assert not unused, f"granted but never called: {sorted(unused)}"
+
+
+def _quickstart() -> list[list[str]]:
+    """The README's quickstart block, one argv a command (continuation lines joined, comments dropped)."""
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- quickstart -->\n```bash\n(.*?)```", readme, flags=re.DOTALL)
+    assert block is not None, "the README lost its quickstart block"
+    return [shlex.split(line, comments=True) for line in block.group(1).replace("\\\n", " ").splitlines()]
+
+
+@pytest.mark.cluster
+def test_the_readmes_quickstart_runs_verbatim_on_the_sandbox(
+    kubeconfig: Path, crd_installed: None, tmp_path: Path,
+) -> None:
+    commands = _quickstart()
+    assert [argv[0] for argv in commands] == ["kubectl", "helm", "kubectl", "kubectl"]
+    tools = {"kubectl": [str(ensure_binaries(lambda _: None).kubectl), "--kubeconfig", str(kubeconfig)],
+             "helm": [str(ensure_tool(HELM)), "--kubeconfig", str(kubeconfig)]}
+    try:
+        for argv in commands[:-1]:
+            result = subprocess.run([*tools[argv[0]], *argv[1:]], cwd=ROOT, capture_output=True, text=True,
+                                    timeout=300, check=False)
+            assert result.returncode == 0, f"{' '.join(argv)}:\n{result.stderr}"
+        # The last one watches: it must list the rollout, then it is stopped.
+        watch = commands[-1]
+        with (tmp_path / "watch.out").open("w+") as output:
+            process = subprocess.Popen([*tools[watch[0]], *watch[1:]], cwd=ROOT, stdout=output,
+                                       stderr=subprocess.STDOUT)
+            try:
+                wait_for(lambda: "fraud-scorer" in (tmp_path / "watch.out").read_text(), what="the watch's row")
+            finally:
+                process.terminate()
+                process.wait(10)
+        header = (tmp_path / "watch.out").read_text().splitlines()[0].split()
+        assert header[:4] == ["NAME", "PHASE", "STEP", "WEIGHT"]
+    finally:
+        kubectl(kubeconfig, "delete", "--ignore-not-found", "-f", str(ROOT / "examples" / "fraud-scorer.yaml"))
+        helm("uninstall", "modelrollout", "--namespace", "modelrollout-system", kubeconfig=kubeconfig, check=False)
+        kubectl(kubeconfig, "delete", "--ignore-not-found", "namespace", "modelrollout-system")

@@ -125,3 +125,45 @@ def test_credentials_go_where_the_secret_allows(
     wait_for(lambda: listener.requests, what="a query at the allowed address")
     expected = "Basic " + base64.b64encode(b"alice:s3cret").decode()
     assert all(request["authorization"] == expected for request in listener.requests)
+
+
+def _run_without_source(rollouts: Rollouts, kubeconfig: Path, namespace: str, log: Path,
+                        *args: str) -> dict[str, Any]:
+    """A rollout whose analysis names no Prometheus, under an operator started with `args`."""
+    rollouts.create_object("gateway.networking.k8s.io", "v1", "httproutes", httproute("scorer"))
+    body = rollout_body("scorer", [{"canary": {"weight": 10, "duration": "1h"}}], GATEWAY)
+    body["spec"]["analysis"] = {"interval": "1s",
+                                "guardrails": [{"name": "errors", "template": "errorRate", "max": 0.05}]}
+    with operator_process(kubeconfig, namespace, log, *args):
+        rollouts.create(body)
+        rollouts.wait_status("scorer", lambda s: s.get("phase") == "Completed", what="first revision")
+        rollouts.patch("scorer", with_image(body, "scorer:v2"))
+        return rollouts.wait_status(
+            "scorer", lambda s: (s.get("analysis") or {}).get("reason", "") != "" or any(
+                "Prometheus" in c.get("message", "") for c in s.get("conditions", [])),
+            what="an analysis, or a condition saying there is no Prometheus")
+
+
+def test_the_operators_own_prometheus_serves_rollouts_that_name_none(
+    api_client: client.ApiClient, namespace: str, kubeconfig: Path, tmp_path: Path, crd_installed: None,
+    listener: Listener,
+) -> None:
+    mounted = tmp_path / "prometheus-secret"
+    mounted.mkdir()
+    (mounted / "token").write_text("operator-token")
+    rollouts = Rollouts(api_client, namespace)
+    _run_without_source(rollouts, kubeconfig, namespace, tmp_path / "operator.log",
+                        "--prometheus-address", listener.address, "--prometheus-credentials", str(mounted),
+                        "--prometheus-allow-plain-http")
+    wait_for(lambda: listener.requests, what="a query at the operator's Prometheus")
+    assert all(request["authorization"] == "Bearer operator-token" for request in listener.requests)
+
+
+def test_without_any_prometheus_a_step_with_guardrails_holds_and_says_why(
+    api_client: client.ApiClient, namespace: str, kubeconfig: Path, tmp_path: Path, crd_installed: None,
+) -> None:
+    rollouts = Rollouts(api_client, namespace)
+    status = _run_without_source(rollouts, kubeconfig, namespace, tmp_path / "operator.log")
+    assert any("no Prometheus to measure with" in c.get("message", "") for c in status["conditions"]), status
+    assert status["phase"] == "Paused"
+    assert status["canaryWeight"] == 10, "the step holds; it neither goes on unchecked nor rolls back"

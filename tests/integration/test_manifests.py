@@ -35,20 +35,25 @@ def test_kustomize_applies_and_the_service_account_calls_exactly_what_it_is_gran
     api_client: client.ApiClient, namespace: str, kubeconfig: Path, tmp_path: Path, crd_installed: None,
     sandbox_instance: Sandbox,
 ) -> None:
-    applied = kubectl(kubeconfig, "apply", "-k", str(MANIFESTS))
-    for kind in ("customresourcedefinition", "serviceaccount/modelrollout", "clusterrole", "deployment"):
-        assert kind in applied
-    system = json.loads(kubectl(kubeconfig, "get", "namespace", "modelrollout-system", "-o", "json"))
-    assert system["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
-    token = kubectl(kubeconfig, "-n", "modelrollout-system", "create", "token", "modelrollout").strip()
-    restricted = _token_kubeconfig(kubeconfig, token, tmp_path / "sa-kubeconfig")
-    denied = kubectl(restricted, "auth", "can-i", "delete", "httproutes", "-n", namespace, check=False)
-    assert denied.strip() == "no", "the operator never deletes a user's route"
+    try:
+        applied = kubectl(kubeconfig, "apply", "-k", str(MANIFESTS))
+        for kind in ("customresourcedefinition", "serviceaccount/modelrollout", "clusterrole", "deployment"):
+            assert kind in applied
+        system = json.loads(kubectl(kubeconfig, "get", "namespace", "modelrollout-system", "-o", "json"))
+        assert system["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+        token = kubectl(kubeconfig, "-n", "modelrollout-system", "create", "token", "modelrollout").strip()
+        restricted = _token_kubeconfig(kubeconfig, token, tmp_path / "sa-kubeconfig")
+        denied = kubectl(restricted, "auth", "can-i", "delete", "httproutes", "-n", namespace, check=False)
+        assert denied.strip() == "no", "the operator never deletes a user's route"
 
-    # Cluster-wide, as the manifests install it; the Leases in the operator's namespace, as in its pod.
-    with operator_process(restricted, None, tmp_path / "operator.log", "--shards", "2",
-                          env={"POD_NAMESPACE": "modelrollout-system", "POD_NAME": "modelrollout-test"}):
-        scenarios(api_client, namespace)
+        # Cluster-wide, as the manifests install it; the Leases in the operator's namespace, as in its pod.
+        with operator_process(restricted, None, tmp_path / "operator.log", "--shards", "2",
+                              env={"POD_NAMESPACE": "modelrollout-system", "POD_NAME": "modelrollout-test"}):
+            scenarios(api_client, namespace)
+    finally:
+        # The CRD stays (the session's tests share it); the rest goes, so the chart can be installed.
+        kubectl(kubeconfig, "delete", "--ignore-not-found", "-f", str(MANIFESTS / "modelrollout.yaml"),
+                "-f", str(MANIFESTS / "namespace.yaml"))
     log = (tmp_path / "operator.log").read_text()
     assert "Traceback" not in log, log[-2000:]
     used, refused = calls(sandbox_instance.audit_log, "system:serviceaccount:modelrollout-system:modelrollout")
