@@ -90,13 +90,17 @@ DEMO_ENTRY_POINTS = "modelrollout.demo"
 def _demo(args: argparse.Namespace) -> int:
     """The demo runs on the test kit (simulated model servers, load): found through its entry point,
     so the product neither ships nor imports it."""
-    found = entry_points(group=DEMO_ENTRY_POINTS, name="local")
+    found = entry_points(group=DEMO_ENTRY_POINTS, name=args.cluster)
     if not found:
         print("error: the demo needs the test kit, which is not installed: `pip install -e testkit/` from the "
               "repository (scripts/setup.sh does it)", file=sys.stderr)
         return 1
     run_demo = next(iter(found)).load()
-    return int(run_demo(keep=args.keep))
+    try:
+        return int(run_demo(keep=args.keep))
+    except SandboxError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
 
 
 def _fraction(text: str) -> float:
@@ -163,6 +167,9 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="a live rollout and an automatic rollback on the local sandbox")
     demo.add_argument("--keep", action="store_true", help="keep everything running for 30 minutes afterwards")
+    demo.add_argument("--cluster", choices=["local", "kind"], default="local",
+                      help="local: the sandbox (default); kind: a kind cluster with the chart and the image "
+                           "(needs Docker)")
 
     plan = commands.add_parser("plan", help="samples and time an abTest step needs (fixed horizon and sequential)")
     plan.add_argument("--baseline", type=_fraction, required=True, help="the stable's rate of the metric, e.g. 0.10")

@@ -68,37 +68,43 @@ def run_demo(keep: bool = False) -> int:
     sandbox.down()  # a sandbox left over from an earlier demo, whole or not
     print("==> starting the sandbox (etcd, kube-apiserver, controller-manager, scheduler, kwok, GPU nodes)")
     state = sandbox.up()
-    api_client = api_client_from_kubeconfig(state.kubeconfig)
     try:
         # `sandbox up` installed the ModelRollout CRD and waited until it is Established.
-        client.CoreV1Api(api_client).create_namespace({"metadata": {"name": NAMESPACE}})  # type: ignore[arg-type]
-        with tempfile.TemporaryDirectory() as workdir, e2e_world(api_client, NAMESPACE, Path(state.kubeconfig),
-                                                                 Path(workdir), rps=40) as world:
-            print(f"==> Prometheus at {world.prometheus.url}; operator, model servers and load running")
-            first = world.deploy(STEPS, guardrails=GUARDRAILS)
-            print("==> 1. rolling out a better model: shadow -> canary -> A/B test on conversions")
-            world.roll_out("better")
-            good = _follow(world, lambda s: s.get("phase") == "RolledBack" or (
-                s.get("phase") == "Completed" and s.get("stableRevision") != first["stableRevision"]), 300)
-            print(f"    -> {good['phase']}: {good.get('message')}")
-
-            print("==> 2. rolling out a model that starts failing 40% of requests during its canary")
-            world.body["spec"]["strategy"]["steps"] = [{"canary": {"weight": 30, "duration": "2m"}}]
-            world.rollouts.patch("scorer", {"spec": {"strategy": world.body["spec"]["strategy"]}})
-            world.roll_out("good-rebuild")
-            canary = _follow(world, lambda s: s.get("canaryWeight") == 30 and s.get("phase") == "Progressing"
-                             and s.get("analysis", {}).get("verdict") == "Pass", 120)
-            world.fleet.set_knobs(canary["candidateRevision"], error_rate=0.4)
-            print("    fault injected into the candidate's model server")
-            bad = _follow(world, lambda s: s.get("phase") == "RolledBack", 120)
-            print(f"    -> {bad['phase']}: {bad.get('message')}")
-            print(f"\nkubectl --kubeconfig {state.kubeconfig} -n {NAMESPACE} describe {api.SINGULAR} scorer")
-            if keep:
-                print("==> --keep: everything stays up for 30 minutes (Ctrl-C ends it)")
-                time.sleep(1800)
+        return demo_on(Path(state.kubeconfig), keep)
     finally:
         if not keep:
             sandbox.down()
+
+
+def demo_on(kubeconfig: Path, keep: bool) -> int:
+    """The demo's two rollouts on the cluster of `kubeconfig` (the sandbox, or kind), whose CRDs and
+    fake GPU nodes are in place."""
+    api_client = api_client_from_kubeconfig(kubeconfig)
+    client.CoreV1Api(api_client).create_namespace({"metadata": {"name": NAMESPACE}})  # type: ignore[arg-type]
+    with tempfile.TemporaryDirectory() as workdir, e2e_world(api_client, NAMESPACE, kubeconfig,
+                                                             Path(workdir), rps=40) as world:
+        print(f"==> Prometheus at {world.prometheus.url}; operator, model servers and load running")
+        first = world.deploy(STEPS, guardrails=GUARDRAILS)
+        print("==> 1. rolling out a better model: shadow -> canary -> A/B test on conversions")
+        world.roll_out("better")
+        good = _follow(world, lambda s: s.get("phase") == "RolledBack" or (
+            s.get("phase") == "Completed" and s.get("stableRevision") != first["stableRevision"]), 300)
+        print(f"    -> {good['phase']}: {good.get('message')}")
+
+        print("==> 2. rolling out a model that starts failing 40% of requests during its canary")
+        world.body["spec"]["strategy"]["steps"] = [{"canary": {"weight": 30, "duration": "2m"}}]
+        world.rollouts.patch("scorer", {"spec": {"strategy": world.body["spec"]["strategy"]}})
+        world.roll_out("good-rebuild")
+        canary = _follow(world, lambda s: s.get("canaryWeight") == 30 and s.get("phase") == "Progressing"
+                         and s.get("analysis", {}).get("verdict") == "Pass", 120)
+        world.fleet.set_knobs(canary["candidateRevision"], error_rate=0.4)
+        print("    fault injected into the candidate's model server")
+        bad = _follow(world, lambda s: s.get("phase") == "RolledBack", 120)
+        print(f"    -> {bad['phase']}: {bad.get('message')}")
+        print(f"\nkubectl --kubeconfig {kubeconfig} -n {NAMESPACE} describe {api.SINGULAR} scorer")
+        if keep:
+            print("==> --keep: everything stays up for 30 minutes (Ctrl-C ends it)")
+            time.sleep(1800)
     return 0
 
 

@@ -148,6 +148,15 @@ def test_helm_install_then_the_image_runs_rollouts_with_exactly_the_granted_call
     if os.geteuid() != 0:
         pytest.fail("running the image in its own root (mounts, chroot) needs root, as CI has")
     image = _built_image(tmp_path)
+    # The config is the Containerfile's last stage; the root has no package manager, compiler or pip.
+    assert image.args == ["/opt/modelrollout/bin/modelrollout", "run"]
+    assert image.user == "65532:65532"
+    tools = [path for name in ("apt", "apt-get", "dpkg", "pip", "pip3", "gcc", "cc", "perl")
+             for path in (image.rootfs / "usr" / "bin" / name, image.rootfs / "opt" / "modelrollout" / "bin" / name)
+             if path.exists() or path.is_symlink()]
+    assert tools == []
+    assert not list((image.rootfs / "opt" / "modelrollout" / "lib" / "python3.11" / "site-packages").glob("pip")), \
+        "pip installed the image and is gone from it"
     system = f"{namespace}-system"
     core = client.CoreV1Api(api_client)
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=system, labels={
