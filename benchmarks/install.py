@@ -4,7 +4,8 @@ the image in its own read-only root with the chart's ServiceAccount, holds its L
 resident memory then.
 
 Cold means empty download caches (a fresh MODELROLLOUT_CACHE for the image: no Debian packages, no
-wheels); warm means both cached and everything rebuilt (`--force`). Needs root (mmdebstrap, chroot).
+wheels, and pip's HTTP cache off); warm means both cached and everything rebuilt (`--force`).
+Needs root (mmdebstrap, chroot).
 
     python -m benchmarks.install [--rounds 3]
 """
@@ -35,9 +36,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SYSTEM = "modelrollout-system"
 
 
-def build(cache: Path, *args: str) -> dict[str, str]:
+def build(cache: Path, *args: str, cold: bool = False) -> dict[str, str]:
     """Run scripts/build-image.sh with `cache` as MODELROLLOUT_CACHE; its summary lines, by key."""
-    env = dict(os.environ, MODELROLLOUT_CACHE=str(cache))
+    env = dict(os.environ, MODELROLLOUT_CACHE=str(cache), **({"PIP_NO_CACHE_DIR": "1"} if cold else {}))
     result = subprocess.run(["bash", str(ROOT / "scripts" / "build-image.sh"), *args], env=env,
                             capture_output=True, text=True, timeout=3600, check=True)
     return dict(re.findall(r"^(image|size|built in):\s+(.*)$", result.stdout, flags=re.MULTILINE))
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="install-bench-"))
     builds = []
     if not args.skip_cold:
-        builds.append(("cold", build(workdir / "cold-cache", "--force")))
+        builds.append(("cold", build(workdir / "cold-cache", "--force", cold=True)))
     warm_cache = Path(os.environ.get("MODELROLLOUT_CACHE", Path.home() / ".cache" / "modelrollout"))
     build(warm_cache)  # fill the caches, if this machine never built the image
     builds.append(("warm", build(warm_cache, "--force")))
