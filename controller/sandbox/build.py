@@ -153,32 +153,21 @@ COMPONENTS = (
 )
 
 
-def _write_tool_module(module: str, version: str) -> Callable[[Path], None]:
+def _go_tool(name: str, module: str, version: str, package: str, ldflags: str = "-s -w") -> Component:
+    """A one-binary tool, built from its module in a wrapper module that requires it."""
     def write(workdir: Path) -> None:
-        name = module.rsplit("/", 2)[-2] if module.endswith("/v3") else module.rsplit("/", 1)[-1]
         (workdir / "go.mod").write_text(
             f"module modelrollout.local/{name}\n\ngo 1.26.0\n\nrequire {module} {version}\n"
         )
-    return write
+    return Component(name=name, version=version, binaries=(name,), write_module=write,
+                     packages=(package,), ldflags=ldflags)
 
 
 # The chart's tools: built like the control plane, but only when a verb needs them.
-HELM = Component(
-    name="helm",
-    version=versions.HELM,
-    binaries=("helm",),
-    write_module=_write_tool_module("helm.sh/helm/v3", versions.HELM),
-    packages=("helm.sh/helm/v3/cmd/helm",),
-    # Unstamped, helm reports v3.x-dev and refuses charts that pin kubeVersion.
-    ldflags=f"-s -w -X helm.sh/helm/v3/internal/version.version={versions.HELM}",
-)
-KIND = Component(
-    name="kind",
-    version=versions.KIND,
-    binaries=("kind",),
-    write_module=_write_tool_module("sigs.k8s.io/kind", versions.KIND),
-    packages=("sigs.k8s.io/kind",),
-)
+HELM = _go_tool("helm", "helm.sh/helm/v3", versions.HELM, "helm.sh/helm/v3/cmd/helm",
+                # Unstamped, helm reports v3.x-dev, and charts that pin a kubeVersion fail.
+                ldflags=f"-s -w -X helm.sh/helm/v3/internal/version.version={versions.HELM}")
+KIND = _go_tool("kind", "sigs.k8s.io/kind", versions.KIND, "sigs.k8s.io/kind")
 
 
 def ensure_tool(component: Component, progress: Progress | None = None) -> Path:
