@@ -14,6 +14,7 @@ import os
 import re
 import shlex
 import subprocess
+import tarfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -51,6 +52,14 @@ def rendered(*args: str) -> list[dict[str, Any]]:
 def test_helm_lint_passes_with_every_option() -> None:
     result = helm("lint", "--strict", str(CHART), *ALL_OPTIONS)
     assert "0 chart(s) failed" in result.stdout
+
+
+def test_the_packaged_chart_carries_the_generated_crd(tmp_path: Path) -> None:
+    helm("package", str(CHART), "--destination", str(tmp_path))
+    with tarfile.open(tmp_path / "modelrollout-0.1.0.tgz") as archive:
+        member = archive.extractfile("modelrollout/crds/modelrollouts.rollouts.mlops.dev.yaml")
+        assert member is not None
+        assert member.read().decode() == (ROOT / "crds" / "modelrollouts.rollouts.mlops.dev.yaml").read_text()
 
 
 def test_template_renders_the_toggles_labels_and_scopes() -> None:
