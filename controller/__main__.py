@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import sys
+from collections.abc import Callable
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Literal
@@ -136,6 +137,22 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cost(args: argparse.Namespace) -> int:
+    """The seeds' cost-per-request calculator for any inputs."""
+    from controller.cost import cost_per_request
+
+    try:
+        cost = cost_per_request(args.gpu_hourly_cost, args.gpus, args.rps, args.utilization)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"cost: {args.gpus} GPU(s) at ${args.gpu_hourly_cost:g}/h, {args.rps:g} requests/s, "
+          f"{args.utilization:.0%} average utilization")
+    for name, value in cost.lines().items():
+        print(f"  {name:<32}{value:>16}")
+    return 0
+
+
 def _duration(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.0f} s"
@@ -179,6 +196,12 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--weight", type=_fraction, default=0.5, help="the candidate's share of traffic (default 50%%)")
     plan.add_argument("--rate", type=float, default=10.0, help="trials per second, both arms (default 10)")
 
+    cost = commands.add_parser("cost", help="cost per request of a model server: the seeds' calculator")
+    cost.add_argument("--gpu-hourly-cost", type=float, required=True, help="$ per hour of one GPU, e.g. 1.01")
+    cost.add_argument("--gpus", type=int, required=True, help="GPUs serving the model")
+    cost.add_argument("--rps", type=float, required=True, help="average requests per second")
+    cost.add_argument("--utilization", type=float, default=0.7, help="average GPU utilization (default 0.7)")
+
     run = commands.add_parser("run", help="run the operator against the current kubeconfig")
     run.add_argument("--namespace", action="append", help="watch only this namespace (repeatable)")
     run.add_argument("--liveness", default=None, help="serve /healthz, e.g. http://0.0.0.0:8080/healthz")
@@ -202,21 +225,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "sandbox": _sandbox, "run": _run, "plan": _plan, "cost": _cost, "demo": _demo,
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if args.command == "sandbox":
-            return _sandbox(args)
-        if args.command == "run":
-            return _run(args)
-        if args.command == "plan":
-            return _plan(args)
-        if args.command == "demo":
-            return _demo(args)
+        return VERBS[args.command](args)
     except SandboxError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    return 2
 
 
 if __name__ == "__main__":

@@ -1,0 +1,44 @@
+"""The seeds' three worked examples, to the cent."""
+
+from __future__ import annotations
+
+import pytest
+
+from controller.__main__ import main
+from controller.cost import cost_per_request
+
+
+@pytest.mark.parametrize(("price", "gpus", "rps", "per_request", "per_million", "monthly"), [
+    (1.01, 2, 500, "$0.000001", "$1.12", "$1,475"),      # small model on 2 A10G
+    (3.67, 4, 10, "$0.000408", "$407.78", "$10,716"),    # 70B LLM on 4 A100
+    (1.10, 4, 10, "$0.000122", "$122.22", "$3,212"),     # the same on spot
+])
+def test_the_seeds_examples(price: float, gpus: int, rps: float, per_request: str, per_million: str,
+                            monthly: str) -> None:
+    lines = cost_per_request(price, gpus, rps).lines()
+    assert (lines["cost_per_request"], lines["cost_per_1M_requests"], lines["monthly_gpu_cost"]) == (
+        per_request, per_million, monthly)
+
+
+def test_utilization_raises_the_effective_cost() -> None:
+    cost = cost_per_request(3.67, 4, 10, utilization=0.5)
+    assert cost.effective_per_request == pytest.approx(2 * cost.per_request)
+    assert cost.requests_per_dollar == pytest.approx(1 / cost.per_request)
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    ((1.0, 1, 0), "requests per second must be positive"),
+    ((-1.0, 1, 5), "cannot be negative"),
+    ((1.0, 1, 5, 1.5), "utilization"),
+])
+def test_bad_inputs_say_which(args: tuple[float, ...], words: str) -> None:
+    with pytest.raises(ValueError, match=words):
+        cost_per_request(*args)  # type: ignore[arg-type]
+
+
+def test_the_cost_command_prints_the_calculator(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["cost", "--gpu-hourly-cost", "1.01", "--gpus", "2", "--rps", "500"]) == 0
+    out = capsys.readouterr().out
+    assert "$1.12" in out and "$1,475" in out
+    assert main(["cost", "--gpu-hourly-cost", "1.01", "--gpus", "2", "--rps", "0"]) == 2
+    assert "requests per second must be positive" in capsys.readouterr().err
