@@ -37,6 +37,7 @@ class PrometheusServer:
     pid: int
     port: int
     directory: Path
+    rule_files: tuple[Path, ...] = ()
 
     @property
     def url(self) -> str:
@@ -47,15 +48,18 @@ class PrometheusServer:
 
     def reload(self, scrape_configs: list[dict[str, Any]], scrape_interval: str = "1s") -> None:
         """Replace the scrape config of the running server."""
-        _write_config(self.directory / "prometheus.yml", scrape_configs, scrape_interval)
+        _write_config(self.directory / "prometheus.yml", scrape_configs, scrape_interval, self.rule_files)
         httpx.post(f"{self.url}/-/reload", timeout=10).raise_for_status()
 
 
-def _write_config(path: Path, scrape_configs: list[dict[str, Any]], scrape_interval: str) -> None:
-    config = {
+def _write_config(path: Path, scrape_configs: list[dict[str, Any]], scrape_interval: str,
+                  rule_files: tuple[Path, ...] = ()) -> None:
+    config: dict[str, Any] = {
         "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
         "scrape_configs": scrape_configs,
     }
+    if rule_files:
+        config["rule_files"] = [str(rule_file) for rule_file in rule_files]
     path.write_text(yaml.safe_dump(config, sort_keys=False))
 
 
@@ -65,8 +69,10 @@ def start_prometheus(
     port: int | None = None,
     scrape_interval: str = "1s",
     ready_timeout: float = 60.0,
+    rule_files: tuple[Path, ...] = (),
 ) -> PrometheusServer:
-    """Start Prometheus on 127.0.0.1 and wait until /-/ready answers."""
+    """Start Prometheus on 127.0.0.1 and wait until /-/ready answers; `rule_files` are alerting or
+    recording rules, evaluated every scrape interval."""
     binary = find_prometheus()
     directory.mkdir(parents=True, exist_ok=True)
     if port is None:
@@ -74,7 +80,7 @@ def start_prometheus(
     else:
         require_free_port(port, "Prometheus")
     config = directory / "prometheus.yml"
-    _write_config(config, scrape_configs, scrape_interval)
+    _write_config(config, scrape_configs, scrape_interval, rule_files)
     log = (directory / "prometheus.log").open("w")
     process = subprocess.Popen(
         [
@@ -88,7 +94,7 @@ def start_prometheus(
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     (directory / "prometheus.pid").write_text(str(process.pid))
-    server = PrometheusServer(pid=process.pid, port=port, directory=directory)
+    server = PrometheusServer(pid=process.pid, port=port, directory=directory, rule_files=rule_files)
     deadline = time.monotonic() + ready_timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
