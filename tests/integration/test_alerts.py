@@ -3,6 +3,7 @@ alerts fire in a real Prometheus for a fault injected into a real (simulated) mo
 
 from __future__ import annotations
 
+import json
 import subprocess
 import threading
 import time
@@ -79,3 +80,23 @@ def test_high_error_rate_fires_for_an_injected_fault_and_not_for_a_healthy_model
             for load in loads:
                 load.join(10)
             prometheus.stop()
+
+
+def test_every_dashboard_query_runs_in_prometheus(tmp_path: Path) -> None:
+    board = json.loads((CHART / "dashboards" / "modelrollout.json").read_text())
+    variables = {"$namespace": ".*", "$rollout": ".*"}
+    queries = [target["expr"] for panel in board["panels"] for target in panel["targets"]]
+    assert len(queries) >= 10
+    prometheus = start_prometheus(tmp_path / "prometheus", [], scrape_interval="1s")
+    try:
+        for template in queries:
+            query = template
+            for name, value in variables.items():
+                query = query.replace(name, value)
+            answer = httpx.get(f"{prometheus.url}/api/v1/query", params={"query": query}, timeout=10)
+            assert answer.status_code == 200 and answer.json()["status"] == "success", (query, answer.text)
+    finally:
+        prometheus.stop()
+    names = [rule["alert"] for group in yaml.safe_load((ALERTS / "operator.yaml").read_text())["groups"]
+             for rule in group["rules"]]
+    assert {"RolloutStuck", "RolloutRolledBack", "AnalysisErroring", "OperatorDown"} <= set(names)
