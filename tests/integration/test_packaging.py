@@ -42,7 +42,8 @@ def test_the_wheel_holds_the_product_and_nothing_of_the_test_kit(wheel: zipfile.
     assert "controller/sandbox/cluster.py" in wheel.namelist(), "the demo's sandbox ships"
     entry_points = wheel.read("modelrollout-0.1.0.dist-info/entry_points.txt").decode()
     assert "modelrollout = controller.__main__:main" in entry_points
-    assert "kubectl-modelrollout" not in entry_points, "no stub plugin until it has verbs"
+    # The plugin, with its verbs (tests/integration/test_plugin.py runs it through kubectl).
+    assert "kubectl-modelrollout = controller.plugin.cli:main" in entry_points
 
 
 def test_runtime_dependencies_are_what_the_operator_imports(wheel: zipfile.ZipFile) -> None:

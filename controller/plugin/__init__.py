@@ -1,0 +1,1 @@
+"""`kubectl modelrollout`: the kubectl plugin (view.py draws, cli.py talks to the cluster)."""

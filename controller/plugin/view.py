@@ -1,0 +1,162 @@
+"""What `kubectl modelrollout get` draws: pure, from the rollout and its Deployments and Pods as dicts.
+
+rich does the drawing; nothing here reads the cluster, so the view is unit-tested on plain dicts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from controller import api
+
+REVISION_LABEL = f"{api.GROUP}/revision"
+PHASE_STYLE = {"Completed": "green", "RolledBack": "red", "Failed": "red", "Degraded": "red",
+               "Paused": "yellow", "Progressing": "cyan", "Pending": "dim"}
+OUTCOME_STYLE = {"Passed": "green", "Breached": "red", "NoData": "yellow", "Error": "red"}
+
+
+def _step_name(step: dict[str, Any]) -> str:
+    kind, settings = next(iter(step.items()))
+    if kind == "shadow":
+        return f"shadow {settings.get('percent', 100)}% for {settings.get('duration', '?')}"
+    if kind == "canary":
+        return f"canary {settings.get('weight')}% for {settings.get('duration', '?')}"
+    if kind == "abTest":
+        return f"abTest {settings.get('weight', 50)}% on {settings.get('metric', 'conversion')}"
+    return f"pause {settings.get('duration', 'until resumed')}" if settings else "pause until resumed"
+
+
+def steps_view(spec: dict[str, Any], status: dict[str, Any]) -> Table:
+    current = status.get("currentStep", 0)
+    running = status.get("candidateRevision") is not None and status.get("phase") in ("Progressing", "Paused")
+    table = Table(title="Steps", title_justify="left", show_header=False, box=None)
+    for index, step in enumerate(spec.get("strategy", {}).get("steps", [])):
+        if running and index == current:
+            marker, style = "▶", "bold cyan"
+        elif (running and index < current) or status.get("phase") == "Completed":
+            marker, style = "✔", "green"
+        else:
+            marker, style = "·", "dim"
+        table.add_row(Text(marker, style=style), Text(f"{index + 1}. {_step_name(step)}", style=style))
+    return table
+
+
+def traffic_view(status: dict[str, Any]) -> Table:
+    table = Table(title="Traffic", title_justify="left", show_header=False, box=None)
+    for label, value in (("weight", status.get("canaryWeight", 0)), ("mirror", status.get("mirrorPercent", 0))):
+        table.add_row(label, ProgressBar(total=100, completed=value, width=40), f"{value:>3}%")
+    return table
+
+
+def _gpus(deployment: dict[str, Any]) -> int:
+    containers = deployment.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
+    return sum(int((c.get("resources", {}).get("limits") or {}).get("nvidia.com/gpu", 0)) for c in containers)
+
+
+def revisions_view(status: dict[str, Any], deployments: Iterable[dict[str, Any]],
+                   pods: Iterable[dict[str, Any]]) -> Table:
+    roles = {status.get("stableRevision"): "stable", status.get("candidateRevision"): "candidate",
+             status.get("previousStableRevision"): "previous (warm)"}
+    table = Table(title="Revisions", title_justify="left")
+    for column in ("role", "revision", "ready", "pods", "GPUs per pod"):
+        table.add_column(column)
+    pods_by_revision: dict[str, list[dict[str, Any]]] = {}
+    for pod in pods:
+        pods_by_revision.setdefault(pod.get("metadata", {}).get("labels", {}).get(REVISION_LABEL, ""), []).append(pod)
+    for deployment in deployments:
+        revision = deployment.get("metadata", {}).get("labels", {}).get(REVISION_LABEL)
+        if revision not in roles or revision is None:
+            continue
+        ready = deployment.get("status", {}).get("readyReplicas", 0)
+        wanted = deployment.get("spec", {}).get("replicas", 0)
+        phases = sorted(pod.get("status", {}).get("phase", "?") for pod in pods_by_revision.get(revision, []))
+        table.add_row(roles[revision], revision, f"{ready}/{wanted}", ", ".join(phases) or "-", str(_gpus(deployment)))
+    return table
+
+
+def guardrails_view(analysis: dict[str, Any]) -> Table:
+    table = Table(title=f"Analysis: {analysis.get('verdict', '-')} {analysis.get('reason', '')}".rstrip(),
+                  title_justify="left")
+    for column in ("guardrail", "candidate", "stable", "evidence / threshold", "outcome"):
+        table.add_column(column)
+    for name, guardrail in analysis.get("guardrails", {}).items():
+        evidence = guardrail.get("evidence")
+        threshold = guardrail.get("evidenceThreshold")
+        outcome = guardrail.get("outcome", "-")
+        table.add_row(name, _number(guardrail.get("value")), _number(guardrail.get("stable")),
+                      f"{evidence:.2f} / {threshold:.2f}" if evidence is not None and threshold is not None else "-",
+                      Text(outcome, style=OUTCOME_STYLE.get(outcome, "")))
+    return table
+
+
+def ab_view(ab: dict[str, Any]) -> RenderableType:
+    samples, needed = ab.get("samples", 0), ab.get("samplesNeeded")
+    evidence = max(ab.get("evidence", {}).values(), default=0.0)
+    rows = Table(title=f"A/B test on {ab.get('metric')}: {ab.get('verdict') or 'Inconclusive'}", title_justify="left",
+                 show_header=False, box=None)
+    rows.add_row("samples", ProgressBar(total=needed or 1, completed=min(samples, needed or 1), width=40),
+                 f"{samples:,} / {needed:,}" if needed else f"{samples:,} (design pending)")
+    rows.add_row("rates", f"stable {_number(ab.get('stableRate'))}  candidate {_number(ab.get('candidateRate'))}",
+                 f"effect {_percent(ab.get('effect'))}")
+    bounds = ab.get("bounds")
+    rows.add_row("p-value", f"{min(1.0, math.exp(-evidence)):.4f}",
+                 f"MDE bounds (log rate ratio) {bounds[0]:.3f}..{bounds[1]:.3f}" if bounds else "")
+    return rows
+
+
+def decisions_view(decisions: list[dict[str, Any]], last: int = 5) -> Table:
+    table = Table(title="Decisions", title_justify="left")
+    for column in ("at", "step", "test", "verdict", "p-value", "effect"):
+        table.add_column(column)
+    for decision in decisions[-last:]:
+        table.add_row(decision.get("at", ""), str(decision.get("step", 0) + 1), decision.get("test", ""),
+                      decision.get("verdict", ""), _number(decision.get("pValue")), _number(decision.get("effect")))
+    return table
+
+
+def rollout_view(rollout: dict[str, Any], deployments: Iterable[dict[str, Any]] = (),
+                 pods: Iterable[dict[str, Any]] = ()) -> Group:
+    meta, spec, status = rollout["metadata"], rollout.get("spec", {}), rollout.get("status", {})
+    phase = status.get("phase", "Pending")
+    header = Text.assemble((f"{meta.get('namespace', '')}/{meta['name']}  ", "bold"),
+                           (phase, PHASE_STYLE.get(phase, "")), f"  {status.get('stepLabel', '')}  ",
+                           (status.get("message", ""), "dim"))
+    parts: list[RenderableType] = [header, steps_view(spec, status), traffic_view(status),
+                                   revisions_view(status, deployments, pods)]
+    analysis = status.get("analysis")
+    if analysis:
+        parts.append(guardrails_view(analysis))
+        if analysis.get("abTest"):
+            parts.append(ab_view(analysis["abTest"]))
+    if status.get("decisions"):
+        parts.append(decisions_view(status["decisions"]))
+    return Group(*parts)
+
+
+def list_view(rollouts: Iterable[dict[str, Any]]) -> Table:
+    table = Table()
+    for column in ("namespace", "name", "phase", "step", "weight", "mirror", "verdict", "message"):
+        table.add_column(column)
+    for rollout in rollouts:
+        status = rollout.get("status", {})
+        phase = status.get("phase", "Pending")
+        table.add_row(rollout["metadata"].get("namespace", ""), rollout["metadata"]["name"],
+                      Text(phase, style=PHASE_STYLE.get(phase, "")), status.get("stepLabel", ""),
+                      f"{status.get('canaryWeight', 0)}%", f"{status.get('mirrorPercent', 0)}%",
+                      status.get("verdict") or "", status.get("message", "")[:60])
+    return table
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.2%}"

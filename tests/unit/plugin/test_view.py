@@ -1,0 +1,64 @@
+"""The plugin's views, drawn from plain dicts: no cluster."""
+
+from __future__ import annotations
+
+import math
+
+from rich.console import Console
+
+from controller.plugin.view import list_view, rollout_view
+
+ROLLOUT = {
+    "metadata": {"name": "scorer", "namespace": "ml"},
+    "spec": {"strategy": {"steps": [{"shadow": {"percent": 20, "duration": "5m"}},
+                                    {"canary": {"weight": 40, "duration": "10m"}},
+                                    {"abTest": {"weight": 50, "metric": "conversion"}}, {"pause": {}}]}},
+    "status": {
+        "phase": "Progressing", "currentStep": 2, "stepLabel": "3/4", "canaryWeight": 50, "mirrorPercent": 0,
+        "stableRevision": "aaa", "candidateRevision": "bbb", "message": "abTest running",
+        "analysis": {
+            "verdict": "Pass", "guardrails": {
+                "errors": {"outcome": "Passed", "value": 0.011, "stable": 0.01, "evidence": 1.5,
+                           "evidenceThreshold": 3.7}},
+            "abTest": {"metric": "conversion", "samples": 400, "samplesNeeded": 1000, "stableRate": 0.1,
+                       "candidateRate": 0.11, "effect": 0.1, "evidence": {"better": 2.0}, "bounds": [-0.1, 0.1]},
+        },
+        "decisions": [{"step": 1, "test": "guardrail errors", "verdict": "breach: hold", "at": "2026-11-24T02:00:00Z",
+                       "pValue": 0.2, "effect": 0.001}],
+    },
+}
+DEPLOYMENTS = [{"metadata": {"labels": {"rollouts.mlops.dev/revision": revision}},
+                "spec": {"replicas": 2, "template": {"spec": {"containers": [
+                    {"resources": {"limits": {"nvidia.com/gpu": "1"}}}]}}},
+                "status": {"readyReplicas": ready}} for revision, ready in (("aaa", 2), ("bbb", 1))]
+PODS = [{"metadata": {"labels": {"rollouts.mlops.dev/revision": "bbb"}}, "status": {"phase": phase}}
+        for phase in ("Running", "Pending")]
+
+
+def _text(renderable: object) -> str:
+    console = Console(record=True, width=140, color_system=None)
+    console.print(renderable)
+    return "\n".join(" ".join(line.split()) for line in console.export_text().splitlines())
+
+
+def test_get_shows_steps_traffic_revisions_analysis_and_decisions() -> None:
+    text = _text(rollout_view(ROLLOUT, DEPLOYMENTS, PODS))
+    assert "ml/scorer" in text and "Progressing" in text and "3/4" in text
+    assert "✔ 1. shadow 20% for 5m" in text and "✔ 2. canary 40% for 10m" in text
+    assert "▶ 3. abTest 50% on conversion" in text and "· 4. pause until resumed" in text
+    assert " 50%" in text  # the weight bar's figure
+    stable = next(line for line in text.splitlines() if "stable" in line and "aaa" in line)
+    assert "2/2" in stable
+    candidate = next(line for line in text.splitlines() if "candidate" in line and "bbb" in line)
+    assert "1/2" in candidate and "Pending, Running" in candidate and candidate.rstrip(" │").endswith("1")
+    guardrail = next(line for line in text.splitlines() if "errors" in line and "Passed" in line)
+    assert "0.011" in guardrail and "1.50 / 3.70" in guardrail
+    assert "400 / 1,000" in text
+    assert f"{math.exp(-2.0):.4f}" in text and "+10.00%" in text
+    assert "breach: hold" in text
+
+
+def test_list_shows_one_row_a_rollout() -> None:
+    other = {"metadata": {"name": "ranker", "namespace": "ml"}, "status": {"phase": "Completed"}}
+    text = _text(list_view([ROLLOUT, other]))
+    assert [line.split("│")[2].strip() for line in text.splitlines() if "│ ml" in line] == ["scorer", "ranker"]
