@@ -7,9 +7,9 @@ cd "$(dirname "$0")/.."
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else "$@"; fi; }
 
 # prometheus: the sandbox's metrics; mmdebstrap, umoci, skopeo: scripts/build-image.sh and its test;
-# buildah: the test that the Containerfile builds the same image.
+# buildah: the test that the Containerfile builds the same image; tmux: the plugin's terminal test.
 missing=""
-for tool in prometheus mmdebstrap umoci skopeo buildah; do
+for tool in prometheus mmdebstrap umoci skopeo buildah tmux; do
   command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"
 done
 if [ -n "$missing" ]; then

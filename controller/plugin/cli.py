@@ -17,7 +17,9 @@ from typing import Any
 
 import urllib3
 from kubernetes import client, config
+from kubernetes.watch import Watch
 from rich.console import Console
+from rich.live import Live
 from rich.table import Table
 
 from controller import api
@@ -140,6 +142,43 @@ def act(cluster: Cluster, name: str, action: api.Action, timeout: float) -> str:
     return f"{action.value}: taken; {status.get('phase', '')} {status.get('stepLabel', '')} {status.get('message', '')}"
 
 
+ENDED = ("Completed", "RolledBack", "Failed")
+
+
+def watch(cluster: Cluster, name: str, console: Console, timeout: float) -> None:
+    """Redraw on every watch event of the rollout; stop once it has ended (or after `timeout`)."""
+    rollout = cluster.rollout(name)
+    deadline = time.monotonic() + timeout
+    with Live(rollout_view(rollout, *cluster.owned(name)), console=console, auto_refresh=False) as live:
+        version = rollout["metadata"]["resourceVersion"]
+        while not _ended(rollout) and time.monotonic() < deadline:
+            seconds = max(1, int(min(60, deadline - time.monotonic())))
+            stream = Watch().stream(  # type: ignore[no-untyped-call]
+                cluster.custom.list_namespaced_custom_object, api.GROUP, api.VERSION, cluster.namespace, api.PLURAL,
+                field_selector=f"metadata.name={name}", resource_version=version, timeout_seconds=seconds)
+            try:
+                for event in stream:
+                    if event["type"] == "DELETED":
+                        raise PluginError(f"ModelRollout {name!r} was deleted")
+                    rollout = event["object"]
+                    version = rollout["metadata"]["resourceVersion"]
+                    live.update(rollout_view(rollout, *cluster.owned(name)), refresh=True)
+                    if _ended(rollout):
+                        break
+            except client.ApiException as error:
+                if error.status != 410:
+                    raise
+                rollout = cluster.rollout(name)  # the version expired: start again from now
+                version = rollout["metadata"]["resourceVersion"]
+            except urllib3.exceptions.HTTPError as error:
+                raise PluginError(f"no cluster access: {error}") from None
+
+
+def _ended(rollout: dict[str, Any]) -> bool:
+    status = rollout.get("status", {})
+    return status.get("phase") in ENDED and status.get("observedGeneration") == rollout["metadata"].get("generation")
+
+
 def _history(cluster: Cluster, name: str, console: Console) -> None:
     rollout = cluster.rollout(name)
     console.print(decisions_view(rollout.get("status", {}).get("decisions", []), last=1000))
@@ -158,7 +197,10 @@ def _parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", required=True)
     listing = verbs.add_parser("list", help="rollouts in the namespace (-A: every namespace)")
     listing.add_argument("-A", "--all-namespaces", action="store_true")
-    verbs.add_parser("get", help="a rollout: steps, traffic, revisions, analysis, decisions").add_argument("name")
+    get = verbs.add_parser("get", help="a rollout: steps, traffic, revisions, analysis, decisions")
+    get.add_argument("name")
+    get.add_argument("-w", "--watch", action="store_true", help="redraw on every change until the rollout ends")
+    get.add_argument("--timeout", type=float, default=86400.0, help="stop watching after this many seconds")
     verbs.add_parser("history", help="a rollout's decisions and transitions").add_argument("name")
     for verb in ACTION_VERBS:
         action = verbs.add_parser(verb, help=f"write the {verb} action and wait until the operator took it")
@@ -185,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         cluster = Cluster(args.kubeconfig, args.namespace)
         if args.verb == "list":
             console.print(list_view(cluster.rollouts(args.all_namespaces)))
+        elif args.verb == "get" and args.watch:
+            watch(cluster, args.name, console, args.timeout)
         elif args.verb == "get":
             rollout = cluster.rollout(args.name)
             console.print(rollout_view(rollout, *cluster.owned(args.name)))

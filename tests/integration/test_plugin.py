@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -69,3 +70,48 @@ def test_the_plugin_shows_and_drives_a_rollout(
     blind = plugin(tmp_path / "no-such-kubeconfig", namespace, "list")
     assert blind.returncode == 1 and "no cluster access" in blind.stderr
     assert "Traceback" not in missing.stderr + orphan.stderr + blind.stderr
+
+
+def _tmux(socket: str, *args: str) -> str:
+    result = subprocess.run(["tmux", "-L", socket, "-f", "/dev/null", *args], capture_output=True, text=True,
+                            timeout=30, check=False)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_get_watch_redraws_in_a_real_terminal_until_the_rollout_ends(
+    api_client: client.ApiClient, namespace: str, kubeconfig: Path, tmp_path: Path, crd_installed: None,
+) -> None:
+    rollouts = Rollouts(api_client, namespace)
+    rollouts.create_object("gateway.networking.k8s.io", "v1", "httproutes", httproute("scorer"))
+    steps: list[dict[str, Any]] = [{"canary": {"weight": 20, "duration": "10s"}},
+                                   {"canary": {"weight": 60, "duration": "10s"}}]
+    body = rollout_body("scorer", steps, GATEWAY, gpus=0)
+    socket = f"modelrollout-test-{os.getpid()}"
+    kubectl = ensure_binaries(lambda _: None).kubectl
+    command = (f"env PATH={Path(sys.executable).parent}:{os.environ['PATH']} {kubectl} modelrollout "
+               f"--kubeconfig {kubeconfig} -n {namespace} get scorer --watch; echo \"watch exited $?\"")
+    with operator_process(kubeconfig, namespace, tmp_path / "operator.log"):
+        rollouts.create(body)
+        rollouts.wait_status("scorer", lambda s: s.get("phase") == "Completed", what="first revision")
+        rollouts.patch("scorer", with_image(body, "scorer:v2", gpus=0))
+        rollouts.wait_status("scorer", lambda s: s.get("canaryWeight") == 20 and s.get("phase") == "Progressing",
+                             what="the first step")
+        _tmux(socket, "start-server", ";", "set-option", "-g", "remain-on-exit", "on", ";",
+              "new-session", "-d", "-s", "watch", "-x", "150", "-y", "60", command)
+        try:
+            screens: list[str] = []
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline:
+                screens.append(_tmux(socket, "capture-pane", "-p", "-S", "-200", "-t", "watch"))
+                if _tmux(socket, "list-panes", "-t", "watch", "-F", "#{pane_dead}").strip() == "1":
+                    break
+                time.sleep(0.2)
+            seen = [screen for screen in screens if "▶" in screen]
+            assert any("▶  1. canary 20%" in screen for screen in seen), screens[0]
+            assert any("▶  2. canary 60%" in screen for screen in seen), "the step advanced on screen"
+            final = _tmux(socket, "capture-pane", "-p", "-S", "-200", "-t", "watch")  # with what scrolled off
+            assert "Completed" in final and "✔  2. canary 60%" in final, final
+            assert "watch exited 0" in final, "the watch ended by itself, with success, once the rollout completed"
+        finally:
+            subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True, check=False)
