@@ -167,7 +167,7 @@ def watch(cluster: Cluster, name: str, console: Console, timeout: float) -> None
                         break
             except client.ApiException as error:
                 if error.status != 410:
-                    raise
+                    raise PluginError(f"watching {name!r} failed: {error.status} {error.reason}") from None
                 rollout = cluster.rollout(name)  # the version expired: start again from now
                 version = rollout["metadata"]["resourceVersion"]
             except urllib3.exceptions.HTTPError as error:
@@ -239,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
             console.print(act(cluster, args.name, action, args.timeout))
     except PluginError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 1
+    except client.ApiException as error:
+        print(f"error: the API server answered {error.status} {error.reason}", file=sys.stderr)
         return 1
     return 0
 
