@@ -23,9 +23,10 @@ from rich.live import Live
 from rich.table import Table
 
 from controller import api
+from controller.kubeclient import api_client_from_kubeconfig
 from controller.plugin.view import decisions_view, list_view, rollout_view
+from controller.runtime.cache import ROLLOUT_LABEL
 
-ROLLOUT_LABEL = f"{api.GROUP}/rollout"
 EVENT_WAIT_SECONDS = 5.0
 ACTION_VERBS = {"promote": api.Action.PROMOTE, "abort": api.Action.ABORT, "pause": api.Action.PAUSE,
                 "resume": api.Action.RESUME, "retry": api.Action.RETRY, "undo": api.Action.UNDO}
@@ -39,10 +40,12 @@ class Cluster:
     """The few reads and one write the plugin makes, in one namespace (or all)."""
 
     def __init__(self, kubeconfig: str | None, namespace: str | None) -> None:
+        # As kubectl: --kubeconfig, else the first KUBECONFIG entry, else ~/.kube/config, else in-cluster.
+        path = kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or os.path.expanduser(
+            "~/.kube/config")
         try:
-            if kubeconfig or os.environ.get("KUBECONFIG") or os.path.exists(os.path.expanduser("~/.kube/config")):
-                path = kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or None
-                self.api = config.new_client_from_config(config_file=path)  # type: ignore[no-untyped-call]
+            if kubeconfig or os.environ.get("KUBECONFIG") or os.path.exists(path):
+                self.api = api_client_from_kubeconfig(path)
                 _, active = config.list_kube_config_contexts(config_file=path)  # type: ignore[no-untyped-call]
                 default = active.get("context", {}).get("namespace", "default")
             else:
@@ -89,13 +92,13 @@ class Cluster:
         deployments = self.call(client.AppsV1Api(self.api).list_namespaced_deployment, self.namespace,
                                 label_selector=selector)
         pods = self.call(client.CoreV1Api(self.api).list_namespaced_pod, self.namespace, label_selector=selector)
-        return ([self.api.sanitize_for_serialization(item) for item in deployments.items],
-                [self.api.sanitize_for_serialization(item) for item in pods.items])
+        return ([self.api.sanitize_for_serialization(item) for item in deployments.items],  # type: ignore[no-untyped-call]
+                [self.api.sanitize_for_serialization(item) for item in pods.items])  # type: ignore[no-untyped-call]
 
     def events(self, name: str) -> list[dict[str, Any]]:
         listing = self.call(client.CoreV1Api(self.api).list_namespaced_event, self.namespace,
                             field_selector=f"involvedObject.name={name},involvedObject.kind={api.KIND}")
-        events = [self.api.sanitize_for_serialization(item) for item in listing.items]
+        events = [self.api.sanitize_for_serialization(item) for item in listing.items]  # type: ignore[no-untyped-call]
         return sorted(events, key=_event_time)
 
     def annotate(self, name: str, value: str) -> None:

@@ -14,9 +14,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from controller import api
+from controller.runtime.cache import REVISION_LABEL
 
-REVISION_LABEL = f"{api.GROUP}/revision"
 PHASE_STYLE = {"Completed": "green", "RolledBack": "red", "Failed": "red", "Degraded": "red",
                "Paused": "yellow", "Progressing": "cyan", "Pending": "dim"}
 OUTCOME_STYLE = {"Passed": "green", "Breached": "red", "NoData": "yellow", "Error": "red"}
