@@ -469,6 +469,44 @@ class Analysis(SpecModel):
     """What errorLimit does: pause until measurements return (the default), or roll back."""
 
 
+# --- notifications and cost ---------------------------------------------------
+
+
+class NotificationEvent(StrEnum):
+    STARTED = "Started"
+    STEP_COMPLETED = "StepCompleted"
+    PAUSED = "Paused"
+    ANALYSIS_HALTED = "AnalysisHalted"
+    ROLLED_BACK = "RolledBack"
+    COMPLETED = "Completed"
+    UNDONE = "Undone"
+
+
+class Receiver(SpecModel):
+    name: Annotated[str, Field(min_length=1, max_length=63)]
+    """The receiver's name, shown in Events when a delivery fails."""
+    type: Literal["webhook", "slack"]
+    """webhook: a JSON body with every field; slack: a Slack-compatible incoming webhook (text and blocks)."""
+    secret_ref: SecretKeyRef
+    """A Secret in the rollout's namespace with key `url` (the endpoint) and, for webhook, an optional `token`
+    sent as a bearer token. Neither is ever logged or written to status or Events."""
+    events: Annotated[list[NotificationEvent], Field(max_length=7)] | None = None
+    """Which transitions to send (Started, StepCompleted, Paused, AnalysisHalted, RolledBack, Completed,
+    Undone); all of them by default."""
+
+
+class Notifications(SpecModel):
+    receivers: Annotated[list[Receiver], Field(min_length=1, max_length=8)]
+    """Where transitions go, each with the verdict and the numbers behind it. At most 8."""
+
+
+class Cost(SpecModel):
+    gpu_hourly_cost: Annotated[float, Field(ge=0)]
+    """Dollars per hour of one GPU of the template's type, e.g. 1.01 for an A10G, 3.67 for an A100."""
+    utilization: Annotated[float, Field(gt=0, le=1)] = 0.7
+    """The average GPU utilization the effective cost per request assumes (default 0.7, as in the calculator)."""
+
+
 class ServicePort(SpecModel):
     port: Annotated[int, Field(ge=1, le=65535)] = 8080
     """The port of the <name>-stable and <name>-candidate Services (default 8080)."""
@@ -518,6 +556,11 @@ class ModelRolloutSpec(SpecModel):
     """The steps a new template goes through."""
     analysis: Analysis | None = None
     """Measurements and tests that decide by themselves: guardrails, A/B metrics, the Prometheus to read."""
+    notifications: Notifications | None = None
+    """Webhook and Slack receivers for the rollout's transitions."""
+    cost: Cost | None = None
+    """The GPU price: with it, status.cost shows each version's cost per 1M requests at the QPS measured in
+    Prometheus, and the monthly GPU cost."""
     deletion_policy: Literal["Orphan", "Delete"] = "Orphan"
     """On delete: Orphan (the default) leaves the stable Deployment and both Services serving; Delete removes every
     object the rollout made."""
@@ -765,6 +808,38 @@ class AnalysisStatus(StatusModel):
     """The comparison of the two models' predictions in a shadow step."""
 
 
+class VersionCost(StatusModel):
+    """One version's cost: the seeds' calculator on its GPUs and measured requests per second."""
+
+    revision: str
+    """The template revision."""
+    gpus: int
+    """GPUs serving it: its Deployment's replicas times the nvidia.com/gpu of its pod template."""
+    requests_per_second: float | None = None
+    """Requests per second it served over status.cost.window (inference_request_total)."""
+    per_million: float | None = None
+    """Dollars per 1M requests at that rate; absent while it serves nothing."""
+    effective_per_million: float | None = None
+    """The same at spec.cost.utilization (per million / utilization)."""
+    monthly: float
+    """Dollars of GPU time in a 730-hour month."""
+
+
+class CostStatus(StatusModel):
+    """Cost per request of the stable and the candidate, measured once a minute."""
+
+    measured_at: str
+    """When the rates were read (RFC 3339)."""
+    window: str
+    """The look-back of the rates."""
+    stable: VersionCost | None = None
+    """The stable's cost."""
+    candidate: VersionCost | None = None
+    """The candidate's cost, during a rollout."""
+    reason: str = ""
+    """Why the rates could not be read, if they could not (the last figures stay)."""
+
+
 class ModelRolloutStatus(StatusModel):
     phase: Phase = Phase.PENDING
     """Pending, Progressing, Paused, Completed, RolledBack, Failed or Degraded."""
@@ -817,3 +892,5 @@ class ModelRolloutStatus(StatusModel):
             return None
     decisions: Annotated[list[Decision], Field(max_length=MAX_DECISIONS)] = []
     """The last 20 verdicts and breaches."""
+    cost: CostStatus | None = None
+    """Cost per 1M requests and per month of each version, with spec.cost."""

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from controller import api
+
 MONTHLY_HOURS = 730  # an average month
 
 
@@ -46,4 +48,19 @@ def cost_per_request(gpu_hourly_cost: float, num_gpus: int, requests_per_second:
         monthly=gpu_hourly_cost * num_gpus * MONTHLY_HOURS,
         requests_per_dollar=1 / per_request if per_request else float("inf"),
         effective_per_request=per_request / utilization,
+    )
+
+
+def version_cost(revision: str, gpus: int, requests_per_second: float | None, gpu_hourly_cost: float,
+                 utilization: float) -> api.VersionCost:
+    """A version's status.cost entry; no per-request figures while it serves nothing."""
+    monthly = gpu_hourly_cost * gpus * MONTHLY_HOURS
+    if not requests_per_second or requests_per_second <= 0:
+        return api.VersionCost(revision=revision, gpus=gpus, requests_per_second=requests_per_second,
+                               monthly=round(monthly, 2))
+    cost = cost_per_request(gpu_hourly_cost, gpus, requests_per_second, utilization)
+    return api.VersionCost(
+        revision=revision, gpus=gpus, requests_per_second=round(requests_per_second, 3),
+        per_million=round(cost.per_million, 2), effective_per_million=round(cost.effective_per_request * 1e6, 2),
+        monthly=round(cost.monthly, 2),
     )

@@ -8,6 +8,7 @@ idempotent), and a stale snapshot loses the race instead of overwriting newer st
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +19,7 @@ from pydantic import ValidationError
 
 from controller import api
 from controller.analysis.runner import AnalysisIO, Run, analyse, current_analysis
+from controller.analysis.serving_cost import measure_cost
 from controller.engine import (
     Observations,
     SetRoute,
@@ -28,6 +30,8 @@ from controller.engine import (
 )
 from controller.engine.execute import execute
 from controller.events import post_event, post_events
+from controller.gpus import pod_gpus
+from controller.notifications.messages import Notification, notifications
 from controller.routers import HeaderRoute, RouterError, TrafficRouter
 from controller.routers.gatewayapi import GatewayAPIRouter
 from controller.routers.istio import IstioRouter
@@ -51,6 +55,8 @@ class Context:
     cache: Cache
     own_writes: OwnWrites
     analysis: AnalysisIO
+    # Hands a notification to delivery; never blocks.
+    notify: Callable[[Notification], None] = lambda _: None
 
 
 @dataclass
@@ -200,14 +206,18 @@ def reconcile_object(ctx: Context, body: dict[str, Any], now: datetime | None = 
         next_analysis_at=analysis.next_at,
     )
     transition = _with_analysis(reconcile(spec, generation, status, observations, now), status, analysis)
+    transition = _with_cost(ctx, body, spec, transition, now)
     if api.ACTION_ANNOTATION in (rollout.body["metadata"].get("annotations") or {}):
         # An action that arrived while another was pending: take it right after this one.
         transition = Transition(transition.actions, transition.status, now)
     _execute(ctx, rollout.body, spec, transition.actions, workloads)
     _finish(rollout, status, transition)
-    # Events only once the status that records the transition is stored: a conflict
-    # recomputes the transition, and its Events must not be told twice.
+    # Events and notifications only once the status that records the transition is stored: a
+    # conflict recomputes the transition, and they must not be told twice.
     post_events(ctx.api_client, rollout.body, transition.actions)
+    for notification in notifications(rollout.body, spec, status, transition.status, transition.actions,
+                                      datetime.now(UTC)):
+        ctx.notify(notification)
     return Outcome(transition, rollout.body if rollout.wrote else None,
                    superseded=rollout.superseded())
 
@@ -229,6 +239,25 @@ def _with_analysis(transition: Transition, status: api.ModelRolloutStatus, analy
     if stale:
         return Transition(transition.actions, new.model_copy(update={"analysis": None}), transition.wake_at)
     return transition
+
+
+def _with_cost(ctx: Context, body: dict[str, Any], spec: api.ModelRolloutSpec, transition: Transition,
+               now: datetime) -> Transition:
+    """status.cost of the versions the transition leaves serving, and a wake-up for the next reading."""
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    template_revision = revision_of(spec.template)
+
+    def gpus(revision: str) -> int:
+        view = ctx.cache.deployment(namespace, name, revision)
+        if view is not None:
+            return view.replicas * view.gpus_per_pod
+        return spec.replicas * pod_gpus(spec.template) if revision == template_revision else 0
+
+    cost, next_at = measure_cost(ctx.analysis, body, spec, transition.status, gpus, now)
+    wake_at = min(filter(None, (transition.wake_at, next_at)), default=None)
+    if cost == transition.status.cost and wake_at == transition.wake_at:
+        return transition
+    return Transition(transition.actions, transition.status.model_copy(update={"cost": cost}), wake_at)
 
 
 class ClusterTarget:

@@ -90,7 +90,7 @@ def analyse(io: AnalysisIO, body: dict[str, Any], spec: api.ModelRolloutSpec,
             analysis.guardrails or spec.strategy.steps[step].ab_test):
         return Run()  # Nothing to measure at this step, and nothing to measure it with.
     try:
-        address, credentials = _prometheus(io, analysis.prometheus, meta["namespace"])
+        address, credentials = prometheus_for(io, analysis.prometheus, meta["namespace"])
     except CredentialsUnavailable as error:
         return Run(AnalysisSignal(api.AnalysisVerdict.ERROR, str(error)), next_at=next_at)
     # numpy and scipy cost tens of MB: loaded by the first analysis that runs,
@@ -115,7 +115,7 @@ def analyse(io: AnalysisIO, body: dict[str, Any], spec: api.ModelRolloutSpec,
     return Run(result.signal, state, result.decisions, next_at)
 
 
-def _prometheus(io: AnalysisIO, source: api.PrometheusSource | None, namespace: str) -> tuple[str, Credentials]:
+def prometheus_for(io: AnalysisIO, source: api.PrometheusSource | None, namespace: str) -> tuple[str, Credentials]:
     """Where this analysis queries, and with what; CredentialsUnavailable when it may not, or has nowhere."""
     if source is None:
         if io.default_prometheus is None:

@@ -14,6 +14,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from controller.gpus import pod_gpus
 from controller.runtime.cache import REVISION_LABEL
 
 PHASE_STYLE = {"Completed": "green", "RolledBack": "red", "Failed": "red", "Degraded": "red",
@@ -54,11 +55,6 @@ def traffic_view(status: dict[str, Any]) -> Table:
     return table
 
 
-def _gpus(deployment: dict[str, Any]) -> int:
-    containers = deployment.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
-    return sum(int((c.get("resources", {}).get("limits") or {}).get("nvidia.com/gpu", 0)) for c in containers)
-
-
 def revisions_view(status: dict[str, Any], deployments: Iterable[dict[str, Any]],
                    pods: Iterable[dict[str, Any]]) -> Table:
     roles = {status.get("stableRevision"): "stable", status.get("candidateRevision"): "candidate",
@@ -76,7 +72,8 @@ def revisions_view(status: dict[str, Any], deployments: Iterable[dict[str, Any]]
         ready = deployment.get("status", {}).get("readyReplicas", 0)
         wanted = deployment.get("spec", {}).get("replicas", 0)
         phases = sorted(pod.get("status", {}).get("phase", "?") for pod in pods_by_revision.get(revision, []))
-        table.add_row(roles[revision], revision, f"{ready}/{wanted}", ", ".join(phases) or "-", str(_gpus(deployment)))
+        gpus = pod_gpus(deployment.get("spec", {}).get("template", {}))
+        table.add_row(roles[revision], revision, f"{ready}/{wanted}", ", ".join(phases) or "-", str(gpus))
     return table
 
 
@@ -134,9 +131,32 @@ def rollout_view(rollout: dict[str, Any], deployments: Iterable[dict[str, Any]] 
         parts.append(guardrails_view(analysis))
         if analysis.get("abTest"):
             parts.append(ab_view(analysis["abTest"]))
+    if status.get("cost"):
+        parts.append(cost_view(status["cost"]))
     if status.get("decisions"):
         parts.append(decisions_view(status["decisions"]))
     return Group(*parts)
+
+
+def _dollars(value: float | None) -> str:
+    return "-" if value is None else f"${value:,.2f}"
+
+
+def cost_view(cost: dict[str, Any]) -> Table:
+    title = f"Cost (requests over {cost.get('window', '')}, measured {cost.get('measuredAt', '')})"
+    if cost.get("reason"):
+        title += f" — last reading failed: {cost['reason']}"
+    table = Table(title=title, title_justify="left")
+    for column in ("version", "GPUs", "requests/s", "per 1M requests", "at utilization", "monthly"):
+        table.add_column(column)
+    for role in ("stable", "candidate"):
+        version = cost.get(role)
+        if version:
+            rate = version.get("requestsPerSecond")
+            table.add_row(f"{role} {version.get('revision', '')}", str(version.get("gpus", 0)),
+                          "-" if rate is None else f"{rate:,.2f}", _dollars(version.get("perMillion")),
+                          _dollars(version.get("effectivePerMillion")), _dollars(version.get("monthly")))
+    return table
 
 
 def list_view(rollouts: Iterable[dict[str, Any]]) -> Table:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from controller import api
+from controller.gpus import pod_gpus
 
 ROLLOUT_LABEL = f"{api.GROUP}/rollout"
 REVISION_LABEL = f"{api.GROUP}/revision"
@@ -27,6 +28,7 @@ class DeploymentView:
     revision: str
     replicas: int
     ready: int
+    gpus_per_pod: int
     owner_uids: frozenset[str]
     resource_version: str
 
@@ -68,7 +70,8 @@ def deployment_view(body: Mapping[str, Any]) -> DeploymentView | None:
         return None
     return DeploymentView(
         name=meta["name"], revision=revision, replicas=int((body.get("spec") or {}).get("replicas") or 0),
-        ready=int((body.get("status") or {}).get("readyReplicas") or 0), owner_uids=owner_uids(meta),
+        ready=int((body.get("status") or {}).get("readyReplicas") or 0),
+        gpus_per_pod=pod_gpus((body.get("spec") or {}).get("template") or {}), owner_uids=owner_uids(meta),
         resource_version=str(meta.get("resourceVersion", "")),
     )
 

@@ -30,7 +30,9 @@ from controller.analysis.credentials import CredentialsUnavailable, SecretView
 from controller.analysis.prometheus import AnalysisInterrupted, PrometheusPool
 from controller.analysis.runner import AnalysisIO, DefaultPrometheus
 from controller.engine import failed
-from controller.events import post_events
+from controller.events import post_event, post_events
+from controller.notifications.delivery import Notifier
+from controller.notifications.messages import Notification
 from controller.reconciler import Context, Outcome, RolloutObject, StaleSnapshot, parse_status, reconcile_object
 from controller.routers import RouterError
 from controller.runtime.cache import Cache, RolloutKey
@@ -86,6 +88,7 @@ class ReconcileLoop:
     _finalized: dict[str, None] = field(default_factory=dict)  # uids, oldest first
     _secrets: dict[tuple[str, str], tuple[float, SecretView]] = field(default_factory=dict)
     _executor: ThreadPoolExecutor | None = None
+    notifier: Notifier | None = None
 
     # --- inputs -------------------------------------------------------------
 
@@ -120,10 +123,12 @@ class ReconcileLoop:
 
     async def run(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="reconcile")
+        self.notifier = Notifier(asyncio.get_running_loop(), self._secret_data, self._notification_failed)
         try:
             await self.queue.run(self.handle, self.workers)
         finally:
             self._executor.shutdown(wait=False, cancel_futures=True)
+            await self.notifier.close()
 
     # --- one key --------------------------------------------------------------
 
@@ -181,8 +186,20 @@ class ReconcileLoop:
 
     def _reconcile(self, body: dict[str, Any], interrupt: threading.Event) -> Outcome:
         ctx = Context(self.api_client, self.cache, self.own_writes,
-                      AnalysisIO(self.pool, self._read_secret, interrupt.is_set, self.default_prometheus))
+                      AnalysisIO(self.pool, self._read_secret, interrupt.is_set, self.default_prometheus),
+                      self.notifier.submit if self.notifier else lambda _: None)
         return reconcile_object(ctx, body)
+
+    def _secret_data(self, namespace: str, name: str) -> dict[str, str]:
+        try:
+            return self._read_secret(namespace, name).data
+        except CredentialsUnavailable as error:
+            raise LookupError(str(error)) from None
+
+    def _notification_failed(self, notification: Notification, why: str) -> None:
+        body = {"metadata": {"namespace": notification.namespace, "name": notification.name,
+                             "uid": notification.uid}}
+        post_event(self.api_client, body, "Warning", "NotificationFailed", why)
 
     def _read_fresh(self, key: RolloutKey) -> dict[str, Any] | None:
         try:

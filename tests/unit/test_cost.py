@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from controller.__main__ import main
-from controller.cost import cost_per_request
+from controller.cost import cost_per_request, version_cost
+from controller.gpus import pod_gpus
 
 
 @pytest.mark.parametrize(("price", "gpus", "rps", "per_request", "per_million", "monthly"), [
@@ -42,3 +45,21 @@ def test_the_cost_command_prints_the_calculator(capsys: pytest.CaptureFixture[st
     assert "$1.12" in out and "$1,475" in out
     assert main(["cost", "--gpu-hourly-cost", "1.01", "--gpus", "2", "--rps", "0"]) == 2
     assert "requests per second must be positive" in capsys.readouterr().err
+
+
+def test_a_versions_status_cost_is_the_calculator_at_its_measured_rate() -> None:
+    serving = version_cost("rev1", 2, 500, 1.01, 0.7)
+    assert (serving.per_million, serving.monthly, serving.requests_per_second) == (1.12, 1474.6, 500)
+    assert serving.effective_per_million == pytest.approx(1.12 / 0.7, abs=0.01)
+    idle = version_cost("rev2", 4, 0.0, 3.67, 0.7)
+    assert idle.per_million is None and idle.monthly == 10716.4, "a version serving nothing still costs its GPUs"
+
+
+@pytest.mark.parametrize(("template", "gpus"), [
+    ({"spec": {"containers": [{"name": "m", "resources": {"limits": {"nvidia.com/gpu": "2"}}},
+                              {"name": "sidecar"}]}}, 2),
+    ({"spec": {"containers": [{"name": "m", "resources": {"requests": {"nvidia.com/gpu": 1}}}]}}, 1),
+    ({"spec": {"containers": [{"name": "m", "resources": {"limits": {"cpu": "2"}}}]}}, 0),
+])
+def test_gpus_per_pod_come_from_the_template(template: dict[str, Any], gpus: int) -> None:
+    assert pod_gpus(template) == gpus
