@@ -815,8 +815,10 @@ class VersionCost(StatusModel):
     """The template revision."""
     gpus: int
     """GPUs serving it: its Deployment's replicas times the nvidia.com/gpu of its pod template."""
+    requests: float | None = None
+    """Its requests so far (inference_request_total summed over its pods) at measuredAt."""
     requests_per_second: float | None = None
-    """Requests per second it served over status.cost.window (inference_request_total)."""
+    """Requests per second between the previous reading and this one; absent on its first reading."""
     per_million: float | None = None
     """Dollars per 1M requests at that rate; absent while it serves nothing."""
     effective_per_million: float | None = None
@@ -826,18 +828,16 @@ class VersionCost(StatusModel):
 
 
 class CostStatus(StatusModel):
-    """Cost per request of the stable and the candidate, measured once a minute."""
+    """Cost per request of the stable and the candidate, read once a minute."""
 
     measured_at: str
-    """When the rates were read (RFC 3339)."""
-    window: str
-    """The look-back of the rates."""
+    """When the request counters were read (RFC 3339)."""
     stable: VersionCost | None = None
     """The stable's cost."""
     candidate: VersionCost | None = None
     """The candidate's cost, during a rollout."""
     reason: str = ""
-    """Why the rates could not be read, if they could not (the last figures stay)."""
+    """Why the counters could not be read, if they could not (the last figures stay)."""
 
 
 class ModelRolloutStatus(StatusModel):

@@ -51,16 +51,20 @@ def cost_per_request(gpu_hourly_cost: float, num_gpus: int, requests_per_second:
     )
 
 
-def version_cost(revision: str, gpus: int, requests_per_second: float | None, gpu_hourly_cost: float,
-                 utilization: float) -> api.VersionCost:
-    """A version's status.cost entry; no per-request figures while it serves nothing."""
-    monthly = gpu_hourly_cost * gpus * MONTHLY_HOURS
-    if not requests_per_second or requests_per_second <= 0:
-        return api.VersionCost(revision=revision, gpus=gpus, requests_per_second=requests_per_second,
-                               monthly=round(monthly, 2))
-    cost = cost_per_request(gpu_hourly_cost, gpus, requests_per_second, utilization)
-    return api.VersionCost(
-        revision=revision, gpus=gpus, requests_per_second=round(requests_per_second, 3),
-        per_million=round(cost.per_million, 2), effective_per_million=round(cost.effective_per_request * 1e6, 2),
-        monthly=round(cost.monthly, 2),
-    )
+def version_cost(revision: str, gpus: int, requests: float | None, previous: api.VersionCost | None,
+                 seconds: float, gpu_hourly_cost: float, utilization: float) -> api.VersionCost:
+    """A version's status.cost entry from its request counter now and at the previous reading
+    `seconds` ago; no rate on a first reading or across a counter reset, no per-request figures
+    while it serves nothing."""
+    monthly = round(gpu_hourly_cost * gpus * MONTHLY_HOURS, 2)
+    rate = None
+    if requests is not None and previous is not None and previous.revision == revision \
+            and previous.requests is not None and requests >= previous.requests and seconds > 0:
+        rate = (requests - previous.requests) / seconds
+    entry = api.VersionCost(revision=revision, gpus=gpus, requests=requests, monthly=monthly,
+                            requests_per_second=None if rate is None else round(rate, 3))
+    if not rate:
+        return entry
+    cost = cost_per_request(gpu_hourly_cost, gpus, rate, utilization)
+    return entry.model_copy(update={"per_million": round(cost.per_million, 2),
+                                    "effective_per_million": round(cost.effective_per_request * 1e6, 2)})

@@ -22,3 +22,7 @@ def configure_logging(level: int = logging.INFO) -> None:
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
     )
+    # httpx logs each request's full URL at INFO: a notification's URL is a secret (a Slack
+    # webhook's is its token), and a Prometheus query's URL is noise.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -1,7 +1,9 @@
 """status.cost: each version's requests per second from Prometheus, priced by the seeds' calculator.
 
-Read once a minute while spec.cost is set, from the Prometheus the analysis uses (or the operator's
-own). A failed read keeps the last figures and says why; cost never moves a rollout.
+Each version's request counter is read once a minute while spec.cost is set, from the Prometheus the
+analysis uses (or the operator's own); its rate is the difference from the last reading over the
+time between them. Unlike rate() over a fixed window, that is exact for a candidate that started a
+moment ago. A failed read keeps the last figures and says why; cost never moves a rollout.
 """
 
 from __future__ import annotations
@@ -20,12 +22,11 @@ from controller.cost import version_cost
 from controller.timestamps import format_timestamp, parse_timestamp
 
 INTERVAL = timedelta(seconds=60)
-WINDOW = "2m"
 DEADLINE_SECONDS = 5.0
 
 
-def requests_per_second(model: str, version: str, window: str = WINDOW) -> str:
-    return f'sum(rate(inference_request_total{{model="{model}",version="{version}"}}[{window}]))'
+def requests_total(model: str, version: str) -> str:
+    return f'sum(inference_request_total{{model="{model}",version="{version}"}})'
 
 
 def measure_cost(io: AnalysisIO, body: dict[str, Any], spec: api.ModelRolloutSpec, status: api.ModelRolloutStatus,
@@ -44,15 +45,27 @@ def measure_cost(io: AnalysisIO, body: dict[str, Any], spec: api.ModelRolloutSpe
         address, credentials = prometheus_for(io, spec.analysis.prometheus if spec.analysis else None, namespace)
         provider = PrometheusProvider(io.pool, address, credentials, time.monotonic() + DEADLINE_SECONDS,
                                       io.interrupted)
+        seconds = (now - parse_timestamp(previous.measured_at)).total_seconds() if previous else 0.0
         costs = {
-            role: version_cost(revision, gpus(revision), provider.scalar(requests_per_second(spec.model, revision)),
-                               spec.cost.gpu_hourly_cost, spec.cost.utilization)
+            role: version_cost(revision, gpus(revision), provider.scalar(requests_total(spec.model, revision)),
+                               _entry(previous, revision), seconds, spec.cost.gpu_hourly_cost,
+                               spec.cost.utilization)
             for role, revision in revisions.items() if revision is not None
         }
     except (CredentialsUnavailable, MetricError) as error:
-        kept = previous.model_copy(update={"measured_at": format_timestamp(now), "reason": str(error)}) if previous \
-            else api.CostStatus(measured_at=format_timestamp(now), window=WINDOW, reason=str(error))
+        # The last figures stay; their counters go, so that no rate spans the failed reading.
+        kept = api.CostStatus(measured_at=format_timestamp(now), reason=str(error), **{
+            role: entry.model_copy(update={"requests": None})
+            for role, entry in (("stable", previous.stable if previous else None),
+                                ("candidate", previous.candidate if previous else None)) if entry is not None})
         return kept, now + INTERVAL
     except AnalysisInterrupted:
         return previous, now  # a manual action goes first; measure right after it
-    return api.CostStatus(measured_at=format_timestamp(now), window=WINDOW, **costs), now + INTERVAL
+    return api.CostStatus(measured_at=format_timestamp(now), **costs), now + INTERVAL
+
+
+def _entry(previous: api.CostStatus | None, revision: str) -> api.VersionCost | None:
+    """The last reading of `revision`, whichever role it had (a promoted candidate is the stable now)."""
+    if previous is None:
+        return None
+    return next((v for v in (previous.stable, previous.candidate) if v is not None and v.revision == revision), None)

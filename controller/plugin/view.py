@@ -143,7 +143,7 @@ def _dollars(value: float | None) -> str:
 
 
 def cost_view(cost: dict[str, Any]) -> Table:
-    title = f"Cost (requests over {cost.get('window', '')}, measured {cost.get('measuredAt', '')})"
+    title = f"Cost (requests/s over the minute before {cost.get('measuredAt', '')})"
     if cost.get("reason"):
         title += f" — last reading failed: {cost['reason']}"
     table = Table(title=title, title_justify="left")

@@ -58,10 +58,12 @@ class World:
     load: RouteAwareLoadGenerator
     body: dict[str, Any]
 
-    def deploy(self, steps: list[dict[str, Any]], **analysis_extra: Any) -> dict[str, Any]:
+    def deploy(self, steps: list[dict[str, Any]], spec_extra: dict[str, Any] | None = None,
+               **analysis_extra: Any) -> dict[str, Any]:
         self.body = rollout_body("scorer", steps, {"gatewayAPI": {"httpRoute": "scorer"}}, image="scorer:good",
                                  gpus=1, replicas=1)
         self.body["spec"]["analysis"] = analysis(self.prometheus, **analysis_extra)
+        self.body["spec"].update(spec_extra or {})
         self.rollouts.create(self.body)
         return self.rollouts.wait_status("scorer", lambda s: s.get("phase") == "Completed", what="first deploy")
 
@@ -76,18 +78,26 @@ class World:
 
 @contextmanager
 def e2e_world(api_client: client.ApiClient, namespace: str, kubeconfig: Path, tmp_path: Path,
-              rps: float = 60) -> Iterator[World]:
+              rps: float = 60, operator_metrics_port: int | None = None,
+              rule_files: tuple[Path, ...] = ()) -> Iterator[World]:
+    """With `operator_metrics_port`, the operator serves /metrics there and Prometheus scrapes it too
+    (job `modelrollout`), evaluating `rule_files`."""
     rollouts = Rollouts(api_client, namespace)
     rollouts.create_object("gateway.networking.k8s.io", "v1", "httproutes", httproute("scorer"))
     with ExitStack() as stack:
         fleet = stack.enter_context(ModelFleet(api_client, namespace, "scorer", knobs_for_image,
                                                tmp_path / "fleet", seed=7))
-        prometheus = start_prometheus(tmp_path / "prometheus", [fleet.scrape_config()], scrape_interval="1s")
+        jobs = [fleet.scrape_config()]
+        if operator_metrics_port is not None:
+            jobs.append({"job_name": "modelrollout",
+                         "static_configs": [{"targets": [f"127.0.0.1:{operator_metrics_port}"]}]})
+        prometheus = start_prometheus(tmp_path / "prometheus", jobs, scrape_interval="1s", rule_files=rule_files)
         def stop_prometheus() -> None:
             world.prometheus.stop()  # the one running now: a test may have restarted it
 
         stack.callback(stop_prometheus)
-        stack.enter_context(operator_process(kubeconfig, namespace, tmp_path / "operator.log"))
+        env = {"MODELROLLOUT_METRICS_PORT": str(operator_metrics_port)} if operator_metrics_port else None
+        stack.enter_context(operator_process(kubeconfig, namespace, tmp_path / "operator.log", env=env))
         load = RouteAwareLoadGenerator(api_client, namespace, ("gatewayAPI", "scorer"), "scorer", fleet,
                                        rps=rps, seed=11, max_duration_s=900)
         world = World(rollouts, fleet, prometheus, load, {})

@@ -47,12 +47,18 @@ def test_the_cost_command_prints_the_calculator(capsys: pytest.CaptureFixture[st
     assert "requests per second must be positive" in capsys.readouterr().err
 
 
-def test_a_versions_status_cost_is_the_calculator_at_its_measured_rate() -> None:
-    serving = version_cost("rev1", 2, 500, 1.01, 0.7)
-    assert (serving.per_million, serving.monthly, serving.requests_per_second) == (1.12, 1474.6, 500)
+def test_a_versions_status_cost_is_the_calculator_at_the_rate_between_two_readings() -> None:
+    first = version_cost("rev1", 2, 10_000, None, 0, 1.01, 0.7)
+    assert first.requests_per_second is None and first.per_million is None and first.monthly == 1474.6
+    serving = version_cost("rev1", 2, 40_000, first, 60, 1.01, 0.7)
+    assert (serving.requests_per_second, serving.per_million) == (500, 1.12)
     assert serving.effective_per_million == pytest.approx(1.12 / 0.7, abs=0.01)
-    idle = version_cost("rev2", 4, 0.0, 3.67, 0.7)
-    assert idle.per_million is None and idle.monthly == 10716.4, "a version serving nothing still costs its GPUs"
+    restarted = version_cost("rev1", 2, 300, serving, 60, 1.01, 0.7)
+    assert restarted.requests_per_second is None, "a counter reset gives no rate"
+    other = version_cost("rev2", 2, 50_000, serving, 60, 1.01, 0.7)
+    assert other.requests_per_second is None, "another revision's reading is no baseline"
+    idle = version_cost("rev1", 4, 40_000, serving, 60, 3.67, 0.7)
+    assert idle.requests_per_second == 0 and idle.per_million is None and idle.monthly == 10716.4
 
 
 @pytest.mark.parametrize(("template", "gpus"), [
