@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from rich.console import Console
 
 from controller.plugin.view import list_view, rollout_view
 
-ROLLOUT = {
+ROLLOUT: dict[str, Any] = {
     "metadata": {"name": "scorer", "namespace": "ml"},
     "spec": {"strategy": {"steps": [{"shadow": {"percent": 20, "duration": "5m"}},
                                     {"canary": {"weight": 40, "duration": "10m"}},
@@ -62,3 +63,15 @@ def test_list_shows_one_row_a_rollout() -> None:
     other = {"metadata": {"name": "ranker", "namespace": "ml"}, "status": {"phase": "Completed"}}
     text = _text(list_view([ROLLOUT, other]))
     assert [line.split("│")[2].strip() for line in text.splitlines() if "│ ml" in line] == ["scorer", "ranker"]
+
+
+def test_get_shows_each_versions_cost() -> None:
+    cost = {"measuredAt": "2026-11-24T02:00:00Z",
+            "stable": {"revision": "aaa", "gpus": 2, "requestsPerSecond": 500.0, "perMillion": 1.12,
+                       "effectivePerMillion": 1.6, "monthly": 1474.6},
+            "candidate": {"revision": "bbb", "gpus": 2, "monthly": 1474.6}}
+    text = _text(rollout_view({**ROLLOUT, "status": {**ROLLOUT["status"], "cost": cost}}, DEPLOYMENTS, PODS))
+    stable = next(line for line in text.splitlines() if "stable aaa" in line)
+    assert "500.00" in stable and "$1.12" in stable and "$1,474.60" in stable
+    candidate = next(line for line in text.splitlines() if "candidate bbb" in line)
+    assert candidate.count("-") >= 2, "no rate yet: no per-request figures"
