@@ -25,6 +25,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from controller import profiles
 from controller.durations import DURATION_PATTERN, parse_duration
 
 GROUP = "rollouts.mlops.dev"
@@ -349,6 +350,33 @@ class PrometheusSource(SpecModel):
     also needs rollouts.mlops.dev/allow-plain-http: "true"; otherwise nothing is sent."""
 
 
+GuardrailTemplate = Literal[
+    "errorRate", "latencyP50", "latencyP95", "latencyP99", "timeToFirstTokenP95", "timeToFirstTokenP99",
+    "interTokenLatencyP95", "interTokenLatencyP99", "endToEndLatencyP95", "endToEndLatencyP99",
+    "queueDepth", "kvCacheUsage", "tokensPerSecond", "gpuMemoryUsage", "predictionPSI",
+]
+Profile = Literal["seeds", "vllm", "tgi", "sglang", "triton", "kserve", "mlserver", "torchserve", "inference-gateway"]
+CONVERSION_NEEDS_SEEDS = ("the conversion template counts model_conversions_total, which only the seeds profile "
+                          "exports: define a metric with successes and trials queries")
+
+
+def _profile_rules() -> list[JsonValue]:
+    """One CEL rule per profile: no guardrail template its server does not export."""
+    rules: list[JsonValue] = []
+    for name in profiles.PROFILES:
+        missing = profiles.unsupported(name)
+        if missing:
+            listed = ", ".join(f"'{template}'" for template in missing)
+            rules.append(_cel(
+                f"(has(self.profile) ? self.profile : 'seeds') != '{name}' || !has(self.guardrails) || "
+                f"self.guardrails.all(g, !has(g.template) || !(g.template in [{listed}]))",
+                profiles.why_unsupported(name), ".guardrails"))
+    rules.append(_cel(
+        "(has(self.profile) ? self.profile : 'seeds') == 'seeds' || !has(self.metrics) || "
+        "self.metrics.all(m, !has(m.template) || m.template != 'conversion')", CONVERSION_NEEDS_SEEDS, ".metrics"))
+    return rules
+
+
 class Guardrail(SpecModel):
     """A check at every analysis run.
 
@@ -375,9 +403,12 @@ class Guardrail(SpecModel):
 
     name: Annotated[str, Field(min_length=1, max_length=63)]
     """The guardrail's name, shown in status and in rollback messages."""
-    template: Literal["errorRate", "latencyP99", "latencyP95", "predictionPSI"] | None = None
-    """A built-in measurement: errorRate or latencyP99/latencyP95 (sequential tests against the stable), or
-    predictionPSI (drift of the prediction histogram). Set this or query."""
+    template: GuardrailTemplate | None = None
+    """A built-in measurement, on the metric names of analysis.profile. Sequential tests against the stable:
+    errorRate, latencyP50/P95/P99, timeToFirstTokenP95/P99, interTokenLatencyP95/P99, endToEndLatencyP95/P99.
+    Bounds on the value over the window: queueDepth, kvCacheUsage (0-1), gpuMemoryUsage (0-1, DCGM),
+    tokensPerSecond (decode speed of one request: 1 / mean inter-token latency), predictionPSI (drift of the
+    prediction histogram). Set this or query."""
     query: Annotated[str, Field(max_length=4096)] | None = None
     """A PromQL query for one number, with {{model}}, {{version}}, {{namespace}} and {{window}} filled in; run for each
     model. Set this or template."""
@@ -445,6 +476,13 @@ class Metric(SpecModel):
 
 
 class Analysis(SpecModel):
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _profile_rules()})
+
+    profile: Profile = "seeds"
+    """The model server whose metric names the built-in templates read: seeds (the default), vllm, tgi, sglang,
+    triton, kserve, mlserver, torchserve or inference-gateway. A template the server does not export is
+    rejected here. Versions are told apart by the `version` label, copied from the pods' label by
+    Prometheus relabelling (see the README)."""
     prometheus: PrometheusSource | None = None
     """Where the metrics are. Without it, the operator's own Prometheus (`modelrollout run
     --prometheus-address`, the chart's prometheus.address); with neither, a step with guardrails or an
@@ -467,6 +505,15 @@ class Analysis(SpecModel):
     """Looks in a row without data (or with failing queries) before onError acts (default 3)."""
     on_error: Literal["pause", "rollback"] = "pause"
     """What errorLimit does: pause until measurements return (the default), or roll back."""
+
+    @model_validator(mode="after")
+    def _exported(self) -> Analysis:
+        missing = set(profiles.unsupported(self.profile))
+        if any(g.template in missing for g in self.guardrails):
+            raise ValueError(profiles.why_unsupported(self.profile))
+        if self.profile != "seeds" and any(m.template == "conversion" for m in self.metrics):
+            raise ValueError(CONVERSION_NEEDS_SEEDS)
+        return self
 
 
 # --- notifications and cost ---------------------------------------------------
@@ -531,6 +578,14 @@ class ModelRolloutSpec(SpecModel):
                     ".strategy.steps",
                 ),
                 _cel(
+                    "!has(self.analysis) || (has(self.analysis.profile) ? self.analysis.profile : 'seeds') == 'seeds'"
+                    " || !self.strategy.steps.exists(s, has(s.abTest) && has(s.abTest.metric) && "
+                    "s.abTest.metric == 'conversion' && !(has(self.analysis.metrics) && "
+                    "self.analysis.metrics.exists(m, m.name == 'conversion')))",
+                    CONVERSION_NEEDS_SEEDS,
+                    ".strategy.steps",
+                ),
+                _cel(
                     "self.strategy.steps.all(s, !has(s.abTest) || !has(s.abTest.metric) || "
                     "s.abTest.metric in ['conversion', 'success'] || (has(self.analysis) && "
                     "has(self.analysis.metrics) && self.analysis.metrics.exists(m, m.name == s.abTest.metric)))",
@@ -578,6 +633,9 @@ class ModelRolloutSpec(SpecModel):
         metrics = [s.ab_test.metric for s in self.strategy.steps if s.ab_test and s.ab_test.metric]
         if any(metric not in known for metric in metrics):
             raise ValueError(METRIC_UNKNOWN)
+        named = {m.name for m in self.analysis.metrics} if self.analysis else set()
+        if self.analysis and self.analysis.profile != "seeds" and "conversion" in metrics and "conversion" not in named:
+            raise ValueError(CONVERSION_NEEDS_SEEDS)
         containers = self.template.get("spec", {}).get("containers")
         if not isinstance(containers, list) or not containers:
             raise ValueError("template.spec.containers must list at least one container")

@@ -34,10 +34,11 @@ from controller.api import (
 )
 from controller.durations import parse_duration
 from controller.engine.observations import AnalysisSignal
+from controller.profiles import GAUGE_TEMPLATES, HISTOGRAM_TEMPLATES, Series, profile
 from controller.stats import counts_from_cumulative, histogram_drift
 
-STATISTICAL = ("errorRate", "latencyP99", "latencyP95")
-QUANTILES = {"latencyP99": 0.99, "latencyP95": 0.95}
+QUANTILES = {template: q for template, (_, q) in HISTOGRAM_TEMPLATES.items()}
+STATISTICAL = ("errorRate", *QUANTILES)
 VERDICTS = {step_tests.NONE: Verdict.INCONCLUSIVE, step_tests.WORSE: Verdict.CANDIDATE_WORSE,
             step_tests.BETTER: Verdict.CANDIDATE_BETTER, step_tests.NO_DIFFERENCE: Verdict.NO_DIFFERENCE}
 # JSON has no infinity: an empty detector is stored as this log value.
@@ -50,6 +51,8 @@ BASELINE = "counting from this look"
 class Context:
     model: str
     namespace: str
+    # The ModelRollout's name: its pods are named `<rollout>-<revision>-...` (for DCGM's series).
+    rollout: str
     stable: str
     candidate: str
     step_index: int
@@ -100,6 +103,7 @@ class Evaluator:
     def __init__(self, spec: ModelRolloutSpec, analysis: Analysis, provider: MetricProvider, ctx: Context,
                  previous: AnalysisStatus | None) -> None:
         self.spec, self.analysis, self.provider, self.ctx, self.previous = spec, analysis, provider, ctx, previous
+        self.profile = profile(analysis.profile)
         self.counters: dict[str, float] = {}
         self._cache: dict[str, dict[str, float]] = {}
 
@@ -111,10 +115,21 @@ class Evaluator:
         return self._cache[query]
 
     def requests(self, version: str) -> dict[str, float]:
-        return self._by_label(templates.request_totals(self.ctx.model, version), "status")
+        """Requests so far by outcome (ok, error)."""
+        key = f"requests/{version}"
+        if key not in self._cache:
+            queries = templates.request_total_queries(self.profile, self.ctx.model, version)
+            totals = {part: self.provider.scalar(query) for part, query in queries.items()}
+            self._cache[key] = templates.outcomes(totals)
+        return self._cache[key]
 
-    def latency_totals(self, version: str) -> dict[str, float]:
-        return self._by_label(templates.latency_bucket_totals(self.ctx.model, version), "le")
+    def histogram(self, guardrail: Guardrail) -> Series:
+        series: Series | None = getattr(self.profile, HISTOGRAM_TEMPLATES[guardrail.template or ""][0])
+        assert series is not None, "admission rejects a template the profile does not export"
+        return series
+
+    def latency_totals(self, series: Series, version: str) -> dict[str, float]:
+        return self._by_label(templates.bucket_totals(self.profile, series, self.ctx.model, version), "le")
 
     def since_last(self, key: str, total: float) -> float | None:
         """What a counter gained since the last look (None at its first); remembers the total.
@@ -142,12 +157,11 @@ class Evaluator:
         if window is None:
             return None, None
         if guardrail.template == "errorRate":
-            query = templates.error_rate
-            return (self.provider.scalar(query(ctx.model, ctx.candidate, window)),
-                    self.provider.scalar(query(ctx.model, ctx.stable, window)))
-        quantile = QUANTILES[guardrail.template or ""]
-        return (self.provider.scalar(templates.latency_quantile(quantile, ctx.model, ctx.candidate, window)),
-                self.provider.scalar(templates.latency_quantile(quantile, ctx.model, ctx.stable, window)))
+            return (self.provider.scalar(templates.error_rate(self.profile, ctx.model, ctx.candidate, window)),
+                    self.provider.scalar(templates.error_rate(self.profile, ctx.model, ctx.stable, window)))
+        q, series = QUANTILES[guardrail.template or ""], self.histogram(guardrail)
+        return (self.provider.scalar(templates.quantile(q, self.profile, series, ctx.model, ctx.candidate, window)),
+                self.provider.scalar(templates.quantile(q, self.profile, series, ctx.model, ctx.stable, window)))
 
     def error_interval(self, name: str) -> step_tests.Interval:
         values: list[float | None] = []
@@ -163,7 +177,8 @@ class Evaluator:
         # The stable's recent past, before this step too (the stable has not changed): over the
         # window, or over TAIL_LOOKBACK when the window holds too few requests to see the tail.
         for lookback in (self.analysis.window, step_tests.TAIL_LOOKBACK):
-            buckets = self._by_label(templates.latency_buckets(self.ctx.model, self.ctx.stable, lookback), "le")
+            buckets = self._by_label(templates.buckets(self.profile, self.histogram(guardrail), self.ctx.model,
+                                                       self.ctx.stable, lookback), "le")
             edges = sorted(buckets, key=_le)
             bounds = step_tests.slow_thresholds([_le(e) for e in edges], [buckets[e] for e in edges],
                                                 QUANTILES[guardrail.template or ""],
@@ -172,11 +187,12 @@ class Evaluator:
                 return bounds
         return None
 
-    def slow_interval(self, name: str, thresholds: tuple[float, float]) -> step_tests.Interval:
+    def slow_interval(self, guardrail: Guardrail, thresholds: tuple[float, float]) -> step_tests.Interval:
+        name, series = guardrail.name, self.histogram(guardrail)
         values: list[float | None] = []
         for arm, version, bound in (("stable", self.ctx.stable, thresholds[0]),
                                     ("candidate", self.ctx.candidate, thresholds[1])):
-            buckets = {_le(le): count for le, count in self.latency_totals(version).items()}
+            buckets = {_le(le): count for le, count in self.latency_totals(series, version).items()}
             total = buckets.get(math.inf, 0.0)
             fast = next((count for le, count in buckets.items() if math.isclose(le, bound, rel_tol=1e-9)), total)
             values += [self.since_last(f"{name}/{arm}/events", total - fast),
@@ -203,7 +219,7 @@ class Evaluator:
             "cumulative": before.cumulative, "detector_state": before.detector_state, "looks": before.looks,
             "restarts": before.restarts, "events": before.events, "trials": before.trials}
         try:
-            interval = self.slow_interval(guardrail.name, thresholds) if thresholds else \
+            interval = self.slow_interval(guardrail, thresholds) if thresholds else \
                 self.error_interval(guardrail.name)
         except NoBaseline:
             return GuardrailStatus(outcome=GuardrailOutcome.PASSED, reason=BASELINE, **common, **carried), False
@@ -257,6 +273,9 @@ class Evaluator:
         if guardrail.template == "predictionPSI":
             drift = self.drift()
             value, stable = (None if drift is None else _finite(drift.psi)), None
+        elif guardrail.template in GAUGE_TEMPLATES:
+            value, stable = (self.provider.scalar(self.gauge(guardrail.template or "", version, window))
+                             for version in (ctx.candidate, ctx.stable))
         else:
             assert guardrail.query is not None
             query = guardrail.query
@@ -268,12 +287,24 @@ class Evaluator:
         return GuardrailStatus(outcome=outcome, reason=reason, value=_finite(value), stable=_finite(stable),
                                consecutive_failures=failures), acting
 
+    def gauge(self, template: str, version: str, window: str) -> str:
+        ctx, field_name = self.ctx, GAUGE_TEMPLATES[template]
+        if template == "gpuMemoryUsage":
+            return templates.gpu_memory_usage(ctx.namespace, ctx.rollout, version)
+        series: Series | None = getattr(self.profile, field_name)
+        assert series is not None, "admission rejects a template the profile does not export"
+        if template == "tokensPerSecond":
+            return templates.decode_speed(self.profile, series, ctx.model, version, window)
+        return templates.gauge_mean(self.profile, series, ctx.model, version, window)
+
     def drift(self) -> Any:
         ctx, window = self.ctx, self.window()
         if window is None:
             return None
-        stable = self._by_label(templates.prediction_buckets(ctx.model, ctx.stable, window), "le")
-        candidate = self._by_label(templates.prediction_buckets(ctx.model, ctx.candidate, window), "le")
+        series = self.profile.predictions
+        assert series is not None, "admission rejects predictionPSI for a profile without predictions"
+        stable = self._by_label(templates.buckets(self.profile, series, ctx.model, ctx.stable, window), "le")
+        candidate = self._by_label(templates.buckets(self.profile, series, ctx.model, ctx.candidate, window), "le")
         edges = sorted(set(stable) & set(candidate), key=_le)
         if len(edges) < 2:
             return None
@@ -290,7 +321,8 @@ class Evaluator:
             if metric.template is not None:
                 totals = self.requests(version)
                 if metric.template == "conversion":
-                    successes = self.provider.scalar(templates.conversion_total(ctx.model, version)) or 0.0
+                    conversions = templates.conversion_total(self.profile, ctx.model, version)
+                    successes = self.provider.scalar(conversions) or 0.0
                     trials = totals.get("ok", 0.0)
                 else:
                     successes, trials = totals.get("ok", 0.0), sum(totals.values())

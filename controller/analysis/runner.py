@@ -98,7 +98,8 @@ def analyse(io: AnalysisIO, body: dict[str, Any], spec: api.ModelRolloutSpec,
     from controller.analysis.evaluate import Context, evaluate
 
     ctx = Context(
-        model=spec.model, namespace=meta["namespace"], stable=status.stable_revision, candidate=revision,
+        model=spec.model, namespace=meta["namespace"], rollout=meta["name"], stable=status.stable_revision,
+        candidate=revision,
         step_index=step, step_kind=spec.strategy.steps[step].kind, step_started_at=status.step_started_at,
         step_elapsed_seconds=(now - started).total_seconds(), weight=status.canary_weight, now=format_timestamp(now),
         interval_seconds=interval, step_seconds=spec.step_seconds(step),

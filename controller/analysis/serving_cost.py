@@ -18,15 +18,13 @@ from controller.analysis.credentials import CredentialsUnavailable
 from controller.analysis.prometheus import AnalysisInterrupted, PrometheusProvider
 from controller.analysis.provider import MetricError
 from controller.analysis.runner import AnalysisIO, prometheus_for
+from controller.analysis.templates import requests_total
 from controller.cost import version_cost
+from controller.profiles import profile
 from controller.timestamps import format_timestamp, parse_timestamp
 
 INTERVAL = timedelta(seconds=60)
 DEADLINE_SECONDS = 5.0
-
-
-def requests_total(model: str, version: str) -> str:
-    return f'sum(inference_request_total{{model="{model}",version="{version}"}})'
 
 
 def measure_cost(io: AnalysisIO, body: dict[str, Any], spec: api.ModelRolloutSpec, status: api.ModelRolloutStatus,
@@ -45,9 +43,10 @@ def measure_cost(io: AnalysisIO, body: dict[str, Any], spec: api.ModelRolloutSpe
         address, credentials = prometheus_for(io, spec.analysis.prometheus if spec.analysis else None, namespace)
         provider = PrometheusProvider(io.pool, address, credentials, time.monotonic() + DEADLINE_SECONDS,
                                       io.interrupted)
+        chosen = profile(spec.analysis.profile if spec.analysis else None)
         seconds = (now - parse_timestamp(previous.measured_at)).total_seconds() if previous else 0.0
         costs = {
-            role: version_cost(revision, gpus(revision), provider.scalar(requests_total(spec.model, revision)),
+            role: version_cost(revision, gpus(revision), provider.scalar(requests_total(chosen, spec.model, revision)),
                                _entry(previous, revision), seconds, spec.cost.gpu_hourly_cost,
                                spec.cost.utilization)
             for role, revision in revisions.items() if revision is not None

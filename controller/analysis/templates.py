@@ -1,12 +1,14 @@
-"""Built-in PromQL over the metric names the seeds prescribe, so a conforming model server needs no PromQL.
+"""Built-in PromQL, on the metric names of the rollout's profile (`controller/profiles.py`), so a
+server that exports what its profile says needs no PromQL.
 
-    inference_request_total{model,version,status}
-    inference_request_duration_seconds_bucket{model,version,le}
-    model_prediction_value_bucket{model,version,le}
-    model_conversions_total{model,version}
+Counters are read as totals at every look (a look counts the difference from the last one, so its
+cost does not grow with the step's age); windowed values (what status shows, and threshold
+guardrails) use increase()/rate() over the guardrail window.
 """
 
 from __future__ import annotations
+
+from controller.profiles import Profile, Series
 
 
 def render(query: str, model: str, version: str, namespace: str, window: str = "1m") -> str:
@@ -22,51 +24,97 @@ def render(query: str, model: str, version: str, namespace: str, window: str = "
     return query
 
 
-def _sel(model: str, version: str, extra: str = "") -> str:
-    return f'model="{model}",version="{version}"' + (f",{extra}" if extra else "")
+def _of(profile: Profile, series: Series, model: str, version: str) -> str:
+    scoped = "requests" not in profile.unlabelled
+    return series.name + profile.selector(model, version, series, scoped)
 
 
-def error_rate(model: str, version: str, window: str) -> str:
-    errors = request_count(model, version, window, "error")
-    return f"({errors} or vector(0)) / {request_count(model, version, window)}"
+def _histogram(profile: Profile, series: Series, model: str, version: str) -> str:
+    scoped = "latency" not in profile.unlabelled
+    return f"{series.name}_bucket" + profile.selector(model, version, series, scoped)
 
 
-def latency_quantile(quantile: float, model: str, version: str, window: str) -> str:
-    buckets = f"inference_request_duration_seconds_bucket{{{_sel(model, version)}}}"
-    return f"histogram_quantile({quantile}, sum by (le) (rate({buckets}[{window}])))"
+# --- requests -------------------------------------------------------------------------------
 
 
-def request_count(model: str, version: str, window: str, status: str | None = None) -> str:
-    extra = f'status="{status}"' if status else ""
-    return f"sum(increase(inference_request_total{{{_sel(model, version, extra)}}}[{window}]))"
+def request_total_queries(profile: Profile, model: str, version: str) -> dict[str, str]:
+    """Counter totals of the profile's two request series, keyed by total, errors or successes."""
+    requests = profile.requests
+    parts = {"total": requests.total, "errors": requests.errors, "successes": requests.successes}
+    return {key: f"sum({_of(profile, series, model, version)})" for key, series in parts.items() if series}
 
 
-def histogram_buckets(metric: str, model: str, version: str, window: str) -> str:
+def outcomes(totals: dict[str, float | None]) -> dict[str, float]:
+    """{ok, error} from whichever two of total, errors and successes were read (a missing one is 0)."""
+    total, errors, successes = totals.get("total"), totals.get("errors"), totals.get("successes")
+    if "total" in totals and "errors" in totals:
+        return {"ok": (total or 0.0) - (errors or 0.0), "error": errors or 0.0}
+    if "total" in totals:
+        return {"ok": successes or 0.0, "error": (total or 0.0) - (successes or 0.0)}
+    return {"ok": successes or 0.0, "error": errors or 0.0}
+
+
+def error_rate(profile: Profile, model: str, version: str, window: str) -> str:
+    requests = profile.requests
+
+    def increase(series: Series) -> str:
+        return f"sum(increase({_of(profile, series, model, version)}[{window}]))"
+
+    if requests.total and requests.errors:
+        return f"({increase(requests.errors)} or vector(0)) / {increase(requests.total)}"
+    if requests.total and requests.successes:
+        return f"1 - ({increase(requests.successes)} or vector(0)) / {increase(requests.total)}"
+    assert requests.errors and requests.successes
+    errors = f"({increase(requests.errors)} or vector(0))"
+    return f"{errors} / ({errors} + ({increase(requests.successes)} or vector(0)))"
+
+
+def requests_total(profile: Profile, model: str, version: str) -> str:
+    """All requests so far, one number: for the cost per request."""
+    queries = request_total_queries(profile, model, version)
+    if "total" in queries:
+        return queries["total"]
+    return f"({queries['errors']} or vector(0)) + ({queries['successes']} or vector(0))"
+
+
+# --- histograms -----------------------------------------------------------------------------
+
+
+def quantile(q: float, profile: Profile, series: Series, model: str, version: str, window: str) -> str:
+    return f"histogram_quantile({q}, sum by (le) (rate({_histogram(profile, series, model, version)}[{window}])))"
+
+
+def buckets(profile: Profile, series: Series, model: str, version: str, window: str) -> str:
     """Cumulative bucket counts over the window, keyed by `le`."""
-    return f"sum by (le) (increase({metric}_bucket{{{_sel(model, version)}}}[{window}]))"
+    return f"sum by (le) (increase({_histogram(profile, series, model, version)}[{window}]))"
 
 
-def prediction_buckets(model: str, version: str, window: str) -> str:
-    return histogram_buckets("model_prediction_value", model, version, window)
+def bucket_totals(profile: Profile, series: Series, model: str, version: str) -> str:
+    """Requests so far at or under each bound, keyed by `le`."""
+    return f"sum by (le) ({_histogram(profile, series, model, version)})"
 
 
-def latency_buckets(model: str, version: str, window: str) -> str:
-    return histogram_buckets("inference_request_duration_seconds", model, version, window)
+# --- gauges and rates -----------------------------------------------------------------------
 
 
-# Counter totals, read at every look: a look counts the difference from the last one, so its cost
-# does not grow with the step's age as an increase() over the whole step would.
+def gauge_mean(profile: Profile, series: Series, model: str, version: str, window: str) -> str:
+    """The gauge's mean over the window, averaged over the version's pods."""
+    return f"avg(avg_over_time({series.name}{profile.selector(model, version, series)}[{window}]))"
 
 
-def request_totals(model: str, version: str) -> str:
-    """Requests so far keyed by `status` (ok, error)."""
-    return f"sum by (status) (inference_request_total{{{_sel(model, version)}}})"
+def decode_speed(profile: Profile, series: Series, model: str, version: str, window: str) -> str:
+    """Tokens per second of one request stream: 1 / the mean inter-token latency over the window."""
+    histogram = series.name + profile.selector(model, version, series)
+    return f"sum(rate({histogram}_count[{window}])) / sum(rate({histogram}_sum[{window}]))"
 
 
-def latency_bucket_totals(model: str, version: str) -> str:
-    """Requests so far at or under each latency bound, keyed by `le`."""
-    return f"sum by (le) (inference_request_duration_seconds_bucket{{{_sel(model, version)}}})"
+def gpu_memory_usage(namespace: str, rollout: str, version: str) -> str:
+    """The fullest GPU of the version's pods (DCGM, as the seeds' GPUMemoryNearFull reads it); pods are
+    named after their Deployment, `<rollout>-<revision>-`."""
+    pods = f'{{namespace="{namespace}",pod=~"{rollout}-{version}-.*"}}'
+    return f"max(DCGM_FI_DEV_FB_USED{pods} / (DCGM_FI_DEV_FB_USED{pods} + DCGM_FI_DEV_FB_FREE{pods}))"
 
 
-def conversion_total(model: str, version: str) -> str:
-    return f"sum(model_conversions_total{{{_sel(model, version)}}})"
+def conversion_total(profile: Profile, model: str, version: str) -> str:
+    assert profile.conversions is not None
+    return f"sum({_of(profile, profile.conversions, model, version)})"

@@ -76,6 +76,8 @@ class FakeProvider:
             return arm.p99
         if query.startswith("(sum(increase(inference_request_total"):
             return arm.error_rate
+        if query.startswith("sum(inference_request_total"):
+            return arm.errors if 'status="error"' in query else arm.requests
         if "model_conversions_total" in query:
             return arm.conversions
         if "increase(clicks_total" in query or "increase(views_total" in query:
@@ -92,8 +94,6 @@ class FakeProvider:
         arm = self._arm(query)
         if arm is None:
             return {}
-        if label == "status":
-            return {"ok": arm.requests - arm.errors, "error": arm.errors}
         if "inference_request_duration_seconds_bucket" in query:
             return {("+Inf" if math.isinf(e) else str(e)): c for e, c in zip(LATENCY_EDGES, arm.latency, strict=True)}
         return dict(zip(PRED_EDGES, arm.predictions, strict=True))
@@ -134,7 +134,8 @@ class Run:
         return result
 
     def look(self) -> Any:
-        ctx = Context(model="scorer", namespace="ns", stable="s1", candidate="c1", step_index=0, step_kind=self.kind,
+        ctx = Context(model="scorer", namespace="ns", rollout="scorer", stable="s1", candidate="c1", step_index=0,
+                      step_kind=self.kind,
                       step_started_at="2026-11-23T12:00:00Z", step_elapsed_seconds=self.elapsed, weight=self.weight,
                       now=f"2026-11-23T12:{int(self.elapsed) // 60:02d}:{int(self.elapsed) % 60:02d}Z",
                       interval_seconds=10, step_seconds=3600, expected_share=self.expected_share)

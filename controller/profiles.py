@@ -1,0 +1,224 @@
+"""Metric profiles: the built-in guardrail templates mapped onto each model server's real metric names.
+
+`spec.analysis.profile` picks one. Every profile selects a version by the `version` label, which
+Prometheus copies from the pod label the operator sets (`version: <revision>`, see the README's
+relabelling); a server's own `version` label then reads `exported_version`. The model is selected
+by the server's own model label where it has one (`spec.model` must be its value). What a server
+does not export is None here, and admission rejects a guardrail that needs it (`unsupported`).
+
+Sources, read for each name and label (versions as of 2026-11):
+- seeds: the project's seed texts (inference_request_total, inference_request_duration_seconds,
+  model_prediction_value, model_conversions_total, inference_request_queue_depth).
+- vllm: vllm/v1/metrics/loggers.py (`vllm:` families, label `model_name`) and the OpenAI server's
+  prometheus-fastapi-instrumentator (`http_requests_total{handler,method,status="2xx|4xx|5xx"}`);
+  docs/design/metrics.md lists the V1 names (`vllm:inter_token_latency_seconds`,
+  `vllm:kv_cache_usage_perc`).
+- tgi: text-generation-inference docs/source/reference/metrics.md (`tgi_request_count`,
+  `tgi_request_success`, `tgi_request_duration`, `tgi_request_mean_time_per_token_duration`,
+  `tgi_queue_size`; no model label, no time-to-first-token histogram, no KV-cache gauge).
+- sglang: python/sglang/srt/metrics/collector.py and docs/references/production_metrics.md
+  (`sglang:num_requests_total`, `sglang:num_aborted_requests_total`, `sglang:e2e_request_latency_seconds`,
+  `sglang:time_to_first_token_seconds`, `sglang:inter_token_latency_seconds`, `sglang:num_queue_reqs`,
+  `sglang:token_usage`; label `model_name`).
+- triton: docs/user_guide/metrics.md (`nv_inference_request_success`, `nv_inference_request_failure`,
+  `nv_inference_pending_request_count`, labels `model`, `version`); latencies are cumulative counters
+  or optional summaries, never histograms, so no latency test can run on them.
+- kserve: the KServe Python server (kserve/metrics.py: `request_predict_seconds` histogram, label
+  `model_name`) as installed from PyPI; it counts no failures.
+- mlserver: a live MLServer 1.7.1 (`model_infer_request_success_total`, `model_infer_request_failure_total`
+  {model, version}; `rest_server_request_duration_seconds` with buckets, per path, no model label).
+- torchserve: docs/metrics.md, Prometheus mode (`Requests2XX`, `Requests5XX` frontend counters; latency as
+  cumulative microsecond counters, no histogram).
+- inference-gateway: the Gateway API Inference Extension's endpoint picker, site-src/guides/metrics.md
+  (`inference_objective_request_total`, `inference_objective_request_error_total`,
+  `inference_objective_request_duration_seconds`, `inference_objective_normalized_time_per_output_token_seconds`,
+  labels `model_name`, `target_model_name`). Its series are the picker's, not a model server's: a
+  version is the target model it was routed to (`target_model_name` = the revision).
+- GPU memory, every profile: DCGM exporter's `DCGM_FI_DEV_FB_USED` and `DCGM_FI_DEV_FB_FREE` (MiB), as the
+  seeds' GPUMemoryNearFull alert reads them, selected by the pods' names (`<rollout>-<revision>-...`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+VERSION_LABEL = "version"
+# Every built-in guardrail template, in the API's order (api.GuardrailTemplate lists the same).
+GUARDRAIL_TEMPLATES = (
+    "errorRate", "latencyP50", "latencyP95", "latencyP99", "timeToFirstTokenP95", "timeToFirstTokenP99",
+    "interTokenLatencyP95", "interTokenLatencyP99", "endToEndLatencyP95", "endToEndLatencyP99",
+    "queueDepth", "kvCacheUsage", "tokensPerSecond", "gpuMemoryUsage", "predictionPSI",
+)
+
+
+@dataclass(frozen=True)
+class Series:
+    """One metric family, with the matchers every query adds to it."""
+
+    name: str
+    match: str = ""  # extra label matchers, e.g. 'path=~".*/infer"'
+
+
+@dataclass(frozen=True)
+class Requests:
+    """Requests by outcome, from whichever two of total, errors and successes the server counts."""
+
+    total: Series | None = None
+    errors: Series | None = None
+    successes: Series | None = None
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    model_label: str | None  # the server's model label, None when it has none
+    requests: Requests
+    latency: Series | None = None  # request latency histogram, seconds
+    time_to_first_token: Series | None = None
+    inter_token_latency: Series | None = None
+    end_to_end: Series | None = None  # LLM end-to-end latency; the request latency elsewhere
+    queue_depth: Series | None = None  # gauge: requests waiting
+    kv_cache_usage: Series | None = None  # gauge: fraction of the KV cache in use
+    predictions: Series | None = None  # histogram of the model's outputs (drift)
+    conversions: Series | None = None  # counter of conversions (the abTest's `conversion`)
+    version_label: str = VERSION_LABEL
+    # Guardrail templates whose series are per request but not per model: they need no model label.
+    unlabelled: frozenset[str] = field(default_factory=frozenset)
+
+    def selector(self, model: str, version: str, series: Series, model_scoped: bool = True) -> str:
+        parts = [f'{self.version_label}="{version}"']
+        if model_scoped and self.model_label:
+            parts.insert(0, f'{self.model_label}="{model}"')
+        if series.match:
+            parts.append(series.match)
+        return "{" + ",".join(parts) + "}"
+
+
+_SEEDS_REQUESTS = Series("inference_request_total")
+
+PROFILES: dict[str, Profile] = {profile.name: profile for profile in (
+    Profile(
+        "seeds", "model",
+        Requests(total=_SEEDS_REQUESTS, errors=Series("inference_request_total", 'status="error"')),
+        latency=Series("inference_request_duration_seconds"),
+        end_to_end=Series("inference_request_duration_seconds"),
+        queue_depth=Series("inference_request_queue_depth"),
+        predictions=Series("model_prediction_value"),
+        conversions=Series("model_conversions_total"),
+    ),
+    Profile(
+        "vllm", "model_name",
+        Requests(total=Series("http_requests_total", 'handler=~"/v1/.*"'),
+                 errors=Series("http_requests_total", 'handler=~"/v1/.*",status="5xx"')),
+        latency=Series("vllm:e2e_request_latency_seconds"),
+        time_to_first_token=Series("vllm:time_to_first_token_seconds"),
+        inter_token_latency=Series("vllm:inter_token_latency_seconds"),
+        end_to_end=Series("vllm:e2e_request_latency_seconds"),
+        queue_depth=Series("vllm:num_requests_waiting"),
+        kv_cache_usage=Series("vllm:kv_cache_usage_perc"),
+        unlabelled=frozenset({"requests"}),  # the HTTP layer's counters carry no model name
+    ),
+    Profile(
+        "tgi", None,
+        Requests(total=Series("tgi_request_count"), successes=Series("tgi_request_success")),
+        latency=Series("tgi_request_duration"),
+        inter_token_latency=Series("tgi_request_mean_time_per_token_duration"),
+        end_to_end=Series("tgi_request_duration"),
+        queue_depth=Series("tgi_queue_size"),
+    ),
+    Profile(
+        "sglang", "model_name",
+        Requests(total=Series("sglang:num_requests_total"), errors=Series("sglang:num_aborted_requests_total")),
+        latency=Series("sglang:e2e_request_latency_seconds"),
+        time_to_first_token=Series("sglang:time_to_first_token_seconds"),
+        inter_token_latency=Series("sglang:inter_token_latency_seconds"),
+        end_to_end=Series("sglang:e2e_request_latency_seconds"),
+        queue_depth=Series("sglang:num_queue_reqs"),
+        kv_cache_usage=Series("sglang:token_usage"),
+    ),
+    Profile(
+        "triton", "model",
+        Requests(errors=Series("nv_inference_request_failure"), successes=Series("nv_inference_request_success")),
+        queue_depth=Series("nv_inference_pending_request_count"),
+    ),
+    Profile(
+        "kserve", "model_name",
+        Requests(),
+        latency=Series("request_predict_seconds"),
+        end_to_end=Series("request_predict_seconds"),
+    ),
+    Profile(
+        "mlserver", "model",
+        Requests(errors=Series("model_infer_request_failure_total"),
+                 successes=Series("model_infer_request_success_total")),
+        latency=Series("rest_server_request_duration_seconds", 'path=~".*/infer"'),
+        end_to_end=Series("rest_server_request_duration_seconds", 'path=~".*/infer"'),
+        unlabelled=frozenset({"latency"}),  # starlette-exporter's histogram has a path, no model
+    ),
+    Profile(
+        "torchserve", None,
+        Requests(errors=Series("Requests5XX"), successes=Series("Requests2XX")),
+    ),
+    Profile(
+        "inference-gateway", "model_name",
+        Requests(total=Series("inference_objective_request_total"),
+                 errors=Series("inference_objective_request_error_total")),
+        latency=Series("inference_objective_request_duration_seconds"),
+        inter_token_latency=Series("inference_objective_normalized_time_per_output_token_seconds"),
+        end_to_end=Series("inference_objective_request_duration_seconds"),
+        version_label="target_model_name",
+    ),
+)}
+
+# Histogram templates: (the profile's field, the quantile).
+HISTOGRAM_TEMPLATES = {
+    "latencyP50": ("latency", 0.50), "latencyP95": ("latency", 0.95), "latencyP99": ("latency", 0.99),
+    "timeToFirstTokenP95": ("time_to_first_token", 0.95), "timeToFirstTokenP99": ("time_to_first_token", 0.99),
+    "interTokenLatencyP95": ("inter_token_latency", 0.95), "interTokenLatencyP99": ("inter_token_latency", 0.99),
+    "endToEndLatencyP95": ("end_to_end", 0.95), "endToEndLatencyP99": ("end_to_end", 0.99),
+}
+# Gauges and rates, checked against bounds: (the profile's field or None for DCGM, what it is).
+GAUGE_TEMPLATES = {
+    "queueDepth": "queue_depth", "kvCacheUsage": "kv_cache_usage", "tokensPerSecond": "inter_token_latency",
+    "gpuMemoryUsage": "",
+}
+WHAT = {
+    "errorRate": "request outcomes", "latency": "a request latency histogram",
+    "time_to_first_token": "a time-to-first-token histogram", "inter_token_latency": "an inter-token latency histogram",
+    "end_to_end": "an end-to-end latency histogram", "queue_depth": "a queue depth gauge",
+    "kv_cache_usage": "a KV-cache usage gauge", "predictions": "a prediction histogram",
+}
+
+
+def profile(name: str | None) -> Profile:
+    return PROFILES[name or "seeds"]
+
+
+def needs(template: str) -> str | None:
+    """The profile field a guardrail template reads (None: it reads no server metric)."""
+    if template == "errorRate":
+        return "requests"
+    if template in HISTOGRAM_TEMPLATES:
+        return HISTOGRAM_TEMPLATES[template][0]
+    if template == "predictionPSI":
+        return "predictions"
+    return GAUGE_TEMPLATES.get(template) or None
+
+
+def _has(chosen: Profile, part: str) -> bool:
+    if part == "requests":
+        counted = [chosen.requests.total, chosen.requests.errors, chosen.requests.successes]
+        return sum(series is not None for series in counted) >= 2
+    return getattr(chosen, part) is not None
+
+
+def unsupported(name: str) -> list[str]:
+    """The guardrail templates a profile cannot measure, in the API's order."""
+    chosen = PROFILES[name]
+    return [t for t in GUARDRAIL_TEMPLATES if (part := needs(t)) is not None and not _has(chosen, part)]
+
+
+def why_unsupported(name: str) -> str:
+    missing = unsupported(name)
+    return (f"analysis.profile {name} exports nothing for guardrail templates {', '.join(missing)}: "
+            "use a query guardrail on what the server does export") if missing else ""
