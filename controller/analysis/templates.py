@@ -104,8 +104,8 @@ def gauge_mean(profile: Profile, series: Series, model: str, version: str, windo
 
 def decode_speed(profile: Profile, series: Series, model: str, version: str, window: str) -> str:
     """Tokens per second of one request stream: 1 / the mean inter-token latency over the window."""
-    histogram = series.name + profile.selector(model, version, series)
-    return f"sum(rate({histogram}_count[{window}])) / sum(rate({histogram}_sum[{window}]))"
+    selector = profile.selector(model, version, series)
+    return f"sum(rate({series.name}_count{selector}[{window}])) / sum(rate({series.name}_sum{selector}[{window}]))"
 
 
 def gpu_memory_usage(namespace: str, rollout: str, version: str) -> str:

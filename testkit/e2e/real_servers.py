@@ -1,0 +1,186 @@
+"""Model servers we did not write, from PyPI, each in a virtualenv of its own (their pins clash with
+each other and with ours), cached by their pins under the build cache.
+
+    mlserver  MLServer 1.7.1 with its scikit-learn runtime: `mlserver start DIR`
+    kserve    the KServe Python model server 0.21.0: a `kserve.Model` run by `kserve.ModelServer`
+
+The models are real scikit-learn models trained here on generated data (nothing is downloaded).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from controller.sandbox.build import cache_root
+from controller.sandbox.processes import free_port
+from e2e.harness import stop_process
+
+PINS = {
+    "mlserver": ("mlserver==1.7.1", "mlserver-sklearn==1.7.1", "scikit-learn==1.9.1"),
+    "kserve": ("kserve==0.21.0",),
+}
+INSTALL_TIMEOUT_S = 1200
+
+
+def server_python(name: str) -> Path:
+    """The interpreter of `name`'s virtualenv, created and installed on first use."""
+    pins = PINS[name]
+    key = hashlib.sha256("\n".join((sys.version, *pins)).encode()).hexdigest()[:12]
+    home = cache_root() / "servers" / f"{name}-{key}"
+    python = home / "bin" / "python"
+    done = home / ".installed"
+    home.parent.mkdir(parents=True, exist_ok=True)
+    with (home.parent / f"{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one install at a time, also across test processes
+        if not done.exists():
+            subprocess.run([sys.executable, "-m", "venv", "--clear", str(home)], check=True, timeout=120)
+            subprocess.run([str(python), "-m", "pip", "install", "-q", *pins], check=True,
+                           timeout=INSTALL_TIMEOUT_S)
+            done.write_text("\n".join(pins))
+    return python
+
+
+# Trains in the server's own interpreter (scikit-learn lives there): a logistic regression on a
+# generated, linearly separable data set. `worse` trains on labels with a share flipped, and
+# `reject_negative` puts a validation step in front that raises on inputs whose last feature is
+# negative: the model's own failure mode, the server unchanged.
+_TRAIN = textwrap.dedent("""
+    import json, sys
+    import joblib, numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+    sys.path.insert(0, sys.argv[2])
+    from guards import reject_negative_last
+    options = json.loads(sys.argv[3])
+    rng = np.random.default_rng(options["seed"])
+    x = rng.normal(size=(2000, 4))
+    if options["reject_negative"]:
+        x[:, -1] = np.abs(x[:, -1])  # the data it was trained on had the last feature clipped at 0
+    y = (x @ np.array([1.0, -0.5, 0.25, 0.0]) > 0).astype(int)
+    if options["flip"]:
+        flipped = rng.random(len(y)) < options["flip"]
+        y = np.where(flipped, 1 - y, y)
+    steps = [FunctionTransformer(reject_negative_last)] if options["reject_negative"] else []
+    joblib.dump(make_pipeline(*steps, LogisticRegression()).fit(x, y), sys.argv[1])
+""")
+_GUARDS = textwrap.dedent('''
+    """A model's own input check, shipped beside the model."""
+    import numpy as np
+
+    def reject_negative_last(x):
+        x = np.asarray(x)
+        if (x[:, -1] < 0).any():
+            raise ValueError("this model was trained on clipped data: the last feature must be >= 0")
+        return x
+''')
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    name: str
+    flip: float = 0.0  # share of training labels flipped: a less accurate model
+    reject_negative: bool = False  # raises on inputs with a negative last feature
+    seed: int = 1
+
+
+def train(directory: Path, version: ModelVersion) -> Path:
+    """A model directory for MLServer: model.joblib, the model's guards module and model-settings.json."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "guards.py").write_text(_GUARDS)
+    options = {"seed": version.seed, "flip": version.flip, "reject_negative": version.reject_negative}
+    subprocess.run([str(server_python("mlserver")), "-c", _TRAIN, str(directory / "model.joblib"), str(directory),
+                    json.dumps(options)], check=True, timeout=300)
+    (directory / "model-settings.json").write_text(json.dumps({
+        "name": version.name, "implementation": "mlserver_sklearn.SKLearnModel",
+        "parameters": {"uri": "./model.joblib"}}))
+    return directory
+
+
+@dataclass
+class RunningServer:
+    url: str  # inference
+    metrics_url: str
+    process: subprocess.Popen[bytes]
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode}: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"{url} not ready in {timeout}s: {log.read_text()[-2000:]}")
+
+
+@contextmanager
+def mlserver(model_dir: Path, model: str, host: str = "127.0.0.1") -> Iterator[RunningServer]:
+    """MLServer serving one model directory on free ports; its metrics on a port of their own."""
+    http, grpc, metrics = free_port(), free_port(), free_port()
+    # parallel_workers 0: the model runs in the server process (the worker pool of 1.7.1 cannot
+    # start under the uvloop release pip picks today).
+    (model_dir / "settings.json").write_text(json.dumps({
+        "host": host, "http_port": http, "grpc_port": grpc, "metrics_port": metrics, "parallel_workers": 0}))
+    log = model_dir / "mlserver.log"
+    env = dict(os.environ, PYTHONPATH=str(model_dir))
+    with log.open("wb") as output:
+        process = subprocess.Popen([str(server_python("mlserver").parent / "mlserver"), "start", str(model_dir)],
+                                   cwd=model_dir, env=env, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        _wait_ready(f"http://{host}:{http}/v2/models/{model}/ready", process, log)
+        yield RunningServer(f"http://{host}:{http}", f"http://{host}:{metrics}/metrics", process)
+    finally:
+        stop_process(process, 10)
+
+
+_KSERVE_MAIN = textwrap.dedent("""
+    import sys
+    from kserve import Model, ModelServer
+
+    class Scorer(Model):
+        def __init__(self, name):
+            super().__init__(name)
+            self.ready = True
+
+        def predict(self, payload, headers=None):
+            rows = payload["instances"]
+            if any(len(row) != 4 for row in rows):
+                raise ValueError("expects 4 features")
+            return {"predictions": [float(sum(row) > 0) for row in rows]}
+
+    ModelServer(http_port=int(sys.argv[2]), workers=1, enable_grpc=False).start([Scorer(sys.argv[1])])
+""")
+
+
+@contextmanager
+def kserve(directory: Path, model: str) -> Iterator[RunningServer]:
+    """The KServe Python model server with a small scikit-free model; metrics on its HTTP port."""
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log = directory / "kserve.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen([str(server_python("kserve")), "-c", _KSERVE_MAIN, model, str(port)],
+                                   cwd=directory, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        _wait_ready(f"http://127.0.0.1:{port}/v1/models/{model}", process, log)
+        yield RunningServer(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}/metrics", process)
+    finally:
+        stop_process(process, 10)

@@ -1,0 +1,236 @@
+"""Every profile's templates, run by the operator's own evaluator against a real Prometheus.
+
+MLServer and KServe's Python server (from PyPI) run live: the test sends them good and bad requests
+and Prometheus scrapes their /metrics. The servers that need a GPU or are not on PyPI are served
+from hand-written expositions in tests/fixtures/expositions (each says where its names come from).
+Each scrape job adds `version: <revision>`, as the README's relabelling copies it from the pod, so
+a server's own `version` label becomes `exported_version`, as it does in a cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from e2e import real_servers
+
+from controller import api
+from controller.analysis.evaluate import Context, Evaluator
+from controller.analysis.prometheus import Credentials, PrometheusPool, PrometheusProvider
+from controller.profiles import GAUGE_TEMPLATES, HISTOGRAM_TEMPLATES, unsupported
+from controller.sandbox.prometheus import PrometheusServer, start_prometheus
+
+pytestmark = pytest.mark.prometheus
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "expositions"
+NAMESPACE, ROLLOUT = "ml", "scorer"
+# (profile, the server's model label value, the version the queries select)
+FIXTURE_PROFILES = [("vllm", "llama", "rev-vllm"), ("sglang", "llama", "rev-sglang"), ("tgi", "tgi", "rev-tgi"),
+                    ("triton", "scorer", "rev-triton"), ("torchserve", "scorer", "rev-torchserve"),
+                    ("inference-gateway", "llama", "llama-v2")]
+
+
+class _Exposition(ThreadingHTTPServer):
+    """Serves a fixture with every value times the number of scrapes so far: counters grow, so
+    rate() and increase() have something to measure."""
+
+    def __init__(self, text: str) -> None:
+        self.text, self.scrapes = text, 0
+        super().__init__(("127.0.0.1", 0), _ExpositionHandler)
+
+    def body(self) -> bytes:
+        self.scrapes += 1
+        lines = []
+        for line in self.text.splitlines():
+            if line and not line.startswith("#"):
+                name, value = line.rsplit(" ", 1)
+                lines.append(f"{name} {float(value) * self.scrapes:g}")
+            else:
+                lines.append(line)
+        return ("\n".join(lines) + "\n").encode()
+
+
+class _ExpositionHandler(BaseHTTPRequestHandler):
+    server: _Exposition
+
+    def do_GET(self) -> None:
+        body = self.server.body()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def _served(text: str) -> Iterator[str]:
+    server = _Exposition(text)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _dcgm(versions: list[str]) -> str:
+    """DCGM exporter's two framebuffer gauges (MiB) for one GPU of each version's pod."""
+    lines = ["# TYPE DCGM_FI_DEV_FB_USED gauge", "# TYPE DCGM_FI_DEV_FB_FREE gauge"]
+    for gpu, version in enumerate(versions):
+        labels = (f'gpu="{gpu}",modelName="NVIDIA A10G",namespace="{NAMESPACE}",'
+                  f'pod="{ROLLOUT}-{version}-5d8f9c7b6-x2k4p",container="model"')
+        lines += [f"DCGM_FI_DEV_FB_USED{{{labels}}} 18000", f"DCGM_FI_DEV_FB_FREE{{{labels}}} 4000"]
+    return "\n".join(lines)
+
+
+def _job(name: str, target: str, version: str | None, path: str = "/metrics") -> dict[str, Any]:
+    labels = {"version": version} if version else {}
+    return {"job_name": name, "metrics_path": path, "static_configs": [{"targets": [target], "labels": labels}]}
+
+
+@contextmanager
+def _provider(prometheus: PrometheusServer) -> Iterator[PrometheusProvider]:
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    pool = PrometheusPool(loop)
+    try:
+        yield PrometheusProvider(pool, prometheus.url, Credentials(), time.monotonic() + 600)
+    finally:
+        asyncio.run_coroutine_threadsafe(pool.close(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+
+def _evaluator(profile: str, model: str, version: str, provider: PrometheusProvider) -> Evaluator:
+    templates = [t for t in (*HISTOGRAM_TEMPLATES, *GAUGE_TEMPLATES, "errorRate") if t not in unsupported(profile)]
+    spec = api.ModelRolloutSpec.model_validate({
+        "model": model, "template": {"spec": {"containers": [{"name": "m", "image": "m:1"}]}},
+        "trafficRouting": {"gatewayAPI": {"httpRoute": ROLLOUT}},
+        "strategy": {"steps": [{"canary": {"weight": 50, "duration": "10m"}}]},
+        "analysis": {"profile": profile, "window": "30s",
+                     "guardrails": [{"name": t, "template": t, "max": 1e9} for t in templates]},
+    })
+    assert spec.analysis is not None
+    ctx = Context(model=model, namespace=NAMESPACE, rollout=ROLLOUT, stable=version, candidate=version, step_index=0,
+                  step_kind="canary", step_started_at="2026-11-24T00:00:00Z", step_elapsed_seconds=600, weight=50,
+                  now="2026-11-24T00:10:00Z")
+    return Evaluator(spec, spec.analysis, provider, ctx, None)
+
+
+def _measured(evaluator: Evaluator) -> dict[str, Any]:
+    """What each supported template reads, through the evaluator's own queries."""
+    window = evaluator.window()
+    assert window is not None
+    found: dict[str, Any] = {}
+    for guardrail in evaluator.analysis.guardrails:
+        template = guardrail.template or ""
+        if template in GAUGE_TEMPLATES:
+            found[template] = evaluator.provider.scalar(evaluator.gauge(template, evaluator.ctx.candidate, window))
+        elif template in HISTOGRAM_TEMPLATES:
+            found[template] = (evaluator.windowed(guardrail)[0],
+                               evaluator.latency_totals(evaluator.histogram(guardrail), evaluator.ctx.candidate))
+        else:
+            found[template] = evaluator.windowed(guardrail)[0]
+    return found
+
+
+def _wait_scraped(prometheus: PrometheusServer, jobs: int, scrapes: int = 3) -> None:
+    """Until every job is up and has been scraped `scrapes` times (rate() needs two samples)."""
+    deadline = time.monotonic() + 90
+    query = f"count_over_time(up[1m]) >= {scrapes}"
+    while time.monotonic() < deadline:
+        answer = httpx.get(f"{prometheus.url}/api/v1/query", params={"query": query}, timeout=5).json()
+        if len(answer["data"]["result"]) >= jobs:
+            up = httpx.get(f"{prometheus.url}/api/v1/query", params={"query": "up == 0"}, timeout=5).json()
+            assert not up["data"]["result"], f"a target is down: {up}"
+            return
+        time.sleep(0.5)
+    raise AssertionError("Prometheus did not scrape every target in time")
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, float) and math.isfinite(value)
+
+
+def test_every_profile_reads_its_servers_exposition(tmp_path: Path) -> None:
+    versions = [version for _, _, version in FIXTURE_PROFILES]
+    with ExitStack() as stack:
+        jobs = [_job(profile, stack.enter_context(_served((FIXTURES / f"{profile}.prom").read_text())),
+                     None if profile == "inference-gateway" else version)
+                for profile, _, version in FIXTURE_PROFILES]
+        jobs.append(_job("dcgm", stack.enter_context(_served(_dcgm(versions))), None))
+        prometheus = start_prometheus(tmp_path / "prometheus", jobs, scrape_interval="1s")
+        stack.callback(prometheus.stop)
+        _wait_scraped(prometheus, len(jobs))
+        provider = stack.enter_context(_provider(prometheus))
+        for profile, model, version in FIXTURE_PROFILES:
+            evaluator = _evaluator(profile, model, version, provider)
+            measured = _measured(evaluator)
+            assert set(measured) == {g.template for g in evaluator.analysis.guardrails}
+            for template, value in measured.items():
+                if template in HISTOGRAM_TEMPLATES:
+                    quantile, buckets = value
+                    assert _finite(quantile) and buckets, f"{profile} {template}: {value}"
+                else:
+                    assert _finite(value), f"{profile} {template}: {value}"
+            if "errorRate" in measured:
+                assert 0 < measured["errorRate"] < 0.05, f"{profile}: {measured['errorRate']}"
+                outcome = evaluator.requests(version)
+                assert outcome["ok"] > 0 and outcome["error"] > 0, f"{profile}: {outcome}"
+            assert measured["gpuMemoryUsage"] == pytest.approx(18000 / 22000)
+
+
+def _infer_mlserver(url: str, rows: list[list[float]]) -> int:
+    body = {"inputs": [{"name": "x", "shape": [len(rows), 4], "datatype": "FP64",
+                        "data": [v for row in rows for v in row]}]}
+    return httpx.post(f"{url}/v2/models/{ROLLOUT}/infer", json=body, timeout=30).status_code
+
+
+def test_a_live_mlserver_and_kserve_through_their_profiles(tmp_path: Path) -> None:
+    with ExitStack() as stack:
+        model = real_servers.train(tmp_path / "mlserver", real_servers.ModelVersion(ROLLOUT, reject_negative=True))
+        mls = stack.enter_context(real_servers.mlserver(model, ROLLOUT))
+        kserve = stack.enter_context(real_servers.kserve(tmp_path / "kserve", ROLLOUT))
+        good, bad = [[0.5, -0.2, 0.1, 0.3]], [[0.5, -0.2, 0.1, -0.3]]
+        answers = [_infer_mlserver(mls.url, good) for _ in range(8)] + [_infer_mlserver(mls.url, bad) for _ in range(2)]
+        assert answers.count(200) == 8 and answers.count(500) == 2, "the model itself rejects a negative last feature"
+        for _ in range(6):
+            answer = httpx.post(f"{kserve.url}/v1/models/{ROLLOUT}:predict", json={"instances": good}, timeout=30)
+            assert answer.status_code == 200, answer.text
+        metrics_port = re.search(r":(\d+)/metrics$", mls.metrics_url)
+        assert metrics_port is not None
+        jobs = [_job("mlserver", f"127.0.0.1:{metrics_port.group(1)}", "rev-mlserver"),
+                _job("kserve", kserve.metrics_url.split("//", 1)[1].rsplit("/", 1)[0], "rev-kserve")]
+        prometheus = start_prometheus(tmp_path / "prometheus", jobs, scrape_interval="1s")
+        stack.callback(prometheus.stop)
+        _wait_scraped(prometheus, len(jobs))
+        provider = stack.enter_context(_provider(prometheus))
+
+        mlserver = _evaluator("mlserver", ROLLOUT, "rev-mlserver", provider)
+        assert mlserver.requests("rev-mlserver") == {"ok": 8.0, "error": 2.0}
+        # MLServer's own `version` label ("None", whatever the model settings say) stays as exported_version.
+        raw = httpx.get(f"{prometheus.url}/api/v1/query", timeout=5, params={
+            "query": 'model_infer_request_success_total{version="rev-mlserver"}'}).json()["data"]["result"]
+        assert raw and raw[0]["metric"]["exported_version"] == "None"
+        latency = mlserver.latency_totals(mlserver.histogram(
+            next(g for g in mlserver.analysis.guardrails if g.template == "latencyP99")), "rev-mlserver")
+        assert latency["+Inf"] == 10.0, "every /infer request, failed ones too, is in the histogram"
+
+        kserve_eval = _evaluator("kserve", ROLLOUT, "rev-kserve", provider)
+        buckets = kserve_eval.latency_totals(kserve_eval.histogram(
+            next(g for g in kserve_eval.analysis.guardrails if g.template == "latencyP99")), "rev-kserve")
+        assert buckets["+Inf"] == 6.0
