@@ -7,10 +7,12 @@ cd "$(dirname "$0")/.."
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else "$@"; fi; }
 
 # prometheus: the sandbox's metrics; mmdebstrap, umoci, skopeo: scripts/build-image.sh and its test;
-# buildah: the test that the Containerfile builds the same image; tmux: the plugin's terminal test.
+# buildah: the test that the Containerfile builds the same image; tmux: the plugin's terminal test;
+# nginx: the e2e data plane's proxy; iproute2 (ip): the data plane's network namespace.
 missing=""
-for tool in prometheus mmdebstrap umoci skopeo buildah tmux; do
-  command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"
+for tool in prometheus mmdebstrap umoci skopeo buildah tmux nginx ip; do
+  package="$tool"; [ "$tool" = ip ] && package=iproute2
+  PATH="$PATH:/usr/sbin:/sbin" command -v "$tool" >/dev/null 2>&1 || missing="$missing $package"
 done
 if [ -n "$missing" ]; then
   echo "==> installing Debian packages:$missing"

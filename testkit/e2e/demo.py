@@ -1,9 +1,9 @@
 """`modelrollout demo`: a live rollout on the local sandbox, then an automatic rollback of a bad model.
 
 Everything is real except the pods' containers: etcd, kube-apiserver, scheduler and kwok run
-the cluster; one model-server process per revision serves HTTP; Prometheus scrapes them every
-second; the operator decides from those metrics; the route-aware load generator routes requests
-by the live HTTPRoute (standing in for a Gateway implementation).
+the cluster; one model-server process per pod serves HTTP on the pod's address (in a network
+namespace of its own); Prometheus scrapes them every second; the operator decides from those
+metrics; nginx serves the live HTTPRoute over the EndpointSlices, and the load goes to nginx only.
 """
 
 from __future__ import annotations
@@ -48,6 +48,12 @@ def _line(world: World) -> str:
             f"mirror {mirror:>3}%  {status.get('verdict') or '':<16} {detail[:70]}")
 
 
+def _print_served(world: World) -> None:
+    """What nginx really sent to each revision, as its model servers counted it."""
+    for revision, counts in sorted(world.fleet.served().items()):
+        print(f"    revision {revision}: served {counts['live']} live and {counts['mirrored']} mirrored requests")
+
+
 def _follow(world: World, done: Any, timeout: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     last = ""
@@ -83,13 +89,15 @@ def demo_on(kubeconfig: Path, keep: bool) -> int:
     client.CoreV1Api(api_client).create_namespace({"metadata": {"name": NAMESPACE}})  # type: ignore[arg-type]
     with tempfile.TemporaryDirectory() as workdir, e2e_world(api_client, NAMESPACE, kubeconfig,
                                                              Path(workdir), rps=40) as world:
-        print(f"==> Prometheus at {world.prometheus.url}; operator, model servers and load running")
+        print(f"==> Prometheus at {world.prometheus.url}, nginx at {world.gateway.url}; operator, model servers "
+              "and load running")
         first = world.deploy(STEPS, guardrails=GUARDRAILS)
         print("==> 1. rolling out a better model: shadow -> canary -> A/B test on conversions")
         world.roll_out("better")
         good = _follow(world, lambda s: s.get("phase") == "RolledBack" or (
             s.get("phase") == "Completed" and s.get("stableRevision") != first["stableRevision"]), 300)
         print(f"    -> {good['phase']}: {good.get('message')}")
+        _print_served(world)
 
         print("==> 2. rolling out a model that starts failing 40% of requests during its canary")
         world.body["spec"]["strategy"]["steps"] = [{"canary": {"weight": 30, "duration": "2m"}}]
@@ -101,6 +109,7 @@ def demo_on(kubeconfig: Path, keep: bool) -> int:
         print("    fault injected into the candidate's model server")
         bad = _follow(world, lambda s: s.get("phase") == "RolledBack", 120)
         print(f"    -> {bad['phase']}: {bad.get('message')}")
+        _print_served(world)
         print(f"\nkubectl --kubeconfig {kubeconfig} -n {NAMESPACE} describe {api.SINGULAR} scorer")
         if keep:
             print("==> --keep: everything stays up for 30 minutes (Ctrl-C ends it)")

@@ -1,13 +1,16 @@
-"""The kubelet of the e2e world: one real model-server process per live model revision.
+"""The kubelet of the e2e world: one real model-server process per running pod.
 
-kwok's pods are fake: no container ever runs. `ModelFleet` watches (by polling) the Deployments
-the operator makes for one ModelRollout and, for every one with `spec.replicas > 0`, keeps one
-`python -m e2e.model_server` process running on a free loopback port, with the knobs that
-`knobs_for_image(image)` gives for the Deployment's first container image. A Deployment that is
-deleted or scaled to 0 loses its process (SIGTERM, then SIGKILL after a grace, by PID).
+kwok's pods are fake: no container ever runs. `ModelFleet` watches (by polling) the pods of one
+ModelRollout and, for every one that is Running with an address, keeps one `python -m
+e2e.model_server` process listening on that pod's address and container port, inside the pods'
+network namespace (`e2e.netns`), with the knobs that `knobs_for_image(image)` gives for the pod's
+first container image. So the EndpointSlices the controller-manager writes point at real servers,
+and a gateway that reads them reaches them. A pod that goes away loses its process (SIGTERM, then
+SIGKILL after a grace, by PID).
 
 Prometheus finds the servers through a file_sd file (`workdir/targets.json`, replaced
-atomically): pass `fleet.scrape_config()` to `start_prometheus`.
+atomically, with the pod's `revision`, `pod` and `namespace` as target labels, as pod relabelling
+gives them): pass `fleet.scrape_config()` to `start_prometheus`.
 """
 
 from __future__ import annotations
@@ -29,19 +32,24 @@ from typing import Any
 import httpx
 from kubernetes import client
 
-from controller.runtime.cache import REVISION_LABEL, ROLLOUT_LABEL
 from e2e.model_server import Knobs
+from e2e.netns import PodNetwork
 
 log = logging.getLogger(__name__)
 
 KnobsForImage = Callable[[str], Knobs]
+# The labels the operator puts on its pods: the rollout they belong to and their template revision.
+ROLLOUT_LABEL, REVISION_LABEL = "rollouts.mlops.dev/rollout", "rollouts.mlops.dev/revision"
 
 
 @dataclass(frozen=True)
 class WantedServer:
-    """What one Deployment asks for."""
+    """What one running pod asks for."""
 
+    pod: str
     revision: str
+    address: str
+    port: int
     model: str
     version: str
     image: str
@@ -55,15 +63,15 @@ class ServerProcess:
     port_file: Path
     log_path: Path
     started_at: float = field(default_factory=time.monotonic)
-    port: int | None = None
+    ready: bool = False
 
     @property
     def pid(self) -> int:
         return self.process.pid
 
     @property
-    def url(self) -> str | None:
-        return f"http://127.0.0.1:{self.port}" if self.port is not None else None
+    def url(self) -> str:
+        return f"http://{self.wanted.address}:{self.wanted.port}"
 
 
 class FleetError(RuntimeError):
@@ -71,10 +79,11 @@ class FleetError(RuntimeError):
 
 
 class ModelFleet:
-    """One model-server process per revision of `rollout_name` that has replicas.
+    """One model-server process per running pod of `rollout_name`.
 
-    Use as a context manager (or `start()` / `stop()`). `urls()` lists the servers that answer,
-    `set_knobs()` changes one at run time (and remembers it, should the process be restarted).
+    Use as a context manager (or `start()` / `stop()`). `urls()` gives a server of each revision
+    that answers, `set_knobs()` changes every pod of a revision at run time (and remembers it, for
+    pods that start later), `served()` says what the servers were sent.
     """
 
     def __init__(
@@ -84,21 +93,23 @@ class ModelFleet:
         rollout_name: str,
         knobs_for_image: KnobsForImage,
         workdir: Path,
+        network: PodNetwork,
         poll_interval: float = 0.5,
         seed: int | None = None,
         grace_seconds: float = 5.0,
         start_timeout: float = 30.0,
+        default_port: int = 8080,
     ) -> None:
-        self.apps = client.AppsV1Api(api_client)
+        self.core = client.CoreV1Api(api_client)
         self.namespace, self.rollout_name = namespace, rollout_name
-        self.knobs_for_image = knobs_for_image
+        self.knobs_for_image, self.network = knobs_for_image, network
         self.workdir = workdir
         self.poll_interval, self.seed = poll_interval, seed
-        self.grace_seconds, self.start_timeout = grace_seconds, start_timeout
+        self.grace_seconds, self.start_timeout, self.default_port = grace_seconds, start_timeout, default_port
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.targets_path = self.workdir / "targets.json"
-        self._servers: dict[str, ServerProcess] = {}
-        self._overrides: dict[str, dict[str, float]] = {}
+        self._servers: dict[str, ServerProcess] = {}  # by pod name
+        self._overrides: dict[str, dict[str, float]] = {}  # by revision
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -136,15 +147,21 @@ class ModelFleet:
         self.stop()
 
     # ---- what callers use ------------------------------------------------------------------
-    def urls(self) -> dict[str, str]:
-        """revision -> base URL of its server, for the servers that answer."""
+    def pod_urls(self) -> dict[str, str]:
+        """pod -> base URL of its server, for the servers that answer."""
         with self._lock:
-            return {rev: s.url for rev, s in self._servers.items() if s.url is not None}
+            return {pod: s.url for pod, s in self._servers.items() if s.ready}
+
+    def urls(self) -> dict[str, str]:
+        """revision -> base URL of one of its servers that answers."""
+        with self._lock:
+            return {s.wanted.revision: s.url for s in sorted(self._servers.values(), key=lambda s: s.wanted.pod)
+                    if s.ready}
 
     def pids(self) -> dict[str, int]:
-        """revision -> PID, for every process running or starting."""
+        """pod -> PID, for every process running or starting."""
         with self._lock:
-            return {rev: s.pid for rev, s in self._servers.items()}
+            return {pod: s.pid for pod, s in self._servers.items()}
 
     def wait_for(self, predicate: Callable[[dict[str, str]], bool], timeout: float = 60.0,
                  what: str = "fleet state") -> dict[str, str]:
@@ -162,33 +179,54 @@ class ModelFleet:
         return self.wait_for(lambda urls: all(r in urls for r in revisions), timeout,
                              f"servers for {', '.join(revisions)}")
 
+    def _revision_urls(self, revision: str) -> list[str]:
+        with self._lock:
+            return [s.url for s in self._servers.values() if s.wanted.revision == revision and s.ready]
+
     def knobs(self, revision: str) -> Knobs:
-        """The knobs the running server of `revision` reports."""
-        answer = self._http.get(f"{self._url_of(revision)}/knobs")
+        """The knobs a running server of `revision` reports."""
+        urls = self._revision_urls(revision)
+        if not urls:
+            raise FleetError(f"no running model server for revision {revision!r}")
+        answer = self._http.get(f"{urls[0]}/knobs")
         answer.raise_for_status()
         return Knobs(**answer.json())
 
     def set_knobs(self, revision: str, **changes: float) -> Knobs:
-        """Change the running server's knobs (fault injection); kept if the process restarts.
-
-        For a revision with no running server (scaled to 0) the change is only remembered,
-        and applies when the fleet next starts it.
-        """
+        """Change the knobs of every running server of `revision` (fault injection); kept for its
+        pods that start later. For a revision with no running server the change is only remembered."""
         Knobs().updated(**changes)  # unknown names fail here, before anything changes
-        # A server still starting took its knobs at launch: wait until it answers, then change them.
+        # A server still starting took its knobs at launch: wait until the revision's servers answer.
         deadline = time.monotonic() + self.start_timeout
-        while revision in self.pids() and revision not in self.urls() and time.monotonic() < deadline:
+        while self._starting(revision) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if revision not in self.urls():
-            with self._lock:
-                self._overrides.setdefault(revision, {}).update(changes)
-            return Knobs().updated(**self._overrides[revision])
-        answer = self._http.post(f"{self._url_of(revision)}/knobs", json=changes)
-        if answer.status_code != 200:
-            raise FleetError(f"POST /knobs to {revision}: {answer.status_code} {answer.text}")
         with self._lock:
             self._overrides.setdefault(revision, {}).update(changes)
-        return Knobs(**answer.json())
+        result = Knobs().updated(**self._overrides[revision])
+        for url in self._revision_urls(revision):
+            answer = self._http.post(f"{url}/knobs", json=changes)
+            if answer.status_code != 200:
+                raise FleetError(f"POST /knobs to {revision}: {answer.status_code} {answer.text}")
+            result = Knobs(**answer.json())
+        return result
+
+    def _starting(self, revision: str) -> bool:
+        with self._lock:
+            return any(s.wanted.revision == revision and not s.ready for s in self._servers.values())
+
+    def served(self) -> dict[str, dict[str, int]]:
+        """revision -> {"live": n, "mirrored": m}: the requests its servers were sent, as they counted
+        them (a restarted server starts from 0)."""
+        totals: dict[str, dict[str, int]] = {}
+        with self._lock:
+            servers = [(s.wanted.revision, s.url) for s in self._servers.values() if s.ready]
+        for revision, url in servers:
+            with contextlib.suppress(httpx.HTTPError):
+                counts = self._http.get(f"{url}/stats").json()
+                total = totals.setdefault(revision, {"live": 0, "mirrored": 0})
+                for key in total:
+                    total[key] += int(counts.get(key, 0))
+        return totals
 
     def scrape_config(self, job_name: str = "model-servers") -> dict[str, Any]:
         """A scrape config for `start_prometheus`: Prometheus re-reads the file_sd file on change."""
@@ -198,14 +236,8 @@ class ModelFleet:
             "file_sd_configs": [{"files": [str(self.targets_path)], "refresh_interval": "1s"}],
         }
 
-    def _url_of(self, revision: str) -> str:
-        url = self.urls().get(revision)
-        if url is None:
-            raise FleetError(f"no running model server for revision {revision!r} (running: {sorted(self.urls())})")
-        return url
-
-    def log_path(self, revision: str) -> Path:
-        return self.workdir / f"{revision}.log"
+    def log_path(self, pod: str) -> Path:
+        return self.workdir / f"{pod}.log"
 
     # ---- the poller ------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -218,23 +250,23 @@ class ModelFleet:
             self._stopping.wait(self.poll_interval)
 
     def sync_once(self) -> None:
-        """One reconcile: read the Deployments, start and stop processes, publish the targets."""
+        """One reconcile: read the pods, start and stop processes, publish the targets."""
         wanted = self._wanted()
         with self._lock:
             current = dict(self._servers)
-        for revision, server in current.items():
-            if revision not in wanted or server.wanted != wanted[revision]:
-                self._forget(revision)
+        for pod, server in current.items():
+            if pod not in wanted or server.wanted != wanted[pod]:
+                self._forget(pod)
                 self._terminate(server)
             elif server.process.poll() is not None:
-                log.warning("model server %s exited with %s; restarting", revision, server.process.returncode)
-                self._forget(revision)
+                log.warning("model server %s exited with %s; restarting", pod, server.process.returncode)
+                self._forget(pod)
                 self.restarts += 1
-        for revision, want in wanted.items():
+        for pod, want in wanted.items():
             if self._stopping.is_set():
                 break
             with self._lock:
-                running = revision in self._servers
+                running = pod in self._servers
             if not running:
                 self._launch(want)
         self._check_starting()
@@ -242,23 +274,24 @@ class ModelFleet:
         self.polls += 1
 
     def _wanted(self) -> dict[str, WantedServer]:
-        deployments = self.apps.list_namespaced_deployment(
+        pods = self.core.list_namespaced_pod(
             self.namespace, label_selector=f"{ROLLOUT_LABEL}={self.rollout_name}", _request_timeout=(3, 5),
         ).items
         wanted: dict[str, WantedServer] = {}
-        for deployment in deployments:
-            metadata = deployment.metadata
-            if metadata is None or deployment.spec is None or metadata.deletion_timestamp is not None:
+        for pod in pods:
+            metadata, spec, status = pod.metadata, pod.spec, pod.status
+            if metadata is None or spec is None or status is None or metadata.deletion_timestamp is not None:
                 continue
-            revision = (metadata.labels or {}).get(REVISION_LABEL)
-            if not revision or (deployment.spec.replicas or 0) <= 0:
+            labels = metadata.labels or {}
+            revision = labels.get(REVISION_LABEL)
+            if not revision or status.phase != "Running" or not status.pod_ip:
                 continue
-            template = deployment.spec.template
-            pod_labels = (template.metadata.labels if template.metadata else None) or {}
-            containers = template.spec.containers if template.spec else []
-            image = (containers[0].image if containers else None) or ""
-            wanted[revision] = WantedServer(revision=revision, model=pod_labels.get("model", self.rollout_name),
-                                            version=pod_labels.get("version", revision), image=image)
+            container = spec.containers[0]
+            ports = [p.container_port for p in container.ports or []]
+            wanted[str(metadata.name)] = WantedServer(
+                pod=str(metadata.name), revision=revision, address=status.pod_ip,
+                port=ports[0] if ports else self.default_port, model=labels.get("model", self.rollout_name),
+                version=labels.get("version", revision), image=container.image or "")
         return wanted
 
     def _launch(self, want: WantedServer) -> None:
@@ -267,66 +300,75 @@ class ModelFleet:
             overrides = dict(self._overrides.get(want.revision, {}))
         if overrides:
             knobs = knobs.updated(**overrides)
-        port_file = self.workdir / f"{want.revision}.port"
+        self.network.add_address(want.address)
+        port_file = self.workdir / f"{want.pod}.port"
         port_file.unlink(missing_ok=True)
-        log_path = self.log_path(want.revision)
-        command = [sys.executable, "-m", "e2e.model_server", "--port", "0", "--port-file", str(port_file),
-                   "--model", want.model, "--version", want.version, *knobs.cli_args()]
+        log_path = self.log_path(want.pod)
+        command = [sys.executable, "-m", "e2e.model_server", "--host", want.address, "--port", str(want.port),
+                   "--port-file", str(port_file), "--model", want.model, "--version", want.version,
+                   *knobs.cli_args()]
         if self.seed is not None:
-            digest = hashlib.sha256(f"{self.seed}/{want.revision}".encode()).digest()
+            digest = hashlib.sha256(f"{self.seed}/{want.pod}".encode()).digest()
             command += ["--seed", str(int.from_bytes(digest[:8], "big"))]
         # The test kit is installed (scripts/setup.sh): `-m e2e.model_server` needs no path of ours.
         with log_path.open("ab") as output:
-            process = subprocess.Popen(command, cwd=self.workdir, stdout=output, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL, start_new_session=True)
-        log.info("started model server %s (image %s) as PID %d", want.revision, want.image, process.pid)
+            process = subprocess.Popen(self.network.command(command), cwd=self.workdir, stdout=output,
+                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        log.info("started model server for pod %s (image %s) on %s:%d as PID %d", want.pod, want.image,
+                 want.address, want.port, process.pid)
         server = ServerProcess(want, knobs, process, port_file, log_path)
         with self._lock:
             if not self._stopping.is_set():
-                self._servers[want.revision] = server
+                self._servers[want.pod] = server
                 return
         self._terminate(server)  # stop() came while this one was starting: it must not outlive the fleet
 
     def _check_starting(self) -> None:
         with self._lock:
-            starting = [s for s in self._servers.values() if s.port is None]
+            starting = [s for s in self._servers.values() if not s.ready]
         for server in starting:
-            port = _read_port(server.port_file)
-            if port is not None and self._healthy(port):
+            if _read_port(server.port_file) is not None and self._healthy(server.url):
                 with self._lock:
-                    server.port = port
+                    server.ready = True
             elif time.monotonic() - server.started_at > self.start_timeout:
-                self.last_error = f"model server {server.wanted.revision} did not start; see {server.log_path}"
+                self.last_error = f"model server of pod {server.wanted.pod} did not start; see {server.log_path}"
                 log.warning("%s", self.last_error)
-                self._forget(server.wanted.revision)
+                self._forget(server.wanted.pod)
                 self._terminate(server)
 
-    def _healthy(self, port: int) -> bool:
+    def _healthy(self, url: str) -> bool:
         try:
-            return self._http.get(f"http://127.0.0.1:{port}/healthz", timeout=1.0).status_code == 200
+            return self._http.get(f"{url}/healthz", timeout=1.0).status_code == 200
         except httpx.HTTPError:
             return False
 
-    def _forget(self, revision: str) -> None:
+    def _forget(self, pod: str) -> None:
         with self._lock:
-            self._servers.pop(revision, None)
+            self._servers.pop(pod, None)
 
     def _terminate(self, server: ServerProcess) -> None:
         process = server.process
         if process.poll() is None:
-            process.terminate()
+            process.terminate()  # `ip netns exec` execs the server: this PID is the server's
             try:
                 process.wait(self.grace_seconds)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(10)
-        log.info("stopped model server %s (PID %d)", server.wanted.revision, server.pid)
+        log.info("stopped model server of pod %s (PID %d)", server.wanted.pod, server.pid)
         server.port_file.unlink(missing_ok=True)
+        with self._lock:
+            still_used = any(s.wanted.address == server.wanted.address for s in self._servers.values())
+        if not still_used:
+            self.network.remove_address(server.wanted.address)
 
     def _write_targets(self) -> None:
         with self._lock:
-            ready = sorted((rev, s.port) for rev, s in self._servers.items() if s.port is not None)
-        groups = [{"targets": [f"127.0.0.1:{port}"], "labels": {"revision": rev}} for rev, port in ready]
+            ready = sorted((s.wanted.pod, s.wanted.revision, s.wanted.address, s.wanted.port)
+                           for s in self._servers.values() if s.ready)
+        groups = [{"targets": [f"{address}:{port}"],
+                   "labels": {"revision": revision, "pod": pod, "namespace": self.namespace}}
+                  for pod, revision, address, port in ready]
         text = json.dumps(groups, indent=2)
         if text == self._written_targets:
             return

@@ -1,4 +1,4 @@
-"""A model-server simulator for end-to-end tests: one process per model revision.
+"""A model-server simulator for end-to-end tests: one process per pod.
 
     python -m e2e.model_server --port 0 --port-file PATH --model scorer --version rev1 \\
         --latency-ms 20 --error-rate 0.01 --prediction-mean 0.4 --conversion-rate 0.1 --seed 7
@@ -11,6 +11,7 @@ Endpoints:
   counts a conversion (nobody sees a mirrored answer).
 - ``GET /metrics``: Prometheus exposition from the server's own registry (names below).
 - ``GET /healthz``: 200.
+- ``GET /stats``: ``{"live": n, "mirrored": m}``, the requests this server was sent.
 - ``GET /knobs`` and ``POST /knobs`` (JSON, partial) read and change the behaviour at run time.
 
 The knobs (see `Knobs`): ``latency_ms`` (median latency), ``latency_jitter`` (sigma of the
@@ -153,6 +154,8 @@ class ModelServer:
         self._knobs_lock = threading.Lock()
         self._rng = random.Random(config.seed)
         self._rng_lock = threading.Lock()
+        # Requests served, as this server saw them: what a proxy really sent here (GET /stats).
+        self.served = {"live": 0, "mirrored": 0}
         self.registry = CollectorRegistry()
         self.requests = Counter("inference_request_total", "Inference requests by outcome.",
                                 ["model", "version", "status"], registry=self.registry)
@@ -200,6 +203,8 @@ class ModelServer:
         """Serve one prediction: sleep, fail or answer, and record the metrics."""
         del payload  # the simulated model ignores its features
         knobs, rng = self._knobs, self.request_rng()
+        with self._rng_lock:
+            self.served["mirrored" if mirrored else "live"] += 1
         started = time.perf_counter()
         depth = self.queue_depth.labels(self.model)
         depth.inc()
@@ -282,6 +287,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(200, {"status": "ok"})
         elif path == "/knobs":
             self._send_json(200, self.server.app.knobs.to_dict())
+        elif path == "/stats":
+            self._send_json(200, dict(self.server.app.served))
         else:
             self._send_json(404, {"error": f"no route {path}"})
 

@@ -1,4 +1,5 @@
-"""An end-to-end world on the sandbox: operator, model-server fleet, real Prometheus, route-aware load.
+"""An end-to-end world on the sandbox: the operator, a model-server process per pod (in the pods'
+network namespace), a real Prometheus, nginx serving the live HTTPRoute, and load sent to nginx only.
 
 Used by the scenario tests, `modelrollout demo` and the e2e rollback benchmark."""
 
@@ -13,11 +14,14 @@ from typing import Any
 
 from kubernetes import client
 
+from controller.sandbox.processes import free_port
 from controller.sandbox.prometheus import PrometheusServer, start_prometheus
 from e2e.fleet import ModelFleet
+from e2e.gateway import Gateway
 from e2e.harness import Rollouts, httproute, operator_process, rollout_body
-from e2e.loadgen import RouteAwareLoadGenerator
+from e2e.loadgen import LoadGenerator
 from e2e.model_server import Knobs
+from e2e.netns import PodNetwork
 
 # Image tags stand for model versions with known behaviour (the fleet plays the kubelet).
 MODELS = {
@@ -55,7 +59,8 @@ class World:
     rollouts: Rollouts
     fleet: ModelFleet
     prometheus: PrometheusServer
-    load: RouteAwareLoadGenerator
+    gateway: Gateway
+    load: LoadGenerator
     body: dict[str, Any]
 
     def deploy(self, steps: list[dict[str, Any]], spec_extra: dict[str, Any] | None = None,
@@ -85,8 +90,9 @@ def e2e_world(api_client: client.ApiClient, namespace: str, kubeconfig: Path, tm
     rollouts = Rollouts(api_client, namespace)
     rollouts.create_object("gateway.networking.k8s.io", "v1", "httproutes", httproute("scorer"))
     with ExitStack() as stack:
+        network = stack.enter_context(PodNetwork())
         fleet = stack.enter_context(ModelFleet(api_client, namespace, "scorer", knobs_for_image,
-                                               tmp_path / "fleet", seed=7))
+                                               tmp_path / "fleet", network, seed=7))
         jobs = [fleet.scrape_config()]
         if operator_metrics_port is not None:
             jobs.append({"job_name": "modelrollout",
@@ -98,9 +104,10 @@ def e2e_world(api_client: client.ApiClient, namespace: str, kubeconfig: Path, tm
         stack.callback(stop_prometheus)
         env = {"MODELROLLOUT_METRICS_PORT": str(operator_metrics_port)} if operator_metrics_port else None
         stack.enter_context(operator_process(kubeconfig, namespace, tmp_path / "operator.log", env=env))
-        load = RouteAwareLoadGenerator(api_client, namespace, ("gatewayAPI", "scorer"), "scorer", fleet,
-                                       rps=rps, seed=11, max_duration_s=900)
-        world = World(rollouts, fleet, prometheus, load, {})
+        gateway = stack.enter_context(Gateway(api_client, namespace, ("gatewayAPI", "scorer"), tmp_path / "nginx",
+                                              free_port()))
+        load = LoadGenerator(gateway.url, rps=rps, seed=11, max_duration_s=900)
+        world = World(rollouts, fleet, prometheus, gateway, load, {})
         stack.callback(load.stop)
         load.start()
         yield world
