@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from kubernetes import client
@@ -38,6 +38,20 @@ from e2e.netns import PodNetwork
 log = logging.getLogger(__name__)
 
 KnobsForImage = Callable[[str], Knobs]
+
+
+class Recipe(Protocol):
+    """How to run a model server we did not write for a pod (see `e2e.real_servers`)."""
+
+    def command(self, want: WantedServer, workdir: Path) -> tuple[list[str], dict[str, str]]:
+        """The argv and extra environment of the pod's server, listening on want.address:want.port."""
+
+    def health_path(self) -> str: ...
+
+    def metrics_port(self, want: WantedServer) -> int: ...
+
+
+RecipeForImage = Callable[[str], "Recipe | None"]
 # The labels the operator puts on its pods: the rollout they belong to and their template revision.
 ROLLOUT_LABEL, REVISION_LABEL = "rollouts.mlops.dev/rollout", "rollouts.mlops.dev/revision"
 
@@ -62,6 +76,7 @@ class ServerProcess:
     process: subprocess.Popen[bytes]
     port_file: Path
     log_path: Path
+    recipe: Recipe | None = None
     started_at: float = field(default_factory=time.monotonic)
     ready: bool = False
 
@@ -99,10 +114,12 @@ class ModelFleet:
         grace_seconds: float = 5.0,
         start_timeout: float = 30.0,
         default_port: int = 8080,
+        recipe_for_image: RecipeForImage = lambda _: None,
     ) -> None:
         self.core = client.CoreV1Api(api_client)
         self.namespace, self.rollout_name = namespace, rollout_name
         self.knobs_for_image, self.network = knobs_for_image, network
+        self.recipe_for_image = recipe_for_image  # images served by a real server; the rest by the simulator
         self.workdir = workdir
         self.poll_interval, self.seed = poll_interval, seed
         self.grace_seconds, self.start_timeout, self.default_port = grace_seconds, start_timeout, default_port
@@ -295,28 +312,34 @@ class ModelFleet:
         return wanted
 
     def _launch(self, want: WantedServer) -> None:
-        knobs = self.knobs_for_image(want.image)
+        recipe = self.recipe_for_image(want.image)
+        knobs = self.knobs_for_image(want.image) if recipe is None else Knobs()
         with self._lock:
             overrides = dict(self._overrides.get(want.revision, {}))
-        if overrides:
+        if overrides and recipe is None:
             knobs = knobs.updated(**overrides)
         self.network.add_address(want.address)
         port_file = self.workdir / f"{want.pod}.port"
         port_file.unlink(missing_ok=True)
         log_path = self.log_path(want.pod)
-        command = [sys.executable, "-m", "e2e.model_server", "--host", want.address, "--port", str(want.port),
-                   "--port-file", str(port_file), "--model", want.model, "--version", want.version,
-                   *knobs.cli_args()]
-        if self.seed is not None:
-            digest = hashlib.sha256(f"{self.seed}/{want.pod}".encode()).digest()
-            command += ["--seed", str(int.from_bytes(digest[:8], "big"))]
+        env = dict(os.environ)
+        if recipe is not None:
+            command, extra = recipe.command(want, self.workdir)
+            env.update(extra)
+        else:
+            command = [sys.executable, "-m", "e2e.model_server", "--host", want.address, "--port", str(want.port),
+                       "--port-file", str(port_file), "--model", want.model, "--version", want.version,
+                       *knobs.cli_args()]
+            if self.seed is not None:
+                digest = hashlib.sha256(f"{self.seed}/{want.pod}".encode()).digest()
+                command += ["--seed", str(int.from_bytes(digest[:8], "big"))]
         # The test kit is installed (scripts/setup.sh): `-m e2e.model_server` needs no path of ours.
         with log_path.open("ab") as output:
-            process = subprocess.Popen(self.network.command(command), cwd=self.workdir, stdout=output,
+            process = subprocess.Popen(self.network.command(command), cwd=self.workdir, stdout=output, env=env,
                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         log.info("started model server for pod %s (image %s) on %s:%d as PID %d", want.pod, want.image,
                  want.address, want.port, process.pid)
-        server = ServerProcess(want, knobs, process, port_file, log_path)
+        server = ServerProcess(want, knobs, process, port_file, log_path, recipe)
         with self._lock:
             if not self._stopping.is_set():
                 self._servers[want.pod] = server
@@ -327,7 +350,11 @@ class ModelFleet:
         with self._lock:
             starting = [s for s in self._servers.values() if not s.ready]
         for server in starting:
-            if _read_port(server.port_file) is not None and self._healthy(server.url):
+            if server.recipe is not None:
+                up = self._healthy(server.url + server.recipe.health_path())
+            else:
+                up = _read_port(server.port_file) is not None and self._healthy(f"{server.url}/healthz")
+            if up:
                 with self._lock:
                     server.ready = True
             elif time.monotonic() - server.started_at > self.start_timeout:
@@ -338,7 +365,7 @@ class ModelFleet:
 
     def _healthy(self, url: str) -> bool:
         try:
-            return self._http.get(f"{url}/healthz", timeout=1.0).status_code == 200
+            return self._http.get(url, timeout=1.0).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -364,10 +391,12 @@ class ModelFleet:
 
     def _write_targets(self) -> None:
         with self._lock:
-            ready = sorted((s.wanted.pod, s.wanted.revision, s.wanted.address, s.wanted.port)
+            ready = sorted((s.wanted.pod, s.wanted.revision, s.wanted.address,
+                            s.recipe.metrics_port(s.wanted) if s.recipe else s.wanted.port)
                            for s in self._servers.values() if s.ready)
+        # `version` as pod relabelling copies it from the pod's label (the README's scrape config).
         groups = [{"targets": [f"{address}:{port}"],
-                   "labels": {"revision": revision, "pod": pod, "namespace": self.namespace}}
+                   "labels": {"revision": revision, "version": revision, "pod": pod, "namespace": self.namespace}}
                   for pod, revision, address, port in ready]
         text = json.dumps(groups, indent=2)
         if text == self._written_targets:

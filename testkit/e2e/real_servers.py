@@ -13,14 +13,16 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -53,13 +55,15 @@ def server_python(name: str) -> Path:
     return python
 
 
-# Trains in the server's own interpreter (scikit-learn lives there): a logistic regression on a
-# generated, linearly separable data set. `worse` trains on labels with a share flipped, and
-# `reject_negative` puts a validation step in front that raises on inputs whose last feature is
-# negative: the model's own failure mode, the server unchanged.
+# Trains in the server's own interpreter (scikit-learn lives there), on a generated, linearly
+# separable data set: a logistic regression, or a random forest of `trees` trees (slower to
+# predict, as a bigger model is). `flip` trains on labels with a share flipped (a less accurate
+# model), and `reject_negative` puts a validation step in front that raises on inputs whose last
+# feature is negative: the model's own failure mode, the server unchanged.
 _TRAIN = textwrap.dedent("""
     import json, sys
     import joblib, numpy as np
+    from sklearn.ensemble import RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import FunctionTransformer
@@ -75,7 +79,8 @@ _TRAIN = textwrap.dedent("""
         flipped = rng.random(len(y)) < options["flip"]
         y = np.where(flipped, 1 - y, y)
     steps = [FunctionTransformer(reject_negative_last)] if options["reject_negative"] else []
-    joblib.dump(make_pipeline(*steps, LogisticRegression()).fit(x, y), sys.argv[1])
+    model = RandomForestClassifier(options["trees"], random_state=0) if options["trees"] else LogisticRegression()
+    joblib.dump(make_pipeline(*steps, model).fit(x, y), sys.argv[1])
 """)
 _GUARDS = textwrap.dedent('''
     """A model's own input check, shipped beside the model."""
@@ -94,6 +99,7 @@ class ModelVersion:
     name: str
     flip: float = 0.0  # share of training labels flipped: a less accurate model
     reject_negative: bool = False  # raises on inputs with a negative last feature
+    trees: int = 0  # a random forest of this many trees instead of a logistic regression
     seed: int = 1
 
 
@@ -101,7 +107,8 @@ def train(directory: Path, version: ModelVersion) -> Path:
     """A model directory for MLServer: model.joblib, the model's guards module and model-settings.json."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "guards.py").write_text(_GUARDS)
-    options = {"seed": version.seed, "flip": version.flip, "reject_negative": version.reject_negative}
+    options = {"seed": version.seed, "flip": version.flip, "reject_negative": version.reject_negative,
+               "trees": version.trees}
     subprocess.run([str(server_python("mlserver")), "-c", _TRAIN, str(directory / "model.joblib"), str(directory),
                     json.dumps(options)], check=True, timeout=300)
     (directory / "model-settings.json").write_text(json.dumps({
@@ -184,3 +191,40 @@ def kserve(directory: Path, model: str) -> Iterator[RunningServer]:
         yield RunningServer(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}/metrics", process)
     finally:
         stop_process(process, 10)
+
+
+@dataclass
+class MLServerRecipe:
+    """MLServer as the server of a pod (a `fleet.Recipe`): each pod serves a copy of the model directory
+    trained for its image, on the pod's address, with its metrics on port + 2."""
+
+    models: dict[str, ModelVersion]  # image -> the model it stands for
+    model: str  # the name clients ask for: /v2/models/<model>/infer
+    trained: dict[str, Path] = field(default_factory=dict)
+
+    def for_image(self, image: str) -> MLServerRecipe | None:
+        return self if image in self.models else None
+
+    def command(self, want: Any, workdir: Path) -> tuple[list[str], dict[str, str]]:
+        image = want.image
+        if image not in self.trained:
+            self.trained[image] = train(workdir / "models" / image.replace(":", "_").replace("/", "_"),
+                                        self.models[image])
+        pod_dir = workdir / "pods" / want.pod
+        shutil.rmtree(pod_dir, ignore_errors=True)
+        shutil.copytree(self.trained[image], pod_dir)
+        settings = json.loads((pod_dir / "model-settings.json").read_text())
+        settings["name"] = self.model
+        settings["parameters"]["version"] = want.version  # answers name it; the metrics label still says None
+        (pod_dir / "model-settings.json").write_text(json.dumps(settings))
+        (pod_dir / "settings.json").write_text(json.dumps({
+            "host": want.address, "http_port": want.port, "grpc_port": want.port + 1,
+            "metrics_port": self.metrics_port(want), "parallel_workers": 0}))
+        mlserver_bin = server_python("mlserver").parent / "mlserver"
+        return [str(mlserver_bin), "start", str(pod_dir)], {"PYTHONPATH": str(pod_dir)}
+
+    def health_path(self) -> str:
+        return f"/v2/models/{self.model}/ready"
+
+    def metrics_port(self, want: Any) -> int:
+        return int(want.port) + 2
