@@ -5,8 +5,9 @@ Used by the scenario tests, `modelrollout demo` and the e2e rollback benchmark."
 
 from __future__ import annotations
 
+import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from kubernetes import client
 
 from controller.sandbox.processes import free_port
 from controller.sandbox.prometheus import PrometheusServer, start_prometheus
-from e2e.fleet import ModelFleet
+from e2e.fleet import ModelFleet, RecipeForImage
 from e2e.gateway import Gateway
 from e2e.harness import Rollouts, httproute, operator_process, rollout_body
 from e2e.loadgen import LoadGenerator
@@ -64,8 +65,8 @@ class World:
     body: dict[str, Any]
 
     def deploy(self, steps: list[dict[str, Any]], spec_extra: dict[str, Any] | None = None,
-               **analysis_extra: Any) -> dict[str, Any]:
-        self.body = rollout_body("scorer", steps, {"gatewayAPI": {"httpRoute": "scorer"}}, image="scorer:good",
+               image: str = "scorer:good", **analysis_extra: Any) -> dict[str, Any]:
+        self.body = rollout_body("scorer", steps, {"gatewayAPI": {"httpRoute": "scorer"}}, image=image,
                                  gpus=1, replicas=1)
         self.body["spec"]["analysis"] = analysis(self.prometheus, **analysis_extra)
         self.body["spec"].update(spec_extra or {})
@@ -84,15 +85,19 @@ class World:
 @contextmanager
 def e2e_world(api_client: client.ApiClient, namespace: str, kubeconfig: Path, tmp_path: Path,
               rps: float = 60, operator_metrics_port: int | None = None,
-              rule_files: tuple[Path, ...] = ()) -> Iterator[World]:
+              rule_files: tuple[Path, ...] = (), recipe_for_image: RecipeForImage = lambda _: None,
+              load_path: str = "/predict",
+              payload: Callable[[random.Random], dict[str, Any]] | None = None) -> Iterator[World]:
     """With `operator_metrics_port`, the operator serves /metrics there and Prometheus scrapes it too
-    (job `modelrollout`), evaluating `rule_files`."""
+    (job `modelrollout`), evaluating `rule_files`. `recipe_for_image` serves some images with a real
+    model server (e.g. `real_servers.MLServerRecipe`); the load then posts `payload` to `load_path`."""
     rollouts = Rollouts(api_client, namespace)
     rollouts.create_object("gateway.networking.k8s.io", "v1", "httproutes", httproute("scorer"))
     with ExitStack() as stack:
         network = stack.enter_context(PodNetwork())
         fleet = stack.enter_context(ModelFleet(api_client, namespace, "scorer", knobs_for_image,
-                                               tmp_path / "fleet", network, seed=7))
+                                               tmp_path / "fleet", network, seed=7,
+                                               recipe_for_image=recipe_for_image))
         jobs = [fleet.scrape_config()]
         if operator_metrics_port is not None:
             jobs.append({"job_name": "modelrollout",
@@ -106,7 +111,7 @@ def e2e_world(api_client: client.ApiClient, namespace: str, kubeconfig: Path, tm
         stack.enter_context(operator_process(kubeconfig, namespace, tmp_path / "operator.log", env=env))
         gateway = stack.enter_context(Gateway(api_client, namespace, ("gatewayAPI", "scorer"), tmp_path / "nginx",
                                               free_port()))
-        load = LoadGenerator(gateway.url, rps=rps, seed=11, max_duration_s=900)
+        load = LoadGenerator(gateway.url, rps=rps, seed=11, max_duration_s=900, path=load_path, payload=payload)
         world = World(rollouts, fleet, prometheus, gateway, load, {})
         stack.callback(load.stop)
         load.start()

@@ -1,0 +1,73 @@
+"""A real model server we did not write: MLServer 1.7.1 (PyPI) serving two scikit-learn models.
+
+The stable is a logistic regression; the candidate is a random forest (slower, as a bigger model
+is) trained on labels with 30% flipped (less accurate) behind an input check that raises on a
+negative last feature, which 10% of the requests have: the model fails them itself, the server is
+not modified. Each pod's MLServer listens on its pod's address; nginx serves the operator's
+HTTPRoute; Prometheus scrapes MLServer's own metrics; the analysis reads them through the
+`mlserver` profile. The candidate's real errors roll it back.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from e2e.harness import httproute_state
+from e2e.real_servers import MLServerRecipe, ModelVersion
+from e2e.world import e2e_world, wait_until
+from kubernetes import client
+
+pytestmark = [pytest.mark.cluster, pytest.mark.prometheus]
+
+MODELS = {
+    "scorer:mls-good": ModelVersion("scorer"),
+    "scorer:mls-worse": ModelVersion("scorer", flip=0.3, reject_negative=True, trees=300),
+}
+NEGATIVE_SHARE = 0.10
+
+
+def payload(rng: random.Random) -> dict[str, Any]:
+    """One row of four features in MLServer's V2 protocol; the last one is negative in 10% of rows."""
+    row = [round(rng.gauss(0, 1), 4) for _ in range(3)]
+    last = abs(rng.gauss(0, 1))
+    row.append(round(-last if rng.random() < NEGATIVE_SHARE else last, 4))
+    return {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": row}]}
+
+
+def _query(url: str, promql: str) -> float:
+    result = httpx.get(f"{url}/api/v1/query", params={"query": promql}, timeout=5).json()["data"]["result"]
+    return float(result[0]["value"][1]) if result else 0.0
+
+
+def test_a_worse_mlserver_model_is_rolled_back_on_its_own_errors(
+    api_client: client.ApiClient, namespace: str, kubeconfig: Path, tmp_path: Path, crd_installed: None
+) -> None:
+    recipe = MLServerRecipe(MODELS, "scorer")
+    with e2e_world(api_client, namespace, kubeconfig, tmp_path, rps=30, recipe_for_image=recipe.for_image,
+                   load_path="/v2/models/scorer/infer", payload=payload) as world:
+        steps = [{"shadow": {"percent": 50, "duration": "2m"}}, {"canary": {"weight": 20, "duration": "5m"}}]
+        first = world.deploy(steps, image="scorer:mls-good", profile="mlserver", guardrails=[
+            {"name": "error-rate", "template": "errorRate", "max": 0.01},
+            {"name": "p99-latency", "template": "latencyP99", "relativeToStable": 1.2},
+        ])
+        wait_until(lambda: world.load.stats().total(first["stableRevision"], "ok") > 30, 120,
+                   "the stable's MLServer answering through nginx")
+        world.roll_out("mls-worse")
+        done = world.rollouts.wait_status("scorer", lambda s: s.get("phase") in ("RolledBack", "Completed"), 420,
+                                          "a verdict on the worse model")
+        assert done["phase"] == "RolledBack", done.get("message")
+        assert done["stableRevision"] == first["stableRevision"]
+        assert httproute_state(world.rollouts, "scorer") == (0, 0)
+        breach = [d for d in done["decisions"] if d["verdict"] == "breach: rollback"]
+        assert breach and breach[-1]["test"] == "guardrail error-rate", done["decisions"]
+
+        # The evidence was MLServer's own: its failure counter, under the candidate's relabelled version.
+        candidate = done["candidateRevision"]
+        assert _query(world.prometheus.url, f'sum(model_infer_request_failure_total{{version="{candidate}"}})') > 0
+        stable_failures = _query(world.prometheus.url,
+                                 f'sum(model_infer_request_failure_total{{version="{first["stableRevision"]}"}})')
+        assert stable_failures == 0, "the stable has no input check: it never fails"
