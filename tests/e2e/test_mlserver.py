@@ -57,8 +57,11 @@ def test_a_worse_mlserver_model_is_rolled_back_on_its_own_errors(
         wait_until(lambda: world.load.stats().total(first["stableRevision"], "ok") > 30, 120,
                    "the stable's MLServer answering through nginx")
         world.roll_out("mls-worse")
-        done = world.rollouts.wait_status("scorer", lambda s: s.get("phase") in ("RolledBack", "Completed"), 420,
-                                          "a verdict on the worse model")
+        def decided(status: dict[str, Any]) -> bool:
+            promoted = status.get("phase") == "Completed" and status.get("stableRevision") != first["stableRevision"]
+            return promoted or status.get("phase") == "RolledBack"
+
+        done = world.rollouts.wait_status("scorer", decided, 420, "a verdict on the worse model")
         assert done["phase"] == "RolledBack", done.get("message")
         assert done["stableRevision"] == first["stableRevision"]
         assert httproute_state(world.rollouts, "scorer") == (0, 0)

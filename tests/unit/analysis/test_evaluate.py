@@ -275,6 +275,14 @@ def test_shadow_comparison_is_recorded_without_a_drift_guardrail() -> None:
     assert shadow is not None and shadow.psi == 0.0
 
 
+def test_a_shadow_step_on_a_server_without_predictions_shows_no_comparison() -> None:
+    run = Run(_spec({"shadow": {"percent": 100, "duration": "10m"}}, [], profile="mlserver"),
+              FakeProvider({"s1": Arm(), "c1": Arm()}), "shadow", 0)
+    run.elapsed = 60
+    result = run.look()
+    assert result.state.shadow is None and result.signal.verdict == AnalysisVerdict.PASS
+
+
 def _ab_run(stable_rate: float, candidate_rate: float, looks: int, step: dict[str, Any] = AB,
             requests: float = 1000) -> tuple[Run, Any]:
     stable, candidate = Arm(), Arm()
