@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,12 @@ def owner_reference(owner: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def label_value(text: str) -> str:
+    """`text` as a label value: a served model name such as meta-llama/Llama-3.1-8B has a slash,
+    which no label value may hold (the metric queries use the name itself, not this label)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "-", text)[:63].strip("-._") or "model"
+
+
 def deployment_manifest(
     owner: dict[str, Any], spec: api.ModelRolloutSpec, revision: str, replicas: int
 ) -> dict[str, Any]:
@@ -51,7 +58,8 @@ def deployment_manifest(
     template = copy.deepcopy(spec.template)
     metadata = template.setdefault("metadata", {})
     # `version` carries the revision so metric queries can tell the two models apart.
-    metadata["labels"] = {**metadata.get("labels", {}), **selector, "model": spec.model, "version": revision}
+    labels = {**metadata.get("labels", {}), **selector, "model": label_value(spec.model), "version": revision}
+    metadata["labels"] = labels
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

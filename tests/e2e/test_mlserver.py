@@ -65,8 +65,9 @@ def test_a_worse_mlserver_model_is_rolled_back_on_its_own_errors(
         assert done["phase"] == "RolledBack", done.get("message")
         assert done["stableRevision"] == first["stableRevision"]
         assert httproute_state(world.rollouts, "scorer") == (0, 0)
-        breach = [d for d in done["decisions"] if d["verdict"] == "breach: rollback"]
-        assert breach and breach[-1]["test"] == "guardrail error-rate", done["decisions"]
+        # Its own failures, and its latency (a forest of 300 trees is slower than a logistic regression).
+        breached = {d["test"] for d in done["decisions"] if d["verdict"] == "breach: rollback"}
+        assert "guardrail error-rate" in breached, done["decisions"]
 
         # The evidence was MLServer's own: its failure counter, under the candidate's relabelled version.
         candidate = done["candidateRevision"]

@@ -1,0 +1,90 @@
+"""Fault to rollback with a real model server we did not write, through the real proxy.
+
+MLServer 1.7.1 serves a scikit-learn stable and a candidate whose model rejects inputs with a
+negative last feature (it raises; the server is not modified). The load goes to nginx only. The
+fault is a shift in the inputs: from a moment on, 10% of them have a negative last feature, which
+the candidate's own model fails. The clock runs from that moment until nginx's route (the
+HTTPRoute) is 100% stable again. Then the inputs are clean again and the rollout is retried.
+
+    python -m benchmarks.mlserver_rollback [--runs 5] [--weight 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import statistics
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from e2e.harness import httproute_state
+from e2e.real_servers import MLServerRecipe, ModelVersion
+from e2e.world import e2e_world, wait_until
+from kubernetes import client
+
+from controller.kubeclient import api_client_from_kubeconfig
+from controller.sandbox.cluster import Sandbox
+
+NAMESPACE = "mlserver-bench"
+MODELS = {"scorer:mls-good": ModelVersion("scorer"),
+          "scorer:mls-picky": ModelVersion("scorer", reject_negative=True)}
+
+
+class Inputs:
+    """The load's rows; `shifted` makes 10% of them carry a negative last feature."""
+
+    def __init__(self) -> None:
+        self.shifted = threading.Event()
+
+    def __call__(self, rng: random.Random) -> dict[str, Any]:
+        row = [round(rng.gauss(0, 1), 4) for _ in range(3)]
+        last = abs(rng.gauss(0, 1))
+        row.append(round(-last if self.shifted.is_set() and rng.random() < 0.1 else last, 4))
+        return {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": row}]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--weight", type=int, default=10)
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    sandbox = Sandbox(name=f"mlserver-{os.getpid()}")
+    state = sandbox.up()
+    seconds: list[float] = []
+    inputs = Inputs()
+    try:
+        api_client = api_client_from_kubeconfig(state.kubeconfig)
+        client.CoreV1Api(api_client).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=NAMESPACE)))
+        recipe = MLServerRecipe(MODELS, "scorer")
+        with tempfile.TemporaryDirectory() as workdir, e2e_world(
+                api_client, NAMESPACE, Path(state.kubeconfig), Path(workdir), rps=40, recipe_for_image=recipe.for_image,
+                load_path="/v2/models/scorer/infer", payload=inputs) as world:
+            world.deploy([{"canary": {"weight": args.weight, "duration": "1h"}}], image="scorer:mls-good",
+                         profile="mlserver", guardrails=[{"name": "error-rate", "template": "errorRate", "max": 0.02}])
+            world.roll_out("mls-picky")
+            for run in range(args.runs):
+                world.rollouts.wait_status(
+                    "scorer", lambda s: s.get("canaryWeight") == args.weight
+                    and s.get("analysis", {}).get("verdict") == "Pass", 180, "a measured, healthy canary")
+                inputs.shifted.set()
+                took = wait_until(lambda: httproute_state(world.rollouts, "scorer") == (0, 0), 300, f"rollback {run}")
+                seconds.append(took)
+                print(f"run {run + 1}: {took:.1f} s from the input shift to 100% stable", flush=True)
+                world.rollouts.wait_status("scorer", lambda s: s.get("phase") == "RolledBack", 30, "RolledBack")
+                inputs.shifted.clear()
+                world.rollouts.act("scorer", "retry")
+    finally:
+        sandbox.down()
+    print(f"fault to rollback through nginx, MLServer, {args.weight}% canary, {len(seconds)} runs: "
+          f"p50 {statistics.median(seconds):.1f} s, max {max(seconds):.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
