@@ -70,6 +70,8 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     # Named namespaces only: Kopf need not list namespaces or watch CRDs, so its RBAC can be Roles alone.
     exact = bool(namespaces) and not any("*" in namespace for namespace in namespaces)
+    if args.check_capacity or (args.check_capacity is None and not exact):
+        operator.watch_capacity()
     memo = kopf.Memo(workers=args.workers, default_prometheus=default_prometheus, namespaced=exact)
     if not args.no_leader_election:
         # In a pod, POD_NAME and POD_NAMESPACE come from the downward API (see manifests/).
@@ -213,6 +215,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--identity", default=None, help="this replica's Lease holder name (default: POD_NAME, hostname)")
     run.add_argument("--lease-namespace", default=None,
                      help="where the Leases live (default: POD_NAMESPACE, else the first --namespace, else default)")
+    run.add_argument("--check-capacity", action=argparse.BooleanOptionalAction, default=None,
+                     help="watch nodes and every pod's GPUs to check a candidate's capacity before creating it "
+                          "(default: on cluster-wide, off with --namespace, whose RBAC cannot list nodes)")
     run.add_argument("--no-leader-election", action="store_true",
                      help="reconcile every rollout without a Lease (one replica only)")
     run.add_argument("--prometheus-address", default=os.environ.get("MODELROLLOUT_PROMETHEUS_ADDRESS") or None,

@@ -250,6 +250,16 @@ class Step(SpecModel):
         return None
 
 
+class Capacity(SpecModel):
+    policy: Literal["surge", "wait"] = "surge"
+    """What to do when the candidate's extended resources (nvidia.com/gpu, ...) are not free on the nodes its
+    template can land on: surge (the default) reports InsufficientCapacity and creates nothing until they are;
+    wait does the same and gives up after timeout (rolled back, reason CapacityTimeout). Checked before the
+    candidate is created, when the operator watches nodes (cluster-wide installs)."""
+    timeout: Duration = "30m"
+    """wait: how long to wait for capacity (default 30m)."""
+
+
 class Strategy(SpecModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -269,6 +279,8 @@ class Strategy(SpecModel):
     scale_down_delay_seconds: Annotated[int, Field(ge=0, le=7 * 24 * 3600)] = 1800
     """Seconds the old stable stays running after a promotion, so that undo is one route write (default 1800, at most 7
     days)."""
+    capacity: Capacity = Capacity()
+    """GPU capacity: check it before creating the candidate, and what to do when it is missing."""
 
     @model_validator(mode="after")
     def _weights_never_decrease(self) -> Strategy:
@@ -673,6 +685,7 @@ class ConditionType(StrEnum):
     ROLLED_BACK = "RolledBack"
     INVALID_SPEC = "InvalidSpec"
     CANDIDATE_UNSCHEDULABLE = "CandidateUnschedulable"
+    INSUFFICIENT_CAPACITY = "InsufficientCapacity"
 
 
 class StatusModel(BaseModel):
@@ -935,8 +948,11 @@ class ModelRolloutStatus(StatusModel):
     """Whether every candidate replica is Ready."""
     scale_down_at: str | None = None
     """When the previous stable is scaled down (RFC 3339)."""
+    capacity_wait_since: str | None = None
+    """Since when the candidate has waited for capacity (RFC 3339)."""
     conditions: list[Condition] = []
-    """Available, Progressing, Paused, Completed, RolledBack, InvalidSpec, CandidateUnschedulable."""
+    """Available, Progressing, Paused, Completed, RolledBack, InvalidSpec, CandidateUnschedulable,
+    InsufficientCapacity."""
     analysis: AnalysisStatus | None = None
     """The last analysis look of the current step attempt."""
 

@@ -21,6 +21,7 @@ from kubernetes import client
 
 from controller import api, metrics
 from controller.analysis.prometheus import PrometheusPool
+from controller.capacity import node_view, pod_requests
 from controller.kubeclient import api_client_from_kubeconfig
 from controller.logs import configure_logging
 from controller.routers import gatewayapi, istio
@@ -105,6 +106,27 @@ async def virtualservices(body: kopf.Body, **_: Any) -> dict[Any, Any]:
     return {(istio.PLURAL, *_key(body)): plain(body)}
 
 
+async def nodes(body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    view = node_view(body)
+    return {view.name: view}
+
+
+async def node_usage(spec: kopf.Spec, status: kopf.Status, **_: Any) -> dict[Any, Any] | None:
+    """The extended resources (GPUs) a pod holds on its node, until it ends."""
+    node = spec.get("nodeName")
+    requests = pod_requests(spec)
+    if not node or not requests or status.get("phase") in ("Succeeded", "Failed"):
+        return None
+    return {node: requests}
+
+
+def watch_capacity() -> None:
+    """Index nodes and every pod's extended resources, for the capacity check before a candidate is
+    created. Cluster-wide installs only: it needs to list nodes, and pods in every namespace."""
+    kopf.index("", "v1", "nodes")(nodes)
+    kopf.index("", "v1", "pods")(node_usage)
+
+
 # --- wake-ups ----------------------------------------------------------------
 
 
@@ -181,6 +203,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **indexes: Any
         deployments=indexes["deployments"], services=indexes["services"],
         unschedulable=indexes["unschedulable"],
         routes={gatewayapi.PLURAL: indexes["httproutes"], istio.PLURAL: indexes["virtualservices"]},
+        nodes=indexes.get("nodes"), node_usage=indexes.get("node_usage"),
     )
     workers = int(memo.get("workers") or os.environ.get("MODELROLLOUT_WORKERS") or DEFAULT_WORKERS)
     events = asyncio.get_running_loop()

@@ -29,6 +29,7 @@ from controller.engine import (
     reconcile,
 )
 from controller.engine.execute import execute
+from controller.engine.routes import candidate_replicas
 from controller.events import post_event, post_events
 from controller.gpus import pod_gpus
 from controller.notifications.messages import Notification, notifications
@@ -193,6 +194,11 @@ def reconcile_object(ctx: Context, body: dict[str, Any], now: datetime | None = 
     stable_state = workloads.observe(status.stable_revision or revision)
     in_flight = status.candidate_revision if revision == status.candidate_revision else None
     candidate_state = workloads.observe(in_flight)
+    shortfall = None
+    if revision != (status.stable_revision or revision) and not candidate_state.exists:
+        # Before the candidate exists: would its pods find their GPUs free?
+        size = candidate_replicas(spec.replicas, 0) if spec.traffic_routing.replicas is not None else spec.replicas
+        shortfall = ctx.cache.capacity_shortfall(spec.template.get("spec") or {}, size)
     # A manual action goes first and never waits on a query: the last verdict stands for this pass.
     analysis = analyse(ctx.analysis, body, spec, status, revision, now, may_query=status.pending_action is None)
     observations = Observations(
@@ -202,6 +208,7 @@ def reconcile_object(ctx: Context, body: dict[str, Any], now: datetime | None = 
         candidate_any_ready=candidate_state.ready >= 1,
         candidate_unschedulable=candidate_state.unschedulable,
         stable_unschedulable=stable_state.unschedulable,
+        capacity_shortfall=shortfall,
         analysis=analysis.signal,
         next_analysis_at=analysis.next_at,
     )

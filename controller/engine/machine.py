@@ -49,6 +49,8 @@ PAUSED_BECAUSE = {PauseReason.USER: "PausedByUser", PauseReason.STEP: "PauseStep
 MAX_MESSAGE = 240
 # Readiness arrives by watch events; this re-check only covers a missed one.
 READINESS_RECHECK = timedelta(seconds=15)
+# How often a rollout waiting for GPUs looks again (a pod or node changing wakes no rollout).
+CAPACITY_RECHECK = timedelta(seconds=15)
 
 
 @dataclass(frozen=True)
@@ -285,9 +287,11 @@ def _start_rollout(draft: _Draft, revision: str) -> None:
     draft.set(
         candidate_revision=revision, previous_stable_revision=None, scale_down_at=None,
         current_step=0, step_started_at=None, step_ends_at=None, phase=Phase.PROGRESSING, pause_reason=None,
-        verdict=None, candidate_ready=False, decisions=[],
+        verdict=None, candidate_ready=False, decisions=[], capacity_wait_since=None,
         message=f"rolling out revision {revision}",
     )
+    if any(c.type == ConditionType.INSUFFICIENT_CAPACITY.value for c in draft.s.conditions):
+        draft.condition(ConditionType.INSUFFICIENT_CAPACITY, False, "RolloutStarted")
     draft.condition(ConditionType.PROGRESSING, True, "RolloutStarted", f"candidate {revision}")
     draft.condition(ConditionType.COMPLETED, False, "RolloutStarted")
     draft.condition(ConditionType.ROLLED_BACK, False, "RolloutStarted")
@@ -503,6 +507,8 @@ def _progress(draft: _Draft, observations: Observations) -> None:
             and _candidate_ready(draft, observations) and draft.s.pause_reason is None:
         _complete(draft)
         return
+    if _await_capacity(draft, observations):
+        return
     draft.actions.append(ScaleRevision(stable, spec.replicas))
     if draft.replicas_mode:
         # Its size is its traffic share: created with one warm pod, then sized by each route.
@@ -566,6 +572,33 @@ def _start_step(draft: _Draft) -> None:
     draft.event("StepStarted", f"step {index + 1}/{len(steps)}: {steps[index].kind}")
     if draft.spec.analysis is not None:
         draft.wake(draft.now)  # The step's first analysis runs at once, not at its first interval.
+
+
+def _await_capacity(draft: _Draft, observations: Observations) -> bool:
+    """Hold the rollout, before its candidate exists, while its GPUs are not free (True: holding).
+
+    Nothing else changes meanwhile: the candidate is not created and all traffic stays on the stable.
+    `wait` gives up after its timeout; `surge` waits as long as it takes."""
+    shortfall, capacity = observations.capacity_shortfall, draft.spec.strategy.capacity
+    waiting_since = draft.s.capacity_wait_since
+    if shortfall is None:
+        if waiting_since is not None:
+            draft.set(capacity_wait_since=None)
+            draft.condition(ConditionType.INSUFFICIENT_CAPACITY, False, "CapacityAvailable")
+            draft.event("CapacityAvailable", "the candidate's resources are free: creating it")
+        return False
+    if waiting_since is None:
+        draft.set(capacity_wait_since=format_timestamp(draft.now))
+        draft.event("InsufficientCapacity", f"candidate {draft.candidate} not created: {shortfall}", warning=True)
+    draft.condition(ConditionType.INSUFFICIENT_CAPACITY, True, "InsufficientCapacity", shortfall)
+    since = parse_timestamp(waiting_since) if waiting_since else draft.now
+    if capacity.policy == "wait" and (draft.now - since).total_seconds() >= parse_duration(capacity.timeout):
+        draft.set(capacity_wait_since=None)
+        _roll_back(draft, "CapacityTimeout", f"no capacity for the candidate within {capacity.timeout}: {shortfall}")
+        return True
+    draft.set(message=f"waiting for capacity: {shortfall}")
+    draft.wake(draft.now + CAPACITY_RECHECK)
+    return True
 
 
 def _hold_for_readiness(draft: _Draft, observations: Observations) -> None:

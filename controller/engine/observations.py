@@ -26,6 +26,8 @@ class Observations:
     candidate_unschedulable: str | None = None
     # The same for the first revision, while it is the only one.
     stable_unschedulable: str | None = None
+    # Why the candidate's extended resources (GPUs) are not free, checked before it is created.
+    capacity_shortfall: str | None = None
     analysis: AnalysisSignal | None = None
     # When the analysis runs next (its interval): a deadline the engine wakes for.
     next_analysis_at: datetime | None = None

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from controller import api
+from controller.capacity import NodeView, shortfall
 from controller.gpus import pod_gpus
 
 ROLLOUT_LABEL = f"{api.GROUP}/rollout"
@@ -126,6 +127,10 @@ class Cache:
     services: Index  # (namespace, name) -> ServiceView
     unschedulable: Index  # (namespace, rollout, revision) -> message
     routes: Mapping[str, Index]  # plural -> (RouteKey -> plain body)
+    # Capacity, when the operator watches nodes (cluster-wide): node name -> NodeView, and
+    # node name -> the extended resources each pod bound to it requests.
+    nodes: Index | None = None
+    node_usage: Index | None = None
 
     def rollout(self, key: RolloutKey) -> dict[str, Any] | None:
         body: dict[str, Any] | None = _one(self.rollouts, key)
@@ -151,3 +156,16 @@ class Cache:
 
     def users_of_route(self, key: RouteKey) -> list[RolloutKey]:
         return list(_all(self.rollouts_by_route, key))
+
+    def capacity_shortfall(self, pod_spec: Mapping[str, Any], replicas: int) -> str | None:
+        """Why `replicas` pods of `pod_spec` would not fit now; None when they would, or unknown."""
+        if self.nodes is None or self.node_usage is None:
+            return None
+        nodes: list[NodeView] = [view for name in list(self.nodes) for view in _all(self.nodes, name)]
+        used: dict[str, dict[str, int]] = {}
+        for name in list(self.node_usage):
+            for requests in _all(self.node_usage, name):
+                totals = used.setdefault(name, {})
+                for resource, amount in requests.items():
+                    totals[resource] = totals.get(resource, 0) + amount
+        return shortfall(nodes, used, pod_spec, replicas)

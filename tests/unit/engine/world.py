@@ -50,6 +50,7 @@ class World:
     generation: int = 1
     candidate_ready: bool = True
     unschedulable: str | None = None
+    capacity_shortfall: str | None = None
     analysis: AnalysisSignal | None = None
     deployments: dict[str, int] = field(default_factory=dict)
     services: tuple[str, str] | None = None
@@ -75,6 +76,7 @@ class World:
             candidate_ready=self.candidate_ready,
             candidate_any_ready=self.candidate_ready,
             candidate_unschedulable=self.unschedulable,
+            capacity_shortfall=self.capacity_shortfall if self.revision not in self.deployments else None,
             analysis=self.analysis,
         )
         transition = reconcile(self.spec, self.generation, self.status, observations, self.now)

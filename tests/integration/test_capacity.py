@@ -1,0 +1,103 @@
+"""GPU capacity on the sandbox's kwok GPU nodes (two nodes of two nvidia.com/gpu): a stable that holds
+every GPU, then a new template. surge reports InsufficientCapacity and creates nothing until a node
+with free GPUs joins; wait gives up after its timeout and rolls back, the stable untouched."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from controller.sandbox.nodes import NodeShape, node_manifest
+from tests.integration.rollout_helpers import Rollouts, httproute, operator_process, rollout_body, wait_for, with_image
+
+pytestmark = pytest.mark.cluster
+
+GPU = "nvidia.com/gpu"
+ON_GPU_NODES = {"nvidia.com/gpu.present": "true"}
+
+
+def _gpu_pods_elsewhere(api_client: client.ApiClient, namespace: str) -> list[str]:
+    pods = client.CoreV1Api(api_client).list_pod_for_all_namespaces().items
+    return [f"{p.metadata.namespace}/{p.metadata.name}" for p in pods
+            if p.metadata and p.metadata.namespace != namespace and p.spec and p.spec.node_name
+            and any(GPU in ((c.resources.limits or {}) if c.resources else {}) for c in p.spec.containers)]
+
+
+def _body(name: str, capacity: dict[str, Any]) -> dict[str, Any]:
+    body = rollout_body(name, [{"canary": {"weight": 20, "duration": "1h"}}], {"gatewayAPI": {"httpRoute": name}},
+                        image="scorer:v1", gpus=2, replicas=2)
+    body["spec"]["template"]["spec"]["nodeSelector"] = ON_GPU_NODES
+    body["spec"]["strategy"]["capacity"] = capacity
+    body["spec"]["deletionPolicy"] = "Delete"
+    return body
+
+
+def _condition(rollouts: Rollouts, name: str, type_: str) -> dict[str, Any] | None:
+    return next((c for c in rollouts.status(name).get("conditions", []) if c["type"] == type_), None)
+
+
+def _deployments(api_client: client.ApiClient, namespace: str) -> list[str]:
+    return sorted(str(d.metadata.name) for d in client.AppsV1Api(api_client).list_namespaced_deployment(namespace).items
+                  if d.metadata)
+
+
+@pytest.fixture
+def extra_gpu_node(api_client: client.ApiClient) -> Iterator[dict[str, Any]]:
+    """A third GPU node, created when the test says so (capacity appearing), deleted afterwards."""
+    manifest = node_manifest(NodeShape(name="gpu-extra", cpu="32", memory="256Gi", gpus=4,
+                                       gpu_product="NVIDIA-A10G"), index=3)
+    yield manifest
+    try:
+        client.CoreV1Api(api_client).delete_node("gpu-extra")
+    except client.ApiException as error:
+        if error.status != 404:
+            raise
+
+
+def test_a_full_cluster_holds_the_candidate_under_surge_and_times_out_under_wait(
+    api_client: client.ApiClient, namespace: str, kubeconfig: Path, tmp_path: Path, crd_installed: None,
+    extra_gpu_node: dict[str, Any],
+) -> None:
+    wait_for(lambda: not _gpu_pods_elsewhere(api_client, namespace), 90, "no other test holding GPUs")
+    rollouts = Rollouts(api_client, namespace)
+    with operator_process(kubeconfig, namespace, tmp_path / "operator.log", "--check-capacity"):
+        # surge: the stable takes all four GPUs; the candidate would need four more.
+        rollouts.create_object("gateway.networking.k8s.io", "v1", "httproutes", httproute("full"))
+        body = _body("full", {"policy": "surge"})
+        rollouts.create(body)
+        first = rollouts.wait_status("full", lambda s: s.get("phase") == "Completed", 60, "stable on every GPU")
+        rollouts.patch("full", with_image(body, "scorer:v2", gpus=2))
+        held = wait_for(lambda: _condition(rollouts, "full", "InsufficientCapacity"), 60, "InsufficientCapacity")
+        assert held["status"] == "True"
+        assert held["message"] == ("0 of 2 candidate pods fit: 4 nvidia.com/gpu missing (2 nvidia.com/gpu a pod; "
+                                   "2 nodes its template can land on)")
+        status = rollouts.status("full")
+        assert status["phase"] == "Progressing" and status["canaryWeight"] == 0
+        assert _deployments(api_client, namespace) == [f"full-{first['stableRevision']}"], "nothing created"
+
+        # Capacity appears: a node with four free GPUs joins; the candidate is created and runs there.
+        client.CoreV1Api(api_client).create_node(extra_gpu_node)  # type: ignore[arg-type]
+        rollouts.wait_status("full", lambda s: s.get("canaryWeight") == 20, 90, "the canary once GPUs are free")
+        assert _condition(rollouts, "full", "InsufficientCapacity")["status"] == "False"  # type: ignore[index]
+        rollouts.delete("full")
+        wait_for(lambda: not _deployments(api_client, namespace), 60, "the first rollout's GPUs freed")
+        client.CoreV1Api(api_client).delete_node("gpu-extra")
+
+        # wait: the same full cluster, a 5 s timeout.
+        rollouts.create_object("gateway.networking.k8s.io", "v1", "httproutes", httproute("patient"))
+        body = _body("patient", {"policy": "wait", "timeout": "5s"})
+        rollouts.create(body)
+        first = rollouts.wait_status("patient", lambda s: s.get("phase") == "Completed", 60, "stable on every GPU")
+        rollouts.patch("patient", with_image(body, "scorer:v2", gpus=2))
+        done = rollouts.wait_status("patient", lambda s: s.get("phase") == "RolledBack", 90, "CapacityTimeout")
+        rolled = next(c for c in done["conditions"] if c["type"] == "RolledBack")
+        assert rolled["reason"] == "CapacityTimeout" and "4 nvidia.com/gpu missing" in rolled["message"]
+        assert done["stableRevision"] == first["stableRevision"]
+        assert _deployments(api_client, namespace) == [f"patient-{first['stableRevision']}"]
+        stable = client.AppsV1Api(api_client).read_namespaced_deployment(f"patient-{first['stableRevision']}",
+                                                                         namespace)
+        assert stable.spec is not None and stable.spec.replicas == 2, "the stable kept its size"
