@@ -21,6 +21,8 @@ import os
 import re
 import subprocess
 
+from controller.sandbox.processes import pid_alive
+
 POD_RANGE = "10.64.0.0/14"  # the sandbox's node pod ranges, 10.64-10.67
 HOST_ADDRESS, NAMESPACE_ADDRESS = "10.63.255.1", "10.63.255.2"
 _PREFIX = "mrdp-"
@@ -37,22 +39,12 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return result
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def remove_stale() -> None:
     """Delete the namespaces (and with them their veth pairs and route) of test runs that died."""
     for line in _ip("netns", "list", check=False).stdout.splitlines():
         name = line.split()[0] if line.strip() else ""
         match = re.fullmatch(rf"{_PREFIX}(\d+)", name)
-        if match and not _alive(int(match.group(1))):
+        if match and not pid_alive(int(match.group(1))):
             _ip("link", "del", f"mrh{match.group(1)}", check=False)
             _ip("netns", "del", name, check=False)
 

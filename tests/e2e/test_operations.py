@@ -7,7 +7,6 @@ through the live route, and one real Prometheus scraping both with the chart's o
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -61,12 +60,6 @@ def _receiver() -> Iterator[_Receiver]:
         server.server_close()
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
 
 def _secret(api_client: client.ApiClient, namespace: str, name: str, data: dict[str, str]) -> None:
     client.CoreV1Api(api_client).create_namespaced_secret(
@@ -86,7 +79,7 @@ def _firing(prometheus_url: str, name: str) -> list[dict[str, Any]]:
 def test_notifications_cost_and_the_operators_alert_for_a_rolled_back_candidate(
     api_client: client.ApiClient, namespace: str, kubeconfig: Path, tmp_path: Path, crd_installed: None
 ) -> None:
-    down_url = f"http://127.0.0.1:{_closed_port()}/services/T000/B000/XXXX"
+    down_url = f"http://127.0.0.1:{free_port()}/services/T000/B000/XXXX"
     with _receiver() as hook, e2e_world(api_client, namespace, kubeconfig, tmp_path,
                                          operator_metrics_port=free_port(),
                                          rule_files=(ALERTS / "operator.yaml",)) as world:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +18,7 @@ import structlog.testing
 from controller import api
 from controller.notifications.delivery import Notifier
 from controller.notifications.messages import Notification
+from controller.sandbox.processes import free_port
 
 SECRET_TOKEN = "s3cr3t-token"
 
@@ -60,12 +60,6 @@ def receiver(answers: list[int] | None = None) -> Iterator[Receiver]:
         server.shutdown()
         server.server_close()
 
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def _notification(event: str, kind: str = "webhook", to: str = "hooks") -> Notification:
@@ -130,7 +124,7 @@ def test_a_4xx_answer_is_final_and_reported() -> None:
 
 
 def test_a_receiver_that_is_down_is_reported_without_its_url_or_token() -> None:
-    url = f"http://127.0.0.1:{_closed_port()}/hook?key=url-secret"
+    url = f"http://127.0.0.1:{free_port()}/hook?key=url-secret"
     with receiver() as other, structlog.testing.capture_logs() as logs:
         failures = _deliver({"down": {"url": url, "token": SECRET_TOKEN}, "hooks": {"url": other.url}},
                             [_notification("RolledBack", "slack", "down"), _notification("RolledBack")],
