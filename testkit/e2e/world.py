@@ -36,6 +36,9 @@ MODELS = {
 }
 
 
+STABLE_HISTORY = 300  # requests the stable answers before a test rolls anything out
+
+
 def knobs_for_image(image: str) -> Knobs:
     return MODELS[image.rsplit(":", 1)[-1]]
 
@@ -71,7 +74,11 @@ class World:
         self.body["spec"]["analysis"] = analysis(self.prometheus, **analysis_extra)
         self.body["spec"].update(spec_extra or {})
         self.rollouts.create(self.body)
-        return self.rollouts.wait_status("scorer", lambda s: s.get("phase") == "Completed", what="first deploy")
+        first = self.rollouts.wait_status("scorer", lambda s: s.get("phase") == "Completed", what="first deploy")
+        # A stable has a past: the analysis reads the stable's recent latency tail to place its bounds.
+        wait_until(lambda: self.load.stats().total(first["stableRevision"], "ok") >= STABLE_HISTORY, 120,
+                   "the stable answering through nginx")
+        return first
 
     def roll_out(self, image: str) -> None:
         spec = self.body["spec"]
