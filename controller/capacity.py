@@ -40,7 +40,9 @@ def is_extended(resource: str) -> bool:
 
 
 def extended(resources: Mapping[str, Any] | None) -> dict[str, int]:
-    return {name: quantity(value) for name, value in (resources or {}).items() if is_extended(name)}
+    """The extended resources of a requests or limits map; an amount of 0 asks for nothing."""
+    amounts = {name: quantity(value) for name, value in (resources or {}).items() if is_extended(name)}
+    return {name: amount for name, amount in amounts.items() if amount > 0}
 
 
 def pod_requests(pod_spec: Mapping[str, Any]) -> dict[str, int]:

@@ -52,6 +52,7 @@ def test_whole_pods_must_fit_on_one_node() -> None:
         "0 of 2 candidate pods fit: 2 nvidia.com/gpu missing (1 nvidia.com/gpu a pod; 2 nodes its template can "
         "land on)")
     assert shortfall(NODES, {}, {"containers": [{"name": "m"}]}, 10) is None, "no GPUs asked: nothing to check"
+    assert shortfall(NODES, {"gpu-0": {GPU: 2}, "gpu-1": {GPU: 2}}, _spec(0), 10) is None, "0 GPUs asks for none"
 
 
 def test_a_node_object_as_the_apiserver_gives_it() -> None:
