@@ -14,7 +14,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from controller.gpus import quantity
+GPU_RESOURCE = "nvidia.com/gpu"
+
+
+def quantity(value: Any) -> int:
+    """An extended resource's quantity: a whole number ("2", 2)."""
+    return int(str(value))
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,11 @@ def pod_requests(pod_spec: Mapping[str, Any]) -> dict[str, int]:
         for name, amount in asked.items():
             total[name] = total.get(name, 0) + amount
     return total
+
+
+def pod_gpus(template: Mapping[str, Any]) -> int:
+    """nvidia.com/gpu per pod of a pod template ({metadata, spec})."""
+    return pod_requests(template.get("spec") or {}).get(GPU_RESOURCE, 0)
 
 
 def node_view(node: Mapping[str, Any]) -> NodeView:

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from controller import api
 from controller.analysis.runner import AnalysisIO, Run, analyse, current_analysis
 from controller.analysis.serving_cost import measure_cost
+from controller.capacity import pod_gpus
 from controller.engine import (
     Observations,
     SetRoute,
@@ -31,7 +32,6 @@ from controller.engine import (
 from controller.engine.execute import execute
 from controller.engine.routes import candidate_replicas
 from controller.events import post_event, post_events
-from controller.gpus import pod_gpus
 from controller.notifications.messages import Notification, notifications
 from controller.routers import HeaderRoute, RouterError, TrafficRouter
 from controller.routers.gatewayapi import GatewayAPIRouter

@@ -14,7 +14,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from controller.gpus import pod_gpus
+from controller.capacity import pod_gpus
 from controller.runtime.cache import REVISION_LABEL
 
 PHASE_STYLE = {"Completed": "green", "RolledBack": "red", "Failed": "red", "Degraded": "red",

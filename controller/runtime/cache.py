@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from controller import api
-from controller.capacity import NodeView, shortfall
-from controller.gpus import pod_gpus
+from controller.capacity import NodeView, pod_gpus, shortfall
 
 ROLLOUT_LABEL = f"{api.GROUP}/rollout"
 REVISION_LABEL = f"{api.GROUP}/revision"

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from controller.__main__ import main
+from controller.capacity import pod_gpus
 from controller.cost import cost_per_request, version_cost
-from controller.gpus import pod_gpus
 
 
 @pytest.mark.parametrize(("price", "gpus", "rps", "per_request", "per_million", "monthly"), [
