@@ -177,16 +177,10 @@ HISTOGRAM_TEMPLATES = {
     "interTokenLatencyP95": ("inter_token_latency", 0.95), "interTokenLatencyP99": ("inter_token_latency", 0.99),
     "endToEndLatencyP95": ("end_to_end", 0.95), "endToEndLatencyP99": ("end_to_end", 0.99),
 }
-# Gauges and rates, checked against bounds: (the profile's field or None for DCGM, what it is).
+# Gauges and rates, checked against bounds: the profile's field they read ("" for DCGM, every profile's).
 GAUGE_TEMPLATES = {
     "queueDepth": "queue_depth", "kvCacheUsage": "kv_cache_usage", "tokensPerSecond": "inter_token_latency",
     "gpuMemoryUsage": "",
-}
-WHAT = {
-    "errorRate": "request outcomes", "latency": "a request latency histogram",
-    "time_to_first_token": "a time-to-first-token histogram", "inter_token_latency": "an inter-token latency histogram",
-    "end_to_end": "an end-to-end latency histogram", "queue_depth": "a queue depth gauge",
-    "kv_cache_usage": "a KV-cache usage gauge", "predictions": "a prediction histogram",
 }
 
 
