@@ -213,7 +213,7 @@ def reconcile_object(ctx: Context, body: dict[str, Any], now: datetime | None = 
         next_analysis_at=analysis.next_at,
     )
     transition = _with_analysis(reconcile(spec, generation, status, observations, now), status, analysis)
-    transition = _with_cost(ctx, body, spec, transition, now)
+    transition = _with_cost(ctx, body, spec, transition, revision, now)
     if api.ACTION_ANNOTATION in (rollout.body["metadata"].get("annotations") or {}):
         # An action that arrived while another was pending: take it right after this one.
         transition = Transition(transition.actions, transition.status, now)
@@ -249,10 +249,9 @@ def _with_analysis(transition: Transition, status: api.ModelRolloutStatus, analy
 
 
 def _with_cost(ctx: Context, body: dict[str, Any], spec: api.ModelRolloutSpec, transition: Transition,
-               now: datetime) -> Transition:
+               template_revision: str, now: datetime) -> Transition:
     """status.cost of the versions the transition leaves serving, and a wake-up for the next reading."""
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-    template_revision = revision_of(spec.template)
 
     def gpus(revision: str) -> int:
         view = ctx.cache.deployment(namespace, name, revision)
