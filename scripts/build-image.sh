@@ -23,8 +23,14 @@ export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/n
 created=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%dT%H:%M:%SZ)
 
 build_wheel() {  # $1: directory to put modelrollout-*.whl in
+  # From a copy of the tree's own files, as the Containerfile's COPY sees them: setuptools'
+  # build/ in the checkout keeps modules deleted since, and would ship them.
+  local src; src=$(mktemp -d)
+  git ls-files -co --exclude-standard | while read -r file; do [ -e "$file" ] && echo "$file"; done \
+    | tar -cf - -T - | tar -xf - -C "$src"
   rm -f "$1"/modelrollout-*.whl
-  $python -m pip wheel --quiet --no-deps -w "$1" . >/dev/null
+  $python -m pip wheel --quiet --no-deps -w "$1" "$src" >/dev/null
+  rm -rf "$src"
 }
 
 if [ "${1:-}" = --lock ]; then
@@ -55,7 +61,7 @@ if [ -n "${missing:-}" ]; then
 fi
 
 # Everything the image is made of; unchanged inputs reuse the last build.
-key=$( { cat Containerfile pyproject.toml README.md image/*; git ls-files -co --exclude-standard controller \
+key=$( { cat scripts/build-image.sh Containerfile pyproject.toml README.md image/*; git ls-files -co --exclude-standard controller \
          | LC_ALL=C sort | xargs cat; } | sha256sum | cut -c1-16)
 if [ "${1:-}" != --force ] && [ -f "$out/KEY" ] && [ "$(cat "$out/KEY")" = "$key" ]; then
   echo "==> image inputs unchanged ($key); reusing $out"; cat "$out/SUMMARY"; exit 0
