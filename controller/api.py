@@ -26,6 +26,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from controller import profiles
+from controller.capacity import swap_candidate
 from controller.durations import DURATION_PATTERN, parse_duration
 
 GROUP = "rollouts.mlops.dev"
@@ -251,13 +252,19 @@ class Step(SpecModel):
 
 
 class Capacity(SpecModel):
-    policy: Literal["surge", "wait"] = "surge"
+    policy: Literal["surge", "wait", "swap"] = "surge"
     """What to do when the candidate's extended resources (nvidia.com/gpu, ...) are not free on the nodes its
     template can land on: surge (the default) reports InsufficientCapacity and creates nothing until they are;
     wait does the same and gives up after timeout (rolled back, reason CapacityTimeout). Checked before the
-    candidate is created, when the operator watches nodes (cluster-wide installs)."""
+    candidate is created, when the operator watches nodes (cluster-wide installs). swap, for clusters without
+    spare GPUs, makes room instead: the stable is scaled down by exactly the candidate's size before the
+    candidate grows, its replicas follow its traffic share from step to step, and an abort or rollback gives
+    the stable back its full size (gatewayAPI or istio only)."""
     timeout: Duration = "30m"
     """wait: how long to wait for capacity (default 30m)."""
+    min_available: Annotated[int, Field(ge=1, le=1000)] = 1
+    """swap: the stable replicas that always stay while the stable serves (default 1); every step's weight must
+    leave at least this many."""
 
 
 class Strategy(SpecModel):
@@ -573,6 +580,18 @@ class ServicePort(SpecModel):
     """The container port they send to (default: port)."""
 
 
+SWAP_NEEDS_ROUTING = ("capacity.policy swap needs gatewayAPI or istio: with trafficRouting.replicas every pod "
+                      "takes traffic, so the stable's share cannot follow its size")
+SWAP_LEAVES_TOO_FEW = ("capacity.policy swap: every step must leave the stable at least minAvailable replicas, "
+                       "after giving the candidate ceil(replicas * weight / 100) of them (at least one)")
+_SWAP = "has(self.strategy.capacity) && has(self.strategy.capacity.policy) && self.strategy.capacity.policy == 'swap'"
+_MIN_AVAILABLE = "(has(self.strategy.capacity.minAvailable) ? self.strategy.capacity.minAvailable : 1)"
+_STEP_WEIGHT = "(has(s.canary) ? s.canary.weight : has(s.abTest) ? (has(s.abTest.weight) ? s.abTest.weight : 50) : 0)"
+# ceil(replicas * weight / 100), at least one: routes.swap_candidate in CEL's integer arithmetic.
+_SWAP_CANDIDATE = (f"((self.replicas * {_STEP_WEIGHT} + 99) / 100 > 1 ? "
+                   f"(self.replicas * {_STEP_WEIGHT} + 99) / 100 : 1)")
+
+
 class ModelRolloutSpec(SpecModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -597,6 +616,11 @@ class ModelRolloutSpec(SpecModel):
                     CONVERSION_NEEDS_SEEDS,
                     ".strategy.steps",
                 ),
+                _cel(f"{_SWAP} ? !has(self.trafficRouting.replicas) : true", SWAP_NEEDS_ROUTING,
+                     ".strategy.capacity.policy"),
+                _cel(f"{_SWAP} ? {_MIN_AVAILABLE} < self.replicas && self.strategy.steps.all(s, "
+                     f"{_STEP_WEIGHT} >= 100 || self.replicas - {_SWAP_CANDIDATE} >= {_MIN_AVAILABLE}) : true",
+                     SWAP_LEAVES_TOO_FEW, ".strategy.capacity.minAvailable"),
                 _cel(
                     "self.strategy.steps.all(s, !has(s.abTest) || !has(s.abTest.metric) || "
                     "s.abTest.metric in ['conversion', 'success'] || (has(self.analysis) && "
@@ -648,6 +672,15 @@ class ModelRolloutSpec(SpecModel):
         named = {m.name for m in self.analysis.metrics} if self.analysis else set()
         if self.analysis and self.analysis.profile != "seeds" and "conversion" in metrics and "conversion" not in named:
             raise ValueError(CONVERSION_NEEDS_SEEDS)
+        capacity = self.strategy.capacity
+        if capacity.policy == "swap":
+            if self.traffic_routing.replicas is not None:
+                raise ValueError(SWAP_NEEDS_ROUTING)
+            weights = [s.traffic_weight or 0 for s in self.strategy.steps]
+            if capacity.min_available >= self.replicas or any(
+                    w < 100 and self.replicas - swap_candidate(self.replicas, w) < capacity.min_available
+                    for w in weights):
+                raise ValueError(SWAP_LEAVES_TOO_FEW)
         containers = self.template.get("spec", {}).get("containers")
         if not isinstance(containers, list) or not containers:
             raise ValueError("template.spec.containers must list at least one container")

@@ -150,3 +150,9 @@ def shortfall(nodes: Iterable[NodeView], used: Mapping[str, Mapping[str, int]], 
     where = f"{len(eligible)} node{'s' if len(eligible) != 1 else ''} its template can land on"
     return (f"{fit} of {replicas} candidate pods fit: {missing} missing "
             f"({', '.join(f'{amount} {name}' for name, amount in asked.items())} a pod; {where})")
+
+
+def swap_candidate(replicas: int, weight: int) -> int:
+    """Under capacity swap, the candidate's pods at `weight` percent: its share of `replicas`, rounded up, and
+    at least one (a shadow or 0% step still runs it); the stable gives up exactly as many."""
+    return max(1, -(-replicas * weight // 100))

@@ -195,7 +195,9 @@ def reconcile_object(ctx: Context, body: dict[str, Any], now: datetime | None = 
     in_flight = status.candidate_revision if revision == status.candidate_revision else None
     candidate_state = workloads.observe(in_flight)
     shortfall = None
-    if revision != (status.stable_revision or revision) and not candidate_state.exists:
+    # Under swap the candidate's GPUs come from the stable: there is nothing to wait for.
+    if revision != (status.stable_revision or revision) and not candidate_state.exists \
+            and spec.strategy.capacity.policy != "swap":
         # Before the candidate exists: would its pods find their GPUs free?
         size = candidate_replicas(spec.replicas, 0) if spec.traffic_routing.replicas is not None else spec.replicas
         shortfall = ctx.cache.capacity_shortfall(spec.template.get("spec") or {}, size)
@@ -206,6 +208,7 @@ def reconcile_object(ctx: Context, body: dict[str, Any], now: datetime | None = 
         stable_ready=stable_state.fully_ready,
         candidate_ready=candidate_state.fully_ready,
         candidate_any_ready=candidate_state.ready >= 1,
+        candidate_ready_replicas=candidate_state.ready,
         candidate_unschedulable=candidate_state.unschedulable,
         stable_unschedulable=stable_state.unschedulable,
         capacity_shortfall=shortfall,

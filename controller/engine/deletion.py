@@ -9,7 +9,15 @@ garbage collector removes everything once the finalizer is gone.
 from __future__ import annotations
 
 from controller.api import ModelRolloutSpec, ModelRolloutStatus
-from controller.engine.actions import Action, DeleteRevision, EmitEvent, OrphanRevision, SelectServices, SetRoute
+from controller.engine.actions import (
+    Action,
+    DeleteRevision,
+    EmitEvent,
+    OrphanRevision,
+    ScaleRevision,
+    SelectServices,
+    SetRoute,
+)
 
 
 def finalize(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> list[Action]:
@@ -22,6 +30,7 @@ def finalize(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> list[Action]
     actions: list[Action] = [] if spec.traffic_routing.replicas is not None else [SetRoute(0, 0)]
     actions.append(SelectServices(stable=stable, candidate=stable))
     actions += [DeleteRevision(revision) for revision in leftovers]
+    actions.append(ScaleRevision(stable, spec.replicas))  # Its full size again: a capacity swap may have shrunk it.
     if spec.deletion_policy == "Orphan":
         actions.append(OrphanRevision(stable))
         message = f"deleted: stable {stable} keeps serving all traffic, without owner (deletionPolicy Orphan)"

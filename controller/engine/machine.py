@@ -39,7 +39,7 @@ from controller.engine.actions import (
 )
 from controller.engine.conditions import set_condition
 from controller.engine.observations import AnalysisSignal, Observations
-from controller.engine.routes import candidate_replicas, route_for_step
+from controller.engine.routes import candidate_replicas, route_for_step, swap_sizes
 from controller.timestamps import format_timestamp, parse_timestamp
 
 # The Paused condition's reason for each pause.
@@ -129,6 +129,21 @@ class _Draft:
     @property
     def replicas_mode(self) -> bool:
         return self.spec.traffic_routing.replicas is not None
+
+    @property
+    def swap(self) -> bool:
+        return self.spec.strategy.capacity.policy == "swap"
+
+    def swap_sizes(self, index: int | None = None) -> tuple[int, int]:
+        """Under capacity swap, (stable, candidate) replicas for step `index` (default: the current one)."""
+        step = self.s.current_step if index is None else index
+        return swap_sizes(self.spec.strategy.steps, step, self.spec.replicas, self.spec.strategy.capacity.min_available)
+
+    def resize(self) -> None:
+        """Under capacity swap: the stable shrinks first, so that its GPUs are free for the candidate's new pods."""
+        stable, candidate = self.swap_sizes()
+        self.actions.append(ScaleRevision(self.stable, stable))
+        self.actions.append(EnsureRevision(self.candidate, candidate))
 
     def select(self, stable: str, candidate: str) -> None:
         self.actions.append(SelectServices(stable=stable, candidate=candidate))
@@ -372,7 +387,7 @@ def _promote(draft: _Draft) -> None:
 
 
 def _promote_full(draft: _Draft) -> None:
-    draft.set(pause_reason=None, current_step=len(draft.spec.strategy.steps))
+    draft.set(pause_reason=None, current_step=len(draft.spec.strategy.steps), step_started_at=None, step_ends_at=None)
     draft.event("PromotedFull", "promoted by the user past all remaining steps")
 
 
@@ -398,6 +413,7 @@ def _roll_back(draft: _Draft, reason: str, why: str) -> None:
     """One route write back to 100% stable and no mirror; the candidate then stops."""
     draft.route(0, 0)
     draft.actions.append(ScaleRevision(draft.candidate, 0))
+    draft.actions.append(ScaleRevision(draft.stable, draft.spec.replicas))  # Under swap it gave up pods.
     draft.set(phase=Phase.ROLLED_BACK, pause_reason=None, step_started_at=None, step_ends_at=None,
               candidate_ready=False, message=f"rolled back: {why}")
     draft.condition(ConditionType.ROLLED_BACK, True, reason, why)
@@ -470,7 +486,6 @@ def _complete(draft: _Draft) -> None:
 def _steady_state(draft: _Draft) -> None:
     stable = draft.stable
     previous = draft.s.previous_stable_revision
-    draft.actions.append(ScaleRevision(stable, draft.spec.replicas))
     due = draft.s.scale_down_at
     if previous and due and draft.now >= parse_timestamp(due):
         draft.select(stable, stable)
@@ -480,21 +495,30 @@ def _steady_state(draft: _Draft) -> None:
         previous = None
     elif previous and due:
         draft.wake(parse_timestamp(due))
+    # Under swap the warm old stable holds the GPUs of min_available pods until it is removed.
+    held = draft.spec.strategy.capacity.min_available if draft.swap and previous else 0
+    draft.actions.append(ScaleRevision(stable, draft.spec.replicas - held))
     draft.select(stable, previous or stable)
     draft.route(0, 0)
 
 
 def _rolled_back_state(draft: _Draft) -> None:
     stable = draft.stable
-    draft.actions.append(ScaleRevision(stable, draft.spec.replicas))
     draft.select(stable, draft.candidate)
     draft.route(0, 0)
+    # The candidate stops before the stable grows back: under swap its GPUs are the stable's.
     draft.actions.append(ScaleRevision(draft.candidate, 0))
+    draft.actions.append(ScaleRevision(stable, draft.spec.replicas))
 
 
 def _candidate_ready(draft: _Draft, observations: Observations) -> bool:
-    """All replicas Ready; without a mesh one Ready pod, since every running pod takes traffic."""
-    return observations.candidate_any_ready if draft.replicas_mode else observations.candidate_ready
+    """All replicas Ready; without a mesh one Ready pod, since every running pod takes traffic; under swap
+    the current step's size (the Deployment may not show this reconcile's resize yet)."""
+    if draft.replicas_mode:
+        return observations.candidate_any_ready
+    if draft.swap:
+        return observations.candidate_ready_replicas >= draft.swap_sizes()[1]
+    return observations.candidate_ready
 
 
 def _progress(draft: _Draft, observations: Observations) -> None:
@@ -509,14 +533,14 @@ def _progress(draft: _Draft, observations: Observations) -> None:
         return
     if _await_capacity(draft, observations):
         return
-    draft.actions.append(ScaleRevision(stable, spec.replicas))
-    if draft.replicas_mode:
-        # Its size is its traffic share: created with one warm pod, then sized by each route.
-        draft.actions.append(EnsureRevision(candidate, candidate_replicas(spec.replicas, 0), create_only=True))
-    else:
-        draft.actions.append(EnsureRevision(candidate, spec.replicas))
+    _size_revisions(draft)
     draft.select(stable, candidate)
     ready = _candidate_ready(draft, observations)
+    if not ready and _resizing(draft, observations):
+        # The candidate still serves the last step's share meanwhile: its verdict still counts.
+        if not _apply_signal(draft, observations.analysis):
+            _hold_for_resize(draft)
+        return
     if past_steps:
         if ready:
             _begin_promotion(draft)
@@ -538,6 +562,19 @@ def _progress(draft: _Draft, observations: Observations) -> None:
     if draft.s.step_started_at is None:
         _start_step(draft)
     _run_step(draft, observations)
+
+
+def _size_revisions(draft: _Draft) -> None:
+    spec = draft.spec
+    if draft.swap:
+        draft.resize()
+    elif draft.replicas_mode:
+        # Its size is its traffic share: created with one warm pod, then sized by each route.
+        draft.actions.append(ScaleRevision(draft.stable, spec.replicas))
+        draft.actions.append(EnsureRevision(draft.candidate, candidate_replicas(spec.replicas, 0), create_only=True))
+    else:
+        draft.actions.append(ScaleRevision(draft.stable, spec.replicas))
+        draft.actions.append(EnsureRevision(draft.candidate, spec.replicas))
 
 
 def _apply_signal(draft: _Draft, signal: AnalysisSignal | None) -> bool:
@@ -601,6 +638,33 @@ def _await_capacity(draft: _Draft, observations: Observations) -> bool:
     return True
 
 
+def _resizing(draft: _Draft, observations: Observations) -> bool:
+    """Under swap, between steps: the next step's pods are on their way while the last step's are Ready.
+
+    The last step's route then stays, and the next step starts (its clock, its route) once its pods are Ready."""
+    index = draft.s.current_step
+    if not draft.swap or index == 0 or draft.s.step_started_at is not None or not draft.s.candidate_ready:
+        return False
+    return observations.candidate_ready_replicas >= draft.swap_sizes(index - 1)[1]
+
+
+def _hold_for_resize(draft: _Draft) -> None:
+    index = draft.s.current_step
+    steps = draft.spec.strategy.steps
+    _route_of_step(draft, index - 1)
+    stable, candidate = draft.swap_sizes()
+    what = "the promotion" if index >= len(steps) else f"step {index + 1}/{len(steps)}"
+    draft.set(message=f"making room for {what}: stable to {stable}, candidate to {candidate} replicas")
+    draft.wake(draft.now + READINESS_RECHECK)
+
+
+def _route_of_step(draft: _Draft, index: int) -> None:
+    step = draft.spec.strategy.steps[index]
+    weight, mirror = route_for_step(draft.spec.strategy.steps, index)
+    cohort = step.ab_test.header_route if step.ab_test is not None else None
+    draft.route(weight, mirror, (cohort.name, cohort.value) if cohort else None)
+
+
 def _hold_for_readiness(draft: _Draft, observations: Observations) -> None:
     """No traffic reaches a candidate that is not fully ready; the step clock restarts later."""
     draft.route(0, 0)
@@ -622,9 +686,7 @@ def _run_step(draft: _Draft, observations: Observations) -> None:
     spec = draft.spec
     index = draft.s.current_step
     step = spec.strategy.steps[index]
-    weight, mirror = route_for_step(spec.strategy.steps, index)
-    cohort = step.ab_test.header_route if step.ab_test is not None else None
-    draft.route(weight, mirror, (cohort.name, cohort.value) if cohort else None)
+    _route_of_step(draft, index)
     elapsed = (draft.now - draft.step_started).total_seconds()
     duration = spec.step_seconds(index)
     signal = observations.analysis
@@ -696,6 +758,10 @@ def _after_advance(draft: _Draft, observations: Observations) -> None:
     """Start the next step right away (a step without duration passes at once), or complete."""
     index = draft.s.current_step
     steps = draft.spec.strategy.steps
+    if draft.swap and observations.candidate_ready_replicas < draft.swap_sizes()[1]:
+        draft.resize()
+        _hold_for_resize(draft)
+        return
     if index >= len(steps):
         _begin_promotion(draft)
         return

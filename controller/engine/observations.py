@@ -22,6 +22,7 @@ class Observations:
     stable_ready: bool = True
     candidate_ready: bool = False  # every replica Ready
     candidate_any_ready: bool = False  # at least one Ready pod (enough without a mesh)
+    candidate_ready_replicas: int = 0  # Ready pods, for a step's size under capacity swap
     # The scheduler's message when candidate pods are stuck Pending (e.g. "Insufficient nvidia.com/gpu").
     candidate_unschedulable: str | None = None
     # The same for the first revision, while it is the only one.

@@ -11,6 +11,7 @@ import math
 from collections.abc import Sequence
 
 from controller.api import Step
+from controller.capacity import swap_candidate
 
 
 def route_for_step(steps: Sequence[Step], index: int) -> tuple[int, int]:
@@ -43,3 +44,17 @@ def candidate_replicas(stable_replicas: int, weight: int) -> int:
 def effective_weight(stable_replicas: int, candidate: int) -> int:
     total = stable_replicas + candidate
     return math.floor(100 * candidate / total + 0.5) if total else 0
+
+
+def swap_sizes(steps: Sequence[Step], index: int, replicas: int, min_available: int) -> tuple[int, int]:
+    """Under capacity swap, (stable, candidate) replicas for step `index` (past the last step: the promotion).
+
+    They add up to `replicas`, the GPUs the stable held alone. The candidate never shrinks during a
+    rollout (a shadow step after a canary keeps its pods), so no step waits for pods to stop. For the
+    promotion the stable keeps `min_available` pods, which serve until the route moves everything to
+    the candidate and then stay warm for undo.
+    """
+    full = replicas - min_available
+    weights = [100] if index >= len(steps) else [route_for_step(steps, i)[0] for i in range(index + 1)]
+    candidate = max(full if weight >= 100 else swap_candidate(replicas, weight) for weight in weights)
+    return replicas - candidate, candidate

@@ -101,3 +101,49 @@ def test_a_full_cluster_holds_the_candidate_under_surge_and_times_out_under_wait
         stable = client.AppsV1Api(api_client).read_namespaced_deployment(f"patient-{first['stableRevision']}",
                                                                          namespace)
         assert stable.spec is not None and stable.spec.replicas == 2, "the stable kept its size"
+
+
+def _deployment(api_client: client.ApiClient, namespace: str, name: str) -> tuple[int, int]:
+    """(replicas asked for, Ready replicas) of one Deployment."""
+    found = client.AppsV1Api(api_client).read_namespaced_deployment(name, namespace)
+    assert found.spec is not None and found.status is not None
+    return int(found.spec.replicas or 0), int(found.status.ready_replicas or 0)
+
+
+def test_swap_makes_room_on_a_full_cluster_and_an_abort_gives_the_stable_its_size_back(
+    api_client: client.ApiClient, namespace: str, kubeconfig: Path, tmp_path: Path, crd_installed: None,
+) -> None:
+    """Four stable pods of one GPU hold all four: swap moves one GPU, then a second, to the candidate,
+    the route following each step; an abort stops the candidate and the stable is whole again."""
+    wait_for(lambda: not _gpu_pods_elsewhere(api_client, namespace), 90, "no other test holding GPUs")
+    rollouts = Rollouts(api_client, namespace)
+    with operator_process(kubeconfig, namespace, tmp_path / "operator.log", "--check-capacity"):
+        rollouts.create_object("gateway.networking.k8s.io", "v1", "httproutes", httproute("swap"))
+        body = rollout_body("swap", [{"canary": {"weight": 25, "duration": "2s"}}, {"canary": {"weight": 50}},
+                                     {"pause": {}}],
+                            {"gatewayAPI": {"httpRoute": "swap"}}, image="scorer:v1", gpus=1, replicas=4)
+        body["spec"]["template"]["spec"]["nodeSelector"] = ON_GPU_NODES
+        body["spec"]["strategy"]["capacity"] = {"policy": "swap", "minAvailable": 2}
+        body["spec"]["deletionPolicy"] = "Delete"
+        rollouts.create(body)
+        first = rollouts.wait_status("swap", lambda s: s.get("phase") == "Completed", 60, "stable on every GPU")
+        stable = f"swap-{first['stableRevision']}"
+        assert _deployment(api_client, namespace, stable) == (4, 4)
+
+        rollouts.patch("swap", with_image(body, "scorer:v2", gpus=1))
+        at_pause = rollouts.wait_status("swap", lambda s: s.get("phase") == "Paused", 120, "the pause after 50%")
+        assert at_pause["canaryWeight"] == 50
+        candidate = f"swap-{at_pause['candidateRevision']}"
+        assert _deployment(api_client, namespace, stable) == (2, 2), "the stable gave up exactly two GPUs"
+        assert _deployment(api_client, namespace, candidate) == (2, 2), "and the candidate runs on them"
+        reasons = [c["reason"] for c in at_pause["conditions"] if c["type"] == "InsufficientCapacity"]
+        assert reasons in ([], ["RolloutStarted"]), "swap never waits for spare GPUs"
+
+        rollouts.act("swap", "abort")
+        done = rollouts.wait_status("swap", lambda s: s.get("phase") == "RolledBack", 60, "the abort")
+        assert done["canaryWeight"] == 0 and done["stableRevision"] == first["stableRevision"]
+        wait_for(lambda: _deployment(api_client, namespace, stable) == (4, 4), 60,
+                 "the stable's four pods Ready again, on the candidate's freed GPUs")
+        assert _deployment(api_client, namespace, candidate)[0] == 0
+        rollouts.delete("swap")
+        wait_for(lambda: not _deployments(api_client, namespace), 60, "the GPUs freed for the next test")

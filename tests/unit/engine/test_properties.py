@@ -52,6 +52,21 @@ event_strategy = st.one_of(
 )
 
 
+def apply_event(world: World, kind: str, value: Any) -> None:
+    if kind == "tick":
+        world.now += timedelta(seconds=value)
+    elif kind == "action":
+        world.status = world.status.model_copy(update={"pending_action": ManualAction(value)})
+    elif kind == "ready":
+        world.candidate_ready = value
+    elif kind == "template":
+        world.new_template(value)
+    elif kind == "analysis":
+        world.analysis = None if value == "none" else AnalysisSignal(AnalysisVerdict(value), "simulated")
+    else:
+        world.analysis = AnalysisSignal(AnalysisVerdict.PASS, ab_verdict=value)
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     steps=st.lists(step_strategy, min_size=1, max_size=6).map(_sorted_weights),
@@ -64,19 +79,7 @@ def test_invariants_hold_for_any_event_sequence(
     world = World(make_spec(steps, routing=routing))
     world.step()
     for kind, value in events:
-        if kind == "tick":
-            world.now += timedelta(seconds=value)
-        elif kind == "action":
-            world.status = world.status.model_copy(update={"pending_action": ManualAction(value)})
-        elif kind == "ready":
-            world.candidate_ready = value
-        elif kind == "template":
-            world.new_template(value)
-        elif kind == "analysis":
-            world.analysis = None if value == "none" else AnalysisSignal(AnalysisVerdict(value), "simulated")
-        else:
-            world.analysis = AnalysisSignal(AnalysisVerdict.PASS, ab_verdict=value)
-
+        apply_event(world, kind, value)
         stable_before = world.status.stable_revision
         world.history.clear()
         world.step()

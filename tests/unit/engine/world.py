@@ -21,7 +21,8 @@ from controller.engine.execute import execute
 T0 = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)
 
 
-def make_spec(steps: list[dict[str, Any]], routing: str = "gatewayAPI", **extra: Any) -> ModelRolloutSpec:
+def make_spec(steps: list[dict[str, Any]], routing: str = "gatewayAPI", replicas: int = 2,
+              **extra: Any) -> ModelRolloutSpec:
     modes: dict[str, dict[str, Any]] = {
         "gatewayAPI": {"gatewayAPI": {"httpRoute": "scorer"}},
         "istio": {"istio": {"virtualService": "scorer"}},
@@ -30,7 +31,7 @@ def make_spec(steps: list[dict[str, Any]], routing: str = "gatewayAPI", **extra:
     routing_spec = modes[routing]
     body: dict[str, Any] = {
         "model": "scorer",
-        "replicas": 2,
+        "replicas": replicas,
         "template": {"spec": {"containers": [{"name": "model", "image": "scorer:v1"}]}},
         "trafficRouting": routing_spec,
         "strategy": {"steps": steps, **extra},
@@ -49,6 +50,8 @@ class World:
     status: ModelRolloutStatus = field(default_factory=ModelRolloutStatus)
     generation: int = 1
     candidate_ready: bool = True
+    # Ready candidate pods, when fewer than its Deployment asks for (a resize under way).
+    candidate_ready_pods: int | None = None
     unschedulable: str | None = None
     capacity_shortfall: str | None = None
     analysis: AnalysisSignal | None = None
@@ -75,6 +78,7 @@ class World:
             template_revision=self.revision,
             candidate_ready=self.candidate_ready,
             candidate_any_ready=self.candidate_ready,
+            candidate_ready_replicas=self._candidate_ready_pods(),
             candidate_unschedulable=self.unschedulable,
             capacity_shortfall=self.capacity_shortfall if self.revision not in self.deployments else None,
             analysis=self.analysis,
@@ -84,6 +88,13 @@ class World:
             self.apply(action)
         self.status = transition.status
         return transition
+
+    def _candidate_ready_pods(self) -> int:
+        candidate = self.status.candidate_revision
+        if not self.candidate_ready or candidate is None:
+            return 0
+        size = self.deployments.get(candidate, 0)
+        return size if self.candidate_ready_pods is None else min(size, self.candidate_ready_pods)
 
     def apply(self, action: Action) -> None:
         """Carry out one action through the operator's own dispatch (`engine.execute`)."""
