@@ -267,6 +267,22 @@ class Capacity(SpecModel):
     leave at least this many."""
 
 
+class Warmup(SpecModel):
+    """Before any live request reaches a Ready candidate, a share of live traffic is mirrored to it (copies:
+    users are answered by the stable) until its latency is under maxLatency; a model that loads or compiles
+    on its first requests is cold there, and no user should wait for that."""
+
+    max_latency: Duration
+    """The candidate's p95 latency over its warm-up requests (the last analysis window of them) must be under
+    this, e.g. 500ms; read from its latency histogram, the analysis profile's."""
+    requests: Annotated[int, Field(ge=1, le=1_000_000)] = 20
+    """How many warm-up requests that window must hold before it counts (default 20)."""
+    mirror_percent: Annotated[int, Field(ge=1, le=100)] = 10
+    """Percent of live traffic mirrored to the candidate while it warms up (default 10)."""
+    timeout: Duration = "10m"
+    """Not warm by then: rolled back, reason WarmupFailed (default 10m)."""
+
+
 class Strategy(SpecModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -288,6 +304,9 @@ class Strategy(SpecModel):
     days)."""
     capacity: Capacity = Capacity()
     """GPU capacity: check it before creating the candidate, and what to do when it is missing."""
+    warmup: Warmup | None = None
+    """A warm-up gate between the candidate's readiness and its first step (gatewayAPI or istio): mirrored
+    requests until its latency is under warmup.maxLatency."""
 
     @model_validator(mode="after")
     def _weights_never_decrease(self) -> Strategy:
@@ -580,6 +599,11 @@ class ServicePort(SpecModel):
     """The container port they send to (default: port)."""
 
 
+WARMUP_NEEDS_MIRROR = ("strategy.warmup mirrors requests to the candidate, which trafficRouting.replicas cannot do: "
+                       "use gatewayAPI or istio")
+_NO_LATENCY = sorted(name for name, chosen in profiles.PROFILES.items() if chosen.latency is None)
+WARMUP_NEEDS_LATENCY = (f"strategy.warmup reads a request latency histogram, which analysis.profile "
+                        f"{' and '.join(_NO_LATENCY)} do not export")
 SWAP_NEEDS_ROUTING = ("capacity.policy swap needs gatewayAPI or istio: with trafficRouting.replicas every pod "
                       "takes traffic, so the stable's share cannot follow its size")
 SWAP_LEAVES_TOO_FEW = ("capacity.policy swap: every step must leave the stable at least minAvailable replicas, "
@@ -616,6 +640,10 @@ class ModelRolloutSpec(SpecModel):
                     CONVERSION_NEEDS_SEEDS,
                     ".strategy.steps",
                 ),
+                _cel("!has(self.strategy.warmup) || !has(self.trafficRouting.replicas)", WARMUP_NEEDS_MIRROR,
+                     ".strategy.warmup"),
+                _cel("!has(self.strategy.warmup) || !has(self.analysis) || !has(self.analysis.profile) || "
+                     f"!(self.analysis.profile in {_NO_LATENCY})", WARMUP_NEEDS_LATENCY, ".strategy.warmup"),
                 _cel(f"{_SWAP} ? !has(self.trafficRouting.replicas) : true", SWAP_NEEDS_ROUTING,
                      ".strategy.capacity.policy"),
                 _cel(f"{_SWAP} ? {_MIN_AVAILABLE} < self.replicas && self.strategy.steps.all(s, "
@@ -672,6 +700,11 @@ class ModelRolloutSpec(SpecModel):
         named = {m.name for m in self.analysis.metrics} if self.analysis else set()
         if self.analysis and self.analysis.profile != "seeds" and "conversion" in metrics and "conversion" not in named:
             raise ValueError(CONVERSION_NEEDS_SEEDS)
+        if self.strategy.warmup is not None:
+            if self.traffic_routing.replicas is not None:
+                raise ValueError(WARMUP_NEEDS_MIRROR)
+            if self.analysis is not None and self.analysis.profile in _NO_LATENCY:
+                raise ValueError(WARMUP_NEEDS_LATENCY)
         capacity = self.strategy.capacity
         if capacity.policy == "swap":
             if self.traffic_routing.replicas is not None:
@@ -931,6 +964,21 @@ class VersionCost(StatusModel):
     """Dollars of GPU time in a 730-hour month."""
 
 
+class WarmupStatus(StatusModel):
+    """The candidate's warm-up: mirrored requests until its latency is under strategy.warmup.maxLatency."""
+
+    started_at: str
+    """When the Ready candidate began to get warm-up requests (RFC 3339)."""
+    passed_at: str | None = None
+    """When its latency was under maxLatency (RFC 3339); live traffic only after that."""
+    requests: float | None = None
+    """Warm-up requests in the last reading's window."""
+    latency_p95: float | None = None
+    """Their p95 latency, seconds."""
+    message: str = ""
+    """The last reading, or why there was none."""
+
+
 class CostStatus(StatusModel):
     """Cost per request of the stable and the candidate, read once a minute."""
 
@@ -1001,3 +1049,5 @@ class ModelRolloutStatus(StatusModel):
     """The last 20 verdicts and breaches."""
     cost: CostStatus | None = None
     """Cost per 1M requests and per month of each version, with spec.cost."""
+    warmup: WarmupStatus | None = None
+    """The candidate's warm-up, with strategy.warmup."""

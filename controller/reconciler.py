@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from controller import api
 from controller.analysis.runner import AnalysisIO, Run, analyse, current_analysis
 from controller.analysis.serving_cost import measure_cost
+from controller.analysis.warmup import read_warmup
 from controller.capacity import pod_gpus
 from controller.engine import (
     Observations,
@@ -203,6 +204,7 @@ def reconcile_object(ctx: Context, body: dict[str, Any], now: datetime | None = 
         shortfall = ctx.cache.capacity_shortfall(spec.template.get("spec") or {}, size)
     # A manual action goes first and never waits on a query: the last verdict stands for this pass.
     analysis = analyse(ctx.analysis, body, spec, status, revision, now, may_query=status.pending_action is None)
+    warmup = read_warmup(ctx.analysis, body, spec, status, revision, now, may_query=status.pending_action is None)
     observations = Observations(
         template_revision=revision,
         stable_ready=stable_state.fully_ready,
@@ -213,6 +215,7 @@ def reconcile_object(ctx: Context, body: dict[str, Any], now: datetime | None = 
         stable_unschedulable=stable_state.unschedulable,
         capacity_shortfall=shortfall,
         analysis=analysis.signal,
+        warmup=warmup,
         next_analysis_at=analysis.next_at,
     )
     transition = _with_analysis(reconcile(spec, generation, status, observations, now), status, analysis)

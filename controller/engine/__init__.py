@@ -15,7 +15,7 @@ from controller.engine.actions import (
 )
 from controller.engine.deletion import finalize
 from controller.engine.machine import Transition, failed, invalid_spec, reconcile
-from controller.engine.observations import AnalysisSignal, Observations
+from controller.engine.observations import AnalysisSignal, Observations, WarmupReading
 
 __all__ = [
     "Action",
@@ -29,6 +29,7 @@ __all__ = [
     "SelectServices",
     "SetRoute",
     "Transition",
+    "WarmupReading",
     "failed",
     "finalize",
     "invalid_spec",

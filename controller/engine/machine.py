@@ -26,6 +26,7 @@ from controller.api import (
     PauseReason,
     Phase,
     Verdict,
+    WarmupStatus,
 )
 from controller.durations import parse_duration
 from controller.engine.actions import (
@@ -38,7 +39,7 @@ from controller.engine.actions import (
     SetRoute,
 )
 from controller.engine.conditions import set_condition
-from controller.engine.observations import AnalysisSignal, Observations
+from controller.engine.observations import AnalysisSignal, Observations, WarmupReading
 from controller.engine.routes import candidate_replicas, route_for_step, swap_sizes
 from controller.timestamps import format_timestamp, parse_timestamp
 
@@ -51,6 +52,8 @@ MAX_MESSAGE = 240
 READINESS_RECHECK = timedelta(seconds=15)
 # How often a rollout waiting for GPUs looks again (a pod or node changing wakes no rollout).
 CAPACITY_RECHECK = timedelta(seconds=15)
+# How often a warming candidate's latency is read again.
+WARMUP_RECHECK = timedelta(seconds=5)
 
 
 @dataclass(frozen=True)
@@ -302,7 +305,7 @@ def _start_rollout(draft: _Draft, revision: str) -> None:
     draft.set(
         candidate_revision=revision, previous_stable_revision=None, scale_down_at=None,
         current_step=0, step_started_at=None, step_ends_at=None, phase=Phase.PROGRESSING, pause_reason=None,
-        verdict=None, candidate_ready=False, decisions=[], capacity_wait_since=None,
+        verdict=None, candidate_ready=False, decisions=[], capacity_wait_since=None, warmup=None,
         message=f"rolling out revision {revision}",
     )
     if any(c.type == ConditionType.INSUFFICIENT_CAPACITY.value for c in draft.s.conditions):
@@ -393,7 +396,7 @@ def _promote_full(draft: _Draft) -> None:
 
 def _retry(draft: _Draft) -> None:
     draft.set(phase=Phase.PROGRESSING, current_step=0, step_started_at=None, step_ends_at=None, pause_reason=None,
-              verdict=None, candidate_ready=False, message="retrying the rollout from the first step")
+              verdict=None, candidate_ready=False, warmup=None, message="retrying the rollout from the first step")
     draft.condition(ConditionType.ROLLED_BACK, False, "Retried")
     draft.condition(ConditionType.PROGRESSING, True, "Retried")
     draft.event("Retried", f"retrying candidate {draft.candidate} from the first step")
@@ -541,15 +544,17 @@ def _progress(draft: _Draft, observations: Observations) -> None:
         if not _apply_signal(draft, observations.analysis):
             _hold_for_resize(draft)
         return
-    if past_steps:
-        if ready:
-            _begin_promotion(draft)
-        else:
-            _hold_for_readiness(draft, observations)
-        return
     if not ready:
         _hold_for_readiness(draft, observations)
-        return
+    elif past_steps:
+        _begin_promotion(draft)
+    else:
+        _run_ready(draft, observations)
+
+
+def _run_ready(draft: _Draft, observations: Observations) -> None:
+    """A Ready candidate within its steps: the analysis' verdict, the warm-up, then the step."""
+    spec = draft.spec
     if not draft.s.candidate_ready:
         draft.set(candidate_ready=True)
         draft.condition(ConditionType.CANDIDATE_UNSCHEDULABLE, False, "Scheduled")
@@ -559,6 +564,8 @@ def _progress(draft: _Draft, observations: Observations) -> None:
         return
     if observations.next_analysis_at is not None:
         draft.wake(observations.next_analysis_at)
+    if _warming_up(draft, observations.warmup):
+        return
     if draft.s.step_started_at is None:
         _start_step(draft)
     _run_step(draft, observations)
@@ -663,6 +670,47 @@ def _route_of_step(draft: _Draft, index: int) -> None:
     weight, mirror = route_for_step(draft.spec.strategy.steps, index)
     cohort = step.ab_test.header_route if step.ab_test is not None else None
     draft.route(weight, mirror, (cohort.name, cohort.value) if cohort else None)
+
+
+def _warming_up(draft: _Draft, reading: WarmupReading | None) -> bool:
+    """Before the first step, with strategy.warmup: mirrored requests only, until the candidate's p95 latency
+    over them is under maxLatency (True: still warming up, or rolled back for it)."""
+    warmup, state = draft.spec.strategy.warmup, draft.s.warmup
+    if warmup is None or draft.s.current_step > 0 or draft.s.step_started_at is not None or (
+            state is not None and state.passed_at is not None):
+        return False
+    if state is None:
+        state = WarmupStatus(started_at=format_timestamp(draft.now))
+        draft.event("WarmupStarted", f"mirroring {warmup.mirror_percent}% of live traffic to {draft.candidate} "
+                                     f"until its p95 latency is under {warmup.max_latency}")
+    detail = _warmup_detail(warmup.requests, warmup.max_latency, reading)
+    if reading is not None:
+        state = state.model_copy(update={"requests": reading.requests, "latency_p95": reading.latency_p95})
+    state = state.model_copy(update={"message": detail})
+    p95 = reading.latency_p95 if reading is not None else None
+    if reading is not None and reading.requests >= warmup.requests and p95 is not None \
+            and p95 <= parse_duration(warmup.max_latency):
+        draft.set(warmup=state.model_copy(update={"passed_at": format_timestamp(draft.now)}))
+        draft.event("WarmupPassed", f"candidate {draft.candidate} is warm: {detail}")
+        return False
+    draft.set(warmup=state)
+    if (draft.now - parse_timestamp(state.started_at)).total_seconds() >= parse_duration(warmup.timeout):
+        _roll_back(draft, "WarmupFailed", f"not warm within {warmup.timeout}: {detail}")
+        return True
+    draft.route(0, warmup.mirror_percent)
+    draft.set(message=f"warming up: {detail}")
+    draft.wake(draft.now + WARMUP_RECHECK)
+    return True
+
+
+def _warmup_detail(needed: int, limit: str, reading: WarmupReading | None) -> str:
+    if reading is None:
+        return "no reading yet"
+    if reading.error is not None:
+        return f"no reading: {reading.error}"
+    if reading.requests < needed or reading.latency_p95 is None:
+        return f"{reading.requests:.0f} of {needed} warm-up requests so far"
+    return f"p95 {reading.latency_p95 * 1000:.0f}ms over {reading.requests:.0f} requests (limit {limit})"
 
 
 def _hold_for_readiness(draft: _Draft, observations: Observations) -> None:

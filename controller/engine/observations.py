@@ -17,6 +17,15 @@ class AnalysisSignal:
 
 
 @dataclass(frozen=True)
+class WarmupReading:
+    """The candidate's latency over its recent warm-up requests; `error` says why nothing was read."""
+
+    requests: float = 0.0
+    latency_p95: float | None = None  # seconds
+    error: str | None = None
+
+
+@dataclass(frozen=True)
 class Observations:
     template_revision: str
     stable_ready: bool = True
@@ -30,5 +39,7 @@ class Observations:
     # Why the candidate's extended resources (GPUs) are not free, checked before it is created.
     capacity_shortfall: str | None = None
     analysis: AnalysisSignal | None = None
+    # The warm-up's latest reading, while the candidate warms up.
+    warmup: WarmupReading | None = None
     # When the analysis runs next (its interval): a deadline the engine wakes for.
     next_analysis_at: datetime | None = None

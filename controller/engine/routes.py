@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from controller.api import Step
+from controller.api import Step, Strategy
 from controller.capacity import swap_candidate
 
 
@@ -27,9 +27,11 @@ def route_for_step(steps: Sequence[Step], index: int) -> tuple[int, int]:
     return (earlier[-1] if earlier else 0), 0
 
 
-def describes(steps: Sequence[Step], weight: int, mirror: int) -> bool:
-    """True when some step (or all-stable) describes this traffic state."""
-    return (weight, mirror) == (0, 0) or (weight, mirror) == (100, 0) or any(
+def describes(strategy: Strategy, weight: int, mirror: int) -> bool:
+    """True when some step, the warm-up, or all-stable describes this traffic state."""
+    steps = strategy.steps
+    warming = strategy.warmup is not None and (weight, mirror) == (0, strategy.warmup.mirror_percent)
+    return warming or (weight, mirror) == (0, 0) or (weight, mirror) == (100, 0) or any(
         route_for_step(steps, i) == (weight, mirror) for i in range(len(steps))
     )
 

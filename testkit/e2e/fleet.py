@@ -232,8 +232,8 @@ class ModelFleet:
             return any(s.wanted.revision == revision and not s.ready for s in self._servers.values())
 
     def served(self) -> dict[str, dict[str, int]]:
-        """revision -> {"live": n, "mirrored": m}: the requests its servers were sent, as they counted
-        them (a restarted server starts from 0)."""
+        """revision -> {"live": n, "mirrored": m, ...}: the requests its servers were sent, as they counted
+        them (a restarted server starts from 0), and whatever else their /stats count."""
         totals: dict[str, dict[str, int]] = {}
         with self._lock:
             servers = [(s.wanted.revision, s.url) for s in self._servers.values() if s.ready]
@@ -241,8 +241,8 @@ class ModelFleet:
             with contextlib.suppress(httpx.HTTPError):
                 counts = self._http.get(f"{url}/stats").json()
                 total = totals.setdefault(revision, {"live": 0, "mirrored": 0})
-                for key in total:
-                    total[key] += int(counts.get(key, 0))
+                for key, count in counts.items():
+                    total[key] = total.get(key, 0) + int(count)
         return totals
 
     def scrape_config(self, job_name: str = "model-servers") -> dict[str, Any]:

@@ -11,13 +11,16 @@ Endpoints:
   counts a conversion (nobody sees a mirrored answer).
 - ``GET /metrics``: Prometheus exposition from the server's own registry (names below).
 - ``GET /healthz``: 200.
-- ``GET /stats``: ``{"live": n, "mirrored": m}``, the requests this server was sent.
+- ``GET /stats``: ``{"live": n, "mirrored": m, "cold_live": c, "cold_mirrored": d}``, the requests this
+  server was sent, and those of them it answered cold.
 - ``GET /knobs`` and ``POST /knobs`` (JSON, partial) read and change the behaviour at run time.
 
 The knobs (see `Knobs`): ``latency_ms`` (median latency), ``latency_jitter`` (sigma of the
 lognormal), ``error_rate``, ``prediction_mean`` and ``prediction_spread`` (mean and standard
 deviation of the Beta distribution predictions are drawn from), ``conversion_rate`` (probability
-that an OK, non-mirrored prediction leads to a business conversion).
+that an OK, non-mirrored prediction leads to a business conversion), ``cold_requests`` and
+``cold_latency_ms`` (the server's first `cold_requests` requests take `cold_latency_ms` each: a model
+that loads or compiles lazily).
 
 Randomness: a master generator (seeded by ``--seed``) hands every request its own generator, so
 a run is reproducible given the order in which requests arrive.
@@ -74,13 +77,16 @@ class Knobs:
     prediction_mean: float = 0.5
     prediction_spread: float = 0.15
     conversion_rate: float = 0.1
+    cold_requests: float = 0.0
+    cold_latency_ms: float = 0.0
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
                 raise KnobError(f"knob {name} must be a finite number, not {value!r}")
-        if self.latency_ms < 0 or self.latency_jitter < 0 or self.prediction_spread < 0:
-            raise KnobError("latency_ms, latency_jitter and prediction_spread must be >= 0")
+        if min(self.latency_ms, self.latency_jitter, self.prediction_spread, self.cold_requests,
+               self.cold_latency_ms) < 0:
+            raise KnobError("latency_ms, latency_jitter, prediction_spread and the cold knobs must be >= 0")
         for name in ("error_rate", "conversion_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise KnobError(f"knob {name} must be within [0, 1], not {getattr(self, name)}")
@@ -155,7 +161,7 @@ class ModelServer:
         self._rng = random.Random(config.seed)
         self._rng_lock = threading.Lock()
         # Requests served, as this server saw them: what a proxy really sent here (GET /stats).
-        self.served = {"live": 0, "mirrored": 0}
+        self.served = {"live": 0, "mirrored": 0, "cold_live": 0, "cold_mirrored": 0}
         self.registry = CollectorRegistry()
         self.requests = Counter("inference_request_total", "Inference requests by outcome.",
                                 ["model", "version", "status"], registry=self.registry)
@@ -203,13 +209,17 @@ class ModelServer:
         """Serve one prediction: sleep, fail or answer, and record the metrics."""
         del payload  # the simulated model ignores its features
         knobs, rng = self._knobs, self.request_rng()
+        kind = "mirrored" if mirrored else "live"
         with self._rng_lock:
-            self.served["mirrored" if mirrored else "live"] += 1
+            cold = self.served["live"] + self.served["mirrored"] < knobs.cold_requests
+            self.served[kind] += 1
+            if cold:
+                self.served[f"cold_{kind}"] += 1
         started = time.perf_counter()
         depth = self.queue_depth.labels(self.model)
         depth.inc()
         try:
-            time.sleep(draw_latency(rng, knobs))
+            time.sleep(knobs.cold_latency_ms / 1000.0 if cold else draw_latency(rng, knobs))
             if rng.random() < knobs.error_rate:
                 self.requests.labels(self.model, self.version, "error").inc()
                 return Outcome(500, {"error": "injected failure", "model": self.model, "version": self.version})

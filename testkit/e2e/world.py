@@ -33,6 +33,12 @@ MODELS = {
     "good-rebuild": Knobs(latency_ms=60, latency_jitter=0.1, error_rate=0.002, prediction_mean=0.3,
                           conversion_rate=0.10),
     "slow": Knobs(latency_ms=84, latency_jitter=0.1, error_rate=0.002, prediction_mean=0.3, conversion_rate=0.10),
+    # Loads lazily: its first 60 requests take 1.5 s each, then it is the good model.
+    "cold": Knobs(latency_ms=60, latency_jitter=0.1, error_rate=0.002, prediction_mean=0.3, conversion_rate=0.10,
+                  cold_requests=60, cold_latency_ms=1500),
+    # Never fast enough: 900 ms a request.
+    "sluggish": Knobs(latency_ms=900, latency_jitter=0.1, error_rate=0.002, prediction_mean=0.3,
+                      conversion_rate=0.10),
 }
 
 

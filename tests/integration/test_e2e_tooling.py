@@ -212,6 +212,20 @@ def test_model_server_is_reproducible_with_a_seed_and_validates_knobs() -> None:
     assert Knobs(prediction_spread=0).updated(prediction_mean=0.25).prediction_mean == 0.25
 
 
+def test_a_cold_model_server_answers_its_first_requests_slowly_and_says_which() -> None:
+    knobs = Knobs(latency_ms=0, cold_requests=3, cold_latency_ms=200)
+    with ModelServer(ServerConfig("scorer", "v", knobs=knobs, seed=1)) as server, \
+            httpx.Client(base_url=server.url, timeout=10) as http:
+        took = []
+        for mirrored in (True, False, True, False, False):
+            answer = http.post("/predict", json={}, headers={"X-Mirrored": "true"} if mirrored else {})
+            took.append(answer.elapsed.total_seconds())
+        assert min(took[:3]) >= 0.2 > max(took[3:])
+        assert http.get("/stats").json() == {"live": 3, "mirrored": 2, "cold_live": 1, "cold_mirrored": 2}
+    with pytest.raises(KnobError):
+        Knobs(cold_requests=-1)
+
+
 # ---- fleet, nginx, load generator and Prometheus on the sandbox -----------------------------
 GATEWAY_API = ("gateway.networking.k8s.io", "v1", "httproutes")
 ISTIO = ("networking.istio.io", "v1", "virtualservices")

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from controller.api import ACTIONS, AnalysisVerdict, Phase, Verdict
 from controller.api import Action as ManualAction
-from controller.engine import AnalysisSignal, DeleteRevision, ScaleRevision
+from controller.engine import AnalysisSignal, DeleteRevision, ScaleRevision, WarmupReading
 from controller.engine.routes import describes
 from tests.unit.engine.world import World, make_spec
 
@@ -49,6 +49,7 @@ event_strategy = st.one_of(
     st.tuples(st.just("template"), st.sampled_from(["rev1", "rev2", "rev3"])),
     st.tuples(st.just("analysis"), st.sampled_from([*AnalysisVerdict, "none"])),
     st.tuples(st.just("ab"), st.sampled_from([*Verdict, None])),
+    st.tuples(st.just("warmup"), st.sampled_from([None, (5.0, 0.1), (50.0, 0.1), (50.0, 3.0), "error"])),
 )
 
 
@@ -63,6 +64,9 @@ def apply_event(world: World, kind: str, value: Any) -> None:
         world.new_template(value)
     elif kind == "analysis":
         world.analysis = None if value == "none" else AnalysisSignal(AnalysisVerdict(value), "simulated")
+    elif kind == "warmup":
+        world.warmup = (None if value is None else WarmupReading(error="simulated") if value == "error"
+                        else WarmupReading(*value))
     else:
         world.analysis = AnalysisSignal(AnalysisVerdict.PASS, ab_verdict=value)
 
@@ -71,12 +75,15 @@ def apply_event(world: World, kind: str, value: Any) -> None:
 @given(
     steps=st.lists(step_strategy, min_size=1, max_size=6).map(_sorted_weights),
     routing=st.sampled_from(["gatewayAPI", "istio"]),
+    warmup=st.booleans(),
     events=st.lists(event_strategy, max_size=40),
 )
 def test_invariants_hold_for_any_event_sequence(
-    steps: list[dict[str, Any]], routing: str, events: list[tuple[str, Any]]
+    steps: list[dict[str, Any]], routing: str, warmup: bool, events: list[tuple[str, Any]]
 ) -> None:
-    world = World(make_spec(steps, routing=routing))
+    gate = {"maxLatency": "500ms", "requests": 20, "mirrorPercent": 7, "timeout": "2m"}
+    extra: dict[str, Any] = {"warmup": gate} if warmup else {}
+    world = World(make_spec(steps, routing=routing, **extra))
     world.step()
     for kind, value in events:
         apply_event(world, kind, value)
@@ -94,13 +101,14 @@ def test_invariants_hold_for_any_event_sequence(
             and status.current_step < len(world.spec.strategy.steps)
             and world.spec.strategy.steps[status.current_step].shadow is not None
         )
-        if not in_shadow:
+        warming = status.warmup is not None and status.warmup.passed_at is None and status.current_step == 0
+        if not in_shadow and not warming:
             assert mirror == 0
         if world.header is not None:
             step = world.spec.strategy.steps[status.current_step]
             assert status.phase in (Phase.PROGRESSING, Phase.PAUSED) and status.candidate_revision
             assert step.ab_test is not None and step.ab_test.header_route is not None
-        assert describes(world.spec.strategy.steps, weight, mirror)
+        assert describes(world.spec.strategy, weight, mirror)
         if status.candidate_revision is None or status.phase not in (Phase.PROGRESSING, Phase.PAUSED):
             assert world.route == (0, 0), "outside a rollout all traffic goes to the stable"
         if stable_before == status.stable_revision:
@@ -108,5 +116,8 @@ def test_invariants_hold_for_any_event_sequence(
                 if isinstance(action, ScaleRevision) and action.revision == stable_before:
                     assert action.replicas >= world.spec.replicas
                 assert not (isinstance(action, DeleteRevision) and action.revision == stable_before)
+        if warmup and status.candidate_revision and status.current_step == 0 and (
+                status.warmup is None or status.warmup.passed_at is None):
+            assert weight == 0, "no live request reaches a candidate before its warm-up passed"
         if world.candidate_ready is False and status.candidate_revision and status.phase == Phase.PROGRESSING:
             assert weight == 0 and mirror == 0, "no traffic to a candidate that is not ready"

@@ -158,4 +158,4 @@ def test_the_two_versions_never_hold_more_than_the_stables_gpus(weights: list[in
             assert sum(sizes.values()) <= 4, world.history
             if stable == world.status.stable_revision and stable in sizes:
                 assert sizes[stable] >= 1, world.history
-        assert describes(world.spec.strategy.steps, *world.route)
+        assert describes(world.spec.strategy, *world.route)

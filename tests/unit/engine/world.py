@@ -14,6 +14,7 @@ from controller.engine import (
     EmitEvent,
     Observations,
     Transition,
+    WarmupReading,
     reconcile,
 )
 from controller.engine.execute import execute
@@ -55,6 +56,7 @@ class World:
     unschedulable: str | None = None
     capacity_shortfall: str | None = None
     analysis: AnalysisSignal | None = None
+    warmup: WarmupReading | None = None
     deployments: dict[str, int] = field(default_factory=dict)
     services: tuple[str, str] | None = None
     route: tuple[int, int] = (0, 0)
@@ -82,6 +84,7 @@ class World:
             candidate_unschedulable=self.unschedulable,
             capacity_shortfall=self.capacity_shortfall if self.revision not in self.deployments else None,
             analysis=self.analysis,
+            warmup=self.warmup,
         )
         transition = reconcile(self.spec, self.generation, self.status, observations, self.now)
         for action in transition.actions:
