@@ -37,8 +37,19 @@ def steps_view(spec: dict[str, Any], status: dict[str, Any]) -> Table:
     current = status.get("currentStep", 0)
     running = status.get("candidateRevision") is not None and status.get("phase") in ("Progressing", "Paused")
     table = Table(title="Steps", title_justify="left", show_header=False, box=None)
+    warmup, state = spec.get("strategy", {}).get("warmup"), status.get("warmup") or {}
+    warming = bool(warmup and running and current == 0 and state and not state.get("passedAt"))
+    if warmup:
+        name = f"warm-up: mirror {warmup.get('mirrorPercent', 10)}% until p95 < {warmup.get('maxLatency')}"
+        if state.get("passedAt") or (running and current > 0) or status.get("phase") == "Completed":
+            marker, style = "✔", "green"
+        elif warming:
+            marker, style, name = "▶", "bold cyan", f"{name} ({state.get('message', '')})"
+        else:
+            marker, style = "·", "dim"
+        table.add_row(Text(marker, style=style), Text(f"0. {name}", style=style))
     for index, step in enumerate(spec.get("strategy", {}).get("steps", [])):
-        if running and index == current:
+        if running and index == current and not warming:
             marker, style = "▶", "bold cyan"
         elif (running and index < current) or status.get("phase") == "Completed":
             marker, style = "✔", "green"

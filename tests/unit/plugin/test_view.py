@@ -75,3 +75,15 @@ def test_get_shows_each_versions_cost() -> None:
     assert "500.00" in stable and "$1.12" in stable and "$1,474.60" in stable
     candidate = next(line for line in text.splitlines() if "candidate bbb" in line)
     assert candidate.count("-") >= 2, "no rate yet: no per-request figures"
+
+
+def test_get_shows_the_warm_up_before_the_steps() -> None:
+    spec = {"strategy": {**ROLLOUT["spec"]["strategy"],
+                         "warmup": {"maxLatency": "500ms", "mirrorPercent": 10}}}
+    warming = {**ROLLOUT["status"], "currentStep": 0, "canaryWeight": 0, "mirrorPercent": 10,
+               "warmup": {"startedAt": "2026-11-24T02:00:00Z", "message": "p95 1800ms over 40 requests"}}
+    text = _text(rollout_view({**ROLLOUT, "spec": spec, "status": warming}, DEPLOYMENTS, PODS))
+    assert "▶ 0. warm-up: mirror 10% until p95 < 500ms (p95 1800ms over 40 requests)" in text
+    assert "· 1. shadow 20% for 5m" in text
+    text = _text(rollout_view({**ROLLOUT, "spec": spec}, DEPLOYMENTS, PODS))
+    assert "✔ 0. warm-up: mirror 10% until p95 < 500ms" in text
