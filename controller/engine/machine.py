@@ -558,7 +558,8 @@ def _run_ready(draft: _Draft, observations: Observations) -> None:
     if not draft.s.candidate_ready:
         draft.set(candidate_ready=True)
         draft.condition(ConditionType.CANDIDATE_UNSCHEDULABLE, False, "Scheduled")
-        draft.event("CandidateReady", f"all {spec.replicas} candidate replicas are ready")
+        size = draft.swap_sizes()[1] if draft.swap else spec.replicas
+        draft.event("CandidateReady", f"all {size} candidate replicas are ready")
 
     if _apply_signal(draft, observations.analysis):
         return

@@ -99,13 +99,15 @@ def test_an_abort_gives_the_stable_its_size_back_after_the_candidate_stops() -> 
     assert rolled.reason == "Aborted"
 
 
-def test_the_promotion_keeps_min_available_old_pods_warm_then_hands_them_over() -> None:
+def _promoted() -> World:
     world = _swapping(delay=600)
-    world.step(60)
-    world.step(60)
-    world.step(15)
-    world.step(60)  # The last step ends: the promotion makes room first.
-    world.step(15)
+    for seconds in (60, 60, 15, 60, 15):  # the 25% and 50% steps, each step's pods Ready at the next look
+        world.step(seconds)
+    return world
+
+
+def test_the_promotion_keeps_min_available_old_pods_warm_then_hands_them_over() -> None:
+    world = _promoted()
     assert world.status.phase == Phase.COMPLETED and world.status.stable_revision == "rev2"
     assert world.route == (0, 0)
     assert world.deployments == {"rev1": 1, "rev2": 3}, "the old model stays loaded on its last GPU"
@@ -117,12 +119,7 @@ def test_the_promotion_keeps_min_available_old_pods_warm_then_hands_them_over() 
 
 
 def test_undo_in_the_warm_window_gives_the_old_model_its_size_back() -> None:
-    world = _swapping(delay=600)
-    world.step(60)
-    world.step(60)
-    world.step(15)
-    world.step(60)  # The last step ends: the promotion makes room first.
-    world.step(15)
+    world = _promoted()
     world.act("undo")
     assert world.status.stable_revision == "rev1" and world.route == (0, 0)
     assert world.deployments == {"rev1": 4, "rev2": 0}
