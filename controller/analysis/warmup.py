@@ -4,6 +4,11 @@ Read on every reconcile of a warm-up (the engine asks again every few seconds), 
 window cut at the warm-up's start: what the candidate answered before, if anything, is not a warm-up
 request. The engine compares the reading with strategy.warmup; a failed read is a reading too, with
 its reason, and never a pass.
+
+Why a bound and not one of the sequential tests: the gate compares the candidate with a number the
+user chose, not with the stable, and decides neither a promotion nor a verdict on the model. Passing
+only lets the first step start, whose guardrails are the tests; failing needs every reading over
+the whole timeout (one every few seconds) to be above the bound, as a passed gate stays passed.
 """
 
 from __future__ import annotations
