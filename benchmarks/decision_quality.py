@@ -219,15 +219,17 @@ def guardrail_aa(rng: np.random.Generator, settings: Settings, verdicts: Verdict
 
 
 def latency_slow_shares(rng: np.random.Generator, sigma: float, scale: float, buckets: Sequence[float],
-                        stable_per_look: float, runs: int, tolerated: float) -> tuple[FloatArray, FloatArray]:
+                        stable_per_look: float, runs: int, tolerated: float, history: int | None = None,
+                        median: float = 0.05) -> tuple[FloatArray, FloatArray]:
     """Per run: the stable's and the candidate's chance of a slow request, with the bounds the
-    operator picks from ten minutes of the stable's histogram (step_tests.TAIL_LOOKBACK)."""
-    median = 0.05
+    operator picks from ten minutes of the stable's histogram (step_tests.TAIL_LOOKBACK), or from
+    `history` requests (a stable with a short past)."""
     edges = np.array(buckets[:-1])
     cdf = norm.cdf((np.log(edges) - math.log(median)) / sigma)
     probabilities = np.diff(np.concatenate([[0.0], cdf, [1.0]]))
     stable_share, candidate_share = np.zeros(runs), np.zeros(runs)
-    window = rng.multinomial(max(int(stable_per_look * 600 / INTERVAL_SECONDS), 1), probabilities, size=runs)
+    past = history if history is not None else max(int(stable_per_look * 600 / INTERVAL_SECONDS), 1)
+    window = rng.multinomial(past, probabilities, size=runs)
     for run in range(runs):
         cumulative = np.cumsum(window[run]).astype(float).tolist()
         bounds = step_tests.slow_thresholds(list(buckets), cumulative, 0.99, tolerated)
@@ -249,6 +251,10 @@ def latency_intervals(rng: np.random.Generator, traffic: Traffic, runs: int, loo
                                   rng.binomial(candidate_n, share).astype(np.float64), candidate_n.astype(np.float64))
 
 
+# The e2e model server's shape (60 ms median, sigma 0.1) with the shortest past the operator accepts.
+SHORT_SIGMA, SHORT_MEDIAN, SHORT_HISTORY = 0.1, 0.06, round(step_tests.MIN_TAIL_REQUESTS / 0.01)
+
+
 def latency_aa(rng: np.random.Generator, settings: Settings, verdicts: Verdicts) -> Lines:
     lines = ["", "2. latencyP99 guardrail (relativeToStable 1.2), A/A with lognormal tails (median 50 ms): "
              f"false rollbacks over {settings.looks} looks (goal <= {ALPHA:.0%})",
@@ -267,6 +273,16 @@ def latency_aa(rng: np.random.Generator, settings: Settings, verdicts: Verdicts)
                                                                  stable_share, candidate_share), settings.aa_runs)
                     rates.append(rate_of(first))
                     lines.append(f"   {name:>7} {sigma:5.1f} {per_second:5d} {split:5.0%}  {rates[-1].cell()}")
+    # A stable seconds old: its bounds from the fewest requests the operator accepts, a narrow tail.
+    for split in (0.1, 0.5):
+        traffic = Traffic(20 * INTERVAL_SECONDS, split)
+        stable_share, candidate_share = latency_slow_shares(
+            rng, SHORT_SIGMA, 1.0, COARSE_BUCKETS, 0, settings.aa_runs, 1.2, SHORT_HISTORY, SHORT_MEDIAN)
+        first = first_breach(test, latency_intervals(rng, traffic, settings.aa_runs, settings.looks,
+                                                     stable_share, candidate_share), settings.aa_runs)
+        rates.append(rate_of(first))
+        lines.append(f"   {'coarse':>7} {SHORT_SIGMA:5.1f} {20:5d} {split:5.0%}  {rates[-1].cell()}  "
+                     f"(bounds from {SHORT_HISTORY} requests, median {SHORT_MEDIAN * 1000:.0f} ms)")
     lines.append(aa_summary(rates, ALPHA, verdicts, "every latency A/A cell <= alpha"))
     return lines
 
@@ -383,23 +399,27 @@ def latency_speed(rng: np.random.Generator, settings: Settings) -> Lines:
     lines = ["", "7. latencyP99 guardrail (relativeToStable 1.2), +40% p99 (every request 1.4x slower), "
              f"{settings.power_runs} runs: time to rollback"]
     test = step_tests.guardrail_test(ALPHA, 1.0, INTERVAL_SECONDS, settings.looks * INTERVAL_SECONDS)
-    for name, buckets in (("1.2x", FINE_BUCKETS), ("coarse", COARSE_BUCKETS)):
-        for sigma in (0.5, 1.0):
-            traffic = Traffic(200, 0.1)
-            stable_share, candidate_share = latency_slow_shares(
-                rng, sigma, 1.4, buckets, traffic.requests * 0.9, settings.power_runs, 1.2)
-            first = first_breach(test, latency_intervals(rng, traffic, settings.power_runs, settings.looks,
-                                                         stable_share, candidate_share), settings.power_runs)
-            median, p90 = quantile_look(first, 0.5), quantile_look(first, 0.9)
-            # The fixed horizon of the same count comparison, at the median run's slow shares.
-            stable_slow, candidate_slow = float(np.median(stable_share)), float(np.median(candidate_share))
-            fixed = (one_sided_fixed_total(stable_slow, candidate_slow, 0.1)
-                     if 0 < stable_slow < candidate_slow < 1 else None)
-            ratio = None if fixed is None or median is None else median * traffic.requests / fixed
-            lines.append(f"   {name:>5} buckets, sigma {sigma}: caught in {rate_of(first).rate:.0%} of runs within "
-                         f"{settings.looks * INTERVAL_SECONDS / 60:.0f} min; median {_seconds(median)} "
-                         f"({_times(ratio)} the fixed horizon), 90th percentile {_seconds(p90)}; slow shares "
-                         f"{stable_slow:.2%} stable, {candidate_slow:.2%} candidate")
+    shapes = (("1.2x", FINE_BUCKETS), ("coarse", COARSE_BUCKETS))
+    cells: list[tuple[str, Sequence[float], float, int | None, float]] = [
+        (name, buckets, sigma, None, 0.05) for name, buckets in shapes for sigma in (0.5, 1.0)]
+    cells.append(("coarse", COARSE_BUCKETS, SHORT_SIGMA, SHORT_HISTORY, SHORT_MEDIAN))
+    for name, buckets, sigma, history, center in cells:
+        traffic = Traffic(200, 0.1)
+        stable_share, candidate_share = latency_slow_shares(
+            rng, sigma, 1.4, buckets, traffic.requests * 0.9, settings.power_runs, 1.2, history, center)
+        first = first_breach(test, latency_intervals(rng, traffic, settings.power_runs, settings.looks,
+                                                     stable_share, candidate_share), settings.power_runs)
+        median, p90 = quantile_look(first, 0.5), quantile_look(first, 0.9)
+        # The fixed horizon of the same count comparison, at the median run's slow shares.
+        stable_slow, candidate_slow = float(np.median(stable_share)), float(np.median(candidate_share))
+        fixed = (one_sided_fixed_total(stable_slow, candidate_slow, 0.1)
+                 if 0 < stable_slow < candidate_slow < 1 else None)
+        ratio = None if fixed is None or median is None else median * traffic.requests / fixed
+        past = f", bounds from {history} requests" if history else ""
+        lines.append(f"   {name:>5} buckets, sigma {sigma}{past}: caught in {rate_of(first).rate:.0%} of runs "
+                     f"within {settings.looks * INTERVAL_SECONDS / 60:.0f} min; median {_seconds(median)} "
+                     f"({_times(ratio)} the fixed horizon), 90th percentile {_seconds(p90)}; slow shares "
+                     f"{stable_slow:.2%} stable, {candidate_slow:.2%} candidate")
     return lines
 
 

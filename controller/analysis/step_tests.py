@@ -205,7 +205,11 @@ def slow_thresholds(bounds: list[float], stable_cumulative: list[float], quantil
     """The bucket bounds above which a request is slow: (stable's, candidate's).
 
     The stable's is the bound whose share of slower requests is nearest the quantile's tail (1% for
-    a p99), from the stable's histogram before the test's data; the candidate's is the smallest bound
+    a p99), from the stable's histogram before the test's data, in log ratio. A bound that no request
+    exceeded counts as half a request's share (a continuity correction: zero seen out of n says the
+    share is below 1/n, not that it is zero), so a short history whose every request falls in one
+    bucket picks that bucket's upper bound, not the lower one nearly all requests exceed, which left
+    the test nothing to compare. The candidate's is the smallest bound
     at least `tolerated_ratio` times it. "The candidate's p99 is within ratio x the stable's" is then
     "no more of the candidate's requests exceed the ratio x bound than the stable's exceed the bound".
     None until the histogram holds enough requests to see the tail (MIN_TAIL_REQUESTS of it), or
@@ -216,10 +220,7 @@ def slow_thresholds(bounds: list[float], stable_cumulative: list[float], quantil
     tail = 1.0 - quantile
     if not finite or not total >= MIN_TAIL_REQUESTS / tail:
         return None
-    candidates = [(abs(math.log(max((total - c) / total, 1e-9) / tail)), b) for b, c in finite if c < total]
-    if not candidates:
-        return None
-    stable_bound = min(candidates)[1]
+    stable_bound = min((abs(math.log(max(total - c, 0.5) / total / tail)), b) for b, c in finite)[1]
     # Bounds are written in decimals: 0.1728 is 1.2 x 0.144 though the float product is a hair above it.
     above = [b for b, _ in finite if b >= stable_bound * tolerated_ratio * (1 - 1e-6)]
     return (stable_bound, min(above)) if above else None

@@ -139,3 +139,10 @@ def test_the_plan_orders_its_figures() -> None:
     unbalanced = step_tests.plan(step_tests.ab_design(ALPHA, 0.01, "absolute", True, 100, 1000), 0.1)
     assert unbalanced.fixed_horizon is not None and unbalanced.fixed_horizon < plan.fixed_horizon, \
         "the smaller arm of a 10/90 split needs fewer than each arm of a 50/50 one"
+
+
+def test_a_short_history_in_one_bucket_picks_its_upper_bound() -> None:
+    """200 stable requests, all between 50 and 75 ms (a stable seconds old): the bound is 75 ms, which
+    none exceeded, not 50 ms, which 97% exceeded and against which a slower candidate shows nothing."""
+    bounds = [0.025, 0.05, 0.075, 0.1, 0.15, math.inf]
+    assert step_tests.slow_thresholds(bounds, [0, 6, 200, 200, 200, 200], 0.99, 1.2) == (0.075, 0.1)
