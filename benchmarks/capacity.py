@@ -1,9 +1,13 @@
-"""From a template change on a full GPU cluster to InsufficientCapacity in the rollout's status.
+"""From a template change on a full GPU cluster to InsufficientCapacity in the rollout's status, and
+what capacity.policy swap takes on the same full cluster.
 
 The sandbox's two kwok GPU nodes (2 nvidia.com/gpu each) are filled by the stable (2 pods of 2 GPUs);
 each round changes the template (a new image) and times, from the patch, the first status that names
-the new candidate with InsufficientCapacity True. The operator runs as its own process with the
-capacity check (cluster-wide installs have it on). Prints each round and the median.
+the new candidate with InsufficientCapacity True. Then a swap rollout (4 stable pods of 1 GPU,
+minAvailable 2; canary 25%, canary 50%, pause): each round times the patch to the pause at 50% (the
+stable shrunk twice, the candidate's pods Ready on the freed GPUs), then an abort to the stable's four
+pods Ready again. The operator runs as its own process with the capacity check (cluster-wide installs
+have it on). Prints each round and the medians.
 
     python -m benchmarks.capacity [--rounds 10]
 """
@@ -33,6 +37,42 @@ def _held(status: dict[str, Any], image_revision: str | None) -> bool:
     condition = next((c for c in status.get("conditions", []) if c["type"] == "InsufficientCapacity"), None)
     return (condition is not None and condition["status"] == "True"
             and status.get("candidateRevision") not in (None, image_revision))
+
+
+def _ready(api_client: client.ApiClient, name: str) -> tuple[int, int]:
+    found = client.AppsV1Api(api_client).read_namespaced_deployment(name, NAMESPACE)
+    assert found.spec is not None and found.status is not None
+    return int(found.spec.replicas or 0), int(found.status.ready_replicas or 0)
+
+
+def _until(probe: Any, what: str, timeout: float = 120) -> float:
+    started = time.monotonic()
+    while not probe():
+        if time.monotonic() > started + timeout:
+            raise TimeoutError(f"{what}: not within {timeout:.0f} s")
+        time.sleep(0.02)
+    return time.monotonic() - started
+
+
+def swap_rounds(api_client: client.ApiClient, rollouts: Rollouts, rounds: int) -> tuple[list[float], list[float]]:
+    rollouts.create_object("gateway.networking.k8s.io", "v1", "httproutes", httproute("swap"))
+    body = rollout_body("swap", [{"canary": {"weight": 25}}, {"canary": {"weight": 50}}, {"pause": {}}],
+                        {"gatewayAPI": {"httpRoute": "swap"}}, image="scorer:v0", gpus=1, replicas=4)
+    body["spec"]["strategy"]["capacity"] = {"policy": "swap", "minAvailable": 2}
+    rollouts.create(body)
+    stable = f"swap-{rollouts.wait_status('swap', lambda s: s.get('phase') == 'Completed', 60)['stableRevision']}"
+    to_half, to_whole = [], []
+    for round_ in range(1, rounds + 1):
+        started = time.monotonic()
+        rollouts.patch("swap", with_image(body, f"scorer:w{round_}", gpus=1))
+        rollouts.wait_status("swap", lambda s: s.get("phase") == "Paused" and s.get("canaryWeight") == 50, 120,
+                             "the pause at 50%")
+        to_half.append(time.monotonic() - started)
+        rollouts.act("swap", "abort")
+        to_whole.append(_until(lambda: _ready(api_client, stable) == (4, 4), "the stable whole again"))
+        print(f"swap round {round_}: to 50% {to_half[-1] * 1000:.0f} ms, abort to 4/4 stable "
+              f"{to_whole[-1] * 1000:.0f} ms", flush=True)
+    return to_half, to_whole
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,10 +106,19 @@ def main(argv: list[str] | None = None) -> int:
                     time.sleep(0.02)
                 took.append(time.monotonic() - started)
                 print(f"round {round_}: {took[-1] * 1000:.0f} ms", flush=True)
+            rollouts.patch("full", {"spec": {"deletionPolicy": "Delete"}})
+            rollouts.delete("full")
+            apps = client.AppsV1Api(api_client)
+            _until(lambda: not apps.list_namespaced_deployment(NAMESPACE).items, "the GPUs freed")
+            to_half, to_whole = swap_rounds(api_client, rollouts, args.rounds)
     finally:
         sandbox.down()
     print(f"template change on a full cluster to InsufficientCapacity: median {statistics.median(took) * 1000:.0f} ms, "
           f"max {max(took) * 1000:.0f} ms ({len(took)} rounds)")
+    print(f"swap on a full cluster, template change to 50% on freed GPUs: median "
+          f"{statistics.median(to_half) * 1000:.0f} ms, max {max(to_half) * 1000:.0f} ms; abort to the stable's 4 pods "
+          f"Ready: median {statistics.median(to_whole) * 1000:.0f} ms, max {max(to_whole) * 1000:.0f} ms "
+          f"({len(to_half)} rounds; kwok pods start at once, so this is the operator and the control plane)")
     return 0
 
 
