@@ -709,8 +709,10 @@ def _warmup_detail(needed: int, limit: str, reading: WarmupReading | None) -> st
         return "no reading yet"
     if reading.error is not None:
         return f"no reading: {reading.error}"
-    if reading.requests < needed or reading.latency_p95 is None:
+    if reading.requests < needed:
         return f"{reading.requests:.0f} of {needed} warm-up requests so far"
+    if reading.latency_p95 is None:
+        return f"no p95 yet over {reading.requests:.0f} requests"
     return f"p95 {reading.latency_p95 * 1000:.0f}ms over {reading.requests:.0f} requests (limit {limit})"
 
 
