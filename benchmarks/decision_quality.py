@@ -260,29 +260,23 @@ def latency_aa(rng: np.random.Generator, settings: Settings, verdicts: Verdicts)
              f"false rollbacks over {settings.looks} looks (goal <= {ALPHA:.0%})",
              f"   {'buckets':>7} {'sigma':>5} {'req/s':>5} {'split':>5}  false rollback [95% CI]"]
     test = step_tests.guardrail_test(ALPHA, 1.0, INTERVAL_SECONDS, settings.looks * INTERVAL_SECONDS)
-    rates = []
-    for name, buckets in (("1.2x", FINE_BUCKETS), ("coarse", COARSE_BUCKETS)):
-        for sigma in (0.5, 1.0):
-            for per_second in (5, 20):
-                for split in (0.1, 0.5):
-                    traffic = Traffic(per_second * INTERVAL_SECONDS, split)
-                    # A/A: the candidate's bound is the tolerated one, its distribution the stable's.
-                    stable_share, candidate_share = latency_slow_shares(
-                        rng, sigma, 1.0, buckets, traffic.requests * (1 - split), settings.aa_runs, 1.2)
-                    first = first_breach(test, latency_intervals(rng, traffic, settings.aa_runs, settings.looks,
-                                                                 stable_share, candidate_share), settings.aa_runs)
-                    rates.append(rate_of(first))
-                    lines.append(f"   {name:>7} {sigma:5.1f} {per_second:5d} {split:5.0%}  {rates[-1].cell()}")
+    cells: list[tuple[str, Sequence[float], float, int, float, int | None, float]] = [
+        (name, buckets, sigma, per_second, split, None, 0.05)
+        for name, buckets in (("1.2x", FINE_BUCKETS), ("coarse", COARSE_BUCKETS))
+        for sigma in (0.5, 1.0) for per_second in (5, 20) for split in (0.1, 0.5)]
     # A stable seconds old: its bounds from the fewest requests the operator accepts, a narrow tail.
-    for split in (0.1, 0.5):
-        traffic = Traffic(20 * INTERVAL_SECONDS, split)
+    cells += [("coarse", COARSE_BUCKETS, SHORT_SIGMA, 20, split, SHORT_HISTORY, SHORT_MEDIAN) for split in (0.1, 0.5)]
+    rates = []
+    for name, buckets, sigma, per_second, split, history, center in cells:
+        traffic = Traffic(per_second * INTERVAL_SECONDS, split)
+        # A/A: the candidate's bound is the tolerated one, its distribution the stable's.
         stable_share, candidate_share = latency_slow_shares(
-            rng, SHORT_SIGMA, 1.0, COARSE_BUCKETS, 0, settings.aa_runs, 1.2, SHORT_HISTORY, SHORT_MEDIAN)
+            rng, sigma, 1.0, buckets, traffic.requests * (1 - split), settings.aa_runs, 1.2, history, center)
         first = first_breach(test, latency_intervals(rng, traffic, settings.aa_runs, settings.looks,
                                                      stable_share, candidate_share), settings.aa_runs)
         rates.append(rate_of(first))
-        lines.append(f"   {'coarse':>7} {SHORT_SIGMA:5.1f} {20:5d} {split:5.0%}  {rates[-1].cell()}  "
-                     f"(bounds from {SHORT_HISTORY} requests, median {SHORT_MEDIAN * 1000:.0f} ms)")
+        past = f"  (bounds from {history} requests, median {center * 1000:.0f} ms)" if history else ""
+        lines.append(f"   {name:>7} {sigma:5.1f} {per_second:5d} {split:5.0%}  {rates[-1].cell()}{past}")
     lines.append(aa_summary(rates, ALPHA, verdicts, "every latency A/A cell <= alpha"))
     return lines
 

@@ -611,7 +611,7 @@ SWAP_LEAVES_TOO_FEW = ("capacity.policy swap: every step must leave the stable a
 _SWAP = "has(self.strategy.capacity) && has(self.strategy.capacity.policy) && self.strategy.capacity.policy == 'swap'"
 _MIN_AVAILABLE = "(has(self.strategy.capacity.minAvailable) ? self.strategy.capacity.minAvailable : 1)"
 _STEP_WEIGHT = "(has(s.canary) ? s.canary.weight : has(s.abTest) ? (has(s.abTest.weight) ? s.abTest.weight : 50) : 0)"
-# ceil(replicas * weight / 100), at least one: routes.swap_candidate in CEL's integer arithmetic.
+# ceil(replicas * weight / 100), at least one: capacity.swap_candidate in CEL's integer arithmetic.
 _SWAP_CANDIDATE = (f"((self.replicas * {_STEP_WEIGHT} + 99) / 100 > 1 ? "
                    f"(self.replicas * {_STEP_WEIGHT} + 99) / 100 : 1)")
 
