@@ -203,8 +203,9 @@ def reconcile_object(ctx: Context, body: dict[str, Any], now: datetime | None = 
         size = candidate_replicas(spec.replicas, 0) if spec.traffic_routing.replicas is not None else spec.replicas
         shortfall = ctx.cache.capacity_shortfall(spec.template.get("spec") or {}, size)
     # A manual action goes first and never waits on a query: the last verdict stands for this pass.
-    analysis = analyse(ctx.analysis, body, spec, status, revision, now, may_query=status.pending_action is None)
-    warmup = read_warmup(ctx.analysis, body, spec, status, revision, now, may_query=status.pending_action is None)
+    may_query = status.pending_action is None
+    analysis = analyse(ctx.analysis, body, spec, status, revision, now, may_query=may_query)
+    warmup = read_warmup(ctx.analysis, body, spec, status, revision, now, may_query=may_query)
     observations = Observations(
         template_revision=revision,
         stable_ready=stable_state.fully_ready,

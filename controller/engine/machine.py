@@ -685,12 +685,10 @@ def _warming_up(draft: _Draft, reading: WarmupReading | None) -> bool:
         draft.event("WarmupStarted", f"mirroring {warmup.mirror_percent}% of live traffic to {draft.candidate} "
                                      f"until its p95 latency is under {warmup.max_latency}")
     detail = _warmup_detail(warmup.requests, warmup.max_latency, reading)
-    if reading is not None:
-        state = state.model_copy(update={"requests": reading.requests, "latency_p95": reading.latency_p95})
-    state = state.model_copy(update={"message": detail})
-    p95 = reading.latency_p95 if reading is not None else None
-    if reading is not None and reading.requests >= warmup.requests and p95 is not None \
-            and p95 <= parse_duration(warmup.max_latency):
+    read = {"requests": reading.requests, "latency_p95": reading.latency_p95} if reading is not None else {}
+    state = state.model_copy(update={**read, "message": detail})
+    if reading is not None and reading.requests >= warmup.requests and reading.latency_p95 is not None \
+            and reading.latency_p95 <= parse_duration(warmup.max_latency):
         draft.set(warmup=state.model_copy(update={"passed_at": format_timestamp(draft.now)}))
         draft.event("WarmupPassed", f"candidate {draft.candidate} is warm: {detail}")
         return False
@@ -809,7 +807,7 @@ def _after_advance(draft: _Draft, observations: Observations) -> None:
     """Start the next step right away (a step without duration passes at once), or complete."""
     index = draft.s.current_step
     steps = draft.spec.strategy.steps
-    if draft.swap and observations.candidate_ready_replicas < draft.swap_sizes()[1]:
+    if draft.swap and not _candidate_ready(draft, observations):
         draft.resize()
         _hold_for_resize(draft)
         return
