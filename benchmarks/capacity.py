@@ -21,6 +21,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -39,19 +41,28 @@ def _held(status: dict[str, Any], image_revision: str | None) -> bool:
             and status.get("candidateRevision") not in (None, image_revision))
 
 
+def _held_now(rollouts: Rollouts, image_revision: str | None) -> bool:
+    return _held(rollouts.status("full"), image_revision)
+
+
 def _ready(api_client: client.ApiClient, name: str) -> tuple[int, int]:
     found = client.AppsV1Api(api_client).read_namespaced_deployment(name, NAMESPACE)
     assert found.spec is not None and found.status is not None
     return int(found.spec.replicas or 0), int(found.status.ready_replicas or 0)
 
 
-def _until(probe: Any, what: str, timeout: float = 120) -> float:
-    started = time.monotonic()
+def _since(started: float, probe: Callable[[], bool], what: str, timeout: float = 120) -> float:
+    """Seconds from `started` until `probe` holds, looking every 20 ms (harness.wait_for looks every
+    200 ms, too coarse for figures of tens of milliseconds)."""
     while not probe():
         if time.monotonic() > started + timeout:
             raise TimeoutError(f"{what}: not within {timeout:.0f} s")
         time.sleep(0.02)
     return time.monotonic() - started
+
+
+def _paused_at_half(status: dict[str, Any]) -> bool:
+    return status.get("phase") == "Paused" and status.get("canaryWeight") == 50
 
 
 def swap_rounds(api_client: client.ApiClient, rollouts: Rollouts, rounds: int) -> tuple[list[float], list[float]]:
@@ -65,11 +76,10 @@ def swap_rounds(api_client: client.ApiClient, rollouts: Rollouts, rounds: int) -
     for round_ in range(1, rounds + 1):
         started = time.monotonic()
         rollouts.patch("swap", with_image(body, f"scorer:w{round_}", gpus=1))
-        rollouts.wait_status("swap", lambda s: s.get("phase") == "Paused" and s.get("canaryWeight") == 50, 120,
-                             "the pause at 50%")
-        to_half.append(time.monotonic() - started)
+        to_half.append(_since(started, lambda: _paused_at_half(rollouts.status("swap")), "the pause at 50%"))
+        started = time.monotonic()
         rollouts.act("swap", "abort")
-        to_whole.append(_until(lambda: _ready(api_client, stable) == (4, 4), "the stable whole again"))
+        to_whole.append(_since(started, lambda: _ready(api_client, stable) == (4, 4), "the stable whole again"))
         print(f"swap round {round_}: to 50% {to_half[-1] * 1000:.0f} ms, abort to 4/4 stable "
               f"{to_whole[-1] * 1000:.0f} ms", flush=True)
     return to_half, to_whole
@@ -99,17 +109,13 @@ def main(argv: list[str] | None = None) -> int:
                 previous = rollouts.status("full").get("candidateRevision")
                 started = time.monotonic()
                 rollouts.patch("full", with_image(body, f"scorer:v{round_}", gpus=2))
-                deadline = started + 60
-                while not _held(rollouts.status("full"), previous):
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"round {round_}: no InsufficientCapacity in 60 s")
-                    time.sleep(0.02)
-                took.append(time.monotonic() - started)
+                took.append(_since(started, partial(_held_now, rollouts, previous),
+                                   f"round {round_}: InsufficientCapacity", 60))
                 print(f"round {round_}: {took[-1] * 1000:.0f} ms", flush=True)
             rollouts.patch("full", {"spec": {"deletionPolicy": "Delete"}})
             rollouts.delete("full")
             apps = client.AppsV1Api(api_client)
-            _until(lambda: not apps.list_namespaced_deployment(NAMESPACE).items, "the GPUs freed")
+            _since(time.monotonic(), lambda: not apps.list_namespaced_deployment(NAMESPACE).items, "the GPUs freed")
             to_half, to_whole = swap_rounds(api_client, rollouts, args.rounds)
     finally:
         sandbox.down()
