@@ -129,6 +129,13 @@ def prometheus_for(io: AnalysisIO, source: api.PrometheusSource | None, namespac
     return source.address, Credentials.from_secret(secret.data)
 
 
+def provider_for(io: AnalysisIO, spec: api.ModelRolloutSpec, namespace: str, seconds: float) -> PrometheusProvider:
+    """The analysis' Prometheus (or the operator's own), answering within `seconds`; CredentialsUnavailable
+    when it may not be asked."""
+    address, credentials = prometheus_for(io, spec.analysis.prometheus if spec.analysis else None, namespace)
+    return PrometheusProvider(io.pool, address, credentials, time.monotonic() + seconds, io.interrupted)
+
+
 def current_analysis(status: api.ModelRolloutStatus) -> api.AnalysisStatus | None:
     """status.analysis when it belongs to the current attempt at the current step, else None."""
     analysis = status.analysis

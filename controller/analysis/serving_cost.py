@@ -8,16 +8,15 @@ moment ago. A failed read keeps the last figures and says why; cost never moves 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 from controller import api
 from controller.analysis.credentials import CredentialsUnavailable
-from controller.analysis.prometheus import AnalysisInterrupted, PrometheusProvider
+from controller.analysis.prometheus import AnalysisInterrupted
 from controller.analysis.provider import MetricError
-from controller.analysis.runner import AnalysisIO, prometheus_for
+from controller.analysis.runner import AnalysisIO, provider_for
 from controller.analysis.templates import requests_total
 from controller.cost import version_cost
 from controller.profiles import profile
@@ -40,9 +39,7 @@ def measure_cost(io: AnalysisIO, body: dict[str, Any], spec: api.ModelRolloutSpe
     namespace = body["metadata"]["namespace"]
     revisions = {"stable": status.stable_revision, "candidate": status.candidate_revision}
     try:
-        address, credentials = prometheus_for(io, spec.analysis.prometheus if spec.analysis else None, namespace)
-        provider = PrometheusProvider(io.pool, address, credentials, time.monotonic() + DEADLINE_SECONDS,
-                                      io.interrupted)
+        provider = provider_for(io, spec, namespace, DEADLINE_SECONDS)
         chosen = profile(spec.analysis.profile if spec.analysis else None)
         seconds = (now - parse_timestamp(previous.measured_at)).total_seconds() if previous else 0.0
         costs = {

@@ -14,16 +14,15 @@ the whole timeout (one every few seconds) to be above the bound, as a passed gat
 from __future__ import annotations
 
 import math
-import time
 from datetime import datetime
 from typing import Any
 
 from controller import api
 from controller.analysis import templates
 from controller.analysis.credentials import CredentialsUnavailable
-from controller.analysis.prometheus import AnalysisInterrupted, PrometheusProvider
+from controller.analysis.prometheus import AnalysisInterrupted
 from controller.analysis.provider import MetricError
-from controller.analysis.runner import AnalysisIO, prometheus_for
+from controller.analysis.runner import AnalysisIO, provider_for
 from controller.durations import parse_duration
 from controller.engine.observations import WarmupReading
 from controller.profiles import profile
@@ -52,10 +51,7 @@ def read_warmup(io: AnalysisIO, body: dict[str, Any], spec: api.ModelRolloutSpec
     assert chosen.latency is not None, "admission refuses a warm-up on a profile without a latency histogram"
     look_back = f"{int(window)}s"
     try:
-        address, credentials = prometheus_for(io, spec.analysis.prometheus if spec.analysis else None,
-                                              body["metadata"]["namespace"])
-        provider = PrometheusProvider(io.pool, address, credentials, time.monotonic() + DEADLINE_SECONDS,
-                                      io.interrupted)
+        provider = provider_for(io, spec, body["metadata"]["namespace"], DEADLINE_SECONDS)
         buckets = provider.by_label(templates.buckets(chosen, chosen.latency, spec.model, revision, look_back), "le")
         requests = buckets.get("+Inf", 0.0)
         p95 = provider.scalar(templates.quantile(QUANTILE, chosen, chosen.latency, spec.model, revision, look_back))
