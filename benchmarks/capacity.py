@@ -112,9 +112,11 @@ def main(argv: list[str] | None = None) -> int:
                 took.append(_since(started, partial(_held_now, rollouts, previous),
                                    f"round {round_}: InsufficientCapacity", 60))
                 print(f"round {round_}: {took[-1] * 1000:.0f} ms", flush=True)
-            rollouts.patch("full", {"spec": {"deletionPolicy": "Delete"}})
             rollouts.delete("full")
             apps = client.AppsV1Api(api_client)
+            _since(time.monotonic(), lambda: "full" not in rollouts.names(), "the rollout deleted")
+            # The route still names full-stable, so the stable outlives the rollout: it goes by hand.
+            apps.delete_collection_namespaced_deployment(NAMESPACE, label_selector="rollouts.mlops.dev/rollout=full")
             _since(time.monotonic(), lambda: not apps.list_namespaced_deployment(NAMESPACE).items, "the GPUs freed")
             to_half, to_whole = swap_rounds(api_client, rollouts, args.rounds)
     finally:

@@ -61,12 +61,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         api_client = api_client_from_kubeconfig(state.kubeconfig)
         client.CoreV1Api(api_client).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=NAMESPACE)))
-        recipe = MLServerRecipe(MODELS, "scorer")
-        with tempfile.TemporaryDirectory() as workdir, e2e_world(
-                api_client, NAMESPACE, Path(state.kubeconfig), Path(workdir), rps=40, recipe_for_image=recipe.for_image,
+        with tempfile.TemporaryDirectory() as models, tempfile.TemporaryDirectory() as workdir, e2e_world(
+                api_client, NAMESPACE, Path(state.kubeconfig), Path(workdir), rps=40,
+                recipe_for_image=MLServerRecipe(MODELS, "scorer").prepare(Path(models)).for_image,
                 load_path="/v2/models/scorer/infer", payload=inputs) as world:
             world.deploy([{"canary": {"weight": args.weight, "duration": "1h"}}], image="scorer:mls-good",
-                         profile="mlserver", guardrails=[{"name": "error-rate", "template": "errorRate", "max": 0.02}])
+                         profile="mlserver",
+                         guardrails=[{"name": "error-rate", "template": "errorRate", "ignoreBelow": 0.02}])
             world.roll_out("mls-picky")
             for run in range(args.runs):
                 world.rollouts.wait_status(

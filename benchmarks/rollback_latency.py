@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,13 @@ class Bench:
                 return time.perf_counter() - started
             time.sleep(interval)
         raise TimeoutError("benchmark condition not reached")
+
+    def gone(self, name: str) -> bool:
+        try:
+            self.status(name)
+        except client.ApiException as error:
+            return bool(error.status == 404)
+        return False
 
     def annotate(self, name: str, action: str) -> None:
         process = self.kubectl("annotate", "mro", name, f"{ACTION}={action}", "--overwrite")
@@ -152,7 +160,7 @@ def fault_to_rollback(api_client: client.ApiClient, kubeconfig: str, runs: int, 
     with tempfile.TemporaryDirectory() as workdir, e2e_world(api_client, namespace, Path(kubeconfig),
                                                              Path(workdir), rps=60) as world:
         world.deploy([{"canary": {"weight": weight, "duration": "1h"}}], guardrails=[
-            {"name": "error-rate", "template": "errorRate", "max": 0.05}])
+            {"name": "error-rate", "template": "errorRate", "ignoreBelow": 0.05}])
         world.roll_out("good-rebuild")
         for run in range(runs):
             healthy = world.rollouts.wait_status(
@@ -239,10 +247,11 @@ def main() -> None:  # noqa: PLR0915 - one linear scenario reads best top to bot
         if args.fault_runs:
             # The four fake GPUs are held by the rollouts above: free them first.
             for name in ("cost", "abort"):
-                # Orphan (the default) would keep each stable serving after the delete: take it all away.
-                bench.custom.patch_namespaced_custom_object(api.GROUP, api.VERSION, NAMESPACE, api.PLURAL, name,
-                                                            {"spec": {"deletionPolicy": "Delete"}})
+                # The stable outlives the rollout while its route names it: take it away by hand.
                 bench.custom.delete_namespaced_custom_object(api.GROUP, api.VERSION, NAMESPACE, api.PLURAL, name)
+                bench.wait(partial(bench.gone, name), 60)
+                client.AppsV1Api(bench.api).delete_collection_namespaced_deployment(
+                    NAMESPACE, label_selector=f"rollouts.mlops.dev/rollout={name}")
             bench.wait(lambda: not client.AppsV1Api(bench.api).list_namespaced_deployment(NAMESPACE).items, 120)
             faults = fault_to_rollback(bench.api, state.kubeconfig, args.fault_runs, args.fault_weight)
             print(f"end to end, {len(faults)} error spikes (40% errors) injected into the candidate's model server, "

@@ -9,6 +9,7 @@ import os
 import socket
 import sys
 from collections.abc import Callable
+from dataclasses import fields
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Literal
@@ -22,7 +23,10 @@ def _sandbox(args: argparse.Namespace) -> int:
     if args.action == "build":
         from controller.sandbox.build import ensure_binaries
 
-        print(ensure_binaries())
+        binaries = ensure_binaries()
+        print("sandbox binaries ready, in", binaries.kube_apiserver.parent.parent)
+        for field_ in fields(binaries):
+            print(f"  {field_.name.replace('_', '-'):24} {getattr(binaries, field_.name)}")
         return 0
     sandbox = Sandbox(name=args.name, apiserver_port=getattr(args, "port", None))
     if args.action == "up":
@@ -61,7 +65,8 @@ def _run(args: argparse.Namespace) -> int:
 
         try:
             default_prometheus = DefaultPrometheus(args.prometheus_address, operator_credentials(
-                args.prometheus_address, args.prometheus_credentials, args.prometheus_allow_plain_http))
+                args.prometheus_address, args.prometheus_credentials, args.prometheus_allow_plain_http),
+                custom_queries=args.prometheus_allow_custom_queries)
         except (CredentialsUnavailable, OSError) as error:
             print(f"modelrollout run: {error}", file=sys.stderr)
             return 2
@@ -72,7 +77,12 @@ def _run(args: argparse.Namespace) -> int:
     exact = bool(namespaces) and not any("*" in namespace for namespace in namespaces)
     if args.check_capacity or (args.check_capacity is None and not exact):
         operator.watch_capacity()
-    memo = kopf.Memo(workers=args.workers, default_prometheus=default_prometheus, namespaced=exact)
+    from controller.analysis.addresses import DEFAULT_DENIED, AddressPolicy
+
+    addresses = AddressPolicy(allowed=tuple(args.analysis_allow or ()),
+                              denied=tuple(args.analysis_deny) if args.analysis_deny is not None else DEFAULT_DENIED)
+    memo = kopf.Memo(workers=args.workers, default_prometheus=default_prometheus, namespaced=exact,
+                     addresses=addresses)
     if not args.no_leader_election:
         # In a pod, POD_NAME and POD_NAMESPACE come from the downward API (see manifests/).
         memo["election"] = operator.Election(
@@ -227,6 +237,12 @@ def _parser() -> argparse.ArgumentParser:
                      help="a directory with its token, or username and password, and ca.crt (a mounted Secret)")
     run.add_argument("--prometheus-allow-plain-http", action="store_true",
                      help="allow those credentials over plain http://")
+    run.add_argument("--prometheus-allow-custom-queries", action="store_true",
+                     help="let rollouts run their own PromQL (query guardrails, metrics) on that Prometheus")
+    run.add_argument("--analysis-allow", action="append", metavar="HOST|CIDR",
+                     help="an address rollouts' analysis.prometheus may name (repeatable; none: any not denied)")
+    run.add_argument("--analysis-deny", action="append", metavar="HOST|CIDR",
+                     help="an address it may never name (repeatable; default: link-local and cloud metadata)")
     return parser
 
 

@@ -64,6 +64,16 @@ class PauseReason(StrEnum):
     STEP = "step"  # a pause step without duration, or an inconclusive A/B test set to pause
     ANALYSIS = "analysis"  # measurements failing past errorLimit; resumes when they return
     HALTED = "halted"  # the experiment itself is broken (a sample-ratio mismatch): a human resumes
+    ROUTE = "route"  # the route's owner took the rule back: resumes when it is handed back
+
+
+class RouteAccess(StrEnum):
+    """Whether the rollout may write its route's rule (routers/ownership.py)."""
+
+    MANAGED = "Managed"  # the rule sends traffic to the rollout's own -stable Service
+    HANDED = "Handed"  # the route's owner names the rollout in its handed-to annotation
+    NOT_OURS = "RouteNotOurs"  # neither: refused, nothing written
+    TAKEN_BACK = "RouteTakenBack"  # we managed it, and its owner removed our Services from it
 
 
 class Verdict(StrEnum):
@@ -114,6 +124,22 @@ def _http_url(text: str) -> str:
 Duration = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=32, json_schema_extra={
     "x-kubernetes-validations": [{"rule": "duration(self) > duration('0s')", "message": "must be longer than 0s"}],
 }), AfterValidator(_positive_duration)]
+
+def _at_least_a_second(text: str) -> str:
+    if parse_duration(text) < 1:
+        raise ValueError("must be at least 1s")
+    return text
+
+
+# The analysis interval: every look costs queries, so a look at most once a second.
+Interval = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=32, json_schema_extra={
+    "x-kubernetes-validations": [{"rule": "duration(self) >= duration('1s')", "message": "must be at least 1s"}],
+}), AfterValidator(_at_least_a_second)]
+# A DNS subdomain name (RFC 1123), as every Kubernetes object name: no path, no other namespace.
+DNS_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# A model name as servers spell them (fraud-scorer, meta-llama/Llama-3-8B, resnet50_v1@2): it goes into PromQL
+# label matchers, so no quote, brace, backslash or space.
+MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$"
 HttpURL = Annotated[str, Field(pattern=r"^https?://", max_length=2048, json_schema_extra={
     "x-kubernetes-validations": [{"rule": "isURL(self) && url(self).getHostname() != ''",
                                   "message": "must be a valid http(s) URL"}],
@@ -375,7 +401,7 @@ class TrafficRouting(SpecModel):
 
 
 class SecretKeyRef(SpecModel):
-    name: Annotated[str, Field(min_length=1)]
+    name: Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_NAME)]
     """The Secret's name, in the rollout's namespace."""
 
 
@@ -394,6 +420,15 @@ GuardrailTemplate = Literal[
     "queueDepth", "kvCacheUsage", "tokensPerSecond", "gpuMemoryUsage", "predictionPSI",
 ]
 Profile = Literal["seeds", "vllm", "tgi", "sglang", "triton", "kserve", "mlserver", "torchserve", "inference-gateway"]
+# The guardrail templates that are sequential tests of the candidate against the stable.
+TEST_TEMPLATES = ("errorRate", *profiles.HISTOGRAM_TEMPLATES)
+IGNORE_BELOW_NEEDS_A_TEST = ("ignoreBelow is the floor of a test template (errorRate, the latency quantiles); "
+                             "a threshold has max and min")
+# Profiles whose server counts no failed requests: no errorRate, no `success` metric.
+NO_REQUEST_COUNTERS = tuple(name for name in profiles.PROFILES if "errorRate" in profiles.unsupported(name))
+SUCCESS_NEEDS_COUNTERS = ("the success template counts failed requests, which analysis.profile's server does not "
+                          f"count ({', '.join(NO_REQUEST_COUNTERS)}): define a metric with successes and trials "
+                          "queries, e.g. on the gateway's response codes")
 CONVERSION_NEEDS_SEEDS = ("the conversion template counts model_conversions_total, which only the seeds profile "
                           "exports: define a metric with successes and trials queries")
 
@@ -412,6 +447,9 @@ def _profile_rules() -> list[JsonValue]:
     rules.append(_cel(
         "(has(self.profile) ? self.profile : 'seeds') == 'seeds' || !has(self.metrics) || "
         "self.metrics.all(m, !has(m.template) || m.template != 'conversion')", CONVERSION_NEEDS_SEEDS, ".metrics"))
+    rules.append(_cel(
+        f"!((has(self.profile) ? self.profile : 'seeds') in {list(NO_REQUEST_COUNTERS)}) || !has(self.metrics) || "
+        "self.metrics.all(m, !has(m.template) || m.template != 'success')", SUCCESS_NEEDS_COUNTERS, ".metrics"))
     return rules
 
 
@@ -421,10 +459,11 @@ class Guardrail(SpecModel):
     errorRate, latencyP99 and latencyP95 are sequential tests of the candidate against the stable:
     the step rolls back once the candidate's errors (or requests slower than the stable's p99/p95)
     outrun the stable's by more than `relativeToStable` (default 1: any excess) beyond doubt, within
-    this guardrail's share of analysis.alpha. `max` is then a floor of practical significance: no
-    breach while the candidate's value over analysis.window stays at or under it. A custom `query`
-    and predictionPSI are thresholds: the value over the window against max, min and
-    relativeToStable x the stable's, acting after failureLimit breaches in a row.
+    this guardrail's share of analysis.alpha; `ignoreBelow` is a floor of practical significance: no
+    rollback from the test while the candidate's value over analysis.window stays at or under it.
+    `max` is a ceiling everywhere: above it the guardrail breaches by itself, after failureLimit
+    breaches in a row. A custom `query` and the other templates are thresholds: the value over the
+    window against max, min and relativeToStable x the stable's, acting after failureLimit breaches in a row.
     """
 
     model_config = ConfigDict(
@@ -432,9 +471,13 @@ class Guardrail(SpecModel):
             "x-kubernetes-validations": [
                 _cel("has(self.template) != has(self.query)", "set exactly one of template or query"),
                 _cel(
-                    "has(self.max) || has(self.min) || has(self.relativeToStable)",
-                    "a guardrail needs a bound: max, min or relativeToStable",
+                    "has(self.max) || has(self.min) || has(self.relativeToStable) || has(self.ignoreBelow)",
+                    "a guardrail needs a bound: max, min, relativeToStable or ignoreBelow",
                 ),
+                _cel(f"!has(self.ignoreBelow) || (has(self.template) && self.template in {list(TEST_TEMPLATES)})",
+                     IGNORE_BELOW_NEEDS_A_TEST, ".ignoreBelow"),
+                _cel("!has(self.countsErrors) || !self.countsErrors || has(self.query)",
+                     "countsErrors describes a query; a template says what it counts itself", ".countsErrors"),
             ]
         }
     )
@@ -450,9 +493,15 @@ class Guardrail(SpecModel):
     query: Annotated[str, Field(max_length=4096)] | None = None
     """A PromQL query for one number, with {{model}}, {{version}}, {{namespace}} and {{window}} filled in; run for each
     model. Set this or template."""
+    counts_errors: bool = False
+    """For a query: it measures failed requests (e.g. the gateway's 5xx rate). Where analysis.profile counts no
+    failures (kserve), such a guardrail is what keeps the ErrorsUnwatched condition away."""
     max: float | None = None
-    """Upper bound. For a test template, a floor of practical significance: no rollback while the candidate's value
-    over the window is at or under it (an error rate as a fraction, a latency in seconds)."""
+    """Ceiling of the candidate's value over the window (an error rate as a fraction, a latency in seconds): above it
+    the guardrail breaches by itself, whatever the stable does, after failureLimit breaches in a row."""
+    ignore_below: Annotated[float, Field(ge=0)] | None = None
+    """For a test template (errorRate, the latency quantiles): a floor of practical significance. The test rolls
+    nothing back while the candidate's value over the window is at or under it. (Before v0.2, `max` meant this.)"""
     min: float | None = None
     """Lower bound of the value over the window (threshold guardrails)."""
     relative_to_stable: Annotated[float, Field(gt=0)] | None = None
@@ -471,8 +520,12 @@ class Guardrail(SpecModel):
     def _complete(self) -> Guardrail:
         if (self.template is None) == (self.query is None):
             raise ValueError("set exactly one of template or query")
-        if self.max is None and self.min is None and self.relative_to_stable is None:
-            raise ValueError("a guardrail needs a bound: max, min or relativeToStable")
+        if self.counts_errors and self.query is None:
+            raise ValueError("countsErrors describes a query; a template says what it counts itself")
+        if self.max is None and self.min is None and self.relative_to_stable is None and self.ignore_below is None:
+            raise ValueError("a guardrail needs a bound: max, min, relativeToStable or ignoreBelow")
+        if self.ignore_below is not None and self.template not in TEST_TEMPLATES:
+            raise ValueError(IGNORE_BELOW_NEEDS_A_TEST)
         return self
 
 
@@ -530,8 +583,8 @@ class Analysis(SpecModel):
     alpha: Annotated[float, Field(gt=0, lt=0.5, description=(
         "The chance that the statistical guardrails (errorRate, latencyP99, latencyP95) roll back a step "
         "whose candidate is no worse than the stable, across all of them."))] = 0.05
-    interval: Duration = "10s"
-    """How often the analysis looks (default 10s)."""
+    interval: Interval = "10s"
+    """How often the analysis looks (default 10s, at least 1s)."""
     window: Duration = "1m"
     """The look-back of windowed values: threshold guardrails and the values shown for test guardrails (default 1m);
     never before the step started."""
@@ -551,7 +604,17 @@ class Analysis(SpecModel):
             raise ValueError(profiles.why_unsupported(self.profile))
         if self.profile != "seeds" and any(m.template == "conversion" for m in self.metrics):
             raise ValueError(CONVERSION_NEEDS_SEEDS)
+        if self.profile in NO_REQUEST_COUNTERS and any(m.template == "success" for m in self.metrics):
+            raise ValueError(SUCCESS_NEEDS_COUNTERS)
         return self
+
+    def errors_unwatched(self) -> str | None:
+        """Why failed requests go unseen by this analysis (None: a guardrail counts them, or could)."""
+        if self.profile not in NO_REQUEST_COUNTERS or any(g.counts_errors for g in self.guardrails):
+            return None
+        return (f"analysis.profile {self.profile} counts no failed requests, and no query guardrail has "
+                "countsErrors: a candidate that fails requests is not rolled back. Add a query guardrail on the "
+                "gateway's response codes with countsErrors: true")
 
 
 # --- notifications and cost ---------------------------------------------------
@@ -650,6 +713,14 @@ class ModelRolloutSpec(SpecModel):
                      f"{_STEP_WEIGHT} >= 100 || self.replicas - {_SWAP_CANDIDATE} >= {_MIN_AVAILABLE}) : true",
                      SWAP_LEAVES_TOO_FEW, ".strategy.capacity.minAvailable"),
                 _cel(
+                    f"!has(self.analysis) || !has(self.analysis.profile) || !(self.analysis.profile in "
+                    f"{list(NO_REQUEST_COUNTERS)}) || self.strategy.steps.all(s, !has(s.abTest) || "
+                    "!has(s.abTest.metric) || s.abTest.metric != 'success' || (has(self.analysis.metrics) && "
+                    "self.analysis.metrics.exists(m, m.name == 'success')))",
+                    SUCCESS_NEEDS_COUNTERS,
+                    ".strategy.steps",
+                ),
+                _cel(
                     "self.strategy.steps.all(s, !has(s.abTest) || !has(s.abTest.metric) || "
                     "s.abTest.metric in ['conversion', 'success'] || (has(self.analysis) && "
                     "has(self.analysis.metrics) && self.analysis.metrics.exists(m, m.name == s.abTest.metric)))",
@@ -660,8 +731,9 @@ class ModelRolloutSpec(SpecModel):
         }
     )
 
-    model: Annotated[str, Field(min_length=1, max_length=63)]
-    """The value of the `model` label in metric queries."""
+    model: Annotated[str, Field(min_length=1, max_length=253, pattern=MODEL_NAME)]
+    """The value of the `model` label in metric queries: letters, digits and . _ : / @ + - (e.g.
+    meta-llama/Llama-3-8B-Instruct)."""
     replicas: Annotated[int, Field(ge=1, le=1000)] = 1
     """Replicas of each model version (1-1000, default 1)."""
     template: dict[str, Any] = Field(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
@@ -700,6 +772,9 @@ class ModelRolloutSpec(SpecModel):
         named = {m.name for m in self.analysis.metrics} if self.analysis else set()
         if self.analysis and self.analysis.profile != "seeds" and "conversion" in metrics and "conversion" not in named:
             raise ValueError(CONVERSION_NEEDS_SEEDS)
+        if self.analysis and self.analysis.profile in NO_REQUEST_COUNTERS and "success" in metrics \
+                and "success" not in named:
+            raise ValueError(SUCCESS_NEEDS_COUNTERS)
         if self.strategy.warmup is not None:
             if self.traffic_routing.replicas is not None:
                 raise ValueError(WARMUP_NEEDS_MIRROR)
@@ -752,6 +827,8 @@ class ConditionType(StrEnum):
     INVALID_SPEC = "InvalidSpec"
     CANDIDATE_UNSCHEDULABLE = "CandidateUnschedulable"
     INSUFFICIENT_CAPACITY = "InsufficientCapacity"
+    ROUTE_MANAGED = "RouteManaged"
+    ERRORS_UNWATCHED = "ErrorsUnwatched"
 
 
 class StatusModel(BaseModel):
@@ -761,7 +838,8 @@ class StatusModel(BaseModel):
 
 class Condition(StatusModel):
     type: str
-    """Available, Progressing, Paused, Completed, RolledBack, InvalidSpec or CandidateUnschedulable."""
+    """Available, Progressing, Paused, Completed, RolledBack, InvalidSpec, CandidateUnschedulable,
+    InsufficientCapacity, RouteManaged or ErrorsUnwatched."""
     status: Literal["True", "False", "Unknown"]
     """True, False or Unknown."""
     reason: str
@@ -1033,7 +1111,7 @@ class ModelRolloutStatus(StatusModel):
     """Since when the candidate has waited for capacity (RFC 3339)."""
     conditions: list[Condition] = []
     """Available, Progressing, Paused, Completed, RolledBack, InvalidSpec, CandidateUnschedulable,
-    InsufficientCapacity."""
+    InsufficientCapacity, RouteManaged, ErrorsUnwatched."""
     analysis: AnalysisStatus | None = None
     """The last analysis look of the current step attempt."""
 

@@ -10,16 +10,23 @@ they are what a stable holds and a candidate cannot share; CPU and memory are le
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
+
+from kubernetes.utils import parse_quantity
 
 GPU_RESOURCE = "nvidia.com/gpu"
 
 
 def quantity(value: Any) -> int:
-    """An extended resource's quantity: a whole number ("2", 2)."""
-    return int(str(value))
+    """An extended resource's amount in whole units, from any Kubernetes quantity the apiserver stores
+    ("2", 2, "1k", "1e3", "1Gi"). A fraction ("500m") rounds down: a pod takes whole units.
+    ValueError when it is not a quantity."""
+    amount: Decimal = parse_quantity(value)  # type: ignore[no-untyped-call]
+    return math.floor(amount)
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,8 @@ class NodeView:
     taints: tuple[Taint, ...]
     allocatable: Mapping[str, int]  # extended resources only
     unschedulable: bool = False
+    # Allocatable amounts that are not quantities, as `resource='value'`: counted as none.
+    unreadable: tuple[str, ...] = ()
 
 
 def is_extended(resource: str) -> bool:
@@ -67,11 +76,23 @@ def pod_gpus(template: Mapping[str, Any]) -> int:
 
 
 def node_view(node: Mapping[str, Any]) -> NodeView:
+    """A node's view; an allocatable amount that cannot be read is kept as `unreadable`, never
+    dropped with the node."""
     meta, spec, status = node.get("metadata") or {}, node.get("spec") or {}, node.get("status") or {}
     taints = tuple(Taint(str(t.get("key", "")), str(t.get("value", "")), str(t.get("effect", "")))
                    for t in spec.get("taints") or [])
+    allocatable: dict[str, int] = {}
+    unreadable: list[str] = []
+    for name, value in (status.get("allocatable") or {}).items():
+        if not is_extended(name):
+            continue
+        try:
+            allocatable[name] = quantity(value)
+        except ValueError:
+            unreadable.append(f"{name}={value!r}")
     return NodeView(str(meta.get("name", "")), dict(meta.get("labels") or {}), taints,
-                    extended(status.get("allocatable")), bool(spec.get("unschedulable")))
+                    {name: amount for name, amount in allocatable.items() if amount > 0},
+                    bool(spec.get("unschedulable")), tuple(unreadable))
 
 
 def _compare(value: str | None, bound: list[str], greater: bool) -> bool:
@@ -148,8 +169,11 @@ def shortfall(nodes: Iterable[NodeView], used: Mapping[str, Mapping[str, int]], 
         return None
     missing = ", ".join(f"{(replicas - fit) * amount} {name}" for name, amount in asked.items())
     where = f"{len(eligible)} node{'s' if len(eligible) != 1 else ''} its template can land on"
+    unread = "; ".join(f"node {node.name}: {', '.join(node.unreadable)}" for node in eligible
+                       if any(entry.split("=", 1)[0] in asked for entry in node.unreadable))
     return (f"{fit} of {replicas} candidate pods fit: {missing} missing "
-            f"({', '.join(f'{amount} {name}' for name, amount in asked.items())} a pod; {where})")
+            f"({', '.join(f'{amount} {name}' for name, amount in asked.items())} a pod; {where})"
+            + (f"; allocatable not readable as a quantity, counted as none: {unread}" if unread else ""))
 
 
 def swap_candidate(replicas: int, weight: int) -> int:

@@ -20,6 +20,7 @@ import structlog
 from kubernetes import client
 
 from controller import api, metrics
+from controller.analysis.addresses import AddressPolicy
 from controller.analysis.prometheus import PrometheusPool
 from controller.capacity import node_view, pod_requests
 from controller.kubeclient import api_client_from_kubeconfig
@@ -114,7 +115,11 @@ async def nodes(body: kopf.Body, **_: Any) -> dict[Any, Any]:
 async def node_usage(spec: kopf.Spec, status: kopf.Status, **_: Any) -> dict[Any, Any] | None:
     """The extended resources (GPUs) a pod holds on its node, until it ends."""
     node = spec.get("nodeName")
-    requests = pod_requests(spec)
+    try:
+        requests = pod_requests(spec)
+    except ValueError as error:  # The apiserver validates quantities; say so if one ever slips through.
+        log.warning("pod's extended resources not readable; counted as none", node=node, error=str(error))
+        return None
     if not node or not requests or status.get("phase") in ("Succeeded", "Failed"):
         return None
     return {node: requests}
@@ -208,7 +213,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **indexes: Any
     workers = int(memo.get("workers") or os.environ.get("MODELROLLOUT_WORKERS") or DEFAULT_WORKERS)
     events = asyncio.get_running_loop()
     loop = ReconcileLoop(api_client, cache, PrometheusPool(events), workers=workers,
-                         default_prometheus=memo.get("default_prometheus"))
+                         default_prometheus=memo.get("default_prometheus"),
+                         addresses=memo.get("addresses") or AddressPolicy())
     memo["loop"] = loop
     memo["loop_task"] = asyncio.create_task(loop.run(), name="reconcile loop")
     memo["loop_task"].add_done_callback(_stop_if_dead)

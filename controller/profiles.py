@@ -51,6 +51,12 @@ GUARDRAIL_TEMPLATES = (
 )
 
 
+def promql_string(text: str) -> str:
+    """A string as the inside of a PromQL double-quoted label value: a user's string can end no
+    matcher and start no other (PromQL strings escape as Go's)."""
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
 @dataclass(frozen=True)
 class Series:
     """One metric family, with the matchers every query adds to it."""
@@ -86,9 +92,9 @@ class Profile:
     unlabelled: frozenset[str] = field(default_factory=frozenset)
 
     def selector(self, model: str, version: str, series: Series, model_scoped: bool = True) -> str:
-        parts = [f'{self.version_label}="{version}"']
+        parts = [f'{self.version_label}="{promql_string(version)}"']
         if model_scoped and self.model_label:
-            parts.insert(0, f'{self.model_label}="{model}"')
+            parts.insert(0, f'{self.model_label}="{promql_string(model)}"')
         if series.match:
             parts.append(series.match)
         return "{" + ",".join(parts) + "}"

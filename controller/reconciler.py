@@ -24,7 +24,8 @@ from controller.analysis.warmup import read_warmup
 from controller.capacity import pod_gpus
 from controller.engine import (
     Observations,
-    SetRoute,
+    RouteHandback,
+    RouteRefusal,
     Transition,
     finalize,
     invalid_spec,
@@ -34,9 +35,10 @@ from controller.engine.execute import execute
 from controller.engine.routes import candidate_replicas
 from controller.events import post_event, post_events
 from controller.notifications.messages import Notification, notifications
-from controller.routers import HeaderRoute, RouterError, TrafficRouter
+from controller.routers import HeaderRoute, RouterError
 from controller.routers.gatewayapi import GatewayAPIRouter
 from controller.routers.istio import IstioRouter
+from controller.routers.object_router import ObjectRouter
 from controller.runtime.cache import Cache, route_key
 from controller.runtime.own_writes import OwnWrites
 from controller.workloads import Workloads, revision_of
@@ -120,7 +122,7 @@ class RolloutObject:
                    {"metadata": {"resourceVersion": rv}, "status": status})
 
 
-def _router(ctx: Context, body: dict[str, Any], spec: api.ModelRolloutSpec) -> TrafficRouter | None:
+def _router(ctx: Context, body: dict[str, Any], spec: api.ModelRolloutSpec) -> ObjectRouter | None:
     """The route object's router; None without a mesh, where the engine sizes replicas instead."""
     name, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
     stable_svc, candidate_svc = f"{name}-stable", f"{name}-candidate"
@@ -191,6 +193,7 @@ def reconcile_object(ctx: Context, body: dict[str, Any], now: datetime | None = 
         rollout.patch_metadata({"finalizers": [*(meta.get("finalizers") or []), FINALIZER]})
 
     status = _take_action_annotation(rollout, status)
+    router = _router(ctx, body, spec)
     revision = revision_of(spec.template)
     stable_state = workloads.observe(status.stable_revision or revision)
     in_flight = status.candidate_revision if revision == status.candidate_revision else None
@@ -218,13 +221,14 @@ def reconcile_object(ctx: Context, body: dict[str, Any], now: datetime | None = 
         analysis=analysis.signal,
         warmup=warmup,
         next_analysis_at=analysis.next_at,
+        route_refusal=_refusal(router),
     )
     transition = _with_analysis(reconcile(spec, generation, status, observations, now), status, analysis)
     transition = _with_cost(ctx, body, spec, transition, revision, now)
     if api.ACTION_ANNOTATION in (rollout.body["metadata"].get("annotations") or {}):
         # An action that arrived while another was pending: take it right after this one.
         transition = Transition(transition.actions, transition.status, now)
-    _execute(ctx, rollout.body, spec, transition.actions, workloads)
+    execute(transition.actions, ClusterTarget(workloads, router))
     _finish(rollout, status, transition)
     # Events and notifications only once the status that records the transition is stored: a
     # conflict recomputes the transition, and they must not be told twice.
@@ -273,12 +277,41 @@ def _with_cost(ctx: Context, body: dict[str, Any], spec: api.ModelRolloutSpec, t
     return Transition(transition.actions, transition.status.model_copy(update={"cost": cost}), wake_at)
 
 
+def _refusal(router: ObjectRouter | None) -> RouteRefusal | None:
+    """Why the route's rule is not ours to write; None when it is, or when the route is missing
+    (the write then says so)."""
+    if router is None:
+        return None
+    try:
+        found = router.access()
+    except RouterError:
+        return None
+    return None if found.writable else RouteRefusal(found.state, found.message)
+
+
+def _handback(router: ObjectRouter | None, stable: str) -> RouteHandback | None:
+    if router is None:
+        return None
+    try:
+        preview = router.preview_release()
+    except RouterError as error:
+        return RouteHandback(False, f"the route cannot be read ({error}): nothing shows that it no longer needs them")
+    if preview.access == api.RouteAccess.TAKEN_BACK and not preview.names_our_services:
+        return RouteHandback(False)  # Its owner routes elsewhere now: nothing here needs our Services.
+    if preview.access not in (api.RouteAccess.MANAGED, api.RouteAccess.HANDED):
+        return RouteHandback(False, f"the route is not the rollout's to give back ({preview.access.value})")
+    if preview.names_our_services:
+        return RouteHandback(True, f"{router.kind} {router.obj.coordinates[4]} still sends traffic to Service "
+                                   f"{stable}: take it out of the route, then delete them")
+    return RouteHandback(True)
+
+
 class ClusterTarget:
     """The engine's actions, carried out on the cluster: workloads, Services and the route."""
 
-    def __init__(self, ctx: Context, body: dict[str, Any], spec: api.ModelRolloutSpec, workloads: Workloads) -> None:
+    def __init__(self, workloads: Workloads, router: ObjectRouter | None) -> None:
         self.workloads = workloads
-        self.router = _router(ctx, body, spec)
+        self.router = router
 
     def revision_exists(self, revision: str) -> bool:
         return self.workloads.observe(revision).exists
@@ -303,24 +336,18 @@ class ClusterTarget:
             raise RouterError("trafficRouting.replicas has no route to write")  # the engine never asks
         self.router.set_route(weight, mirror, HeaderRoute(*header) if header else None)
 
-
-def _execute(ctx: Context, body: dict[str, Any], spec: api.ModelRolloutSpec, actions: list[Any],
-             workloads: Workloads) -> None:
-    execute(actions, ClusterTarget(ctx, body, spec, workloads))
+    def release_route(self) -> None:
+        if self.router is not None:
+            self.router.release()
 
 
 def _finalize(ctx: Context, rollout: RolloutObject, spec: api.ModelRolloutSpec, status: api.ModelRolloutStatus,
               workloads: Workloads) -> Outcome:
     if FINALIZER not in (rollout.body["metadata"].get("finalizers") or []):
         return Outcome(None, finalized=True)
-    actions = finalize(spec, status)
-    try:
-        _execute(ctx, rollout.body, spec, actions, workloads)
-    except RouterError as error:
-        # A route that is gone sends nothing to the candidate: deletion must not hang on it.
-        log.warning("route not reset on delete", namespace=rollout.namespace, name=rollout.name, error=str(error))
-        rest = [a for a in actions if not isinstance(a, SetRoute)]
-        _execute(ctx, rollout.body, spec, rest, workloads)
+    router = _router(ctx, rollout.body, spec)
+    actions = finalize(spec, status, _handback(router, f"{rollout.name}-stable"))
+    execute(actions, ClusterTarget(workloads, router))
     _drop_finalizer(rollout)
     post_events(ctx.api_client, rollout.body, actions)
     return Outcome(None, rollout.body, finalized=True)

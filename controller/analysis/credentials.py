@@ -21,7 +21,8 @@ from controller.api import ALLOW_PLAIN_HTTP_ANNOTATION, PROMETHEUS_ADDRESSES_ANN
 
 
 class CredentialsUnavailable(LookupError):
-    """The Secret is missing or unreadable, or does not allow its credentials to go to this address."""
+    """The Secret is missing or unreadable, or does not allow its credentials to go to this address; or the
+    operator's policy refuses the address (addresses.AddressRefused)."""
 
 
 @dataclass(frozen=True)
@@ -38,8 +39,19 @@ def _normalised(address: str) -> tuple[str, str, int | None, str]:
     return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port or default, parts.path.rstrip("/")
 
 
+def check_one_kind(data: dict[str, str], where: str) -> None:
+    """Bearer or basic, never both: sent both, a server takes one, and which one is not ours to guess."""
+    if "token" in data and ("username" in data or "password" in data):
+        raise CredentialsUnavailable(f"{where} holds both token and username/password: keep one of them")
+    if ("username" in data) != ("password" in data):
+        raise CredentialsUnavailable(f"{where} holds {'username' if 'username' in data else 'password'} "
+                                     "without the other: basic auth needs both")
+
+
 def check_binding(address: str, secret: SecretView, where: str) -> None:
-    """Raise CredentialsUnavailable unless `secret` allows its credentials to go to `address`."""
+    """Raise CredentialsUnavailable unless `secret` allows its credentials to go to `address`, and
+    holds one kind of them."""
+    check_one_kind(secret.data, f"Secret {where}")
     allowed = secret.annotations.get(PROMETHEUS_ADDRESSES_ANNOTATION, "").replace(",", " ").split()
     if _normalised(address) not in {_normalised(entry) for entry in allowed}:
         listed = ", ".join(allowed) if allowed else "none"
@@ -63,6 +75,7 @@ def operator_credentials(address: str, directory: Path | None, allow_plain_http:
         raise CredentialsUnavailable(f"--prometheus-credentials {directory} is not a directory")
     files = {name: (directory / name).read_text().strip() if name != "ca.crt" else (directory / name).read_text()
              for name in ("token", "username", "password", "ca.crt") if (directory / name).is_file()}
+    check_one_kind(files, f"--prometheus-credentials {directory}")
     credentials = Credentials.from_secret(files)
     if credentials != Credentials() and urlsplit(address).scheme.lower() == "http" and not allow_plain_http:
         raise CredentialsUnavailable(

@@ -18,6 +18,7 @@ from controller.analysis import step_tests, templates
 from controller.analysis.guardrails import breach_action, consecutive_failures, outcome_of
 from controller.analysis.provider import MetricError, MetricProvider
 from controller.api import (
+    TEST_TEMPLATES,
     ABTestStatus,
     Analysis,
     AnalysisStatus,
@@ -38,7 +39,6 @@ from controller.profiles import GAUGE_TEMPLATES, HISTOGRAM_TEMPLATES, Series, pr
 from controller.stats import counts_from_cumulative, histogram_drift
 
 QUANTILES = {template: q for template, (_, q) in HISTOGRAM_TEMPLATES.items()}
-STATISTICAL = ("errorRate", *QUANTILES)
 VERDICTS = {step_tests.NONE: Verdict.INCONCLUSIVE, step_tests.WORSE: Verdict.CANDIDATE_WORSE,
             step_tests.BETTER: Verdict.CANDIDATE_BETTER, step_tests.NO_DIFFERENCE: Verdict.NO_DIFFERENCE}
 # JSON has no infinity: an empty detector is stored as this log value.
@@ -233,17 +233,24 @@ class Evaluator:
         look = step_tests.guardrail_look(test, state, interval)
         evidence, detected = float(look.evidence[0]), float(look.detector[0])
         worse = bool(look.breached[0])
-        within_max = guardrail.max is not None and (value is None or not value > guardrail.max)
-        breached = worse and not within_max
+        within_floor = guardrail.ignore_below is not None and (value is None or not value > guardrail.ignore_below)
+        over_max = guardrail.max is not None and value is not None and value > guardrail.max
+        failures = consecutive_failures(before.consecutive_failures if before else 0,
+                                        GuardrailOutcome.BREACHED if over_max else GuardrailOutcome.PASSED)
+        ceiling = over_max and failures > guardrail.failure_limit
+        breached = (worse and not within_floor) or ceiling
         what = "errors" if not latency else "slow requests"
-        if breached and evidence >= test.cumulative_threshold:
+        if ceiling and not (worse and not within_floor):
+            reason = f"{_fmt(value)} > max {guardrail.max:g} for {failures} look(s) in a row"
+        elif breached and evidence >= test.cumulative_threshold:
             reason = (f"candidate's {what} outrun the stable's beyond doubt (log e-value {evidence:.1f} "
                       f">= {test.cumulative_threshold:.1f})")
         elif breached:
             reason = (f"candidate's {what} outrun the stable's since a recent change (change detector "
                       f"{detected:.1f} >= {look.detector_threshold:.1f})")
         elif worse:
-            reason = f"candidate's {what} outrun the stable's, but {_fmt(value)} is within max {guardrail.max:g}"
+            reason = (f"candidate's {what} outrun the stable's, but {_fmt(value)} is within ignoreBelow "
+                      f"{guardrail.ignore_below:g}")
         else:
             reason = (f"no evidence the candidate is worse (log e-value {evidence:.1f} "
                       f"< {test.cumulative_threshold:.1f})")
@@ -256,7 +263,8 @@ class Evaluator:
         status = GuardrailStatus(
             outcome=outcome, reason=reason, **common,
             evidence=evidence, evidence_threshold=test.cumulative_threshold, detector=detected,
-            detector_threshold=look.detector_threshold, cumulative=_floats(look.state.cumulative),
+            detector_threshold=look.detector_threshold, consecutive_failures=failures,
+            cumulative=_floats(look.state.cumulative),
             detector_state=_floats(look.state.detector), looks=look.state.looks, restarts=look.state.restarts,
             events=[a + b for a, b in zip(base.events, counts, strict=True)],
             trials=[a + b for a, b in zip(base.trials, trials, strict=True)],
@@ -500,11 +508,11 @@ def evaluate(spec: ModelRolloutSpec, provider: MetricProvider, ctx: Context, pre
 def _guardrails(evaluator: Evaluator, found: _Findings) -> dict[str, GuardrailStatus]:
     ctx, analysis, previous = evaluator.ctx, evaluator.analysis, evaluator.previous
     applying = [g for g in analysis.guardrails if g.during is None or ctx.step_kind in g.during]
-    tests = [g for g in applying if g.template in STATISTICAL]
+    tests = [g for g in applying if g.template in TEST_TEMPLATES]
     statuses: dict[str, GuardrailStatus] = {}
     for guardrail in applying:
         try:
-            if guardrail.template in STATISTICAL:
+            if guardrail.template in TEST_TEMPLATES:
                 status, acting = evaluator.statistical(guardrail, analysis.alpha / len(tests))
             else:
                 status, acting = evaluator.threshold(guardrail)

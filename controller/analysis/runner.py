@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from controller import api
+from controller.analysis.addresses import AddressPolicy
 from controller.analysis.credentials import CredentialsUnavailable, SecretView, check_binding
 from controller.analysis.prometheus import Credentials, PrometheusPool, PrometheusProvider
 from controller.durations import parse_duration
@@ -35,6 +36,8 @@ class DefaultPrometheus:
 
     address: str
     credentials: Credentials = field(default_factory=Credentials)
+    # Whether a rollout's own PromQL (query guardrails, metrics) may run here, with these credentials.
+    custom_queries: bool = False
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,7 @@ class AnalysisIO:
     read_secret: Callable[[str, str], SecretView]
     interrupted: Callable[[], bool] = lambda: False
     default_prometheus: DefaultPrometheus | None = None
+    addresses: AddressPolicy = field(default_factory=AddressPolicy)
 
 
 @dataclass
@@ -90,6 +94,7 @@ def analyse(io: AnalysisIO, body: dict[str, Any], spec: api.ModelRolloutSpec,
             analysis.guardrails or spec.strategy.steps[step].ab_test):
         return Run()  # Nothing to measure at this step, and nothing to measure it with.
     try:
+        _check_custom_queries(io, analysis)
         address, credentials = prometheus_for(io, analysis.prometheus, meta["namespace"])
     except CredentialsUnavailable as error:
         return Run(AnalysisSignal(api.AnalysisVerdict.ERROR, str(error)), next_at=next_at)
@@ -116,12 +121,26 @@ def analyse(io: AnalysisIO, body: dict[str, Any], spec: api.ModelRolloutSpec,
     return Run(result.signal, state, result.decisions, next_at)
 
 
+CUSTOM_QUERIES_REFUSED = ("the operator's own Prometheus runs only the built-in templates: a query guardrail or a "
+                          "metric's successes/trials query needs analysis.prometheus (or the installer's leave, the "
+                          "chart's prometheus.allowCustomQueries)")
+
+
+def _check_custom_queries(io: AnalysisIO, analysis: api.Analysis) -> None:
+    """A rollout's own PromQL never runs with the operator's credentials unless the installer says so."""
+    if analysis.prometheus is not None or io.default_prometheus is None or io.default_prometheus.custom_queries:
+        return
+    if any(g.query for g in analysis.guardrails) or any(m.successes for m in analysis.metrics):
+        raise CredentialsUnavailable(CUSTOM_QUERIES_REFUSED)
+
+
 def prometheus_for(io: AnalysisIO, source: api.PrometheusSource | None, namespace: str) -> tuple[str, Credentials]:
     """Where this analysis queries, and with what; CredentialsUnavailable when it may not, or has nowhere."""
     if source is None:
         if io.default_prometheus is None:
             raise CredentialsUnavailable(NO_PROMETHEUS)
         return io.default_prometheus.address, io.default_prometheus.credentials
+    io.addresses.check(source.address)
     if source.secret_ref is None:
         return source.address, Credentials()
     secret = io.read_secret(namespace, source.secret_ref.name)

@@ -8,18 +8,20 @@ guardrails) use increase()/rate() over the guardrail window.
 
 from __future__ import annotations
 
-from controller.profiles import Profile, Series
+from controller.profiles import Profile, Series, promql_string
 
 
 def render(query: str, model: str, version: str, namespace: str, window: str = "1m") -> str:
     """Fill the {{model}}, {{version}}, {{namespace}} and {{window}} placeholders of a custom query.
 
-    {{window}} is the look-back: the guardrail window, or for an A/B metric the time since the last
-    look, so that `increase(x[{{window}}])` is the look's own count. An A/B query without {{window}}
-    returns the counter's total, and the look counts the difference from the last one.
+    Every value but the window (a validated duration) is escaped as a PromQL label value: the
+    placeholders sit inside quoted matchers. {{window}} is the look-back: the guardrail window, or
+    for an A/B metric the time since the last look, so that `increase(x[{{window}}])` is the look's
+    own count. An A/B query without {{window}} returns the counter's total, and the look counts the
+    difference from the last one.
     """
-    for placeholder, value in (("model", model), ("version", version), ("namespace", namespace),
-                               ("window", window)):
+    for placeholder, value in (("model", promql_string(model)), ("version", promql_string(version)),
+                               ("namespace", promql_string(namespace)), ("window", window)):
         query = query.replace("{{" + placeholder + "}}", value)
     return query
 

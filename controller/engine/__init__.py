@@ -9,13 +9,14 @@ from controller.engine.actions import (
     EmitEvent,
     EnsureRevision,
     OrphanRevision,
+    ReleaseRoute,
     ScaleRevision,
     SelectServices,
     SetRoute,
 )
 from controller.engine.deletion import finalize
 from controller.engine.machine import Transition, failed, invalid_spec, reconcile
-from controller.engine.observations import AnalysisSignal, Observations, WarmupReading
+from controller.engine.observations import AnalysisSignal, Observations, RouteHandback, RouteRefusal, WarmupReading
 
 __all__ = [
     "Action",
@@ -25,6 +26,9 @@ __all__ = [
     "EnsureRevision",
     "Observations",
     "OrphanRevision",
+    "ReleaseRoute",
+    "RouteHandback",
+    "RouteRefusal",
     "ScaleRevision",
     "SelectServices",
     "SetRoute",

@@ -58,10 +58,17 @@ class SetRoute:
 
 
 @dataclass(frozen=True)
+class ReleaseRoute:
+    """The route's rule as it was before the rollout managed it, minus our backends, mirror and
+    header rule (Flagger's Finalize); a rule not ours is left as it is."""
+
+
+@dataclass(frozen=True)
 class EmitEvent:
     type: Literal["Normal", "Warning"]
     reason: str
     message: str
 
 
-Action = EnsureRevision | ScaleRevision | DeleteRevision | OrphanRevision | SelectServices | SetRoute | EmitEvent
+Action = (EnsureRevision | ScaleRevision | DeleteRevision | OrphanRevision | SelectServices | SetRoute
+          | ReleaseRoute | EmitEvent)

@@ -16,6 +16,7 @@ from controller.engine.actions import (
     DeleteRevision,
     EnsureRevision,
     OrphanRevision,
+    ReleaseRoute,
     ScaleRevision,
     SelectServices,
     SetRoute,
@@ -37,6 +38,8 @@ class Target(Protocol):
 
     def set_route(self, weight: int, mirror: int, header: tuple[str, str] | None) -> None: ...
 
+    def release_route(self) -> None: ...
+
 
 def execute(actions: Iterable[Action], target: Target) -> None:
     for action in actions:
@@ -53,3 +56,5 @@ def execute(actions: Iterable[Action], target: Target) -> None:
             target.select_services(action.stable, action.candidate)
         elif isinstance(action, SetRoute):
             target.set_route(action.weight, action.mirror, action.header)
+        elif isinstance(action, ReleaseRoute):
+            target.release_route()

@@ -39,13 +39,14 @@ from controller.engine.actions import (
     SetRoute,
 )
 from controller.engine.conditions import set_condition
-from controller.engine.observations import AnalysisSignal, Observations, WarmupReading
+from controller.engine.observations import AnalysisSignal, Observations, RouteRefusal, WarmupReading
 from controller.engine.routes import candidate_replicas, route_for_step, swap_sizes
 from controller.timestamps import format_timestamp, parse_timestamp
 
 # The Paused condition's reason for each pause.
 PAUSED_BECAUSE = {PauseReason.USER: "PausedByUser", PauseReason.STEP: "PauseStep",
-                  PauseReason.ANALYSIS: "AnalysisError", PauseReason.HALTED: "AnalysisHalted"}
+                  PauseReason.ANALYSIS: "AnalysisError", PauseReason.HALTED: "AnalysisHalted",
+                  PauseReason.ROUTE: "RouteTakenBack"}
 # Status messages stay one line; details live in status.analysis and the Events.
 MAX_MESSAGE = 240
 # Readiness arrives by watch events; this re-check only covers a missed one.
@@ -160,7 +161,19 @@ class _Draft:
             self.actions.append(ScaleRevision(self.selected[1], candidate_replicas(self.spec.replicas, weight)))
         self.set(canary_weight=weight, mirror_percent=mirror)
 
+    def watch_errors(self) -> None:
+        """Silence is a defect: say, standing, when no measurement can see failed requests."""
+        why = self.spec.analysis.errors_unwatched() if self.spec.analysis is not None else None
+        found = next((c for c in self.s.conditions if c.type == ConditionType.ERRORS_UNWATCHED.value), None)
+        if why is not None and (found is None or found.status != "True"):
+            self.event("ErrorsUnwatched", why, warning=True)
+        if why is not None:
+            self.condition(ConditionType.ERRORS_UNWATCHED, True, "ErrorsUnwatched", why)
+        elif found is not None:
+            self.condition(ConditionType.ERRORS_UNWATCHED, False, "ErrorsWatched")
+
     def finish(self, generation: int) -> Transition:
+        self.watch_errors()
         steps = len(self.spec.strategy.steps)
         candidate = self.s.candidate_revision
         phase = self.s.phase
@@ -201,6 +214,10 @@ def reconcile(
 ) -> Transition:
     """One reconcile: the actions to take and the status to record after taking them."""
     draft = _Draft(spec, status, now)
+    if observations.route_refusal is not None:
+        _route_refused(draft, observations.route_refusal)
+        return draft.finish(generation)
+    _route_handed_back(draft)
     revision = observations.template_revision
     first_deploy_waiting = (
         status.candidate_revision is None and status.phase == Phase.PROGRESSING
@@ -257,6 +274,36 @@ def invalid_spec(status: ModelRolloutStatus, generation: int, message: str, now:
 
 
 # --- transitions -----------------------------------------------------------
+
+
+def _route_managed(draft: _Draft) -> tuple[str, str] | None:
+    """The RouteManaged condition's (status, reason), if any."""
+    found = next((c for c in draft.s.conditions if c.type == ConditionType.ROUTE_MANAGED.value), None)
+    return (found.status, found.reason) if found is not None else None
+
+
+def _route_refused(draft: _Draft, refusal: RouteRefusal) -> None:
+    """Not ours to write: nothing at all is done (no route, no workload), and a rollout in flight
+    pauses until the rule is handed back. Pending manual actions wait too."""
+    if _route_managed(draft) != ("False", refusal.access.value):
+        draft.event(refusal.access.value, refusal.message, warning=True)
+    draft.condition(ConditionType.ROUTE_MANAGED, False, refusal.access.value, refusal.message)
+    draft.set(message=refusal.message)
+    if draft.s.candidate_revision is not None and draft.s.phase in (Phase.PROGRESSING, Phase.PAUSED):
+        if draft.s.pause_reason is None:
+            draft.set(pause_reason=PauseReason.ROUTE)
+        draft.set(phase=Phase.PAUSED)
+        draft.condition(ConditionType.PAUSED, True, PAUSED_BECAUSE[PauseReason.ROUTE], refusal.message)
+
+
+def _route_handed_back(draft: _Draft) -> None:
+    """The rule is ours again: a pause that was the route's ends, and its step starts over, since
+    the traffic it measured was not the step's."""
+    if _route_managed(draft) not in (None, ("True", "HandedBack")):
+        draft.condition(ConditionType.ROUTE_MANAGED, True, "HandedBack", "the route's rule is the rollout's to manage")
+        draft.event("RouteHandedBack", "the route's rule is the rollout's to manage again")
+    if draft.s.pause_reason == PauseReason.ROUTE:
+        draft.set(pause_reason=None, step_started_at=None, step_ends_at=None)
 
 
 def _initial_deploy(draft: _Draft, revision: str, observations: Observations) -> None:

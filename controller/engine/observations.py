@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from controller.api import AnalysisVerdict, Verdict
+from controller.api import AnalysisVerdict, RouteAccess, Verdict
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,24 @@ class WarmupReading:
 
 
 @dataclass(frozen=True)
+class RouteRefusal:
+    """The route's rule is not the rollout's to write (routers/ownership.py says why)."""
+
+    access: RouteAccess
+    message: str
+
+
+@dataclass(frozen=True)
+class RouteHandback:
+    """What giving the route back on deletion would leave."""
+
+    # The rule is ours: all traffic goes to the stable before it is given back.
+    writable: bool
+    # Why the rollout's Services and stable must outlive it (the route still needs them); None: nothing does.
+    keep_services: str | None = None
+
+
+@dataclass(frozen=True)
 class Observations:
     template_revision: str
     stable_ready: bool = True
@@ -43,3 +61,5 @@ class Observations:
     warmup: WarmupReading | None = None
     # When the analysis runs next (its interval): a deadline the engine wakes for.
     next_analysis_at: datetime | None = None
+    # Set when the route's rule is not ours to write: nothing is written, an in-flight rollout pauses.
+    route_refusal: RouteRefusal | None = None

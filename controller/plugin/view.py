@@ -128,6 +128,17 @@ def decisions_view(decisions: list[dict[str, Any]], last: int = 5) -> Table:
     return table
 
 
+# Standing conditions a reader must not miss: (type, the status that is bad).
+WARNINGS = (("ErrorsUnwatched", "True"), ("RouteManaged", "False"))
+
+
+def warnings_view(status: dict[str, Any]) -> list[Text]:
+    """One line for each standing condition that leaves something unwatched or untouched."""
+    bad = {(c.get("type"), c.get("status")): c for c in status.get("conditions") or []}
+    return [Text.assemble((f"! {type_}: ", "bold yellow"), str(bad[(type_, value)].get("message", "")))
+            for type_, value in WARNINGS if (type_, value) in bad]
+
+
 def rollout_view(rollout: dict[str, Any], deployments: Iterable[dict[str, Any]] = (),
                  pods: Iterable[dict[str, Any]] = ()) -> Group:
     meta, spec, status = rollout["metadata"], rollout.get("spec", {}), rollout.get("status", {})
@@ -135,7 +146,7 @@ def rollout_view(rollout: dict[str, Any], deployments: Iterable[dict[str, Any]] 
     header = Text.assemble((f"{meta.get('namespace', '')}/{meta['name']}  ", "bold"),
                            (phase, PHASE_STYLE.get(phase, "")), f"  {status.get('stepLabel', '')}  ",
                            (status.get("message", ""), "dim"))
-    parts: list[RenderableType] = [header, steps_view(spec, status), traffic_view(status),
+    parts: list[RenderableType] = [header, *warnings_view(status), steps_view(spec, status), traffic_view(status),
                                    revisions_view(status, deployments, pods)]
     analysis = status.get("analysis")
     if analysis:

@@ -8,9 +8,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from controller.api import RouteAccess
+
 
 class RouterError(RuntimeError):
     """The route cannot be written as asked (missing route, no managed rule, unsupported feature)."""
+
+
+class RouteRefused(RouterError):
+    """The rule is not ours to write: never handed to the rollout, or taken back by its owner."""
+
+    def __init__(self, access: RouteAccess, message: str) -> None:
+        super().__init__(message)
+        self.access = access
 
 
 @dataclass(frozen=True)
@@ -27,3 +37,6 @@ class TrafficRouter(Protocol):
     def set_route(self, weight: int, mirror: int, header: HeaderRoute | None = None) -> None:
         """`weight`% of live traffic to the candidate, `mirror`% mirrored there, and the header
         cohort (or none) to the candidate: all in one write, so a rollback is one write."""
+
+    def release(self) -> None:
+        """Give the rule back as it was before the rollout managed it, minus our backends."""

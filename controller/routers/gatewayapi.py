@@ -8,58 +8,62 @@ from typing import Any
 
 from kubernetes import client
 
-from controller.routers.base import HeaderRoute, RouterError
+from controller.routers.base import HeaderRoute, RouteRefused
 from controller.routers.object_router import ObjectRouter, RouteBuilders
+from controller.routers.ownership import HEADER_SUFFIX, RouteShape, access, recorded
 from controller.runtime.cache import HTTPROUTES
 from controller.runtime.own_writes import OwnWrites
 
 GROUP, VERSION, PLURAL = "gateway.networking.k8s.io", "v1", HTTPROUTES
 
 
-def _is_ours(ref: dict[str, Any], services: tuple[str, str]) -> bool:
-    return ref.get("name") in services and ref.get("kind", "Service") == "Service" and not ref.get("group")
+def _service_of(ref: dict[str, Any]) -> str | None:
+    return str(ref.get("name")) if ref.get("kind", "Service") == "Service" and not ref.get("group") else None
+
+
+def _is_our_mirror(filter_: dict[str, Any], candidate: str) -> bool:
+    return filter_.get("type") == "RequestMirror" and filter_.get("requestMirror", {}).get(
+        "backendRef", {}).get("name") == candidate
+
+
+def _without_our_mirror(rule: dict[str, Any], candidate: str) -> dict[str, Any]:
+    updated = dict(rule)
+    filters = [f for f in rule.get("filters", []) if not _is_our_mirror(f, candidate)]
+    if filters:
+        updated["filters"] = filters
+    else:
+        updated.pop("filters", None)
+    return updated
+
+
+SHAPE = RouteShape("HTTPRoute", "rules", "backendRefs", "rule", _service_of, _without_our_mirror)
 
 
 def managed_rule_index(route: dict[str, Any], stable: str, candidate: str, rule_name: str | None) -> int:
-    rules = route.get("spec", {}).get("rules", [])
-    for index, rule in enumerate(rules):
-        if rule_name is not None:
-            if rule.get("name") == rule_name:
-                return index
-        elif any(_is_ours(ref, (stable, candidate)) for ref in rule.get("backendRefs", [])) and not rule.get(
-            "name", ""
-        ).endswith("-modelrollout-header"):
-            return index
-    wanted = f"named {rule_name!r}" if rule_name else f"with a backendRef to Service {stable!r}"
-    raise RouterError(f"HTTPRoute {route['metadata']['name']} has no rule {wanted}")
+    found = access(route, SHAPE, stable, candidate, rule_name)
+    if not found.writable or found.index is None:
+        raise RouteRefused(found.state, found.message)
+    return found.index
 
 
 def with_route(route: dict[str, Any], stable: str, candidate: str, port: int, weight: int, mirror: int,
                rule_name: str | None = None) -> dict[str, Any]:
     """The HTTPRoute with our rule's weights and mirror set; every other rule and filter untouched."""
-    updated = copy.deepcopy(route)
-    rule = updated["spec"]["rules"][managed_rule_index(route, stable, candidate, rule_name)]
-    others = [ref for ref in rule.get("backendRefs", []) if not _is_ours(ref, (stable, candidate))]
+    index = managed_rule_index(route, stable, candidate, rule_name)
+    updated = copy.deepcopy(recorded(route, SHAPE, index, stable, candidate))
+    rule = _without_our_mirror(updated["spec"]["rules"][index], candidate)
+    others = [ref for ref in rule.get("backendRefs", []) if _service_of(ref) not in (stable, candidate)]
     # group and kind spelled out as the apiserver defaults them, so an unchanged route compares equal.
     rule["backendRefs"] = [
         {"group": "", "kind": "Service", "name": stable, "port": port, "weight": 100 - weight},
         {"group": "", "kind": "Service", "name": candidate, "port": port, "weight": weight},
         *others,
     ]
-    filters = [f for f in rule.get("filters", []) if not _is_our_mirror(f, candidate)]
     if mirror > 0:
-        filters.append({"type": "RequestMirror", "requestMirror": {
-            "backendRef": {"group": "", "kind": "Service", "name": candidate, "port": port}, "percent": mirror}})
-    if filters:
-        rule["filters"] = filters
-    else:
-        rule.pop("filters", None)
+        rule["filters"] = [*rule.get("filters", []), {"type": "RequestMirror", "requestMirror": {
+            "backendRef": {"group": "", "kind": "Service", "name": candidate, "port": port}, "percent": mirror}}]
+    updated["spec"]["rules"][index] = rule
     return updated
-
-
-def _is_our_mirror(filter_: dict[str, Any], candidate: str) -> bool:
-    return filter_.get("type") == "RequestMirror" and filter_.get("requestMirror", {}).get(
-        "backendRef", {}).get("name") == candidate
 
 
 def read_route(route: dict[str, Any], stable: str, candidate: str, rule_name: str | None = None) -> tuple[int, int]:
@@ -75,7 +79,7 @@ def read_route(route: dict[str, Any], stable: str, candidate: str, rule_name: st
 def with_header_route(route: dict[str, Any], stable: str, candidate: str, port: int,
                       header: HeaderRoute | None, rule_name: str | None = None) -> dict[str, Any]:
     updated = copy.deepcopy(route)
-    name = f"{candidate}-modelrollout-header"
+    name = f"{candidate}{HEADER_SUFFIX}"
     rules = [rule for rule in updated["spec"]["rules"] if rule.get("name") != name]
     if header is not None:
         # The index must be taken on the rules without our header rule: it is the list it indexes.
@@ -90,7 +94,7 @@ def with_header_route(route: dict[str, Any], stable: str, candidate: str, port: 
     return updated
 
 
-BUILDERS = RouteBuilders("gatewayAPI", GROUP, VERSION, PLURAL, with_route, with_header_route, read_route)
+BUILDERS = RouteBuilders("gatewayAPI", GROUP, VERSION, PLURAL, SHAPE, with_route, with_header_route, read_route)
 
 
 def GatewayAPIRouter(api_client: client.ApiClient, namespace: str, name: str, stable: str, candidate: str, port: int,

@@ -8,8 +8,9 @@ from typing import Any
 
 from kubernetes import client
 
-from controller.routers.base import HeaderRoute, RouterError
+from controller.routers.base import HeaderRoute, RouteRefused
 from controller.routers.object_router import ObjectRouter, RouteBuilders
+from controller.routers.ownership import HEADER_SUFFIX, RouteShape, access, recorded
 from controller.runtime.cache import VIRTUALSERVICES
 from controller.runtime.own_writes import OwnWrites
 
@@ -21,23 +22,33 @@ def _host(destination: dict[str, Any]) -> str:
     return str(destination.get("destination", {}).get("host", "")).split(".")[0]
 
 
+def _mirrors_to(http: dict[str, Any], candidate: str) -> bool:
+    return str(http.get("mirror", {}).get("host", "")).split(".")[0] == candidate
+
+
+def _without_our_mirror(http: dict[str, Any], candidate: str) -> dict[str, Any]:
+    updated = dict(http)
+    if _mirrors_to(http, candidate):
+        updated.pop("mirror", None)
+        updated.pop("mirrorPercentage", None)
+    return updated
+
+
+SHAPE = RouteShape("VirtualService", "http", "route", "http route", _host, _without_our_mirror)
+
+
 def managed_route_index(vs: dict[str, Any], stable: str, candidate: str, route_name: str | None) -> int:
-    for index, http in enumerate(vs.get("spec", {}).get("http", [])):
-        if route_name is not None:
-            if http.get("name") == route_name:
-                return index
-        elif any(_host(d) in (stable, candidate) for d in http.get("route", [])) and not str(
-            http.get("name", "")
-        ).endswith("-modelrollout-header"):
-            return index
-    wanted = f"named {route_name!r}" if route_name else f"with a destination host {stable!r}"
-    raise RouterError(f"VirtualService {vs['metadata']['name']} has no http route {wanted}")
+    found = access(vs, SHAPE, stable, candidate, route_name)
+    if not found.writable or found.index is None:
+        raise RouteRefused(found.state, found.message)
+    return found.index
 
 
 def with_route(vs: dict[str, Any], stable: str, candidate: str, port: int, weight: int, mirror: int,
                route_name: str | None = None) -> dict[str, Any]:
-    updated = copy.deepcopy(vs)
-    http = updated["spec"]["http"][managed_route_index(vs, stable, candidate, route_name)]
+    index = managed_route_index(vs, stable, candidate, route_name)
+    updated = copy.deepcopy(recorded(vs, SHAPE, index, stable, candidate))
+    http = _without_our_mirror(updated["spec"]["http"][index], candidate)
     others = [d for d in http.get("route", []) if _host(d) not in (stable, candidate)]
     http["route"] = [
         {"destination": {"host": stable, "port": {"number": port}}, "weight": 100 - weight},
@@ -47,9 +58,7 @@ def with_route(vs: dict[str, Any], stable: str, candidate: str, port: int, weigh
     if mirror > 0:
         http["mirror"] = {"host": candidate, "port": {"number": port}}
         http["mirrorPercentage"] = {"value": float(mirror)}
-    elif str(http.get("mirror", {}).get("host", "")).split(".")[0] == candidate:
-        http.pop("mirror", None)
-        http.pop("mirrorPercentage", None)
+    updated["spec"]["http"][index] = http
     return updated
 
 
@@ -57,15 +66,14 @@ def read_route(vs: dict[str, Any], stable: str, candidate: str, route_name: str 
     http = vs["spec"]["http"][managed_route_index(vs, stable, candidate, route_name)]
     weights = {_host(d): d.get("weight", 0) for d in http.get("route", [])}
     weight = weights.get(candidate, 0)
-    mirrored = str(http.get("mirror", {}).get("host", "")).split(".")[0] == candidate
-    mirror = round(http.get("mirrorPercentage", {}).get("value", 100.0)) if mirrored else 0
+    mirror = round(http.get("mirrorPercentage", {}).get("value", 100.0)) if _mirrors_to(http, candidate) else 0
     return weight, mirror
 
 
 def with_header_route(vs: dict[str, Any], stable: str, candidate: str, port: int,
                       header: HeaderRoute | None, route_name: str | None = None) -> dict[str, Any]:
     updated = copy.deepcopy(vs)
-    name = f"{candidate}-modelrollout-header"
+    name = f"{candidate}{HEADER_SUFFIX}"
     routes = [http for http in updated["spec"]["http"] if http.get("name") != name]
     if header is not None:
         routes.insert(0, {
@@ -77,7 +85,7 @@ def with_header_route(vs: dict[str, Any], stable: str, candidate: str, port: int
     return updated
 
 
-BUILDERS = RouteBuilders("istio", GROUP, VERSION, PLURAL, with_route, with_header_route, read_route)
+BUILDERS = RouteBuilders("istio", GROUP, VERSION, PLURAL, SHAPE, with_route, with_header_route, read_route)
 
 
 def IstioRouter(api_client: client.ApiClient, namespace: str, name: str, stable: str, candidate: str, port: int,

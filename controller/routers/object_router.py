@@ -10,6 +10,7 @@ from typing import Any
 from kubernetes import client
 
 from controller.routers.base import HeaderRoute, RouterError
+from controller.routers.ownership import Access, Release, RouteShape, access, release
 from controller.routers.retry import CustomObject
 from controller.runtime.own_writes import OwnWrites
 
@@ -24,6 +25,7 @@ class RouteBuilders:
     group: str
     version: str
     plural: str
+    shape: RouteShape
     with_route: Callable[[Obj, str, str, int, int, int, str | None], Obj]
     with_header_route: Callable[[Obj, str, str, int, HeaderRoute | None, str | None], Obj]
     read_route: Callable[[Obj, str, str, str | None], tuple[int, int]]
@@ -39,6 +41,10 @@ class ObjectRouter:
                                 object_name, cached, own_writes)
         self.stable, self.candidate, self.port, self.section = stable, candidate, port, section
 
+    def access(self) -> Access:
+        """May the rollout write its rule (RouterError: the route is missing)."""
+        return access(self.obj.read(), self.builders.shape, self.stable, self.candidate, self.section)
+
     def set_route(self, weight: int, mirror: int, header: HeaderRoute | None = None) -> None:
         build = self.builders
 
@@ -51,3 +57,12 @@ class ObjectRouter:
         seen = build.read_route(stored, self.stable, self.candidate, self.section)
         if seen != (weight, mirror):
             raise RouterError(f"route stores weight/mirror {seen} after writing {(weight, mirror)}")
+
+    def preview_release(self) -> Release:
+        """What giving the rule back would leave, without writing it."""
+        return release(self.obj.read(), self.builders.shape, self.stable, self.candidate, self.section)
+
+    def release(self) -> None:
+        """Give the rule back as it was before us, minus our backends (Flagger's Finalize)."""
+        self.obj.update(lambda current: release(current, self.builders.shape, self.stable, self.candidate,
+                                                self.section).route)

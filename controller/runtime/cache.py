@@ -10,8 +10,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
+
 from controller import api
 from controller.capacity import NodeView, pod_gpus, shortfall
+
+log = structlog.get_logger()
 
 ROLLOUT_LABEL = f"{api.GROUP}/rollout"
 REVISION_LABEL = f"{api.GROUP}/revision"
@@ -68,10 +72,15 @@ def deployment_view(body: Mapping[str, Any]) -> DeploymentView | None:
     revision = labels.get(REVISION_LABEL)
     if revision is None:
         return None
+    try:
+        gpus = pod_gpus((body.get("spec") or {}).get("template") or {})
+    except ValueError as error:  # Kept in the index: its readiness matters more than its GPUs.
+        log.warning("deployment's GPUs not readable; counted as none", name=meta.get("name"), error=str(error))
+        gpus = 0
     return DeploymentView(
         name=meta["name"], revision=revision, replicas=int((body.get("spec") or {}).get("replicas") or 0),
         ready=int((body.get("status") or {}).get("readyReplicas") or 0),
-        gpus_per_pod=pod_gpus((body.get("spec") or {}).get("template") or {}), owner_uids=owner_uids(meta),
+        gpus_per_pod=gpus, owner_uids=owner_uids(meta),
         resource_version=str(meta.get("resourceVersion", "")),
     )
 

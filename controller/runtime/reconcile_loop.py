@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from kubernetes import client
 from pydantic import ValidationError
 
 from controller import api, metrics
+from controller.analysis.addresses import AddressPolicy
 from controller.analysis.credentials import CredentialsUnavailable, SecretView
 from controller.analysis.prometheus import AnalysisInterrupted, PrometheusPool
 from controller.analysis.runner import AnalysisIO, DefaultPrometheus
@@ -49,10 +51,20 @@ SECRET_TTL_SECONDS = 60.0
 FINALIZED_MEMORY = 10_000
 
 
+def _api_message(error: client.ApiException) -> str:
+    """The apiserver's own words for a refused write (which field, which rule), one line."""
+    try:
+        message = str(json.loads(error.body or "{}").get("message", ""))
+    except ValueError:
+        message = ""
+    return message[:300]
+
+
 def failure_reason(error: BaseException) -> tuple[str, str]:
     """A condition reason and a one-line detail for any failure of a reconcile."""
     if isinstance(error, client.ApiException):
-        return "ApiError", f"{error.status} {error.reason}"
+        return "ApiError", f"{error.status} {error.reason}" + (f": {_api_message(error)}" if error.status in (
+            400, 422) else "")
     if isinstance(error, RouterError):
         return "RouteError", str(error)
     if isinstance(error, OwnershipConflict):
@@ -79,6 +91,7 @@ class ReconcileLoop:
     pool: PrometheusPool
     workers: int = 8
     default_prometheus: DefaultPrometheus | None = None
+    addresses: AddressPolicy = field(default_factory=AddressPolicy)
     owns: Callable[[RolloutKey], bool] = lambda _: True
     own_writes: OwnWrites = field(default_factory=OwnWrites)
     queue: WorkQueue[RolloutKey] = field(default_factory=WorkQueue)
@@ -186,7 +199,8 @@ class ReconcileLoop:
 
     def _reconcile(self, body: dict[str, Any], interrupt: threading.Event) -> Outcome:
         ctx = Context(self.api_client, self.cache, self.own_writes,
-                      AnalysisIO(self.pool, self._read_secret, interrupt.is_set, self.default_prometheus),
+                      AnalysisIO(self.pool, self._read_secret, interrupt.is_set, self.default_prometheus,
+                                 self.addresses),
                       self.notifier.submit if self.notifier else lambda _: None)
         return reconcile_object(ctx, body)
 
@@ -266,7 +280,8 @@ class ReconcileLoop:
         transition = failed(status, reason, detail, datetime.now(UTC))
         rollout = RolloutObject(Context(self.api_client, self.cache, self.own_writes,
                                         AnalysisIO(self.pool, self._read_secret,
-                                                   default_prometheus=self.default_prometheus)), body)
+                                                   default_prometheus=self.default_prometheus,
+                                                   addresses=self.addresses)), body)
         post_events(self.api_client, body, transition.actions)
         dumped = transition.status.model_dump(mode="json", by_alias=True)
         with contextlib.suppress(StaleSnapshot):  # Newer state exists; the retry reads it.

@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -246,16 +247,48 @@ class Sandbox:
             health[pid_file.stem] = pid > 0 and pid_alive(pid)
         return health
 
-    def heal(self) -> list[str]:
-        """Start again every component whose process died; return their names."""
-        dead = [name for name, alive in self.components().items() if not alive]
-        if dead:
-            for pid_file in self.kwok_workdir.rglob("pids/*.pid"):
-                if pid_file.stem in dead:
-                    # kwokctl trusts a pid file whose process is a zombie: drop it so it starts again.
-                    pid_file.unlink()
-            self._kwokctl(build.ensure_binaries(), "start", "cluster", timeout=180)
-        return dead
+    def heal(self, settle_timeout: float = 180.0) -> list[str]:
+        """Start again every component whose process died, and return only once the control plane is whole
+        again: every process alive, and the controller-manager and the scheduler leading on Leases they
+        renewed after the apiserver was back. After an apiserver restart they lose their Leases and exit
+        seconds later ("leaderelection lost"): one look at the processes would miss that. Returns the
+        names of everything restarted, in order; SandboxError when it is not whole within the timeout."""
+        binaries = build.ensure_binaries()
+        restarted: list[str] = []
+        deadline = time.monotonic() + settle_timeout
+        since = time.time()
+        while True:
+            dead = [name for name, alive in self.components().items() if not alive]
+            if dead:
+                for pid_file in self.kwok_workdir.rglob("pids/*.pid"):
+                    if pid_file.stem in dead:
+                        # kwokctl trusts a pid file whose process is a zombie: drop it so it starts again.
+                        pid_file.unlink()
+                self._kwokctl(binaries, "start", "cluster", timeout=180)
+                restarted += [name for name in dead if name not in restarted]
+                since = time.time()
+            elif not restarted or self._leaders_renewed_since(binaries, since):
+                return restarted
+            if time.monotonic() > deadline:
+                raise SandboxError(f"the control plane is not whole {settle_timeout:.0f}s after restarting "
+                                   f"{', '.join(restarted)}: {self.components()}")
+            time.sleep(0.5)
+
+    def _leaders_renewed_since(self, binaries: build.Binaries, since: float) -> bool:
+        """Whether the controller-manager's and the scheduler's Leases were renewed after `since` (epoch s)."""
+        for lease in ("kube-controller-manager", "kube-scheduler"):
+            try:
+                renewed = self.kubectl(binaries, "-n", "kube-system", "get", "lease", lease, "-o",
+                                       "jsonpath={.spec.renewTime}").strip()
+            except SandboxError:
+                return False  # the apiserver is not answering yet
+            try:
+                stamp = datetime.strptime(renewed, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+            except ValueError:
+                return False
+            if stamp <= since:
+                return False
+        return True
 
     def status(self) -> dict[str, Any]:
         if not (self.directory / "sandbox.json").exists():

@@ -8,6 +8,7 @@ metrics; nginx serves the live HTTPRoute over the EndpointSlices, and the load g
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
@@ -18,6 +19,7 @@ from kubernetes import client
 
 from controller import api
 from controller.kubeclient import api_client_from_kubeconfig
+from controller.sandbox.build import ensure_binaries
 from controller.sandbox.cluster import Sandbox
 from e2e.harness import httproute_state
 from e2e.world import World, e2e_world
@@ -30,7 +32,7 @@ STEPS: list[dict[str, Any]] = [
                 "minimumDetectableEffect": 0.05, "onInconclusive": "promote"}},
 ]
 GUARDRAILS = [
-    {"name": "error-rate", "template": "errorRate", "max": 0.05},
+    {"name": "error-rate", "template": "errorRate", "ignoreBelow": 0.05},
     {"name": "p99-latency", "template": "latencyP99", "relativeToStable": 1.2, "failureLimit": 2,
      "during": ["canary", "abTest"]},
     {"name": "prediction-drift", "template": "predictionPSI", "max": 0.5, "during": ["shadow"]},
@@ -70,9 +72,15 @@ def _follow(world: World, done: Any, timeout: float) -> dict[str, Any]:
 
 
 def run_demo(keep: bool = False) -> int:
-    sandbox = Sandbox(name="demo")
-    sandbox.down()  # a sandbox left over from an earlier demo, whole or not
-    print("==> starting the sandbox (etcd, kube-apiserver, controller-manager, scheduler, kwok, GPU nodes)")
+    if os.geteuid() != 0:
+        print("error: the demo needs root: its model servers get a pod network of their own, a network namespace "
+              "(`ip netns`) that only root may create. Run it as root, e.g. `sudo bash scripts/demo.sh`.",
+              file=sys.stderr)
+        return 1
+    # A name of its own: two people on one machine each get their own sandbox, and neither deletes the other's.
+    sandbox = Sandbox(name=f"demo-{os.getpid()}")
+    print(f"==> starting the sandbox {sandbox.name} (etcd, kube-apiserver, controller-manager, scheduler, kwok, "
+          "GPU nodes)")
     state = sandbox.up()
     try:
         # `sandbox up` installed the ModelRollout CRD and waited until it is Established.
@@ -110,10 +118,13 @@ def demo_on(kubeconfig: Path, keep: bool) -> int:
         bad = _follow(world, lambda s: s.get("phase") == "RolledBack", 120)
         print(f"    -> {bad['phase']}: {bad.get('message')}")
         _print_served(world)
-        print(f"\nkubectl --kubeconfig {kubeconfig} -n {NAMESPACE} describe {api.SINGULAR} scorer")
         if keep:
+            kubectl = ensure_binaries().kubectl
+            print(f"\n{kubectl} --kubeconfig {kubeconfig} -n {NAMESPACE} describe {api.SINGULAR} scorer")
             print("==> --keep: everything stays up for 30 minutes (Ctrl-C ends it)")
             time.sleep(1800)
+        else:
+            print("\n==> done; the sandbox goes now. `bash scripts/demo.sh --keep` keeps it up to look around.")
     return 0
 
 

@@ -79,6 +79,14 @@ class ServerProcess:
     recipe: Recipe | None = None
     started_at: float = field(default_factory=time.monotonic)
     ready: bool = False
+    # The last time its start was seen moving (CPU used, log written): a cold start on a busy machine
+    # may take minutes, and only one that stands still has failed.
+    moved_at: float = field(default_factory=time.monotonic)
+    moved: tuple[int, int] = (0, 0)
+
+    def progress(self) -> tuple[int, int]:
+        """(CPU ticks, log bytes): both grow while the server is starting, loading or serving."""
+        return cpu_ticks(self.process.pid), self.log_path.stat().st_size if self.log_path.exists() else 0
 
     @property
     def pid(self) -> int:
@@ -91,6 +99,15 @@ class ServerProcess:
 
 class FleetError(RuntimeError):
     pass
+
+
+def cpu_ticks(pid: int) -> int:
+    """CPU time (clock ticks) a process and its waited-for children have used; 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0
+    return sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime
 
 
 class ModelFleet:
@@ -227,6 +244,12 @@ class ModelFleet:
             result = Knobs(**answer.json())
         return result
 
+    def activity(self) -> int:
+        """CPU ticks of every server process: it moves while any of them starts, loads or serves."""
+        with self._lock:
+            pids = [s.process.pid for s in self._servers.values()]
+        return sum(cpu_ticks(pid) for pid in pids)
+
     def _starting(self, revision: str) -> bool:
         with self._lock:
             return any(s.wanted.revision == revision and not s.ready for s in self._servers.values())
@@ -354,11 +377,16 @@ class ModelFleet:
                 up = self._healthy(server.url + server.recipe.health_path())
             else:
                 up = _read_port(server.port_file) is not None and self._healthy(f"{server.url}/healthz")
+            now = time.monotonic()
+            progress = server.progress()
+            if progress != server.moved:
+                server.moved, server.moved_at = progress, now
             if up:
                 with self._lock:
                     server.ready = True
-            elif time.monotonic() - server.started_at > self.start_timeout:
-                self.last_error = f"model server of pod {server.wanted.pod} did not start; see {server.log_path}"
+            elif server.process.poll() is not None or now - server.moved_at > self.start_timeout:
+                self.last_error = (f"model server of pod {server.wanted.pod} did not start (exited, or stood still "
+                                   f"for {self.start_timeout:.0f}s); see {server.log_path}")
                 log.warning("%s", self.last_error)
                 self._forget(server.wanted.pod)
                 self._terminate(server)

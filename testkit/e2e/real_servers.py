@@ -202,6 +202,15 @@ class MLServerRecipe:
     model: str  # the name clients ask for: /v2/models/<model>/infer
     trained: dict[str, Path] = field(default_factory=dict)
 
+    def prepare(self, workdir: Path) -> MLServerRecipe:
+        """Install MLServer and train every model now, before anything is timed: a first install or a
+        training on a busy machine is not a server that fails to start."""
+        server_python("mlserver")
+        for image, version in self.models.items():
+            if image not in self.trained:
+                self.trained[image] = train(workdir / "models" / image.replace(":", "_").replace("/", "_"), version)
+        return self
+
     def for_image(self, image: str) -> MLServerRecipe | None:
         return self if image in self.models else None
 

@@ -46,12 +46,12 @@ def _query(url: str, promql: str) -> float:
 def test_a_worse_mlserver_model_is_rolled_back_on_its_own_errors(
     api_client: client.ApiClient, namespace: str, kubeconfig: Path, tmp_path: Path, crd_installed: None
 ) -> None:
-    recipe = MLServerRecipe(MODELS, "scorer")
+    recipe = MLServerRecipe(MODELS, "scorer").prepare(tmp_path / "trained")
     with e2e_world(api_client, namespace, kubeconfig, tmp_path, rps=30, recipe_for_image=recipe.for_image,
                    load_path="/v2/models/scorer/infer", payload=payload) as world:
         steps = [{"shadow": {"percent": 50, "duration": "2m"}}, {"canary": {"weight": 20, "duration": "5m"}}]
         first = world.deploy(steps, image="scorer:mls-good", profile="mlserver", guardrails=[
-            {"name": "error-rate", "template": "errorRate", "max": 0.01},
+            {"name": "error-rate", "template": "errorRate", "ignoreBelow": 0.01},
             {"name": "p99-latency", "template": "latencyP99", "relativeToStable": 1.2},
         ])
         world.roll_out("mls-worse")

@@ -27,7 +27,7 @@ def test_a_good_candidate_is_promoted_through_shadow_canary_and_ab(
     ]
     with e2e_world(api_client, namespace, kubeconfig, tmp_path) as world:
         first = world.deploy(steps, guardrails=[
-            {"name": "error-rate", "template": "errorRate", "max": 0.05, "failureLimit": 1},
+            {"name": "error-rate", "template": "errorRate", "ignoreBelow": 0.05, "failureLimit": 1},
             {"name": "drift", "template": "predictionPSI", "max": 0.5, "during": ["shadow"]},
         ])
         world.roll_out("better")

@@ -40,6 +40,17 @@ def _condition(rollouts: Rollouts, name: str, type_: str) -> dict[str, Any] | No
     return next((c for c in rollouts.status(name).get("conditions", []) if c["type"] == type_), None)
 
 
+def _take_route_elsewhere(rollouts: Rollouts, namespace: str, name: str) -> None:
+    """deletionPolicy Delete removes only what no route needs: the route's owner sends its rule elsewhere
+    first, and the rollout sees the rule taken back."""
+    route = rollouts.get_object("gateway.networking.k8s.io", "v1", "httproutes", name)
+    route["spec"]["rules"][1]["backendRefs"] = [{"name": "elsewhere", "port": 8080}]
+    rollouts.custom.replace_namespaced_custom_object("gateway.networking.k8s.io", "v1", namespace, "httproutes",
+                                                     name, route)
+    wait_for(lambda: (_condition(rollouts, name, "RouteManaged") or {}).get("reason") == "RouteTakenBack", 60,
+             "the route taken back")
+
+
 def _deployments(api_client: client.ApiClient, namespace: str) -> list[str]:
     return sorted(str(d.metadata.name) for d in client.AppsV1Api(api_client).list_namespaced_deployment(namespace).items
                   if d.metadata)
@@ -83,6 +94,7 @@ def test_a_full_cluster_holds_the_candidate_under_surge_and_times_out_under_wait
         client.CoreV1Api(api_client).create_node(extra_gpu_node)  # type: ignore[arg-type]
         rollouts.wait_status("full", lambda s: s.get("canaryWeight") == 20, 90, "the canary once GPUs are free")
         assert _condition(rollouts, "full", "InsufficientCapacity")["status"] == "False"  # type: ignore[index]
+        _take_route_elsewhere(rollouts, namespace, "full")
         rollouts.delete("full")
         wait_for(lambda: not _deployments(api_client, namespace), 60, "the first rollout's GPUs freed")
         client.CoreV1Api(api_client).delete_node("gpu-extra")
@@ -145,5 +157,49 @@ def test_swap_makes_room_on_a_full_cluster_and_an_abort_gives_the_stable_its_siz
         wait_for(lambda: _deployment(api_client, namespace, stable) == (4, 4), 60,
                  "the stable's four pods Ready again, on the candidate's freed GPUs")
         assert _deployment(api_client, namespace, candidate)[0] == 0
+        _take_route_elsewhere(rollouts, namespace, "swap")
         rollouts.delete("swap")
         wait_for(lambda: not _deployments(api_client, namespace), 60, "the GPUs freed for the next test")
+
+
+@pytest.fixture
+def vgpu_node(api_client: client.ApiClient) -> Iterator[str]:
+    """A node that advertises 1000 of a vGPU memory resource and KubeVirt's kvm device: the
+    apiserver stores both as "1k"."""
+    manifest = node_manifest(NodeShape(name="vgpu-0", cpu="32", memory="256Gi"), index=4)
+    manifest["metadata"]["labels"]["pool"] = "vgpu"
+    for key in ("capacity", "allocatable"):
+        manifest["status"][key].update({"example.com/vgpu-memory": "1000", "devices.kubevirt.io/kvm": "1000"})
+    core = client.CoreV1Api(api_client)
+    core.create_node(manifest)  # type: ignore[arg-type]
+    yield "vgpu-0"
+    try:
+        core.delete_node("vgpu-0")
+    except client.ApiException as error:
+        if error.status != 404:
+            raise
+
+
+def test_quantities_the_apiserver_stores_as_1k_are_read(
+    api_client: client.ApiClient, namespace: str, kubeconfig: Path, tmp_path: Path, crd_installed: None,
+    vgpu_node: str,
+) -> None:
+    stored = client.CoreV1Api(api_client).read_node(vgpu_node)
+    assert stored.status is not None and (stored.status.allocatable or {}).get("example.com/vgpu-memory") == "1k"
+    rollouts = Rollouts(api_client, namespace)
+    body = rollout_body("vgpu", [{"canary": {"weight": 20, "duration": "1h"}}], {"gatewayAPI": {"httpRoute": "vgpu"}},
+                        gpus=0, replicas=1)
+    template = body["spec"]["template"]["spec"]
+    template["nodeSelector"] = {"pool": "vgpu"}
+    template["containers"][0]["resources"] = {"limits": {"example.com/vgpu-memory": "600"}}
+    body["spec"]["deletionPolicy"] = "Delete"
+    with operator_process(kubeconfig, namespace, tmp_path / "operator.log", "--check-capacity"):
+        rollouts.create_object("gateway.networking.k8s.io", "v1", "httproutes", httproute("vgpu"))
+        rollouts.create(body)
+        rollouts.wait_status("vgpu", lambda s: s.get("phase") == "Completed", 90, "first deploy on the vGPU node")
+        # A second 600 does not fit beside the first on 1k: the node is counted, not dropped.
+        patch = {"spec": {"template": {"spec": {**template, "containers": [
+            {**template["containers"][0], "image": "scorer:v2"}]}}}}
+        rollouts.patch("vgpu", patch)
+        held = wait_for(lambda: _condition(rollouts, "vgpu", "InsufficientCapacity"), 60, "InsufficientCapacity")
+        assert held["message"].startswith("0 of 1 candidate pods fit: 600 example.com/vgpu-memory missing"), held

@@ -66,7 +66,8 @@ def test_template_renders_the_toggles_labels_and_scopes() -> None:
     objects = rendered(*ALL_OPTIONS)
     kinds = sorted(obj["kind"] for obj in objects)
     assert kinds == sorted(["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
-                            "Deployment", "Service", "ServiceMonitor", "PrometheusRule", "ConfigMap"])
+                            "Deployment", "Service", "ServiceMonitor", "PrometheusRule", "ConfigMap",
+                            *["ClusterRole"] * 3])  # aggregated to view, edit and admin
     assert all(obj["metadata"]["labels"]["team"] == "ml" for obj in objects)
     assert all(obj["metadata"]["annotations"]["owner"] == "platform" for obj in objects)
     dashboard = next(obj for obj in objects if obj["kind"] == "ConfigMap")
@@ -84,6 +85,53 @@ def test_template_renders_the_toggles_labels_and_scopes() -> None:
 
     refused = helm("template", "x", str(CHART), "--set", "rbac.scope=namespaced", check=False)
     assert refused.returncode != 0 and "rbac.namespaces" in refused.stderr
+
+
+def _secret_grants(objects: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return sorted((obj["kind"], obj["metadata"].get("namespace", "")) for obj in objects
+                  if obj["kind"] in ("Role", "ClusterRole") and "secrets" in json.dumps(obj["rules"]))
+
+
+def test_secrets_are_readable_only_where_rollouts_live_unless_widened() -> None:
+    assert _secret_grants(rendered()) == [], "by default no Secret anywhere, kube-system least of all"
+    assert _secret_grants(rendered("--set", "rbac.namespaces={ml-a,ml-b}")) == [("Role", "ml-a"), ("Role", "ml-b")]
+    assert _secret_grants(rendered("--set", "rbac.secretsClusterWide=true")) == [("ClusterRole", "")]
+    aggregated = {obj["metadata"]["name"]: obj for obj in rendered() if "aggregate" in obj["metadata"]["name"]}
+    assert sorted(aggregated) == [f"modelrollout-aggregate-to-{role}" for role in ("admin", "edit", "view")]
+    assert aggregated["modelrollout-aggregate-to-view"]["rules"][0]["verbs"] == ["get", "list", "watch"]
+    assert not [obj for obj in rendered("--set", "rbac.scope=namespaced", "--set", "rbac.namespaces={ml-a}")
+                if "aggregate" in obj["metadata"]["name"]], "a namespaced install creates no ClusterRole"
+
+
+@pytest.mark.cluster
+def test_the_built_in_edit_role_may_create_modelrollouts_and_view_may_read_them(
+    api_client: client.ApiClient, namespace: str, crd_installed: None,
+) -> None:
+    rbac = client.RbacAuthorizationV1Api(api_client)
+    aggregated = [obj for obj in rendered() if "aggregate" in obj["metadata"]["name"]]
+    for obj in aggregated:
+        obj["metadata"]["name"] = f"{namespace}-{obj['metadata']['name']}"
+        rbac.create_cluster_role(obj)  # type: ignore[arg-type]
+    try:
+        for user, role in (("erin", "edit"), ("vic", "view")):
+            rbac.create_namespaced_role_binding(namespace, {  # type: ignore[arg-type]
+                "metadata": {"name": user}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io",
+                                                        "kind": "ClusterRole", "name": role},
+                "subjects": [{"kind": "User", "name": user, "apiGroup": "rbac.authorization.k8s.io"}]})
+
+        def allowed(user: str, verb: str) -> bool:
+            review = client.AuthorizationV1Api(api_client).create_subject_access_review({  # type: ignore[arg-type]
+                "spec": {"user": user, "resourceAttributes": {
+                    "namespace": namespace, "verb": verb, "group": "rollouts.mlops.dev",
+                    "resource": "modelrollouts"}}})
+            return bool(review.status and review.status.allowed)
+
+        # The clusterrole-aggregation controller folds our rules into edit and view.
+        wait_for(lambda: allowed("erin", "create") and allowed("vic", "list"), what="aggregated into edit and view")
+        assert not allowed("vic", "create"), "view only reads"
+    finally:
+        for obj in aggregated:
+            rbac.delete_cluster_role(obj["metadata"]["name"])
 
 
 def test_the_pod_meets_the_restricted_pod_security_standard() -> None:
@@ -219,7 +267,7 @@ def test_the_readmes_quickstart_runs_verbatim_on_the_sandbox(
     kubeconfig: Path, crd_installed: None, tmp_path: Path,
 ) -> None:
     commands = _quickstart()
-    assert [argv[0] for argv in commands] == ["kubectl", "helm", "kubectl", "kubectl"]
+    assert [argv[0] for argv in commands] == ["kubectl", "helm", "kubectl", "kubectl", "kubectl"]
     tools = {"kubectl": [str(ensure_binaries(lambda _: None).kubectl), "--kubeconfig", str(kubeconfig)],
              "helm": [str(ensure_tool(HELM)), "--kubeconfig", str(kubeconfig)]}
     try:
@@ -241,5 +289,6 @@ def test_the_readmes_quickstart_runs_verbatim_on_the_sandbox(
         assert header[:4] == ["NAME", "PHASE", "STEP", "WEIGHT"]
     finally:
         kubectl(kubeconfig, "delete", "--ignore-not-found", "-f", str(ROOT / "examples" / "fraud-scorer.yaml"))
+        kubectl(kubeconfig, "delete", "--ignore-not-found", "-f", str(ROOT / "examples" / "fraud-scorer-route.yaml"))
         helm("uninstall", "modelrollout", "--namespace", "modelrollout-system", kubeconfig=kubeconfig, check=False)
         kubectl(kubeconfig, "delete", "--ignore-not-found", "namespace", "modelrollout-system")

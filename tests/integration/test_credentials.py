@@ -82,7 +82,7 @@ def _run(rollouts: Rollouts, kubeconfig: Path, namespace: str, log: Path, addres
     body["spec"]["analysis"] = {
         "prometheus": {"address": address, "secretRef": {"name": "prom-creds"}},
         "interval": "1s",
-        "guardrails": [{"name": "errors", "template": "errorRate", "max": 0.05}],
+        "guardrails": [{"name": "errors", "template": "errorRate", "ignoreBelow": 0.05}],
     }
     with operator_process(kubeconfig, namespace, log):
         rollouts.create(body)
@@ -133,7 +133,7 @@ def _run_without_source(rollouts: Rollouts, kubeconfig: Path, namespace: str, lo
     rollouts.create_object("gateway.networking.k8s.io", "v1", "httproutes", httproute("scorer"))
     body = rollout_body("scorer", [{"canary": {"weight": 10, "duration": "1h"}}], GATEWAY)
     body["spec"]["analysis"] = {"interval": "1s",
-                                "guardrails": [{"name": "errors", "template": "errorRate", "max": 0.05}]}
+                                "guardrails": [{"name": "errors", "template": "errorRate", "ignoreBelow": 0.05}]}
     with operator_process(kubeconfig, namespace, log, *args):
         rollouts.create(body)
         rollouts.wait_status("scorer", lambda s: s.get("phase") == "Completed", what="first revision")

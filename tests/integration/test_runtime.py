@@ -114,7 +114,7 @@ def test_abort_is_carried_out_while_a_hung_prometheus_still_holds_the_analysis(
     body["spec"]["analysis"] = {
         "prometheus": {"address": f"http://127.0.0.1:{hung_prometheus.port}"},
         "interval": "30s",
-        "guardrails": [{"name": "errors", "template": "errorRate", "max": 0.05}],
+        "guardrails": [{"name": "errors", "template": "errorRate", "ignoreBelow": 0.05}],
     }
     with operator_process(kubeconfig, namespace, tmp_path / "operator.log"):
         _deployed(rollouts, body)
@@ -159,7 +159,7 @@ def test_a_missing_secret_is_named_in_a_condition_and_an_event(
     body["spec"]["analysis"] = {
         "prometheus": {"address": "http://127.0.0.1:9", "secretRef": {"name": "prom-creds"}},
         "interval": "1s",
-        "guardrails": [{"name": "errors", "template": "errorRate", "max": 0.05}],
+        "guardrails": [{"name": "errors", "template": "errorRate", "ignoreBelow": 0.05}],
     }
     with operator_process(kubeconfig, namespace, tmp_path / "operator.log"):
         _deployed(rollouts, body)
@@ -261,13 +261,19 @@ def test_delete_mid_rollout_routes_to_stable_and_orphans_what_serves(
     assert_no_traceback(tmp_path / "operator.log")
 
 
-def test_delete_with_delete_policy_removes_everything(
+def test_delete_with_delete_policy_removes_everything_no_route_needs(
     rollouts: Rollouts, namespace: str, kubeconfig: Path, tmp_path: Path, api_client: client.ApiClient,
 ) -> None:
     body = rollout_body("scorer", [{"canary": {"weight": 40, "duration": "1h"}}], GATEWAY)
     body["spec"]["deletionPolicy"] = "Delete"
     with operator_process(kubeconfig, namespace, tmp_path / "operator.log"):
         _deployed(rollouts, body)
+        # The route's owner sends its traffic elsewhere: nothing needs scorer-stable any more.
+        route = rollouts.get_object(*HTTPROUTES, "scorer")
+        route["spec"]["rules"][1]["backendRefs"] = [{"name": "elsewhere", "port": 8080}]
+        rollouts.custom.replace_namespaced_custom_object(*HTTPROUTES[:2], namespace, HTTPROUTES[2], "scorer", route)
+        wait_for(lambda: (rollouts.condition("scorer", "RouteManaged") or {}).get("reason") == "RouteTakenBack",
+                 what="the take-back seen")
         rollouts.delete("scorer")
         # The garbage collector (kube-controller-manager) removes what the rollout owned.
         wait_for(lambda: not client.AppsV1Api(api_client).list_namespaced_deployment(namespace).items

@@ -60,3 +60,25 @@ def test_a_node_object_as_the_apiserver_gives_it() -> None:
                       "spec": {"taints": [{"key": "nvidia.com/gpu", "effect": "NoSchedule"}]},
                       "status": {"allocatable": {"cpu": "32", GPU: "2", "hugepages-2Mi": "0"}}})
     assert view == NodeView("gpu-0", A10, (Taint("nvidia.com/gpu", "", "NoSchedule"),), {GPU: 2})
+
+
+def test_quantities_as_the_apiserver_stores_them() -> None:
+    """The apiserver stores 1000 as "1k": every quantity spelling parses, and a node is never dropped."""
+    node = node_view({"metadata": {"name": "kvm-0"}, "status": {"allocatable": {
+        GPU: "1e3", "devices.kubevirt.io/kvm": "1k", "example.com/half": "500m", "example.com/mem": "1Gi",
+        "example.com/none": "0", "cpu": "500m"}}})
+    assert node.allocatable == {GPU: 1000, "devices.kubevirt.io/kvm": 1000, "example.com/mem": 2**30}
+    assert node.unreadable == ()
+    assert pod_requests({"containers": [{"name": "m", "resources": {"limits": {
+        "example.com/foo": "1k", GPU: "0", "example.com/bar": 1000}}}]}) == {"example.com/foo": 1000,
+                                                                          "example.com/bar": 1000}
+    assert shortfall([node], {}, _spec(1), 1000) is None
+    assert shortfall([node], {}, _spec(1), 1001) is not None
+
+
+def test_an_unreadable_amount_keeps_the_node_and_is_named_in_the_shortfall() -> None:
+    node = node_view({"metadata": {"name": "odd-0"}, "status": {"allocatable": {GPU: "lots", "amd.com/gpu": "2"}}})
+    assert node.name == "odd-0" and node.allocatable == {"amd.com/gpu": 2}
+    assert node.unreadable == ("nvidia.com/gpu='lots'",)
+    why = shortfall([node], {}, _spec(1), 1)
+    assert why is not None and "node odd-0: nvidia.com/gpu='lots'" in why

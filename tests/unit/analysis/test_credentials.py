@@ -35,6 +35,10 @@ def test_a_listed_address_is_allowed_as_written_or_normalised(address: str) -> N
     ("http://prometheus.monitoring:9090", _secret("http://prometheus.monitoring:9090"), "plain text"),
     ("http://prometheus.monitoring:9090", _secret("https://prometheus.monitoring:9090", plain=True),
      "does not allow"),
+    ("https://prometheus.monitoring:9090", SecretView({"token": "t", "username": "a", "password": "p"}, {
+        PROMETHEUS_ADDRESSES_ANNOTATION: "https://prometheus.monitoring:9090"}), "both token and username/password"),
+    ("https://prometheus.monitoring:9090", SecretView({"username": "a"}, {
+        PROMETHEUS_ADDRESSES_ANNOTATION: "https://prometheus.monitoring:9090"}), "username without the other"),
 ])
 def test_anything_else_is_refused_with_the_reason(address: str, secret: SecretView, words: str) -> None:
     with pytest.raises(CredentialsUnavailable, match=words) as refused:

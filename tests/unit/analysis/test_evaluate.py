@@ -108,7 +108,7 @@ def _spec(step: dict[str, Any], guardrails: list[dict[str, Any]], **analysis: An
 
 
 CANARY = {"canary": {"weight": 20, "duration": "1h"}}
-ERRORS = {"name": "error-rate", "template": "errorRate", "max": 0.01}
+ERRORS = {"name": "error-rate", "template": "errorRate", "ignoreBelow": 0.01}
 P99 = {"name": "p99", "template": "latencyP99", "relativeToStable": 1.2}
 AB = {"abTest": {"weight": 50, "maxDuration": "1h", "metric": "conversion", "minimumDetectableEffect": 0.02}}
 
@@ -188,9 +188,9 @@ def test_an_incident_both_models_share_is_not_the_candidates_fault() -> None:
         assert run.look().signal.verdict == AnalysisVerdict.PASS
 
 
-def test_a_worse_candidate_within_max_is_not_rolled_back() -> None:
+def test_a_worse_candidate_within_ignore_below_is_not_rolled_back() -> None:
     stable, candidate = Arm(), Arm()
-    run = Run(_spec(CANARY, [{**ERRORS, "max": 0.5}]), FakeProvider({"s1": stable, "c1": candidate}))
+    run = Run(_spec(CANARY, [{**ERRORS, "ignoreBelow": 0.5}]), FakeProvider({"s1": stable, "c1": candidate}))
     run.elapsed = 30
     run.look()
     for _ in range(10):
@@ -198,7 +198,25 @@ def test_a_worse_candidate_within_max_is_not_rolled_back() -> None:
         candidate.serve(200, errors=20)
         result = run.look()
     assert result.signal.verdict == AnalysisVerdict.PASS
-    assert "within max 0.5" in result.state.guardrails["error-rate"].reason
+    assert "within ignoreBelow 0.5" in result.state.guardrails["error-rate"].reason
+
+
+def test_max_is_a_ceiling_even_where_the_stable_is_as_bad() -> None:
+    """A user reads `max` as a maximum: above it the guardrail breaches by itself, after failureLimit
+    breaches in a row, although the test sees no difference from the stable."""
+    stable, candidate = Arm(), Arm()
+    run = Run(_spec(CANARY, [{"name": "error-rate", "template": "errorRate", "max": 0.05, "failureLimit": 1}]),
+              FakeProvider({"s1": stable, "c1": candidate}))
+    run.elapsed = 30
+    run.look()
+    verdicts = []
+    for _ in range(3):
+        stable.serve(800, errors=80)
+        candidate.serve(200, errors=20)
+        verdicts.append(run.look())
+    assert verdicts[0].signal.verdict == AnalysisVerdict.PASS, "one breach is within failureLimit 1"
+    assert verdicts[1].signal.verdict == AnalysisVerdict.FAIL, verdicts[1].signal.reason
+    assert "> max 0.05 for 2 look(s) in a row" in verdicts[1].signal.reason
 
 
 def test_a_latency_regression_is_a_test_on_slow_requests() -> None:

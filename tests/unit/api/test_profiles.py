@@ -76,3 +76,14 @@ def test_each_profile_reads_its_servers_names() -> None:
 ])
 def test_outcomes_from_any_two_counters(totals: dict[str, float | None], outcome: dict[str, float]) -> None:
     assert templates.outcomes(totals) == outcome
+
+
+def test_a_users_string_cannot_leave_its_promql_matcher() -> None:
+    from controller.analysis.templates import render
+    from controller.profiles import PROFILES, Series, promql_string
+
+    hostile = 'x"} or vector(1) or {a="\\'
+    selector = PROFILES["vllm"].selector(hostile, "abc", Series("m"))
+    assert selector == '{model_name="x\\"} or vector(1) or {a=\\"\\\\",version="abc"}'
+    assert render('sum(rate(x{model="{{model}}"}[{{window}}]))', hostile, "v", "ns", "5m") == (
+        'sum(rate(x{model="' + promql_string(hostile) + '"}[5m]))')

@@ -5,8 +5,20 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import pytest
+
 from controller.api import Analysis, ModelRolloutStatus, Phase
-from controller.engine import DeleteRevision, EmitEvent, Observations, OrphanRevision, SetRoute, finalize, reconcile
+from controller.engine import (
+    DeleteRevision,
+    EmitEvent,
+    Observations,
+    OrphanRevision,
+    ReleaseRoute,
+    RouteHandback,
+    SetRoute,
+    finalize,
+    reconcile,
+)
 from controller.timestamps import parse_timestamp
 from tests.unit.engine.world import T0, World, deployed, make_spec
 
@@ -94,17 +106,33 @@ def test_first_deploy_completes_with_a_condition_and_says_why_it_is_pending() ->
 
 def test_finalize_routes_to_stable_and_keeps_it_serving_when_orphaned() -> None:
     world = started()
-    actions = finalize(world.spec, world.status)
+    actions = finalize(world.spec, world.status, RouteHandback(writable=True))
     assert actions[0] == SetRoute(0, 0)
     assert DeleteRevision("rev2") in actions
     assert OrphanRevision("rev1") in actions
+    assert actions.index(ReleaseRoute()) > actions.index(DeleteRevision("rev2")), "the route is given back last"
 
 
-def test_finalize_with_delete_policy_orphans_nothing() -> None:
+def test_finalize_with_delete_policy_gives_the_route_back_then_orphans_nothing() -> None:
     world = deployed(World(make_spec(STEPS).model_copy(update={"deletion_policy": "Delete"})))
-    actions = finalize(world.spec, world.status)
+    actions = finalize(world.spec, world.status, RouteHandback(writable=True))
     assert not any(isinstance(a, OrphanRevision) for a in actions)
     assert actions[0] == SetRoute(0, 0)
+    assert ReleaseRoute() in actions
+
+
+@pytest.mark.parametrize("handback", [
+    RouteHandback(writable=True, keep_services="HTTPRoute scorer still sends traffic to Service scorer-stable"),
+    RouteHandback(writable=False, keep_services="the route is not the rollout's to give back (RouteTakenBack)"),
+])
+def test_finalize_with_delete_policy_keeps_what_the_route_still_needs(handback: RouteHandback) -> None:
+    world = deployed(World(make_spec(STEPS).model_copy(update={"deletion_policy": "Delete"})))
+    actions = finalize(world.spec, world.status, handback)
+    assert OrphanRevision("rev1") in actions, "the Services and the stable outlive the rollout"
+    kept = [a for a in actions if isinstance(a, EmitEvent) and a.reason == "ServicesKept"]
+    assert kept and handback.keep_services is not None and handback.keep_services in kept[0].message
+    assert (SetRoute(0, 0) in actions) == handback.writable, "a rule not ours is never written"
+    assert (ReleaseRoute() in actions) == handback.writable
 
 
 def test_a_step_with_analysis_asks_for_its_first_run_at_once() -> None:

@@ -329,3 +329,22 @@ def test_every_action_outside_the_table_is_ignored_with_a_warning() -> None:
         world.act(action)
         assert world.reasons()[-1] == "ActionIgnored"
     assert world.status.phase == Phase.PROGRESSING
+
+
+def test_failures_no_measurement_can_see_are_a_standing_condition() -> None:
+    """KServe's server counts no failed requests: without a query guardrail that does, say so."""
+    def world(guardrails: list[dict[str, Any]]) -> World:
+        spec = make_spec(STEPS[:2])
+        analysis = {"prometheus": {"address": "http://prometheus.test:9090"}, "profile": "kserve",
+                    "guardrails": guardrails}
+        return deployed(World(spec.model_validate({**spec.model_dump(by_alias=True, exclude_none=True),
+                                                   "analysis": analysis})))
+
+    blind = world([{"name": "p99", "template": "latencyP99", "ignoreBelow": 0.5}])
+    unwatched = next(c for c in blind.status.conditions if c.type == "ErrorsUnwatched")
+    assert unwatched.status == "True" and "kserve counts no failed requests" in unwatched.message
+    blind.step(10)
+    assert blind.reasons().count("ErrorsUnwatched") == 1, "one Event, then the standing condition"
+    watched = world([{"name": "5xx", "query": "sum(rate(envoy_5xx{version='{{version}}'}[1m]))", "max": 0.01,
+                      "countsErrors": True}])
+    assert not any(c.type == "ErrorsUnwatched" for c in watched.status.conditions)

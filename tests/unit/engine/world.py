@@ -13,6 +13,7 @@ from controller.engine import (
     AnalysisSignal,
     EmitEvent,
     Observations,
+    RouteRefusal,
     Transition,
     WarmupReading,
     reconcile,
@@ -64,6 +65,8 @@ class World:
     events: list[EmitEvent] = field(default_factory=list)
     history: list[Action] = field(default_factory=list)
     orphaned: set[str] = field(default_factory=set)
+    route_refusal: RouteRefusal | None = None
+    released: bool = False
 
     def step(self, seconds: float = 0.0) -> Transition:
         """Advance the clock and reconcile; like the runtime, reconcile again while a wake is due now."""
@@ -85,6 +88,7 @@ class World:
             capacity_shortfall=self.capacity_shortfall if self.revision not in self.deployments else None,
             analysis=self.analysis,
             warmup=self.warmup,
+            route_refusal=self.route_refusal,
         )
         transition = reconcile(self.spec, self.generation, self.status, observations, self.now)
         for action in transition.actions:
@@ -131,6 +135,9 @@ class World:
     def set_route(self, weight: int, mirror: int, header: tuple[str, str] | None) -> None:
         self.route = (weight, mirror)
         self.header = header
+
+    def release_route(self) -> None:
+        self.released = True
 
     def act(self, action: str) -> Transition:
         self.status = self.status.model_copy(update={"pending_action": ManualAction(action)})

@@ -87,3 +87,15 @@ def test_get_shows_the_warm_up_before_the_steps() -> None:
     assert "· 1. shadow 20% for 5m" in text
     text = _text(rollout_view({**ROLLOUT, "spec": spec}, DEPLOYMENTS, PODS))
     assert "✔ 0. warm-up: mirror 10% until p95 < 500ms" in text
+
+
+def test_get_says_when_failures_go_unwatched_or_the_route_is_not_ours() -> None:
+    status = {**ROLLOUT["status"], "conditions": [
+        {"type": "ErrorsUnwatched", "status": "True", "reason": "ErrorsUnwatched", "lastTransitionTime": "t",
+         "message": "analysis.profile kserve counts no failed requests"},
+        {"type": "RouteManaged", "status": "False", "reason": "RouteTakenBack", "lastTransitionTime": "t",
+         "message": "HTTPRoute scorer any rule no longer sends traffic to Service scorer-stable"}]}
+    text = _text(rollout_view({**ROLLOUT, "status": status}))
+    assert "! ErrorsUnwatched: analysis.profile kserve counts no failed requests" in text
+    assert "! RouteManaged: HTTPRoute scorer" in text
+    assert "! " not in _text(rollout_view(ROLLOUT)), "nothing when all is watched"
