@@ -753,8 +753,11 @@ class ModelRolloutSpec(SpecModel):
     """The GPU price: with it, status.cost shows each version's cost per 1M requests at the QPS measured in
     Prometheus, and the monthly GPU cost."""
     deletion_policy: Literal["Orphan", "Delete"] = "Orphan"
-    """On delete: Orphan (the default) leaves the stable Deployment and both Services serving; Delete removes every
-    object the rollout made."""
+    """On delete, all traffic goes to the stable and the route's rule is given back as it was before the rollout,
+    minus its backends. Then Orphan (the default) leaves the stable Deployment and both Services serving, without
+    owner. Delete removes every object the rollout made, but only once no route needs them: while the rule still
+    names <name>-stable (it did before the rollout), or the route is gone or not the rollout's, they are kept,
+    without owner, and a ServicesKept Event says why, so live traffic never loses its backend."""
 
     @model_validator(mode="after")
     def _shadow_needs_a_mirror(self) -> ModelRolloutSpec:
