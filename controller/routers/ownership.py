@@ -30,6 +30,8 @@ HANDED_TO = f"{GROUP}/handed-to"
 # Ours: per rollout, the backends of its Services the managed rule had before we first wrote it.
 MANAGED = f"{GROUP}/managed-rules"
 HEADER_SUFFIX = "-modelrollout-header"
+# In a record: the backends a handed-over rule had of its own, given back on release.
+HANDED_KEY = "handed"
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,12 @@ class Access:
 def rollout_of(stable: str) -> str:
     """The rollout whose stable Service this is (workloads names it `<rollout>-stable`)."""
     return stable.removesuffix("-stable")
+
+
+def serves_whole_rule(route: Obj, stable: str) -> bool:
+    """Whether the rule was handed to the rollout: then its owner's backends step aside while it is managed."""
+    record = _records(route).get(rollout_of(stable))
+    return isinstance(record, dict) and HANDED_KEY in record
 
 
 def _records(route: Obj) -> dict[str, Any]:
@@ -122,16 +130,19 @@ def _handed(rules: list[Obj], shape: RouteShape, name: str, section: str | None)
         f"{f'none is named {section!r}' if section else 'it has several; choose one by name'}"))
 
 
-def recorded(route: Obj, shape: RouteShape, index: int, stable: str, candidate: str) -> Obj:
+def recorded(route: Obj, shape: RouteShape, found: Access, stable: str, candidate: str) -> Obj:
     """The route with this rollout's record added, unless it has one: the backends of our
-    Services that the rule has before our first write."""
+    Services that the rule has before our first write, and for a rule handed over, its own
+    backends too (`HANDED_KEY`): the rollout serves the whole rule until it gives it back."""
     rollout = rollout_of(stable)
     records = _records(route)
-    if rollout in records:
+    if rollout in records or found.index is None:
         return route
-    rule = _rules(route, shape)[index]
-    mine = [ref for ref in rule.get(shape.refs_field) or [] if shape.service_of(ref) in (stable, candidate)]
+    refs = _rules(route, shape)[found.index].get(shape.refs_field) or []
+    mine = [ref for ref in refs if shape.service_of(ref) in (stable, candidate)]
     records[rollout] = {shape.refs_field: mine}
+    if found.state == RouteAccess.HANDED:
+        records[rollout][HANDED_KEY] = [ref for ref in refs if shape.service_of(ref) not in (stable, candidate)]
     updated = copy.deepcopy(route)
     annotations = updated.setdefault("metadata", {}).get("annotations") or {}
     updated["metadata"]["annotations"] = {**annotations, MANAGED: json.dumps(records, sort_keys=True)}
@@ -162,7 +173,7 @@ def release(route: Obj, shape: RouteShape, stable: str, candidate: str, section:
         others = [ref for ref in rule.get(shape.refs_field) or []
                   if shape.service_of(ref) not in (stable, candidate)]
         if record is not None:
-            before = list(record.get(shape.refs_field) or [])
+            before = [*(record.get(shape.refs_field) or []), *(record.get(HANDED_KEY) or [])]
         else:  # Managed before records existed: keep the stable as it is, drop the candidate.
             before = [ref for ref in rule.get(shape.refs_field) or [] if shape.service_of(ref) == stable]
         rule[shape.refs_field] = [*before, *others]

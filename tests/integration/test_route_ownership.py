@@ -183,7 +183,8 @@ def test_a_handed_rule_is_given_back_to_its_own_backends_and_delete_removes_the_
     with operator_process(kubeconfig, namespace, tmp_path / "operator.log"):
         rollouts.create(body)
         rollouts.wait_status("scorer", lambda s: s.get("phase") == "Completed", what="deployed")
-        assert kind.backends(_rule(rollouts, kind, "shared", "main"))[:2] == ["scorer-stable", "scorer-candidate"]
+        assert kind.backends(_rule(rollouts, kind, "shared", "main")) == ["scorer-stable", "scorer-candidate"], \
+            "the handed rule is the rollout's whole while it manages it"
         rollouts.delete("scorer")
         wait_for(lambda: "scorer" not in rollouts.names(), what="deleted")
         assert _rule(rollouts, kind, "shared", "main") == original

@@ -55,6 +55,10 @@ def test_a_rule_handed_over_by_annotation_is_managed_and_given_back_as_it_was(mo
     assert access(route, shape, S, C, None).state == RouteAccess.NOT_OURS, "two rules: the hand-over names one"
     managed = module.with_route(route, S, C, 8080, 30, 20, "ours")
     assert module.read_route(managed, S, C, "ours") == (30, 20)
+    backends = [shape.service_of(ref) for ref in managed["spec"][shape.rules_field][1][shape.refs_field]]
+    assert backends == [S, C], "a handed rule is the rollout's whole: its own backend steps aside meanwhile"
+    again = module.with_route(managed, S, C, 8080, 50, 0, "ours")
+    assert [shape.service_of(ref) for ref in again["spec"][shape.rules_field][1][shape.refs_field]] == [S, C]
     assert access(managed, shape, S, C, "ours").state == RouteAccess.MANAGED
     back = release(managed, shape, S, C, "ours")
     assert back.route == route, "the rule, the other rule and the annotations as they were"
