@@ -35,10 +35,9 @@ from controller.engine.execute import execute
 from controller.engine.routes import candidate_replicas
 from controller.events import post_event, post_events
 from controller.notifications.messages import Notification, notifications
-from controller.routers import HeaderRoute, RouterError
+from controller.routers import HeaderRoute, RouterError, TrafficRouter
 from controller.routers.gatewayapi import GatewayAPIRouter
 from controller.routers.istio import IstioRouter
-from controller.routers.object_router import ObjectRouter
 from controller.runtime.cache import Cache, route_key
 from controller.runtime.own_writes import OwnWrites
 from controller.workloads import Workloads, revision_of
@@ -122,7 +121,7 @@ class RolloutObject:
                    {"metadata": {"resourceVersion": rv}, "status": status})
 
 
-def _router(ctx: Context, body: dict[str, Any], spec: api.ModelRolloutSpec) -> ObjectRouter | None:
+def _router(ctx: Context, body: dict[str, Any], spec: api.ModelRolloutSpec) -> TrafficRouter | None:
     """The route object's router; None without a mesh, where the engine sizes replicas instead."""
     name, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
     stable_svc, candidate_svc = f"{name}-stable", f"{name}-candidate"
@@ -277,7 +276,7 @@ def _with_cost(ctx: Context, body: dict[str, Any], spec: api.ModelRolloutSpec, t
     return Transition(transition.actions, transition.status.model_copy(update={"cost": cost}), wake_at)
 
 
-def _refusal(router: ObjectRouter | None) -> RouteRefusal | None:
+def _refusal(router: TrafficRouter | None) -> RouteRefusal | None:
     """Why the route's rule is not ours to write; None when it is, or when the route is missing
     (the write then says so)."""
     if router is None:
@@ -289,7 +288,7 @@ def _refusal(router: ObjectRouter | None) -> RouteRefusal | None:
     return None if found.writable else RouteRefusal(found.state, found.message)
 
 
-def _handback(router: ObjectRouter | None, stable: str) -> RouteHandback | None:
+def _handback(router: TrafficRouter | None, stable: str) -> RouteHandback | None:
     if router is None:
         return None
     try:
@@ -301,15 +300,15 @@ def _handback(router: ObjectRouter | None, stable: str) -> RouteHandback | None:
     if preview.access not in (api.RouteAccess.MANAGED, api.RouteAccess.HANDED):
         return RouteHandback(False, f"the route is not the rollout's to give back ({preview.access.value})")
     if preview.names_our_services:
-        return RouteHandback(True, f"{router.kind} {router.obj.coordinates[4]} still sends traffic to Service "
-                                   f"{stable}: take it out of the route, then delete them")
+        return RouteHandback(True, f"{preview.described} still sends traffic to Service {stable}: take it out "
+                                   "of the route, then delete them")
     return RouteHandback(True)
 
 
 class ClusterTarget:
     """The engine's actions, carried out on the cluster: workloads, Services and the route."""
 
-    def __init__(self, workloads: Workloads, router: ObjectRouter | None) -> None:
+    def __init__(self, workloads: Workloads, router: TrafficRouter | None) -> None:
         self.workloads = workloads
         self.router = router
 

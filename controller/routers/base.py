@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from controller.api import RouteAccess
+from controller.routers.ownership import Access, Release
 
 
 class RouterError(RuntimeError):
@@ -37,6 +38,12 @@ class TrafficRouter(Protocol):
     def set_route(self, weight: int, mirror: int, header: HeaderRoute | None = None) -> None:
         """`weight`% of live traffic to the candidate, `mirror`% mirrored there, and the header
         cohort (or none) to the candidate: all in one write, so a rollback is one write."""
+
+    def access(self) -> Access:
+        """Whether the rollout may write its rule (routers/ownership.py); RouterError: the route is missing."""
+
+    def preview_release(self) -> Release:
+        """What `release` would leave, without writing it."""
 
     def release(self) -> None:
         """Give the rule back as it was before the rollout managed it, minus our backends."""

@@ -156,6 +156,7 @@ class Release:
     route: Obj
     names_our_services: bool
     access: RouteAccess
+    described: str  # e.g. "HTTPRoute scorer", for messages
 
 
 def release(route: Obj, shape: RouteShape, stable: str, candidate: str, section: str | None) -> Release:
@@ -188,4 +189,4 @@ def release(route: Obj, shape: RouteShape, stable: str, candidate: str, section:
     if not annotations:
         updated["metadata"].pop("annotations")
     still = any(_names_ours(rule, shape, (stable, candidate)) for rule in rules)
-    return Release(updated, still, found.state)
+    return Release(updated, still, found.state, f"{shape.kind} {route.get('metadata', {}).get('name', '')}")
