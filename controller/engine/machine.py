@@ -496,6 +496,18 @@ def _advance(draft: _Draft, why: str) -> None:
     draft.event("StepCompleted", f"step {step + 1}/{len(draft.spec.strategy.steps)} completed: {why}")
 
 
+def _hold_promotion(draft: _Draft) -> None:
+    """Paused past the last step, before the promotion's route write: traffic stays as recorded until a resume.
+
+    Regression: this went on to the promotion's write with a wake-up at once, and, paused, never completed
+    it, so the rollout asked for a reconcile in a loop (found by the property test)."""
+    reason = draft.s.pause_reason
+    assert reason is not None
+    draft.route(draft.s.canary_weight, draft.s.mirror_percent)
+    draft.set(phase=Phase.PAUSED, message=f"paused ({reason}) before the promotion")
+    draft.condition(ConditionType.PAUSED, True, PAUSED_BECAUSE[reason])
+
+
 def _begin_promotion(draft: _Draft) -> None:
     """All traffic to the candidate, recorded before the Services swap in the next reconcile."""
     draft.route(100, 0)
@@ -593,6 +605,8 @@ def _progress(draft: _Draft, observations: Observations) -> None:
         return
     if not ready:
         _hold_for_readiness(draft, observations)
+    elif past_steps and draft.s.pause_reason is not None:
+        _hold_promotion(draft)
     elif past_steps:
         _begin_promotion(draft)
     else:

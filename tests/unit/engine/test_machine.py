@@ -348,3 +348,22 @@ def test_failures_no_measurement_can_see_are_a_standing_condition() -> None:
     watched = world([{"name": "5xx", "query": "sum(rate(envoy_5xx{version='{{version}}'}[1m]))", "max": 0.01,
                       "countsErrors": True}])
     assert not any(c.type == "ErrorsUnwatched" for c in watched.status.conditions)
+
+
+def test_a_pause_after_the_last_step_holds_the_promotion_until_resumed() -> None:
+    """Regression (found by the property test): promote past the last step, pause, then the candidate
+    becomes ready. The engine asked for an immediate reconcile forever instead of holding."""
+    world = World(make_spec([{"pause": {"duration": "57s"}}]))
+    world.candidate_ready = False
+    deployed(world)
+    world.new_template("rev2")
+    world.step()
+    world.act("promote")
+    world.act("pause")
+    world.candidate_ready = True
+    transition = world.step()
+    assert world.status.phase == Phase.PAUSED and transition.wake_at is None
+    assert world.route != (100, 0), "no promotion while paused"
+    world.act("resume")
+    world.step()
+    assert world.status.phase == Phase.COMPLETED and world.status.stable_revision == "rev2"
