@@ -69,3 +69,16 @@ def test_a_rollouts_own_promql_needs_the_installers_leave_on_the_operators_prome
     _check_custom_queries(io(False), builtin)
     _check_custom_queries(io(False), own)
     _check_custom_queries(io(True), custom)
+
+
+def test_a_refused_address_is_refused_before_any_secret_is_read_or_query_sent() -> None:
+    from controller import api
+    from controller.analysis.runner import AnalysisIO, prometheus_for
+
+    def no_secret(*_: object) -> object:
+        raise AssertionError("the Secret is not even read")
+
+    io = AnalysisIO(None, no_secret, addresses=_policy())  # type: ignore[arg-type]
+    source = api.PrometheusSource.model_validate({"address": "http://169.254.169.254:80", "secretRef": {"name": "s"}})
+    with pytest.raises(AddressRefused, match="no query sent"):
+        prometheus_for(io, source, "ns")
