@@ -69,8 +69,11 @@ def test_a_worse_mlserver_model_is_rolled_back_on_its_own_errors(
         assert breached and breached <= {"guardrail error-rate", "guardrail p99-latency"}, done["decisions"]
 
         # The evidence was MLServer's own: its failure counter, under the candidate's relabelled version.
+        # Read over the last minutes: the rolled-back candidate's pods are gone, and their series went stale
+        # the moment their scrape targets did (a busy CI run saw an instant query return nothing).
         candidate = done["candidateRevision"]
-        assert _query(world.prometheus.url, f'sum(model_infer_request_failure_total{{version="{candidate}"}})') > 0
+        assert _query(world.prometheus.url,
+                      f'sum(max_over_time(model_infer_request_failure_total{{version="{candidate}"}}[15m]))') > 0
         stable_failures = _query(world.prometheus.url,
                                  f'sum(model_infer_request_failure_total{{version="{first["stableRevision"]}"}})')
         assert stable_failures == 0, "the stable has no input check: it never fails"
