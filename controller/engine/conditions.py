@@ -15,10 +15,14 @@ def set_condition(
     message: str,
     now: str,
 ) -> list[Condition]:
-    previous = next((c for c in conditions if c.type == type_), None)
+    previous = find_condition(conditions, type_)
     since = previous.last_transition_time if previous and previous.status == status else now
     updated = Condition(type=type_, status=status, reason=reason, message=message, last_transition_time=since)
     return [c for c in conditions if c.type != type_] + [updated]
+
+
+def find_condition(conditions: list[Condition], type_: str) -> Condition | None:
+    return next((c for c in conditions if c.type == type_), None)
 
 
 def is_true(conditions: list[Condition], type_: str) -> bool:

@@ -38,7 +38,7 @@ from controller.engine.actions import (
     SelectServices,
     SetRoute,
 )
-from controller.engine.conditions import set_condition
+from controller.engine.conditions import find_condition, is_true, set_condition
 from controller.engine.observations import AnalysisSignal, Observations, RouteRefusal, WarmupReading
 from controller.engine.routes import candidate_replicas, route_for_step, swap_sizes
 from controller.timestamps import format_timestamp, parse_timestamp
@@ -164,12 +164,11 @@ class _Draft:
     def watch_errors(self) -> None:
         """Silence is a defect: say, standing, when no measurement can see failed requests."""
         why = self.spec.analysis.errors_unwatched() if self.spec.analysis is not None else None
-        found = next((c for c in self.s.conditions if c.type == ConditionType.ERRORS_UNWATCHED.value), None)
-        if why is not None and (found is None or found.status != "True"):
+        if why is not None and not is_true(self.s.conditions, ConditionType.ERRORS_UNWATCHED.value):
             self.event("ErrorsUnwatched", why, warning=True)
         if why is not None:
             self.condition(ConditionType.ERRORS_UNWATCHED, True, "ErrorsUnwatched", why)
-        elif found is not None:
+        elif find_condition(self.s.conditions, ConditionType.ERRORS_UNWATCHED.value) is not None:
             self.condition(ConditionType.ERRORS_UNWATCHED, False, "ErrorsWatched")
 
     def finish(self, generation: int) -> Transition:
@@ -278,7 +277,7 @@ def invalid_spec(status: ModelRolloutStatus, generation: int, message: str, now:
 
 def _route_managed(draft: _Draft) -> tuple[str, str] | None:
     """The RouteManaged condition's (status, reason), if any."""
-    found = next((c for c in draft.s.conditions if c.type == ConditionType.ROUTE_MANAGED.value), None)
+    found = find_condition(draft.s.conditions, ConditionType.ROUTE_MANAGED.value)
     return (found.status, found.reason) if found is not None else None
 
 
