@@ -8,9 +8,9 @@ from typing import Any
 
 from kubernetes import client
 
-from controller.routers.base import HeaderRoute, RouteRefused
-from controller.routers.object_router import ObjectRouter, RouteBuilders
-from controller.routers.ownership import HEADER_SUFFIX, Access, RouteShape, access, recorded, serves_whole_rule
+from controller.routers.base import HeaderRoute
+from controller.routers.object_router import ObjectRouter, RouteBuilders, writable
+from controller.routers.ownership import HEADER_SUFFIX, RouteShape, recorded, serves_whole_rule
 from controller.runtime.cache import HTTPROUTES
 from controller.runtime.own_writes import OwnWrites
 
@@ -39,25 +39,14 @@ def _without_our_mirror(rule: dict[str, Any], candidate: str) -> dict[str, Any]:
 SHAPE = RouteShape("HTTPRoute", "rules", "backendRefs", "rule", _service_of, _without_our_mirror)
 
 
-def _writable(route: dict[str, Any], stable: str, candidate: str, section: str | None) -> Access:
-    found = access(route, SHAPE, stable, candidate, section)
-    if not found.writable or found.index is None:
-        raise RouteRefused(found.state, found.message)
-    return found
-
-
 def managed_rule_index(route: dict[str, Any], stable: str, candidate: str, rule_name: str | None) -> int:
-    found = _writable(route, stable, candidate, rule_name)
-    assert found.index is not None
-    return found.index
+    return writable(route, SHAPE, stable, candidate, rule_name)[1]
 
 
 def with_route(route: dict[str, Any], stable: str, candidate: str, port: int, weight: int, mirror: int,
                rule_name: str | None = None) -> dict[str, Any]:
     """The HTTPRoute with our rule's weights and mirror set; every other rule and filter untouched."""
-    found = _writable(route, stable, candidate, rule_name)
-    index = found.index
-    assert index is not None
+    found, index = writable(route, SHAPE, stable, candidate, rule_name)
     updated = copy.deepcopy(recorded(route, SHAPE, found, stable, candidate))
     rule = _without_our_mirror(updated["spec"]["rules"][index], candidate)
     others = [] if serves_whole_rule(updated, stable) else [

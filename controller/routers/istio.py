@@ -8,9 +8,9 @@ from typing import Any
 
 from kubernetes import client
 
-from controller.routers.base import HeaderRoute, RouteRefused
-from controller.routers.object_router import ObjectRouter, RouteBuilders
-from controller.routers.ownership import HEADER_SUFFIX, Access, RouteShape, access, recorded, serves_whole_rule
+from controller.routers.base import HeaderRoute
+from controller.routers.object_router import ObjectRouter, RouteBuilders, writable
+from controller.routers.ownership import HEADER_SUFFIX, RouteShape, recorded, serves_whole_rule
 from controller.runtime.cache import VIRTUALSERVICES
 from controller.runtime.own_writes import OwnWrites
 
@@ -37,24 +37,13 @@ def _without_our_mirror(http: dict[str, Any], candidate: str) -> dict[str, Any]:
 SHAPE = RouteShape("VirtualService", "http", "route", "http route", _host, _without_our_mirror)
 
 
-def _writable(route: dict[str, Any], stable: str, candidate: str, section: str | None) -> Access:
-    found = access(route, SHAPE, stable, candidate, section)
-    if not found.writable or found.index is None:
-        raise RouteRefused(found.state, found.message)
-    return found
-
-
 def managed_route_index(vs: dict[str, Any], stable: str, candidate: str, route_name: str | None) -> int:
-    found = _writable(vs, stable, candidate, route_name)
-    assert found.index is not None
-    return found.index
+    return writable(vs, SHAPE, stable, candidate, route_name)[1]
 
 
 def with_route(vs: dict[str, Any], stable: str, candidate: str, port: int, weight: int, mirror: int,
                route_name: str | None = None) -> dict[str, Any]:
-    found = _writable(vs, stable, candidate, route_name)
-    index = found.index
-    assert index is not None
+    found, index = writable(vs, SHAPE, stable, candidate, route_name)
     updated = copy.deepcopy(recorded(vs, SHAPE, found, stable, candidate))
     http = _without_our_mirror(updated["spec"]["http"][index], candidate)
     others = [] if serves_whole_rule(updated, stable) else [

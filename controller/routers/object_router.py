@@ -9,7 +9,7 @@ from typing import Any
 
 from kubernetes import client
 
-from controller.routers.base import HeaderRoute, RouterError
+from controller.routers.base import HeaderRoute, RouteRefused, RouterError
 from controller.routers.ownership import Access, Release, RouteShape, access, release
 from controller.routers.retry import CustomObject
 from controller.runtime.own_writes import OwnWrites
@@ -29,6 +29,14 @@ class RouteBuilders:
     with_route: Callable[[Obj, str, str, int, int, int, str | None], Obj]
     with_header_route: Callable[[Obj, str, str, int, HeaderRoute | None, str | None], Obj]
     read_route: Callable[[Obj, str, str, str | None], tuple[int, int]]
+
+
+def writable(route: Obj, shape: RouteShape, stable: str, candidate: str, section: str | None) -> tuple[Access, int]:
+    """The rule this rollout may write, and its index; RouteRefused when there is none."""
+    found = access(route, shape, stable, candidate, section)
+    if not found.writable or found.index is None:
+        raise RouteRefused(found.state, found.message)
+    return found, found.index
 
 
 class ObjectRouter:
