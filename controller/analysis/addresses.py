@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from controller.analysis.credentials import CredentialsUnavailable
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # Link-local (where clouds serve instance metadata and credentials) and the metadata addresses
 # and names of the large clouds.
@@ -32,15 +33,26 @@ class AddressRefused(CredentialsUnavailable):
     """The installer's policy does not let the analysis query this address."""
 
 
-def _networks(entries: Sequence[str]) -> tuple[list[IPNetwork], set[str]]:
-    networks: list[IPNetwork] = []
-    names: set[str] = set()
-    for entry in entries:
-        try:
-            networks.append(ipaddress.ip_network(entry.strip(), strict=False))
-        except ValueError:
-            names.add(entry.strip().lower().rstrip("."))
-    return networks, names
+@dataclass(frozen=True)
+class _Entries:
+    """A list of hosts and CIDRs, parsed once."""
+
+    networks: tuple[IPNetwork, ...]
+    names: frozenset[str]
+
+    @classmethod
+    def parse(cls, entries: Sequence[str]) -> _Entries:
+        networks: list[IPNetwork] = []
+        names: set[str] = set()
+        for entry in entries:
+            try:
+                networks.append(ipaddress.ip_network(entry.strip(), strict=False))
+            except ValueError:
+                names.add(entry.strip().lower().rstrip("."))
+        return cls(tuple(networks), frozenset(names))
+
+    def match(self, host: str, ips: Sequence[IPAddress]) -> bool:
+        return host in self.names or any(ip in net for ip in ips for net in self.networks)
 
 
 def _system_resolve(host: str) -> list[str]:
@@ -55,6 +67,10 @@ class AddressPolicy:
     denied: Sequence[str] = DEFAULT_DENIED
     resolve: Callable[[str], list[str]] = _system_resolve
     _resolved: dict[str, tuple[float, list[str]]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Parsed once: the check runs at every analysis look.
+        self._allowed, self._denied = _Entries.parse(self.allowed), _Entries.parse(self.denied)
 
     def _addresses(self, host: str) -> list[str]:
         try:
@@ -75,14 +91,12 @@ class AddressPolicy:
         """Raise AddressRefused, naming the rule, unless the policy lets the analysis query `address`."""
         host = (urlsplit(address).hostname or "").lower().rstrip(".")
         ips = [ipaddress.ip_address(ip.split("%")[0]) for ip in self._addresses(host)]
-        denied_networks, denied_names = _networks(self.denied)
-        if host in denied_names or any(ip in net for ip in ips for net in denied_networks):
+        if self._denied.match(host, ips):
             raise AddressRefused(f"analysis address {address} is denied by the operator's policy (link-local and "
                                  "cloud metadata addresses, and the chart's analysis.deniedAddresses): no query sent")
         if not self.allowed:
             return
-        allowed_networks, allowed_names = _networks(self.allowed)
-        if host in allowed_names or any(ip in net for ip in ips for net in allowed_networks):
+        if self._allowed.match(host, ips):
             return
         raise AddressRefused(f"analysis address {address} is not in the operator's allow-list (the chart's "
                              f"analysis.allowedAddresses: {', '.join(self.allowed)}): no query sent")
