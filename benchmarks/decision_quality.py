@@ -38,12 +38,15 @@ from scipy.stats import norm
 from statsmodels.stats.proportion import proportion_confint
 
 from controller.analysis import step_tests
+from controller.analysis.budget import AlphaBudget
 from controller.stats import samples_per_arm_for_proportions
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 NEVER = 0
 ALPHA = 0.05
+# The operator's own split of a step's alpha: one guardrail alone, and two sharing it.
+STEP, FAMILY = AlphaBudget(ALPHA), AlphaBudget(ALPHA, guardrails=2)
 INTERVAL_SECONDS = 10.0
 # Coarse buckets (those of the e2e model server, Prometheus-style), and ones spaced by 1.2x as the
 # README recommends for relativeToStable 1.2.
@@ -203,7 +206,7 @@ def guardrail_aa(rng: np.random.Generator, settings: Settings, verdicts: Verdict
     lines = ["", f"1. errorRate guardrail, A/A: false rollbacks over {settings.looks} looks, "
              f"{settings.aa_runs} runs a cell (goal <= {ALPHA:.0%})",
              f"   {'split':>6} {'base rate':>9} {'req/look':>8} {'diurnal':>7}  false rollback [95% CI]"]
-    test = step_tests.guardrail_test(ALPHA, 1.0, INTERVAL_SECONDS, settings.looks * INTERVAL_SECONDS)
+    test = step_tests.guardrail_test(STEP, 1.0, INTERVAL_SECONDS, settings.looks * INTERVAL_SECONDS)
     rates = []
     for split in settings.splits:
         for base in settings.base_rates:
@@ -222,7 +225,7 @@ def latency_slow_shares(rng: np.random.Generator, sigma: float, scale: float, bu
                         stable_per_look: float, runs: int, tolerated: float, history: int | None = None,
                         median: float = 0.05) -> tuple[FloatArray, FloatArray]:
     """Per run: the stable's and the candidate's chance of a slow request, with the bounds the
-    operator picks from ten minutes of the stable's histogram (step_tests.TAIL_LOOKBACK), or from
+    operator picks from ten minutes of the stable's histogram (readings.TAIL_LOOKBACK), or from
     `history` requests (a stable with a short past)."""
     edges = np.array(buckets[:-1])
     cdf = norm.cdf((np.log(edges) - math.log(median)) / sigma)
@@ -259,7 +262,7 @@ def latency_aa(rng: np.random.Generator, settings: Settings, verdicts: Verdicts)
     lines = ["", "2. latencyP99 guardrail (relativeToStable 1.2), A/A with lognormal tails (median 50 ms): "
              f"false rollbacks over {settings.looks} looks (goal <= {ALPHA:.0%})",
              f"   {'buckets':>7} {'sigma':>5} {'req/s':>5} {'split':>5}  false rollback [95% CI]"]
-    test = step_tests.guardrail_test(ALPHA, 1.0, INTERVAL_SECONDS, settings.looks * INTERVAL_SECONDS)
+    test = step_tests.guardrail_test(STEP, 1.0, INTERVAL_SECONDS, settings.looks * INTERVAL_SECONDS)
     cells: list[tuple[str, Sequence[float], float, int, float, int | None, float]] = [
         (name, buckets, sigma, per_second, split, None, 0.05)
         for name, buckets in (("1.2x", FINE_BUCKETS), ("coarse", COARSE_BUCKETS))
@@ -284,8 +287,8 @@ def latency_aa(rng: np.random.Generator, settings: Settings, verdicts: Verdicts)
 def family_aa(rng: np.random.Generator, settings: Settings, verdicts: Verdicts) -> Lines:
     """errorRate and latencyP99 together, alpha / 2 each, on the same traffic."""
     runs, traffic = settings.aa_runs, Traffic(200, 0.1)
-    errors = step_tests.guardrail_test(ALPHA / 2, 1.0, INTERVAL_SECONDS, settings.looks * INTERVAL_SECONDS)
-    latency = step_tests.guardrail_test(ALPHA / 2, 1.0, INTERVAL_SECONDS, settings.looks * INTERVAL_SECONDS)
+    errors = step_tests.guardrail_test(FAMILY, 1.0, INTERVAL_SECONDS, settings.looks * INTERVAL_SECONDS)
+    latency = step_tests.guardrail_test(FAMILY, 1.0, INTERVAL_SECONDS, settings.looks * INTERVAL_SECONDS)
     stable_share, candidate_share = latency_slow_shares(rng, 1.0, 1.0, FINE_BUCKETS, 180, runs, 1.2)
     error_state, latency_state = step_tests.GuardrailState.start(runs), step_tests.GuardrailState.start(runs)
     rolled = np.zeros(runs, dtype=bool)
@@ -355,7 +358,7 @@ def srm_aa(rng: np.random.Generator, settings: Settings, verdicts: Verdicts) -> 
 def error_speed(rng: np.random.Generator, settings: Settings, verdicts: Verdicts) -> Lines:
     runs, traffic = settings.power_runs, Traffic(200, 0.1)
     fixed = one_sided_fixed_total(0.005, 0.010, 0.1)
-    test = step_tests.guardrail_test(ALPHA, 1.0, INTERVAL_SECONDS, None)
+    test = step_tests.guardrail_test(STEP, 1.0, INTERVAL_SECONDS, None)
     horizon = 3 * math.ceil(fixed / traffic.requests)
     start = first_breach(test, count_intervals(rng, traffic, runs, horizon, 0.005, lambda _: 0.010), runs)
     median, p90 = quantile_look(start, 0.5), quantile_look(start, 0.9)
@@ -392,7 +395,7 @@ def error_speed(rng: np.random.Generator, settings: Settings, verdicts: Verdicts
 def latency_speed(rng: np.random.Generator, settings: Settings) -> Lines:
     lines = ["", "7. latencyP99 guardrail (relativeToStable 1.2), +40% p99 (every request 1.4x slower), "
              f"{settings.power_runs} runs: time to rollback"]
-    test = step_tests.guardrail_test(ALPHA, 1.0, INTERVAL_SECONDS, settings.looks * INTERVAL_SECONDS)
+    test = step_tests.guardrail_test(STEP, 1.0, INTERVAL_SECONDS, settings.looks * INTERVAL_SECONDS)
     shapes = (("1.2x", FINE_BUCKETS), ("coarse", COARSE_BUCKETS))
     cells: list[tuple[str, Sequence[float], float, int | None, float]] = [
         (name, buckets, sigma, None, 0.05) for name, buckets in shapes for sigma in (0.5, 1.0)]

@@ -60,8 +60,8 @@ def _run(args: argparse.Namespace) -> int:
     namespaces = args.namespace or []
     default_prometheus = None
     if args.prometheus_address:
-        from controller.analysis.credentials import CredentialsUnavailable, operator_credentials
-        from controller.analysis.runner import DefaultPrometheus
+        from controller.measure.credentials import CredentialsUnavailable, operator_credentials
+        from controller.measure.measure import DefaultPrometheus
 
         try:
             default_prometheus = DefaultPrometheus(args.prometheus_address, operator_credentials(
@@ -77,7 +77,7 @@ def _run(args: argparse.Namespace) -> int:
     exact = bool(namespaces) and not any("*" in namespace for namespace in namespaces)
     if args.check_capacity or (args.check_capacity is None and not exact):
         operator.watch_capacity()
-    from controller.analysis.addresses import DEFAULT_DENIED, AddressPolicy
+    from controller.measure.addresses import DEFAULT_DENIED, AddressPolicy
 
     addresses = AddressPolicy(allowed=tuple(args.analysis_allow or ()),
                               denied=tuple(args.analysis_deny) if args.analysis_deny is not None else DEFAULT_DENIED)

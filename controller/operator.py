@@ -20,11 +20,11 @@ import structlog
 from kubernetes import client
 
 from controller import api, metrics
-from controller.analysis.addresses import AddressPolicy
-from controller.analysis.prometheus import PrometheusPool
 from controller.capacity import node_view, pod_requests
 from controller.kubeclient import api_client_from_kubeconfig
 from controller.logs import configure_logging
+from controller.measure.addresses import AddressPolicy
+from controller.measure.prometheus import PrometheusPool
 from controller.routers import gatewayapi, istio
 from controller.runtime.cache import (
     REVISION_LABEL,

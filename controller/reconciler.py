@@ -1,4 +1,5 @@
-"""One reconcile of one ModelRollout: observe the cache, run the pure engine, carry out its actions.
+"""One reconcile of one ModelRollout, one way through: observe the cache, plan what to measure (engine),
+measure it (one port), decide (engine), execute the actions, commit the status.
 
 Reads come from the watch-fed cache; only writes reach the API. The status is
 written last, with the resourceVersion it was computed from: a crash anywhere
@@ -18,22 +19,20 @@ from kubernetes import client
 from pydantic import ValidationError
 
 from controller import api
-from controller.analysis.runner import AnalysisIO, Run, analyse, current_analysis
-from controller.analysis.serving_cost import measure_cost
-from controller.analysis.warmup import read_warmup
 from controller.capacity import pod_gpus
 from controller.engine import (
     Observations,
     RouteHandback,
     RouteRefusal,
     Transition,
+    decide,
     finalize,
     invalid_spec,
-    reconcile,
+    plan,
 )
 from controller.engine.execute import execute
-from controller.engine.routes import candidate_replicas
-from controller.events import post_event, post_events
+from controller.events import post_events
+from controller.measure.measure import AnalysisIO, Measurer, Target
 from controller.notifications.messages import Notification, notifications
 from controller.routers import HeaderRoute, RouterError, TrafficRouter
 from controller.routers.gatewayapi import GatewayAPIRouter
@@ -142,25 +141,6 @@ def _router(ctx: Context, body: dict[str, Any], spec: api.ModelRolloutSpec) -> T
     return None
 
 
-def _take_action_annotation(rollout: RolloutObject, status: api.ModelRolloutStatus) -> api.ModelRolloutStatus:
-    """Move a manual action from the annotation into status.pendingAction, then drop the annotation.
-
-    In that order: a crash in between leaves the action pending exactly once.
-    """
-    action = (rollout.body["metadata"].get("annotations") or {}).get(api.ACTION_ANNOTATION)
-    if not action or status.pending_action is not None:
-        return status  # One at a time: a newer action waits on the object until the pending one is applied.
-    verb = action.split("@", 1)[0].strip()
-    if verb in api.ACTIONS:
-        status = status.model_copy(update={"pending_action": api.Action(verb)})
-        rollout.write_status(status.model_dump(mode="json", by_alias=True))
-    else:
-        post_event(rollout.ctx.api_client, rollout.body, "Warning", "UnknownAction",
-                   f"{action!r} is not one of {', '.join(api.ACTIONS)}")
-    rollout.patch_metadata({"annotations": {api.ACTION_ANNOTATION: None}})
-    return status
-
-
 def parse_status(body: dict[str, Any]) -> api.ModelRolloutStatus:
     return api.ModelRolloutStatus.model_validate(body.get("status") or {})
 
@@ -179,7 +159,7 @@ def reconcile_object(ctx: Context, body: dict[str, Any], now: datetime | None = 
             _drop_finalizer(rollout)  # Nothing we could route for an invalid spec: let it go.
             return Outcome(None, rollout.body, finalized=True)
         transition = invalid_spec(status, generation, message, now)
-        _finish(rollout, status, transition)
+        _commit(rollout, status, transition)
         post_events(ctx.api_client, rollout.body, transition.actions)
         return Outcome(transition, rollout.body if rollout.wrote else None,
                        superseded=rollout.superseded())
@@ -191,44 +171,13 @@ def reconcile_object(ctx: Context, body: dict[str, Any], now: datetime | None = 
     if FINALIZER not in (meta.get("finalizers") or []):
         rollout.patch_metadata({"finalizers": [*(meta.get("finalizers") or []), FINALIZER]})
 
-    status = _take_action_annotation(rollout, status)
     router = _router(ctx, body, spec)
-    revision = revision_of(spec.template)
-    stable_state = workloads.observe(status.stable_revision or revision)
-    in_flight = status.candidate_revision if revision == status.candidate_revision else None
-    candidate_state = workloads.observe(in_flight)
-    shortfall = None
-    # Under swap the candidate's GPUs come from the stable: there is nothing to wait for.
-    if revision != (status.stable_revision or revision) and not candidate_state.exists \
-            and spec.strategy.capacity.policy != "swap":
-        # Before the candidate exists: would its pods find their GPUs free?
-        size = candidate_replicas(spec.replicas, 0) if spec.traffic_routing.replicas is not None else spec.replicas
-        shortfall = ctx.cache.capacity_shortfall(spec.template.get("spec") or {}, size)
-    # A manual action goes first and never waits on a query: the last verdict stands for this pass.
-    may_query = status.pending_action is None
-    analysis = analyse(ctx.analysis, body, spec, status, revision, now, may_query=may_query)
-    warmup = read_warmup(ctx.analysis, body, spec, status, revision, now, may_query=may_query)
-    observations = Observations(
-        template_revision=revision,
-        stable_ready=stable_state.fully_ready,
-        candidate_ready=candidate_state.fully_ready,
-        candidate_any_ready=candidate_state.ready >= 1,
-        candidate_ready_replicas=candidate_state.ready,
-        candidate_unschedulable=candidate_state.unschedulable,
-        stable_unschedulable=stable_state.unschedulable,
-        capacity_shortfall=shortfall,
-        analysis=analysis.signal,
-        warmup=warmup,
-        next_analysis_at=analysis.next_at,
-        route_refusal=_refusal(router),
-    )
-    transition = _with_analysis(reconcile(spec, generation, status, observations, now), status, analysis)
-    transition = _with_cost(ctx, body, spec, transition, revision, now)
-    if api.ACTION_ANNOTATION in (rollout.body["metadata"].get("annotations") or {}):
-        # An action that arrived while another was pending: take it right after this one.
-        transition = Transition(transition.actions, transition.status, now)
+    observations = _observe(body, spec, status, workloads, router)
+    planned = plan(spec, status, observations, now)
+    readings = _measurer(ctx, body, spec).measure(planned)
+    transition = decide(spec, generation, status, observations, planned, readings, now)
     execute(transition.actions, ClusterTarget(workloads, router))
-    _finish(rollout, status, transition)
+    _commit(rollout, status, transition)
     # Events and notifications only once the status that records the transition is stored: a
     # conflict recomputes the transition, and they must not be told twice.
     post_events(ctx.api_client, rollout.body, transition.actions)
@@ -239,41 +188,41 @@ def reconcile_object(ctx: Context, body: dict[str, Any], now: datetime | None = 
                    superseded=rollout.superseded())
 
 
-def _with_analysis(transition: Transition, status: api.ModelRolloutStatus, analysis: Run) -> Transition:
-    """Store the analysis run's state: the analysis is the only source of status.analysis.
+def _observe(body: dict[str, Any], spec: api.ModelRolloutSpec, status: api.ModelRolloutStatus,
+             workloads: Workloads, router: TrafficRouter | None) -> Observations:
+    """What the cache shows of the rollout's world."""
+    revision = revision_of(spec.template)
+    stable_state = workloads.observe(status.stable_revision or revision)
+    candidate_state = workloads.observe(status.candidate_revision if revision == status.candidate_revision else None)
+    return Observations(
+        template_revision=revision,
+        stable_ready=stable_state.fully_ready,
+        candidate_ready=candidate_state.fully_ready,
+        candidate_any_ready=candidate_state.ready >= 1,
+        candidate_ready_replicas=candidate_state.ready,
+        candidate_exists=candidate_state.exists,
+        candidate_unschedulable=candidate_state.unschedulable,
+        stable_unschedulable=stable_state.unschedulable,
+        route_refusal=_refusal(router),
+        requested_action=(body["metadata"].get("annotations") or {}).get(api.ACTION_ANNOTATION),
+    )
 
-    A finished rollout keeps its deciding look. A running one drops the state of an earlier step
-    attempt (a new candidate, a retry, a resumed halt) until its own first look, so that nothing
-    reads the last attempt's verdict as this one's."""
-    new = transition.status
-    same_rollout = new.candidate_revision in (None, status.candidate_revision)
-    if analysis.state is not None and same_rollout:
-        decisions = [*new.decisions, *analysis.decisions][-api.MAX_DECISIONS:]
-        return Transition(transition.actions, new.model_copy(
-            update={"analysis": analysis.state, "decisions": decisions}), transition.wake_at)
-    stale = new.analysis is not None and new.phase in (api.Phase.PROGRESSING, api.Phase.PAUSED) and (
-        current_analysis(new) is None or not same_rollout)
-    if stale:
-        return Transition(transition.actions, new.model_copy(update={"analysis": None}), transition.wake_at)
-    return transition
 
-
-def _with_cost(ctx: Context, body: dict[str, Any], spec: api.ModelRolloutSpec, transition: Transition,
-               template_revision: str, now: datetime) -> Transition:
-    """status.cost of the versions the transition leaves serving, and a wake-up for the next reading."""
+def _measurer(ctx: Context, body: dict[str, Any], spec: api.ModelRolloutSpec) -> Measurer:
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    template_revision = revision_of(spec.template)
 
     def gpus(revision: str) -> int:
+        """GPUs serving `revision` now; a Deployment not yet seen has the template's size."""
         view = ctx.cache.deployment(namespace, name, revision)
         if view is not None:
             return view.replicas * view.gpus_per_pod
         return spec.replicas * pod_gpus(spec.template) if revision == template_revision else 0
 
-    cost, next_at = measure_cost(ctx.analysis, body, spec, transition.status, gpus, now)
-    wake_at = min(filter(None, (transition.wake_at, next_at)), default=None)
-    if cost == transition.status.cost and wake_at == transition.wake_at:
-        return transition
-    return Transition(transition.actions, transition.status.model_copy(update={"cost": cost}), wake_at)
+    def shortfall(replicas: int) -> str | None:
+        return ctx.cache.capacity_shortfall(spec.template.get("spec") or {}, replicas)
+
+    return Measurer(ctx.analysis, spec, Target(spec.model, namespace, name), shortfall, gpus)
 
 
 def _refusal(router: TrafficRouter | None) -> RouteRefusal | None:
@@ -361,13 +310,16 @@ def _drop_finalizer(rollout: RolloutObject) -> None:
             raise
 
 
-def _finish(rollout: RolloutObject, old: api.ModelRolloutStatus, transition: Transition) -> None:
+def _commit(rollout: RolloutObject, old: api.ModelRolloutStatus, transition: Transition) -> None:
+    """Store the transition's status, then drop the action annotation it took: a crash in between
+    leaves the annotation, never an action taken and lost."""
     new = transition.status.model_dump(mode="json", by_alias=True)
-    if new == old.model_dump(mode="json", by_alias=True) and rollout.body.get("status"):
-        return
-    # The whole status in one conditional replace: a merge patch would keep keys the new status
-    # dropped, and an unconditional write could overwrite a newer one.
-    rollout.write_status(new)
+    if new != old.model_dump(mode="json", by_alias=True) or not rollout.body.get("status"):
+        # The whole status in one conditional replace: a merge patch would keep keys the new status
+        # dropped, and an unconditional write could overwrite a newer one.
+        rollout.write_status(new)
+    if transition.takes_request:
+        rollout.patch_metadata({"annotations": {api.ACTION_ANNOTATION: None}})
 
 
 __all__ = ["Context", "Outcome", "RolloutObject", "StaleSnapshot", "parse_status", "reconcile_object"]

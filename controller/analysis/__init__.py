@@ -1,1 +1,1 @@
-"""Analysis: metric providers (Prometheus), built-in query templates, guardrail and step judgements."""
+"""Analysis, pure: what a look reads (readings), how alpha is spent (budget), the sequential tests and the judge."""

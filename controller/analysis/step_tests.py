@@ -8,8 +8,7 @@ their nulls, mixtures and error budgets:
 
 - a statistical guardrail (errorRate, latency) tests "the candidate's events (errors, slow requests)
   outrun the stable's by more than the tolerated ratio" one-sided, with its share of analysis.alpha
-  split between the test since the step began and the change detector (Bonferroni: valid under any
-  dependence between guardrails);
+  as `budget.AlphaBudget` spends it;
 - an abTest runs two one-sided tests of "no difference" (alpha / 2 each) for CandidateBetter and
   CandidateWorse, and two of "the difference reaches the MDE" (alpha each, as in a TOST) whose joint
   rejection is NoDifference;
@@ -27,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.stats import norm
 
+from controller.analysis.budget import AlphaBudget
 from controller.stats import split_test
 from controller.stats.power import samples_per_arm_for_proportions
 
@@ -38,9 +38,6 @@ BoolArray = npt.NDArray[np.bool_]
 # elsewhere (benchmarks/decision_quality.py shows both).
 GUARDRAIL_EFFECT = math.log(2.0)
 GUARDRAIL_SPREAD = 0.2
-# The share of a guardrail's alpha spent by the test since the step began; the rest is the change
-# detector's, which catches a regression that starts late in a long step.
-CUMULATIVE_SHARE = 0.9
 # The change detector restarts this often: fewer restarts lower its threshold, and a late regression
 # is masked by at most this much quiet traffic.
 RESTART_SECONDS = 300.0
@@ -48,15 +45,12 @@ RESTART_SECONDS = 300.0
 OPEN_HORIZON_SECONDS = 24 * 3600.0
 
 # The slow-request bound is placed once the stable's histogram holds this many requests of the tail
-# (200 requests for a p99): over analysis.window, else over this look-back.
+# (200 requests for a p99): over analysis.window, else over readings.TAIL_LOOKBACK.
 MIN_TAIL_REQUESTS = 2.0
-TAIL_LOOKBACK = "10m"
 
 SRM_ALPHA = 0.001
 # A mismatch the check looks for: the candidate's share off by about 10% of itself.
 SRM_SPREAD = 0.1
-# Right after a weight change, scrapes still carry the previous split.
-SRM_SETTLE_SECONDS = 30.0
 
 # Past this a count is not traffic (and floats stop counting whole requests at 2**53).
 MAX_COUNT = 1e15
@@ -131,9 +125,10 @@ def problem(interval: Interval) -> Problem | None:
 
 @dataclass(frozen=True)
 class GuardrailTest:
-    """One statistical guardrail's design: its alpha, the tolerated log rate ratio, the detector's pace."""
+    """One statistical guardrail's design: its share of the step's alpha, the tolerated log rate ratio,
+    the detector's pace."""
 
-    alpha: float
+    budget: AlphaBudget
     tolerated_log_ratio: float = 0.0
     restart_every: int = 30
     horizon_restarts: int = 288
@@ -144,17 +139,17 @@ class GuardrailTest:
 
     @property
     def cumulative_threshold(self) -> float:
-        return split_test.cumulative_log_threshold(self.alpha * CUMULATIVE_SHARE)
+        return split_test.cumulative_log_threshold(self.budget.cumulative)
 
     def detector_threshold(self, restarts: int) -> float:
-        return split_test.detector_log_threshold(self.alpha * (1 - CUMULATIVE_SHARE), restarts, self.horizon_restarts)
+        return split_test.detector_log_threshold(self.budget.detector, restarts, self.horizon_restarts)
 
 
-def guardrail_test(alpha: float, tolerated_ratio: float, interval_seconds: float,
+def guardrail_test(budget: AlphaBudget, tolerated_ratio: float, interval_seconds: float,
                    step_seconds: float | None) -> GuardrailTest:
     restart_every = max(1, round(RESTART_SECONDS / interval_seconds))
     horizon_looks = (step_seconds or OPEN_HORIZON_SECONDS) / interval_seconds
-    return GuardrailTest(alpha, math.log(tolerated_ratio), restart_every,
+    return GuardrailTest(budget, math.log(tolerated_ratio), restart_every,
                          max(1, math.ceil(horizon_looks / restart_every)))
 
 

@@ -1,4 +1,5 @@
-"""The rollout state machine, pure: (spec, status, observations, now) -> (actions, new status).
+"""The rollout's decisions, pure: plan what to measure, then (spec, status, observations, readings, now)
+-> (actions, new status).
 
 Nothing here imports kopf, kubernetes or httpx; an import-linter contract enforces it.
 """
@@ -14,18 +15,21 @@ from controller.engine.actions import (
     SelectServices,
     SetRoute,
 )
+from controller.engine.decide import Readings, decide
 from controller.engine.deletion import finalize
 from controller.engine.machine import Transition, failed, invalid_spec, reconcile
-from controller.engine.observations import AnalysisSignal, Observations, RouteHandback, RouteRefusal, WarmupReading
+from controller.engine.observations import Observations, RouteHandback, RouteRefusal
+from controller.engine.plan import Plan, plan
 
 __all__ = [
     "Action",
-    "AnalysisSignal",
     "DeleteRevision",
     "EmitEvent",
     "EnsureRevision",
     "Observations",
     "OrphanRevision",
+    "Plan",
+    "Readings",
     "ReleaseRoute",
     "RouteHandback",
     "RouteRefusal",
@@ -33,9 +37,10 @@ __all__ = [
     "SelectServices",
     "SetRoute",
     "Transition",
-    "WarmupReading",
+    "decide",
     "failed",
     "finalize",
     "invalid_spec",
+    "plan",
     "reconcile",
 ]

@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import ConfigDict
 
+from controller.analysis.readings import AnalysisSignal, WarmupReading
 from controller.api import Action as ManualAction
 from controller.api import (
     AnalysisVerdict,
@@ -39,7 +40,7 @@ from controller.engine.actions import (
     SetRoute,
 )
 from controller.engine.conditions import find_condition, is_true, set_condition
-from controller.engine.observations import AnalysisSignal, Observations, RouteRefusal, WarmupReading
+from controller.engine.observations import Observations, RouteRefusal
 from controller.engine.routes import candidate_replicas, route_for_step, swap_sizes
 from controller.timestamps import format_timestamp, parse_timestamp
 
@@ -64,6 +65,9 @@ class Transition:
     # The next moment this rollout needs a reconcile although nothing in the cluster changed
     # (a step's end, an analysis tick, the keep-warm scale-down, a readiness re-check).
     wake_at: datetime | None = None
+    # The manual action annotation was taken (into status.pendingAction, or refused): drop it once
+    # the status is stored.
+    takes_request: bool = False
 
 
 class _WorkingStatus(ModelRolloutStatus):
@@ -351,7 +355,7 @@ def _start_rollout(draft: _Draft, revision: str) -> None:
     draft.set(
         candidate_revision=revision, previous_stable_revision=None, scale_down_at=None,
         current_step=0, step_started_at=None, step_ends_at=None, phase=Phase.PROGRESSING, pause_reason=None,
-        verdict=None, candidate_ready=False, decisions=[], capacity_wait_since=None, warmup=None,
+        verdict=None, candidate_ready=False, capacity_wait_since=None, warmup=None,
         message=f"rolling out revision {revision}",
     )
     if any(c.type == ConditionType.INSUFFICIENT_CAPACITY.value for c in draft.s.conditions):

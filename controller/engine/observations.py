@@ -5,24 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from controller.api import AnalysisVerdict, RouteAccess, Verdict
-
-
-@dataclass(frozen=True)
-class AnalysisSignal:
-    verdict: AnalysisVerdict
-    reason: str = ""
-    # The abTest's verdict so far; None while it has none.
-    ab_verdict: Verdict | None = None
-
-
-@dataclass(frozen=True)
-class WarmupReading:
-    """The candidate's latency over its recent warm-up requests; `error` says why nothing was read."""
-
-    requests: float = 0.0
-    latency_p95: float | None = None  # seconds
-    error: str | None = None
+from controller.analysis.readings import AnalysisSignal, WarmupReading
+from controller.api import ACTIONS, Action, RouteAccess
 
 
 @dataclass(frozen=True)
@@ -50,16 +34,25 @@ class Observations:
     candidate_ready: bool = False  # every replica Ready
     candidate_any_ready: bool = False  # at least one Ready pod (enough without a mesh)
     candidate_ready_replicas: int = 0  # Ready pods, for a step's size under capacity swap
+    candidate_exists: bool = False  # the in-flight candidate has a Deployment
     # The scheduler's message when candidate pods are stuck Pending (e.g. "Insufficient nvidia.com/gpu").
     candidate_unschedulable: str | None = None
     # The same for the first revision, while it is the only one.
     stable_unschedulable: str | None = None
-    # Why the candidate's extended resources (GPUs) are not free, checked before it is created.
+    # These come from the readings (engine.decide fills them): why the candidate's GPUs are not free
+    # (before it is created), the analysis' signal, the warm-up's latest reading, and when the
+    # analysis looks next (a deadline the engine wakes for).
     capacity_shortfall: str | None = None
     analysis: AnalysisSignal | None = None
-    # The warm-up's latest reading, while the candidate warms up.
     warmup: WarmupReading | None = None
-    # When the analysis runs next (its interval): a deadline the engine wakes for.
     next_analysis_at: datetime | None = None
     # Set when the route's rule is not ours to write: nothing is written, an in-flight rollout pauses.
     route_refusal: RouteRefusal | None = None
+    # The manual action annotation's value, while it is on the object.
+    requested_action: str | None = None
+
+
+def requested_verb(requested: str | None) -> Action | None:
+    """The action an annotation value (`verb` or `verb@anything`) asks for; None if it names none."""
+    verb = (requested or "").split("@", 1)[0].strip()
+    return Action(verb) if verb in ACTIONS else None

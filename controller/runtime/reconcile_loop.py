@@ -27,12 +27,12 @@ from kubernetes import client
 from pydantic import ValidationError
 
 from controller import api, metrics
-from controller.analysis.addresses import AddressPolicy
-from controller.analysis.credentials import CredentialsUnavailable, SecretView
-from controller.analysis.prometheus import AnalysisInterrupted, PrometheusPool
-from controller.analysis.runner import AnalysisIO, DefaultPrometheus
 from controller.engine import failed
 from controller.events import post_event, post_events
+from controller.measure.addresses import AddressPolicy
+from controller.measure.credentials import CredentialsUnavailable, SecretView
+from controller.measure.measure import AnalysisIO, DefaultPrometheus
+from controller.measure.prometheus import AnalysisInterrupted, PrometheusPool
 from controller.notifications.delivery import Notifier
 from controller.notifications.messages import Notification
 from controller.reconciler import Context, Outcome, RolloutObject, StaleSnapshot, parse_status, reconcile_object

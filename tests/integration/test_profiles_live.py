@@ -1,4 +1,4 @@
-"""Every profile's templates, run by the operator's own evaluator against a real Prometheus.
+"""Every profile's templates, read by the operator's own measuring port against a real Prometheus.
 
 MLServer and KServe's Python server (from PyPI) run live: the test sends them good and bad requests
 and Prometheus scrapes their /metrics. The servers that need a GPU or are not on PyPI are served
@@ -25,8 +25,20 @@ import pytest
 from e2e import real_servers
 
 from controller import api
-from controller.analysis.evaluate import Context, Evaluator
-from controller.analysis.prometheus import Credentials, PrometheusPool, PrometheusProvider
+from controller.analysis.readings import (
+    Buckets,
+    ErrorRate,
+    Gauge,
+    Look,
+    Measurements,
+    Outcomes,
+    Quantile,
+    RequestCounts,
+    needs,
+)
+from controller.engine.plan import AnalysisPlan, Plan
+from controller.measure.measure import AnalysisIO, DefaultPrometheus, Measurer, Target
+from controller.measure.prometheus import PrometheusPool
 from controller.profiles import GAUGE_TEMPLATES, HISTOGRAM_TEMPLATES, unsupported
 from controller.sandbox.prometheus import PrometheusServer, start_prometheus
 
@@ -102,49 +114,60 @@ def _job(name: str, target: str, version: str | None, path: str = "/metrics") ->
 
 
 @contextmanager
-def _provider(prometheus: PrometheusServer) -> Iterator[PrometheusProvider]:
+def _pool() -> Iterator[PrometheusPool]:
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     pool = PrometheusPool(loop)
     try:
-        yield PrometheusProvider(pool, prometheus.url, Credentials(), time.monotonic() + 600)
+        yield pool
     finally:
         asyncio.run_coroutine_threadsafe(pool.close(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
 
 
-def _evaluator(profile: str, model: str, version: str, provider: PrometheusProvider) -> Evaluator:
+WINDOW = "30s"
+
+
+def _no_secret(namespace: str, name: str) -> Any:
+    raise AssertionError(f"no Secret is read here: {namespace}/{name}")
+
+
+def _measure(profile: str, model: str, version: str, pool: PrometheusPool, url: str
+             ) -> tuple[api.ModelRolloutSpec, Measurements]:
+    """Every supported guardrail of `profile`, as one look of the operator plans and measures it."""
     templates = [t for t in (*HISTOGRAM_TEMPLATES, *GAUGE_TEMPLATES, "errorRate") if t not in unsupported(profile)]
     spec = api.ModelRolloutSpec.model_validate({
         "model": model, "template": {"spec": {"containers": [{"name": "m", "image": "m:1"}]}},
         "trafficRouting": {"gatewayAPI": {"httpRoute": ROLLOUT}},
         "strategy": {"steps": [{"canary": {"weight": 50, "duration": "10m"}}]},
-        "analysis": {"profile": profile, "window": "30s",
+        "analysis": {"profile": profile, "window": WINDOW,
                      "guardrails": [{"name": t, "template": t, "max": 1e9} for t in templates]},
     })
+    look = Look(stable=version, candidate=version, step_index=0, step_kind="canary",
+                step_started_at="2026-11-24T00:00:00Z", step_elapsed_seconds=600, weight=50, now="2026-11-24T00:10:00Z")
+    io = AnalysisIO(pool, _no_secret, default_prometheus=DefaultPrometheus(url))
+    measurer = Measurer(io, spec, Target(model, NAMESPACE, ROLLOUT), lambda _: None, lambda _: 0)
+    readings = measurer.measure(Plan(analysis=AnalysisPlan(look, needs(spec, look, None), True, 600)))
+    assert readings.analysis is not None and readings.analysis.measured is not None, readings
+    return spec, readings.analysis.measured
+
+
+def _by_template(spec: api.ModelRolloutSpec, measured: Measurements, version: str) -> dict[str, Any]:
+    """What each guardrail's template read."""
     assert spec.analysis is not None
-    ctx = Context(model=model, namespace=NAMESPACE, rollout=ROLLOUT, stable=version, candidate=version, step_index=0,
-                  step_kind="canary", step_started_at="2026-11-24T00:00:00Z", step_elapsed_seconds=600, weight=50,
-                  now="2026-11-24T00:10:00Z")
-    return Evaluator(spec, spec.analysis, provider, ctx, None)
-
-
-def _measured(evaluator: Evaluator) -> dict[str, Any]:
-    """What each supported template reads, through the evaluator's own queries."""
-    window = evaluator.window()
-    assert window is not None
     found: dict[str, Any] = {}
-    for guardrail in evaluator.analysis.guardrails:
+    for guardrail in spec.analysis.guardrails:
         template = guardrail.template or ""
         if template in GAUGE_TEMPLATES:
-            found[template] = evaluator.provider.scalar(evaluator.gauge(template, evaluator.ctx.candidate, window))
+            found[template] = measured.scalar(Gauge(template, version, WINDOW))
         elif template in HISTOGRAM_TEMPLATES:
-            found[template] = (evaluator.windowed(guardrail)[0],
-                               evaluator.latency_totals(evaluator.histogram(guardrail), evaluator.ctx.candidate))
+            series, q = HISTOGRAM_TEMPLATES[template]
+            found[template] = (measured.scalar(Quantile(q, series, version, WINDOW)),
+                               measured.buckets(Buckets(series, version)))
         else:
-            found[template] = evaluator.windowed(guardrail)[0]
+            found[template] = measured.scalar(ErrorRate(version, WINDOW))
     return found
 
 
@@ -176,11 +199,12 @@ def test_every_profile_reads_its_servers_exposition(tmp_path: Path) -> None:
         prometheus = start_prometheus(tmp_path / "prometheus", jobs, scrape_interval="1s")
         stack.callback(prometheus.stop)
         _wait_scraped(prometheus, len(jobs))
-        provider = stack.enter_context(_provider(prometheus))
+        pool = stack.enter_context(_pool())
         for profile, model, version in FIXTURE_PROFILES:
-            evaluator = _evaluator(profile, model, version, provider)
-            measured = _measured(evaluator)
-            assert set(measured) == {g.template for g in evaluator.analysis.guardrails}
+            spec, readings = _measure(profile, model, version, pool, prometheus.url)
+            measured = _by_template(spec, readings, version)
+            assert spec.analysis is not None
+            assert set(measured) == {g.template for g in spec.analysis.guardrails}
             for template, value in measured.items():
                 if template in HISTOGRAM_TEMPLATES:
                     quantile, buckets = value
@@ -189,8 +213,8 @@ def test_every_profile_reads_its_servers_exposition(tmp_path: Path) -> None:
                     assert _finite(value), f"{profile} {template}: {value}"
             if "errorRate" in measured:
                 assert 0 < measured["errorRate"] < 0.05, f"{profile}: {measured['errorRate']}"
-                outcome = evaluator.requests(version)
-                assert outcome["ok"] > 0 and outcome["error"] > 0, f"{profile}: {outcome}"
+                outcome = readings.outcomes(RequestCounts(version))
+                assert outcome.ok > 0 and outcome.error > 0, f"{profile}: {outcome}"
             assert measured["gpuMemoryUsage"] == pytest.approx(18000 / 22000)
 
 
@@ -218,19 +242,16 @@ def test_a_live_mlserver_and_kserve_through_their_profiles(tmp_path: Path) -> No
         prometheus = start_prometheus(tmp_path / "prometheus", jobs, scrape_interval="1s")
         stack.callback(prometheus.stop)
         _wait_scraped(prometheus, len(jobs))
-        provider = stack.enter_context(_provider(prometheus))
+        pool = stack.enter_context(_pool())
 
-        mlserver = _evaluator("mlserver", ROLLOUT, "rev-mlserver", provider)
-        assert mlserver.requests("rev-mlserver") == {"ok": 8.0, "error": 2.0}
+        _, mlserver = _measure("mlserver", ROLLOUT, "rev-mlserver", pool, prometheus.url)
+        assert mlserver.outcomes(RequestCounts("rev-mlserver")) == Outcomes(ok=8.0, error=2.0)
         # MLServer's own `version` label ("None", whatever the model settings say) stays as exported_version.
         raw = httpx.get(f"{prometheus.url}/api/v1/query", timeout=5, params={
             "query": 'model_infer_request_success_total{version="rev-mlserver"}'}).json()["data"]["result"]
         assert raw and raw[0]["metric"]["exported_version"] == "None"
-        latency = mlserver.latency_totals(mlserver.histogram(
-            next(g for g in mlserver.analysis.guardrails if g.template == "latencyP99")), "rev-mlserver")
-        assert latency["+Inf"] == 10.0, "every /infer request, failed ones too, is in the histogram"
+        latency = mlserver.buckets(Buckets("latency", "rev-mlserver"))
+        assert latency[math.inf] == 10.0, "every /infer request, failed ones too, is in the histogram"
 
-        kserve_eval = _evaluator("kserve", ROLLOUT, "rev-kserve", provider)
-        buckets = kserve_eval.latency_totals(kserve_eval.histogram(
-            next(g for g in kserve_eval.analysis.guardrails if g.template == "latencyP99")), "rev-kserve")
-        assert buckets["+Inf"] == 6.0
+        _, kserve_measured = _measure("kserve", ROLLOUT, "rev-kserve", pool, prometheus.url)
+        assert kserve_measured.buckets(Buckets("latency", "rev-kserve"))[math.inf] == 6.0

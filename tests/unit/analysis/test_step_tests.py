@@ -14,6 +14,7 @@ import pytest
 from scipy.stats import norm
 
 from controller.analysis import step_tests
+from controller.analysis.budget import AlphaBudget
 
 ALPHA = 0.05
 
@@ -29,7 +30,7 @@ def _intervals(rng: np.random.Generator, runs: int, requests: float, split: floa
 
 def _false_rollbacks(split: float, rate: float, looks: int = 360, runs: int = 1000, seed: int = 1) -> float:
     rng = np.random.default_rng(seed)
-    test = step_tests.guardrail_test(ALPHA, 1.0, 10, looks * 10)
+    test = step_tests.guardrail_test(AlphaBudget(ALPHA), 1.0, 10, looks * 10)
     state = step_tests.GuardrailState.start(runs)
     breached = np.zeros(runs, dtype=bool)
     for _ in range(looks):
@@ -68,7 +69,7 @@ def test_an_aa_latency_guardrail_with_heavy_tails_rolls_back_at_most_alpha() -> 
     bounds = step_tests.slow_thresholds([*buckets, math.inf], stable_cumulative, 0.99, 1.2)
     assert bounds is not None and bounds[1] / bounds[0] == pytest.approx(1.2, rel=0.01)
     stable_slow, candidate_slow = (float(norm.sf((math.log(b) - math.log(median)) / sigma)) for b in bounds)
-    test = step_tests.guardrail_test(ALPHA, 1.0, 10, 3600)
+    test = step_tests.guardrail_test(AlphaBudget(ALPHA), 1.0, 10, 3600)
     state = step_tests.GuardrailState.start(runs)
     breached = np.zeros(runs, dtype=bool)
     for _ in range(360):
@@ -86,7 +87,7 @@ def test_a_regression_after_a_long_quiet_period_is_caught_by_the_change_detector
     """The audit: a regression 24 h into a step took ~24x longer to catch than one at its start."""
     rng = np.random.default_rng(4)
     runs, quiet = 200, 2000
-    test = step_tests.guardrail_test(ALPHA, 1.0, 10, None)
+    test = step_tests.guardrail_test(AlphaBudget(ALPHA), 1.0, 10, None)
     state = step_tests.GuardrailState.start(runs)
     caught = np.zeros(runs, dtype=np.int64)
     for look in range(quiet + 600):

@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from controller import api
-from controller.analysis import templates
+from controller.measure import templates
 from controller.profiles import GUARDRAIL_TEMPLATES, PROFILES, profile, unsupported
 
 
@@ -79,7 +79,7 @@ def test_outcomes_from_any_two_counters(totals: dict[str, float | None], outcome
 
 
 def test_a_users_string_cannot_leave_its_promql_matcher() -> None:
-    from controller.analysis.templates import render
+    from controller.measure.templates import render
     from controller.profiles import PROFILES, Series, promql_string
 
     hostile = 'x"} or vector(1) or {a="\\'

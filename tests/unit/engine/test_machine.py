@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from controller.analysis.readings import AnalysisSignal
 from controller.api import AnalysisVerdict, ModelRolloutStatus, Phase, Verdict
-from controller.engine import AnalysisSignal, DeleteRevision, Observations, SelectServices, SetRoute, reconcile
+from controller.engine import DeleteRevision, Observations, SelectServices, SetRoute, reconcile
 from tests.unit.engine.world import T0, World, deployed, make_spec
 
 STEPS: list[dict[str, Any]] = [

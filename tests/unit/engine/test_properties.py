@@ -13,9 +13,10 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from controller.analysis.readings import AnalysisSignal, WarmupReading
 from controller.api import ACTIONS, AnalysisVerdict, Phase, Verdict
 from controller.api import Action as ManualAction
-from controller.engine import AnalysisSignal, DeleteRevision, ScaleRevision, WarmupReading
+from controller.engine import DeleteRevision, ScaleRevision
 from controller.engine.routes import describes
 from tests.unit.engine.world import World, make_spec
 

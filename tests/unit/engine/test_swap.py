@@ -9,8 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from controller.analysis.readings import AnalysisSignal
 from controller.api import AnalysisVerdict, ConditionType, Phase
-from controller.engine import AnalysisSignal, DeleteRevision, EnsureRevision, ScaleRevision, SetRoute
+from controller.engine import DeleteRevision, EnsureRevision, ScaleRevision, SetRoute
 from controller.engine.routes import describes, swap_sizes
 from tests.unit.engine.test_properties import apply_event, event_strategy
 from tests.unit.engine.world import World, deployed, make_spec

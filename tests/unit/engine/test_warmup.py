@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from controller.analysis.readings import WarmupReading
 from controller.api import ConditionType, Phase
-from controller.engine import WarmupReading
 from tests.unit.engine.world import World, deployed, make_spec
 
 WARMUP: dict[str, Any] = {"maxLatency": "500ms", "requests": 20, "mirrorPercent": 10, "timeout": "2m"}

@@ -6,16 +6,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from controller.analysis.readings import AnalysisSignal, WarmupReading
 from controller.api import Action as ManualAction
 from controller.api import ModelRolloutSpec, ModelRolloutStatus
 from controller.engine import (
     Action,
-    AnalysisSignal,
     EmitEvent,
     Observations,
     RouteRefusal,
     Transition,
-    WarmupReading,
     reconcile,
 )
 from controller.engine.execute import execute

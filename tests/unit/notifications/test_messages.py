@@ -7,8 +7,8 @@ from datetime import timedelta
 from typing import Any
 
 from controller import api
+from controller.analysis.readings import AnalysisSignal
 from controller.api import AnalysisVerdict
-from controller.engine import AnalysisSignal
 from controller.notifications.messages import Notification, notifications, slack_body, webhook_body
 from tests.unit.engine.world import World, deployed, make_spec
 

@@ -19,7 +19,7 @@ def test_importing_the_operator_loads_no_scipy_statsmodels_or_pandas() -> None:
 
 def test_the_analysis_itself_needs_neither_statsmodels_nor_pandas() -> None:
     """statsmodels (and pandas under it) are test and benchmark dependencies only: the image leaves them out."""
-    probe = ("import sys; from controller.analysis import evaluate, step_tests; "
+    probe = ("import sys; from controller.analysis import judge, step_tests; "
              "step_tests.plan(step_tests.ab_design(0.05, 0.01, 'absolute', True, 100, 1000), 0.5); "
              "print(sorted({m.split('.')[0] for m in sys.modules} & {'statsmodels', 'pandas'}))")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120)

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from controller.analysis.prometheus import Credentials
 from controller.api import ALLOW_PLAIN_HTTP_ANNOTATION, PROMETHEUS_ADDRESSES_ANNOTATION
+from controller.measure.prometheus import Credentials
 
 
 class CredentialsUnavailable(LookupError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from controller.analysis.addresses import AddressPolicy, AddressRefused
+from controller.measure.addresses import AddressPolicy, AddressRefused
 
 NAMES = {"prometheus.monitoring": ["10.0.0.7"], "rebind.example": ["169.254.169.254"], "v6.example": ["fe80::1"]}
 
@@ -43,7 +43,7 @@ def test_the_charts_default_denial_is_the_operators() -> None:
 
     import yaml
 
-    from controller.analysis.addresses import DEFAULT_DENIED
+    from controller.measure.addresses import DEFAULT_DENIED
 
     values = yaml.safe_load((Path(__file__).parents[3] / "charts/modelrollout/values.yaml").read_text())
     assert tuple(values["analysis"]["deniedAddresses"]) == DEFAULT_DENIED
@@ -52,8 +52,8 @@ def test_the_charts_default_denial_is_the_operators() -> None:
 
 def test_a_rollouts_own_promql_needs_the_installers_leave_on_the_operators_prometheus() -> None:
     from controller import api
-    from controller.analysis.credentials import CredentialsUnavailable
-    from controller.analysis.runner import AnalysisIO, DefaultPrometheus, _check_custom_queries
+    from controller.measure.credentials import CredentialsUnavailable
+    from controller.measure.measure import AnalysisIO, DefaultPrometheus, _check_custom_queries
 
     custom = api.Analysis.model_validate({"guardrails": [{"name": "q", "query": "vector(1)", "max": 1}]})
     builtin = api.Analysis.model_validate({"guardrails": [{"name": "e", "template": "errorRate", "ignoreBelow": 0.01}]})
@@ -73,7 +73,7 @@ def test_a_rollouts_own_promql_needs_the_installers_leave_on_the_operators_prome
 
 def test_a_refused_address_is_refused_before_any_secret_is_read_or_query_sent() -> None:
     from controller import api
-    from controller.analysis.runner import AnalysisIO, prometheus_for
+    from controller.measure.measure import AnalysisIO, prometheus_for
 
     def no_secret(*_: object) -> object:
         raise AssertionError("the Secret is not even read")

@@ -1,11 +1,13 @@
-"""Analysis runs against a fake Prometheus whose counters grow look by look: breaches, errors,
-no data, drift, A/B verdicts, sample-ratio halts, and counts no test can crash on."""
+"""The judge, look by look, on measurements of counters that grow: breaches, errors, no data, drift,
+A/B verdicts, sample-ratio halts, and counts no test can crash on.
+
+Each look is planned (`readings.needs`) and answered reading by reading from per-version counters,
+with no PromQL: a reading the judge consults but the plan missed fails the test (KeyError)."""
 
 from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,12 +15,27 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.analysis.evaluate import Context, evaluate
-from controller.analysis.provider import MetricError
+from controller.analysis.budget import step_budget
+from controller.analysis.judge import judge
+from controller.analysis.readings import (
+    Buckets,
+    Conversions,
+    ErrorRate,
+    Look,
+    Measurements,
+    MetricError,
+    Outcomes,
+    Quantile,
+    Query,
+    Reading,
+    RequestCounts,
+    Value,
+    needs,
+)
 from controller.api import AnalysisStatus, AnalysisVerdict, ModelRolloutSpec, ModelRolloutStatus, Verdict
 from tests.unit.engine.world import make_spec
 
-PRED_EDGES = ["0.25", "0.5", "0.75", "1.0", "+Inf"]
+PRED_EDGES = [0.25, 0.5, 0.75, 1.0, math.inf]
 LATENCY_EDGES = [0.05, 0.1, 0.15, 0.2, 0.3, 0.5, math.inf]
 
 
@@ -55,48 +72,41 @@ class Arm:
         return self.errors / self.requests if self.requests else None
 
 
-class FakeProvider:
-    """Answers the built-in templates from per-version counters; it parses only what it must."""
+class FakePrometheus:
+    """Answers each planned reading from per-version counters; `down` fails every reading."""
 
     def __init__(self, arms: dict[str, Arm], down: bool = False) -> None:
-        self.arms, self.down, self.queries = arms, down, 0
+        self.arms, self.down = arms, down
 
-    def _arm(self, query: str) -> Arm | None:
-        version = re.search(r'version="([^"]+)"', query)
-        return self.arms.get(version.group(1)) if version else None
+    def measure(self, planned: frozenset[Reading]) -> Measurements:
+        return Measurements({reading: self._answer(reading) for reading in planned})
 
-    def scalar(self, query: str) -> float | None:
-        self.queries += 1
+    def _answer(self, reading: Reading) -> Value | MetricError:
         if self.down:
-            raise MetricError("prometheus query failed: connection refused")
-        arm = self._arm(query)
+            return MetricError("prometheus query failed: connection refused")
+        arm = self.arms.get(reading.version)
+        if isinstance(reading, RequestCounts):
+            return Outcomes(arm.requests - arm.errors, arm.errors) if arm else Outcomes()
+        if isinstance(reading, Buckets):
+            if arm is None:
+                return {}
+            counts = arm.latency if reading.series == "latency" else arm.predictions
+            edges = LATENCY_EDGES if reading.series == "latency" else PRED_EDGES
+            return dict(zip(edges, counts, strict=True))
         if arm is None:
             return None
-        if query.startswith("histogram_quantile("):
+        if isinstance(reading, Quantile):
             return arm.p99
-        if query.startswith("(sum(increase(inference_request_total"):
+        if isinstance(reading, ErrorRate):
             return arm.error_rate
-        if query.startswith("sum(inference_request_total"):
-            return arm.errors if 'status="error"' in query else arm.requests
-        if "model_conversions_total" in query:
+        if isinstance(reading, Conversions):
             return arm.conversions
-        if "increase(clicks_total" in query or "increase(views_total" in query:
-            assert "[10s]" in query, "{{window}} is the time since the last look"
-            return arm.last[1] if "clicks" in query else arm.last[0]
-        if "clicks_total" in query or "views_total" in query:
-            return arm.conversions if "clicks" in query else arm.requests
-        raise AssertionError(f"unexpected query {query}")
-
-    def by_label(self, query: str, label: str) -> dict[str, float]:
-        self.queries += 1
-        if self.down:
-            raise MetricError("prometheus query failed: connection refused")
-        arm = self._arm(query)
-        if arm is None:
-            return {}
-        if "inference_request_duration_seconds_bucket" in query:
-            return {("+Inf" if math.isinf(e) else str(e)): c for e, c in zip(LATENCY_EDGES, arm.latency, strict=True)}
-        return dict(zip(PRED_EDGES, arm.predictions, strict=True))
+        assert isinstance(reading, Query), reading
+        clicks = "clicks" in reading.text
+        if "{{window}}" in reading.text:
+            assert reading.window == "10s", "{{window}} is the time since the last look"
+            return arm.last[1] if clicks else arm.last[0]
+        return arm.conversions if clicks else arm.requests
 
 
 def _spec(step: dict[str, Any], guardrails: list[dict[str, Any]], **analysis: Any) -> ModelRolloutSpec:
@@ -116,9 +126,9 @@ AB = {"abTest": {"weight": 50, "maxDuration": "1h", "metric": "conversion", "min
 class Run:
     """Looks of one step, 10 s apart, carrying the analysis state as the runner does."""
 
-    def __init__(self, spec: ModelRolloutSpec, provider: FakeProvider, kind: str = "canary", weight: int = 20,
+    def __init__(self, spec: ModelRolloutSpec, prometheus: FakePrometheus, kind: str = "canary", weight: int = 20,
                  expected_share: float | None = None) -> None:
-        self.spec, self.provider, self.kind, self.weight = spec, provider, kind, weight
+        self.spec, self.prometheus, self.kind, self.weight = spec, prometheus, kind, weight
         self.expected_share = expected_share
         self.state: AnalysisStatus | None = None
         self.elapsed = 0.0
@@ -126,20 +136,21 @@ class Run:
     def until(self, looks: int, stable: dict[str, float], candidate: dict[str, float], done: Any) -> Any:
         """Serve this traffic to each arm and look, at most `looks` times or until `done(result)`."""
         for _ in range(looks):
-            self.provider.arms["s1"].serve(**stable)
-            self.provider.arms["c1"].serve(**candidate)
+            self.prometheus.arms["s1"].serve(**stable)
+            self.prometheus.arms["c1"].serve(**candidate)
             result = self.look()
             if done(result):
                 break
         return result
 
     def look(self) -> Any:
-        ctx = Context(model="scorer", namespace="ns", rollout="scorer", stable="s1", candidate="c1", step_index=0,
-                      step_kind=self.kind,
-                      step_started_at="2026-11-23T12:00:00Z", step_elapsed_seconds=self.elapsed, weight=self.weight,
-                      now=f"2026-11-23T12:{int(self.elapsed) // 60:02d}:{int(self.elapsed) % 60:02d}Z",
-                      interval_seconds=10, step_seconds=3600, expected_share=self.expected_share)
-        result = evaluate(self.spec, self.provider, ctx, self.state)
+        look = Look(stable="s1", candidate="c1", step_index=0, step_kind=self.kind,
+                    step_started_at="2026-11-23T12:00:00Z", step_elapsed_seconds=self.elapsed, weight=self.weight,
+                    now=f"2026-11-23T12:{int(self.elapsed) // 60:02d}:{int(self.elapsed) % 60:02d}Z",
+                    interval_seconds=10, step_seconds=3600, expected_share=self.expected_share)
+        assert self.spec.analysis is not None
+        measured = self.prometheus.measure(needs(self.spec, look, self.state))
+        result = judge(self.spec, step_budget(self.spec.analysis, look), look, self.state, measured)
         # The state goes through JSON, as status does: no infinities, nothing untyped.
         dumped = json.loads(json.dumps(result.state.model_dump(mode="json", by_alias=True), allow_nan=False))
         self.state = AnalysisStatus.model_validate(dumped)
@@ -149,7 +160,7 @@ class Run:
 
 def test_healthy_candidate_passes_look_after_look() -> None:
     stable, candidate = Arm(), Arm()
-    run = Run(_spec(CANARY, [ERRORS]), FakeProvider({"s1": stable, "c1": candidate}))
+    run = Run(_spec(CANARY, [ERRORS]), FakePrometheus({"s1": stable, "c1": candidate}))
     run.elapsed = 30
     first = run.look()
     assert first.signal.verdict == AnalysisVerdict.HOLD, "a first look counts nothing yet: it does not pass"
@@ -166,7 +177,7 @@ def test_healthy_candidate_passes_look_after_look() -> None:
 
 def test_an_error_regression_rolls_back_and_says_which_guardrail() -> None:
     stable, candidate = Arm(), Arm()
-    run = Run(_spec(CANARY, [ERRORS, P99]), FakeProvider({"s1": stable, "c1": candidate}))
+    run = Run(_spec(CANARY, [ERRORS, P99]), FakePrometheus({"s1": stable, "c1": candidate}))
     run.elapsed = 30
     run.look()
     result = run.until(3, {"requests": 800, "errors": 4}, {"requests": 200, "errors": 20},
@@ -179,7 +190,7 @@ def test_an_error_regression_rolls_back_and_says_which_guardrail() -> None:
 
 def test_an_incident_both_models_share_is_not_the_candidates_fault() -> None:
     stable, candidate = Arm(), Arm()
-    run = Run(_spec(CANARY, [ERRORS]), FakeProvider({"s1": stable, "c1": candidate}))
+    run = Run(_spec(CANARY, [ERRORS]), FakePrometheus({"s1": stable, "c1": candidate}))
     run.elapsed = 30
     run.look()
     for _ in range(30):
@@ -190,7 +201,7 @@ def test_an_incident_both_models_share_is_not_the_candidates_fault() -> None:
 
 def test_a_worse_candidate_within_ignore_below_is_not_rolled_back() -> None:
     stable, candidate = Arm(), Arm()
-    run = Run(_spec(CANARY, [{**ERRORS, "ignoreBelow": 0.5}]), FakeProvider({"s1": stable, "c1": candidate}))
+    run = Run(_spec(CANARY, [{**ERRORS, "ignoreBelow": 0.5}]), FakePrometheus({"s1": stable, "c1": candidate}))
     run.elapsed = 30
     run.look()
     for _ in range(10):
@@ -206,7 +217,7 @@ def test_max_is_a_ceiling_even_where_the_stable_is_as_bad() -> None:
     breaches in a row, although the test sees no difference from the stable."""
     stable, candidate = Arm(), Arm()
     run = Run(_spec(CANARY, [{"name": "error-rate", "template": "errorRate", "max": 0.05, "failureLimit": 1}]),
-              FakeProvider({"s1": stable, "c1": candidate}))
+              FakePrometheus({"s1": stable, "c1": candidate}))
     run.elapsed = 30
     run.look()
     verdicts = []
@@ -222,7 +233,7 @@ def test_max_is_a_ceiling_even_where_the_stable_is_as_bad() -> None:
 def test_a_latency_regression_is_a_test_on_slow_requests() -> None:
     stable, candidate = Arm(), Arm()
     stable.serve(5000)
-    run = Run(_spec(CANARY, [P99]), FakeProvider({"s1": stable, "c1": candidate}))
+    run = Run(_spec(CANARY, [P99]), FakePrometheus({"s1": stable, "c1": candidate}))
     run.elapsed = 30
     run.look()
     result = run.until(30, {"requests": 800}, {"requests": 200, "slow_share": 0.2},
@@ -235,7 +246,7 @@ def test_a_latency_regression_is_a_test_on_slow_requests() -> None:
 
 def test_prometheus_outage_holds_then_errors_and_never_passes() -> None:
     spec = _spec(CANARY, [ERRORS], errorLimit=3)
-    run = Run(spec, FakeProvider({}, down=True))
+    run = Run(spec, FakePrometheus({}, down=True))
     run.elapsed = 30
     verdicts = [run.look().signal.verdict for _ in range(4)]
     assert verdicts == ["Hold", "Hold", "Error", "Error"]
@@ -244,15 +255,15 @@ def test_prometheus_outage_holds_then_errors_and_never_passes() -> None:
 
 def test_an_outage_loses_no_counts_and_a_counter_reset_skips_one_interval() -> None:
     stable, candidate = Arm(), Arm()
-    provider = FakeProvider({"s1": stable, "c1": candidate})
-    run = Run(_spec(CANARY, [ERRORS]), provider)
+    prometheus = FakePrometheus({"s1": stable, "c1": candidate})
+    run = Run(_spec(CANARY, [ERRORS]), prometheus)
     run.elapsed = 30
     run.look()
     stable.serve(800, errors=4)
     candidate.serve(200, errors=1)
-    provider.down = True
+    prometheus.down = True
     assert run.look().signal.verdict == AnalysisVerdict.HOLD
-    provider.down = False
+    prometheus.down = False
     stable.serve(800, errors=4)
     candidate.serve(200, errors=1)
     run.look()
@@ -264,7 +275,7 @@ def test_an_outage_loses_no_counts_and_a_counter_reset_skips_one_interval() -> N
 
 
 def test_no_candidate_data_is_not_a_pass() -> None:
-    run = Run(_spec(CANARY, [ERRORS]), FakeProvider({"s1": Arm(requests=100)}))
+    run = Run(_spec(CANARY, [ERRORS]), FakePrometheus({"s1": Arm(requests=100)}))
     run.elapsed = 30
     run.look()
     result = run.look()
@@ -276,18 +287,18 @@ def test_prediction_drift_holds_the_shadow_step_but_does_not_fail_it() -> None:
     shadow = {"shadow": {"percent": 100, "duration": "10m"}}
     drift = {"name": "drift", "template": "predictionPSI", "max": 0.2, "during": ["shadow"]}
     shifted = Arm(predictions=[100, 500, 2000, 10000, 10000])
-    run = Run(_spec(shadow, [drift]), FakeProvider({"s1": Arm(), "c1": shifted}), "shadow", 0)
+    run = Run(_spec(shadow, [drift]), FakePrometheus({"s1": Arm(), "c1": shifted}), "shadow", 0)
     run.elapsed = 60
     result = run.look()
     assert result.signal.verdict == AnalysisVerdict.HOLD and "drift" in result.signal.reason
-    same = Run(_spec(shadow, [drift]), FakeProvider({"s1": Arm(), "c1": Arm()}), "shadow", 0)
+    same = Run(_spec(shadow, [drift]), FakePrometheus({"s1": Arm(), "c1": Arm()}), "shadow", 0)
     same.elapsed = 60
     assert same.look().signal.verdict == AnalysisVerdict.PASS
 
 
 def test_shadow_comparison_is_recorded_without_a_drift_guardrail() -> None:
     run = Run(_spec({"shadow": {"percent": 100, "duration": "10m"}}, []),
-              FakeProvider({"s1": Arm(), "c1": Arm()}), "shadow", 0)
+              FakePrometheus({"s1": Arm(), "c1": Arm()}), "shadow", 0)
     run.elapsed = 60
     shadow = run.look().state.shadow
     assert shadow is not None and shadow.psi == 0.0
@@ -295,7 +306,7 @@ def test_shadow_comparison_is_recorded_without_a_drift_guardrail() -> None:
 
 def test_a_shadow_step_on_a_server_without_predictions_shows_no_comparison() -> None:
     run = Run(_spec({"shadow": {"percent": 100, "duration": "10m"}}, [], profile="mlserver"),
-              FakeProvider({"s1": Arm(), "c1": Arm()}), "shadow", 0)
+              FakePrometheus({"s1": Arm(), "c1": Arm()}), "shadow", 0)
     run.elapsed = 60
     result = run.look()
     assert result.state.shadow is None and result.signal.verdict == AnalysisVerdict.PASS
@@ -304,7 +315,7 @@ def test_a_shadow_step_on_a_server_without_predictions_shows_no_comparison() -> 
 def _ab_run(stable_rate: float, candidate_rate: float, looks: int, step: dict[str, Any] = AB,
             requests: float = 1000) -> tuple[Run, Any]:
     stable, candidate = Arm(), Arm()
-    run = Run(_spec(step, []), FakeProvider({"s1": stable, "c1": candidate}), "abTest", 50)
+    run = Run(_spec(step, []), FakePrometheus({"s1": stable, "c1": candidate}), "abTest", 50)
     run.look()
     result = run.until(looks, {"requests": requests, "conversions": requests * stable_rate},
                        {"requests": requests, "conversions": requests * candidate_rate},
@@ -350,7 +361,7 @@ def test_custom_metric_queries_count_either_totals_or_their_own_window() -> None
         spec = _spec({"abTest": {**AB["abTest"], "metric": "clicks"}}, [],
                      metrics=[{"name": "clicks", "successes": successes, "trials": trials}])
         stable, candidate = Arm(), Arm()
-        run = Run(spec, FakeProvider({"s1": stable, "c1": candidate}), "abTest", 50)
+        run = Run(spec, FakePrometheus({"s1": stable, "c1": candidate}), "abTest", 50)
         run.look()
         result = run.until(60, {"requests": 1000, "conversions": 100}, {"requests": 1000, "conversions": 130},
                            lambda r: r.signal.ab_verdict == Verdict.CANDIDATE_BETTER)
@@ -361,7 +372,7 @@ def test_custom_metric_queries_count_either_totals_or_their_own_window() -> None
 def test_a_success_rate_near_one_counts_the_failures() -> None:
     step = {"abTest": {**AB["abTest"], "metric": "success", "minimumDetectableEffect": 0.005}}
     stable, candidate = Arm(), Arm()
-    run = Run(_spec(step, []), FakeProvider({"s1": stable, "c1": candidate}), "abTest", 50)
+    run = Run(_spec(step, []), FakePrometheus({"s1": stable, "c1": candidate}), "abTest", 50)
     run.look()
     result = run.until(40, {"requests": 1000, "errors": 2}, {"requests": 1000, "errors": 20},
                        lambda r: r.signal.ab_verdict == Verdict.CANDIDATE_WORSE)
@@ -371,7 +382,7 @@ def test_a_success_rate_near_one_counts_the_failures() -> None:
 
 def test_a_sample_ratio_mismatch_halts_and_stays_halted() -> None:
     stable, candidate = Arm(), Arm()
-    run = Run(_spec(AB, []), FakeProvider({"s1": stable, "c1": candidate}), "abTest", 50, expected_share=0.5)
+    run = Run(_spec(AB, []), FakePrometheus({"s1": stable, "c1": candidate}), "abTest", 50, expected_share=0.5)
     halted = []
     for _ in range(20):
         stable.serve(700, conversions=70)
@@ -384,7 +395,7 @@ def test_a_sample_ratio_mismatch_halts_and_stays_halted() -> None:
 
 def test_errors_on_one_side_do_not_look_like_a_sample_ratio_mismatch() -> None:
     stable, candidate = Arm(), Arm()
-    run = Run(_spec(AB, []), FakeProvider({"s1": stable, "c1": candidate}), "abTest", 50, expected_share=0.5)
+    run = Run(_spec(AB, []), FakePrometheus({"s1": stable, "c1": candidate}), "abTest", 50, expected_share=0.5)
     for _ in range(60):
         stable.serve(500, conversions=50)
         candidate.serve(500, errors=100, conversions=40)
@@ -408,7 +419,7 @@ def test_no_count_crashes_the_analysis(values: list[tuple[float, ...]], metric: 
     every look ends in a signal, and its state is storable JSON."""
     stable, candidate = Arm(), Arm()
     step = {"abTest": {**AB["abTest"], "metric": metric}}
-    run = Run(_spec(step, [ERRORS, P99]), FakeProvider({"s1": stable, "c1": candidate}), "abTest", 50,
+    run = Run(_spec(step, [ERRORS, P99]), FakePrometheus({"s1": stable, "c1": candidate}), "abTest", 50,
               expected_share=0.5)
     run.elapsed = 60
     for sr, se, sc, cr, ce, cc in values:

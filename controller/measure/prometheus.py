@@ -1,4 +1,4 @@
-"""MetricProvider over Prometheus' HTTP API (`/api/v1/query`), on httpx's async client.
+"""Prometheus over its HTTP API (`/api/v1/query`), on httpx's async client.
 
 Queries run on the operator's event loop with a per-Prometheus semaphore, so
 one slow Prometheus holds at most `MAX_CONCURRENT_QUERIES` of them and never a
@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from controller.analysis.provider import MetricError
+from controller.analysis.readings import MetricError
 
 QUERY_TIMEOUT_SECONDS = 5.0
 MAX_CONCURRENT_QUERIES = 8

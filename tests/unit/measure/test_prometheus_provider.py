@@ -11,8 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from controller.analysis.prometheus import AnalysisInterrupted, Credentials, PrometheusPool, PrometheusProvider
-from controller.analysis.provider import MetricError
+from controller.analysis.readings import MetricError
+from controller.measure.prometheus import AnalysisInterrupted, Credentials, PrometheusPool, PrometheusProvider
 
 
 class _Handler(BaseHTTPRequestHandler):

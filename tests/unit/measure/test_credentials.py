@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from controller.__main__ import main
-from controller.analysis.credentials import CredentialsUnavailable, SecretView, check_binding, operator_credentials
-from controller.analysis.prometheus import Credentials
 from controller.api import ALLOW_PLAIN_HTTP_ANNOTATION, PROMETHEUS_ADDRESSES_ANNOTATION
+from controller.measure.credentials import CredentialsUnavailable, SecretView, check_binding, operator_credentials
+from controller.measure.prometheus import Credentials
 
 
 def _secret(addresses: str, plain: bool = False) -> SecretView:

@@ -1,9 +1,10 @@
-"""One analysis run: read the counters, fold this look into the step's sequential tests, return the engine's signal.
+"""One analysis look, judged: fold its measurements into the step's sequential tests, return the engine's signal.
 
-The provider is the only I/O here (a fake one serves the unit tests). Each look reads counter
-totals and counts what came since the last look, so its cost is the same at minute 1 and hour 24.
-The running tests travel in the typed `status.analysis`, so a restarted operator goes on with the
-same tests. The policy of the tests lives in `step_tests`; this module feeds them and reports.
+Pure: the measurements come in typed (`readings`), the new status, signal and decisions go out.
+Each look reads counter totals and counts what came since the last look, so its cost is the same
+at minute 1 and hour 24. The running tests travel in the typed `status.analysis`, so a restarted
+operator goes on with the same tests. The tests' policy, and how alpha is spent, live in
+`step_tests`; this module feeds them and reports.
 """
 
 from __future__ import annotations
@@ -14,9 +15,28 @@ from typing import Any
 
 import numpy as np
 
-from controller.analysis import step_tests, templates
+from controller.analysis import step_tests
+from controller.analysis.budget import AlphaBudget
 from controller.analysis.guardrails import breach_action, consecutive_failures, outcome_of
-from controller.analysis.provider import MetricError, MetricProvider
+from controller.analysis.readings import (
+    TAIL_LOOKBACK,
+    AnalysisSignal,
+    Buckets,
+    Conversions,
+    ErrorRate,
+    Gauge,
+    Look,
+    Measurements,
+    MetricError,
+    Quantile,
+    Query,
+    RequestCounts,
+    applying,
+    finite,
+    histogram_series,
+    metric_of,
+    shows_shadow,
+)
 from controller.api import (
     TEST_TEMPLATES,
     ABTestStatus,
@@ -33,9 +53,7 @@ from controller.api import (
     ShadowStatus,
     Verdict,
 )
-from controller.durations import parse_duration
-from controller.engine.observations import AnalysisSignal
-from controller.profiles import GAUGE_TEMPLATES, HISTOGRAM_TEMPLATES, Series, profile
+from controller.profiles import GAUGE_TEMPLATES, HISTOGRAM_TEMPLATES, profile
 from controller.stats import counts_from_cumulative, histogram_drift
 
 QUANTILES = {template: q for template, (_, q) in HISTOGRAM_TEMPLATES.items()}
@@ -47,37 +65,11 @@ LOG_ZERO = -1e9
 BASELINE = "counting from this look"
 
 
-@dataclass(frozen=True)
-class Context:
-    model: str
-    namespace: str
-    # The ModelRollout's name: its pods are named `<rollout>-<revision>-...` (for DCGM's series).
-    rollout: str
-    stable: str
-    candidate: str
-    step_index: int
-    step_kind: str
-    step_started_at: str
-    step_elapsed_seconds: float
-    weight: int
-    now: str
-    interval_seconds: float = 10.0
-    # Since the last look (the interval, at the first): what a {{window}} metric query counts.
-    since_last_seconds: float = 10.0
-    step_seconds: float | None = None
-    # The candidate's expected share of requests when the sample-ratio check applies, else None.
-    expected_share: float | None = None
-
-
 @dataclass
 class Result:
     signal: AnalysisSignal
     state: AnalysisStatus
     decisions: list[Decision] = field(default_factory=list)
-
-
-def _finite(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
 
 
 def _floats(array: Any) -> list[float]:
@@ -100,36 +92,15 @@ def _interval(values: list[float | None]) -> step_tests.Interval:
 
 
 class Evaluator:
-    def __init__(self, spec: ModelRolloutSpec, analysis: Analysis, provider: MetricProvider, ctx: Context,
+    def __init__(self, spec: ModelRolloutSpec, analysis: Analysis, measured: Measurements, look: Look,
                  previous: AnalysisStatus | None) -> None:
-        self.spec, self.analysis, self.provider, self.ctx, self.previous = spec, analysis, provider, ctx, previous
-        self.profile = profile(analysis.profile)
+        self.spec, self.analysis, self.measured, self.look, self.previous = spec, analysis, measured, look, previous
         self.counters: dict[str, float] = {}
-        self._cache: dict[str, dict[str, float]] = {}
-
-    # --- reading ------------------------------------------------------------------------------
-
-    def _by_label(self, query: str, label: str) -> dict[str, float]:
-        if query not in self._cache:
-            self._cache[query] = self.provider.by_label(query, label)
-        return self._cache[query]
 
     def requests(self, version: str) -> dict[str, float]:
         """Requests so far by outcome (ok, error)."""
-        key = f"requests/{version}"
-        if key not in self._cache:
-            queries = templates.request_total_queries(self.profile, self.ctx.model, version)
-            totals = {part: self.provider.scalar(query) for part, query in queries.items()}
-            self._cache[key] = templates.outcomes(totals)
-        return self._cache[key]
-
-    def histogram(self, guardrail: Guardrail) -> Series:
-        series: Series | None = getattr(self.profile, HISTOGRAM_TEMPLATES[guardrail.template or ""][0])
-        assert series is not None, "admission rejects a template the profile does not export"
-        return series
-
-    def latency_totals(self, series: Series, version: str) -> dict[str, float]:
-        return self._by_label(templates.bucket_totals(self.profile, series, self.ctx.model, version), "le")
+        counted = self.measured.outcomes(RequestCounts(version))
+        return {"ok": counted.ok, "error": counted.error}
 
     def since_last(self, key: str, total: float) -> float | None:
         """What a counter gained since the last look (None at its first); remembers the total.
@@ -142,30 +113,22 @@ class Evaluator:
         self.counters[key] = total
         return None if before is None else total - before
 
-    def window(self) -> str | None:
-        """The guardrail window, cut at the step's start: what came before is not this step's evidence."""
-        seconds = int(min(parse_duration(self.analysis.window), self.ctx.step_elapsed_seconds))
-        return f"{seconds}s" if seconds >= 1 else None
-
-    def since_last_look(self) -> str:
-        return f"{max(1, round(self.ctx.since_last_seconds))}s"
-
     # --- statistical guardrails ---------------------------------------------------------------
 
     def windowed(self, guardrail: Guardrail) -> tuple[float | None, float | None]:
-        ctx, window = self.ctx, self.window()
+        look, window = self.look, self.look.window(self.analysis)
         if window is None:
             return None, None
         if guardrail.template == "errorRate":
-            return (self.provider.scalar(templates.error_rate(self.profile, ctx.model, ctx.candidate, window)),
-                    self.provider.scalar(templates.error_rate(self.profile, ctx.model, ctx.stable, window)))
-        q, series = QUANTILES[guardrail.template or ""], self.histogram(guardrail)
-        return (self.provider.scalar(templates.quantile(q, self.profile, series, ctx.model, ctx.candidate, window)),
-                self.provider.scalar(templates.quantile(q, self.profile, series, ctx.model, ctx.stable, window)))
+            return (self.measured.scalar(ErrorRate(look.candidate, window)),
+                    self.measured.scalar(ErrorRate(look.stable, window)))
+        q, series = QUANTILES[guardrail.template or ""], histogram_series(guardrail)
+        return (self.measured.scalar(Quantile(q, series, look.candidate, window)),
+                self.measured.scalar(Quantile(q, series, look.stable, window)))
 
     def error_interval(self, name: str) -> step_tests.Interval:
         values: list[float | None] = []
-        for arm, version in (("stable", self.ctx.stable), ("candidate", self.ctx.candidate)):
+        for arm, version in (("stable", self.look.stable), ("candidate", self.look.candidate)):
             totals = self.requests(version)
             values += [self.since_last(f"{name}/{arm}/events", totals.get("error", 0.0)),
                        self.since_last(f"{name}/{arm}/trials", sum(totals.values()))]
@@ -176,11 +139,10 @@ class Evaluator:
             return before.slow_above[0], before.slow_above[1]
         # The stable's recent past, before this step too (the stable has not changed): over the
         # window, or over TAIL_LOOKBACK when the window holds too few requests to see the tail.
-        for lookback in (self.analysis.window, step_tests.TAIL_LOOKBACK):
-            buckets = self._by_label(templates.buckets(self.profile, self.histogram(guardrail), self.ctx.model,
-                                                       self.ctx.stable, lookback), "le")
-            edges = sorted(buckets, key=_le)
-            bounds = step_tests.slow_thresholds([_le(e) for e in edges], [buckets[e] for e in edges],
+        for lookback in (self.analysis.window, TAIL_LOOKBACK):
+            buckets = self.measured.buckets(Buckets(histogram_series(guardrail), self.look.stable, lookback))
+            edges = sorted(buckets)
+            bounds = step_tests.slow_thresholds(edges, [buckets[e] for e in edges],
                                                 QUANTILES[guardrail.template or ""],
                                                 guardrail.relative_to_stable or 1.0)
             if bounds is not None:
@@ -188,26 +150,26 @@ class Evaluator:
         return None
 
     def slow_interval(self, guardrail: Guardrail, thresholds: tuple[float, float]) -> step_tests.Interval:
-        name, series = guardrail.name, self.histogram(guardrail)
+        name, series = guardrail.name, histogram_series(guardrail)
         values: list[float | None] = []
-        for arm, version, bound in (("stable", self.ctx.stable, thresholds[0]),
-                                    ("candidate", self.ctx.candidate, thresholds[1])):
-            buckets = {_le(le): count for le, count in self.latency_totals(series, version).items()}
+        for arm, version, bound in (("stable", self.look.stable, thresholds[0]),
+                                    ("candidate", self.look.candidate, thresholds[1])):
+            buckets = self.measured.buckets(Buckets(series, version))
             total = buckets.get(math.inf, 0.0)
             fast = next((count for le, count in buckets.items() if math.isclose(le, bound, rel_tol=1e-9)), total)
             values += [self.since_last(f"{name}/{arm}/events", total - fast),
                        self.since_last(f"{name}/{arm}/trials", total)]
         return _interval(values)
 
-    def statistical(self, guardrail: Guardrail, alpha: float) -> tuple[GuardrailStatus, bool]:
+    def statistical(self, guardrail: Guardrail, budget: AlphaBudget) -> tuple[GuardrailStatus, bool]:
         """(status, breached) of a test guardrail at this look; raises MetricError."""
-        ctx = self.ctx
         before = self.previous.guardrails.get(guardrail.name) if self.previous else None
         latency = guardrail.template in QUANTILES
         tolerated = 1.0 if latency else (guardrail.relative_to_stable or 1.0)
-        test = step_tests.guardrail_test(alpha, tolerated, ctx.interval_seconds, ctx.step_seconds)
+        test = step_tests.guardrail_test(budget, tolerated, self.look.interval_seconds, self.look.step_seconds)
+        alpha = budget.per_guardrail
         value, stable = self.windowed(guardrail)
-        common: dict[str, Any] = {"value": _finite(value), "stable": _finite(stable), "alpha": alpha}
+        common: dict[str, Any] = {"value": finite(value), "stable": finite(stable), "alpha": alpha}
         thresholds = self.slow_thresholds(guardrail, before) if latency else None
         if latency and thresholds is None:
             return GuardrailStatus(outcome=GuardrailOutcome.NO_DATA, reason=(
@@ -274,47 +236,35 @@ class Evaluator:
     # --- threshold guardrails ----------------------------------------------------------------
 
     def threshold(self, guardrail: Guardrail) -> tuple[GuardrailStatus, bool]:
-        ctx, window = self.ctx, self.window()
+        look, window = self.look, self.look.window(self.analysis)
         before = self.previous.guardrails.get(guardrail.name) if self.previous else None
         if window is None:
             return GuardrailStatus(outcome=GuardrailOutcome.NO_DATA, reason="the step has only begun"), False
         if guardrail.template == "predictionPSI":
             drift = self.drift()
-            value, stable = (None if drift is None else _finite(drift.psi)), None
+            value, stable = (None if drift is None else finite(drift.psi)), None
         elif guardrail.template in GAUGE_TEMPLATES:
-            value, stable = (self.provider.scalar(self.gauge(guardrail.template or "", version, window))
-                             for version in (ctx.candidate, ctx.stable))
+            value, stable = (self.measured.scalar(Gauge(guardrail.template, version, window))
+                             for version in (look.candidate, look.stable))
         else:
             assert guardrail.query is not None
-            query = guardrail.query
-            value = self.provider.scalar(templates.render(query, ctx.model, ctx.candidate, ctx.namespace, window))
-            stable = self.provider.scalar(templates.render(query, ctx.model, ctx.stable, ctx.namespace, window))
-        outcome, reason = outcome_of(guardrail, _finite(value), _finite(stable))
+            value, stable = (self.measured.scalar(Query(guardrail.query, version, window))
+                             for version in (look.candidate, look.stable))
+        outcome, reason = outcome_of(guardrail, finite(value), finite(stable))
         failures = consecutive_failures(before.consecutive_failures if before else 0, outcome)
         acting = outcome == GuardrailOutcome.BREACHED and failures > guardrail.failure_limit
-        return GuardrailStatus(outcome=outcome, reason=reason, value=_finite(value), stable=_finite(stable),
+        return GuardrailStatus(outcome=outcome, reason=reason, value=finite(value), stable=finite(stable),
                                consecutive_failures=failures), acting
 
-    def gauge(self, template: str, version: str, window: str) -> str:
-        ctx, field_name = self.ctx, GAUGE_TEMPLATES[template]
-        if template == "gpuMemoryUsage":
-            return templates.gpu_memory_usage(ctx.namespace, ctx.rollout, version)
-        series: Series | None = getattr(self.profile, field_name)
-        assert series is not None, "admission rejects a template the profile does not export"
-        if template == "tokensPerSecond":
-            return templates.decode_speed(self.profile, series, ctx.model, version, window)
-        return templates.gauge_mean(self.profile, series, ctx.model, version, window)
-
     def drift(self) -> Any:
-        ctx, window = self.ctx, self.window()
+        look, window = self.look, self.look.window(self.analysis)
         if window is None:
             return None
-        series = self.profile.predictions
-        if series is None:
+        if profile(self.analysis.profile).predictions is None:
             return None  # the shadow comparison needs a prediction histogram; this server exports none
-        stable = self._by_label(templates.buckets(self.profile, series, ctx.model, ctx.stable, window), "le")
-        candidate = self._by_label(templates.buckets(self.profile, series, ctx.model, ctx.candidate, window), "le")
-        edges = sorted(set(stable) & set(candidate), key=_le)
+        stable = self.measured.buckets(Buckets("predictions", look.stable, window))
+        candidate = self.measured.buckets(Buckets("predictions", look.candidate, window))
+        edges = sorted(set(stable) & set(candidate))
         if len(edges) < 2:
             return None
         result = histogram_drift(counts_from_cumulative([stable[le] for le in edges]),
@@ -324,14 +274,13 @@ class Evaluator:
     # --- the abTest -------------------------------------------------------------------------
 
     def metric_interval(self, metric: Metric) -> step_tests.Interval:
-        ctx = self.ctx
+        look = self.look
         values: list[float | None] = []
-        for arm, version in (("stable", ctx.stable), ("candidate", ctx.candidate)):
+        for arm, version in (("stable", look.stable), ("candidate", look.candidate)):
             if metric.template is not None:
                 totals = self.requests(version)
                 if metric.template == "conversion":
-                    conversions = templates.conversion_total(self.profile, ctx.model, version)
-                    successes = self.provider.scalar(conversions) or 0.0
+                    successes = self.measured.scalar(Conversions(version)) or 0.0
                     trials = totals.get("ok", 0.0)
                 else:
                     successes, trials = totals.get("ok", 0.0), sum(totals.values())
@@ -340,15 +289,14 @@ class Evaluator:
                 continue
             assert metric.successes is not None and metric.trials is not None
             for part, query in (("successes", metric.successes), ("trials", metric.trials)):
-                rendered = templates.render(query, ctx.model, version, ctx.namespace, self.since_last_look())
-                value = self.provider.scalar(rendered) or 0.0
+                value = self.measured.scalar(Query(query, version, look.since_last_look())) or 0.0
                 # With {{window}} the query is already this look's count.
                 values.append(value if "{{window}}" in query else self.since_last(f"abTest/{arm}/{part}", value))
         return _interval(values)
 
     def ab_test(self, metric: Metric) -> tuple[ABTestStatus, str | None]:
         """(status, error): the abTest after this look, and why the look could not count, if so."""
-        step = self.spec.strategy.steps[self.ctx.step_index].ab_test
+        step = self.spec.strategy.steps[self.look.step_index].ab_test
         assert step is not None
         before = self.previous.ab_test if self.previous and self.previous.ab_test else None
         base = before if before is not None and before.metric == metric.name else ABTestStatus(metric=metric.name)
@@ -370,7 +318,7 @@ class Evaluator:
                                                "design_looks": design_looks}), None
             design = step_tests.ab_design(step.alpha, step.minimum_detectable_effect, step.effect,
                                           metric.higher_is_better, sum(successes), sum(trials))
-            weight = self.ctx.weight / 100
+            weight = self.look.weight / 100
             plan = step_tests.plan(design, weight if 0 < weight < 1 else 0.5)
             # The design sample chose the test; it is not the test's evidence.
             return ABTestStatus(
@@ -390,8 +338,8 @@ class Evaluator:
         samples = int(min(trials))
         return base.model_copy(update={
             "verdict": VERDICTS[int(look.verdict[0])], "successes": successes, "trials": trials,
-            "stable_rate": _finite(stable_rate), "candidate_rate": _finite(candidate_rate),
-            "effect": _finite(candidate_rate / stable_rate - 1) if stable_rate and candidate_rate is not None
+            "stable_rate": finite(stable_rate), "candidate_rate": finite(candidate_rate),
+            "effect": finite(candidate_rate / stable_rate - 1) if stable_rate and candidate_rate is not None
             else None,
             "samples": samples,
             "progress": round(min(samples / base.samples_needed, 1.0), 4) if base.samples_needed else 0.0,
@@ -402,13 +350,12 @@ class Evaluator:
     # --- the sample-ratio check ---------------------------------------------------------------
 
     def sample_ratio(self, share: float) -> SampleRatioStatus | None:
-        settle = max(step_tests.SRM_SETTLE_SECONDS, 2 * self.ctx.interval_seconds)
-        if self.ctx.step_elapsed_seconds < settle:
+        if not self.look.sample_ratio_due():
             return None
         before = self.previous.sample_ratio if self.previous else None
         base = before or SampleRatioStatus(expected_share=share)
         gained = [self.since_last(f"sampleRatio/{arm}", sum(self.requests(version).values()))
-                  for arm, version in (("stable", self.ctx.stable), ("candidate", self.ctx.candidate))]
+                  for arm, version in (("stable", self.look.stable), ("candidate", self.look.candidate))]
         counts = [c for c in gained if c is not None]
         if len(counts) < 2:
             return base
@@ -430,24 +377,8 @@ def _pvalue(log_evidence: float) -> float:
     return math.exp(-max(log_evidence, 0.0))
 
 
-def _le(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        return math.inf
-
-
 def _fmt(value: float | None) -> str:
     return "no value" if value is None else f"{value:.4g}"
-
-
-def _metric(analysis: Analysis, name: str | None) -> Metric | None:
-    if name is None:
-        return None
-    for metric in analysis.metrics:
-        if metric.name == name:
-            return metric
-    return Metric(name=name, template=name) if name in ("conversion", "success") else None
 
 
 @dataclass
@@ -461,16 +392,15 @@ class _Findings:
     decisions: list[Decision] = field(default_factory=list)
 
 
-def evaluate(spec: ModelRolloutSpec, provider: MetricProvider, ctx: Context, previous: AnalysisStatus | None
-             ) -> Result:
+def judge(spec: ModelRolloutSpec, budget: AlphaBudget, look: Look, previous: AnalysisStatus | None,
+          measured: Measurements) -> Result:
+    """The look's verdict from its measurements (`readings.needs` named them); pure."""
     analysis = spec.analysis
     assert analysis is not None
-    evaluator = Evaluator(spec, analysis, provider, ctx, previous)
+    evaluator = Evaluator(spec, analysis, measured, look, previous)
     found = _Findings()
-    guardrails = _guardrails(evaluator, found)
-    shadow = None
-    if ctx.step_kind == "shadow" and not any(g.template == "predictionPSI" for g in analysis.guardrails):
-        shadow = _shadow(evaluator)
+    guardrails = _guardrails(evaluator, budget, found)
+    shadow = _shadow(evaluator) if shows_shadow(analysis, look) else None
     ab_status = _ab_test(evaluator, found)
     sample_ratio, halt = _sample_ratio(evaluator, found)
 
@@ -496,7 +426,7 @@ def evaluate(spec: ModelRolloutSpec, provider: MetricProvider, ctx: Context, pre
         decided_by = "abTest" if verdict not in (None, Verdict.INCONCLUSIVE) else None
         signal = AnalysisSignal(AnalysisVerdict.PASS, "all guardrails pass", verdict)
     state = AnalysisStatus(
-        step=ctx.step_index, step_started_at=ctx.step_started_at, last_run=ctx.now,
+        step=look.step_index, step_started_at=look.step_started_at, last_run=look.now,
         looks=(previous.looks if previous else 0) + 1, verdict=signal.verdict, reason=signal.reason,
         decided_by=decided_by, consecutive_errors=errors,
         counters={**(previous.counters if previous else {}), **evaluator.counters},
@@ -505,15 +435,14 @@ def evaluate(spec: ModelRolloutSpec, provider: MetricProvider, ctx: Context, pre
     return Result(signal, state, found.decisions)
 
 
-def _guardrails(evaluator: Evaluator, found: _Findings) -> dict[str, GuardrailStatus]:
-    ctx, analysis, previous = evaluator.ctx, evaluator.analysis, evaluator.previous
-    applying = [g for g in analysis.guardrails if g.during is None or ctx.step_kind in g.during]
-    tests = [g for g in applying if g.template in TEST_TEMPLATES]
+def _guardrails(evaluator: Evaluator, budget: AlphaBudget, found: _Findings
+                ) -> dict[str, GuardrailStatus]:
+    look, previous = evaluator.look, evaluator.previous
     statuses: dict[str, GuardrailStatus] = {}
-    for guardrail in applying:
+    for guardrail in applying(evaluator.analysis, look):
         try:
             if guardrail.template in TEST_TEMPLATES:
-                status, acting = evaluator.statistical(guardrail, analysis.alpha / len(tests))
+                status, acting = evaluator.statistical(guardrail, budget)
             else:
                 status, acting = evaluator.threshold(guardrail)
         except (MetricError, ValueError, ArithmeticError) as error:
@@ -535,17 +464,17 @@ def _guardrails(evaluator: Evaluator, found: _Findings) -> dict[str, GuardrailSt
                 found.holding.append(f"{guardrail.name}: {status.reason}")
             evidence = max(status.evidence or LOG_ZERO, status.detector or LOG_ZERO)
             found.decisions.append(Decision(
-                step=ctx.step_index, test=f"guardrail {guardrail.name}", verdict=f"breach: {action}", at=ctx.now,
+                step=look.step_index, test=f"guardrail {guardrail.name}", verdict=f"breach: {action}", at=look.now,
                 statistic=evidence if status.evidence is not None else None, p_value=_pvalue(evidence),
                 effect=None if status.value is None or status.stable is None
-                else _finite(status.value - status.stable), detail=status.reason))
+                else finite(status.value - status.stable), detail=status.reason))
     return statuses
 
 
 def _ab_test(evaluator: Evaluator, found: _Findings) -> ABTestStatus | None:
-    ctx, previous = evaluator.ctx, evaluator.previous
-    step = evaluator.spec.strategy.steps[ctx.step_index]
-    metric = _metric(evaluator.analysis, step.ab_test.metric) if step.ab_test is not None else None
+    look, previous = evaluator.look, evaluator.previous
+    step = evaluator.spec.strategy.steps[look.step_index]
+    metric = metric_of(evaluator.analysis, step.ab_test.metric) if step.ab_test is not None else None
     if metric is None:
         return None
     status: ABTestStatus | None
@@ -560,16 +489,16 @@ def _ab_test(evaluator: Evaluator, found: _Findings) -> ABTestStatus | None:
         found.unmeasured.append(f"abTest {metric.name}: {problem}")
     earlier = previous.ab_test.verdict if previous and previous.ab_test else None
     if status is not None and status.verdict not in (None, Verdict.INCONCLUSIVE, earlier):
-        found.decisions.append(_ab_decision(ctx, status))
+        found.decisions.append(_ab_decision(look, status))
     return status
 
 
 def _sample_ratio(evaluator: Evaluator, found: _Findings) -> tuple[SampleRatioStatus | None, str | None]:
-    ctx, previous = evaluator.ctx, evaluator.previous
-    if ctx.expected_share is None:
+    look, previous = evaluator.look, evaluator.previous
+    if look.expected_share is None:
         return None, None
     try:
-        status = evaluator.sample_ratio(ctx.expected_share)
+        status = evaluator.sample_ratio(look.expected_share)
     except MetricError as error:
         found.unmeasured.append(f"sampleRatio: {error}")
         status = previous.sample_ratio if previous else None
@@ -577,7 +506,7 @@ def _sample_ratio(evaluator: Evaluator, found: _Findings) -> tuple[SampleRatioSt
         return status, None
     stable_n, candidate_n = status.requests
     return status, (f"sample ratio mismatch: {stable_n:.0f}/{candidate_n:.0f} requests for a "
-                    f"{100 - ctx.weight}/{ctx.weight} split (log e-value {status.evidence or 0:.1f})")
+                    f"{100 - look.weight}/{look.weight} split (log e-value {status.evidence or 0:.1f})")
 
 
 def _shadow(evaluator: Evaluator) -> ShadowStatus | None:
@@ -588,14 +517,14 @@ def _shadow(evaluator: Evaluator) -> ShadowStatus | None:
         return None
     if drift is None:
         return None
-    return ShadowStatus(psi=_finite(drift.psi), ks=_finite(drift.ks_statistic),
-                        jensen_shannon=_finite(drift.jensen_shannon))
+    return ShadowStatus(psi=finite(drift.psi), ks=finite(drift.ks_statistic),
+                        jensen_shannon=finite(drift.jensen_shannon))
 
 
-def _ab_decision(ctx: Context, status: ABTestStatus) -> Decision:
+def _ab_decision(look: Look, status: ABTestStatus) -> Decision:
     evidence = max(status.evidence.values()) if status.evidence else None
     return Decision(
-        step=ctx.step_index, test="anytime-valid split test", verdict=str(status.verdict), at=ctx.now,
+        step=look.step_index, test="anytime-valid split test", verdict=str(status.verdict), at=look.now,
         statistic=evidence, p_value=None if evidence is None else _pvalue(evidence), effect=status.effect,
         samples=int(sum(status.trials)),
         detail=(f"{status.metric}: stable {_fmt(status.stable_rate)}, candidate {_fmt(status.candidate_rate)}; "

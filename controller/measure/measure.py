@@ -1,0 +1,230 @@
+"""The one measuring port: a Plan in, Readings out. All of a reconcile's metric I/O is here.
+
+Each planned reading becomes PromQL on the rollout's profile (`templates`) and one query to the
+analysis' Prometheus (or the operator's own), within the look's deadline. What cannot be read is
+a reading too, with its reason, and never a pass; the engine judges it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from controller import api
+from controller.analysis.readings import (
+    Buckets,
+    Conversions,
+    ErrorRate,
+    Gauge,
+    Measurements,
+    MetricError,
+    Outcomes,
+    Quantile,
+    Query,
+    Reading,
+    RequestCounts,
+    Value,
+    WarmupReading,
+)
+from controller.engine.decide import AnalysisReadings, CostReadings, Readings
+from controller.engine.plan import AnalysisPlan, Plan, WarmupPlan
+from controller.measure import templates
+from controller.measure.addresses import AddressPolicy
+from controller.measure.credentials import CredentialsUnavailable, SecretView, check_binding
+from controller.measure.prometheus import AnalysisInterrupted, Credentials, PrometheusPool, PrometheusProvider
+from controller.profiles import GAUGE_TEMPLATES, Profile, Series, profile
+
+# The warm-up and the cost each read within this; a look reads within its plan's deadline.
+READ_DEADLINE_SECONDS = 5.0
+WARMUP_QUANTILE = 0.95
+
+NO_PROMETHEUS = ("no Prometheus to measure with: set analysis.prometheus, or give the operator one "
+                 "(modelrollout run --prometheus-address; the chart's prometheus.address)")
+CUSTOM_QUERIES_REFUSED = ("the operator's own Prometheus runs only the built-in templates: a query guardrail or a "
+                          "metric's successes/trials query needs analysis.prometheus (or the installer's leave, the "
+                          "chart's prometheus.allowCustomQueries)")
+
+
+@dataclass(frozen=True)
+class DefaultPrometheus:
+    """The operator's own Prometheus, for rollouts whose analysis names none. Its credentials are the
+    installer's (a mounted Secret), so no Secret annotation binds them: the flags are the binding."""
+
+    address: str
+    credentials: Credentials = field(default_factory=Credentials)
+    # Whether a rollout's own PromQL (query guardrails, metrics) may run here, with these credentials.
+    custom_queries: bool = False
+
+
+@dataclass(frozen=True)
+class AnalysisIO:
+    pool: PrometheusPool
+    # (namespace, name) -> the Secret's data and annotations; raises CredentialsUnavailable.
+    read_secret: Callable[[str, str], SecretView]
+    interrupted: Callable[[], bool] = lambda: False
+    default_prometheus: DefaultPrometheus | None = None
+    addresses: AddressPolicy = field(default_factory=AddressPolicy)
+
+
+@dataclass(frozen=True)
+class Target:
+    """Whose metrics: the rollout's model, namespace and name (its pods are `<rollout>-<revision>-...`)."""
+
+    model: str
+    namespace: str
+    rollout: str
+
+
+class Measurer:
+    """Reads what a Plan names for one rollout."""
+
+    def __init__(self, io: AnalysisIO, spec: api.ModelRolloutSpec, target: Target,
+                 capacity_shortfall: Callable[[int], str | None], gpus: Callable[[str], int]) -> None:
+        self.io, self.spec, self.target = io, spec, target
+        self.capacity_shortfall, self.gpus = capacity_shortfall, gpus
+        self.profile = profile(spec.analysis.profile if spec.analysis else None)
+
+    def measure(self, plan: Plan) -> Readings:
+        """Raises AnalysisInterrupted when a manual action arrives during a look: the pass starts over."""
+        return Readings(
+            analysis=self._analysis(plan.analysis) if plan.analysis else None,
+            warmup=self._warmup(plan.warmup) if plan.warmup else None,
+            cost=self._cost(plan.cost) if plan.cost else None,
+            capacity_shortfall=self.capacity_shortfall(plan.capacity) if plan.capacity is not None else None,
+        )
+
+    def _provider(self, seconds: float) -> PrometheusProvider:
+        """The analysis' Prometheus (or the operator's own), answering within `seconds`; CredentialsUnavailable
+        when it may not be asked."""
+        address, credentials = prometheus_for(self.io, self.spec.analysis.prometheus if self.spec.analysis else None,
+                                              self.target.namespace)
+        return PrometheusProvider(self.io.pool, address, credentials, time.monotonic() + seconds, self.io.interrupted)
+
+    def _analysis(self, plan: AnalysisPlan) -> AnalysisReadings:
+        analysis = self.spec.analysis
+        assert analysis is not None
+        if analysis.prometheus is None and self.io.default_prometheus is None and not plan.requires_prometheus:
+            return AnalysisReadings()
+        began = time.monotonic()
+        try:
+            _check_custom_queries(self.io, analysis)
+            provider = self._provider(plan.deadline_seconds)
+        except CredentialsUnavailable as error:
+            return AnalysisReadings(error=str(error))
+        values: dict[Reading, Value | MetricError] = {}
+        for reading in sorted(plan.readings, key=repr):
+            try:
+                values[reading] = self._read(provider, reading)
+            except MetricError as error:
+                values[reading] = error
+        took_ms = round((time.monotonic() - began) * 1000, 1)
+        return AnalysisReadings(Measurements(values), took_ms=took_ms)
+
+    def _read(self, provider: PrometheusProvider, reading: Reading) -> Value:
+        chosen, model, version = self.profile, self.target.model, reading.version
+        if isinstance(reading, RequestCounts):
+            queries = templates.request_total_queries(chosen, model, version)
+            counted = templates.outcomes({part: provider.scalar(query) for part, query in queries.items()})
+            return Outcomes(ok=counted["ok"], error=counted["error"])
+        if isinstance(reading, Buckets):
+            series = self._series(reading.series)
+            query = (templates.bucket_totals(chosen, series, model, version) if reading.window is None
+                     else templates.buckets(chosen, series, model, version, reading.window))
+            return _bounds(provider.by_label(query, "le"))
+        return provider.scalar(self._scalar_query(reading))
+
+    def _scalar_query(self, reading: Conversions | Quantile | ErrorRate | Gauge | Query) -> str:
+        chosen, model, version = self.profile, self.target.model, reading.version
+        match reading:
+            case Conversions():
+                return templates.conversion_total(chosen, model, version)
+            case Quantile(q=q, series=name, window=window):
+                return templates.quantile(q, chosen, self._series(name), model, version, window)
+            case ErrorRate(window=window):
+                return templates.error_rate(chosen, model, version, window)
+            case Gauge(template=template, window=window):
+                return self._gauge(template, version, window)
+            case Query(text=text, window=window):
+                return templates.render(text, model, version, self.target.namespace, window)
+        raise AssertionError(f"no query for {reading!r}")
+
+    def _series(self, name: str) -> Series:
+        series: Series | None = getattr(self.profile, name)
+        assert series is not None, "admission rejects a template the profile does not export"
+        return series
+
+    def _gauge(self, template: str, version: str, window: str) -> str:
+        if template == "gpuMemoryUsage":
+            return templates.gpu_memory_usage(self.target.namespace, self.target.rollout, version)
+        series = self._series(GAUGE_TEMPLATES[template])
+        if template == "tokensPerSecond":
+            return templates.decode_speed(self.profile, series, self.target.model, version, window)
+        return templates.gauge_mean(self.profile, series, self.target.model, version, window)
+
+    def _warmup(self, plan: WarmupPlan) -> WarmupReading | None:
+        """The candidate's requests and p95 over its warm-up so far; None when a manual action cut it short."""
+        if plan.seconds < 1:
+            return WarmupReading(requests=0.0)
+        chosen: Profile = self.profile
+        assert chosen.latency is not None, "admission refuses a warm-up on a profile without a latency histogram"
+        look_back = f"{plan.seconds}s"
+        try:
+            provider = self._provider(READ_DEADLINE_SECONDS)
+            buckets = provider.by_label(templates.buckets(chosen, chosen.latency, self.target.model, plan.revision,
+                                                          look_back), "le")
+            p95 = provider.scalar(templates.quantile(WARMUP_QUANTILE, chosen, chosen.latency, self.target.model,
+                                                     plan.revision, look_back))
+        except (CredentialsUnavailable, MetricError) as error:
+            return WarmupReading(error=str(error))
+        except AnalysisInterrupted:
+            return None
+        return WarmupReading(requests=buckets.get("+Inf", 0.0),
+                             latency_p95=p95 if p95 is not None and math.isfinite(p95) else None)
+
+    def _cost(self, revisions: tuple[str, ...]) -> CostReadings:
+        """Each revision's request counter total, and the GPUs serving it."""
+        gpus = {revision: self.gpus(revision) for revision in revisions}
+        try:
+            provider = self._provider(READ_DEADLINE_SECONDS)
+            requests = {revision: provider.scalar(templates.requests_total(self.profile, self.target.model, revision))
+                        for revision in revisions}
+        except (CredentialsUnavailable, MetricError) as error:
+            return CostReadings(gpus=gpus, error=str(error))
+        except AnalysisInterrupted:
+            return CostReadings(gpus=gpus, interrupted=True)
+        return CostReadings(requests, gpus)
+
+
+def _bounds(by_le: dict[str, float]) -> dict[float, float]:
+    """Histogram buckets keyed by their upper bound (`+Inf` is infinity)."""
+    bounds = {}
+    for le, count in by_le.items():
+        try:
+            bounds[float(le)] = count
+        except ValueError:
+            bounds[math.inf] = count
+    return bounds
+
+
+def _check_custom_queries(io: AnalysisIO, analysis: api.Analysis) -> None:
+    """A rollout's own PromQL never runs with the operator's credentials unless the installer says so."""
+    if analysis.prometheus is not None or io.default_prometheus is None or io.default_prometheus.custom_queries:
+        return
+    if any(g.query for g in analysis.guardrails) or any(m.successes for m in analysis.metrics):
+        raise CredentialsUnavailable(CUSTOM_QUERIES_REFUSED)
+
+
+def prometheus_for(io: AnalysisIO, source: api.PrometheusSource | None, namespace: str) -> tuple[str, Credentials]:
+    """Where this analysis queries, and with what; CredentialsUnavailable when it may not, or has nowhere."""
+    if source is None:
+        if io.default_prometheus is None:
+            raise CredentialsUnavailable(NO_PROMETHEUS)
+        return io.default_prometheus.address, io.default_prometheus.credentials
+    io.addresses.check(source.address)
+    if source.secret_ref is None:
+        return source.address, Credentials()
+    secret = io.read_secret(namespace, source.secret_ref.name)
+    check_binding(source.address, secret, f"{namespace}/{source.secret_ref.name}")
+    return source.address, Credentials.from_secret(secret.data)
