@@ -29,7 +29,7 @@ from typing import Any
 from e2e.harness import Rollouts, httproute, operator_process, rollout_body, with_image
 from kubernetes import client
 
-from controller.kubeclient import api_client_from_kubeconfig
+from controller.kube.client import api_client_from_kubeconfig
 from controller.sandbox.cluster import Sandbox
 
 NAMESPACE = "capacity-bench"

@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 from kubernetes import client
 
-from controller.kubeclient import api_client_from_kubeconfig
+from controller.kube.client import api_client_from_kubeconfig
 from controller.sandbox.cluster import Sandbox
 from controller.sandbox.processes import free_port
 

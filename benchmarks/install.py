@@ -28,7 +28,7 @@ import yaml
 from e2e.image_root import resident_mib, run_image, unpack
 from kubernetes import client
 
-from controller.kubeclient import api_client_from_kubeconfig
+from controller.kube.client import api_client_from_kubeconfig
 from controller.sandbox.build import HELM, ensure_binaries, ensure_tool
 from controller.sandbox.cluster import Sandbox
 

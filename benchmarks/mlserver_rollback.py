@@ -27,7 +27,7 @@ from e2e.real_servers import MLServerRecipe, ModelVersion
 from e2e.world import e2e_world, wait_until
 from kubernetes import client
 
-from controller.kubeclient import api_client_from_kubeconfig
+from controller.kube.client import api_client_from_kubeconfig
 from controller.sandbox.cluster import Sandbox
 
 NAMESPACE = "mlserver-bench"

@@ -24,7 +24,7 @@ from typing import Any
 from kubernetes import client
 
 from controller import api
-from controller.kubeclient import api_client_from_kubeconfig
+from controller.kube.client import api_client_from_kubeconfig
 from controller.sandbox.cluster import Sandbox
 
 NAMESPACE = "plugin-bench"

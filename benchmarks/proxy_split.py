@@ -24,7 +24,7 @@ from e2e.harness import Rollouts, wait_for
 from e2e.world import e2e_world
 from kubernetes import client
 
-from controller.kubeclient import api_client_from_kubeconfig
+from controller.kube.client import api_client_from_kubeconfig
 from controller.sandbox.cluster import Sandbox
 
 NAMESPACE = "split-bench"

@@ -30,7 +30,7 @@ from kubernetes import client, watch
 from urllib3.exceptions import ProtocolError
 
 from controller import api
-from controller.kubeclient import api_client_from_kubeconfig
+from controller.kube.client import api_client_from_kubeconfig
 from controller.routers.gatewayapi import read_route
 from controller.sandbox.build import ensure_binaries
 from controller.sandbox.cluster import Sandbox

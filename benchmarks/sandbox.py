@@ -18,7 +18,7 @@ from pathlib import Path
 
 from kubernetes import client
 
-from controller.kubeclient import api_client_from_kubeconfig
+from controller.kube.client import api_client_from_kubeconfig
 from controller.sandbox import build
 from controller.sandbox.cluster import Sandbox
 from controller.sandbox.processes import read_pids

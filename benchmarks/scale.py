@@ -43,7 +43,7 @@ from kubernetes import client, watch
 from urllib3.exceptions import ProtocolError
 
 from controller import api
-from controller.kubeclient import api_client_from_kubeconfig
+from controller.kube.client import api_client_from_kubeconfig
 from controller.sandbox.cluster import Sandbox
 from controller.sandbox.nodes import DEFAULT_NODES, NodeShape
 from controller.sandbox.processes import free_port

@@ -21,12 +21,7 @@ from kubernetes import client
 
 from controller import api, metrics
 from controller.capacity import node_view, pod_requests
-from controller.kubeclient import api_client_from_kubeconfig
-from controller.logs import configure_logging
-from controller.measure.addresses import AddressPolicy
-from controller.measure.prometheus import PrometheusPool
-from controller.routers import gatewayapi, istio
-from controller.runtime.cache import (
+from controller.kube.cache import (
     REVISION_LABEL,
     ROLLOUT_LABEL,
     Cache,
@@ -38,8 +33,13 @@ from controller.runtime.cache import (
     service_view,
     unschedulable_message,
 )
+from controller.kube.client import api_client_from_kubeconfig
+from controller.kube.own_writes import ObjectVersion
+from controller.logs import configure_logging
+from controller.measure.addresses import AddressPolicy
+from controller.measure.prometheus import PrometheusPool
+from controller.routers import gatewayapi, istio
 from controller.runtime.leases import LeaseKeeper
-from controller.runtime.own_writes import ObjectVersion
 from controller.runtime.reconcile_loop import ReconcileLoop
 
 OURS = {ROLLOUT_LABEL: kopf.PRESENT}

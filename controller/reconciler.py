@@ -32,13 +32,13 @@ from controller.engine import (
 )
 from controller.engine.execute import execute
 from controller.events import post_events
+from controller.kube.cache import Cache, route_key
+from controller.kube.own_writes import OwnWrites
 from controller.measure.measure import AnalysisIO, Measurer, Target
 from controller.notifications.messages import Notification, notifications
 from controller.routers import HeaderRoute, RouterError, TrafficRouter
 from controller.routers.gatewayapi import GatewayAPIRouter
 from controller.routers.istio import IstioRouter
-from controller.runtime.cache import Cache, route_key
-from controller.runtime.own_writes import OwnWrites
 from controller.workloads import Workloads, revision_of
 
 log = structlog.get_logger()

@@ -17,8 +17,8 @@ from typing import Any
 from kubernetes import client
 
 from controller import api
-from controller.runtime.cache import REVISION_LABEL, ROLLOUT_LABEL, Cache, DeploymentView
-from controller.runtime.own_writes import OwnWrites
+from controller.kube.cache import REVISION_LABEL, ROLLOUT_LABEL, Cache, DeploymentView
+from controller.kube.own_writes import OwnWrites
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "modelrollout"}
 

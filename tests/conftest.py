@@ -16,7 +16,7 @@ import yaml
 from kubernetes import client
 
 from controller import crdgen
-from controller.kubeclient import api_client_from_kubeconfig
+from controller.kube.client import api_client_from_kubeconfig
 from controller.sandbox.cluster import Sandbox, SandboxState
 
 

@@ -23,9 +23,9 @@ from rich.live import Live
 from rich.table import Table
 
 from controller import api
-from controller.kubeclient import api_client_from_kubeconfig
+from controller.kube.cache import ROLLOUT_LABEL
+from controller.kube.client import api_client_from_kubeconfig
 from controller.plugin.view import decisions_view, list_view, rollout_view
-from controller.runtime.cache import ROLLOUT_LABEL
 
 EVENT_WAIT_SECONDS = 5.0
 ACTION_VERBS = {"promote": api.Action.PROMOTE, "abort": api.Action.ABORT, "pause": api.Action.PAUSE,

@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from controller.capacity import pod_gpus
-from controller.runtime.cache import REVISION_LABEL
+from controller.kube.cache import REVISION_LABEL
 
 PHASE_STYLE = {"Completed": "green", "RolledBack": "red", "Failed": "red", "Degraded": "red",
                "Paused": "yellow", "Progressing": "cyan", "Pending": "dim"}

@@ -8,11 +8,11 @@ from typing import Any
 
 from kubernetes import client
 
+from controller.kube.cache import VIRTUALSERVICES
+from controller.kube.own_writes import OwnWrites
 from controller.routers.base import HeaderRoute
 from controller.routers.object_router import ObjectRouter, RouteBuilders, writable
 from controller.routers.ownership import HEADER_SUFFIX, RouteShape, recorded, serves_whole_rule
-from controller.runtime.cache import VIRTUALSERVICES
-from controller.runtime.own_writes import OwnWrites
 
 GROUP, VERSION, PLURAL = "networking.istio.io", "v1", VIRTUALSERVICES
 

@@ -9,10 +9,10 @@ from typing import Any
 
 from kubernetes import client
 
+from controller.kube.own_writes import OwnWrites
 from controller.routers.base import HeaderRoute, RouteRefused, RouterError
 from controller.routers.ownership import Access, Release, RouteShape, access, release
 from controller.routers.retry import CustomObject
-from controller.runtime.own_writes import OwnWrites
 
 Obj = dict[str, Any]
 

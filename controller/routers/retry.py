@@ -11,8 +11,8 @@ from typing import Any
 
 from kubernetes import client
 
+from controller.kube.own_writes import OwnWrites
 from controller.routers.base import RouterError
-from controller.runtime.own_writes import OwnWrites
 
 ATTEMPTS = 5
 

@@ -29,6 +29,8 @@ from pydantic import ValidationError
 from controller import api, metrics
 from controller.engine import failed
 from controller.events import post_event, post_events
+from controller.kube.cache import Cache, RolloutKey
+from controller.kube.own_writes import ObjectVersion, OwnWrites
 from controller.measure.addresses import AddressPolicy
 from controller.measure.credentials import CredentialsUnavailable, SecretView
 from controller.measure.measure import AnalysisIO, DefaultPrometheus
@@ -37,9 +39,7 @@ from controller.notifications.delivery import Notifier
 from controller.notifications.messages import Notification
 from controller.reconciler import Context, Outcome, RolloutObject, StaleSnapshot, parse_status, reconcile_object
 from controller.routers import RouterError
-from controller.runtime.cache import Cache, RolloutKey
 from controller.runtime.leases import shard_of
-from controller.runtime.own_writes import ObjectVersion, OwnWrites
 from controller.runtime.workqueue import WorkQueue
 from controller.workloads import OwnershipConflict
 

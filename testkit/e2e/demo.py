@@ -18,7 +18,7 @@ from typing import Any
 from kubernetes import client
 
 from controller import api
-from controller.kubeclient import api_client_from_kubeconfig
+from controller.kube.client import api_client_from_kubeconfig
 from controller.sandbox.build import ensure_binaries
 from controller.sandbox.cluster import Sandbox
 from e2e.harness import httproute_state

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from controller.kubeclient import dynamic_client
+from controller.kube.client import dynamic_client
 from tests.integration.rollout_helpers import wait_for
 
 pytestmark = pytest.mark.cluster

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from controller.kube.cache import Cache
 from controller.reconciler import Outcome, StaleSnapshot
-from controller.runtime.cache import Cache
 from controller.runtime.reconcile_loop import ReconcileLoop
 
 KEY = ("ns", "scorer")
