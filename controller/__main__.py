@@ -1,4 +1,5 @@
-"""The `modelrollout` command: `run` the operator, drive the local `sandbox`, run the `demo`, or `plan` an A/B test."""
+"""The `modelrollout` command: `run` the operator, drive the local `sandbox`, run the `demo`, `plan` an A/B test,
+or print the rollout's `states`."""
 
 from __future__ import annotations
 
@@ -165,6 +166,20 @@ def _cost(args: argparse.Namespace) -> int:
     return 0
 
 
+def _states(args: argparse.Namespace) -> int:
+    """The rollout state machine: every (state, event) and where it leads, from the engine's own table."""
+    from controller.engine.states import diagram, table
+
+    if args.mermaid:
+        print(diagram(), end="")
+        return 0
+    rows = table()
+    widths = [max(len(row[i]) for row in [("STATE", "EVENT", "NEXT"), *rows]) for i in range(3)]
+    for row in [("STATE", "EVENT", "NEXT"), *rows]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
 def _duration(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.0f} s"
@@ -214,6 +229,9 @@ def _parser() -> argparse.ArgumentParser:
     cost.add_argument("--rps", type=float, required=True, help="average requests per second")
     cost.add_argument("--utilization", type=float, default=0.7, help="average GPU utilization (default 0.7)")
 
+    states = commands.add_parser("states", help="the rollout state machine: every state, event and next state")
+    states.add_argument("--mermaid", action="store_true", help="as a Mermaid state diagram (the README's)")
+
     run = commands.add_parser("run", help="run the operator against the current kubeconfig")
     run.add_argument("--namespace", action="append", help="watch only this namespace (repeatable)")
     run.add_argument("--liveness", default=None, help="serve /healthz, e.g. http://0.0.0.0:8080/healthz")
@@ -247,7 +265,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "sandbox": _sandbox, "run": _run, "plan": _plan, "cost": _cost, "demo": _demo,
+    "sandbox": _sandbox, "run": _run, "plan": _plan, "cost": _cost, "demo": _demo, "states": _states,
 }
 
 

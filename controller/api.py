@@ -817,8 +817,21 @@ class Phase(StrEnum):
     PAUSED = "Paused"
     COMPLETED = "Completed"
     ROLLED_BACK = "RolledBack"
-    FAILED = "Failed"
-    DEGRADED = "Degraded"
+
+
+class RolloutState(StrEnum):
+    """Where a rollout stands: the state of the engine's state machine (`modelrollout states` prints
+    every transition)."""
+
+    NEW = "New"  # nothing deployed yet
+    DEPLOYING = "Deploying"  # the first revision, until it is ready
+    STABLE = "Stable"  # one revision serves all traffic
+    RUNNING = "Running"  # a candidate takes its steps (warming up, waiting for GPUs, promoting)
+    PAUSED = "Paused"  # by the user, by failing measurements, or while the route is taken back
+    AT_PAUSE_STEP = "AtPauseStep"  # a pause step, or an inconclusive A/B test: a human goes on
+    HALTED = "Halted"  # the experiment broke (a sample-ratio mismatch): a human must look
+    ROLLED_BACK = "RolledBack"  # the candidate is stopped, all traffic on the stable
+    WARM = "Warm"  # promoted, the old model still loaded for undo
 
 
 class ConditionType(StrEnum):
@@ -1075,7 +1088,10 @@ class CostStatus(StatusModel):
 
 class ModelRolloutStatus(StatusModel):
     phase: Phase = Phase.PENDING
-    """Pending, Progressing, Paused, Completed, RolledBack, Failed or Degraded."""
+    """Pending, Progressing, Paused, Completed or RolledBack."""
+    state: RolloutState = RolloutState.NEW
+    """The state machine's state: New, Deploying, Stable, Running, Paused, AtPauseStep, Halted,
+    RolledBack or Warm."""
     observed_generation: int = 0
     """The spec generation this status describes."""
     message: str = ""

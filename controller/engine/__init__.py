@@ -17,7 +17,8 @@ from controller.engine.actions import (
 )
 from controller.engine.decide import Readings, decide
 from controller.engine.deletion import finalize
-from controller.engine.machine import Transition, failed, invalid_spec, reconcile
+from controller.engine.draft import Transition
+from controller.engine.machine import failed, invalid_spec, reconcile
 from controller.engine.observations import Observations, RouteHandback, RouteRefusal
 from controller.engine.plan import Plan, plan
 

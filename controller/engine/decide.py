@@ -15,7 +15,8 @@ from controller.analysis.budget import step_budget
 from controller.analysis.readings import AnalysisSignal, Measurements, WarmupReading
 from controller.cost import version_cost
 from controller.engine.actions import EmitEvent
-from controller.engine.machine import Transition, reconcile
+from controller.engine.draft import Transition
+from controller.engine.machine import reconcile
 from controller.engine.observations import Observations, requested_verb
 from controller.engine.plan import COST_INTERVAL, Plan, current_analysis
 from controller.timestamps import format_timestamp, parse_timestamp

@@ -145,7 +145,7 @@ def act(cluster: Cluster, name: str, action: api.Action, timeout: float) -> str:
     return f"{action.value}: taken; {status.get('phase', '')} {status.get('stepLabel', '')} {status.get('message', '')}"
 
 
-ENDED = ("Completed", "RolledBack", "Failed")
+ENDED = ("Completed", "RolledBack")
 
 
 def watch(cluster: Cluster, name: str, console: Console, timeout: float) -> None:
@@ -193,6 +193,10 @@ def _history(cluster: Cluster, name: str, console: Console) -> None:
     console.print(table)
 
 
+# Verbs that need no cluster: the product CLI answers them.
+PRODUCT_VERBS = ("plan", "cost", "states")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kubectl modelrollout", description=__doc__.split("\n\n")[0])
     parser.add_argument("--kubeconfig", default=None)
@@ -211,16 +215,16 @@ def _parser() -> argparse.ArgumentParser:
         action.add_argument("--timeout", type=float, default=30.0, help="seconds to wait (default 30)")
         if verb == "promote":
             action.add_argument("--full", action="store_true", help="skip the remaining steps")
-    for verb in ("plan", "cost"):
+    for verb in PRODUCT_VERBS:
         verbs.add_parser(verb, help=f"as `modelrollout {verb}`", add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
-    # plan and cost take the product CLI's own flags.
+    # plan, cost and states take the product CLI's own flags.
     verb_at = next((i for i, arg in enumerate(arguments) if not arg.startswith("-")), None)
-    if verb_at is not None and arguments[verb_at] in ("plan", "cost"):
+    if verb_at is not None and arguments[verb_at] in PRODUCT_VERBS:
         from controller.__main__ import main as product_main
 
         return product_main(arguments[verb_at:])

@@ -17,7 +17,7 @@ from rich.text import Text
 from controller.capacity import pod_gpus
 from controller.kube.cache import REVISION_LABEL
 
-PHASE_STYLE = {"Completed": "green", "RolledBack": "red", "Failed": "red", "Degraded": "red",
+PHASE_STYLE = {"Completed": "green", "RolledBack": "red",
                "Paused": "yellow", "Progressing": "cyan", "Pending": "dim"}
 OUTCOME_STYLE = {"Passed": "green", "Breached": "red", "NoData": "yellow", "Error": "red"}
 
