@@ -1,16 +1,16 @@
 """The ModelRollout API (rollouts.mlops.dev/v1alpha1): the single source the CRD is generated from.
 
 CRD fields are camelCase; Python names are snake_case, bridged by an alias
-generator. Spec models are frozen and forbid unknown fields. Each CEL rule in
-`x-kubernetes-validations` has a pydantic twin, so the engine rejects the same
-specs that admission rejects (a spec can predate a CRD upgrade).
+generator. Spec models are frozen and forbid unknown fields. Each admission rule is
+written once, as CEL in `x-kubernetes-validations`: the CRD carries it to the apiserver,
+and the models run the same rule in Python (`admission`), so the engine rejects the same
+specs that admission rejects (a spec can predate a CRD upgrade), with the same message.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -25,8 +25,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from controller import profiles
-from controller.capacity import swap_candidate
+from controller import admission, profiles
+from controller.admission import RULES, rule
 from controller.durations import DURATION_PATTERN, parse_duration
 
 GROUP = "rollouts.mlops.dev"
@@ -103,57 +103,34 @@ class GuardrailOutcome(StrEnum):
     NO_DATA = "NoData"
     ERROR = "Error"
 
-def _positive_duration(text: str) -> str:
-    if parse_duration(text) <= 0:
-        raise ValueError("must be longer than 0s")
-    return text
+def _ruled(*rules: dict[str, JsonValue]) -> tuple[dict[str, JsonValue], AfterValidator]:
+    """A field's admission rules: in its CRD schema, and run on its value by the model."""
+    listed: list[JsonValue] = list(rules)
 
+    def check(value: str) -> str:
+        admission.check(listed, value)
+        return value
 
-def _http_url(text: str) -> str:
-    try:
-        parts = urlsplit(text)
-        parts.port  # noqa: B018 - parsing the port is the check
-    except ValueError as error:
-        raise ValueError(f"must be a valid http(s) URL: {error}") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("must be a valid http(s) URL")
-    return text
+    return {RULES: listed}, AfterValidator(check)
 
 
 # Positive: a 0s interval would query in a loop, a 0s window would look at nothing.
-Duration = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=32, json_schema_extra={
-    "x-kubernetes-validations": [{"rule": "duration(self) > duration('0s')", "message": "must be longer than 0s"}],
-}), AfterValidator(_positive_duration)]
-
-def _at_least_a_second(text: str) -> str:
-    if parse_duration(text) < 1:
-        raise ValueError("must be at least 1s")
-    return text
-
-
+_POSITIVE, _POSITIVE_CHECK = _ruled(rule("duration(self) > duration('0s')", "must be longer than 0s"))
+Duration = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=32, json_schema_extra=_POSITIVE),
+                     _POSITIVE_CHECK]
 # The analysis interval: every look costs queries, so a look at most once a second.
-Interval = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=32, json_schema_extra={
-    "x-kubernetes-validations": [{"rule": "duration(self) >= duration('1s')", "message": "must be at least 1s"}],
-}), AfterValidator(_at_least_a_second)]
+_SECOND, _SECOND_CHECK = _ruled(rule("duration(self) >= duration('1s')", "must be at least 1s"))
+Interval = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=32, json_schema_extra=_SECOND), _SECOND_CHECK]
 # A DNS subdomain name (RFC 1123), as every Kubernetes object name: no path, no other namespace.
 DNS_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 # A model name as servers spell them (fraud-scorer, meta-llama/Llama-3-8B, resnet50_v1@2): it goes into PromQL
 # label matchers, so no quote, brace, backslash or space.
 MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$"
-HttpURL = Annotated[str, Field(pattern=r"^https?://", max_length=2048, json_schema_extra={
-    "x-kubernetes-validations": [{"rule": "isURL(self) && url(self).getHostname() != ''",
-                                  "message": "must be a valid http(s) URL"}],
-}), AfterValidator(_http_url)]
+_URL, _URL_CHECK = _ruled(rule("isURL(self) && url(self).getHostname() != ''", "must be a valid http(s) URL"))
+HttpURL = Annotated[str, Field(pattern=r"^https?://", max_length=2048, json_schema_extra=_URL), _URL_CHECK]
 Percent = Annotated[int, Field(ge=0, le=100)]
 MAX_STEPS = 64
 METRIC_UNKNOWN = "abTest.metric must be conversion, success, or the name of one of analysis.metrics"
-
-
-def _cel(rule: str, message: str, field_path: str | None = None) -> dict[str, JsonValue]:
-    validation: dict[str, JsonValue] = {"rule": rule, "message": message}
-    if field_path:
-        validation["fieldPath"] = field_path
-    return validation
 
 
 class SpecModel(BaseModel):
@@ -161,6 +138,15 @@ class SpecModel(BaseModel):
     model_config = ConfigDict(
         alias_generator=to_camel, populate_by_name=True, frozen=True, extra="forbid", use_attribute_docstrings=True
     )
+
+    @model_validator(mode="after")
+    def _admission(self) -> Any:
+        """The model's own admission rules, on the object as the apiserver sees it (defaults applied)."""
+        extra = type(self).model_config.get("json_schema_extra")
+        rules = extra.get(RULES) if isinstance(extra, dict) else None
+        if isinstance(rules, list) and rules:
+            admission.check(rules, self.model_dump(mode="json", by_alias=True, exclude_none=True))
+        return self
 
 
 # --- steps -----------------------------------------------------------------
@@ -236,8 +222,8 @@ STEP_KINDS = ("shadow", "canary", "abTest", "pause")
 class Step(SpecModel):
     model_config = ConfigDict(
         json_schema_extra={
-            "x-kubernetes-validations": [
-                _cel(
+            RULES: [
+                rule(
                     "[has(self.shadow), has(self.canary), has(self.abTest), has(self.pause)]"
                     ".filter(x, x).size() == 1",
                     "each step must set exactly one of shadow, canary, abTest or pause",
@@ -254,12 +240,6 @@ class Step(SpecModel):
     """Split traffic and run a sequential A/B test until a verdict or maxDuration."""
     pause: PauseStep | None = None
     """Wait: for a human (no duration) or for a while."""
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> Step:
-        if sum(kind is not None for kind in (self.shadow, self.canary, self.ab_test, self.pause)) != 1:
-            raise ValueError("each step must set exactly one of shadow, canary, abTest or pause")
-        return self
 
     @property
     def kind(self) -> str:
@@ -312,8 +292,8 @@ class Warmup(SpecModel):
 class Strategy(SpecModel):
     model_config = ConfigDict(
         json_schema_extra={
-            "x-kubernetes-validations": [
-                _cel(
+            RULES: [
+                rule(
                     "self.steps.filter(s, has(s.canary) || has(s.abTest))"
                     ".map(s, has(s.canary) ? s.canary.weight : s.abTest.weight).isSorted()",
                     "canary and abTest weights must not decrease from one step to the next",
@@ -333,14 +313,6 @@ class Strategy(SpecModel):
     warmup: Warmup | None = None
     """A warm-up gate between the candidate's readiness and its first step (gatewayAPI or istio): mirrored
     requests until its latency is under warmup.maxLatency."""
-
-    @model_validator(mode="after")
-    def _weights_never_decrease(self) -> Strategy:
-        weights = [step.traffic_weight for step in self.steps if step.traffic_weight is not None]
-        if weights != sorted(weights):
-            raise ValueError("canary and abTest weights must not decrease from one step to the next")
-        return self
-
 
 # --- routing ---------------------------------------------------------------
 
@@ -366,8 +338,8 @@ class ReplicasRouting(SpecModel):
 class TrafficRouting(SpecModel):
     model_config = ConfigDict(
         json_schema_extra={
-            "x-kubernetes-validations": [
-                _cel(
+            RULES: [
+                rule(
                     "[has(self.gatewayAPI), has(self.istio), has(self.replicas)].filter(x, x).size() == 1",
                     "set exactly one routing mode: gatewayAPI, istio or replicas",
                 )
@@ -381,12 +353,6 @@ class TrafficRouting(SpecModel):
     """Weights, mirroring and header matches on an Istio VirtualService."""
     replicas: ReplicasRouting | None = None
     """No mesh: the weight is approximated by the candidate's share of replicas; no mirroring and no header routing."""
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> TrafficRouting:
-        if sum(mode is not None for mode in (self.gateway_api, self.istio, self.replicas)) != 1:
-            raise ValueError("set exactly one routing mode: gatewayAPI, istio or replicas")
-        return self
 
     @property
     def mode(self) -> Literal["gatewayAPI", "istio", "replicas"]:
@@ -440,14 +406,14 @@ def _profile_rules() -> list[JsonValue]:
         missing = profiles.unsupported(name)
         if missing:
             listed = ", ".join(f"'{template}'" for template in missing)
-            rules.append(_cel(
+            rules.append(rule(
                 f"(has(self.profile) ? self.profile : 'seeds') != '{name}' || !has(self.guardrails) || "
                 f"self.guardrails.all(g, !has(g.template) || !(g.template in [{listed}]))",
                 profiles.why_unsupported(name), ".guardrails"))
-    rules.append(_cel(
+    rules.append(rule(
         "(has(self.profile) ? self.profile : 'seeds') == 'seeds' || !has(self.metrics) || "
         "self.metrics.all(m, !has(m.template) || m.template != 'conversion')", CONVERSION_NEEDS_SEEDS, ".metrics"))
-    rules.append(_cel(
+    rules.append(rule(
         f"!((has(self.profile) ? self.profile : 'seeds') in {list(NO_REQUEST_COUNTERS)}) || !has(self.metrics) || "
         "self.metrics.all(m, !has(m.template) || m.template != 'success')", SUCCESS_NEEDS_COUNTERS, ".metrics"))
     return rules
@@ -468,15 +434,15 @@ class Guardrail(SpecModel):
 
     model_config = ConfigDict(
         json_schema_extra={
-            "x-kubernetes-validations": [
-                _cel("has(self.template) != has(self.query)", "set exactly one of template or query"),
-                _cel(
+            RULES: [
+                rule("has(self.template) != has(self.query)", "set exactly one of template or query"),
+                rule(
                     "has(self.max) || has(self.min) || has(self.relativeToStable) || has(self.ignoreBelow)",
                     "a guardrail needs a bound: max, min, relativeToStable or ignoreBelow",
                 ),
-                _cel(f"!has(self.ignoreBelow) || (has(self.template) && self.template in {list(TEST_TEMPLATES)})",
+                rule(f"!has(self.ignoreBelow) || (has(self.template) && self.template in {list(TEST_TEMPLATES)})",
                      IGNORE_BELOW_NEEDS_A_TEST, ".ignoreBelow"),
-                _cel("!has(self.countsErrors) || !self.countsErrors || has(self.query)",
+                rule("!has(self.countsErrors) || !self.countsErrors || has(self.query)",
                      "countsErrors describes a query; a template says what it counts itself", ".countsErrors"),
             ]
         }
@@ -516,19 +482,6 @@ class Guardrail(SpecModel):
     """rollback, or hold the step; by default predictionPSI holds (a better model may predict differently) and the
     others roll back."""
 
-    @model_validator(mode="after")
-    def _complete(self) -> Guardrail:
-        if (self.template is None) == (self.query is None):
-            raise ValueError("set exactly one of template or query")
-        if self.counts_errors and self.query is None:
-            raise ValueError("countsErrors describes a query; a template says what it counts itself")
-        if self.max is None and self.min is None and self.relative_to_stable is None and self.ignore_below is None:
-            raise ValueError("a guardrail needs a bound: max, min, relativeToStable or ignoreBelow")
-        if self.ignore_below is not None and self.template not in TEST_TEMPLATES:
-            raise ValueError(IGNORE_BELOW_NEEDS_A_TEST)
-        return self
-
-
 class Metric(SpecModel):
     """A rate an abTest step judges: successes over trials, from PromQL counters or a built-in template.
 
@@ -539,8 +492,8 @@ class Metric(SpecModel):
 
     model_config = ConfigDict(
         json_schema_extra={
-            "x-kubernetes-validations": [
-                _cel("has(self.template) != (has(self.successes) && has(self.trials))",
+            RULES: [
+                rule("has(self.template) != (has(self.successes) && has(self.trials))",
                      "set either template, or both successes and trials"),
             ]
         }
@@ -559,15 +512,8 @@ class Metric(SpecModel):
     higher_is_better: bool = True
     """Whether a higher rate is better (default true): it decides which way is CandidateBetter."""
 
-    @model_validator(mode="after")
-    def _source(self) -> Metric:
-        if (self.template is None) == (self.successes is None or self.trials is None):
-            raise ValueError("set either template, or both successes and trials")
-        return self
-
-
 class Analysis(SpecModel):
-    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _profile_rules()})
+    model_config = ConfigDict(json_schema_extra={RULES: _profile_rules()})
 
     profile: Profile = "seeds"
     """The model server whose metric names the built-in templates read: seeds (the default), vllm, tgi, sglang,
@@ -596,17 +542,6 @@ class Analysis(SpecModel):
     """Looks in a row without data (or with failing queries) before onError acts (default 3)."""
     on_error: Literal["pause", "rollback"] = "pause"
     """What errorLimit does: pause until measurements return (the default), or roll back."""
-
-    @model_validator(mode="after")
-    def _exported(self) -> Analysis:
-        missing = set(profiles.unsupported(self.profile))
-        if any(g.template in missing for g in self.guardrails):
-            raise ValueError(profiles.why_unsupported(self.profile))
-        if self.profile != "seeds" and any(m.template == "conversion" for m in self.metrics):
-            raise ValueError(CONVERSION_NEEDS_SEEDS)
-        if self.profile in NO_REQUEST_COUNTERS and any(m.template == "success" for m in self.metrics):
-            raise ValueError(SUCCESS_NEEDS_COUNTERS)
-        return self
 
     def errors_unwatched(self) -> str | None:
         """Why failed requests go unseen by this analysis (None: a guardrail counts them, or could)."""
@@ -682,20 +617,20 @@ _SWAP_CANDIDATE = (f"((self.replicas * {_STEP_WEIGHT} + 99) / 100 > 1 ? "
 class ModelRolloutSpec(SpecModel):
     model_config = ConfigDict(
         json_schema_extra={
-            "x-kubernetes-validations": [
-                _cel(
+            RULES: [
+                rule(
                     "!has(self.trafficRouting.replicas) || !self.strategy.steps.exists(s, has(s.shadow))",
                     "a shadow step mirrors traffic, which trafficRouting.replicas cannot do: "
                     "use gatewayAPI or istio, or drop the shadow step",
                     ".strategy.steps",
                 ),
-                _cel(
+                rule(
                     "!has(self.trafficRouting.replicas) || "
                     "!self.strategy.steps.exists(s, has(s.abTest) && has(s.abTest.headerRoute))",
                     "abTest.headerRoute routes by header, which trafficRouting.replicas cannot do",
                     ".strategy.steps",
                 ),
-                _cel(
+                rule(
                     "!has(self.analysis) || (has(self.analysis.profile) ? self.analysis.profile : 'seeds') == 'seeds'"
                     " || !self.strategy.steps.exists(s, has(s.abTest) && has(s.abTest.metric) && "
                     "s.abTest.metric == 'conversion' && !(has(self.analysis.metrics) && "
@@ -703,16 +638,16 @@ class ModelRolloutSpec(SpecModel):
                     CONVERSION_NEEDS_SEEDS,
                     ".strategy.steps",
                 ),
-                _cel("!has(self.strategy.warmup) || !has(self.trafficRouting.replicas)", WARMUP_NEEDS_MIRROR,
+                rule("!has(self.strategy.warmup) || !has(self.trafficRouting.replicas)", WARMUP_NEEDS_MIRROR,
                      ".strategy.warmup"),
-                _cel("!has(self.strategy.warmup) || !has(self.analysis) || !has(self.analysis.profile) || "
+                rule("!has(self.strategy.warmup) || !has(self.analysis) || !has(self.analysis.profile) || "
                      f"!(self.analysis.profile in {_NO_LATENCY})", WARMUP_NEEDS_LATENCY, ".strategy.warmup"),
-                _cel(f"{_SWAP} ? !has(self.trafficRouting.replicas) : true", SWAP_NEEDS_ROUTING,
+                rule(f"{_SWAP} ? !has(self.trafficRouting.replicas) : true", SWAP_NEEDS_ROUTING,
                      ".strategy.capacity.policy"),
-                _cel(f"{_SWAP} ? {_MIN_AVAILABLE} < self.replicas && self.strategy.steps.all(s, "
+                rule(f"{_SWAP} ? {_MIN_AVAILABLE} < self.replicas && self.strategy.steps.all(s, "
                      f"{_STEP_WEIGHT} >= 100 || self.replicas - {_SWAP_CANDIDATE} >= {_MIN_AVAILABLE}) : true",
                      SWAP_LEAVES_TOO_FEW, ".strategy.capacity.minAvailable"),
-                _cel(
+                rule(
                     f"!has(self.analysis) || !has(self.analysis.profile) || !(self.analysis.profile in "
                     f"{list(NO_REQUEST_COUNTERS)}) || self.strategy.steps.all(s, !has(s.abTest) || "
                     "!has(s.abTest.metric) || s.abTest.metric != 'success' || (has(self.analysis.metrics) && "
@@ -720,7 +655,7 @@ class ModelRolloutSpec(SpecModel):
                     SUCCESS_NEEDS_COUNTERS,
                     ".strategy.steps",
                 ),
-                _cel(
+                rule(
                     "self.strategy.steps.all(s, !has(s.abTest) || !has(s.abTest.metric) || "
                     "s.abTest.metric in ['conversion', 'success'] || (has(self.analysis) && "
                     "has(self.analysis.metrics) && self.analysis.metrics.exists(m, m.name == s.abTest.metric)))",
@@ -760,38 +695,9 @@ class ModelRolloutSpec(SpecModel):
     without owner, and a ServicesKept Event says why, so live traffic never loses its backend."""
 
     @model_validator(mode="after")
-    def _shadow_needs_a_mirror(self) -> ModelRolloutSpec:
-        if self.traffic_routing.replicas is not None and any(s.shadow for s in self.strategy.steps):
-            raise ValueError("a shadow step mirrors traffic, which trafficRouting.replicas cannot do")
-        if self.traffic_routing.replicas is not None and any(
-            s.ab_test and s.ab_test.header_route for s in self.strategy.steps
-        ):
-            raise ValueError("abTest.headerRoute routes by header, which trafficRouting.replicas cannot do")
-        known = {"conversion", "success", *(m.name for m in self.analysis.metrics)} if self.analysis else {
-            "conversion", "success"}
-        metrics = [s.ab_test.metric for s in self.strategy.steps if s.ab_test and s.ab_test.metric]
-        if any(metric not in known for metric in metrics):
-            raise ValueError(METRIC_UNKNOWN)
-        named = {m.name for m in self.analysis.metrics} if self.analysis else set()
-        if self.analysis and self.analysis.profile != "seeds" and "conversion" in metrics and "conversion" not in named:
-            raise ValueError(CONVERSION_NEEDS_SEEDS)
-        if self.analysis and self.analysis.profile in NO_REQUEST_COUNTERS and "success" in metrics \
-                and "success" not in named:
-            raise ValueError(SUCCESS_NEEDS_COUNTERS)
-        if self.strategy.warmup is not None:
-            if self.traffic_routing.replicas is not None:
-                raise ValueError(WARMUP_NEEDS_MIRROR)
-            if self.analysis is not None and self.analysis.profile in _NO_LATENCY:
-                raise ValueError(WARMUP_NEEDS_LATENCY)
-        capacity = self.strategy.capacity
-        if capacity.policy == "swap":
-            if self.traffic_routing.replicas is not None:
-                raise ValueError(SWAP_NEEDS_ROUTING)
-            weights = [s.traffic_weight or 0 for s in self.strategy.steps]
-            if capacity.min_available >= self.replicas or any(
-                    w < 100 and self.replicas - swap_candidate(self.replicas, w) < capacity.min_available
-                    for w in weights):
-                raise ValueError(SWAP_LEAVES_TOO_FEW)
+    def _has_a_container(self) -> ModelRolloutSpec:
+        """The apiserver checks the pod template against PodTemplateSpec; this is the one part of it
+        the engine relies on."""
         containers = self.template.get("spec", {}).get("containers")
         if not isinstance(containers, list) or not containers:
             raise ValueError("template.spec.containers must list at least one container")

@@ -1,7 +1,8 @@
-"""The pydantic twins of the admission rules reject the same specs, and the CRD matches api.py."""
+"""The models run the CRD's own admission rules and reject the same specs, and the CRD matches api.py."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Any
 
@@ -80,3 +81,36 @@ def test_the_readmes_example_is_the_example_file_verbatim() -> None:
     blocks = re.findall(r"```yaml\n(.*?)```", readme, flags=re.DOTALL)
     assert EXAMPLE.read_text() in blocks
     ModelRolloutSpec.model_validate(VALID_SPEC)
+
+
+def test_the_models_run_every_admission_rule_the_crd_carries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One source: each CEL rule of the CRD's spec is evaluated by the models too (admission.check),
+    on the valid spec and the bad ones, so no rule is enforced by the apiserver alone."""
+    from controller import admission
+
+    ran: set[str] = set()
+    check = admission.check
+
+    def recording(rules: list[Any], value: Any) -> None:
+        ran.update(str(entry["rule"]) for entry in rules)
+        check(rules, value)
+
+    monkeypatch.setattr(admission, "check", recording)
+    for spec in [VALID_SPEC, *(bad.spec() for bad in BAD_SPECS)]:
+        with contextlib.suppress(ValidationError):
+            ModelRolloutSpec.model_validate(spec)
+    schema = crdgen.crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    in_spec: set[str] = set()
+
+    def collect(node: Any) -> None:
+        if isinstance(node, dict):
+            in_spec.update(entry["rule"] for entry in node.get("x-kubernetes-validations", []))
+            for child in node.values():
+                collect(child)
+        elif isinstance(node, list):
+            for child in node:
+                collect(child)
+
+    collect(schema)
+    assert len(in_spec) > 30, "the CRD carries the spec's CEL rules"
+    assert in_spec <= ran, f"rules only the apiserver runs: {sorted(in_spec - ran)}"
