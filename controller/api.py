@@ -740,6 +740,52 @@ class RolloutState(StrEnum):
     WARM = "Warm"  # promoted, the old model still loaded for undo
 
 
+class EventReason(StrEnum):
+    """Why an Event was posted: its `reason`, one word each, as kubectl shows it."""
+
+    ACTION_IGNORED = "ActionIgnored"
+    ANALYSIS_ERROR = "AnalysisError"
+    ANALYSIS_HALTED = "AnalysisHalted"
+    ANALYSIS_RECOVERED = "AnalysisRecovered"
+    API_ERROR = "ApiError"
+    API_UNREACHABLE = "ApiUnreachable"
+    CANDIDATE_READY = "CandidateReady"
+    CANDIDATE_REMOVED = "CandidateRemoved"
+    CANDIDATE_UNSCHEDULABLE = "CandidateUnschedulable"
+    CAPACITY_AVAILABLE = "CapacityAvailable"
+    DEPLOYED = "Deployed"
+    ERRORS_UNWATCHED = "ErrorsUnwatched"
+    FINALIZED = "Finalized"
+    HALT_RESUMED = "HaltResumed"
+    INSUFFICIENT_CAPACITY = "InsufficientCapacity"
+    INVALID_SPEC = "InvalidSpec"
+    MALFORMED_STATUS = "MalformedStatus"
+    NOTIFICATION_FAILED = "NotificationFailed"
+    OWNERSHIP_CONFLICT = "OwnershipConflict"
+    PAUSED = "Paused"
+    PROMOTED = "Promoted"
+    PROMOTED_FULL = "PromotedFull"
+    RECONCILE_ERROR = "ReconcileError"
+    RESUMED = "Resumed"
+    RETRIED = "Retried"
+    ROLLED_BACK = "RolledBack"
+    ROLLOUT_RESTARTED = "RolloutRestarted"
+    ROLLOUT_STARTED = "RolloutStarted"
+    ROUTE_ERROR = "RouteError"
+    ROUTE_HANDED_BACK = "RouteHandedBack"
+    ROUTE_NOT_OURS = "RouteNotOurs"
+    ROUTE_TAKEN_BACK = "RouteTakenBack"
+    SCALED_DOWN = "ScaledDown"
+    SERVICES_KEPT = "ServicesKept"
+    STEP_COMPLETED = "StepCompleted"
+    STEP_STARTED = "StepStarted"
+    UNDONE = "Undone"
+    UNKNOWN_ACTION = "UnknownAction"
+    UNSCHEDULABLE = "Unschedulable"
+    WARMUP_PASSED = "WarmupPassed"
+    WARMUP_STARTED = "WarmupStarted"
+
+
 class ConditionType(StrEnum):
     AVAILABLE = "Available"
     PROGRESSING = "Progressing"
@@ -759,7 +805,7 @@ class StatusModel(BaseModel):
 
 
 class Condition(StatusModel):
-    type: str
+    type: ConditionType
     """Available, Progressing, Paused, Completed, RolledBack, InvalidSpec, CandidateUnschedulable,
     InsufficientCapacity, RouteManaged or ErrorsUnwatched."""
     status: Literal["True", "False", "Unknown"]
@@ -772,6 +818,16 @@ class Condition(StatusModel):
     """When status last changed (RFC 3339)."""
 
 
+class DecisionVerdict(StrEnum):
+    """What a decision said: the A/B verdict, or a guardrail's breach and what it did."""
+
+    CANDIDATE_BETTER = "CandidateBetter"
+    CANDIDATE_WORSE = "CandidateWorse"
+    NO_DIFFERENCE = "NoDifference"
+    BREACH_ROLLBACK = "breach: rollback"
+    BREACH_HOLD = "breach: hold"
+
+
 class Decision(StatusModel):
     """A verdict or a breach that moved the rollout, as the test saw it then."""
 
@@ -779,7 +835,7 @@ class Decision(StatusModel):
     """The step's index (from 0)."""
     test: str
     """The test that decided: `guardrail <name>` or `anytime-valid split test` (abTest)."""
-    verdict: str
+    verdict: DecisionVerdict
     """CandidateBetter, CandidateWorse, NoDifference, or `breach: rollback|hold`."""
     at: str
     """When (RFC 3339)."""

@@ -22,7 +22,8 @@ def post_events(api_client: client.ApiClient, body: dict[str, Any], actions: Ite
             post_event(api_client, body, action.type, action.reason, action.message)
 
 
-def post_event(api_client: client.ApiClient, body: dict[str, Any], type_: str, reason: str, message: str) -> None:
+def post_event(api_client: client.ApiClient, body: dict[str, Any], type_: str, reason: api.EventReason,
+               message: str) -> None:
     meta = body["metadata"]
     now = datetime.now(UTC)
     event = {

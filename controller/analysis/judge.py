@@ -44,6 +44,7 @@ from controller.api import (
     AnalysisStatus,
     AnalysisVerdict,
     Decision,
+    DecisionVerdict,
     Guardrail,
     GuardrailOutcome,
     GuardrailStatus,
@@ -464,7 +465,8 @@ def _guardrails(evaluator: Evaluator, budget: AlphaBudget, found: _Findings
                 found.holding.append(f"{guardrail.name}: {status.reason}")
             evidence = max(status.evidence or LOG_ZERO, status.detector or LOG_ZERO)
             found.decisions.append(Decision(
-                step=look.step_index, test=f"guardrail {guardrail.name}", verdict=f"breach: {action}", at=look.now,
+                step=look.step_index, test=f"guardrail {guardrail.name}",
+                verdict=DecisionVerdict(f"breach: {action}"), at=look.now,
                 statistic=evidence if status.evidence is not None else None, p_value=_pvalue(evidence),
                 effect=None if status.value is None or status.stable is None
                 else finite(status.value - status.stable), detail=status.reason))
@@ -524,7 +526,8 @@ def _shadow(evaluator: Evaluator) -> ShadowStatus | None:
 def _ab_decision(look: Look, status: ABTestStatus) -> Decision:
     evidence = max(status.evidence.values()) if status.evidence else None
     return Decision(
-        step=look.step_index, test="anytime-valid split test", verdict=str(status.verdict), at=look.now,
+        step=look.step_index, test="anytime-valid split test", verdict=DecisionVerdict(str(status.verdict)),
+        at=look.now,
         statistic=evidence, p_value=None if evidence is None else _pvalue(evidence), effect=status.effect,
         samples=int(sum(status.trials)),
         detail=(f"{status.metric}: stable {_fmt(status.stable_rate)}, candidate {_fmt(status.candidate_rate)}; "

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from controller.api import EventReason
+
 
 @dataclass(frozen=True)
 class EnsureRevision:
@@ -66,7 +68,7 @@ class ReleaseRoute:
 @dataclass(frozen=True)
 class EmitEvent:
     type: Literal["Normal", "Warning"]
-    reason: str
+    reason: EventReason
     message: str
 
 

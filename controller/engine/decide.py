@@ -13,6 +13,7 @@ from datetime import datetime
 from controller import api
 from controller.analysis.budget import step_budget
 from controller.analysis.readings import AnalysisSignal, Measurements, WarmupReading
+from controller.api import EventReason
 from controller.cost import version_cost
 from controller.engine.actions import EmitEvent
 from controller.engine.draft import Transition
@@ -82,7 +83,8 @@ def _take(status: api.ModelRolloutStatus, requested: str) -> tuple[api.ModelRoll
     verb = requested_verb(requested)
     if verb is not None:
         return status.model_copy(update={"pending_action": verb}), []
-    return status, [EmitEvent("Warning", "UnknownAction", f"{requested!r} is not one of {', '.join(api.ACTIONS)}")]
+    why = f"{requested!r} is not one of {', '.join(api.ACTIONS)}"
+    return status, [EmitEvent("Warning", EventReason.UNKNOWN_ACTION, why)]
 
 
 def _judge(spec: api.ModelRolloutSpec, status: api.ModelRolloutStatus, plan: Plan, readings: Readings) -> _Run:

@@ -10,7 +10,7 @@ ours to give back): then they and the stable are kept, and an Event says why.
 
 from __future__ import annotations
 
-from controller.api import ModelRolloutSpec, ModelRolloutStatus
+from controller.api import EventReason, ModelRolloutSpec, ModelRolloutStatus
 from controller.engine.actions import (
     Action,
     DeleteRevision,
@@ -43,9 +43,9 @@ def finalize(spec: ModelRolloutSpec, status: ModelRolloutStatus, handback: Route
         message = f"deleted: stable {stable} keeps serving all traffic, without owner (deletionPolicy Orphan)"
     elif kept is not None:
         actions.append(OrphanRevision(stable))
-        actions.append(EmitEvent("Warning", "ServicesKept", f"deletionPolicy Delete: the Services and stable "
-                                 f"{stable} are kept, without owner, because {kept}"))
+        actions.append(EmitEvent("Warning", EventReason.SERVICES_KEPT, f"deletionPolicy Delete: the Services and "
+                                 f"stable {stable} are kept, without owner, because {kept}"))
         message = f"deleted: stable {stable} and the Services kept (they still serve the route)"
     else:
         message = "deleted: the route given back, then every object removed (deletionPolicy Delete)"
-    return [*actions, EmitEvent("Normal", "Finalized", message)]
+    return [*actions, EmitEvent("Normal", EventReason.FINALIZED, message)]

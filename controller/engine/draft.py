@@ -14,6 +14,7 @@ from pydantic import ConfigDict
 
 from controller.api import (
     ConditionType,
+    EventReason,
     ModelRolloutSpec,
     ModelRolloutStatus,
     PauseReason,
@@ -130,7 +131,7 @@ class Draft:
         )
         self.set(conditions=conditions)
 
-    def event(self, reason: str, message: str, warning: bool = False) -> None:
+    def event(self, reason: EventReason, message: str, warning: bool = False) -> None:
         self.actions.append(EmitEvent("Warning" if warning else "Normal", reason, message))
 
     @property
@@ -168,7 +169,7 @@ class Draft:
         """Silence is a defect: say, standing, when no measurement can see failed requests."""
         why = self.spec.analysis.errors_unwatched() if self.spec.analysis is not None else None
         if why is not None and not is_true(self.s.conditions, ConditionType.ERRORS_UNWATCHED.value):
-            self.event("ErrorsUnwatched", why, warning=True)
+            self.event(EventReason.ERRORS_UNWATCHED, why, warning=True)
         if why is not None:
             self.condition(ConditionType.ERRORS_UNWATCHED, True, "ErrorsUnwatched", why)
         elif find_condition(self.s.conditions, ConditionType.ERRORS_UNWATCHED.value) is not None:

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from controller.analysis.readings import WarmupReading
-from controller.api import ConditionType, WarmupStatus
+from controller.api import ConditionType, EventReason, WarmupStatus
 from controller.durations import parse_duration
 from controller.engine.draft import CAPACITY_RECHECK, WARMUP_RECHECK, Draft
 from controller.engine.observations import Observations
@@ -24,11 +24,12 @@ def await_capacity(draft: Draft, observations: Observations) -> bool:
         if waiting_since is not None:
             draft.set(capacity_wait_since=None)
             draft.condition(ConditionType.INSUFFICIENT_CAPACITY, False, "CapacityAvailable")
-            draft.event("CapacityAvailable", "the candidate's resources are free: creating it")
+            draft.event(EventReason.CAPACITY_AVAILABLE, "the candidate's resources are free: creating it")
         return False
     if waiting_since is None:
         draft.set(capacity_wait_since=format_timestamp(draft.now))
-        draft.event("InsufficientCapacity", f"candidate {draft.candidate} not created: {shortfall}", warning=True)
+        draft.event(EventReason.INSUFFICIENT_CAPACITY, f"candidate {draft.candidate} not created: {shortfall}",
+                    warning=True)
     draft.condition(ConditionType.INSUFFICIENT_CAPACITY, True, "InsufficientCapacity", shortfall)
     since = parse_timestamp(waiting_since) if waiting_since else draft.now
     if capacity.policy == "wait" and (draft.now - since).total_seconds() >= parse_duration(capacity.timeout):
@@ -49,15 +50,15 @@ def warming_up(draft: Draft, reading: WarmupReading | None) -> bool:
         return False
     if state is None:
         state = WarmupStatus(started_at=format_timestamp(draft.now))
-        draft.event("WarmupStarted", f"mirroring {warmup.mirror_percent}% of live traffic to {draft.candidate} "
-                                     f"until its p95 latency is under {warmup.max_latency}")
+        draft.event(EventReason.WARMUP_STARTED, f"mirroring {warmup.mirror_percent}% of live traffic to "
+                    f"{draft.candidate} until its p95 latency is under {warmup.max_latency}")
     detail = _warmup_detail(warmup.requests, warmup.max_latency, reading)
     read = {"requests": reading.requests, "latency_p95": reading.latency_p95} if reading is not None else {}
     state = state.model_copy(update={**read, "message": detail})
     if reading is not None and reading.requests >= warmup.requests and reading.latency_p95 is not None \
             and reading.latency_p95 <= parse_duration(warmup.max_latency):
         draft.set(warmup=state.model_copy(update={"passed_at": format_timestamp(draft.now)}))
-        draft.event("WarmupPassed", f"candidate {draft.candidate} is warm: {detail}")
+        draft.event(EventReason.WARMUP_PASSED, f"candidate {draft.candidate} is warm: {detail}")
         return False
     draft.set(warmup=state)
     if (draft.now - parse_timestamp(state.started_at)).total_seconds() >= parse_duration(warmup.timeout):

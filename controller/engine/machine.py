@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from controller.api import ConditionType, ModelRolloutSpec, ModelRolloutStatus, PauseReason, Phase
+from controller.api import ConditionType, EventReason, ModelRolloutSpec, ModelRolloutStatus, PauseReason, Phase
 from controller.engine.actions import Action, EmitEvent, ScaleRevision
 from controller.engine.conditions import find_condition, set_condition
 from controller.engine.draft import MAX_MESSAGE, Draft, Transition, state_of
@@ -64,7 +64,7 @@ def reconcile(
     return draft.finish(generation)
 
 
-def failed(status: ModelRolloutStatus, reason: str, detail: str, now: datetime) -> Transition:
+def failed(status: ModelRolloutStatus, reason: EventReason, detail: str, now: datetime) -> Transition:
     """A reconcile failed: say so in a condition and an Event (once per distinct failure).
 
     The traffic state stays the one `status` records: the retry repeats the same writes.
@@ -84,7 +84,7 @@ def invalid_spec(status: ModelRolloutStatus, generation: int, message: str, now:
     new_status = status.model_copy(update={
         "conditions": conditions, "message": f"invalid spec: {message}", "observed_generation": generation,
     })
-    event = EmitEvent("Warning", "InvalidSpec", message)
+    event = EmitEvent("Warning", EventReason.INVALID_SPEC, message)
     return Transition([event] if status.message != new_status.message else [], new_status)
 
 
@@ -98,7 +98,7 @@ def _route_refused(draft: Draft, refusal: RouteRefusal) -> None:
     """Not ours to write: nothing at all is done (no route, no workload), and a rollout in flight
     pauses until the rule is handed back. Pending manual actions wait too."""
     if _route_managed(draft) != ("False", refusal.access.value):
-        draft.event(refusal.access.value, refusal.message, warning=True)
+        draft.event(EventReason(refusal.access.value), refusal.message, warning=True)
     draft.condition(ConditionType.ROUTE_MANAGED, False, refusal.access.value, refusal.message)
     draft.set(message=refusal.message)
     if state_of(draft.s) in IN_FLIGHT:
@@ -110,7 +110,7 @@ def _route_handed_back(draft: Draft) -> None:
     the traffic it measured was not the step's."""
     if _route_managed(draft) not in (None, ("True", "HandedBack")):
         draft.condition(ConditionType.ROUTE_MANAGED, True, "HandedBack", "the route's rule is the rollout's to manage")
-        draft.event("RouteHandedBack", "the route's rule is the rollout's to manage again")
+        draft.event(EventReason.ROUTE_HANDED_BACK, "the route's rule is the rollout's to manage again")
     if draft.s.pause_reason == PauseReason.ROUTE:
         fire(draft, Event.ROUTE_HANDED_BACK)
 

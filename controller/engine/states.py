@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from controller.api import Action as ManualAction
-from controller.api import RolloutState
+from controller.api import EventReason, RolloutState
 from controller.engine import transitions as t
 from controller.engine.draft import Draft, state_of
 
@@ -137,8 +137,8 @@ def fire(draft: Draft, event: Event, why: str = "") -> None:
 def take_action(draft: Draft, action: ManualAction) -> None:
     source, event = state_of(draft.s), Event(action.value)
     if (source, event) not in _BY_PAIR:
-        draft.event("ActionIgnored", f"{action.value!r} does not apply while the rollout is {_IN_WORDS[source]}",
-                    warning=True)
+        draft.event(EventReason.ACTION_IGNORED,
+                    f"{action.value!r} does not apply while the rollout is {_IN_WORDS[source]}", warning=True)
         return
     fire(draft, event)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from controller.analysis.readings import AnalysisSignal
-from controller.api import AnalysisVerdict, ConditionType, PauseReason, Phase, Verdict
+from controller.api import AnalysisVerdict, ConditionType, EventReason, PauseReason, Phase, Verdict
 from controller.durations import parse_duration
 from controller.engine.actions import EnsureRevision, ScaleRevision
 from controller.engine.draft import PAUSED_BECAUSE, READINESS_RECHECK, Draft
@@ -68,7 +68,7 @@ def _run_ready(draft: Draft, observations: Observations) -> None:
         draft.set(candidate_ready=True)
         draft.condition(ConditionType.CANDIDATE_UNSCHEDULABLE, False, "Scheduled")
         size = draft.swap_sizes()[1] if draft.swap else spec.replicas
-        draft.event("CandidateReady", f"all {size} candidate replicas are ready")
+        draft.event(EventReason.CANDIDATE_READY, f"all {size} candidate replicas are ready")
 
     if _apply_signal(draft, observations.analysis):
         return
@@ -119,7 +119,7 @@ def _start_step(draft: Draft) -> None:
     duration = draft.spec.step_seconds(index)
     ends = format_timestamp(draft.now + timedelta(seconds=duration)) if duration is not None else None
     draft.set(step_started_at=format_timestamp(draft.now), step_ends_at=ends)
-    draft.event("StepStarted", f"step {index + 1}/{len(steps)}: {steps[index].kind}")
+    draft.event(EventReason.STEP_STARTED, f"step {index + 1}/{len(steps)}: {steps[index].kind}")
     if draft.spec.analysis is not None:
         draft.wake(draft.now)  # The step's first analysis runs at once, not at its first interval.
 
@@ -161,7 +161,7 @@ def _hold_for_readiness(draft: Draft, observations: Observations) -> None:
         message = f"candidate pods cannot be scheduled: {reason}"
         draft.condition(ConditionType.CANDIDATE_UNSCHEDULABLE, True, "Unschedulable", reason)
         if draft.s.message != message:
-            draft.event("CandidateUnschedulable", message, warning=True)
+            draft.event(EventReason.CANDIDATE_UNSCHEDULABLE, message, warning=True)
     else:
         message = "waiting for all candidate replicas to be ready"
         draft.condition(ConditionType.CANDIDATE_UNSCHEDULABLE, False, "Scheduled")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from controller.api import ConditionType, PauseReason, Phase, Verdict
+from controller.api import ConditionType, EventReason, PauseReason, Phase, Verdict
 from controller.engine.actions import DeleteRevision, EnsureRevision, ScaleRevision
 from controller.engine.draft import PAUSED_BECAUSE, READINESS_RECHECK, Draft
 from controller.timestamps import format_timestamp
@@ -29,7 +29,7 @@ def initial_deploy(draft: Draft, revision: str) -> None:
         draft.condition(ConditionType.PROGRESSING, False, "Deployed")
         draft.condition(ConditionType.COMPLETED, True, "Deployed", f"first revision {revision} serves all traffic")
         draft.condition(ConditionType.CANDIDATE_UNSCHEDULABLE, False, "Scheduled")
-        draft.event("Deployed", f"first revision {revision} is ready and serves all traffic")
+        draft.event(EventReason.DEPLOYED, f"first revision {revision} is ready and serves all traffic")
         return
     draft.set(phase=Phase.PROGRESSING)
     draft.condition(ConditionType.PROGRESSING, True, "Deploying")
@@ -41,7 +41,7 @@ def initial_deploy(draft: Draft, revision: str) -> None:
         draft.condition(ConditionType.AVAILABLE, False, "Unschedulable", reason)
         draft.condition(ConditionType.CANDIDATE_UNSCHEDULABLE, True, "Unschedulable", reason)
         if draft.s.message != message:
-            draft.event("Unschedulable", message, warning=True)
+            draft.event(EventReason.UNSCHEDULABLE, message, warning=True)
     else:
         message = f"waiting for revision {revision} to become ready"
         draft.condition(ConditionType.AVAILABLE, False, "StableNotReady", "waiting for replicas")
@@ -73,10 +73,10 @@ def start_rollout(draft: Draft, revision: str) -> None:
     draft.condition(ConditionType.PAUSED, False, "RolloutStarted")
     draft.condition(ConditionType.INVALID_SPEC, False, "Valid")
     if restarted:
-        draft.event("RolloutRestarted",
+        draft.event(EventReason.ROLLOUT_RESTARTED,
                     f"template changed during the rollout; restarting from stable {stable} with {revision}")
     else:
-        draft.event("RolloutStarted", f"rolling out {revision} beside stable {stable}")
+        draft.event(EventReason.ROLLOUT_STARTED, f"rolling out {revision} beside stable {stable}")
 
 
 def cancel_candidate(draft: Draft, why: str) -> None:
@@ -89,7 +89,7 @@ def cancel_candidate(draft: Draft, why: str) -> None:
               step_ends_at=None, message=f"{why}; candidate {candidate} removed")
     draft.condition(ConditionType.PROGRESSING, False, "CandidateRemoved", why)
     draft.condition(ConditionType.PAUSED, False, "CandidateRemoved")
-    draft.event("CandidateRemoved", f"{why}; candidate {candidate} removed")
+    draft.event(EventReason.CANDIDATE_REMOVED, f"{why}; candidate {candidate} removed")
 
 
 def abort(draft: Draft, _: str = "") -> None:
@@ -98,12 +98,12 @@ def abort(draft: Draft, _: str = "") -> None:
 
 def pause(draft: Draft, _: str = "") -> None:
     draft.set(pause_reason=PauseReason.USER)
-    draft.event("Paused", "paused by the user")
+    draft.event(EventReason.PAUSED, "paused by the user")
 
 
 def resume(draft: Draft, _: str = "") -> None:
     draft.set(pause_reason=None)
-    draft.event("Resumed", "resumed by the user")
+    draft.event(EventReason.RESUMED, "resumed by the user")
 
 
 def resume_past_pause_step(draft: Draft, _: str = "") -> None:
@@ -114,7 +114,8 @@ def resume_past_pause_step(draft: Draft, _: str = "") -> None:
 def resume_halted(draft: Draft, _: str = "") -> None:
     """A human looked at the broken experiment and let it go on: its evidence starts again."""
     draft.set(pause_reason=None, step_started_at=None, step_ends_at=None)
-    draft.event("HaltResumed", "resumed by the user after an analysis halt; the step and its evidence start again")
+    draft.event(EventReason.HALT_RESUMED,
+                "resumed by the user after an analysis halt; the step and its evidence start again")
 
 
 def promote(draft: Draft, _: str = "") -> None:
@@ -124,7 +125,7 @@ def promote(draft: Draft, _: str = "") -> None:
 
 def promote_full(draft: Draft, _: str = "") -> None:
     draft.set(pause_reason=None, current_step=len(draft.spec.strategy.steps), step_started_at=None, step_ends_at=None)
-    draft.event("PromotedFull", "promoted by the user past all remaining steps")
+    draft.event(EventReason.PROMOTED_FULL, "promoted by the user past all remaining steps")
 
 
 def retry(draft: Draft, _: str = "") -> None:
@@ -132,7 +133,7 @@ def retry(draft: Draft, _: str = "") -> None:
               verdict=None, candidate_ready=False, warmup=None, message="retrying the rollout from the first step")
     draft.condition(ConditionType.ROLLED_BACK, False, "Retried")
     draft.condition(ConditionType.PROGRESSING, True, "Retried")
-    draft.event("Retried", f"retrying candidate {draft.candidate} from the first step")
+    draft.event(EventReason.RETRIED, f"retrying candidate {draft.candidate} from the first step")
 
 
 def roll_back(draft: Draft, reason: str, why: str) -> None:
@@ -145,7 +146,8 @@ def roll_back(draft: Draft, reason: str, why: str) -> None:
     draft.condition(ConditionType.ROLLED_BACK, True, reason, why)
     draft.condition(ConditionType.PROGRESSING, False, reason, why)
     draft.condition(ConditionType.PAUSED, False, reason)
-    draft.event("RolledBack", f"{why}; all traffic is back on stable {draft.s.stable_revision}", warning=True)
+    draft.event(EventReason.ROLLED_BACK, f"{why}; all traffic is back on stable {draft.s.stable_revision}",
+                warning=True)
 
 
 def undo(draft: Draft, _: str = "") -> None:
@@ -163,13 +165,13 @@ def undo(draft: Draft, _: str = "") -> None:
               scale_down_at=None, phase=Phase.ROLLED_BACK, message=f"undone: back on {previous}")
     draft.condition(ConditionType.ROLLED_BACK, True, "Undone", f"{undone} undone; {previous} serves all traffic")
     draft.condition(ConditionType.COMPLETED, False, "Undone")
-    draft.event("Undone", f"undo: {previous} serves all traffic again; {undone} stopped", warning=True)
+    draft.event(EventReason.UNDONE, f"undo: {previous} serves all traffic again; {undone} stopped", warning=True)
 
 
 def advance(draft: Draft, why: str) -> None:
     step = draft.s.current_step
     draft.set(current_step=step + 1, step_started_at=None, step_ends_at=None)
-    draft.event("StepCompleted", f"step {step + 1}/{len(draft.spec.strategy.steps)} completed: {why}")
+    draft.event(EventReason.STEP_COMPLETED, f"step {step + 1}/{len(draft.spec.strategy.steps)} completed: {why}")
 
 
 def complete(draft: Draft, _: str = "") -> None:
@@ -195,25 +197,25 @@ def complete(draft: Draft, _: str = "") -> None:
     draft.condition(ConditionType.COMPLETED, True, "RolloutCompleted", f"{new} promoted")
     draft.condition(ConditionType.PROGRESSING, False, "RolloutCompleted")
     draft.condition(ConditionType.PAUSED, False, "RolloutCompleted")
-    draft.event("Promoted", f"revision {new} is the stable; {old} " +
+    draft.event(EventReason.PROMOTED, f"revision {new} is the stable; {old} " +
                 ("stays warm for undo" if keep_warm else "is removed"))
 
 
 def pause_for_analysis(draft: Draft, why: str) -> None:
     """Measurements fail past errorLimit (analysis.onError: pause): the analysis pauses, and resumes."""
     draft.set(pause_reason=PauseReason.ANALYSIS)
-    draft.event("AnalysisError", f"paused: {why}", warning=True)
+    draft.event(EventReason.ANALYSIS_ERROR, f"paused: {why}", warning=True)
 
 
 def recover(draft: Draft, _: str = "") -> None:
     """Measurements are back: the pause was the analysis's, so is the resume."""
     draft.set(pause_reason=None)
-    draft.event("AnalysisRecovered", "measurements are back; resuming")
+    draft.event(EventReason.ANALYSIS_RECOVERED, "measurements are back; resuming")
 
 
 def halt(draft: Draft, why: str) -> None:
     draft.set(pause_reason=PauseReason.HALTED)
-    draft.event("AnalysisHalted", f"halted: {why}", warning=True)
+    draft.event(EventReason.ANALYSIS_HALTED, f"halted: {why}", warning=True)
 
 
 def stop_at_pause_step(draft: Draft, _: str = "") -> None:
@@ -253,7 +255,7 @@ def scale_down_warm(draft: Draft, _: str = "") -> None:
     draft.select(draft.stable, draft.stable)
     draft.actions.append(DeleteRevision(previous))
     draft.set(previous_stable_revision=None, scale_down_at=None)
-    draft.event("ScaledDown", f"keep-warm window over: old revision {previous} removed")
+    draft.event(EventReason.SCALED_DOWN, f"keep-warm window over: old revision {previous} removed")
 
 
 def lose_route(draft: Draft, why: str) -> None:

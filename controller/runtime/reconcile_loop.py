@@ -60,20 +60,21 @@ def _api_message(error: client.ApiException) -> str:
     return message[:300]
 
 
-def failure_reason(error: BaseException) -> tuple[str, str]:
+def failure_reason(error: BaseException) -> tuple[api.EventReason, str]:
     """A condition reason and a one-line detail for any failure of a reconcile."""
     if isinstance(error, client.ApiException):
-        return "ApiError", f"{error.status} {error.reason}" + (f": {_api_message(error)}" if error.status in (
-            400, 422) else "")
+        detail = f": {_api_message(error)}" if error.status in (400, 422) else ""
+        return api.EventReason.API_ERROR, f"{error.status} {error.reason}{detail}"
     if isinstance(error, RouterError):
-        return "RouteError", str(error)
+        return api.EventReason.ROUTE_ERROR, str(error)
     if isinstance(error, OwnershipConflict):
-        return "OwnershipConflict", str(error)
+        return api.EventReason.OWNERSHIP_CONFLICT, str(error)
     if isinstance(error, ValidationError):
-        return "MalformedStatus", f"status cannot be read: {error.errors()[0]['loc']} {error.errors()[0]['msg']}"
+        first = error.errors()[0]
+        return api.EventReason.MALFORMED_STATUS, f"status cannot be read: {first['loc']} {first['msg']}"
     if isinstance(error, urllib3.exceptions.HTTPError | ConnectionError | TimeoutError):
-        return "ApiUnreachable", f"{type(error).__name__}: {error}"[:200]
-    return "ReconcileError", f"{type(error).__name__}: {error}"[:200]
+        return api.EventReason.API_UNREACHABLE, f"{type(error).__name__}: {error}"[:200]
+    return api.EventReason.RECONCILE_ERROR, f"{type(error).__name__}: {error}"[:200]
 
 
 @dataclass
@@ -213,7 +214,7 @@ class ReconcileLoop:
     def _notification_failed(self, notification: Notification, why: str) -> None:
         body = {"metadata": {"namespace": notification.namespace, "name": notification.name,
                              "uid": notification.uid}}
-        post_event(self.api_client, body, "Warning", "NotificationFailed", why)
+        post_event(self.api_client, body, "Warning", api.EventReason.NOTIFICATION_FAILED, why)
 
     def _read_fresh(self, key: RolloutKey) -> dict[str, Any] | None:
         """The rollout as the apiserver has it now (None: gone). A list by name, not a get: the
@@ -271,7 +272,7 @@ class ReconcileLoop:
         except Exception as report_error:
             log.warning("failure not recorded", namespace=key[0], name=key[1], error=type(report_error).__name__)
 
-    def _report(self, body: dict[str, Any], reason: str, detail: str) -> None:
+    def _report(self, body: dict[str, Any], reason: api.EventReason, detail: str) -> None:
         """Progressing=False with the reason, and an Event when the failure is new."""
         try:
             status = parse_status(body)
