@@ -26,11 +26,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from devkit.sandbox.cluster import Sandbox
 from e2e.harness import Rollouts, httproute, operator_process, rollout_body, with_image
 from kubernetes import client
 
 from controller.kube.client import api_client_from_kubeconfig
-from controller.sandbox.cluster import Sandbox
 
 NAMESPACE = "capacity-bench"
 

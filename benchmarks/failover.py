@@ -22,11 +22,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+from devkit.sandbox.cluster import Sandbox
+from devkit.sandbox.processes import free_port
 from kubernetes import client
 
 from controller.kube.client import api_client_from_kubeconfig
-from controller.sandbox.cluster import Sandbox
-from controller.sandbox.processes import free_port
 
 NAMESPACE = "failover"
 

@@ -25,12 +25,12 @@ import time
 from pathlib import Path
 
 import yaml
+from devkit.sandbox.build import HELM, ensure_binaries, ensure_tool
+from devkit.sandbox.cluster import Sandbox
 from e2e.image_root import resident_mib, run_image, unpack
 from kubernetes import client
 
 from controller.kube.client import api_client_from_kubeconfig
-from controller.sandbox.build import HELM, ensure_binaries, ensure_tool
-from controller.sandbox.cluster import Sandbox
 
 ROOT = Path(__file__).resolve().parents[1]
 SYSTEM = "modelrollout-system"

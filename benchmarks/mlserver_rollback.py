@@ -22,13 +22,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from devkit.sandbox.cluster import Sandbox
 from e2e.harness import httproute_state
 from e2e.real_servers import MLServerRecipe, ModelVersion
 from e2e.world import e2e_world, wait_until
 from kubernetes import client
 
 from controller.kube.client import api_client_from_kubeconfig
-from controller.sandbox.cluster import Sandbox
 
 NAMESPACE = "mlserver-bench"
 MODELS = {"scorer:mls-good": ModelVersion("scorer"),

@@ -23,11 +23,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from devkit.sandbox.cluster import Sandbox
 from e2e.harness import Rollouts, operator_process, rollout_body, wait_for, with_image
 from kubernetes import client
 
 from controller.kube.client import api_client_from_kubeconfig
-from controller.sandbox.cluster import Sandbox
 
 NAMESPACE = "notify-bench"
 STEPS = [{"canary": {"weight": 20, "duration": "1s"}}, {"canary": {"weight": 50, "duration": "1s"}}]

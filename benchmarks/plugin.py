@@ -21,11 +21,11 @@ import sys
 import time
 from typing import Any
 
+from devkit.sandbox.cluster import Sandbox
 from kubernetes import client
 
 from controller import api
 from controller.kube.client import api_client_from_kubeconfig
-from controller.sandbox.cluster import Sandbox
 
 NAMESPACE = "plugin-bench"
 PLUGIN = [sys.executable, "-m", "controller.plugin.cli"]

@@ -20,12 +20,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from devkit.sandbox.cluster import Sandbox
 from e2e.harness import Rollouts, wait_for
 from e2e.world import e2e_world
 from kubernetes import client
 
 from controller.kube.client import api_client_from_kubeconfig
-from controller.sandbox.cluster import Sandbox
 
 NAMESPACE = "split-bench"
 WEIGHTS = (1, 5, 10, 25, 50)

@@ -24,6 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from devkit.sandbox.build import ensure_binaries
+from devkit.sandbox.cluster import Sandbox
+from devkit.sandbox.processes import free_port, terminate
 from e2e.harness import httproute_state
 from e2e.world import e2e_world, wait_until
 from kubernetes import client, watch
@@ -32,9 +35,6 @@ from urllib3.exceptions import ProtocolError
 from controller import api
 from controller.kube.client import api_client_from_kubeconfig
 from controller.routers.gatewayapi import read_route
-from controller.sandbox.build import ensure_binaries
-from controller.sandbox.cluster import Sandbox
-from controller.sandbox.processes import free_port, terminate
 
 NAMESPACE = "bench"
 ACTION = api.ACTION_ANNOTATION

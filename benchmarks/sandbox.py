@@ -16,12 +16,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from devkit.sandbox import build
+from devkit.sandbox.cluster import Sandbox
+from devkit.sandbox.processes import read_pids
 from kubernetes import client
 
 from controller.kube.client import api_client_from_kubeconfig
-from controller.sandbox import build
-from controller.sandbox.cluster import Sandbox
-from controller.sandbox.processes import read_pids
 
 
 def _rss_mib(pids: list[int]) -> float:

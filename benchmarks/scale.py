@@ -38,15 +38,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from devkit.sandbox.cluster import Sandbox
+from devkit.sandbox.nodes import DEFAULT_NODES, NodeShape
+from devkit.sandbox.processes import free_port
 from e2e.harness import httproute_weights
 from kubernetes import client, watch
 from urllib3.exceptions import ProtocolError
 
 from controller import api
 from controller.kube.client import api_client_from_kubeconfig
-from controller.sandbox.cluster import Sandbox
-from controller.sandbox.nodes import DEFAULT_NODES, NodeShape
-from controller.sandbox.processes import free_port
 
 NAMESPACE = "scale"
 GROUP, VERSION, ROUTES = "gateway.networking.k8s.io", "v1", "httproutes"

@@ -4,48 +4,27 @@ or print the rollout's `states`."""
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import socket
 import sys
 from collections.abc import Callable
-from dataclasses import fields
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Literal
 
-from controller.sandbox.errors import SandboxError
+SANDBOX_ENTRY_POINTS = "modelrollout.sandbox"
 
 
 def _sandbox(args: argparse.Namespace) -> int:
-    from controller.sandbox.cluster import Sandbox, list_instances
-
-    if args.action == "build":
-        from controller.sandbox.build import ensure_binaries
-
-        binaries = ensure_binaries()
-        print("sandbox binaries ready, in", binaries.kube_apiserver.parent.parent)
-        for field_ in fields(binaries):
-            print(f"  {field_.name.replace('_', '-'):24} {getattr(binaries, field_.name)}")
-        return 0
-    sandbox = Sandbox(name=args.name, apiserver_port=getattr(args, "port", None))
-    if args.action == "up":
-        state = sandbox.up(install_crds=not args.no_crds, install_modelrollout_crd=not args.no_modelrollout_crd)
-        print(f"sandbox {state.name} is up in {state.timings['ready_s']:.1f}s")
-        print(f"export KUBECONFIG={state.kubeconfig}")
-    elif args.action == "down":
-        sandbox.down()
-        print(f"sandbox {sandbox.name} is down")
-    elif args.action == "heal":
-        restarted = sandbox.heal()
-        print(f"restarted: {', '.join(restarted)}" if restarted else "every component is running")
-    elif args.action == "status":
-        names = [args.name] if args.name else list_instances()
-        statuses = [Sandbox(name=name).status() for name in names]
-        print(json.dumps(statuses, indent=2))
-        return 0 if statuses and all(status["running"] for status in statuses) else 1
-    return 0
+    """The local control plane is dev tooling (the dev kit): found through its entry point, so the
+    product neither ships nor imports it."""
+    found = entry_points(group=SANDBOX_ENTRY_POINTS, name="cli")
+    if not found:
+        print("error: `modelrollout sandbox` needs the dev kit, which is not installed: `pip install -e devkit/` "
+              "from the repository (scripts/setup.sh does it)", file=sys.stderr)
+        return 1
+    return int(next(iter(found)).load()(args))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -109,12 +88,7 @@ def _demo(args: argparse.Namespace) -> int:
         print("error: the demo needs the test kit, which is not installed: `pip install -e testkit/` from the "
               "repository (scripts/setup.sh does it)", file=sys.stderr)
         return 1
-    run_demo = next(iter(found)).load()
-    try:
-        return int(run_demo(keep=args.keep))
-    except SandboxError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    return int(next(iter(found)).load()(keep=args.keep))
 
 
 def _fraction(text: str) -> float:
@@ -271,11 +245,7 @@ VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        return VERBS[args.command](args)
-    except SandboxError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    return VERBS[args.command](args)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 `spec.template` is validated by the apiserver against it, so `containers: [{}]`, a container
 without `name` or a typo in a pod field is rejected at admission with the field's path, never
 later by a Deployment write. `controller/schemas/pod-template-spec.json` is generated from the
-Kubernetes module's own OpenAPI by `python -m controller.sandbox.podschema` (dev tooling, which
+Kubernetes module's own OpenAPI by `python -m devkit.sandbox.podschema` (dev tooling, which
 says how); an integration test checks it against the module.
 """
 

@@ -25,11 +25,11 @@ if [ ! -x .venv/bin/python ]; then
   echo "==> creating .venv"
   python3 -m venv .venv
 fi
-stamp=.venv/.installed-$(cat pyproject.toml testkit/pyproject.toml | sha256sum | cut -c1-16)
+stamp=.venv/.installed-$(cat pyproject.toml testkit/pyproject.toml devkit/pyproject.toml | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ]; then
-  echo "==> installing Python packages (pinned in pyproject.toml), and the test kit beside the product"
+  echo "==> installing Python packages (pinned in pyproject.toml), and the test kit and dev kit beside the product"
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[dev]' -e testkit
+  .venv/bin/pip install -q -e '.[dev]' -e devkit -e testkit
   rm -f .venv/.installed-*; touch "$stamp"
 fi
 

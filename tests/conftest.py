@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from devkit.sandbox.cluster import Sandbox, SandboxState
 from kubernetes import client
 
-from controller import crdgen
 from controller.kube.client import api_client_from_kubeconfig
-from controller.sandbox.cluster import Sandbox, SandboxState
+from devkit import crdgen
 
 
 @pytest.fixture(scope="session")

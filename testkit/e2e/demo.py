@@ -15,12 +15,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from devkit.sandbox.build import ensure_binaries
+from devkit.sandbox.cluster import Sandbox
+from devkit.sandbox.errors import SandboxError
 from kubernetes import client
 
 from controller import api
 from controller.kube.client import api_client_from_kubeconfig
-from controller.sandbox.build import ensure_binaries
-from controller.sandbox.cluster import Sandbox
 from e2e.harness import httproute_state
 from e2e.world import World, e2e_world
 
@@ -72,6 +73,15 @@ def _follow(world: World, done: Any, timeout: float) -> dict[str, Any]:
 
 
 def run_demo(keep: bool = False) -> int:
+    """`modelrollout demo`: the sandbox's errors are told, not raised."""
+    try:
+        return _run_demo(keep)
+    except SandboxError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+def _run_demo(keep: bool) -> int:
     if os.geteuid() != 0:
         print("error: the demo needs root: its model servers get a pod network of their own, a network namespace "
               "(`ip netns`) that only root may create. Run it as root, e.g. `sudo bash scripts/demo.sh`.",

@@ -15,10 +15,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from devkit.sandbox.build import ensure_binaries
 from kubernetes import client
 
 from controller import api
-from controller.sandbox.build import ensure_binaries
 
 T = TypeVar("T")
 

@@ -16,17 +16,18 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+from devkit.sandbox import build, nodes, thirdparty_crds, versions
+from devkit.sandbox.errors import SandboxError
+from devkit.sandbox.gotool import find_or_install_go
 
-from controller import crdgen
-from controller.sandbox import build, nodes, thirdparty_crds, versions
-from controller.sandbox.errors import SandboxError
-from controller.sandbox.gotool import find_or_install_go
+from devkit import crdgen
 
 CLUSTER = "modelrollout-demo"
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -104,6 +105,15 @@ def require_docker() -> None:
 
 
 def run_kind_demo(keep: bool = False) -> int:
+    """`modelrollout demo --cluster kind`: the sandbox's errors are told, not raised."""
+    try:
+        return _run_kind_demo(keep)
+    except SandboxError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+def _run_kind_demo(keep: bool) -> int:
     from e2e.demo import demo_on
 
     require_docker()

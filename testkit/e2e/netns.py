@@ -21,7 +21,7 @@ import os
 import re
 import subprocess
 
-from controller.sandbox.processes import pid_alive
+from devkit.sandbox.processes import pid_alive
 
 POD_RANGE = "10.64.0.0/14"  # the sandbox's node pod ranges, 10.64-10.67
 HOST_ADDRESS, NAMESPACE_ADDRESS = "10.63.255.1", "10.63.255.2"

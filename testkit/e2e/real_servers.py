@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from devkit.sandbox.build import cache_root
+from devkit.sandbox.processes import free_port
 
-from controller.sandbox.build import cache_root
-from controller.sandbox.processes import free_port
 from e2e.harness import stop_process
 
 PINS = {

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from devkit.sandbox.processes import free_port
+from devkit.sandbox.prometheus import PrometheusServer, start_prometheus
 from kubernetes import client
 
-from controller.sandbox.processes import free_port
-from controller.sandbox.prometheus import PrometheusServer, start_prometheus
 from e2e.fleet import ModelFleet, RecipeForImage
 from e2e.gateway import Gateway
 from e2e.harness import Rollouts, httproute, operator_process, rollout_body

@@ -18,10 +18,10 @@ from typing import Any
 
 import httpx
 import pytest
+from devkit.sandbox.processes import free_port
 from e2e.world import e2e_world, wait_until
 from kubernetes import client
 
-from controller.sandbox.processes import free_port
 from tests.integration.test_alerts import ALERTS
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus]

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from devkit.sandbox.prometheus import start_prometheus
 from e2e.world import e2e_world, wait_until
 from kubernetes import client
 
-from controller.sandbox.prometheus import start_prometheus
 from tests.integration.rollout_helpers import httproute_state
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus]

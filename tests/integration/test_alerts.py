@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from devkit.sandbox.prometheus import start_prometheus
 from e2e.model_server import Knobs, ModelServer, ServerConfig
 
-from controller.sandbox.prometheus import start_prometheus
 from tests.integration.test_chart import CHART, rendered
 
 ALERTS = CHART / "alerts"

@@ -9,9 +9,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from controller.sandbox import build, gotool, prometheus, versions
-from controller.sandbox.errors import SandboxError
+from devkit.sandbox import build, gotool, prometheus, versions
+from devkit.sandbox.errors import SandboxError
 
 
 def _write_hello(workdir: Path) -> None:

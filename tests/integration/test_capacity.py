@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from devkit.sandbox.nodes import NodeShape, node_manifest
 from kubernetes import client
 
-from controller.sandbox.nodes import NodeShape, node_manifest
 from tests.integration.rollout_helpers import Rollouts, httproute, operator_process, rollout_body, wait_for, with_image
 
 pytestmark = pytest.mark.cluster

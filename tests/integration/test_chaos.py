@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from devkit.sandbox.cluster import Sandbox, SandboxState
 from e2e.harness import httproute_weights, stop_process
 from kubernetes import client, watch
 from urllib3.exceptions import ProtocolError
 
-from controller.sandbox.cluster import Sandbox, SandboxState
 from tests.integration.rollout_helpers import Rollouts, httproute, operator_process, rollout_body, wait_for, with_image
 
 pytestmark = pytest.mark.cluster

@@ -22,11 +22,11 @@ from typing import Any
 
 import pytest
 import yaml
+from devkit.sandbox.build import HELM, cache_root, ensure_binaries, ensure_tool
+from devkit.sandbox.cluster import Sandbox, SandboxState
 from e2e.image_root import ImageProcess, resident_mib, run_image, unpack
 from kubernetes import client
 
-from controller.sandbox.build import HELM, cache_root, ensure_binaries, ensure_tool
-from controller.sandbox.cluster import Sandbox, SandboxState
 from tests.integration.rbac_audit import calls, granted, scenarios
 from tests.integration.rollout_helpers import kubectl, wait_for
 

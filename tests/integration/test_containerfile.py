@@ -12,9 +12,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from devkit.sandbox.build import cache_root
 from e2e.image_root import unpack
-
-from controller.sandbox.build import cache_root
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -17,6 +17,8 @@ from typing import Any
 
 import httpx
 import pytest
+from devkit.sandbox.processes import free_port, pid_alive
+from devkit.sandbox.prometheus import PrometheusServer, start_prometheus
 from e2e.fleet import REVISION_LABEL, ROLLOUT_LABEL, ModelFleet
 from e2e.gateway import Gateway
 from e2e.harness import stop_process
@@ -26,8 +28,6 @@ from e2e.netns import PodNetwork
 from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
-from controller.sandbox.processes import free_port, pid_alive
-from controller.sandbox.prometheus import PrometheusServer, start_prometheus
 from tests.integration.rollout_helpers import wait_for
 
 pytestmark = pytest.mark.cluster

@@ -10,9 +10,9 @@ from typing import Any
 
 import httpx
 import pytest
+from devkit.sandbox.processes import free_port
 from kubernetes import client
 
-from controller.sandbox.processes import free_port
 from tests.integration.rollout_helpers import (
     Rollouts,
     httproute,

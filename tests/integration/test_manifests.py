@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 import yaml
+from devkit.sandbox.cluster import Sandbox
 from kubernetes import client
 
-from controller.sandbox.cluster import Sandbox
 from tests.integration.rbac_audit import calls, granted, scenarios
 from tests.integration.rollout_helpers import kubectl, operator_process
 

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from devkit.sandbox.build import ensure_binaries
 from kubernetes import client
 
-from controller.sandbox.build import ensure_binaries
 from tests.integration.rollout_helpers import Rollouts, httproute, operator_process, rollout_body, with_image
 
 pytestmark = pytest.mark.cluster

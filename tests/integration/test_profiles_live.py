@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
+from devkit.sandbox.prometheus import PrometheusServer, start_prometheus
 from e2e import real_servers
 
 from controller import api
@@ -40,7 +41,6 @@ from controller.engine.plan import AnalysisPlan, Plan
 from controller.measure.measure import AnalysisIO, DefaultPrometheus, Measurer, Target
 from controller.measure.prometheus import PrometheusPool
 from controller.profiles import GAUGE_TEMPLATES, HISTOGRAM_TEMPLATES, unsupported
-from controller.sandbox.prometheus import PrometheusServer, start_prometheus
 
 pytestmark = pytest.mark.prometheus
 

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from controller.sandbox.prometheus import start_prometheus
+from devkit.sandbox.prometheus import start_prometheus
 
 pytestmark = pytest.mark.prometheus
 

@@ -6,11 +6,10 @@ import socket
 from collections.abc import Iterator
 
 import pytest
-
-from controller.sandbox.cluster import Sandbox, SandboxState
-from controller.sandbox.errors import SandboxError
-from controller.sandbox.nodes import NodeShape
-from controller.sandbox.processes import pid_alive, port_is_listening, read_pids
+from devkit.sandbox.cluster import Sandbox, SandboxState
+from devkit.sandbox.errors import SandboxError
+from devkit.sandbox.nodes import NodeShape
+from devkit.sandbox.processes import pid_alive, port_is_listening, read_pids
 
 pytestmark = pytest.mark.cluster
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from devkit.sandbox import versions
+from devkit.sandbox.errors import SandboxError
 from e2e import kind
 
 from controller.__main__ import main
-from controller.sandbox import versions
-from controller.sandbox.errors import SandboxError
 
 TOOLS = {"kind": Path("/bin/kind"), "kubectl": Path("/bin/kubectl"), "helm": Path("/bin/helm")}
 

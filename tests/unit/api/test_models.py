@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from controller import crdgen
 from controller.api import ModelRolloutSpec
+from devkit import crdgen
 from tests.specs import BAD_SPECS, EXAMPLE, VALID_SPEC, BadSpec
 
 
@@ -50,7 +50,7 @@ def test_every_bad_spec_is_rejected_by_the_models_at_the_same_field_for_the_same
 
 def test_the_committed_crd_matches_api_py() -> None:
     committed = crdgen.CRD_PATH.read_text()
-    assert committed == crdgen.render(), "crds/ is stale: run `python -m controller.crdgen`"
+    assert committed == crdgen.render(), "crds/ is stale: run `python -m devkit.crdgen`"
 
 
 def test_every_field_of_the_crd_has_a_description() -> None:

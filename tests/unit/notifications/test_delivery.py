@@ -14,11 +14,11 @@ from typing import Any
 
 import structlog
 import structlog.testing
+from devkit.sandbox.processes import free_port
 
 from controller import api
 from controller.notifications.delivery import Notifier
 from controller.notifications.messages import Notification
-from controller.sandbox.processes import free_port
 
 SECRET_TOKEN = "s3cr3t-token"
 

@@ -22,10 +22,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from controller import crdgen
-from controller.sandbox import build, nodes, thirdparty_crds
-from controller.sandbox.errors import SandboxError
-from controller.sandbox.processes import (
+from devkit import crdgen
+from devkit.sandbox import build, nodes, thirdparty_crds
+from devkit.sandbox.errors import SandboxError
+from devkit.sandbox.processes import (
     free_port,
     pid_alive,
     port_is_listening,
@@ -33,7 +33,7 @@ from controller.sandbox.processes import (
     require_free_port,
     terminate,
 )
-from controller.sandbox.prometheus import PrometheusServer, running_prometheus, start_prometheus
+from devkit.sandbox.prometheus import PrometheusServer, running_prometheus, start_prometheus
 
 # Service IPs for 10,000 rollouts (two Services each), with room to spare.
 SERVICE_CIDR = "10.96.0.0/16"

@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import yaml
 
-from controller.sandbox.errors import SandboxError
-from controller.sandbox.processes import free_port, pid_alive, require_free_port, terminate
+from devkit.sandbox.errors import SandboxError
+from devkit.sandbox.processes import free_port, pid_alive, require_free_port, terminate
 
 INSTALL_HINT = (
     "Prometheus is not installed. Install Debian's package with "

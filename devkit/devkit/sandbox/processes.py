@@ -9,7 +9,7 @@ import socket
 import time
 from pathlib import Path
 
-from controller.sandbox.errors import SandboxError
+from devkit.sandbox.errors import SandboxError
 
 
 def free_port() -> int:

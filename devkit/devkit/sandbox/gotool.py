@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from controller.sandbox import versions
-from controller.sandbox.errors import SandboxError
+from devkit.sandbox import versions
+from devkit.sandbox.errors import SandboxError
 
 
 def find_or_install_go(cache: Path) -> Path:

@@ -12,9 +12,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from controller.sandbox import versions
-from controller.sandbox.errors import SandboxError
-from controller.sandbox.gotool import find_or_install_go
+from devkit.sandbox import versions
+from devkit.sandbox.errors import SandboxError
+from devkit.sandbox.gotool import find_or_install_go
 
 
 def module_dir(go: Path, module: str, workdir: Path) -> Path:

@@ -2,7 +2,7 @@
 
 Pydantic emits JSON Schema 2020-12; a CRD wants a structural OpenAPI v3.0
 schema: no $ref, no anyOf-with-null, no titles, no `additionalProperties: false`,
-boolean exclusive bounds. `python -m controller.crdgen` rewrites crds/.
+boolean exclusive bounds. `python -m devkit.crdgen` rewrites crds/.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from controller import api, podschema
 
-CRD_PATH = Path(__file__).resolve().parent.parent / "crds" / f"{api.PLURAL}.{api.GROUP}.yaml"
+CRD_PATH = Path(__file__).resolve().parents[2] / "crds" / f"{api.PLURAL}.{api.GROUP}.yaml"
 
 # The pod template is the real PodTemplateSpec of the pinned Kubernetes release (see podschema.py),
 # with at least one container.
@@ -158,7 +158,7 @@ def crd() -> dict[str, Any]:
 
 
 def render() -> str:
-    header = "# Generated from controller/api.py by `python -m controller.crdgen`. Do not edit.\n"
+    header = "# Generated from controller/api.py by `python -m devkit.crdgen`. Do not edit.\n"
     return header + yaml.safe_dump(crd(), sort_keys=False, width=120)
 
 

@@ -9,7 +9,7 @@ module the sandbox builds from, turned into a structural CRD schema:
 - `IntOrString` and `Quantity` become `x-kubernetes-int-or-string`;
 - `metadata` keeps `labels` and `annotations` (all a pod template's metadata can use).
 
-`python -m controller.sandbox.podschema` regenerates `controller/schemas/pod-template-spec.json`;
+`python -m devkit.sandbox.podschema` regenerates `controller/schemas/pod-template-spec.json`;
 an integration test checks it against the module.
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.podschema import SCHEMA_PATH
-from controller.sandbox import versions
+from devkit.sandbox import versions
 
 OPENAPI_FILE = "api/openapi-spec/v3/api__v1_openapi.json"
 ROOT = "io.k8s.api.core.v1.PodTemplateSpec"
@@ -81,9 +81,9 @@ def render(schema: dict[str, Any]) -> str:
 
 
 def main() -> int:
-    from controller.sandbox import build
-    from controller.sandbox.gotool import find_or_install_go
-    from controller.sandbox.thirdparty_crds import module_dir
+    from devkit.sandbox import build
+    from devkit.sandbox.gotool import find_or_install_go
+    from devkit.sandbox.thirdparty_crds import module_dir
 
     cache = build.cache_root()
     go = find_or_install_go(cache)

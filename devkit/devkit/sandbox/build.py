@@ -24,9 +24,9 @@ from pathlib import Path
 
 from platformdirs import user_cache_dir
 
-from controller.sandbox import versions
-from controller.sandbox.errors import SandboxError
-from controller.sandbox.gotool import find_or_install_go
+from devkit.sandbox import versions
+from devkit.sandbox.errors import SandboxError
+from devkit.sandbox.gotool import find_or_install_go
 
 Progress = Callable[[str], None]
 
