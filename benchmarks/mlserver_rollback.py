@@ -19,13 +19,14 @@ import statistics
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from devkit.sandbox.cluster import Sandbox
-from e2e.harness import httproute_state
+from e2e.harness import httproute_state, wait_until
 from e2e.real_servers import MLServerRecipe, ModelVersion
-from e2e.world import e2e_world, wait_until
+from e2e.world import e2e_world
 from kubernetes import client
 
 from controller.kube.client import api_client_from_kubeconfig
@@ -74,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
                     "scorer", lambda s: s.get("canaryWeight") == args.weight
                     and s.get("analysis", {}).get("verdict") == "Pass", 180, "a measured, healthy canary")
                 inputs.shifted.set()
-                took = wait_until(lambda: httproute_state(world.rollouts, "scorer") == (0, 0), 300, f"rollback {run}")
+                broke = time.monotonic()
+                wait_until(lambda: httproute_state(world.rollouts, "scorer") == (0, 0), 300, f"rollback {run}")
+                took = time.monotonic() - broke
                 seconds.append(took)
                 print(f"run {run + 1}: {took:.1f} s from the input shift to 100% stable", flush=True)
                 world.rollouts.wait_status("scorer", lambda s: s.get("phase") == "RolledBack", 30, "RolledBack")

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from devkit.sandbox.cluster import Sandbox
-from e2e.harness import Rollouts, operator_process, rollout_body, wait_for, with_image
+from e2e.harness import Rollouts, operator_process, rollout_body, wait_until, with_image
 from kubernetes import client
 
 from controller.kube.client import api_client_from_kubeconfig
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             for name in names:
                 rollouts.patch(name, with_image(rollout_body(name, STEPS, {}), "scorer:v2", gpus=0))
             wanted = PER_ROLLOUT * len(names)
-            wait_for(lambda: len(receiver.latencies) >= wanted, 300, f"{wanted} notifications")
+            wait_until(lambda: len(receiver.latencies) >= wanted, 300, f"{wanted} notifications")
             took = time.monotonic() - started
     finally:
         sandbox.down()

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from devkit.sandbox.cluster import Sandbox
-from e2e.harness import Rollouts, wait_for
+from e2e.harness import Rollouts, wait_until
 from e2e.world import e2e_world
 from kubernetes import client
 
@@ -73,14 +73,14 @@ def main(argv: list[str] | None = None) -> int:
                     status = rollouts.status("scorer")
                     return status if status.get("currentStep") == i and status.get("candidateReady") else None
 
-                status = wait_for(in_step, args.seconds * 4, f"step {index + 1}")
+                status = wait_until(in_step, args.seconds * 4, f"step {index + 1}")
                 candidate = status["candidateRevision"]
                 time.sleep(2)
                 start = _counts(world.fleet.served(), candidate)
                 def step_over(i: int = index) -> bool:
                     return bool(rollouts.status("scorer").get("currentStep") != i)
 
-                wait_for(step_over, args.seconds * 4, f"the end of step {index + 1}")
+                wait_until(step_over, args.seconds * 4, f"the end of step {index + 1}")
                 end = _counts(world.fleet.served(), candidate)
                 live, on_candidate, mirrored = (b - a for a, b in zip(start, end, strict=True))
                 kind = "mirror" if "shadow" in step else "weight"

@@ -27,8 +27,8 @@ import httpx
 from devkit.sandbox.build import ensure_binaries
 from devkit.sandbox.cluster import Sandbox
 from devkit.sandbox.processes import free_port, terminate
-from e2e.harness import httproute_state
-from e2e.world import e2e_world, wait_until
+from e2e.harness import httproute_state, wait_until
+from e2e.world import e2e_world
 from kubernetes import client, watch
 from urllib3.exceptions import ProtocolError
 
@@ -169,7 +169,9 @@ def fault_to_rollback(api_client: client.ApiClient, kubeconfig: str, runs: int, 
             time.sleep(3)
             revision = healthy["candidateRevision"]
             world.fleet.set_knobs(revision, error_rate=0.4)
-            took = wait_until(lambda: httproute_state(world.rollouts, "scorer") == (0, 0), 120, f"rollback {run}")
+            broke = time.monotonic()
+            wait_until(lambda: httproute_state(world.rollouts, "scorer") == (0, 0), 120, f"rollback {run}")
+            took = time.monotonic() - broke
             seconds.append(took)
             world.rollouts.wait_status("scorer", lambda s: s.get("phase") == "RolledBack", 30, "RolledBack")
             world.fleet.set_knobs(revision, error_rate=0.002)

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 import httpx
 from kubernetes import client
 
+from e2e.harness import wait_until
 from e2e.model_server import Knobs
 from e2e.netns import PodNetwork
 
@@ -197,21 +198,18 @@ class ModelFleet:
         with self._lock:
             return {pod: s.pid for pod, s in self._servers.items()}
 
-    def wait_for(self, predicate: Callable[[dict[str, str]], bool], timeout: float = 60.0,
-                 what: str = "fleet state") -> dict[str, str]:
-        """Poll `urls()` until `predicate` holds; raise FleetError after `timeout` seconds."""
-        deadline = time.monotonic() + timeout
-        while True:
+    def wait_until(self, predicate: Callable[[dict[str, str]], bool], timeout: float = 60.0,
+                   what: str = "fleet state") -> dict[str, str]:
+        """`urls()` once `predicate` holds for them."""
+        def probe() -> tuple[dict[str, str]] | None:
             urls = self.urls()
-            if predicate(urls):
-                return urls
-            if time.monotonic() >= deadline:
-                raise FleetError(f"{what} not reached within {timeout}s (urls: {urls}, last error: {self.last_error})")
-            time.sleep(0.1)
+            return (urls,) if predicate(urls) else None
+
+        return wait_until(probe, timeout, f"{what} (last server error: {self.last_error})")[0]
 
     def wait_for_revisions(self, *revisions: str, timeout: float = 60.0) -> dict[str, str]:
-        return self.wait_for(lambda urls: all(r in urls for r in revisions), timeout,
-                             f"servers for {', '.join(revisions)}")
+        return self.wait_until(lambda urls: all(r in urls for r in revisions), timeout,
+                               f"servers for {', '.join(revisions)}")
 
     def _revision_urls(self, revision: str) -> list[str]:
         with self._lock:

@@ -59,15 +59,31 @@ def kubectl(kubeconfig: Path, *args: str, check: bool = True) -> str:
     return result.stdout
 
 
-def wait_for(probe: Callable[[], T | None], timeout: float = 60.0, what: str = "condition") -> T:
-    deadline = time.monotonic() + timeout
+def wait_until(probe: Callable[[], T | None], timeout: float = 60.0, what: str = "condition",
+               progress: Callable[[], Any] | None = None, stall: float = 120.0) -> T:
+    """The probe's first truthy answer, polled every 0.2 s: the one wait of the tests and benchmarks.
+
+    Without `progress` it fails after `timeout`. With it, it fails only when `progress()` stays the
+    same for `stall` seconds (a busy machine is slow, not stuck), and past `timeout` all the same,
+    so the loop always ends."""
+    started = moved_at = time.monotonic()
+    seen = progress() if progress else None
     last: T | None = None
-    while time.monotonic() < deadline:
+    while True:
         last = probe()
         if last:
             return last
+        now = time.monotonic()
+        if progress is not None:
+            moved = progress()
+            if moved != seen:
+                seen, moved_at = moved, now
+            if now - moved_at > stall:
+                raise AssertionError(f"{what}: nothing moved for {now - moved_at:.0f}s ({now - started:.0f}s in all; "
+                                     f"last progress {seen!r})")
+        if now - started > timeout:
+            raise AssertionError(f"{what} not reached within {timeout}s (last: {last!r})")
         time.sleep(0.2)
-    raise AssertionError(f"{what} not reached within {timeout}s (last: {last!r})")
 
 
 def rollout_body(name: str, steps: list[dict[str, Any]], routing: dict[str, Any], image: str = "scorer:v1",
@@ -123,7 +139,7 @@ class Rollouts:
             seen[:] = [status]
             return status if predicate(status) else None
         try:
-            return wait_for(probe, timeout, f"{name}: {what}")
+            return wait_until(probe, timeout, f"{name}: {what}")
         except AssertionError as error:
             raise AssertionError(f"{error}; last status: {seen[-1] if seen else None}") from None
 
@@ -153,7 +169,7 @@ class Rollouts:
                 api.GROUP, api.VERSION, self.namespace, api.PLURAL, name)
             return api.ACTION_ANNOTATION not in (obj["metadata"].get("annotations") or {})
 
-        wait_for(answered, timeout, f"{name}: the operator answers a ping")
+        wait_until(answered, timeout, f"{name}: the operator answers a ping")
 
     def condition(self, name: str, type_: str) -> dict[str, Any] | None:
         return next((c for c in self.status(name).get("conditions", []) if c["type"] == type_), None)

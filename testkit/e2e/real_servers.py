@@ -17,7 +17,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ import httpx
 from devkit.sandbox.build import cache_root
 from devkit.sandbox.processes import free_port
 
-from e2e.harness import stop_process
+from e2e.harness import stop_process, wait_until
 
 PINS = {
     "mlserver": ("mlserver==1.7.1", "mlserver-sklearn==1.7.1", "scikit-learn==1.9.1"),
@@ -125,17 +124,15 @@ class RunningServer:
 
 
 def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def ready() -> bool:
         if process.poll() is not None:
             raise RuntimeError(f"the server exited with {process.returncode}: {log.read_text()[-2000:]}")
         try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
+            return httpx.get(url, timeout=2).status_code == 200
         except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(f"{url} not ready in {timeout}s: {log.read_text()[-2000:]}")
+            return False
+
+    wait_until(ready, timeout, f"{url} ready (log: {log})")
 
 
 @contextmanager

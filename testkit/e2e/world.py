@@ -6,7 +6,6 @@ Used by the scenario tests, `modelrollout demo` and the e2e rollback benchmark."
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from kubernetes import client
 
 from e2e.fleet import ModelFleet, RecipeForImage
 from e2e.gateway import Gateway
-from e2e.harness import Rollouts, httproute, operator_process, rollout_body
+from e2e.harness import Rollouts, httproute, operator_process, rollout_body, wait_until
 from e2e.loadgen import LoadGenerator
 from e2e.model_server import Knobs
 from e2e.netns import PodNetwork
@@ -87,8 +86,8 @@ class World:
         def answered() -> int:
             return int(self.load.stats().total(first["stableRevision"], "ok"))
 
-        wait_progressing(lambda: answered() >= STABLE_HISTORY, lambda: (answered(), self.fleet.activity()), 120,
-                         "the stable answering through nginx")
+        wait_until(lambda: answered() >= STABLE_HISTORY, 1800, "the stable answering through nginx",
+                   progress=lambda: (answered(), self.fleet.activity()), stall=120)
         return first
 
     def roll_out(self, image: str) -> None:
@@ -134,31 +133,3 @@ def e2e_world(api_client: client.ApiClient, namespace: str, kubeconfig: Path, tm
         stack.callback(load.stop)
         load.start()
         yield world
-
-
-def wait_progressing(done: Callable[[], bool], progress: Callable[[], Any], stall_s: float, what: str,
-                     cap_s: float = 1800.0) -> float:
-    """Seconds until `done()`; fails only when `progress()` stays the same for `stall_s` (or past `cap_s`,
-    so the loop always ends)."""
-    started = moved_at = time.monotonic()
-    last = progress()
-    while not done():
-        now = time.monotonic()
-        seen = progress()
-        if seen != last:
-            last, moved_at = seen, now
-        if now - moved_at > stall_s or now - started > cap_s:
-            raise AssertionError(f"{what}: nothing moved for {now - moved_at:.0f}s ({now - started:.0f}s in all; "
-                                 f"last progress {last!r})")
-        time.sleep(0.2)
-    return time.monotonic() - started
-
-
-def wait_until(predicate: Any, timeout: float, what: str) -> float:
-    """Seconds until the predicate held; fails after `timeout`."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if predicate():
-            return time.monotonic() - started
-        time.sleep(0.2)
-    raise AssertionError(f"{what} not reached within {timeout}s")

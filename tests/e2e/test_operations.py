@@ -19,7 +19,8 @@ from typing import Any
 import httpx
 import pytest
 from devkit.sandbox.processes import free_port
-from e2e.world import e2e_world, wait_until
+from e2e.harness import wait_until
+from e2e.world import e2e_world
 from kubernetes import client
 
 from tests.integration.test_alerts import ALERTS

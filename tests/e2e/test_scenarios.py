@@ -3,12 +3,14 @@ the operator deciding by itself from the metrics, and load routed by the live HT
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from devkit.sandbox.prometheus import start_prometheus
-from e2e.world import e2e_world, wait_until
+from e2e.harness import wait_until
+from e2e.world import e2e_world
 from kubernetes import client
 
 from tests.integration.rollout_helpers import httproute_state
@@ -63,7 +65,9 @@ def test_an_error_spike_mid_canary_rolls_back_by_itself(
                                    "another analysis run")
         assert world.status()["phase"] == "Progressing", "a healthy canary is not rolled back"
         world.fleet.set_knobs(status["candidateRevision"], error_rate=0.4)
-        took = wait_until(lambda: httproute_state(world.rollouts, "scorer") == (0, 0), 60, "automatic rollback")
+        broke = time.monotonic()
+        wait_until(lambda: httproute_state(world.rollouts, "scorer") == (0, 0), 60, "automatic rollback")
+        took = time.monotonic() - broke
         # The route is written first, then the status that records it.
         final = world.rollouts.wait_status("scorer", lambda s: s.get("phase") == "RolledBack", 30, "RolledBack")
         rolled = next(c for c in final["conditions"] if c["type"] == "RolledBack")

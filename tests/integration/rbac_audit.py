@@ -10,7 +10,7 @@ from typing import Any
 from kubernetes import client
 
 from controller.workloads import deployment_name, revision_of
-from tests.integration.rollout_helpers import Rollouts, httproute, rollout_body, virtualservice, wait_for, with_image
+from tests.integration.rollout_helpers import Rollouts, httproute, rollout_body, virtualservice, wait_until, with_image
 
 Call = tuple[str, str, str]  # (API group, resource[/subresource], verb)
 
@@ -74,7 +74,7 @@ def scenarios(api_client: client.ApiClient, namespace: str) -> None:
                          what="scorer:v2 promoted")
     rollouts.patch("scorer", {"spec": {"replicas": 3}})
     apps = client.AppsV1Api(api_client)
-    wait_for(lambda: any(d.spec.replicas == 3 for d in apps.list_namespaced_deployment(namespace).items),
+    wait_until(lambda: any(d.spec.replicas == 3 for d in apps.list_namespaced_deployment(namespace).items),
              what="the stable scaled to 3")
 
     # A Deployment by the name the operator needs, and not its own: read, and refused.
@@ -99,4 +99,4 @@ def scenarios(api_client: client.ApiClient, namespace: str) -> None:
     rollouts.wait_status("creds", lambda s: any("prom" in c.get("message", "") for c in s.get("conditions", [])),
                          what="the Secret read, and refused")
     rollouts.delete("ranker")
-    wait_for(lambda: "ranker" not in rollouts.names(), what="ranker deleted through its finalizer")
+    wait_until(lambda: "ranker" not in rollouts.names(), what="ranker deleted through its finalizer")

@@ -9,7 +9,7 @@ from e2e.harness import (
     rollout_body,
     virtualservice,
     virtualservice_state,
-    wait_for,
+    wait_until,
     with_image,
 )
 
@@ -22,6 +22,6 @@ __all__ = [
     "rollout_body",
     "virtualservice",
     "virtualservice_state",
-    "wait_for",
+    "wait_until",
     "with_image",
 ]

@@ -14,6 +14,7 @@ import httpx
 import pytest
 import yaml
 from devkit.sandbox.prometheus import start_prometheus
+from e2e.harness import wait_until
 from e2e.model_server import Knobs, ModelServer, ServerConfig
 
 from tests.integration.test_chart import CHART, rendered
@@ -65,13 +66,10 @@ def test_high_error_rate_fires_for_an_injected_fault_and_not_for_a_healthy_model
         for load in loads:
             load.start()
         try:
-            deadline = time.monotonic() + 300  # the rule holds for 2m before it fires
-            firing: list[dict[str, Any]] = []
-            while time.monotonic() < deadline and not firing:
-                firing = [alert for alert in _alerts(prometheus.url)
-                          if alert["labels"]["alertname"] == "HighErrorRate" and alert["state"] == "firing"]
-                time.sleep(1)
-            assert firing, f"HighErrorRate never fired: {_alerts(prometheus.url)}"
+            # The rule holds for 2m before it fires.
+            firing = wait_until(lambda: [alert for alert in _alerts(prometheus.url) if alert["labels"]["alertname"]
+                                         == "HighErrorRate" and alert["state"] == "firing"], 300,
+                                "HighErrorRate firing")
             assert {alert["labels"]["model"] for alert in firing} == {"scorer"}
             assert firing[0]["labels"]["severity"] == "critical"
             assert firing[0]["annotations"]["summary"] == "Error rate > 0.1% for scorer"

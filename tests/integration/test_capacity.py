@@ -12,7 +12,14 @@ import pytest
 from devkit.sandbox.nodes import NodeShape, node_manifest
 from kubernetes import client
 
-from tests.integration.rollout_helpers import Rollouts, httproute, operator_process, rollout_body, wait_for, with_image
+from tests.integration.rollout_helpers import (
+    Rollouts,
+    httproute,
+    operator_process,
+    rollout_body,
+    wait_until,
+    with_image,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -47,7 +54,7 @@ def _take_route_elsewhere(rollouts: Rollouts, namespace: str, name: str) -> None
     route["spec"]["rules"][1]["backendRefs"] = [{"name": "elsewhere", "port": 8080}]
     rollouts.custom.replace_namespaced_custom_object("gateway.networking.k8s.io", "v1", namespace, "httproutes",
                                                      name, route)
-    wait_for(lambda: (_condition(rollouts, name, "RouteManaged") or {}).get("reason") == "RouteTakenBack", 60,
+    wait_until(lambda: (_condition(rollouts, name, "RouteManaged") or {}).get("reason") == "RouteTakenBack", 60,
              "the route taken back")
 
 
@@ -73,7 +80,7 @@ def test_a_full_cluster_holds_the_candidate_under_surge_and_times_out_under_wait
     api_client: client.ApiClient, namespace: str, kubeconfig: Path, tmp_path: Path, crd_installed: None,
     extra_gpu_node: dict[str, Any],
 ) -> None:
-    wait_for(lambda: not _gpu_pods_elsewhere(api_client, namespace), 90, "no other test holding GPUs")
+    wait_until(lambda: not _gpu_pods_elsewhere(api_client, namespace), 90, "no other test holding GPUs")
     rollouts = Rollouts(api_client, namespace)
     with operator_process(kubeconfig, namespace, tmp_path / "operator.log", "--check-capacity"):
         # surge: the stable takes all four GPUs; the candidate would need four more.
@@ -82,7 +89,7 @@ def test_a_full_cluster_holds_the_candidate_under_surge_and_times_out_under_wait
         rollouts.create(body)
         first = rollouts.wait_status("full", lambda s: s.get("phase") == "Completed", 60, "stable on every GPU")
         rollouts.patch("full", with_image(body, "scorer:v2", gpus=2))
-        held = wait_for(lambda: _condition(rollouts, "full", "InsufficientCapacity"), 60, "InsufficientCapacity")
+        held = wait_until(lambda: _condition(rollouts, "full", "InsufficientCapacity"), 60, "InsufficientCapacity")
         assert held["status"] == "True"
         assert held["message"] == ("0 of 2 candidate pods fit: 4 nvidia.com/gpu missing (2 nvidia.com/gpu a pod; "
                                    "2 nodes its template can land on)")
@@ -96,7 +103,7 @@ def test_a_full_cluster_holds_the_candidate_under_surge_and_times_out_under_wait
         assert _condition(rollouts, "full", "InsufficientCapacity")["status"] == "False"  # type: ignore[index]
         _take_route_elsewhere(rollouts, namespace, "full")
         rollouts.delete("full")
-        wait_for(lambda: not _deployments(api_client, namespace), 60, "the first rollout's GPUs freed")
+        wait_until(lambda: not _deployments(api_client, namespace), 60, "the first rollout's GPUs freed")
         client.CoreV1Api(api_client).delete_node("gpu-extra")
 
         # wait: the same full cluster, a 5 s timeout.
@@ -127,7 +134,7 @@ def test_swap_makes_room_on_a_full_cluster_and_an_abort_gives_the_stable_its_siz
 ) -> None:
     """Four stable pods of one GPU hold all four: swap moves one GPU, then a second, to the candidate,
     the route following each step; an abort stops the candidate and the stable is whole again."""
-    wait_for(lambda: not _gpu_pods_elsewhere(api_client, namespace), 90, "no other test holding GPUs")
+    wait_until(lambda: not _gpu_pods_elsewhere(api_client, namespace), 90, "no other test holding GPUs")
     rollouts = Rollouts(api_client, namespace)
     with operator_process(kubeconfig, namespace, tmp_path / "operator.log", "--check-capacity"):
         rollouts.create_object("gateway.networking.k8s.io", "v1", "httproutes", httproute("swap"))
@@ -154,12 +161,12 @@ def test_swap_makes_room_on_a_full_cluster_and_an_abort_gives_the_stable_its_siz
         rollouts.act("swap", "abort")
         done = rollouts.wait_status("swap", lambda s: s.get("phase") == "RolledBack", 60, "the abort")
         assert done["canaryWeight"] == 0 and done["stableRevision"] == first["stableRevision"]
-        wait_for(lambda: _deployment(api_client, namespace, stable) == (4, 4), 60,
+        wait_until(lambda: _deployment(api_client, namespace, stable) == (4, 4), 60,
                  "the stable's four pods Ready again, on the candidate's freed GPUs")
         assert _deployment(api_client, namespace, candidate)[0] == 0
         _take_route_elsewhere(rollouts, namespace, "swap")
         rollouts.delete("swap")
-        wait_for(lambda: not _deployments(api_client, namespace), 60, "the GPUs freed for the next test")
+        wait_until(lambda: not _deployments(api_client, namespace), 60, "the GPUs freed for the next test")
 
 
 @pytest.fixture
@@ -201,5 +208,5 @@ def test_quantities_the_apiserver_stores_as_1k_are_read(
         patch = {"spec": {"template": {"spec": {**template, "containers": [
             {**template["containers"][0], "image": "scorer:v2"}]}}}}
         rollouts.patch("vgpu", patch)
-        held = wait_for(lambda: _condition(rollouts, "vgpu", "InsufficientCapacity"), 60, "InsufficientCapacity")
+        held = wait_until(lambda: _condition(rollouts, "vgpu", "InsufficientCapacity"), 60, "InsufficientCapacity")
         assert held["message"].startswith("0 of 1 candidate pods fit: 600 example.com/vgpu-memory missing"), held

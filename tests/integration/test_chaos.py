@@ -24,7 +24,14 @@ from e2e.harness import httproute_weights, stop_process
 from kubernetes import client, watch
 from urllib3.exceptions import ProtocolError
 
-from tests.integration.rollout_helpers import Rollouts, httproute, operator_process, rollout_body, wait_for, with_image
+from tests.integration.rollout_helpers import (
+    Rollouts,
+    httproute,
+    operator_process,
+    rollout_body,
+    wait_until,
+    with_image,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -152,7 +159,7 @@ def test_sigkill_at_twenty_moments_of_multi_step_rollouts_never_moves_traffic_ba
             kills += 2
             rollouts.wait_status(name, lambda s: s.get("phase") == "Completed"
                                  and bool(s.get("previousStableRevision")), timeout=120, what="promoted")
-            wait_for(lambda: httproute_weights(rollouts.get_object(*ROUTES, name), name) == (0, 0),  # noqa: B023
+            wait_until(lambda: httproute_weights(rollouts.get_object(*ROUTES, name), name) == (0, 0),  # noqa: B023
                      what="route back on the stable Service")
             time.sleep(0.5)  # the watch's last events
             states = recorder.stop()
@@ -179,7 +186,7 @@ def test_kube_apiserver_restarted_mid_canary_loses_and_repeats_no_step(
         before = rollouts.wait_status("scorer", lambda s: s.get("canaryWeight") == 10, what="canary 10")
         try:
             os.kill(int(pid_file.read_text().strip()), signal.SIGKILL)  # the sandbox's own apiserver
-            wait_for(lambda: not instance.components()["kube-apiserver"], what="apiserver down")
+            wait_until(lambda: not instance.components()["kube-apiserver"], what="apiserver down")
             assert not instance.status()["running"], "status reports the dead component"
             time.sleep(3)  # an outage long enough for the operator's watches and writes to fail
         finally:
@@ -189,7 +196,7 @@ def test_kube_apiserver_restarted_mid_canary_loses_and_repeats_no_step(
             assert healed[0] == "kube-apiserver" and set(healed) <= {
                 "kube-apiserver", "kube-controller-manager", "kube-scheduler"}, healed
             assert all(instance.components().values()), instance.components()
-        wait_for(lambda: instance.status()["running"], timeout=120, what="sandbox healed")
+        wait_until(lambda: instance.status()["running"], timeout=120, what="sandbox healed")
         done = rollouts.wait_status("scorer", lambda s: s.get("phase") == "Completed"
                                     and bool(s.get("previousStableRevision")), timeout=180, what="promoted")
     assert done["stableRevision"] == before["candidateRevision"]

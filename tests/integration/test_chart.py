@@ -28,7 +28,7 @@ from e2e.image_root import ImageProcess, resident_mib, run_image, unpack
 from kubernetes import client
 
 from tests.integration.rbac_audit import calls, granted, scenarios
-from tests.integration.rollout_helpers import kubectl, wait_for
+from tests.integration.rollout_helpers import kubectl, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "modelrollout"
@@ -127,7 +127,7 @@ def test_the_built_in_edit_role_may_create_modelrollouts_and_view_may_read_them(
             return bool(review.status and review.status.allowed)
 
         # The clusterrole-aggregation controller folds our rules into edit and view.
-        wait_for(lambda: allowed("erin", "create") and allowed("vic", "list"), what="aggregated into edit and view")
+        wait_until(lambda: allowed("erin", "create") and allowed("vic", "list"), what="aggregated into edit and view")
         assert not allowed("vic", "create"), "view only reads"
     finally:
         for obj in aggregated:
@@ -218,7 +218,7 @@ def test_helm_install_then_the_image_runs_rollouts_with_exactly_the_granted_call
              "--set", "rbac.scope=namespaced", "--set", f"rbac.namespaces={{{namespace}}}",
              "--set", "replicas=1", "--set", "shards=2", kubeconfig=kubeconfig)
         # The restricted namespace admitted the chart's pod (kwok runs it as a fake).
-        wait_for(lambda: core.list_namespaced_pod(system).items, what="the operator's pod admitted")
+        wait_until(lambda: core.list_namespaced_pod(system).items, what="the operator's pod admitted")
         deployment = json.loads(kubectl(kubeconfig, "-n", system, "get", "deployment", "modelrollout", "-o", "json"))
         # The Deployment's own args; its liveness port is left out, as the host's may be taken.
         args = [arg for arg in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -228,7 +228,7 @@ def test_helm_install_then_the_image_runs_rollouts_with_exactly_the_granted_call
         coordination = client.CoordinationV1Api(api_client)
         with run_image(image, account, sandbox.apiserver_port, tmp_path / "operator.log", args,
                        {"POD_NAME": pod_name, "POD_NAMESPACE": system}) as process:
-            wait_for(_lease_held(coordination, system, pod_name), timeout=120, what="the Lease held")
+            wait_until(_lease_held(coordination, system, pod_name), timeout=120, what="the Lease held")
             lease_seconds = time.monotonic() - started
             rss = resident_mib(process)
             print(f"helm install -> Lease held: {lease_seconds:.1f} s; operator RSS at start: {rss:.0f} MiB")
@@ -281,7 +281,7 @@ def test_the_readmes_quickstart_runs_verbatim_on_the_sandbox(
             process = subprocess.Popen([*tools[watch[0]], *watch[1:]], cwd=ROOT, stdout=output,
                                        stderr=subprocess.STDOUT)
             try:
-                wait_for(lambda: "fraud-scorer" in (tmp_path / "watch.out").read_text(), what="the watch's row")
+                wait_until(lambda: "fraud-scorer" in (tmp_path / "watch.out").read_text(), what="the watch's row")
             finally:
                 process.terminate()
                 process.wait(10)

@@ -19,7 +19,7 @@ from tests.integration.rollout_helpers import (
     httproute,
     operator_process,
     rollout_body,
-    wait_for,
+    wait_until,
     with_image,
 )
 
@@ -122,7 +122,7 @@ def test_credentials_go_where_the_secret_allows(
                                     api.ALLOW_PLAIN_HTTP_ANNOTATION: "true"})
     rollouts = Rollouts(api_client, namespace)
     _run(rollouts, kubeconfig, namespace, tmp_path / "operator.log", listener.address)
-    wait_for(lambda: listener.requests, what="a query at the allowed address")
+    wait_until(lambda: listener.requests, what="a query at the allowed address")
     expected = "Basic " + base64.b64encode(b"alice:s3cret").decode()
     assert all(request["authorization"] == expected for request in listener.requests)
 
@@ -155,7 +155,7 @@ def test_the_operators_own_prometheus_serves_rollouts_that_name_none(
     _run_without_source(rollouts, kubeconfig, namespace, tmp_path / "operator.log",
                         "--prometheus-address", listener.address, "--prometheus-credentials", str(mounted),
                         "--prometheus-allow-plain-http")
-    wait_for(lambda: listener.requests, what="a query at the operator's Prometheus")
+    wait_until(lambda: listener.requests, what="a query at the operator's Prometheus")
     assert all(request["authorization"] == "Bearer operator-token" for request in listener.requests)
 
 

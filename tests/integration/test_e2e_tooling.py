@@ -28,7 +28,7 @@ from e2e.netns import PodNetwork
 from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.rollout_helpers import wait_for
+from tests.integration.rollout_helpers import wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -62,7 +62,7 @@ def server_process(directory: Path, *args: str) -> Iterator[str]:
         def port() -> int | None:
             assert process.poll() is None, (directory / "server.log").read_text()
             return int(port_file.read_text()) if port_file.exists() else None
-        yield f"http://127.0.0.1:{wait_for(port, 60, 'model server port file')}"
+        yield f"http://127.0.0.1:{wait_until(port, 60, 'model server port file')}"
     finally:
         stop_process(process, 10)
 
@@ -286,16 +286,16 @@ def test_nginx_serves_a_hand_written_httproute_and_the_servers_see_its_split(
         wanted = {rev: now[rev]["live"] + now[rev]["mirrored"] for rev in ("rev1", "rev2")}
         return seen if all(seen.get(rev) == wanted[rev] for rev in wanted) else None
 
-    totals = wait_for(scraped_everything, 60, "Prometheus totals matching what the servers counted")
+    totals = wait_until(scraped_everything, 60, "Prometheus totals matching what the servers counted")
     assert totals["rev1"] > 0 and totals["rev2"] > 0
 
     # Scaled to 0: the fleet stops that pod's process and drops its target.
     pid = next(pid for pod, pid in fleet.pids().items() if "rev2" in pod)
     client.AppsV1Api(api_client).patch_namespaced_deployment_scale(
         f"{ROLLOUT}-rev2", namespace, {"spec": {"replicas": 0}})
-    fleet.wait_for(lambda urls: set(urls) == {"rev1"}, 60, "rev2 stopped")
-    wait_for(lambda: not pid_alive(pid), 30, f"PID {pid} gone")
-    wait_for(lambda: [t["labels"]["revision"] for t in json.loads(fleet.targets_path.read_text())] == ["rev1"],
+    fleet.wait_until(lambda urls: set(urls) == {"rev1"}, 60, "rev2 stopped")
+    wait_until(lambda: not pid_alive(pid), 30, f"PID {pid} gone")
+    wait_until(lambda: [t["labels"]["revision"] for t in json.loads(fleet.targets_path.read_text())] == ["rev1"],
              30, "targets.json without rev2")
 
 
@@ -314,7 +314,7 @@ def test_nginx_follows_a_virtualservice_and_fleet_keeps_knobs_across_a_restart(
     assert fleet.set_knobs("rev2", error_rate=1.0).error_rate == 1.0
     pod, old_pid = next((pod, pid) for pod, pid in fleet.pids().items() if "rev2" in pod)
     os.kill(old_pid, signal.SIGKILL)  # a process the fleet started for this test
-    fleet.wait_for(lambda urls: "rev2" in urls and fleet.pids().get(pod) not in (None, old_pid), 60,
+    fleet.wait_until(lambda urls: "rev2" in urls and fleet.pids().get(pod) not in (None, old_pid), 60,
                    "rev2 restarted")
     assert fleet.restarts >= 1
     assert fleet.knobs("rev2").error_rate == 1.0
@@ -328,5 +328,5 @@ def test_nginx_follows_a_virtualservice_and_fleet_keeps_knobs_across_a_restart(
         # A hard bound: max_duration_s stops the generator by itself.
         bounded = LoadGenerator(gateway.url, rps=5, max_duration_s=1)
         bounded.start()
-        wait_for(lambda: not bounded.running, 30, "the load generator stopping at max_duration_s")
+        wait_until(lambda: not bounded.running, 30, "the load generator stopping at max_duration_s")
         assert bounded.stop().sent >= 1

@@ -28,7 +28,7 @@ from tests.integration.rollout_helpers import (
     httproute_state,
     operator_process,
     rollout_body,
-    wait_for,
+    wait_until,
     with_image,
 )
 
@@ -86,7 +86,7 @@ def test_api_500_on_the_route_write_becomes_a_condition_and_the_step_waits(
         rollouts.wait_status("scorer", lambda s: s.get("canaryWeight") == 50, what="goes on once writes work")
         assert httproute_state(rollouts, "scorer") == (50, 0)
     core = client.CoreV1Api(api_client)
-    wait_for(lambda: any(e.reason == "ApiError" for e in core.list_namespaced_event(
+    wait_until(lambda: any(e.reason == "ApiError" for e in core.list_namespaced_event(
         namespace, field_selector="involvedObject.name=scorer").items), what="the ApiError Event")
     assert "Traceback" not in (tmp_path / "operator.log").read_text(errors="replace")
 
@@ -175,7 +175,7 @@ def test_connection_resets_are_survived_and_the_rollout_completes(
             rollouts.patch("scorer", with_image(body, "scorer:v2", gpus=0))
             rollouts.wait_status("scorer", lambda s: s.get("canaryWeight") == 10, what="canary 10")
             proxy.start_resetting()
-            wait_for(lambda: proxy.resets >= 3, what="connections reset")
+            wait_until(lambda: proxy.resets >= 3, what="connections reset")
             assert httproute_state(rollouts, "scorer") == (10, 0), "traffic stays where the step put it"
             proxy.stop_resetting()
             rollouts.wait_status("scorer", lambda s: s.get("phase") == "Completed"

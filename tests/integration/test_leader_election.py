@@ -19,7 +19,7 @@ from tests.integration.rollout_helpers import (
     httproute_state,
     operator_process,
     rollout_body,
-    wait_for,
+    wait_until,
     with_image,
 )
 
@@ -55,10 +55,10 @@ def test_the_standby_takes_over_within_the_lease_duration_and_never_wrote_before
     with ExitStack() as stack:
         a = stack.enter_context(operator_process(kubeconfig, namespace, tmp_path / "a.log", "--identity", "a",
                                                  env={"MODELROLLOUT_METRICS_PORT": str(ports["a"])}))
-        wait_for(lambda: holder(api_client, namespace, "modelrollout") == "a", what="a leads")
+        wait_until(lambda: holder(api_client, namespace, "modelrollout") == "a", what="a leads")
         stack.enter_context(operator_process(kubeconfig, namespace, tmp_path / "b.log", "--identity", "b",
                                              env={"MODELROLLOUT_METRICS_PORT": str(ports["b"])}))
-        wait_for(lambda: _serving(ports["b"]), what="b is up (standby)")
+        wait_until(lambda: _serving(ports["b"]), what="b is up (standby)")
         rollouts.create(body)
         rollouts.wait_status("scorer", lambda s: s.get("phase") == "Completed", what="deployed by the leader")
         rollouts.patch("scorer", with_image(body, "scorer:v2"))
@@ -69,7 +69,7 @@ def test_the_standby_takes_over_within_the_lease_duration_and_never_wrote_before
         a.send_signal(signal.SIGKILL)
         a.wait(10)
         killed = time.monotonic()
-        wait_for(lambda: holder(api_client, namespace, "modelrollout") == "b", timeout=LEASE_SECONDS + 10,
+        wait_until(lambda: holder(api_client, namespace, "modelrollout") == "b", timeout=LEASE_SECONDS + 10,
                  what="b takes the lease")
         took = time.monotonic() - killed
         # The lease runs 15 s from the last renewal the standby saw; it looks every 2 s.
@@ -109,7 +109,7 @@ def test_replicas_split_the_shards_and_every_rollout_progresses(
             holders = [holder(api_client, namespace, lease) or "" for lease in shard_leases]
             return sorted(holders) == ["a", "a", "b", "b"]
 
-        wait_for(split, timeout=60, what="two shards each")
+        wait_until(split, timeout=60, what="two shards each")
         for name in names:
             rollouts.create(bodies[name])
         for name in names:

@@ -13,7 +13,6 @@ import asyncio
 import math
 import re
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,6 +23,7 @@ import httpx
 import pytest
 from devkit.sandbox.prometheus import PrometheusServer, start_prometheus
 from e2e import real_servers
+from e2e.harness import wait_until
 
 from controller import api
 from controller.analysis.readings import (
@@ -173,16 +173,15 @@ def _by_template(spec: api.ModelRolloutSpec, measured: Measurements, version: st
 
 def _wait_scraped(prometheus: PrometheusServer, jobs: int, scrapes: int = 3) -> None:
     """Until every job is up and has been scraped `scrapes` times (rate() needs two samples)."""
-    deadline = time.monotonic() + 90
     query = f"count_over_time(up[1m]) >= {scrapes}"
-    while time.monotonic() < deadline:
+
+    def scraped() -> bool:
         answer = httpx.get(f"{prometheus.url}/api/v1/query", params={"query": query}, timeout=5).json()
-        if len(answer["data"]["result"]) >= jobs:
-            up = httpx.get(f"{prometheus.url}/api/v1/query", params={"query": "up == 0"}, timeout=5).json()
-            assert not up["data"]["result"], f"a target is down: {up}"
-            return
-        time.sleep(0.5)
-    raise AssertionError("Prometheus did not scrape every target in time")
+        return len(answer["data"]["result"]) >= jobs
+
+    wait_until(scraped, 90, "Prometheus scraping every target")
+    up = httpx.get(f"{prometheus.url}/api/v1/query", params={"query": "up == 0"}, timeout=5).json()
+    assert not up["data"]["result"], f"a target is down: {up}"
 
 
 def _finite(value: Any) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 from devkit.sandbox.prometheus import start_prometheus
+from e2e.harness import wait_until
 
 pytestmark = pytest.mark.prometheus
 
@@ -51,14 +51,13 @@ def test_prometheus_scrapes_the_exporter_with_the_callers_config(tmp_path: Path,
         [{"job_name": "model", "static_configs": [{"targets": [f"127.0.0.1:{exporter}"]}]}],
     )
     try:
-        deadline = time.monotonic() + 30
-        result: list[dict[str, object]] = []
-        while time.monotonic() < deadline and not result:
+        def scraped() -> list[dict[str, object]]:
             answer = httpx.get(f"{server.url}/api/v1/query",
                                params={"query": 'inference_request_total{model="scorer"}'}).json()
-            result = answer["data"]["result"]
-            time.sleep(0.5)
-        assert result, "Prometheus never scraped the exporter"
+            found: list[dict[str, object]] = answer["data"]["result"]
+            return found
+
+        result = wait_until(scraped, 30, "Prometheus scraping the exporter")
         assert result[0]["value"][1] == "42"  # type: ignore[index]
     finally:
         server.stop()

@@ -18,7 +18,7 @@ from tests.integration.rollout_helpers import (
     rollout_body,
     virtualservice,
     virtualservice_state,
-    wait_for,
+    wait_until,
     with_image,
 )
 
@@ -130,8 +130,8 @@ def test_istio_virtualservice_mirrors_and_weights_leaving_user_routes(
     with operator_process(kubeconfig, namespace, tmp_path / "operator.log"):
         _deployed(rollouts, body)
         rollouts.patch("scorer", with_image(body, "scorer:v2"))
-        wait_for(lambda: virtualservice_state(rollouts, "scorer") == (0, 30), what="istio mirror 30%")
-        wait_for(lambda: virtualservice_state(rollouts, "scorer") == (10, 0), what="istio weight 10")
+        wait_until(lambda: virtualservice_state(rollouts, "scorer") == (0, 30), what="istio mirror 30%")
+        wait_until(lambda: virtualservice_state(rollouts, "scorer") == (10, 0), what="istio weight 10")
         vs = rollouts.get_object("networking.istio.io", "v1", "virtualservices", "scorer")
         assert vs["spec"]["http"][0]["name"] == "user-static"
         assert "mirror" not in vs["spec"]["http"][1]
@@ -150,7 +150,7 @@ def test_replicas_routing_approximates_weight_with_replica_counts(
             counts = _deployments(api_client, namespace)
             return counts if sorted(counts.values()) == [4, 4] else None
 
-        counts = wait_for(both_at_four, what="4 stable + 4 candidate replicas")
+        counts = wait_until(both_at_four, what="4 stable + 4 candidate replicas")
         assert counts[f"scorer-{first['stableRevision']}"] == 4, "the stable is never scaled down"
         assert status["mirrorPercent"] == 0
         service = client.CoreV1Api(api_client).read_namespaced_service("scorer", namespace)
@@ -167,7 +167,7 @@ def test_a_candidate_that_cannot_get_gpus_surfaces_the_scheduler_reason(
     with operator_process(kubeconfig, namespace, tmp_path / "operator.log"):
         _deployed(rollouts, body)
         rollouts.patch("scorer", with_image(body, "scorer:huge", gpus=8))
-        wait_for(lambda: (c := rollouts.condition("scorer", "CandidateUnschedulable")) and c["status"] == "True",
+        wait_until(lambda: (c := rollouts.condition("scorer", "CandidateUnschedulable")) and c["status"] == "True",
                  what="CandidateUnschedulable")
         condition = rollouts.condition("scorer", "CandidateUnschedulable")
         assert condition is not None
@@ -204,7 +204,7 @@ def test_ab_header_cohort_is_routed_during_the_step_and_removed_by_abort(
     with operator_process(kubeconfig, namespace, tmp_path / "operator.log"):
         _deployed(rollouts, body)
         rollouts.patch("scorer", with_image(body, "scorer:v2"))
-        wait_for(lambda: httproute_state(rollouts, "scorer") == (20, 0), what="A/B split 20%")
+        wait_until(lambda: httproute_state(rollouts, "scorer") == (20, 0), what="A/B split 20%")
         rules = rollouts.get_object("gateway.networking.k8s.io", "v1", "httproutes", "scorer")["spec"]["rules"]
         cohort = rules[0]
         assert cohort["backendRefs"][0]["name"] == "scorer-candidate"
@@ -212,6 +212,6 @@ def test_ab_header_cohort_is_routed_during_the_step_and_removed_by_abort(
         assert rules[1]["name"] == "user-health"
 
         kubectl(kubeconfig, "-n", namespace, "annotate", "mro", "scorer", f"{ACTION}=abort")
-        wait_for(lambda: httproute_state(rollouts, "scorer") == (0, 0), what="abort")
+        wait_until(lambda: httproute_state(rollouts, "scorer") == (0, 0), what="abort")
         rules = rollouts.get_object("gateway.networking.k8s.io", "v1", "httproutes", "scorer")["spec"]["rules"]
         assert [rule.get("name") for rule in rules] == ["user-health", None], "the cohort rule is gone"

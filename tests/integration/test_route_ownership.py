@@ -17,7 +17,7 @@ from tests.integration.rollout_helpers import (
     kubectl,
     operator_process,
     rollout_body,
-    wait_for,
+    wait_until,
     with_image,
 )
 
@@ -122,7 +122,7 @@ def test_another_teams_rule_is_refused_and_never_written(
         assert client.AppsV1Api(api_client).list_namespaced_deployment(namespace).items == [], "nothing deployed"
         assert "RouteNotOurs" in _reasons(kubeconfig, namespace)
         rollouts.delete("attacker")
-        wait_for(lambda: "attacker" not in rollouts.names(), what="deleted")
+        wait_until(lambda: "attacker" not in rollouts.names(), what="deleted")
         assert _get(rollouts, kind, "team-b")["spec"] == before["spec"]
 
 
@@ -140,7 +140,7 @@ def test_an_owners_take_back_pauses_the_rollout_and_deletion_gives_the_rule_back
         rollouts.patch("scorer", with_image(body, "scorer:v2"))
         rollouts.wait_status("scorer", lambda s: s.get("canaryWeight") == 30 and s.get("phase") == "Progressing",
                              what="canary 30")
-        wait_for(lambda: "scorer-candidate" in kind.backends(_rule(rollouts, kind, "scorer", "main")),
+        wait_until(lambda: "scorer-candidate" in kind.backends(_rule(rollouts, kind, "scorer", "main")),
                  what="the candidate in the rule")
 
         # The owner takes the rule back: our Services out, theirs in.
@@ -158,11 +158,11 @@ def test_an_owners_take_back_pauses_the_rollout_and_deletion_gives_the_rule_back
         rollouts.wait_status("scorer", lambda s: s.get("phase") == "Progressing" and any(
             c["type"] == "RouteManaged" and c["reason"] == "HandedBack" for c in s.get("conditions", [])),
             what="resumed on the hand-back")
-        wait_for(lambda: "scorer-candidate" in kind.backends(_rule(rollouts, kind, "scorer", "main")),
+        wait_until(lambda: "scorer-candidate" in kind.backends(_rule(rollouts, kind, "scorer", "main")),
                  what="the candidate back in the rule")
 
         rollouts.delete("scorer")
-        wait_for(lambda: "scorer" not in rollouts.names(), what="deleted")
+        wait_until(lambda: "scorer" not in rollouts.names(), what="deleted")
         route = _get(rollouts, kind, "scorer")
         assert _rule(rollouts, kind, "scorer", "main") == original, "the rule as it was before the rollout"
         assert "rollouts.mlops.dev/managed-rules" not in (route["metadata"].get("annotations") or {})
@@ -186,7 +186,7 @@ def test_a_handed_rule_is_given_back_to_its_own_backends_and_delete_removes_the_
         assert kind.backends(_rule(rollouts, kind, "shared", "main")) == ["scorer-stable", "scorer-candidate"], \
             "the handed rule is the rollout's whole while it manages it"
         rollouts.delete("scorer")
-        wait_for(lambda: "scorer" not in rollouts.names(), what="deleted")
+        wait_until(lambda: "scorer" not in rollouts.names(), what="deleted")
         assert _rule(rollouts, kind, "shared", "main") == original
-        wait_for(lambda: not {"scorer-stable", "scorer-candidate"} & _services(api_client, namespace),
+        wait_until(lambda: not {"scorer-stable", "scorer-candidate"} & _services(api_client, namespace),
                  what="the Services removed once nothing routes to them")

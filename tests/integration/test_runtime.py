@@ -21,7 +21,7 @@ from tests.integration.rollout_helpers import (
     kubectl,
     operator_process,
     rollout_body,
-    wait_for,
+    wait_until,
     with_image,
 )
 
@@ -120,7 +120,7 @@ def test_abort_is_carried_out_while_a_hung_prometheus_still_holds_the_analysis(
         _deployed(rollouts, body)
         rollouts.patch("scorer", with_image(body, "scorer:v2"))
         rollouts.wait_status("scorer", lambda s: s.get("canaryWeight") == 30, what="canary 30")
-        wait_for(hung_prometheus.open_requests, what="an analysis query hanging on Prometheus")
+        wait_until(hung_prometheus.open_requests, what="an analysis query hanging on Prometheus")
         hanging = hung_prometheus.open_requests()
         kubectl(kubeconfig, "-n", namespace, "annotate", "mro", "scorer", f"{ACTION}=abort")
         rollouts.wait_status("scorer", lambda s: s.get("phase") == "RolledBack", what="aborted")
@@ -146,7 +146,7 @@ def test_a_service_we_did_not_create_is_never_taken_over(
             "scorer", lambda s: any(c["reason"] == "OwnershipConflict" for c in s.get("conditions", [])),
             what="ownership conflict condition")
         assert "scorer-stable" in status["message"]
-        wait_for(lambda: "OwnershipConflict" in events(api_client, namespace, "scorer"), what="the Event")
+        wait_until(lambda: "OwnershipConflict" in events(api_client, namespace, "scorer"), what="the Event")
     service = core.read_namespaced_service("scorer-stable", namespace)
     assert service.spec is not None and service.spec.selector == theirs, "their selector is untouched"
     assert_no_traceback(tmp_path / "operator.log")
@@ -169,7 +169,7 @@ def test_a_missing_secret_is_named_in_a_condition_and_an_event(
             what="a condition naming the Secret")
         assert status["phase"] == "Paused"
         # The Event follows the status that records the transition.
-        wait_for(lambda: "AnalysisError" in events(api_client, namespace, "scorer"), what="AnalysisError Event")
+        wait_until(lambda: "AnalysisError" in events(api_client, namespace, "scorer"), what="AnalysisError Event")
     assert_no_traceback(tmp_path / "operator.log")
 
 
@@ -207,7 +207,7 @@ def test_a_route_edited_by_someone_else_is_put_back(
         for ref in route["spec"]["rules"][1]["backendRefs"]:
             ref["weight"] = 50
         rollouts.custom.replace_namespaced_custom_object(*HTTPROUTES[:2], namespace, HTTPROUTES[2], "scorer", route)
-        wait_for(lambda: httproute_state(rollouts, "scorer") == (20, 0), what="route put back to the step's weights")
+        wait_until(lambda: httproute_state(rollouts, "scorer") == (20, 0), what="route put back to the step's weights")
     assert_no_traceback(tmp_path / "operator.log")
 
 
@@ -222,7 +222,7 @@ def test_every_transition_is_told_exactly_once(
         rollouts.patch("scorer", with_image(body, "scorer:v2"))
         rollouts.wait_status("scorer", lambda s: s.get("phase") == "Completed"
                              and bool(s.get("previousStableRevision")), what="promoted")
-        wait_for(lambda: events(api_client, namespace, "scorer")["Promoted"], what="the Promoted Event")
+        wait_until(lambda: events(api_client, namespace, "scorer")["Promoted"], what="the Promoted Event")
     told = events(api_client, namespace, "scorer")
     assert told["Deployed"] == 1
     assert told["RolloutStarted"] == 1
@@ -247,7 +247,7 @@ def test_delete_mid_rollout_routes_to_stable_and_orphans_what_serves(
         rollouts.wait_status("scorer", lambda s: s.get("canaryWeight") == 40 or s.get("mirrorPercent") == 50,
                              what=f"{step} step")
         rollouts.delete("scorer")
-        wait_for(lambda: not rollouts.names(), what="the ModelRollout gone")
+        wait_until(lambda: not rollouts.names(), what="the ModelRollout gone")
     assert httproute_state(rollouts, "scorer") == (0, 0), "all traffic on the stable"
     stable = apps.read_namespaced_deployment(f"scorer-{first['stableRevision']}", namespace)
     assert stable.metadata is not None and not stable.metadata.owner_references, "the stable outlives the rollout"
@@ -272,11 +272,11 @@ def test_delete_with_delete_policy_removes_everything_no_route_needs(
         route = rollouts.get_object(*HTTPROUTES, "scorer")
         route["spec"]["rules"][1]["backendRefs"] = [{"name": "elsewhere", "port": 8080}]
         rollouts.custom.replace_namespaced_custom_object(*HTTPROUTES[:2], namespace, HTTPROUTES[2], "scorer", route)
-        wait_for(lambda: (rollouts.condition("scorer", "RouteManaged") or {}).get("reason") == "RouteTakenBack",
+        wait_until(lambda: (rollouts.condition("scorer", "RouteManaged") or {}).get("reason") == "RouteTakenBack",
                  what="the take-back seen")
         rollouts.delete("scorer")
         # The garbage collector (kube-controller-manager) removes what the rollout owned.
-        wait_for(lambda: not client.AppsV1Api(api_client).list_namespaced_deployment(namespace).items
+        wait_until(lambda: not client.AppsV1Api(api_client).list_namespaced_deployment(namespace).items
                  and not client.CoreV1Api(api_client).list_namespaced_service(namespace).items,
                  what="every owned object removed")
     assert_no_traceback(tmp_path / "operator.log")
@@ -297,7 +297,7 @@ def test_an_action_written_while_another_is_pending_is_applied_after_it(
     rollouts.patch_status("scorer", {"pendingAction": "abort"})
     rollouts.act("scorer", "retry")
     with operator_process(kubeconfig, namespace, log):
-        wait_for(lambda: events(api_client, namespace, "scorer")["Retried"] == 1, what="the retry applied")
+        wait_until(lambda: events(api_client, namespace, "scorer")["Retried"] == 1, what="the retry applied")
         rollouts.wait_status("scorer", lambda s: s.get("canaryWeight") == 10 and s.get("lastAction") == "retry",
                              what="back in the canary step")
     told = events(api_client, namespace, "scorer")

@@ -8,7 +8,7 @@ import pytest
 from kubernetes import client
 
 from controller.kube.client import dynamic_client
-from tests.integration.rollout_helpers import wait_for
+from tests.integration.rollout_helpers import wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -58,7 +58,7 @@ def test_gpu_deployment_gets_ready_pods_on_gpu_nodes(api_client: client.ApiClien
         ]
         return ready if len(ready) == 2 else None
 
-    pods = wait_for(all_ready)
+    pods = wait_until(all_ready)
     nodes = dynamic_client(api_client).resources.get(api_version="v1", kind="Node")
     for pod in pods:
         node = nodes.get(name=pod["spec"]["nodeName"]).to_dict()
@@ -78,7 +78,7 @@ def test_more_gpus_than_exist_stay_pending_with_scheduler_reason(
                     return condition
         return None
 
-    condition = wait_for(unschedulable)
+    condition = wait_until(unschedulable)
     assert "Insufficient nvidia.com/gpu" in condition["message"]
     pod = _pods(api_client, namespace, "huge")[0]
     assert pod["status"]["phase"] == "Pending"
@@ -87,4 +87,4 @@ def test_more_gpus_than_exist_stay_pending_with_scheduler_reason(
 
 def test_cpu_only_pods_schedule_too(api_client: client.ApiClient, namespace: str) -> None:
     _create(api_client, namespace, _deployment("cpu", gpus=0))
-    wait_for(lambda: [p for p in _pods(api_client, namespace, "cpu") if p["status"].get("phase") == "Running"])
+    wait_until(lambda: [p for p in _pods(api_client, namespace, "cpu") if p["status"].get("phase") == "Running"])
