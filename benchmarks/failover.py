@@ -18,12 +18,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 from devkit.sandbox.cluster import Sandbox
 from devkit.sandbox.processes import free_port
+from e2e.harness import start_operator, wait_until
 from kubernetes import client
 
 from controller.kube.client import api_client_from_kubeconfig
@@ -33,20 +33,11 @@ NAMESPACE = "failover"
 
 def start(kubeconfig: str, identity: str, log: Path) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
-    env = dict(os.environ, KUBECONFIG=kubeconfig, MODELROLLOUT_METRICS_PORT=str(port))
-    with log.open("ab") as output:
-        process = subprocess.Popen([sys.executable, "-m", "controller", "run", "--namespace", NAMESPACE,
-                                    "--identity", identity], env=env, stdout=output, stderr=subprocess.STDOUT)
+    process = start_operator(kubeconfig, NAMESPACE, log, "--identity", identity,
+                             env={"MODELROLLOUT_METRICS_PORT": str(port)})
     return process, port
 
 
-def wait(probe: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if probe():
-            return
-        time.sleep(0.05)
-    raise TimeoutError(what)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
 
         leader, _ = start(kubeconfig, "r0", workdir / "r0.log")
         processes.append(leader)
-        wait(lambda: holder() == "r0", 60, "first leader")
+        wait_until(lambda: holder() == "r0", 60, "first leader")
         took = []
         for round_ in range(1, args.kills + 1):
             identity = f"r{round_}"
@@ -87,14 +78,14 @@ def main(argv: list[str] | None = None) -> int:
                 except httpx.HTTPError:
                     return False
 
-            wait(serving, 60, f"{identity} up")
+            wait_until(serving, 60, f"{identity} up")
             leader.send_signal(signal.SIGKILL)
             leader.wait(10)
             killed = time.monotonic()
             def took_over(identity: str = identity) -> bool:
                 return holder() == identity
 
-            wait(took_over, 60, f"{identity} takes over")
+            wait_until(took_over, 60, f"{identity} takes over", every=0.05)
             took.append(time.monotonic() - killed)
             print(f"kill {round_:>2}: standby {identity} holds the lease after {took[-1]:.1f}s", flush=True)
             leader = standby

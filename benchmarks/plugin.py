@@ -22,6 +22,7 @@ import time
 from typing import Any
 
 from devkit.sandbox.cluster import Sandbox
+from e2e.harness import rollout_body
 from kubernetes import client
 
 from controller import api
@@ -29,14 +30,6 @@ from controller.kube.client import api_client_from_kubeconfig
 
 NAMESPACE = "plugin-bench"
 PLUGIN = [sys.executable, "-m", "controller.plugin.cli"]
-
-
-def _rollout() -> dict[str, Any]:
-    return {"apiVersion": f"{api.GROUP}/{api.VERSION}", "kind": api.KIND, "metadata": {"name": "scorer"},
-            "spec": {"model": "scorer", "replicas": 1,
-                     "template": {"spec": {"containers": [{"name": "model", "image": "scorer:v1"}]}},
-                     "trafficRouting": {"gatewayAPI": {"httpRoute": "scorer"}},
-                     "strategy": {"steps": [{"canary": {"weight": 20, "duration": "1h"}}]}}}
 
 
 def _status(weight: int) -> dict[str, Any]:
@@ -96,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         api_client = api_client_from_kubeconfig(state.kubeconfig)
         client.CoreV1Api(api_client).create_namespace({"metadata": {"name": NAMESPACE}})  # type: ignore[arg-type]
         custom = client.CustomObjectsApi(api_client)
-        custom.create_namespaced_custom_object(api.GROUP, api.VERSION, NAMESPACE, api.PLURAL, _rollout())
+        custom.create_namespaced_custom_object(api.GROUP, api.VERSION, NAMESPACE, api.PLURAL, rollout_body(
+            "scorer", [{"canary": {"weight": 20, "duration": "1h"}}], {"gatewayAPI": {"httpRoute": "scorer"}}, gpus=0,
+            replicas=1))
         custom.patch_namespaced_custom_object_status(api.GROUP, api.VERSION, NAMESPACE, api.PLURAL, "scorer",
                                                      {"status": _status(20)})
         base = [*PLUGIN, "--kubeconfig", state.kubeconfig, "-n", NAMESPACE]

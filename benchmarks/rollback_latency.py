@@ -15,7 +15,6 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -27,7 +26,7 @@ import httpx
 from devkit.sandbox.build import ensure_binaries
 from devkit.sandbox.cluster import Sandbox
 from devkit.sandbox.processes import free_port, terminate
-from e2e.harness import httproute_state, wait_until
+from e2e.harness import httproute_state, rollout_body, start_operator, wait_until
 from e2e.world import e2e_world
 from kubernetes import client, watch
 from urllib3.exceptions import ProtocolError
@@ -66,13 +65,11 @@ class Bench:
         status: dict[str, Any] = obj.get("status") or {}
         return status
 
-    def wait(self, probe: Any, timeout: float = 120.0, interval: float = 0.05) -> float:
+    def wait(self, probe: Any, timeout: float = 120.0) -> float:
+        """Seconds until `probe` holds, polled every 50 ms."""
         started = time.perf_counter()
-        while time.perf_counter() - started < timeout:
-            if probe():
-                return time.perf_counter() - started
-            time.sleep(interval)
-        raise TimeoutError("benchmark condition not reached")
+        wait_until(probe, timeout, "benchmark condition", every=0.05)
+        return time.perf_counter() - started
 
     def gone(self, name: str) -> bool:
         try:
@@ -112,19 +109,6 @@ class RouteWatcher:
                     self.stable.set()
         except (ProtocolError, client.ApiException):
             return  # The sandbox is going down at the end of the benchmark.
-
-
-def _rollout(name: str, steps: list[dict[str, Any]], image: str) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{api.GROUP}/{api.VERSION}", "kind": api.KIND, "metadata": {"name": name},
-        "spec": {
-            "model": name, "replicas": 1,
-            "template": {"spec": {"containers": [{"name": "model", "image": image,
-                                                  "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}},
-            "trafficRouting": {"gatewayAPI": {"httpRoute": name}},
-            "strategy": {"steps": steps, "scaleDownDelaySeconds": 600},
-        },
-    }
 
 
 def _route(name: str) -> dict[str, Any]:
@@ -196,10 +180,7 @@ def main() -> None:  # noqa: PLR0915 - one linear scenario reads best top to bot
         client.CoreV1Api(bench.api).create_namespace({"metadata": {"name": NAMESPACE}})  # type: ignore[arg-type]
         port = free_port()
         log = Path(tempfile.mkdtemp()) / "operator.log"
-        env = dict(os.environ, KUBECONFIG=state.kubeconfig, MODELROLLOUT_METRICS_PORT=str(port))
-        with log.open("wb") as output:
-            operator = subprocess.Popen([sys.executable, "-m", "controller", "run", "--namespace", NAMESPACE],
-                                        env=env, stdout=output, stderr=subprocess.STDOUT)
+        operator = start_operator(state.kubeconfig, NAMESPACE, log, env={"MODELROLLOUT_METRICS_PORT": str(port)})
         metrics_url = f"http://127.0.0.1:{port}/metrics"
 
         # API calls of one complete rollout: template change -> shadow -> canary -> promoted.
@@ -207,8 +188,8 @@ def main() -> None:  # noqa: PLR0915 - one linear scenario reads best top to bot
             bench.custom.create_namespaced_custom_object("gateway.networking.k8s.io", "v1", NAMESPACE,
                                                          "httproutes", _route(name))
         cost_steps = [{"shadow": {"percent": 100, "duration": "2s"}}, {"canary": {"weight": 50, "duration": "2s"}}]
-        bench.custom.create_namespaced_custom_object(api.GROUP, api.VERSION, NAMESPACE, api.PLURAL,
-                                                     _rollout("cost", cost_steps, "m:v1"))
+        cost_body = rollout_body("cost", cost_steps, {"gatewayAPI": {"httpRoute": "cost"}}, "m:v1", replicas=1)
+        bench.custom.create_namespaced_custom_object(api.GROUP, api.VERSION, NAMESPACE, api.PLURAL, cost_body)
         bench.wait(lambda: bench.status("cost").get("phase") == "Completed")
         time.sleep(2)
         before = _requests(metrics_url)
@@ -221,8 +202,8 @@ def main() -> None:  # noqa: PLR0915 - one linear scenario reads best top to bot
               f"= {after['reads'] + after['writes'] - before['reads'] - before['writes']:.0f} API calls")
 
         abort_steps = [{"canary": {"weight": 50, "duration": "1h"}}]
-        bench.custom.create_namespaced_custom_object(api.GROUP, api.VERSION, NAMESPACE, api.PLURAL,
-                                                     _rollout("abort", abort_steps, "m:v1"))
+        abort_body = rollout_body("abort", abort_steps, {"gatewayAPI": {"httpRoute": "abort"}}, "m:v1", replicas=1)
+        bench.custom.create_namespaced_custom_object(api.GROUP, api.VERSION, NAMESPACE, api.PLURAL, abort_body)
         bench.wait(lambda: bench.status("abort").get("phase") == "Completed")
         _set_image(bench, "abort", "m:v2")
         from_launch, from_exit = [], []

@@ -41,7 +41,8 @@ import httpx
 from devkit.sandbox.cluster import Sandbox
 from devkit.sandbox.nodes import DEFAULT_NODES, NodeShape
 from devkit.sandbox.processes import free_port
-from e2e.harness import httproute_weights
+from e2e import harness
+from e2e.harness import httproute_weights, rollout_body, wait_until
 from kubernetes import client, watch
 from urllib3.exceptions import ProtocolError
 
@@ -124,15 +125,9 @@ class Operator:
 
 
 def rollout(name: str, image: str) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{api.GROUP}/{api.VERSION}", "kind": api.KIND, "metadata": {"name": name},
-        "spec": {
-            "model": name, "replicas": 1,
-            "template": {"spec": {"containers": [{"name": "model", "image": image}]}},
-            "trafficRouting": {"gatewayAPI": {"httpRoute": name}},
-            "strategy": {"steps": [{"canary": {"weight": 10, "duration": "10h"}}], "scaleDownDelaySeconds": 60},
-        },
-    }
+    """A rollout held in a 10-hour canary step at 10%."""
+    return rollout_body(name, [{"canary": {"weight": 10, "duration": "10h"}}], {"gatewayAPI": {"httpRoute": name}},
+                        image, gpus=0, replicas=1, delay=60)
 
 
 def httproute(name: str) -> dict[str, Any]:
@@ -154,13 +149,12 @@ class Bench:
     def wait_all(self, names: list[str], ok: Any, timeout: float, what: str) -> float:
         started = time.perf_counter()
         wanted = set(names)
-        done = 0
-        while time.perf_counter() - started < timeout:
-            done = sum(1 for status in self.phases(wanted).values() if ok(status))
-            if done == len(wanted):
-                return time.perf_counter() - started
-            time.sleep(1.0)
-        raise TimeoutError(f"{what}: {done} of {len(wanted)} after {timeout:.0f}s")
+
+        def done() -> bool:
+            return sum(1 for status in self.phases(wanted).values() if ok(status)) == len(wanted)
+
+        wait_until(done, timeout, what, every=1.0)
+        return time.perf_counter() - started
 
     def add(self, names: list[str]) -> None:
         for name in names:
@@ -198,11 +192,8 @@ def abort_with_one_rollout(bench: Bench, routes: RouteWatch, runs: int) -> list[
 
 def start_operator(kubeconfig: str, workers: int, log: Path) -> Operator:
     port = free_port()
-    env = dict(os.environ, KUBECONFIG=kubeconfig, MODELROLLOUT_METRICS_PORT=str(port),
-               MODELROLLOUT_WORKERS=str(workers))
-    with log.open("wb") as output:
-        process = subprocess.Popen([sys.executable, "-m", "controller", "run", "--namespace", NAMESPACE],
-                                   env=env, stdout=output, stderr=subprocess.STDOUT)
+    process = harness.start_operator(kubeconfig, NAMESPACE, log,
+                             env={"MODELROLLOUT_METRICS_PORT": str(port), "MODELROLLOUT_WORKERS": str(workers)})
     operator = Operator(process, f"http://127.0.0.1:{port}/metrics")
     for _ in range(300):
         try:

@@ -23,16 +23,23 @@ from controller import api
 T = TypeVar("T")
 
 
+def start_operator(kubeconfig: Path | str, namespace: str | None, log: Path, *args: str,
+                   env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """`modelrollout run` in its own process, watching one namespace (None: all), its output appended
+    to `log`: the one way the tests and benchmarks start an operator."""
+    environment = dict(os.environ, KUBECONFIG=str(kubeconfig), **(env or {}))
+    with log.open("ab") as output:
+        return subprocess.Popen(
+            [sys.executable, "-m", "controller", "run", *(["--namespace", namespace] if namespace else []), *args],
+            env=environment, stdout=output, stderr=subprocess.STDOUT,
+        )
+
+
 @contextmanager
 def operator_process(kubeconfig: Path, namespace: str | None, log: Path, *args: str,
                      env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
-    """`modelrollout run` in its own process, watching one namespace (None: all); ended by its PID."""
-    env = dict(os.environ, KUBECONFIG=str(kubeconfig), **(env or {}))
-    with log.open("ab") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "controller", "run", *(["--namespace", namespace] if namespace else []), *args],
-            env=env, stdout=output, stderr=subprocess.STDOUT,
-        )
+    """`start_operator`, ended by its PID when the block ends."""
+    process = start_operator(kubeconfig, namespace, log, *args, env=env)
     try:
         yield process
     finally:
@@ -60,8 +67,9 @@ def kubectl(kubeconfig: Path, *args: str, check: bool = True) -> str:
 
 
 def wait_until(probe: Callable[[], T | None], timeout: float = 60.0, what: str = "condition",
-               progress: Callable[[], Any] | None = None, stall: float = 120.0) -> T:
-    """The probe's first truthy answer, polled every 0.2 s: the one wait of the tests and benchmarks.
+               progress: Callable[[], Any] | None = None, stall: float = 120.0, every: float = 0.2) -> T:
+    """The probe's first truthy answer, polled `every` seconds: the one wait of the tests and benchmarks
+    (a benchmark that times the wait polls faster).
 
     Without `progress` it fails after `timeout`. With it, it fails only when `progress()` stays the
     same for `stall` seconds (a busy machine is slow, not stuck), and past `timeout` all the same,
@@ -83,7 +91,7 @@ def wait_until(probe: Callable[[], T | None], timeout: float = 60.0, what: str =
                                      f"last progress {seen!r})")
         if now - started > timeout:
             raise AssertionError(f"{what} not reached within {timeout}s (last: {last!r})")
-        time.sleep(0.2)
+        time.sleep(every)
 
 
 def rollout_body(name: str, steps: list[dict[str, Any]], routing: dict[str, Any], image: str = "scorer:v1",

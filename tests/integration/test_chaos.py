@@ -10,7 +10,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from typing import Any
 
 import pytest
 from devkit.sandbox.cluster import Sandbox, SandboxState
-from e2e.harness import httproute_weights, stop_process
+from e2e.harness import httproute_weights, start_operator, stop_process
 from kubernetes import client, watch
 from urllib3.exceptions import ProtocolError
 
@@ -98,14 +97,11 @@ class RestartableOperator:
     so the new process takes its own Lease back at once, as a restarted pod would)."""
 
     def __init__(self, kubeconfig: Path, namespace: str, log: Path) -> None:
-        self.command = [sys.executable, "-m", "controller", "run", "--namespace", namespace, "--identity", "chaos"]
-        self.env = dict(os.environ, KUBECONFIG=str(kubeconfig))
-        self.log = log
+        self.kubeconfig, self.namespace, self.log = kubeconfig, namespace, log
         self.process = self._start()
 
     def _start(self) -> subprocess.Popen[bytes]:
-        with self.log.open("ab") as output:
-            return subprocess.Popen(self.command, env=self.env, stdout=output, stderr=subprocess.STDOUT)
+        return start_operator(self.kubeconfig, self.namespace, self.log, "--identity", "chaos")
 
     def kill_and_restart(self) -> None:
         self.process.send_signal(signal.SIGKILL)
