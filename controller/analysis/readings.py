@@ -108,10 +108,6 @@ class Outcomes:
     ok: float = 0.0
     error: float = 0.0
 
-    @property
-    def total(self) -> float:
-        return self.ok + self.error
-
 
 Value = float | None | Outcomes | dict[float, float]
 
