@@ -34,7 +34,7 @@ from controller.engine.execute import execute
 from controller.events import post_events
 from controller.kube.cache import Cache, route_key
 from controller.kube.own_writes import OwnWrites
-from controller.measure.measure import AnalysisIO, Measurer, Target
+from controller.measure.measure import AnalysisIO, Measurer, RolloutRef
 from controller.notifications.messages import Notification, notifications
 from controller.routers import HeaderRoute, RouterError, TrafficRouter
 from controller.routers.gatewayapi import GatewayAPIRouter
@@ -174,7 +174,7 @@ def reconcile_object(ctx: Context, body: dict[str, Any], now: datetime | None = 
     router = _router(ctx, body, spec)
     observations = _observe(body, spec, status, workloads, router)
     planned = plan(spec, status, observations, now)
-    readings = _measurer(ctx, body, spec).measure(planned)
+    readings = _measurer(ctx, body, spec, observations.template_revision).measure(planned)
     transition = decide(spec, generation, status, observations, planned, readings, now)
     execute(transition.actions, ClusterTarget(workloads, router))
     _commit(rollout, status, transition)
@@ -208,12 +208,12 @@ def _observe(body: dict[str, Any], spec: api.ModelRolloutSpec, status: api.Model
     )
 
 
-def _measurer(ctx: Context, body: dict[str, Any], spec: api.ModelRolloutSpec) -> Measurer:
+def _measurer(ctx: Context, body: dict[str, Any], spec: api.ModelRolloutSpec, template_revision: str) -> Measurer:
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-    template_revision = revision_of(spec.template)
 
     def gpus(revision: str) -> int:
-        """GPUs serving `revision` now; a Deployment not yet seen has the template's size."""
+        """GPUs serving `revision` now; for the template's revision, before the cache shows its
+        Deployment, the size the template asks for."""
         view = ctx.cache.deployment(namespace, name, revision)
         if view is not None:
             return view.replicas * view.gpus_per_pod
@@ -222,7 +222,7 @@ def _measurer(ctx: Context, body: dict[str, Any], spec: api.ModelRolloutSpec) ->
     def shortfall(replicas: int) -> str | None:
         return ctx.cache.capacity_shortfall(spec.template.get("spec") or {}, replicas)
 
-    return Measurer(ctx.analysis, spec, Target(spec.model, namespace, name), shortfall, gpus)
+    return Measurer(ctx.analysis, spec, RolloutRef(spec.model, namespace, name), shortfall, gpus)
 
 
 def _refusal(router: TrafficRouter | None) -> RouteRefusal | None:

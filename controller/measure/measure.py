@@ -34,7 +34,7 @@ from controller.measure import templates
 from controller.measure.addresses import AddressPolicy
 from controller.measure.credentials import CredentialsUnavailable, SecretView, check_binding
 from controller.measure.prometheus import AnalysisInterrupted, Credentials, PrometheusPool, PrometheusProvider
-from controller.profiles import GAUGE_TEMPLATES, Profile, Series, profile
+from controller.profiles import GAUGE_TEMPLATES, Series, profile
 
 # The warm-up and the cost each read within this; a look reads within its plan's deadline.
 READ_DEADLINE_SECONDS = 5.0
@@ -69,20 +69,20 @@ class AnalysisIO:
 
 
 @dataclass(frozen=True)
-class Target:
+class RolloutRef:
     """Whose metrics: the rollout's model, namespace and name (its pods are `<rollout>-<revision>-...`)."""
 
     model: str
     namespace: str
-    rollout: str
+    name: str
 
 
 class Measurer:
     """Reads what a Plan names for one rollout."""
 
-    def __init__(self, io: AnalysisIO, spec: api.ModelRolloutSpec, target: Target,
+    def __init__(self, io: AnalysisIO, spec: api.ModelRolloutSpec, rollout: RolloutRef,
                  capacity_shortfall: Callable[[int], str | None], gpus: Callable[[str], int]) -> None:
-        self.io, self.spec, self.target = io, spec, target
+        self.io, self.spec, self.rollout = io, spec, rollout
         self.capacity_shortfall, self.gpus = capacity_shortfall, gpus
         self.profile = profile(spec.analysis.profile if spec.analysis else None)
 
@@ -99,7 +99,7 @@ class Measurer:
         """The analysis' Prometheus (or the operator's own), answering within `seconds`; CredentialsUnavailable
         when it may not be asked."""
         address, credentials = prometheus_for(self.io, self.spec.analysis.prometheus if self.spec.analysis else None,
-                                              self.target.namespace)
+                                              self.rollout.namespace)
         return PrometheusProvider(self.io.pool, address, credentials, time.monotonic() + seconds, self.io.interrupted)
 
     def _analysis(self, plan: AnalysisPlan) -> AnalysisReadings:
@@ -123,7 +123,7 @@ class Measurer:
         return AnalysisReadings(Measurements(values), took_ms=took_ms)
 
     def _read(self, provider: PrometheusProvider, reading: Reading) -> Value:
-        chosen, model, version = self.profile, self.target.model, reading.version
+        chosen, model, version = self.profile, self.rollout.model, reading.version
         if isinstance(reading, RequestCounts):
             queries = templates.request_total_queries(chosen, model, version)
             counted = templates.outcomes({part: provider.scalar(query) for part, query in queries.items()})
@@ -136,7 +136,7 @@ class Measurer:
         return provider.scalar(self._scalar_query(reading))
 
     def _scalar_query(self, reading: Conversions | Quantile | ErrorRate | Gauge | Query) -> str:
-        chosen, model, version = self.profile, self.target.model, reading.version
+        chosen, model, version = self.profile, self.rollout.model, reading.version
         match reading:
             case Conversions():
                 return templates.conversion_total(chosen, model, version)
@@ -147,7 +147,7 @@ class Measurer:
             case Gauge(template=template, window=window):
                 return self._gauge(template, version, window)
             case Query(text=text, window=window):
-                return templates.render(text, model, version, self.target.namespace, window)
+                return templates.render(text, model, version, self.rollout.namespace, window)
         raise AssertionError(f"no query for {reading!r}")
 
     def _series(self, name: str) -> Series:
@@ -157,30 +157,28 @@ class Measurer:
 
     def _gauge(self, template: str, version: str, window: str) -> str:
         if template == "gpuMemoryUsage":
-            return templates.gpu_memory_usage(self.target.namespace, self.target.rollout, version)
+            return templates.gpu_memory_usage(self.rollout.namespace, self.rollout.name, version)
         series = self._series(GAUGE_TEMPLATES[template])
         if template == "tokensPerSecond":
-            return templates.decode_speed(self.profile, series, self.target.model, version, window)
-        return templates.gauge_mean(self.profile, series, self.target.model, version, window)
+            return templates.decode_speed(self.profile, series, self.rollout.model, version, window)
+        return templates.gauge_mean(self.profile, series, self.rollout.model, version, window)
 
     def _warmup(self, plan: WarmupPlan) -> WarmupReading | None:
         """The candidate's requests and p95 over its warm-up so far; None when a manual action cut it short."""
         if plan.seconds < 1:
             return WarmupReading(requests=0.0)
-        chosen: Profile = self.profile
-        assert chosen.latency is not None, "admission refuses a warm-up on a profile without a latency histogram"
+        assert self.profile.latency is not None, "admission refuses a warm-up on a profile without a latency histogram"
         look_back = f"{plan.seconds}s"
         try:
             provider = self._provider(READ_DEADLINE_SECONDS)
-            buckets = provider.by_label(templates.buckets(chosen, chosen.latency, self.target.model, plan.revision,
-                                                          look_back), "le")
-            p95 = provider.scalar(templates.quantile(WARMUP_QUANTILE, chosen, chosen.latency, self.target.model,
-                                                     plan.revision, look_back))
+            buckets = self._read(provider, Buckets("latency", plan.revision, look_back))
+            p95 = self._read(provider, Quantile(WARMUP_QUANTILE, "latency", plan.revision, look_back))
         except (CredentialsUnavailable, MetricError) as error:
             return WarmupReading(error=str(error))
         except AnalysisInterrupted:
             return None
-        return WarmupReading(requests=buckets.get("+Inf", 0.0),
+        assert isinstance(buckets, dict) and (p95 is None or isinstance(p95, float))
+        return WarmupReading(requests=buckets.get(math.inf, 0.0),
                              latency_p95=p95 if p95 is not None and math.isfinite(p95) else None)
 
     def _cost(self, revisions: tuple[str, ...]) -> CostReadings:
@@ -188,7 +186,7 @@ class Measurer:
         gpus = {revision: self.gpus(revision) for revision in revisions}
         try:
             provider = self._provider(READ_DEADLINE_SECONDS)
-            requests = {revision: provider.scalar(templates.requests_total(self.profile, self.target.model, revision))
+            requests = {revision: provider.scalar(templates.requests_total(self.profile, self.rollout.model, revision))
                         for revision in revisions}
         except (CredentialsUnavailable, MetricError) as error:
             return CostReadings(gpus=gpus, error=str(error))

@@ -38,7 +38,7 @@ from controller.analysis.readings import (
     needs,
 )
 from controller.engine.plan import AnalysisPlan, Plan
-from controller.measure.measure import AnalysisIO, DefaultPrometheus, Measurer, Target
+from controller.measure.measure import AnalysisIO, DefaultPrometheus, Measurer, RolloutRef
 from controller.measure.prometheus import PrometheusPool
 from controller.profiles import GAUGE_TEMPLATES, HISTOGRAM_TEMPLATES, unsupported
 
@@ -148,7 +148,7 @@ def _measure(profile: str, model: str, version: str, pool: PrometheusPool, url: 
     look = Look(stable=version, candidate=version, step_index=0, step_kind="canary",
                 step_started_at="2026-11-24T00:00:00Z", step_elapsed_seconds=600, weight=50, now="2026-11-24T00:10:00Z")
     io = AnalysisIO(pool, _no_secret, default_prometheus=DefaultPrometheus(url))
-    measurer = Measurer(io, spec, Target(model, NAMESPACE, ROLLOUT), lambda _: None, lambda _: 0)
+    measurer = Measurer(io, spec, RolloutRef(model, NAMESPACE, ROLLOUT), lambda _: None, lambda _: 0)
     readings = measurer.measure(Plan(analysis=AnalysisPlan(look, needs(spec, look, None), True, 600)))
     assert readings.analysis is not None and readings.analysis.measured is not None, readings
     return spec, readings.analysis.measured
