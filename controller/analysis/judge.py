@@ -86,6 +86,16 @@ class NoBaseline(LookupError):
     """The first look of a counter: there is nothing yet to count from."""
 
 
+class IntervalOpen(LookupError):
+    """One arm's requests moved since the interval opened and the other's did not: Prometheus has not
+    scraped the other arm's pods since (each pod at its own phase). The interval stays open."""
+
+
+# An interval stays open for one arm's scrape at most this long: past it, an arm that still counts
+# nothing is what the tests must see (a candidate the route starves), not a scrape to wait for.
+OPEN_LIMIT_SECONDS = 180.0
+
+
 def _interval(values: list[float | None]) -> step_tests.Interval:
     if any(value is None for value in values):
         raise NoBaseline
@@ -97,6 +107,8 @@ class Evaluator:
                  previous: AnalysisStatus | None) -> None:
         self.spec, self.analysis, self.measured, self.look, self.previous = spec, analysis, measured, look, previous
         self.counters: dict[str, float] = {}
+        # Totals read at this look, kept in `counters` only when their interval closes.
+        self.read: dict[str, float] = {}
 
     def requests(self, version: str) -> dict[str, float]:
         """Requests so far by outcome (ok, error)."""
@@ -111,8 +123,28 @@ class Evaluator:
         before = self.previous.counters.get(key) if self.previous else None
         if not math.isfinite(total):
             return math.nan if before is not None else None
-        self.counters[key] = total
+        self.read[key] = total
         return None if before is None else total - before
+
+    def close(self, prefix: str, stable_trials: float | None, candidate_trials: float | None) -> None:
+        """Close the interval of the counters read under `prefix`, or raise IntervalOpen.
+
+        Each pod is scraped at its own phase, so between two looks one arm's counters may have moved
+        while the other's still show the last scrape. Counting such an interval gives one arm's
+        requests with none of the other's: a sample-ratio "mismatch" that is the scrape phase, and
+        guardrail intervals with no evidence in them. An interval closes only once both arms' requests
+        have moved since it opened (or neither has), so both arms' counts span a scrape each; the
+        stopping rule reads the trials only, so the tests' conditional laws are untouched.
+        """
+        opened = self.previous.counters.get(f"{prefix}/closedAt") if self.previous else None
+        moved = [value is not None and math.isfinite(value) and value > 0
+                 for value in (stable_trials, candidate_trials)]
+        waited = opened is not None and self.look.step_elapsed_seconds - opened >= OPEN_LIMIT_SECONDS
+        read = {key: self.read.pop(key) for key in [key for key in self.read if key.startswith(prefix + "/")]}
+        if moved[0] != moved[1] and opened is not None and not waited:
+            raise IntervalOpen
+        self.counters.update(read)
+        self.counters[f"{prefix}/closedAt"] = self.look.step_elapsed_seconds
 
     # --- statistical guardrails ---------------------------------------------------------------
 
@@ -133,6 +165,7 @@ class Evaluator:
             totals = self.requests(version)
             values += [self.since_last(f"{name}/{arm}/events", totals.get("error", 0.0)),
                        self.since_last(f"{name}/{arm}/trials", sum(totals.values()))]
+        self.close(name, values[1], values[3])
         return _interval(values)
 
     def slow_thresholds(self, guardrail: Guardrail, before: GuardrailStatus | None) -> tuple[float, float] | None:
@@ -160,6 +193,7 @@ class Evaluator:
             fast = next((count for le, count in buckets.items() if math.isclose(le, bound, rel_tol=1e-9)), total)
             values += [self.since_last(f"{name}/{arm}/events", total - fast),
                        self.since_last(f"{name}/{arm}/trials", total)]
+        self.close(name, values[1], values[3])
         return _interval(values)
 
     def statistical(self, guardrail: Guardrail, budget: AlphaBudget) -> tuple[GuardrailStatus, bool]:
@@ -186,6 +220,9 @@ class Evaluator:
                 self.error_interval(guardrail.name)
         except NoBaseline:
             return GuardrailStatus(outcome=GuardrailOutcome.PASSED, reason=BASELINE, **common, **carried), False
+        except IntervalOpen:
+            assert before is not None  # the first look always closes
+            return before.model_copy(update=common), False
         problem = step_tests.problem(interval)
         if problem is not None:
             outcome = GuardrailOutcome.NO_DATA if problem.reset else GuardrailOutcome.ERROR
@@ -293,6 +330,9 @@ class Evaluator:
                 value = self.measured.scalar(Query(query, version, look.since_last_look())) or 0.0
                 # With {{window}} the query is already this look's count.
                 values.append(value if "{{window}}" in query else self.since_last(f"abTest/{arm}/{part}", value))
+        # A {{window}} query counts each look afresh: its interval cannot stay open.
+        windowed = metric.template is None and "{{window}}" in f"{metric.successes}{metric.trials}"
+        self.close("abTest", *((None, None) if windowed else (values[1], values[3])))
         return _interval(values)
 
     def ab_test(self, metric: Metric) -> tuple[ABTestStatus, str | None]:
@@ -303,7 +343,7 @@ class Evaluator:
         base = before if before is not None and before.metric == metric.name else ABTestStatus(metric=metric.name)
         try:
             interval = self.metric_interval(metric)
-        except NoBaseline:
+        except (NoBaseline, IntervalOpen):
             return base, None
         problem = step_tests.problem(interval)
         if problem is not None:
@@ -355,8 +395,12 @@ class Evaluator:
             return None
         before = self.previous.sample_ratio if self.previous else None
         base = before or SampleRatioStatus(expected_share=share)
-        gained = [self.since_last(f"sampleRatio/{arm}", sum(self.requests(version).values()))
+        gained = [self.since_last(f"sampleRatio/{arm}/requests", sum(self.requests(version).values()))
                   for arm, version in (("stable", self.look.stable), ("candidate", self.look.candidate))]
+        try:
+            self.close("sampleRatio", *gained)
+        except IntervalOpen:
+            return base
         counts = [c for c in gained if c is not None]
         if len(counts) < 2:
             return base

@@ -274,6 +274,33 @@ def test_an_outage_loses_no_counts_and_a_counter_reset_skips_one_interval() -> N
     assert "reset" in result.state.guardrails["error-rate"].reason
 
 
+def test_an_interval_stays_open_until_both_arms_have_been_scraped() -> None:
+    """Prometheus scrapes each pod at its own phase: a look that sees the stable's new scrape but not the
+    candidate's counts nothing yet, and the next look counts both arms over their scrapes."""
+    stable, candidate = Arm(), Arm()
+    run = Run(_spec(CANARY, [ERRORS]), FakePrometheus({"s1": stable, "c1": candidate}))
+    run.elapsed = 30
+    run.look()
+    stable.serve(800, errors=4)  # the candidate's pod is not scraped yet
+    waiting = run.look().state.guardrails["error-rate"]
+    assert waiting.trials == [0.0, 0.0] and waiting.looks == 0, "one arm alone is no interval"
+    stable.serve(800, errors=4)
+    candidate.serve(400, errors=2)
+    closed = run.look().state.guardrails["error-rate"]
+    assert closed.trials == [1600.0, 400.0] and closed.events == [8.0, 2.0] and closed.looks == 1
+
+
+def test_an_arm_that_counts_nothing_for_minutes_is_counted_as_such() -> None:
+    stable, candidate = Arm(), Arm()
+    run = Run(_spec(AB, []), FakePrometheus({"s1": stable, "c1": candidate}), "abTest", 50, expected_share=0.5)
+    run.elapsed = 30
+    run.look()
+    verdicts = [run.until(1, {"requests": 500, "conversions": 50}, {"requests": 0}, lambda _: True).signal.verdict
+                for _ in range(30)]
+    assert verdicts[-1] == AnalysisVerdict.HALT, "a route that starves the candidate is a mismatch, not a scrape"
+    assert all(v != AnalysisVerdict.HALT for v in verdicts[:17]), "it waits OPEN_LIMIT_SECONDS for a scrape"
+
+
 def test_no_candidate_data_is_not_a_pass() -> None:
     run = Run(_spec(CANARY, [ERRORS]), FakePrometheus({"s1": Arm(requests=100)}))
     run.elapsed = 30
