@@ -96,7 +96,8 @@ class ScrapedArm:
         ticks = np.floor(scraped / TICK).astype(np.int64) - 1
         seen = ticks >= 0
         rows = np.arange(len(ticks))[seen]
-        return Outcomes(ok=float(self.ok[rows, ticks[seen]].sum()), error=float(self.error[rows, ticks[seen]].sum()))
+        return Outcomes(ok=float(self.ok[rows, ticks[seen]].sum()), error=float(self.error[rows, ticks[seen]].sum()),
+                        sampled_at=float(scraped[seen].mean()) if seen.any() else None)
 
 
 def answer(reading: Reading, arms: dict[str, ScrapedArm], at: float) -> Value:

@@ -395,20 +395,28 @@ class Evaluator:
             return None
         before = self.previous.sample_ratio if self.previous else None
         base = before or SampleRatioStatus(expected_share=share)
-        gained = [self.since_last(f"sampleRatio/{arm}/requests", sum(self.requests(version).values()))
-                  for arm, version in (("stable", self.look.stable), ("candidate", self.look.candidate))]
+        arms = (("stable", self.look.stable), ("candidate", self.look.candidate))
+        read = [self.measured.outcomes(RequestCounts(version)) for _, version in arms]
+        gained = [self.since_last(f"sampleRatio/{arm}/requests", counted.ok + counted.error)
+                  for (arm, _), counted in zip(arms, read, strict=True)]
+        covered = [self.since_last(f"sampleRatio/{arm}/sampledAt", counted.sampled_at)
+                   if counted.sampled_at is not None else None for (arm, _), counted in zip(arms, read, strict=True)]
         try:
             self.close("sampleRatio", *gained)
         except IntervalOpen:
             return base
         counts = [c for c in gained if c is not None]
-        if len(counts) < 2:
+        if len(counts) < 2 or (any(counted.sampled_at is not None for counted in read) and None in covered):
+            # A first look, or an arm's first scrape: its counts began before anything here could time them.
             return base
         if step_tests.count_problem(counts) is not None:
             return base  # a reset, or a count no traffic makes: this interval is left out
         test = step_tests.SampleRatioTest(share)
         tests = {name: _row(values) for name, values in base.tests.items()} or step_tests.start_sample_ratio(1)
-        look = step_tests.sample_ratio_look(test, tests, np.array([counts[0]]), np.array([counts[1]]))
+        spans = None
+        if all(span is not None and math.isfinite(span) and span > 0 for span in covered):
+            spans = (np.array([covered[0]]), np.array([covered[1]]))
+        look = step_tests.sample_ratio_look(test, tests, np.array([counts[0]]), np.array([counts[1]]), spans)
         return base.model_copy(update={
             "requests": [base.requests[0] + counts[0], base.requests[1] + counts[1]],
             "evidence": float(look.evidence[0]), "threshold": test.threshold,

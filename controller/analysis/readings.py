@@ -107,6 +107,8 @@ Reading = RequestCounts | Conversions | Buckets | Quantile | ErrorRate | Gauge |
 class Outcomes:
     ok: float = 0.0
     error: float = 0.0
+    # When the arm's pods were last scraped (Unix seconds, the mean over its series); None when unknown.
+    sampled_at: float | None = None
 
 
 Value = float | None | Outcomes | dict[float, float]

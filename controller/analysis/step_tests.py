@@ -398,10 +398,20 @@ class SampleRatioLook:
 
 
 def sample_ratio_look(test: SampleRatioTest, tests: dict[str, FloatArray], stable_requests: FloatArray,
-                      candidate_requests: FloatArray) -> SampleRatioLook:
+                      candidate_requests: FloatArray, spans: tuple[FloatArray, FloatArray] | None = None
+                      ) -> SampleRatioLook:
     """Requests are the events here, and the route weight is where they should land: an arm that
-    merely errors more changes nothing."""
+    merely errors more changes nothing.
+
+    `spans` are the seconds each arm's counts cover (stable, candidate): Prometheus scrapes each pod
+    at its own phase, so one arm's interval can hold two scrapes where the other's holds one. At a
+    steady request rate each arm then counts in proportion to its weight times its span, and that is
+    the share an interval is tested against."""
     share = np.full(stable_requests.shape, test.expected_share)
+    if spans is not None:
+        weighted = (share * spans[1], (1 - share) * spans[0])
+        total = weighted[0] + weighted[1]
+        share = np.asarray(np.divide(weighted[0], total, out=share.copy(), where=total > 0), dtype=np.float64)
     updated: dict[str, FloatArray] = {}
     evidence = np.full(stable_requests.shape, -np.inf)
     for name, mixture in test.mixtures().items():

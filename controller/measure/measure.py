@@ -126,8 +126,12 @@ class Measurer:
         chosen, model, version = self.profile, self.rollout.model, reading.version
         if isinstance(reading, RequestCounts):
             queries = templates.request_total_queries(chosen, model, version)
-            counted = templates.outcomes({part: provider.scalar(query) for part, query in queries.items()})
-            return Outcomes(ok=counted["ok"], error=counted["error"])
+            first = next(iter(queries))
+            with_time = provider.by_label(templates.stamped(queries[first]), "part")
+            read = {part: with_time.get("total") if part == first else provider.scalar(query)
+                    for part, query in queries.items()}
+            counted = templates.outcomes(read)
+            return Outcomes(ok=counted["ok"], error=counted["error"], sampled_at=with_time.get("time"))
         if isinstance(reading, Buckets):
             series = self._series(reading.series)
             query = (templates.bucket_totals(chosen, series, model, version) if reading.window is None

@@ -46,6 +46,15 @@ def request_total_queries(profile: Profile, model: str, version: str) -> dict[st
     return {key: f"sum({_of(profile, series, model, version)})" for key, series in parts.items() if series}
 
 
+def stamped(total_query: str) -> str:
+    """`total_query` (a `sum(...)` of counters) and the mean time of its series' last samples, in one
+    evaluation, told apart by a `part` label ("total", "time"): two queries could straddle a scrape."""
+    assert total_query.startswith("sum(") and total_query.endswith(")")
+    selector = total_query[len("sum("):-1]
+    return (f'label_replace({total_query}, "part", "total", "__name__", ".*") or '
+            f'label_replace(avg(timestamp({selector})), "part", "time", "__name__", ".*")')
+
+
 def outcomes(totals: dict[str, float | None]) -> dict[str, float]:
     """{ok, error} from whichever two of total, errors and successes were read (a missing one is 0)."""
     total, errors, successes = totals.get("total"), totals.get("errors"), totals.get("successes")

@@ -13,6 +13,7 @@ import asyncio
 import math
 import re
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,7 +33,6 @@ from controller.analysis.readings import (
     Gauge,
     Look,
     Measurements,
-    Outcomes,
     Quantile,
     RequestCounts,
     needs,
@@ -214,6 +214,8 @@ def test_every_profile_reads_its_servers_exposition(tmp_path: Path) -> None:
                 assert 0 < measured["errorRate"] < 0.05, f"{profile}: {measured['errorRate']}"
                 outcome = readings.outcomes(RequestCounts(version))
                 assert outcome.ok > 0 and outcome.error > 0, f"{profile}: {outcome}"
+                # The arm's last scrape time, read in the same evaluation as its total.
+                assert outcome.sampled_at is not None and abs(outcome.sampled_at - time.time()) < 300, outcome
             assert measured["gpuMemoryUsage"] == pytest.approx(18000 / 22000)
 
 
@@ -244,7 +246,9 @@ def test_a_live_mlserver_and_kserve_through_their_profiles(tmp_path: Path) -> No
         pool = stack.enter_context(_pool())
 
         _, mlserver = _measure("mlserver", ROLLOUT, "rev-mlserver", pool, prometheus.url)
-        assert mlserver.outcomes(RequestCounts("rev-mlserver")) == Outcomes(ok=8.0, error=2.0)
+        counted = mlserver.outcomes(RequestCounts("rev-mlserver"))
+        assert (counted.ok, counted.error) == (8.0, 2.0)
+        assert counted.sampled_at is not None and abs(counted.sampled_at - time.time()) < 300, counted
         # MLServer's own `version` label ("None", whatever the model settings say) stays as exported_version.
         raw = httpx.get(f"{prometheus.url}/api/v1/query", timeout=5, params={
             "query": 'model_infer_request_success_total{version="rev-mlserver"}'}).json()["data"]["result"]

@@ -147,3 +147,15 @@ def test_a_short_history_in_one_bucket_picks_its_upper_bound() -> None:
     none exceeded, not 50 ms, which 97% exceeded and against which a slower candidate shows nothing."""
     bounds = [0.025, 0.05, 0.075, 0.1, 0.15, math.inf]
     assert step_tests.slow_thresholds(bounds, [0, 6, 200, 200, 200, 200], 0.99, 1.2) == (0.075, 0.1)
+
+
+def test_the_sample_ratio_is_tested_against_the_spans_each_arm_covers() -> None:
+    """One arm's counts hold two scrapes (60 s), the other's one (30 s): at a 50/50 split that is
+    2:1 in requests and no mismatch; tested against the weight alone it would halt at once."""
+    test = step_tests.SampleRatioTest(0.5)
+    stable, candidate = np.array([600.0]), np.array([1200.0])
+    spans = (np.array([30.0]), np.array([60.0]))
+    timed = step_tests.sample_ratio_look(test, step_tests.start_sample_ratio(1), stable, candidate, spans)
+    untimed = step_tests.sample_ratio_look(test, step_tests.start_sample_ratio(1), stable, candidate)
+    assert not timed.mismatch[0] and float(timed.evidence[0]) < 1.0
+    assert untimed.mismatch[0]
