@@ -406,8 +406,11 @@ class Evaluator:
         except IntervalOpen:
             return base
         counts = [c for c in gained if c is not None]
-        if len(counts) < 2 or (any(counted.sampled_at is not None for counted in read) and None in covered):
+        first_scrape = any(counted.sampled_at is not None and span is None
+                           for counted, span in zip(read, covered, strict=True))
+        if len(counts) < 2 or first_scrape:
             # A first look, or an arm's first scrape: its counts began before anything here could time them.
+            # (An arm with no series at all is counted as it is: zero requests.)
             return base
         if step_tests.count_problem(counts) is not None:
             return base  # a reset, or a count no traffic makes: this interval is left out

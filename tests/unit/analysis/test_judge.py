@@ -429,6 +429,28 @@ def test_errors_on_one_side_do_not_look_like_a_sample_ratio_mismatch() -> None:
         assert run.look().signal.verdict != AnalysisVerdict.HALT
 
 
+def test_a_candidate_without_series_is_a_mismatch_even_where_scrape_times_are_read() -> None:
+    """A labelled counter appears only with its first request: a candidate the route starves has no
+    series, so no scrape time, and that must not stop the check."""
+    stable, candidate = Arm(), Arm()
+    prometheus = FakePrometheus({"s1": stable, "c1": candidate})
+    answer = prometheus._answer
+
+    def timed(reading: Reading) -> Value | MetricError:
+        found = answer(reading)
+        if isinstance(reading, RequestCounts) and reading.version == "s1" and isinstance(found, Outcomes):
+            return Outcomes(found.ok, found.error, sampled_at=1_000.0 + run.elapsed)
+        return found
+
+    prometheus._answer = timed  # type: ignore[method-assign]
+    run = Run(_spec(AB, []), prometheus, "abTest", 50, expected_share=0.5)
+    run.elapsed = 30
+    run.look()
+    verdicts = [run.until(1, {"requests": 500, "conversions": 50}, {"requests": 0}, lambda _: True).signal.verdict
+                for _ in range(30)]
+    assert verdicts[-1] == AnalysisVerdict.HALT
+
+
 def test_an_analysis_from_an_older_operator_starts_afresh() -> None:
     status = ModelRolloutStatus.model_validate({"analysis": {"verdict": "fail", "step": 0, "guardrails": {}}})
     assert status.analysis is None
