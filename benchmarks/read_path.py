@@ -13,6 +13,8 @@ Cells (one hour at 10 s looks, or `--looks`):
 - A/A sample ratio: an abTest at 50/50 with identical arms; any Halt is false (goal: <= 0.1%);
 - A/A guardrail: an errorRate guardrail at a 10% canary with identical arms; any rollback is false
   (goal: <= alpha);
+- A/A guardrail with 9 stable pods and 1 candidate pod, each pod erring in episodes (one an hour,
+  20 s at 20%): errors that cluster by pod (goal: <= alpha);
 - power: the same guardrail with the candidate's errors doubled (0.5% -> 1%, 20 req/s); caught
   within the hour (goal: >= 95% at S <= 30 s, >= 90% at S = 60 s).
 
@@ -54,6 +56,11 @@ class Cell:
     candidate_error: float
     look_seconds: float = 10.0
     pods: tuple[int, int] = (1, 1)
+    # Pod-level error episodes: each pod, independently, starts one at this rate (per hour), and
+    # errs at `episode_error` for `episode_seconds` (a pod that hiccups).
+    episodes_per_hour: float = 0.0
+    episode_seconds: float = 20.0
+    episode_error: float = 0.2
 
     @property
     def aa(self) -> bool:
@@ -82,9 +89,17 @@ class ScrapedArm:
     """One arm's pods: cumulative ok/error counters per tick, and the phase each pod is scraped at."""
 
     def __init__(self, rng: np.random.Generator, pods: int, ticks: int, requests_per_tick: float, error: float,
-                 scrape_seconds: float) -> None:
+                 scrape_seconds: float, cell: Cell) -> None:
         requests = rng.poisson(requests_per_tick / pods, size=(pods, ticks))
-        errors = rng.binomial(requests, error)
+        rates = np.full((pods, ticks), error)
+        if cell.episodes_per_hour > 0:
+            starts = rng.random((pods, ticks)) < cell.episodes_per_hour / 3600 * TICK
+            length = int(cell.episode_seconds / TICK)
+            # A tick is in an episode when one started within the last `length` ticks.
+            running = np.cumsum(starts, axis=1, dtype=np.int64)
+            running[:, length:] -= running[:, :-length].copy()
+            rates = np.where(running > 0, max(error, cell.episode_error), rates)
+        errors = rng.binomial(requests, rates)
         self.ok: IntArray = np.cumsum(requests - errors, axis=1)
         self.error: IntArray = np.cumsum(errors, axis=1)
         self.scrape_seconds = scrape_seconds
@@ -118,9 +133,9 @@ def run(cell: Cell, looks: int, rng: np.random.Generator) -> int | None:
     per_tick = cell.requests_per_second * TICK
     share = cell.weight / 100
     arms = {STABLE: ScrapedArm(rng, cell.pods[0], ticks, per_tick * (1 - share), cell.stable_error,
-                               cell.scrape_seconds),
+                               cell.scrape_seconds, cell),
             CANDIDATE: ScrapedArm(rng, cell.pods[1], ticks, per_tick * share, cell.candidate_error,
-                                  cell.scrape_seconds)}
+                                  cell.scrape_seconds, cell)}
     previous: api.AnalysisStatus | None = None
     started = rng.uniform(0.0, cell.look_seconds)
     for index in range(looks):
@@ -151,6 +166,9 @@ def cells(scrapes: tuple[float, ...]) -> Iterator[Cell]:
     for scrape in scrapes:
         yield Cell(f"A/A errorRate, 10% canary, 20 req/s, 0.5%, S={scrape:g}s", "guardrail", scrape, 10, 20.0,
                    0.005, 0.005)
+    for scrape in scrapes:
+        yield Cell(f"A/A errorRate, 9+1 pods, 10% canary, 20 req/s, 0.5%, pod episodes (1/h, 20 s at 20%), "
+                   f"S={scrape:g}s", "guardrail", scrape, 10, 20.0, 0.005, 0.005, pods=(9, 1), episodes_per_hour=1.0)
     for scrape in scrapes:
         yield Cell(f"power errorRate 2x (0.5% -> 1%), 10% canary, 20 req/s, S={scrape:g}s", "guardrail", scrape, 10,
                    20.0, 0.005, 0.01)
