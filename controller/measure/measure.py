@@ -125,9 +125,10 @@ class Measurer:
     def _read(self, provider: PrometheusProvider, reading: Reading) -> Value:
         chosen, model, version = self.profile, self.rollout.model, reading.version
         if isinstance(reading, RequestCounts):
+            selectors = templates.request_selectors(chosen, model, version)
             queries = templates.request_total_queries(chosen, model, version)
-            first = next(iter(queries))
-            with_time = provider.by_label(templates.stamped(queries[first]), "part")
+            first = next(iter(selectors))
+            with_time = provider.by_label(templates.stamped_total(selectors[first]), "part")
             read = {part: with_time.get("total") if part == first else provider.scalar(query)
                     for part, query in queries.items()}
             counted = templates.outcomes(read)

@@ -39,19 +39,22 @@ def _histogram(profile: Profile, series: Series, model: str, version: str) -> st
 # --- requests -------------------------------------------------------------------------------
 
 
-def request_total_queries(profile: Profile, model: str, version: str) -> dict[str, str]:
-    """Counter totals of the profile's two request series, keyed by total, errors or successes."""
+def request_selectors(profile: Profile, model: str, version: str) -> dict[str, str]:
+    """The series selectors of the profile's two request counters, keyed by total, errors or successes."""
     requests = profile.requests
     parts = {"total": requests.total, "errors": requests.errors, "successes": requests.successes}
-    return {key: f"sum({_of(profile, series, model, version)})" for key, series in parts.items() if series}
+    return {key: _of(profile, series, model, version) for key, series in parts.items() if series}
 
 
-def stamped(total_query: str) -> str:
-    """`total_query` (a `sum(...)` of counters) and the mean time of its series' last samples, in one
-    evaluation, told apart by a `part` label ("total", "time"): two queries could straddle a scrape."""
-    assert total_query.startswith("sum(") and total_query.endswith(")")
-    selector = total_query[len("sum("):-1]
-    return (f'label_replace({total_query}, "part", "total", "__name__", ".*") or '
+def request_total_queries(profile: Profile, model: str, version: str) -> dict[str, str]:
+    """Counter totals of the profile's two request series, keyed by total, errors or successes."""
+    return {key: f"sum({selector})" for key, selector in request_selectors(profile, model, version).items()}
+
+
+def stamped_total(selector: str) -> str:
+    """The counters' total and the mean time of their series' last samples, in one evaluation, told
+    apart by a `part` label ("total", "time"): two queries could straddle a scrape."""
+    return (f'label_replace(sum({selector}), "part", "total", "__name__", ".*") or '
             f'label_replace(avg(timestamp({selector})), "part", "time", "__name__", ".*")')
 
 

@@ -8,6 +8,7 @@ functions build from plain bodies. What is checked is what reaches the API.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -92,7 +93,7 @@ def spec() -> api.ModelRolloutSpec:
     return api.ModelRolloutSpec.model_validate(owner()["spec"])
 
 
-def cache(deployments: list[dict[str, Any]] = (), services: list[dict[str, Any]] = ()) -> Cache:  # type: ignore[assignment]
+def cache(deployments: Sequence[dict[str, Any]] = (), services: Sequence[dict[str, Any]] = ()) -> Cache:
     views = [view for view in map(deployment_view, deployments) if view is not None]
     return Cache(rollouts={(NS, NAME): Store([owner()])}, rollouts_by_route={},
                  deployments={(NS, NAME): Store(views)} if views else {},
