@@ -199,7 +199,7 @@ def main() -> None:
             p80 = f"{np.percentile(looks, 80) * cell.look_seconds / 60:.1f} min" if looks else "-"
             goal = 0.9 if cell.scrape_seconds >= 60 else 0.95
             print(f"{cell.name}: caught within the hour {rate} (goal >= {goal:.0%}: "
-                  f"{'ok' if high >= goal else 'MISSED'}); time to catch of those caught: median {median}, "
+                  f"{'ok' if hits / args.runs >= goal else 'MISSED'}); time to catch of those caught: median {median}, "
                   f"80th percentile {p80}")
     print(f"runtime {time.monotonic() - began:.0f} s")
 
