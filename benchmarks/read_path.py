@@ -43,6 +43,7 @@ ALPHA = 0.05
 SRM_GOAL = 0.001
 STABLE, CANDIDATE = "stable", "candidate"
 IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,11 @@ class Cell:
     episodes_per_hour: float = 0.0
     episode_seconds: float = 20.0
     episode_error: float = 0.2
+    # Shared bursts: every pod of both arms errs at `episode_error` for `episode_seconds`, this often
+    # (per hour): a dependency both versions call goes down.
+    bursts_per_hour: float = 0.0
+    # Pods restart this often (per hour each): their counters start again from zero.
+    restarts_per_hour: float = 0.0
 
     @property
     def aa(self) -> bool:
@@ -85,23 +91,40 @@ def spec_for(cell: Cell) -> api.ModelRolloutSpec:
     })
 
 
+def episodes(rng: np.random.Generator, shape: tuple[int, int], per_hour: float, seconds: float) -> BoolArray:
+    """Ticks inside an episode, each row starting episodes independently at `per_hour`."""
+    starts = rng.random(shape) < per_hour / 3600 * TICK
+    length = int(seconds / TICK)
+    # A tick is in an episode when one started within the last `length` ticks.
+    running = np.cumsum(starts, axis=1, dtype=np.int64)
+    running[:, length:] -= running[:, :-length].copy()
+    return np.asarray(running > 0)
+
+
+def restarted(counts: IntArray, resets: BoolArray) -> IntArray:
+    """Cumulative counts per pod that start again from zero at each reset tick."""
+    ticks = np.arange(counts.shape[1])
+    last = np.maximum.accumulate(np.where(resets, ticks, -1), axis=1)
+    before = np.where(last > 0, np.take_along_axis(counts, np.maximum(last - 1, 0), axis=1), 0)
+    return np.asarray(counts - before)
+
+
 class ScrapedArm:
     """One arm's pods: cumulative ok/error counters per tick, and the phase each pod is scraped at."""
 
     def __init__(self, rng: np.random.Generator, pods: int, ticks: int, requests_per_tick: float, error: float,
-                 scrape_seconds: float, cell: Cell) -> None:
+                 scrape_seconds: float, cell: Cell, bursts: BoolArray) -> None:
         requests = rng.poisson(requests_per_tick / pods, size=(pods, ticks))
-        rates = np.full((pods, ticks), error)
+        rates = np.where(bursts[None, :], max(error, cell.episode_error), np.full((pods, ticks), error))
         if cell.episodes_per_hour > 0:
-            starts = rng.random((pods, ticks)) < cell.episodes_per_hour / 3600 * TICK
-            length = int(cell.episode_seconds / TICK)
-            # A tick is in an episode when one started within the last `length` ticks.
-            running = np.cumsum(starts, axis=1, dtype=np.int64)
-            running[:, length:] -= running[:, :-length].copy()
-            rates = np.where(running > 0, max(error, cell.episode_error), rates)
+            inside = episodes(rng, (pods, ticks), cell.episodes_per_hour, cell.episode_seconds)
+            rates = np.where(inside, max(error, cell.episode_error), rates)
         errors = rng.binomial(requests, rates)
         self.ok: IntArray = np.cumsum(requests - errors, axis=1)
         self.error: IntArray = np.cumsum(errors, axis=1)
+        if cell.restarts_per_hour > 0:
+            resets = rng.random((pods, ticks)) < cell.restarts_per_hour / 3600 * TICK
+            self.ok, self.error = restarted(self.ok, resets), restarted(self.error, resets)
         self.scrape_seconds = scrape_seconds
         self.phases = rng.uniform(0.0, scrape_seconds, size=pods)
 
@@ -132,10 +155,11 @@ def run(cell: Cell, looks: int, rng: np.random.Generator) -> int | None:
     ticks = int(seconds / TICK) + 1
     per_tick = cell.requests_per_second * TICK
     share = cell.weight / 100
+    bursts = episodes(rng, (1, ticks), cell.bursts_per_hour, cell.episode_seconds)[0]
     arms = {STABLE: ScrapedArm(rng, cell.pods[0], ticks, per_tick * (1 - share), cell.stable_error,
-                               cell.scrape_seconds, cell),
+                               cell.scrape_seconds, cell, bursts),
             CANDIDATE: ScrapedArm(rng, cell.pods[1], ticks, per_tick * share, cell.candidate_error,
-                                  cell.scrape_seconds, cell)}
+                                  cell.scrape_seconds, cell, bursts)}
     previous: api.AnalysisStatus | None = None
     started = rng.uniform(0.0, cell.look_seconds)
     for index in range(looks):
@@ -169,6 +193,12 @@ def cells(scrapes: tuple[float, ...]) -> Iterator[Cell]:
     for scrape in scrapes:
         yield Cell(f"A/A errorRate, 9+1 pods, 10% canary, 20 req/s, 0.5%, pod episodes (1/h, 20 s at 20%), "
                    f"S={scrape:g}s", "guardrail", scrape, 10, 20.0, 0.005, 0.005, pods=(9, 1), episodes_per_hour=1.0)
+    for scrape in scrapes:
+        yield Cell(f"A/A errorRate, 2+2 pods, 50/50, 20 req/s, 0.5%, shared bursts (1/h, 20 s at 20%), "
+                   f"S={scrape:g}s", "guardrail", scrape, 50, 20.0, 0.005, 0.005, pods=(2, 2), bursts_per_hour=1.0)
+    for scrape in scrapes:
+        yield Cell(f"A/A errorRate, 2+2 pods, 10% canary, 20 req/s, 0.5%, pods restart (1/h each), "
+                   f"S={scrape:g}s", "guardrail", scrape, 10, 20.0, 0.005, 0.005, pods=(2, 2), restarts_per_hour=1.0)
     for scrape in scrapes:
         yield Cell(f"power errorRate 2x (0.5% -> 1%), 10% canary, 20 req/s, S={scrape:g}s", "guardrail", scrape, 10,
                    20.0, 0.005, 0.01)

@@ -229,7 +229,7 @@ class Evaluator:
             return GuardrailStatus(outcome=outcome, reason=problem.message, **common, **carried), False
         state = step_tests.GuardrailState.start(1) if before is None or not before.cumulative else \
             step_tests.GuardrailState(_row(before.cumulative), _row(before.detector_state), before.looks,
-                                      before.restarts)
+                                      before.restarts, np.array(before.events[:1]), np.array(before.trials[:1]))
         look = step_tests.guardrail_look(test, state, interval)
         evidence, detected = float(look.evidence[0]), float(look.detector[0])
         worse = bool(look.breached[0])

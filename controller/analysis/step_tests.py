@@ -24,7 +24,7 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-from scipy.stats import norm
+from scipy.stats import norm, poisson
 
 from controller.analysis.budget import AlphaBudget
 from controller.stats import split_test
@@ -47,6 +47,10 @@ OPEN_HORIZON_SECONDS = 24 * 3600.0
 # The slow-request bound is placed once the stable's histogram holds this many requests of the tail
 # (200 requests for a p99): over analysis.window, else over readings.TAIL_LOOKBACK.
 MIN_TAIL_REQUESTS = 2.0
+# An interval counts at most the candidate events a regression at the mixture's centre exceeds this
+# rarely (`censor`). benchmarks/read_path.py chose it: 0.01 let pod episodes through (5% false
+# rollbacks), 0.05 slowed the 2x catch by half; 0.02 keeps both.
+CENSOR_TAIL = 0.02
 
 SRM_ALPHA = 0.001
 # A mismatch the check looks for: the candidate's share off by about 10% of itself.
@@ -157,13 +161,17 @@ def guardrail_test(budget: AlphaBudget, tolerated_ratio: float, interval_seconds
 class GuardrailState:
     cumulative: FloatArray
     detector: FloatArray
-    looks: int = 0
-    restarts: int = 0
+    looks: int
+    restarts: int
+    # The stable's events and trials so far: its rate sets how many candidate events an interval can
+    # count (`censor`).
+    stable_events: FloatArray
+    stable_trials: FloatArray
 
     @staticmethod
     def start(runs: int) -> GuardrailState:
         cumulative, detector = split_test.start(runs)
-        return GuardrailState(cumulative, detector)
+        return GuardrailState(cumulative, detector, 0, 0, np.zeros(runs), np.zeros(runs))
 
 
 @dataclass(frozen=True)
@@ -175,11 +183,34 @@ class GuardrailLook:
     detector_threshold: float
 
 
+def censor(test: GuardrailTest, state: GuardrailState, interval: Interval) -> Interval:
+    """The interval with the candidate's events capped at what a regression the test looks for would
+    rarely exceed: Huber's censored probability ratio test ("A robust version of the probability
+    ratio test", Ann. Math. Statist. 36, 1965), with the pod interval as the unit.
+
+    Errors and slow requests cluster: a pod that hiccups errs in a burst, and one candidate pod's
+    20-second episode can hold more errors than an hour of its steady traffic. Counted one by one,
+    such a burst reads as overwhelming evidence; capped, it weighs as one bad interval. The cap is
+    the CENSOR_TAIL upper quantile of the Poisson count a candidate at the mixture's centre (twice the
+    tolerated ratio of the stable's rate) would show in the interval, and at least one event, so a
+    steady regression is seldom capped at all. Capping only lowers the candidate's count (and the
+    events the interval holds with it), and every alternative tilts towards the candidate, so each
+    interval's likelihood ratio can only fall: the test stays valid whatever the cap.
+    """
+    # Half an event over half a trial: before the stable has counted anything, nothing is capped.
+    rate = (state.stable_events + interval.stable_events + 0.5) / (state.stable_trials + interval.stable_trials + 0.5)
+    expected = np.minimum(rate, 1.0) * interval.candidate_trials * math.exp(test.tolerated_log_ratio + GUARDRAIL_EFFECT)
+    cap = np.maximum(1.0, poisson.ppf(1.0 - CENSOR_TAIL, expected))
+    return Interval(interval.stable_events, interval.stable_trials, np.minimum(interval.candidate_events, cap),
+                    interval.candidate_trials)
+
+
 def guardrail_look(test: GuardrailTest, state: GuardrailState, interval: Interval) -> GuardrailLook:
     """Fold one interval into the guardrail's test: breached where the candidate is worse beyond doubt."""
     mixture = test.mixture
+    counted = censor(test, state, interval)
     increment = split_test.log_ratio_increment(
-        mixture, interval.stable_events + interval.candidate_events, interval.candidate_events, interval.share)
+        mixture, counted.stable_events + counted.candidate_events, counted.candidate_events, counted.share)
     restart = state.looks % test.restart_every == 0
     restarts = state.restarts + int(restart)
     cumulative = split_test.accumulate(state.cumulative, increment)
@@ -188,8 +219,10 @@ def guardrail_look(test: GuardrailTest, state: GuardrailState, interval: Interva
     detected = split_test.log_evidence(mixture, detector)
     threshold = test.detector_threshold(restarts)
     breached = (evidence >= test.cumulative_threshold) | (detected >= threshold)
-    return GuardrailLook(GuardrailState(cumulative, detector, state.looks + 1, restarts), breached, evidence,
-                         detected, threshold)
+    return GuardrailLook(GuardrailState(cumulative, detector, state.looks + 1, restarts,
+                                        state.stable_events + interval.stable_events,
+                                        state.stable_trials + interval.stable_trials),
+                         breached, evidence, detected, threshold)
 
 
 # --- latency as a count: slow requests --------------------------------------------------------------
