@@ -15,6 +15,7 @@ from scipy.stats import norm
 
 from controller.analysis import step_tests
 from controller.analysis.budget import AlphaBudget
+from controller.stats import split_test
 
 ALPHA = 0.05
 
@@ -166,15 +167,15 @@ def test_censoring_never_raises_an_intervals_evidence() -> None:
     rng = np.random.default_rng(5)
     runs = 2000
     test = step_tests.guardrail_test(AlphaBudget(ALPHA), 1.2, 10, 3600)
-    state = step_tests.GuardrailState(*step_tests.split_test.start(runs), 0, 0, rng.poisson(50, runs).astype(float),
+    state = step_tests.GuardrailState(*split_test.start(runs), 0, 0, rng.poisson(50, runs).astype(float),
                                       rng.poisson(10_000, runs).astype(float))
-    interval = _intervals(rng, runs, rng.integers(1, 500), 0.3, 0.01, float(rng.uniform(0.005, 0.5)))
+    interval = _intervals(rng, runs, float(rng.integers(1, 500)), 0.3, 0.01, float(rng.uniform(0.005, 0.5)))
     censored = step_tests.censor(test, state, interval)
     assert (censored.candidate_events <= interval.candidate_events).all()
     assert (censored.candidate_events < interval.candidate_events).any(), "some interval is capped"
 
-    def ratios(counted: step_tests.Interval) -> np.ndarray:
-        return step_tests.split_test.log_ratio_increment(
+    def ratios(counted: step_tests.Interval) -> step_tests.FloatArray:
+        return split_test.log_ratio_increment(
             test.mixture, counted.stable_events + counted.candidate_events, counted.candidate_events, interval.share)
 
     assert (ratios(censored) <= ratios(interval) + 1e-12).all()
@@ -183,7 +184,7 @@ def test_censoring_never_raises_an_intervals_evidence() -> None:
 def test_a_candidate_pods_burst_weighs_as_one_bad_interval_and_a_steady_regression_is_not_capped() -> None:
     test = step_tests.guardrail_test(AlphaBudget(ALPHA), 1.0, 10, 3600)
     # An hour of a stable at 0.5%; an interval where the candidate's 20 requests hold 8 errors.
-    state = step_tests.GuardrailState(*step_tests.split_test.start(1), 360, 12, np.array([324.0]),
+    state = step_tests.GuardrailState(*split_test.start(1), 360, 12, np.array([324.0]),
                                       np.array([64_800.0]))
     burst = step_tests.censor(test, state, step_tests.Interval.of(1, 180, 8, 20))
     assert float(burst.candidate_events[0]) == 1.0
