@@ -25,20 +25,39 @@ Cells (one hour at 10 s looks, or `--looks`):
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from scipy.stats import norm
 from statsmodels.stats.proportion import proportion_confint
 
 from controller import api
 from controller.analysis.budget import step_budget
-from controller.analysis.judge import judge
-from controller.analysis.readings import ErrorRate, Look, Measurements, Outcomes, Reading, RequestCounts, Value, needs
+from controller.analysis.judge import Result, judge
+from controller.analysis.readings import (
+    Buckets,
+    ErrorRate,
+    Look,
+    Measurements,
+    Outcomes,
+    Quantile,
+    Reading,
+    RequestCounts,
+    Value,
+    needs,
+)
+from controller.durations import parse_duration
 
 TICK = 0.1
+# Every pod has served this long when the step starts: the stable's recent past places the latency bound.
+HISTORY_SECONDS = 600.0
+# Prometheus' default buckets (client_golang's DefBuckets): 2-2.5x apart.
+DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, math.inf)
+LATENCY_MEDIAN, LATENCY_SIGMA = 0.05, 0.5
 ALPHA = 0.05
 SRM_GOAL = 0.001
 STABLE, CANDIDATE = "stable", "candidate"
@@ -49,7 +68,9 @@ BoolArray = npt.NDArray[np.bool_]
 @dataclass(frozen=True)
 class Cell:
     name: str
-    kind: str  # "srm" (an abTest at `weight`) or "guardrail" (an errorRate guardrail at a canary `weight`)
+    # "srm" (an abTest at `weight`), "guardrail" (an errorRate guardrail at a canary `weight`) or "latency"
+    # (a latencyP99 guardrail, `relative_to_stable`, on DEFAULT_BUCKETS; the candidate `slower` on every request)
+    kind: str
     scrape_seconds: float
     weight: int
     requests_per_second: float
@@ -67,10 +88,12 @@ class Cell:
     bursts_per_hour: float = 0.0
     # Pods restart this often (per hour each): their counters start again from zero.
     restarts_per_hour: float = 0.0
+    relative_to_stable: float = 1.0
+    slower: float = 1.0
 
     @property
     def aa(self) -> bool:
-        return self.stable_error == self.candidate_error
+        return self.stable_error == self.candidate_error and self.slower == 1.0
 
 
 def spec_for(cell: Cell) -> api.ModelRolloutSpec:
@@ -80,7 +103,8 @@ def spec_for(cell: Cell) -> api.ModelRolloutSpec:
         guardrails: list[dict[str, object]] = []
     else:
         step = {"canary": {"weight": cell.weight, "duration": "24h"}}
-        guardrails = [{"name": "errors", "template": "errorRate", "relativeToStable": 1.0}]
+        template = "latencyP99" if cell.kind == "latency" else "errorRate"
+        guardrails = [{"name": "guarded", "template": template, "relativeToStable": cell.relative_to_stable}]
     return api.ModelRolloutSpec.model_validate({
         "model": "scorer", "replicas": 1,
         "template": {"spec": {"containers": [{"name": "model", "image": "scorer:v1"}]}},
@@ -113,7 +137,7 @@ class ScrapedArm:
     """One arm's pods: cumulative ok/error counters per tick, and the phase each pod is scraped at."""
 
     def __init__(self, rng: np.random.Generator, pods: int, ticks: int, requests_per_tick: float, error: float,
-                 scrape_seconds: float, cell: Cell, bursts: BoolArray) -> None:
+                 scrape_seconds: float, cell: Cell, bursts: BoolArray, slowed: bool = False) -> None:
         requests = rng.poisson(requests_per_tick / pods, size=(pods, ticks))
         rates = np.where(bursts[None, :], max(error, cell.episode_error), np.full((pods, ticks), error))
         if cell.episodes_per_hour > 0:
@@ -125,33 +149,58 @@ class ScrapedArm:
         if cell.restarts_per_hour > 0:
             resets = rng.random((pods, ticks)) < cell.restarts_per_hour / 3600 * TICK
             self.ok, self.error = restarted(self.ok, resets), restarted(self.error, resets)
+        # Requests at or under each bound of DEFAULT_BUCKETS, cumulative: (pods, ticks, bounds).
+        self.buckets: IntArray | None = None
+        if cell.kind == "latency":
+            slower = cell.slower if slowed else 1.0
+            edges = np.log(np.array(DEFAULT_BUCKETS[:-1])) - math.log(LATENCY_MEDIAN * slower)
+            below = np.concatenate([norm.cdf(edges / LATENCY_SIGMA), [1.0]])
+            split = rng.multinomial(requests, np.diff(np.concatenate([[0.0], below])))
+            self.buckets = np.cumsum(np.cumsum(split, axis=1), axis=2)
         self.scrape_seconds = scrape_seconds
         self.phases = rng.uniform(0.0, scrape_seconds, size=pods)
 
-    def instant(self, at: float) -> Outcomes:
-        """`sum(counter)` at `at`: each pod's last sample before it (0 before its first scrape)."""
+    def _scraped(self, at: float) -> tuple[npt.NDArray[np.float64], IntArray, npt.NDArray[np.int64]]:
+        """Each pod's last scrape before `at`: (times, tick indices, rows of the pods scraped yet)."""
         scraped = at - (at - self.phases) % self.scrape_seconds
         ticks = np.floor(scraped / TICK).astype(np.int64) - 1
         seen = ticks >= 0
-        rows = np.arange(len(ticks))[seen]
-        return Outcomes(ok=float(self.ok[rows, ticks[seen]].sum()), error=float(self.error[rows, ticks[seen]].sum()),
-                        sampled_at=float(scraped[seen].mean()) if seen.any() else None)
+        return scraped[seen], ticks[seen], np.arange(len(ticks))[seen]
+
+    def instant(self, at: float) -> Outcomes:
+        """`sum(counter)` at `at`: each pod's last sample before it (0 before its first scrape)."""
+        scraped, ticks, rows = self._scraped(at)
+        return Outcomes(ok=float(self.ok[rows, ticks].sum()), error=float(self.error[rows, ticks].sum()),
+                        sampled_at=float(scraped.mean()) if len(rows) else None)
+
+    def histogram(self, at: float, window: float | None) -> dict[float, float]:
+        """`sum by (le) (bucket)` at `at`, or its increase over `window` (the difference of the samples)."""
+        assert self.buckets is not None
+        _, ticks, rows = self._scraped(at)
+        now = self.buckets[rows, ticks].sum(axis=0)
+        if window is not None:
+            _, ticks, rows = self._scraped(at - window)
+            now = now - self.buckets[rows, ticks].sum(axis=0)
+        return {bound: float(count) for bound, count in zip(DEFAULT_BUCKETS, now, strict=True)}
 
 
 def answer(reading: Reading, arms: dict[str, ScrapedArm], at: float) -> Value:
     if isinstance(reading, RequestCounts):
         return arms[reading.version].instant(at)
-    if isinstance(reading, ErrorRate):
+    if isinstance(reading, Buckets):
+        window = None if reading.window is None else parse_duration(reading.window)
+        return arms[reading.version].histogram(at, window)
+    if isinstance(reading, ErrorRate | Quantile):
         return None  # shown in status only; no test reads it
     raise AssertionError(f"this benchmark's rollouts read no {reading!r}")
 
 
-def run(cell: Cell, looks: int, rng: np.random.Generator) -> int | None:
-    """The look (1-based) that decided, or None: a Halt in an srm cell, a Fail in a guardrail cell."""
+def judged(cell: Cell, looks: int, rng: np.random.Generator) -> Iterator[Result]:
+    """Each look's result, judged by the operator with the status it returned the look before."""
     spec = spec_for(cell)
     analysis = spec.analysis
     assert analysis is not None
-    seconds = cell.look_seconds * (looks + 2)
+    seconds = HISTORY_SECONDS + cell.look_seconds * (looks + 2)
     ticks = int(seconds / TICK) + 1
     per_tick = cell.requests_per_second * TICK
     share = cell.weight / 100
@@ -159,9 +208,9 @@ def run(cell: Cell, looks: int, rng: np.random.Generator) -> int | None:
     arms = {STABLE: ScrapedArm(rng, cell.pods[0], ticks, per_tick * (1 - share), cell.stable_error,
                                cell.scrape_seconds, cell, bursts),
             CANDIDATE: ScrapedArm(rng, cell.pods[1], ticks, per_tick * share, cell.candidate_error,
-                                  cell.scrape_seconds, cell, bursts)}
+                                  cell.scrape_seconds, cell, bursts, slowed=True)}
     previous: api.AnalysisStatus | None = None
-    started = rng.uniform(0.0, cell.look_seconds)
+    started = HISTORY_SECONDS + rng.uniform(0.0, cell.look_seconds)
     for index in range(looks):
         elapsed = (index + 1) * cell.look_seconds
         at = started + elapsed
@@ -173,12 +222,23 @@ def run(cell: Cell, looks: int, rng: np.random.Generator) -> int | None:
         wanted = needs(spec, look, previous)
         measured = Measurements({reading: answer(reading, arms, at) for reading in wanted})
         result = judge(spec, step_budget(analysis, look), look, previous, measured)
-        decided = (result.signal.verdict == api.AnalysisVerdict.HALT if cell.kind == "srm"
-                   else result.signal.verdict == api.AnalysisVerdict.FAIL)
-        if decided:
-            return index + 1
+        yield result
         previous = result.state
-    return None
+
+
+def run(cell: Cell, looks: int, rng: np.random.Generator) -> int | None:
+    """The look (1-based) that decided, or None: a Halt in an srm cell, a Fail in a guardrail cell."""
+    wanted = api.AnalysisVerdict.HALT if cell.kind == "srm" else api.AnalysisVerdict.FAIL
+    return next((index + 1 for index, result in enumerate(judged(cell, looks, rng)) if result.signal.verdict == wanted),
+                None)
+
+
+def refusal(cell: Cell, rng: np.random.Generator) -> str | None:
+    """Why the first look refused the guardrail, or None when it did not."""
+    first = next(judged(cell, 1, rng))
+    status = first.state.guardrails["guarded"]
+    refused = status.outcome == api.GuardrailOutcome.ERROR and status.reason.startswith("refused")
+    return status.reason if refused else None
 
 
 def cells(scrapes: tuple[float, ...]) -> Iterator[Cell]:
@@ -200,6 +260,12 @@ def cells(scrapes: tuple[float, ...]) -> Iterator[Cell]:
         yield Cell(f"A/A errorRate, 2+2 pods, 10% canary, 20 req/s, 0.5%, pods restart (1/h each), "
                    f"S={scrape:g}s", "guardrail", scrape, 10, 20.0, 0.005, 0.005, pods=(2, 2), restarts_per_hour=1.0)
     for scrape in scrapes:
+        yield Cell(f"A/A latencyP99 (1x), Prometheus' default buckets, 10% canary, 20 req/s, S={scrape:g}s", "latency",
+                   scrape, 10, 20.0, 0.0, 0.0)
+    for scrape in scrapes:
+        yield Cell(f"power latencyP99 (1x), default buckets, every request 2x slower, 10% canary, 20 req/s, "
+                   f"S={scrape:g}s", "latency", scrape, 10, 20.0, 0.0, 0.0, slower=2.0)
+    for scrape in scrapes:
         yield Cell(f"power errorRate 2x (0.5% -> 1%), 10% canary, 20 req/s, S={scrape:g}s", "guardrail", scrape, 10,
                    20.0, 0.005, 0.01)
 
@@ -210,11 +276,20 @@ def main() -> None:
     parser.add_argument("--looks", type=int, default=360)
     parser.add_argument("--scrape", type=float, nargs="*", default=[1.0, 15.0, 30.0, 60.0])
     parser.add_argument("--seed", type=int, default=20261206)
+    parser.add_argument("--match", default="", help="run only the cells whose name holds this")
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     began = time.monotonic()
     print(f"read path: {args.runs} runs a cell, {args.looks} looks, seed {args.seed}")
+    unresolved = Cell("latencyP99 (1.2x) on default buckets", "latency", 15.0, 10, 20.0, 0.0, 0.0,
+                      relative_to_stable=1.2, slower=2.0)
+    reasons = [refusal(unresolved, rng) for _ in range(min(args.runs, 20))]
+    refused = sum(reason is not None for reason in reasons)
+    print(f"{unresolved.name}: refused at the first look in {refused}/{len(reasons)} runs "
+          f"({'ok' if refused == len(reasons) else 'MISSED'}): {next((r for r in reasons if r), '-')}")
     for cell in cells(tuple(args.scrape)):
+        if args.match and args.match not in cell.name:
+            continue
         decided = [run(cell, args.looks, rng) for _ in range(args.runs)]
         hits = sum(d is not None for d in decided)
         low, high = proportion_confint(hits, args.runs, alpha=0.05, method="wilson")

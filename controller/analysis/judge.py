@@ -183,6 +183,19 @@ class Evaluator:
                 return bounds
         return None
 
+    def slow_bounds(self, guardrail: Guardrail, before: GuardrailStatus | None, common: dict[str, Any]
+                    ) -> tuple[float, float] | GuardrailStatus:
+        """The slow-request bounds, or the status that says why there are none yet."""
+        try:
+            bounds = self.slow_thresholds(guardrail, before)
+        except step_tests.Unresolvable as refused:
+            # Refused, not run at the ratio the buckets happen to allow: that would pass what it should catch.
+            return GuardrailStatus(outcome=GuardrailOutcome.ERROR, reason=f"refused: {refused}", **common)
+        if bounds is None:
+            return GuardrailStatus(outcome=GuardrailOutcome.NO_DATA,
+                                   reason="too few stable requests yet to place the slow-request bound", **common)
+        return bounds
+
     def slow_interval(self, guardrail: Guardrail, thresholds: tuple[float, float]) -> step_tests.Interval:
         name, series = guardrail.name, histogram_series(guardrail)
         values: list[float | None] = []
@@ -205,11 +218,9 @@ class Evaluator:
         alpha = budget.per_guardrail
         value, stable = self.windowed(guardrail)
         common: dict[str, Any] = {"value": finite(value), "stable": finite(stable), "alpha": alpha}
-        thresholds = self.slow_thresholds(guardrail, before) if latency else None
-        if latency and thresholds is None:
-            return GuardrailStatus(outcome=GuardrailOutcome.NO_DATA, reason=(
-                "too few stable requests yet to place the slow-request bound (or the buckets stop short of "
-                f"{guardrail.relative_to_stable or 1:g}x it)"), **common), False
+        thresholds = self.slow_bounds(guardrail, before, common) if latency else None
+        if isinstance(thresholds, GuardrailStatus):
+            return thresholds, False
         if thresholds is not None:
             common["slow_above"] = list(thresholds)
         carried: dict[str, Any] = {} if before is None else {

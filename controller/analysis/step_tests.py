@@ -17,6 +17,7 @@ their nulls, mixtures and error budgets:
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -228,6 +229,16 @@ def guardrail_look(test: GuardrailTest, state: GuardrailState, interval: Interva
 # --- latency as a count: slow requests --------------------------------------------------------------
 
 
+# The candidate's bound may sit this far past relativeToStable x the stable's, and no farther: a
+# 1.2x guardrail on Prometheus' default buckets (0.1, 0.25, 0.5...) would test 2x, and pass a model
+# twice as slow on every request.
+RESOLUTION = 1.25
+
+
+class Unresolvable(ValueError):
+    """The histogram's buckets cannot express the guardrail's ratio: it is refused, never run at another."""
+
+
 def slow_thresholds(bounds: list[float], stable_cumulative: list[float], quantile: float,
                     tolerated_ratio: float) -> tuple[float, float] | None:
     """The bucket bounds above which a request is slow: (stable's, candidate's).
@@ -240,18 +251,42 @@ def slow_thresholds(bounds: list[float], stable_cumulative: list[float], quantil
     the test nothing to compare. The candidate's is the smallest bound
     at least `tolerated_ratio` times it. "The candidate's p99 is within ratio x the stable's" is then
     "no more of the candidate's requests exceed the ratio x bound than the stable's exceed the bound".
-    None until the histogram holds enough requests to see the tail (MIN_TAIL_REQUESTS of it), or
-    when no bound is far enough out.
+    None until the histogram holds enough requests to see the tail (MIN_TAIL_REQUESTS of it).
+
+    Raises Unresolvable when the buckets cannot express the ratio: at once when no two bounds are
+    within RESOLUTION of it, or when the stable's bound has no partner within it.
     """
     finite = [(b, c) for b, c in zip(bounds, stable_cumulative, strict=True) if math.isfinite(b)]
+    edges = sorted(b for b, _ in finite)
+    if not edges:
+        raise Unresolvable("the histogram has no bucket but +Inf: it cannot tell slow requests from fast ones")
+    if tolerated_ratio != 1.0 and not any(_partner(edges, b, tolerated_ratio) for b in edges):
+        spacing = min((high / low for low, high in itertools.pairwise(edges) if low > 0), default=math.inf)
+        raise Unresolvable(
+            f"no two bucket bounds are {tolerated_ratio:g}x-{tolerated_ratio * RESOLUTION:.3g}x apart (the closest "
+            f"are {spacing:.3g}x): add buckets spaced by at most {tolerated_ratio:g}x around the tail, or set "
+            f"relativeToStable to at least {spacing:.3g}")
     total = stable_cumulative[-1] if stable_cumulative else 0.0
     tail = 1.0 - quantile
-    if not finite or not total >= MIN_TAIL_REQUESTS / tail:
+    if not total >= MIN_TAIL_REQUESTS / tail:
         return None
     stable_bound = min((abs(math.log(max(total - c, 0.5) / total / tail)), b) for b, c in finite)[1]
+    partner = _partner(edges, stable_bound, tolerated_ratio)
+    if partner is None:
+        wanted = stable_bound * tolerated_ratio
+        above = [b for b in edges if b > stable_bound]
+        beyond = f"the next bound is {above[0]:g} ({above[0] / stable_bound:.3g}x)" if above else "no bound is above it"
+        raise Unresolvable(
+            f"the buckets cannot resolve relativeToStable {tolerated_ratio:g} at the stable's p{quantile * 100:g}: "
+            f"its bound is {stable_bound:g} and {beyond}; add a bucket at {wanted:.3g}")
+    return stable_bound, partner
+
+
+def _partner(edges: list[float], bound: float, ratio: float) -> float | None:
+    """The smallest bound at least `ratio` x `bound`, if it is within RESOLUTION of it."""
     # Bounds are written in decimals: 0.1728 is 1.2 x 0.144 though the float product is a hair above it.
-    above = [b for b, _ in finite if b >= stable_bound * tolerated_ratio * (1 - 1e-6)]
-    return (stable_bound, min(above)) if above else None
+    above = [b for b in edges if b >= bound * ratio * (1 - 1e-6)]
+    return above[0] if above and above[0] <= bound * ratio * RESOLUTION * (1 + 1e-6) else None
 
 
 # --- the abTest -------------------------------------------------------------------------------------

@@ -128,11 +128,34 @@ def test_the_ab_design_counts_the_rarer_outcome_and_reads_the_mde_as_asked() -> 
     assert math.isfinite(empty.high) and math.isfinite(empty.low)
 
 
-def test_slow_bounds_need_enough_of_the_tail_and_a_bound_far_enough_out() -> None:
+def test_slow_bounds_need_enough_of_the_tail_and_a_bound_within_reach_of_the_ratio() -> None:
     bounds = [0.1, 0.2, 0.3, math.inf]
     assert step_tests.slow_thresholds(bounds, [90, 99, 100, 100], 0.99, 1.2) is None, "100 requests: too few"
     assert step_tests.slow_thresholds(bounds, [900, 990, 1000, 1000], 0.99, 1.2) == (0.2, 0.3)
-    assert step_tests.slow_thresholds(bounds, [900, 990, 1000, 1000], 0.99, 2.0) is None, "no bound at 0.4"
+    with pytest.raises(step_tests.Unresolvable, match=r"its bound is 0.2 and the next bound is 0.3 \(1.5x\); "
+                                                      r"add a bucket at 0.4"):
+        step_tests.slow_thresholds(bounds, [900, 990, 1000, 1000], 0.99, 2.0)
+
+
+GO_DEFAULT_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, math.inf]
+
+
+def test_a_ratio_the_buckets_cannot_express_is_refused_before_any_request() -> None:
+    """Prometheus' default buckets are 2-2.5x apart: a 1.2x guardrail on them used to test 2x, and passed
+    a candidate twice as slow on every request. Refused at the first look, with what would resolve it."""
+    empty = [0.0] * len(GO_DEFAULT_BUCKETS)
+    with pytest.raises(step_tests.Unresolvable, match=r"closest are 2x.*at least 2"):
+        step_tests.slow_thresholds(GO_DEFAULT_BUCKETS, empty, 0.99, 1.2)
+    assert step_tests.slow_thresholds(GO_DEFAULT_BUCKETS, empty, 0.99, 1.0) is None, "1x: any buckets, once counted"
+    with pytest.raises(step_tests.Unresolvable, match=r"no bucket but \+Inf"):
+        step_tests.slow_thresholds([math.inf], [1000.0], 0.99, 1.0)
+
+
+def test_a_stable_with_no_slow_request_gets_a_bound_and_a_tail_past_the_top_bound_is_refused() -> None:
+    bounds = [0.1, 0.2, 0.3, math.inf]
+    assert step_tests.slow_thresholds(bounds, [1000, 1000, 1000, 1000], 0.99, 1.0) == (0.1, 0.1)
+    with pytest.raises(step_tests.Unresolvable, match=r"its bound is 0\.12 and no bound is above it"):
+        step_tests.slow_thresholds([0.1, 0.12, math.inf], [0, 995, 1000], 0.99, 1.2)
 
 
 def test_the_plan_orders_its_figures() -> None:
