@@ -364,7 +364,7 @@ def error_speed(rng: np.random.Generator, settings: Settings, verdicts: Verdicts
     test = step_tests.guardrail_test(STEP, 1.0, INTERVAL_SECONDS, None)
     horizon = 3 * math.ceil(fixed / traffic.requests)
     start = first_breach(test, count_intervals(rng, traffic, runs, horizon, 0.005, lambda _: 0.010), runs)
-    median, p90 = quantile_look(start, 0.5), quantile_look(start, 0.9)
+    median, p80 = quantile_look(start, 0.5), quantile_look(start, 0.8)
     quiet = settings.late_onset_looks
     late = first_breach(test, count_intervals(rng, traffic, runs, quiet + 3 * horizon, 0.005,
                                               lambda look: 0.010 if look >= quiet else 0.005), runs)
@@ -389,7 +389,7 @@ def error_speed(rng: np.random.Generator, settings: Settings, verdicts: Verdicts
             f"({runs} runs, 24 h open-ended design horizon)",
             f"   one-sided fixed horizon at 80% power: {fixed:,.0f} requests",
             f"   onset at the step's start: median {_requests(median, traffic)} ({_times(ratio)} the fixed horizon), "
-            f"90th percentile {_requests(p90, traffic)} ({_times(None if p90 is None else p90 * 200 / fixed)})",
+            f"80th percentile {_requests(p80, traffic)} ({_times(None if p80 is None else p80 * 200 / fixed)})",
             f"   onset after {quiet * INTERVAL_SECONDS / 3600:.0f} h of quiet: median delay "
             f"{_requests(late_median, traffic)} ({_times(late_ratio)} the delay at the start); "
             f"{false_before} of {runs} runs rolled back falsely during the quiet period", *others]
@@ -409,7 +409,7 @@ def latency_speed(rng: np.random.Generator, settings: Settings) -> Lines:
             rng, sigma, 1.4, buckets, traffic.requests * 0.9, settings.power_runs, 1.2, history, center)
         first = first_breach(test, latency_intervals(rng, traffic, settings.power_runs, settings.looks,
                                                      stable_share, candidate_share), settings.power_runs)
-        median, p90 = quantile_look(first, 0.5), quantile_look(first, 0.9)
+        median, p80 = quantile_look(first, 0.5), quantile_look(first, 0.8)
         # The fixed horizon of the same count comparison, at the median run's slow shares.
         stable_slow, candidate_slow = float(np.median(stable_share)), float(np.median(candidate_share))
         fixed = (one_sided_fixed_total(stable_slow, candidate_slow, 0.1)
@@ -418,7 +418,7 @@ def latency_speed(rng: np.random.Generator, settings: Settings) -> Lines:
         past = f", bounds from {history} requests" if history else ""
         lines.append(f"   {name:>5} buckets, sigma {sigma}{past}: caught in {rate_of(first).rate:.0%} of runs "
                      f"within {settings.looks * INTERVAL_SECONDS / 60:.0f} min; median {_seconds(median)} "
-                     f"({_times(ratio)} the fixed horizon), 90th percentile {_seconds(p90)}; slow shares "
+                     f"({_times(ratio)} the fixed horizon), 80th percentile {_seconds(p80)}; slow shares "
                      f"{stable_slow:.2%} stable, {candidate_slow:.2%} candidate")
     return lines
 
@@ -445,7 +445,7 @@ def ab_speed(rng: np.random.Generator, settings: Settings, verdicts: Verdicts) -
             f"   false NoDifference: {false_same.cell()} (goal <= {ALPHA:.0%})",
             f"   operator (anytime-valid mixture): CandidateBetter in {rate_of(better).rate:.0%}; median "
             f"{_per_arm(median, traffic)}; its plan said median {plan.sequential_median:,}, "
-            f"90th percentile {plan.sequential_p90:,}",
+            f"80th percentile {plan.sequential_p80:,}",
             f"   O'Brien-Fleming, 10 looks to 2x the fixed horizon: CandidateBetter in {group[0]:.0%}; median "
             f"{group[1]:,.0f}; A/A false verdicts {aa_group[2]:.2%} (needs the horizon's traffic in advance, and "
             "its normal approximation is what failed at rare events)"]

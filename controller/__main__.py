@@ -112,8 +112,8 @@ def _plan(args: argparse.Namespace) -> int:
           f"({effect} MDE {args.mde:.4g}), alpha {args.alpha}, 80% power, candidate weight {args.weight:.0%}")
     print(f"  the test counts the {design.counted}")
     rows = [("fixed horizon (two-sided)", figures.fixed_horizon),
-            ("sequential, median", figures.sequential_median),
-            ("sequential, 90th percentile", figures.sequential_p90)]
+            ("sequential, median (50% power)", figures.sequential_median),
+            ("sequential, 80th percentile (80% power)", figures.sequential_p80)]
     print(f"  {'design':<30}{'trials in the smaller arm':>26}{'at ' + format(args.rate, 'g') + ' trials/s':>22}")
     for name, trials in rows:
         if trials is None:

@@ -927,11 +927,12 @@ class ABTestStatus(StatusModel):
     samples: int = 0
     """Trials in the smaller arm so far."""
     samples_needed: int | None = None
-    """Trials in the smaller arm the design needs for a verdict with 80% power at the MDE (median; an upper bound)."""
-    samples_needed_p90: int | None = None
-    """The same at the 90th percentile."""
+    """Trials in the smaller arm by which half of the verdicts come at a true effect of the MDE: the sequential
+    test's median, 50% power (an upper bound)."""
+    samples_needed_p80: int | None = None
+    """The same for 80% of the verdicts: 80% power, like for like with fixedHorizonSamples."""
     fixed_horizon_samples: int | None = None
-    """What a fixed-horizon test would need in the smaller arm, for comparison."""
+    """What a fixed-horizon test would need in the smaller arm for 80% power, for comparison."""
     progress: float = 0.0
     """samples / samplesNeeded, at most 1."""
     evidence: dict[str, float] = {}

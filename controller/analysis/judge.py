@@ -376,7 +376,7 @@ class Evaluator:
             return ABTestStatus(
                 metric=metric.name, verdict=Verdict.INCONCLUSIVE, counted=design.counted, baseline=design.baseline,
                 bounds=[design.low, design.high], design_looks=design_looks, samples_needed=plan.sequential_median,
-                samples_needed_p90=plan.sequential_p90, fixed_horizon_samples=plan.fixed_horizon), None
+                samples_needed_p80=plan.sequential_p80, fixed_horizon_samples=plan.fixed_horizon), None
         assert base.baseline is not None and base.bounds is not None
         design = step_tests.ABDesign(step.alpha, base.counted, base.baseline, base.bounds[0], base.bounds[1],
                                      step_tests.better_direction(base.counted, metric.higher_is_better))

@@ -393,16 +393,18 @@ def ab_look(design: ABDesign, state: ABState, interval: Interval) -> ABLook:
 
 @dataclass(frozen=True)
 class Plan:
-    """Trials in the smaller arm that an abTest needs for 80% power at the MDE."""
+    """Trials in the smaller arm that an abTest needs at a true effect of the MDE: a fixed horizon's for
+    80% power, and the sequential test's median (half of its verdicts have come by then: 50% power) and
+    80th percentile (80% power, like for like with the fixed horizon)."""
 
     fixed_horizon: int | None
     sequential_median: int
-    sequential_p90: int
+    sequential_p80: int
 
 
 def plan(design: ABDesign, weight: float, power: float = POWER) -> Plan:
     """The fixed-horizon sample (two-sided, the abTest's alpha) and the sequential test's median and
-    90th-percentile sample at a true effect of the MDE (the better-side bound).
+    80th-percentile sample at a true effect of the MDE (the better-side bound).
 
     The sequential figures are where the test's evidence at that sample crosses its threshold with
     that probability: the first crossing can only come sooner, so they are upper bounds.
@@ -439,7 +441,7 @@ def plan(design: ABDesign, weight: float, power: float = POWER) -> Plan:
             low, high = (low, middle) if crossing(middle, quantile) else (middle, high)
         return math.ceil(high * min(share, 1 - share))
 
-    return Plan(fixed_smaller, needed(0.5), needed(0.9))
+    return Plan(fixed_smaller, needed(0.5), needed(POWER))
 
 
 # --- the sample-ratio check -------------------------------------------------------------------------

@@ -357,7 +357,7 @@ def test_ab_better_candidate_with_its_design_and_samples_needed() -> None:
     assert ab is not None and ab.counted == "successes" and ab.baseline is not None
     assert abs(ab.baseline - 0.115) < 0.01, "the design sample pools both arms"
     assert ab.samples_needed is not None and ab.fixed_horizon_samples is not None
-    assert ab.samples_needed_p90 is not None and ab.samples_needed_p90 > ab.samples_needed
+    assert ab.samples_needed_p80 is not None and ab.samples_needed_p80 > ab.samples_needed
     assert 0 < ab.progress <= 1 and ab.effect is not None and ab.effect > 0.2
     assert result.decisions[-1].verdict == "CandidateBetter"
     decision = result.decisions[-1]

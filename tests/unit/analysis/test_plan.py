@@ -14,7 +14,7 @@ def test_plan_prints_the_fixed_horizon_and_the_sequential_figures(capsys: pytest
     out = capsys.readouterr().out
     # The Kohavi et al. example: 10% -> 10.1% needs ~1.42 million per arm at a fixed horizon.
     assert "1,419,062" in out
-    assert "sequential, median" in out and "sequential, 90th percentile" in out
+    assert "sequential, median (50% power)" in out and "sequential, 80th percentile (80% power)" in out
     assert "7.9 h" in out, "1,419,062 trials in one arm at 50 trials/s each"
 
 
@@ -30,7 +30,7 @@ def test_the_planned_median_bounds_the_simulated_one() -> None:
     rng = np.random.default_rng(11)
     runs, per_arm = 300, 100
     state, decided = step_tests.ABState.start(runs), np.zeros(runs, dtype=np.int64)
-    for look in range(1, 4 * planned.sequential_p90 // per_arm):
+    for look in range(1, 4 * planned.sequential_p80 // per_arm):
         interval = step_tests.Interval(rng.binomial(per_arm, 0.10, runs).astype(float), np.full(runs, per_arm, float),
                                        rng.binomial(per_arm, 0.13, runs).astype(float), np.full(runs, per_arm, float))
         result = step_tests.ab_look(design, state, interval)
