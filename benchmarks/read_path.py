@@ -133,58 +133,78 @@ def restarted(counts: IntArray, resets: BoolArray) -> IntArray:
     return np.asarray(counts - before)
 
 
-class ScrapedArm:
-    """One arm's pods: cumulative ok/error counters per tick, and the phase each pod is scraped at."""
+FloatArray = npt.NDArray[np.float64]
 
-    def __init__(self, rng: np.random.Generator, pods: int, ticks: int, requests_per_tick: float, error: float,
-                 scrape_seconds: float, cell: Cell, bursts: BoolArray, slowed: bool = False) -> None:
-        requests = rng.poisson(requests_per_tick / pods, size=(pods, ticks))
-        rates = np.where(bursts[None, :], max(error, cell.episode_error), np.full((pods, ticks), error))
-        if cell.episodes_per_hour > 0:
-            inside = episodes(rng, (pods, ticks), cell.episodes_per_hour, cell.episode_seconds)
-            rates = np.where(inside, max(error, cell.episode_error), rates)
-        errors = rng.binomial(requests, rates)
-        self.ok: IntArray = np.cumsum(requests - errors, axis=1)
-        self.error: IntArray = np.cumsum(errors, axis=1)
-        if cell.restarts_per_hour > 0:
-            resets = rng.random((pods, ticks)) < cell.restarts_per_hour / 3600 * TICK
-            self.ok, self.error = restarted(self.ok, resets), restarted(self.error, resets)
-        # Requests at or under each bound of DEFAULT_BUCKETS, cumulative: (pods, ticks, bounds).
-        self.buckets: IntArray | None = None
-        if cell.kind == "latency":
-            slower = cell.slower if slowed else 1.0
-            edges = np.log(np.array(DEFAULT_BUCKETS[:-1])) - math.log(LATENCY_MEDIAN * slower)
-            below = np.concatenate([norm.cdf(edges / LATENCY_SIGMA), [1.0]])
-            split = rng.multinomial(requests, np.diff(np.concatenate([[0.0], below])))
-            self.buckets = np.cumsum(np.cumsum(split, axis=1), axis=2)
-        self.scrape_seconds = scrape_seconds
-        self.phases = rng.uniform(0.0, scrape_seconds, size=pods)
 
-    def _scraped(self, at: float) -> tuple[npt.NDArray[np.float64], IntArray, npt.NDArray[np.int64]]:
-        """Each pod's last scrape before `at`: (times, tick indices, rows of the pods scraped yet)."""
-        scraped = at - (at - self.phases) % self.scrape_seconds
-        ticks = np.floor(scraped / TICK).astype(np.int64) - 1
-        seen = ticks >= 0
-        return scraped[seen], ticks[seen], np.arange(len(ticks))[seen]
+@dataclass(frozen=True)
+class Samples:
+    """One arm's series as Prometheus stores them: per pod, its scrape times (ascending) and the
+    counters' values then (`buckets`: requests at or under each bound of DEFAULT_BUCKETS)."""
+
+    times: list[FloatArray]
+    ok: list[FloatArray]
+    error: list[FloatArray]
+    buckets: list[FloatArray] | None = None
+
+    def _last(self, at: float) -> list[tuple[int, int]]:
+        """(pod, sample) of each pod's last sample at or before `at`; pods not scraped yet are absent."""
+        found = [(pod, int(np.searchsorted(times, at, side="right")) - 1) for pod, times in enumerate(self.times)]
+        return [(pod, index) for pod, index in found if index >= 0]
 
     def instant(self, at: float) -> Outcomes:
-        """`sum(counter)` at `at`: each pod's last sample before it (0 before its first scrape)."""
-        scraped, ticks, rows = self._scraped(at)
-        return Outcomes(ok=float(self.ok[rows, ticks].sum()), error=float(self.error[rows, ticks].sum()),
-                        sampled_at=float(scraped.mean()) if len(rows) else None)
+        """`sum(counter)` and `avg(timestamp(counter))` at `at`: each pod's last sample at or before it."""
+        last = self._last(at)
+        return Outcomes(ok=float(sum(self.ok[pod][i] for pod, i in last)),
+                        error=float(sum(self.error[pod][i] for pod, i in last)),
+                        sampled_at=float(np.mean([self.times[pod][i] for pod, i in last])) if last else None)
 
     def histogram(self, at: float, window: float | None) -> dict[float, float]:
         """`sum by (le) (bucket)` at `at`, or its increase over `window` (the difference of the samples)."""
         assert self.buckets is not None
-        _, ticks, rows = self._scraped(at)
-        now = self.buckets[rows, ticks].sum(axis=0)
-        if window is not None:
-            _, ticks, rows = self._scraped(at - window)
-            now = now - self.buckets[rows, ticks].sum(axis=0)
+        buckets = self.buckets
+
+        def total(when: float) -> FloatArray:
+            return np.asarray(sum((buckets[pod][i] for pod, i in self._last(when)),
+                                  np.zeros(len(DEFAULT_BUCKETS))), dtype=np.float64)
+
+        now = total(at) if window is None else total(at) - total(at - window)
         return {bound: float(count) for bound, count in zip(DEFAULT_BUCKETS, now, strict=True)}
 
 
-def answer(reading: Reading, arms: dict[str, ScrapedArm], at: float) -> Value:
+def scraped_arm(rng: np.random.Generator, pods: int, ticks: int, requests_per_tick: float, error: float,
+                scrape_seconds: float, cell: Cell, bursts: BoolArray, slowed: bool = False) -> Samples:
+    """Simulate one arm's pods in ticks, and scrape each every `scrape_seconds` at a phase of its own."""
+    requests = rng.poisson(requests_per_tick / pods, size=(pods, ticks))
+    rates = np.where(bursts[None, :], max(error, cell.episode_error), np.full((pods, ticks), error))
+    if cell.episodes_per_hour > 0:
+        inside = episodes(rng, (pods, ticks), cell.episodes_per_hour, cell.episode_seconds)
+        rates = np.where(inside, max(error, cell.episode_error), rates)
+    errors = rng.binomial(requests, rates)
+    ok, erred = np.cumsum(requests - errors, axis=1), np.cumsum(errors, axis=1)
+    if cell.restarts_per_hour > 0:
+        resets = rng.random((pods, ticks)) < cell.restarts_per_hour / 3600 * TICK
+        ok, erred = restarted(ok, resets), restarted(erred, resets)
+    buckets = None
+    if cell.kind == "latency":
+        slower = cell.slower if slowed else 1.0
+        edges = np.log(np.array(DEFAULT_BUCKETS[:-1])) - math.log(LATENCY_MEDIAN * slower)
+        below = np.concatenate([norm.cdf(edges / LATENCY_SIGMA), [1.0]])
+        split = rng.multinomial(requests, np.diff(np.concatenate([[0.0], below])))
+        buckets = np.cumsum(np.cumsum(split, axis=1), axis=2)
+    phases = rng.uniform(0.0, scrape_seconds, size=pods)
+    times, indices = [], []
+    for phase in phases:
+        # A scrape at t reads what the ticks before t counted.
+        at = np.arange(phase + TICK, ticks * TICK, scrape_seconds)
+        times.append(at)
+        indices.append(np.floor(at / TICK).astype(np.int64) - 1)
+    rows = list(enumerate(indices))
+    return Samples(times, [ok[pod, index].astype(float) for pod, index in rows],
+                   [erred[pod, index].astype(float) for pod, index in rows],
+                   None if buckets is None else [buckets[pod, index].astype(float) for pod, index in rows])
+
+
+def answer(reading: Reading, arms: dict[str, Samples], at: float) -> Value:
     if isinstance(reading, RequestCounts):
         return arms[reading.version].instant(at)
     if isinstance(reading, Buckets):
@@ -205,10 +225,10 @@ def judged(cell: Cell, looks: int, rng: np.random.Generator) -> Iterator[Result]
     per_tick = cell.requests_per_second * TICK
     share = cell.weight / 100
     bursts = episodes(rng, (1, ticks), cell.bursts_per_hour, cell.episode_seconds)[0]
-    arms = {STABLE: ScrapedArm(rng, cell.pods[0], ticks, per_tick * (1 - share), cell.stable_error,
-                               cell.scrape_seconds, cell, bursts),
-            CANDIDATE: ScrapedArm(rng, cell.pods[1], ticks, per_tick * share, cell.candidate_error,
-                                  cell.scrape_seconds, cell, bursts, slowed=True)}
+    arms = {STABLE: scraped_arm(rng, cell.pods[0], ticks, per_tick * (1 - share), cell.stable_error,
+                                cell.scrape_seconds, cell, bursts),
+            CANDIDATE: scraped_arm(rng, cell.pods[1], ticks, per_tick * share, cell.candidate_error,
+                                   cell.scrape_seconds, cell, bursts, slowed=True)}
     previous: api.AnalysisStatus | None = None
     started = HISTORY_SECONDS + rng.uniform(0.0, cell.look_seconds)
     for index in range(looks):
