@@ -316,7 +316,8 @@ def main() -> None:
         rate = f"{hits}/{args.runs} = {hits / args.runs:.1%} [{low:.1%}, {high:.1%}]"
         if cell.aa:
             goal = SRM_GOAL if cell.kind == "srm" else ALPHA
-            verdict = "ok" if low <= goal else "MISSED"
+            # Judged by the measured rate, like the power goals: the interval shows how sure that is.
+            verdict = "ok" if hits / args.runs <= goal else "MISSED"
             print(f"{cell.name}: false decisions {rate} (goal <= {goal:.1%}: {verdict})")
         else:
             looks = sorted(d for d in decided if d is not None)
