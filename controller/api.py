@@ -776,6 +776,7 @@ class EventReason(StrEnum):
     ROUTE_NOT_OURS = "RouteNotOurs"
     ROUTE_TAKEN_BACK = "RouteTakenBack"
     SCALED_DOWN = "ScaledDown"
+    SCRAPES_SLOW = "ScrapesSlow"
     SERVICES_KEPT = "ServicesKept"
     STEP_COMPLETED = "StepCompleted"
     STEP_STARTED = "StepStarted"
@@ -797,6 +798,7 @@ class ConditionType(StrEnum):
     INSUFFICIENT_CAPACITY = "InsufficientCapacity"
     ROUTE_MANAGED = "RouteManaged"
     ERRORS_UNWATCHED = "ErrorsUnwatched"
+    SCRAPES_SLOW = "ScrapesSlow"
 
 
 class StatusModel(BaseModel):
@@ -807,7 +809,7 @@ class StatusModel(BaseModel):
 class Condition(StatusModel):
     type: ConditionType
     """Available, Progressing, Paused, Completed, RolledBack, InvalidSpec, CandidateUnschedulable,
-    InsufficientCapacity, RouteManaged or ErrorsUnwatched."""
+    InsufficientCapacity, RouteManaged, ErrorsUnwatched or ScrapesSlow."""
     status: Literal["True", "False", "Unknown"]
     """True, False or Unknown."""
     reason: str
@@ -1000,6 +1002,10 @@ class AnalysisStatus(StatusModel):
     """The abTest step's sample-ratio check."""
     shadow: ShadowStatus | None = None
     """The comparison of the two models' predictions in a shadow step."""
+    oldest_scrape_seconds: float | None = None
+    """The oldest the request counts have been at a look of this step: seconds from the look back to the mean
+    time of an arm's last scrapes, the older arm. Far past analysis.interval, Prometheus scrapes less often than
+    the analysis looks, and most looks count nothing new (condition ScrapesSlow)."""
 
 
 class VersionCost(StatusModel):
@@ -1093,7 +1099,7 @@ class ModelRolloutStatus(StatusModel):
     """Since when the candidate has waited for capacity (RFC 3339)."""
     conditions: list[Condition] = []
     """Available, Progressing, Paused, Completed, RolledBack, InvalidSpec, CandidateUnschedulable,
-    InsufficientCapacity, RouteManaged, ErrorsUnwatched."""
+    InsufficientCapacity, RouteManaged, ErrorsUnwatched, ScrapesSlow."""
     analysis: AnalysisStatus | None = None
     """The last analysis look of the current step attempt."""
 

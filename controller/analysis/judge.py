@@ -28,6 +28,7 @@ from controller.analysis.readings import (
     Look,
     Measurements,
     MetricError,
+    Outcomes,
     Quantile,
     Query,
     RequestCounts,
@@ -56,6 +57,7 @@ from controller.api import (
 )
 from controller.profiles import GAUGE_TEMPLATES, HISTOGRAM_TEMPLATES, profile
 from controller.stats import counts_from_cumulative, histogram_drift
+from controller.timestamps import parse_timestamp
 
 QUANTILES = {template: q for template, (_, q) in HISTOGRAM_TEMPLATES.items()}
 VERDICTS = {step_tests.NONE: Verdict.INCONCLUSIVE, step_tests.WORSE: Verdict.CANDIDATE_WORSE,
@@ -498,8 +500,22 @@ def judge(spec: ModelRolloutSpec, budget: AlphaBudget, look: Look, previous: Ana
         decided_by=decided_by, consecutive_errors=errors,
         counters={**(previous.counters if previous else {}), **evaluator.counters},
         guardrails=guardrails, ab_test=ab_status, sample_ratio=sample_ratio, shadow=shadow,
+        oldest_scrape_seconds=_oldest_scrape(look, measured, previous),
     )
     return Result(signal, state, found.decisions)
+
+
+def _oldest_scrape(look: Look, measured: Measurements, previous: AnalysisStatus | None) -> float | None:
+    """The oldest the request counts have been at a look of this step: the look's time less the mean time of
+    an arm's last scrapes (`Outcomes.sampled_at`), the older arm."""
+    before = previous.oldest_scrape_seconds if previous else None
+    try:
+        now = parse_timestamp(look.now).timestamp()
+    except ValueError:
+        return before  # a look with no clock: a simulation
+    read = [measured.values.get(RequestCounts(version)) for version in (look.stable, look.candidate)]
+    ages = [now - value.sampled_at for value in read if isinstance(value, Outcomes) and value.sampled_at is not None]
+    return max([*ages, *([] if before is None else [before])], default=None)
 
 
 def _guardrails(evaluator: Evaluator, budget: AlphaBudget, found: _Findings

@@ -21,6 +21,7 @@ from controller.api import (
     Phase,
     RolloutState,
 )
+from controller.durations import parse_duration
 from controller.engine.actions import (
     Action,
     EmitEvent,
@@ -42,6 +43,8 @@ PAUSED_BECAUSE = {PauseReason.USER: "PausedByUser", PauseReason.STEP: "PauseStep
 
 # Status messages stay one line; details live in status.analysis and the Events.
 MAX_MESSAGE = 240
+# Counts this many analysis intervals old at a look: Prometheus scrapes less often than the analysis looks.
+SLOW_SCRAPES = 2.0
 
 
 # Readiness arrives by watch events; this re-check only covers a missed one.
@@ -175,8 +178,23 @@ class Draft:
         elif find_condition(self.s.conditions, ConditionType.ERRORS_UNWATCHED.value) is not None:
             self.condition(ConditionType.ERRORS_UNWATCHED, False, "ErrorsWatched")
 
+    def watch_scrapes(self) -> None:
+        """Say, standing, when Prometheus scrapes the pods less often than the analysis looks."""
+        oldest = self.s.analysis.oldest_scrape_seconds if self.s.analysis is not None else None
+        interval = parse_duration(self.spec.analysis.interval) if self.spec.analysis is not None else None
+        if oldest is not None and interval is not None and oldest > SLOW_SCRAPES * interval:
+            why = (f"the request counts were {oldest:.0f} s old at a look, against analysis.interval "
+                   f"{interval:g}s: Prometheus scrapes these pods less often than the analysis looks, so most looks "
+                   f"count nothing new; scrape them every {interval:g}s or less")
+            if not is_true(self.s.conditions, ConditionType.SCRAPES_SLOW.value):
+                self.event(EventReason.SCRAPES_SLOW, why, warning=True)
+            self.condition(ConditionType.SCRAPES_SLOW, True, "ScrapesSlow", why)
+        elif find_condition(self.s.conditions, ConditionType.SCRAPES_SLOW.value) is not None:
+            self.condition(ConditionType.SCRAPES_SLOW, False, "ScrapesInTime")
+
     def finish(self, generation: int) -> Transition:
         self.watch_errors()
+        self.watch_scrapes()
         steps = len(self.spec.strategy.steps)
         candidate = self.s.candidate_revision
         phase = self.s.phase

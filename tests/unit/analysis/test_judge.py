@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -478,3 +479,22 @@ def test_no_count_crashes_the_analysis(values: list[tuple[float, ...]], metric: 
         candidate.latency = [cr * f for f in (0.5, 0.8, 0.99, 1, 1, 1, 1)]
         result = run.look()
         assert result.signal.verdict in AnalysisVerdict
+
+
+def test_the_oldest_counts_of_the_step_are_kept_for_the_scrape_warning() -> None:
+    """Each look's age is the look's time less the mean time of an arm's last scrapes, the older arm; the step
+    keeps its largest (the engine's ScrapesSlow condition reads it)."""
+    spec = _spec(CANARY, [ERRORS])
+    assert spec.analysis is not None
+    prometheus = FakePrometheus({"s1": Arm(), "c1": Arm()})
+    epoch = 1_795_000_000.0
+    now = datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    state: AnalysisStatus | None = None
+    for stable_age, candidate_age, oldest in ((5.0, 20.0, 20.0), (3.0, 4.0, 20.0), (30.0, 1.0, 30.0)):
+        look = Look(stable="s1", candidate="c1", step_index=0, step_kind="canary", step_started_at=now,
+                    step_elapsed_seconds=30, weight=20, now=now, interval_seconds=10, step_seconds=3600)
+        values = dict(prometheus.measure(needs(spec, look, state)).values)
+        values[RequestCounts("s1")] = Outcomes(100, 0, sampled_at=epoch - stable_age)
+        values[RequestCounts("c1")] = Outcomes(20, 0, sampled_at=epoch - candidate_age)
+        state = judge(spec, step_budget(spec.analysis, look), look, state, Measurements(values)).state
+        assert state.oldest_scrape_seconds == pytest.approx(oldest)

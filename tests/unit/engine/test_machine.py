@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from controller.analysis.readings import AnalysisSignal
-from controller.api import AnalysisVerdict, ModelRolloutStatus, Phase, Verdict
+from controller.api import AnalysisStatus, AnalysisVerdict, ModelRolloutStatus, Phase, Verdict
 from controller.engine import DeleteRevision, Observations, SelectServices, SetRoute, reconcile
 from tests.unit.engine.world import T0, World, deployed, make_spec
 
@@ -368,3 +368,24 @@ def test_a_pause_after_the_last_step_holds_the_promotion_until_resumed() -> None
     world.act("resume")
     world.step()
     assert world.status.phase == Phase.COMPLETED and world.status.stable_revision == "rev2"
+
+
+def test_counts_older_than_two_looks_are_a_standing_condition() -> None:
+    """Prometheus scrapes every 60 s and the analysis looks every 10 s: most looks count nothing new. Say so."""
+    spec = make_spec(STEPS[:2])
+    watched = {"prometheus": {"address": "http://prometheus.test:9090"}, "interval": "10s",
+               "guardrails": [{"name": "errors", "template": "errorRate", "ignoreBelow": 0.01}]}
+    world = deployed(World(spec.model_validate({**spec.model_dump(by_alias=True, exclude_none=True),
+                                                "analysis": watched})))
+    analysis = AnalysisStatus(step=0, step_started_at="2026-12-06T00:00:00Z", last_run="2026-12-06T00:00:10Z",
+                              verdict=AnalysisVerdict.HOLD, oldest_scrape_seconds=45.0)
+    world.status = world.status.model_copy(update={"analysis": analysis})
+    world.step(1)
+    slow = next(c for c in world.status.conditions if c.type == "ScrapesSlow")
+    assert slow.status == "True" and "45 s old" in slow.message and "every 10s or less" in slow.message
+    world.step(1)
+    assert world.reasons().count("ScrapesSlow") == 1, "one Event, then the standing condition"
+    world.status = world.status.model_copy(update={"analysis": analysis.model_copy(
+        update={"oldest_scrape_seconds": 12.0})})
+    world.step(1)
+    assert next(c for c in world.status.conditions if c.type == "ScrapesSlow").status == "False"
