@@ -260,7 +260,7 @@ def slow_thresholds(bounds: list[float], stable_cumulative: list[float], quantil
     edges = sorted(b for b, _ in finite)
     if not edges:
         raise Unresolvable("the histogram has no bucket but +Inf: it cannot tell slow requests from fast ones")
-    if tolerated_ratio != 1.0 and not any(_partner(edges, b, tolerated_ratio) for b in edges):
+    if tolerated_ratio != 1.0 and all(_partner(edges, b, tolerated_ratio) is None for b in edges):
         spacing = min((high / low for low, high in itertools.pairwise(edges) if low > 0), default=math.inf)
         raise Unresolvable(
             f"no two bucket bounds are {tolerated_ratio:g}x-{tolerated_ratio * RESOLUTION:.3g}x apart (the closest "
