@@ -23,20 +23,12 @@ from e2e.harness import wait_until
 from e2e.model_server import Knobs, ModelServer, ServerConfig
 
 from benchmarks.read_path import Samples
+from tests.integration.test_alerts import _load
 
 pytestmark = pytest.mark.prometheus
 
 ARMS = ("stable", "candidate")
 SAMPLES_PER_POD = 8
-
-
-def _load(url: str, stop: threading.Event, limit_s: float = 300) -> None:
-    """Bounded: about 20 requests a second until stopped or `limit_s` passes."""
-    deadline = time.monotonic() + limit_s
-    with httpx.Client(timeout=5) as session:
-        while not stop.is_set() and time.monotonic() < deadline:
-            session.post(f"{url}/predict", json={"features": [1.0]})
-            stop.wait(0.05)
 
 
 def _query(url: str, query: str, at: float | None = None) -> list[dict[str, Any]]:
