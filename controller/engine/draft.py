@@ -168,29 +168,31 @@ class Draft:
             self.actions.append(ScaleRevision(self.selected[1], candidate_replicas(self.spec.replicas, weight)))
         self.set(canary_weight=weight, mirror_percent=mirror)
 
+    def standing(self, type_: ConditionType, why: str | None, cleared: str) -> None:
+        """A standing warning: one Warning Event when it rises, the condition True while `why` holds, and
+        False (reason `cleared`) once it no longer does."""
+        if why is not None and not is_true(self.s.conditions, type_.value):
+            self.event(EventReason(type_.value), why, warning=True)
+        if why is not None:
+            self.condition(type_, True, type_.value, why)
+        elif find_condition(self.s.conditions, type_.value) is not None:
+            self.condition(type_, False, cleared)
+
     def watch_errors(self) -> None:
         """Silence is a defect: say, standing, when no measurement can see failed requests."""
         why = self.spec.analysis.errors_unwatched() if self.spec.analysis is not None else None
-        if why is not None and not is_true(self.s.conditions, ConditionType.ERRORS_UNWATCHED.value):
-            self.event(EventReason.ERRORS_UNWATCHED, why, warning=True)
-        if why is not None:
-            self.condition(ConditionType.ERRORS_UNWATCHED, True, "ErrorsUnwatched", why)
-        elif find_condition(self.s.conditions, ConditionType.ERRORS_UNWATCHED.value) is not None:
-            self.condition(ConditionType.ERRORS_UNWATCHED, False, "ErrorsWatched")
+        self.standing(ConditionType.ERRORS_UNWATCHED, why, "ErrorsWatched")
 
     def watch_scrapes(self) -> None:
         """Say, standing, when Prometheus scrapes the pods less often than the analysis looks."""
         oldest = self.s.analysis.oldest_scrape_seconds if self.s.analysis is not None else None
         interval = parse_duration(self.spec.analysis.interval) if self.spec.analysis is not None else None
+        why = None
         if oldest is not None and interval is not None and oldest > SLOW_SCRAPES * interval:
             why = (f"the request counts were {oldest:.0f} s old at a look, against analysis.interval "
                    f"{interval:g}s: Prometheus scrapes these pods less often than the analysis looks, so most looks "
                    f"count nothing new; scrape them every {interval:g}s or less")
-            if not is_true(self.s.conditions, ConditionType.SCRAPES_SLOW.value):
-                self.event(EventReason.SCRAPES_SLOW, why, warning=True)
-            self.condition(ConditionType.SCRAPES_SLOW, True, "ScrapesSlow", why)
-        elif find_condition(self.s.conditions, ConditionType.SCRAPES_SLOW.value) is not None:
-            self.condition(ConditionType.SCRAPES_SLOW, False, "ScrapesInTime")
+        self.standing(ConditionType.SCRAPES_SLOW, why, "ScrapesInTime")
 
     def finish(self, generation: int) -> Transition:
         self.watch_errors()
