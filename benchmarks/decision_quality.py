@@ -424,31 +424,42 @@ def latency_speed(rng: np.random.Generator, settings: Settings) -> Lines:
 
 
 def ab_speed(rng: np.random.Generator, settings: Settings, verdicts: Verdicts) -> Lines:
-    """The mixture test the operator runs, against an O'Brien-Fleming group-sequential design with
-    ten equally spaced analyses over maxDuration, at a true effect of the MDE."""
-    runs, base, mde, traffic = settings.power_runs, 0.10, 0.01, Traffic(1000, 0.5)
-    design = step_tests.design_at(ALPHA, mde, "absolute", True, base)
-    plan = step_tests.plan(design, 0.5)
-    fixed = plan.fixed_horizon or 0
-    horizon = 4 * math.ceil(fixed / (traffic.requests / 2))
-    verdict, when = first_verdicts(design, count_intervals(rng, traffic, runs, horizon, base, lambda _: base + mde),
-                                   runs)
-    better = np.where(verdict == step_tests.BETTER, when, NEVER)
-    median = quantile_look(better, 0.5)
-    # The effect is the MDE: a NoDifference verdict here is false.
-    false_same = Rate(int((verdict == step_tests.NO_DIFFERENCE).sum()), runs)
-    verdicts["NoDifference at a true effect of the MDE <= alpha"] = false_same.interval[0] <= ALPHA
-    group = group_sequential(rng, runs, base, base + mde, 2 * fixed, analyses=10)
-    aa_group = group_sequential(rng, settings.aa_runs, base, base, 2 * fixed, analyses=10)
-    return ["", f"8. abTest at a true effect of its MDE (10% -> 11%, 50/50, {runs} runs): trials per arm to a verdict",
-            f"   fixed horizon (two-sided, 80% power): {fixed:,}",
-            f"   false NoDifference: {false_same.cell()} (goal <= {ALPHA:.0%})",
-            f"   operator (anytime-valid mixture): CandidateBetter in {rate_of(better).rate:.0%}; median "
-            f"{_per_arm(median, traffic)}; its plan said median {plan.sequential_median:,}, "
-            f"80th percentile {plan.sequential_p80:,}",
-            f"   O'Brien-Fleming, 10 looks to 2x the fixed horizon: CandidateBetter in {group[0]:.0%}; median "
-            f"{group[1]:,.0f}; A/A false verdicts {aa_group[2]:.2%} (needs the horizon's traffic in advance, and "
-            "its normal approximation is what failed at rare events)"]
+    """The mixture test the operator runs at a true effect of the MDE, against the two-sided fixed
+    horizon and, at a 10% base, an O'Brien-Fleming group-sequential design with ten equally spaced
+    analyses over maxDuration. From a 5% base on the test runs on the counts' exact conditional law."""
+    runs, traffic = settings.power_runs, Traffic(1000, 0.5)
+    lines = ["", f"8. abTest at a true effect of its MDE (50/50, {runs} runs a base): trials per arm to a verdict, "
+             "against the two-sided fixed horizon at 80% power (goal at a 50% base: median <= 1.3x)"]
+    for base, mde in ((0.10, 0.01), (0.30, 0.02), (0.50, 0.02)):
+        design = step_tests.design_at(ALPHA, mde, "absolute", True, base)
+        plan = step_tests.plan(design, 0.5)
+        fixed = plan.fixed_horizon or 0
+        horizon = 4 * math.ceil(fixed / (traffic.requests / 2))
+        verdict, when = first_verdicts(design, count_intervals(rng, traffic, runs, horizon, base,
+                                                               constant(base + mde)), runs)
+        better = np.where(verdict == step_tests.BETTER, when, NEVER)
+        median, p80 = quantile_look(better, 0.5), quantile_look(better, 0.8)
+        ratios = [None if look is None or not fixed else look * traffic.requests / 2 / fixed for look in (median, p80)]
+        # The effect is the MDE: a NoDifference verdict here is false.
+        false_same = Rate(int((verdict == step_tests.NO_DIFFERENCE).sum()), runs)
+        verdicts[f"NoDifference at a true effect of the MDE <= alpha ({base:.0%} base)"] = (
+            false_same.interval[0] <= ALPHA)
+        if base == 0.50:
+            verdicts["abTest at a 50% base: median <= 1.3x the fixed horizon"] = (
+                ratios[0] is not None and ratios[0] <= 1.3)
+        law = "conditional law" if design.conditional else "binomial split"
+        lines += [f"   {base:.0%} -> {base + mde:.0%} ({law}): fixed horizon {fixed:,}; CandidateBetter in "
+                  f"{rate_of(better).rate:.0%}; median {_per_arm(median, traffic)} ({_times(ratios[0])}), "
+                  f"80th percentile {_per_arm(p80, traffic)} ({_times(ratios[1])}); its plan said median "
+                  f"{plan.sequential_median:,}, 80th percentile {plan.sequential_p80:,}; false NoDifference "
+                  f"{false_same.cell()} (goal <= {ALPHA:.0%})"]
+        if base == 0.10:
+            group = group_sequential(rng, runs, base, base + mde, 2 * fixed, analyses=10)
+            aa_group = group_sequential(rng, settings.aa_runs, base, base, 2 * fixed, analyses=10)
+            lines.append(f"      O'Brien-Fleming, 10 looks to 2x the fixed horizon: CandidateBetter in {group[0]:.0%}; "
+                         f"median {group[1]:,.0f}; A/A false verdicts {aa_group[2]:.2%} (needs the horizon's traffic "
+                         "in advance, and its normal approximation is what failed at rare events)")
+    return lines
 
 
 def group_sequential(rng: np.random.Generator, runs: int, stable_rate: float, candidate_rate: float,

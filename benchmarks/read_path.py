@@ -10,16 +10,19 @@ counters, answers the look's `RequestCounts` readings the way `sum(counter)` ans
 operator's path from its measurements on, status round-trip included.
 
 Cells (one hour at 10 s looks, or `--looks`):
-- A/A sample ratio: an abTest at 50/50 with identical arms; any Halt is false (goal: <= 0.1%);
+- A/A abTest at 50/50 with identical arms, at a 5% and a 50% base rate: any Halt is false (goal:
+  <= 0.1%), and so is any CandidateBetter or CandidateWorse (goal: <= alpha);
 - A/A guardrail: an errorRate guardrail at a 10% canary with identical arms; any rollback is false
   (goal: <= alpha);
 - A/A guardrail with 9 stable pods and 1 candidate pod, each pod erring in episodes (one an hour,
-  20 s at 20%): errors that cluster by pod (goal: <= alpha);
+  20 s at 20%): errors that cluster by pod (goal: <= alpha); the same for a latency guardrail, each
+  pod 4x slower in its episodes;
 - power: the same guardrail with the candidate's errors doubled (0.5% -> 1%, 20 req/s); caught
   within the hour (goal: >= 95% at S <= 30 s, >= 90% at S = 60 s).
 
     python -m benchmarks.read_path                 # 40 runs a cell, a few minutes
     python -m benchmarks.read_path --runs 400      # tighter figures
+    python -m benchmarks.read_path --match "A/A abTest" --runs-srm 3000 --workers 2   # <= 0.1% shown
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import argparse
 import math
 import time
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,11 +82,12 @@ class Cell:
     candidate_error: float
     look_seconds: float = 10.0
     pods: tuple[int, int] = (1, 1)
-    # Pod-level error episodes: each pod, independently, starts one at this rate (per hour), and
-    # errs at `episode_error` for `episode_seconds` (a pod that hiccups).
+    # Pod-level episodes: each pod, independently, starts one at this rate (per hour), and errs at
+    # `episode_error` and answers `episode_slower` times slower for `episode_seconds` (a pod that hiccups).
     episodes_per_hour: float = 0.0
     episode_seconds: float = 20.0
     episode_error: float = 0.2
+    episode_slower: float = 1.0
     # Shared bursts: every pod of both arms errs at `episode_error` for `episode_seconds`, this often
     # (per hour): a dependency both versions call goes down.
     bursts_per_hour: float = 0.0
@@ -176,6 +181,7 @@ def scraped_arm(rng: np.random.Generator, pods: int, ticks: int, requests_per_ti
     """Simulate one arm's pods in ticks, and scrape each every `scrape_seconds` at a phase of its own."""
     requests = rng.poisson(requests_per_tick / pods, size=(pods, ticks))
     rates = np.where(bursts[None, :], max(error, cell.episode_error), np.full((pods, ticks), error))
+    inside = np.zeros((pods, ticks), dtype=bool)
     if cell.episodes_per_hour > 0:
         inside = episodes(rng, (pods, ticks), cell.episodes_per_hour, cell.episode_seconds)
         rates = np.where(inside, max(error, cell.episode_error), rates)
@@ -187,9 +193,13 @@ def scraped_arm(rng: np.random.Generator, pods: int, ticks: int, requests_per_ti
     buckets = None
     if cell.kind == "latency":
         slower = cell.slower if slowed else 1.0
-        edges = np.log(np.array(DEFAULT_BUCKETS[:-1])) - math.log(LATENCY_MEDIAN * slower)
-        below = np.concatenate([norm.cdf(edges / LATENCY_SIGMA), [1.0]])
-        split = rng.multinomial(requests, np.diff(np.concatenate([[0.0], below])))
+
+        def shares(factor: float) -> FloatArray:
+            edges = np.log(np.array(DEFAULT_BUCKETS[:-1])) - math.log(LATENCY_MEDIAN * factor)
+            return np.diff(np.concatenate([[0.0], norm.cdf(edges / LATENCY_SIGMA), [1.0]]))
+
+        usual, hiccup = shares(slower), shares(slower * cell.episode_slower)
+        split = rng.multinomial(requests, np.where(inside[:, :, None], hiccup, usual))
         buckets = np.cumsum(np.cumsum(split, axis=1), axis=2)
     phases = rng.uniform(0.0, scrape_seconds, size=pods)
     times, indices = [], []
@@ -246,11 +256,29 @@ def judged(cell: Cell, looks: int, rng: np.random.Generator) -> Iterator[Result]
         previous = result.state
 
 
-def run(cell: Cell, looks: int, rng: np.random.Generator) -> int | None:
-    """The look (1-based) that decided, or None: a Halt in an srm cell, a Fail in a guardrail cell."""
-    wanted = api.AnalysisVerdict.HALT if cell.kind == "srm" else api.AnalysisVerdict.FAIL
-    return next((index + 1 for index, result in enumerate(judged(cell, looks, rng)) if result.signal.verdict == wanted),
-                None)
+VERDICTS = (api.Verdict.CANDIDATE_BETTER, api.Verdict.CANDIDATE_WORSE)
+
+
+def run(cell: Cell, looks: int, rng: np.random.Generator) -> tuple[int | None, int | None]:
+    """The looks (1-based) that decided, or None: (a Halt, a first verdict that is CandidateBetter or
+    CandidateWorse) in an abTest cell, (a Fail, None) in a guardrail cell. A first verdict of
+    NoDifference would have ended the step: a later one is not counted."""
+    halted: int | None = None
+    verdict: int | None = None
+    ended = False
+    for index, result in enumerate(judged(cell, looks, rng), 1):
+        if cell.kind != "srm":
+            if result.signal.verdict == api.AnalysisVerdict.FAIL:
+                return index, None
+            continue
+        ab = result.state.ab_test
+        if not ended and ab is not None and ab.verdict != api.Verdict.INCONCLUSIVE:
+            ended, verdict = True, index if ab.verdict in VERDICTS else None
+        if halted is None and result.signal.verdict == api.AnalysisVerdict.HALT:
+            halted = index
+        if halted is not None and ended:
+            break
+    return halted, verdict
 
 
 def refusal(cell: Cell, rng: np.random.Generator) -> str | None:
@@ -263,10 +291,13 @@ def refusal(cell: Cell, rng: np.random.Generator) -> str | None:
 
 def cells(scrapes: tuple[float, ...]) -> Iterator[Cell]:
     for scrape in scrapes:
-        yield Cell(f"A/A sample ratio, 50/50, 20 req/s, S={scrape:g}s", "srm", scrape, 50, 20.0, 0.05, 0.05)
+        yield Cell(f"A/A abTest, 50/50, 20 req/s, 95% success, S={scrape:g}s", "srm", scrape, 50, 20.0, 0.05, 0.05)
     for scrape in scrapes:
-        yield Cell(f"A/A sample ratio, 50/50, 20 req/s, S={scrape:g}s, looks every 10.1 s", "srm", scrape, 50, 20.0,
-                   0.05, 0.05, look_seconds=10.1)
+        yield Cell(f"A/A abTest, 50/50, 20 req/s, 95% success, S={scrape:g}s, looks every 10.1 s", "srm", scrape, 50,
+                   20.0, 0.05, 0.05, look_seconds=10.1)
+    for scrape in scrapes:
+        yield Cell(f"A/A abTest, 50/50, 20 req/s, 50% success, S={scrape:g}s, looks every 10.1 s", "srm", scrape, 50,
+                   20.0, 0.5, 0.5, look_seconds=10.1)
     for scrape in scrapes:
         yield Cell(f"A/A errorRate, 10% canary, 20 req/s, 0.5%, S={scrape:g}s", "guardrail", scrape, 10, 20.0,
                    0.005, 0.005)
@@ -283,11 +314,20 @@ def cells(scrapes: tuple[float, ...]) -> Iterator[Cell]:
         yield Cell(f"A/A latencyP99 (1x), Prometheus' default buckets, 10% canary, 20 req/s, S={scrape:g}s", "latency",
                    scrape, 10, 20.0, 0.0, 0.0)
     for scrape in scrapes:
+        yield Cell(f"A/A latencyP99 (1x), 9+1 pods, 10% canary, 20 req/s, pod episodes (1/h, 20 s 4x slower), "
+                   f"S={scrape:g}s", "latency", scrape, 10, 20.0, 0.0, 0.0, pods=(9, 1), episodes_per_hour=1.0,
+                   episode_error=0.0, episode_slower=4.0)
+    for scrape in scrapes:
         yield Cell(f"power latencyP99 (1x), default buckets, every request 2x slower, 10% canary, 20 req/s, "
                    f"S={scrape:g}s", "latency", scrape, 10, 20.0, 0.0, 0.0, slower=2.0)
     for scrape in scrapes:
         yield Cell(f"power errorRate 2x (0.5% -> 1%), 10% canary, 20 req/s, S={scrape:g}s", "guardrail", scrape, 10,
                    20.0, 0.005, 0.01)
+
+
+def _rate(hits: int, runs: int) -> str:
+    low, high = proportion_confint(hits, runs, alpha=0.05, method="wilson")
+    return f"{hits}/{runs} = {hits / runs:.1%} [{low:.1%}, {high:.1%}]"
 
 
 def main() -> None:
@@ -297,6 +337,9 @@ def main() -> None:
     parser.add_argument("--scrape", type=float, nargs="*", default=[1.0, 15.0, 30.0, 60.0])
     parser.add_argument("--seed", type=int, default=20261206)
     parser.add_argument("--match", default="", help="run only the cells whose name holds this")
+    parser.add_argument("--runs-srm", type=int, default=None,
+                        help="runs of each A/A abTest cell (default --runs): 3,000 are needed to show <= 0.1%%")
+    parser.add_argument("--workers", type=int, default=1, help="processes; the figures do not depend on it")
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     began = time.monotonic()
@@ -307,27 +350,44 @@ def main() -> None:
     refused = sum(reason is not None for reason in reasons)
     print(f"{unresolved.name}: refused at the first look in {refused}/{len(reasons)} runs "
           f"({'ok' if refused == len(reasons) else 'MISSED'}): {next((r for r in reasons if r), '-')}")
-    for cell in cells(tuple(args.scrape)):
-        if args.match and args.match not in cell.name:
-            continue
-        decided = [run(cell, args.looks, rng) for _ in range(args.runs)]
-        hits = sum(d is not None for d in decided)
-        low, high = proportion_confint(hits, args.runs, alpha=0.05, method="wilson")
-        rate = f"{hits}/{args.runs} = {hits / args.runs:.1%} [{low:.1%}, {high:.1%}]"
-        if cell.aa:
-            goal = SRM_GOAL if cell.kind == "srm" else ALPHA
-            # Judged by the measured rate, like the power goals: the interval shows how sure that is.
-            verdict = "ok" if hits / args.runs <= goal else "MISSED"
-            print(f"{cell.name}: false decisions {rate} (goal <= {goal:.1%}: {verdict})")
-        else:
-            looks = sorted(d for d in decided if d is not None)
-            median = f"{np.median(looks) * cell.look_seconds / 60:.1f} min" if looks else "-"
-            p80 = f"{np.percentile(looks, 80) * cell.look_seconds / 60:.1f} min" if looks else "-"
-            goal = 0.9 if cell.scrape_seconds >= 60 else 0.95
-            print(f"{cell.name}: caught within the hour {rate} (goal >= {goal:.0%}: "
-                  f"{'ok' if hits / args.runs >= goal else 'MISSED'}); time to catch of those caught: median {median}, "
-                  f"80th percentile {p80}")
+    with ProcessPoolExecutor(args.workers) as pool:
+        for number, cell in enumerate(cells(tuple(args.scrape))):
+            if args.match and args.match not in cell.name:
+                continue
+            runs = args.runs_srm if cell.kind == "srm" and args.runs_srm else args.runs
+            # One seed per run, from the cell's place in the list: the same draws at any --workers.
+            seeds = np.random.SeedSequence([args.seed, number]).spawn(runs)
+            outcomes = list(pool.map(_seeded_run, [(cell, args.looks, seed) for seed in seeds], chunksize=8))
+            report(cell, runs, outcomes)
     print(f"runtime {time.monotonic() - began:.0f} s")
+
+
+def _seeded_run(task: tuple[Cell, int, np.random.SeedSequence]) -> tuple[int | None, int | None]:
+    cell, looks, seed = task
+    return run(cell, looks, np.random.default_rng(seed))
+
+
+def report(cell: Cell, runs: int, outcomes: list[tuple[int | None, int | None]]) -> None:
+    decided = [halted for halted, _ in outcomes]
+    hits = sum(d is not None for d in decided)
+    rate = _rate(hits, runs)
+    if cell.kind == "srm":
+        verdicts = sum(verdict is not None for _, verdict in outcomes)
+        # Judged by the measured rate, like the power goals: the interval shows how sure that is.
+        print(f"{cell.name}: false halts {rate} (goal <= {SRM_GOAL:.1%}: "
+              f"{'ok' if hits / runs <= SRM_GOAL else 'MISSED'}); false CandidateBetter/Worse "
+              f"{_rate(verdicts, runs)} (goal <= {ALPHA:.0%}: {'ok' if verdicts / runs <= ALPHA else 'MISSED'})")
+    elif cell.aa:
+        verdict = "ok" if hits / runs <= ALPHA else "MISSED"
+        print(f"{cell.name}: false decisions {rate} (goal <= {ALPHA:.1%}: {verdict})", flush=True)
+    else:
+        looks = sorted(d for d in decided if d is not None)
+        median = f"{np.median(looks) * cell.look_seconds / 60:.1f} min" if looks else "-"
+        p80 = f"{np.percentile(looks, 80) * cell.look_seconds / 60:.1f} min" if looks else "-"
+        goal = 0.9 if cell.scrape_seconds >= 60 else 0.95
+        print(f"{cell.name}: caught within the hour {rate} (goal >= {goal:.0%}: "
+              f"{'ok' if hits / runs >= goal else 'MISSED'}); time to catch of those caught: median {median}, "
+              f"80th percentile {p80}", flush=True)
 
 
 if __name__ == "__main__":

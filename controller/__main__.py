@@ -110,16 +110,18 @@ def _plan(args: argparse.Namespace) -> int:
     difference = args.mde * args.baseline if args.relative else args.mde
     print(f"A/B plan: baseline {args.baseline:.4g}, detect {args.baseline:.4g} -> {args.baseline + difference:.4g} "
           f"({effect} MDE {args.mde:.4g}), alpha {args.alpha}, 80% power, candidate weight {args.weight:.0%}")
-    print(f"  the test counts the {design.counted}")
+    law = ("their exact conditional law (Fisher's noncentral hypergeometric)" if design.conditional
+           else "the binomial split of rare events")
+    print(f"  the test counts the {design.counted}, on {law}")
     rows = [("fixed horizon (two-sided)", figures.fixed_horizon),
             ("sequential, median (50% power)", figures.sequential_median),
             ("sequential, 80th percentile (80% power)", figures.sequential_p80)]
-    print(f"  {'design':<30}{'trials in the smaller arm':>26}{'at ' + format(args.rate, 'g') + ' trials/s':>22}")
+    print(f"  {'design':<40}{'trials in the smaller arm':>26}{'at ' + format(args.rate, 'g') + ' trials/s':>22}")
     for name, trials in rows:
         if trials is None:
-            print(f"  {name:<30}{'(effect too small to solve)':>26}")
+            print(f"  {name:<40}{'(effect too small to solve)':>26}")
             continue
-        print(f"  {name:<30}{trials:>26,}{_duration(trials / (args.rate * smaller)):>22}")
+        print(f"  {name:<40}{trials:>26,}{_duration(trials / (args.rate * smaller)):>22}")
     print("  The sequential figures are upper bounds: the test stops at the first look whose evidence crosses.")
     return 0
 

@@ -299,7 +299,11 @@ AB_TESTS: tuple[ABTestName, ...] = ("worse", "better", "below_high", "above_low"
 class ABDesign:
     """An abTest's design, fixed before its data: which outcome it counts (the rarer: conditioning on
     the common one would waste most of the information), the baseline rate, and the MDE as log rate
-    ratios of the counted outcome (low < 0 < high)."""
+    ratios of the counted outcome (low < 0 < high).
+
+    Where the counted rate is not small the tests run on the exact conditional law of the counts
+    (`split_test.conditional_log_ratio_increments`), whose parameter is the log odds ratio: the MDE's
+    bounds are carried over at the baseline."""
 
     alpha: float
     counted: Literal["successes", "failures"]
@@ -309,13 +313,30 @@ class ABDesign:
     # +1 when the candidate counting more of the counted outcome is better.
     better: int
 
+    @property
+    def counted_rate(self) -> float:
+        return self.baseline if self.counted == "successes" else 1.0 - self.baseline
+
+    @property
+    def conditional(self) -> bool:
+        return self.counted_rate >= CONDITIONAL_RATE
+
+    def parameter(self, log_ratio: float) -> float:
+        """The tests' parameter for a log rate ratio of the counted outcome: itself, or the log odds ratio."""
+        if not self.conditional:
+            return log_ratio
+        rate = min(max(self.counted_rate, RATE_FLOOR), 1 - RATE_FLOOR)
+        moved = min(max(rate * math.exp(log_ratio), RATE_FLOOR), 1 - RATE_FLOOR)
+        return math.log(moved / (1 - moved)) - math.log(rate / (1 - rate))
+
     def mixtures(self) -> dict[ABTestName, split_test.Mixture]:
-        spread = max(self.high, -self.low)
+        high, low = self.parameter(self.high), self.parameter(self.low)
+        spread = max(high, -low)
         return {
             "worse": split_test.mixture(0.0, -self.better, spread, spread),
             "better": split_test.mixture(0.0, self.better, spread, spread),
-            "below_high": split_test.mixture(self.high, -1, self.high, self.high),
-            "above_low": split_test.mixture(self.low, 1, -self.low, -self.low),
+            "below_high": split_test.mixture(high, -1, high, high),
+            "above_low": split_test.mixture(low, 1, -low, -low),
         }
 
     def thresholds(self) -> dict[ABTestName, float]:
@@ -325,8 +346,22 @@ class ABDesign:
     def counts(self, interval: Interval) -> Interval:
         return interval if self.counted == "successes" else interval.complement()
 
+    def increments(self, interval: Interval) -> dict[ABTestName, FloatArray]:
+        """One interval's log likelihood ratios of the counted outcome's split, for each test."""
+        counted, mixtures = self.counts(interval), self.mixtures()
+        if self.conditional:
+            return dict(zip(mixtures, split_test.conditional_log_ratio_increments(
+                list(mixtures.values()), counted.stable_events, counted.stable_trials, counted.candidate_events,
+                counted.candidate_trials), strict=True))
+        events = counted.stable_events + counted.candidate_events
+        return {name: split_test.log_ratio_increment(mixture, events, counted.candidate_events, counted.share)
+                for name, mixture in mixtures.items()}
+
 
 LOWEST_LOG_RATIO = -float(split_test.OFFSETS[-1])
+# From this counted rate on, the binomial split the rare-event test assumes is more than 5% wider than
+# the counts' true conditional law, and the abTest uses the exact one (benchmarks/decision_quality.py).
+CONDITIONAL_RATE = 0.05
 # Rates are kept this far from 0 and 1: a design sample of zeros must not divide by zero.
 RATE_FLOOR = 1e-6
 
@@ -377,12 +412,10 @@ class ABLook:
 
 
 def ab_look(design: ABDesign, state: ABState, interval: Interval) -> ABLook:
-    counted = design.counts(interval)
-    events = counted.stable_events + counted.candidate_events
     tests, peaks = dict(state.tests), dict(state.peaks)
+    increments = design.increments(interval)
     for name, mixture in design.mixtures().items():
-        increment = split_test.log_ratio_increment(mixture, events, counted.candidate_events, counted.share)
-        tests[name] = split_test.accumulate(state.tests[name], increment)
+        tests[name] = split_test.accumulate(state.tests[name], increments[name])
         peaks[name] = np.maximum(state.peaks[name], split_test.log_evidence(mixture, tests[name]))
     thresholds = design.thresholds()
     rejected = {name: peaks[name] >= thresholds[name] for name in AB_TESTS}
@@ -426,10 +459,17 @@ def plan(design: ABDesign, weight: float, power: float = POWER) -> Plan:
 
     def crossing(total: float, quantile: float) -> bool:
         events = total * (share * candidate_rate + (1 - share) * counted_rate)
-        q = share * candidate_rate / (share * candidate_rate + (1 - share) * counted_rate)
-        x = events * q + norm.ppf(1 - quantile) * math.sqrt(max(events * q * (1 - q), 1e-12))
-        increment = split_test.log_ratio_increment(mixture, np.array([events]), np.array([max(x, 0.0)]),
-                                                   np.array([share]))
+        if design.conditional:
+            mean, variance = split_test.conditional_moments(design.parameter(design.high), total * share,
+                                                            total * (1 - share), events)
+            x = mean + norm.ppf(1 - quantile) * math.sqrt(variance)
+            increment = split_test.conditional_log_ratio_approximation(mixture, x, total * share,
+                                                                       total * (1 - share), events)
+        else:
+            q = share * candidate_rate / (share * candidate_rate + (1 - share) * counted_rate)
+            x = max(events * q + norm.ppf(1 - quantile) * math.sqrt(max(events * q * (1 - q), 1e-12)), 0.0)
+            increment = split_test.log_ratio_increment(mixture, np.array([events]), np.array([x]),
+                                                       np.array([share]))
         return bool(split_test.log_evidence(mixture, increment)[0] >= threshold)
 
     def needed(quantile: float) -> int:

@@ -31,7 +31,7 @@ def test_every_section_runs_through_the_operators_step_tests(monkeypatch: pytest
     for heading in ("1. errorRate", "2. latencyP99", "3. Both guardrails", "4. abTest", "5. Sample-ratio",
                     "6. errorRate guardrail, 0.5% -> 1%", "7. latencyP99", "8. abTest at a true effect"):
         assert heading in text
-    assert len(verdicts) == 8
+    assert len(verdicts) == 11, "one per section, and for the abTest at its MDE one per base rate and the 50% goal"
     assert all(line.startswith("   [") for line in text.split("Goals:\n")[1].split("\n\n")[0].splitlines())
 
 

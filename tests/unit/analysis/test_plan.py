@@ -24,15 +24,19 @@ def test_a_bad_fraction_is_refused_with_the_reason(capsys: pytest.CaptureFixture
     assert "not a fraction between 0 and 1" in capsys.readouterr().err
 
 
-def test_the_planned_median_bounds_the_simulated_one() -> None:
-    design = step_tests.design_at(0.05, 0.03, "absolute", True, 0.10)
+@pytest.mark.parametrize(("base", "mde"), [(0.02, 0.01), (0.10, 0.03), (0.5, 0.05)])
+def test_the_planned_median_bounds_the_simulated_one(base: float, mde: float) -> None:
+    """Below a 5% base the binomial split; from it on the conditional law and its large-sample plan."""
+    design = step_tests.design_at(0.05, mde, "absolute", True, base)
+    assert design.conditional == (base >= step_tests.CONDITIONAL_RATE)
     planned = step_tests.plan(design, 0.5)
     rng = np.random.default_rng(11)
     runs, per_arm = 300, 100
     state, decided = step_tests.ABState.start(runs), np.zeros(runs, dtype=np.int64)
     for look in range(1, 4 * planned.sequential_p80 // per_arm):
-        interval = step_tests.Interval(rng.binomial(per_arm, 0.10, runs).astype(float), np.full(runs, per_arm, float),
-                                       rng.binomial(per_arm, 0.13, runs).astype(float), np.full(runs, per_arm, float))
+        interval = step_tests.Interval(rng.binomial(per_arm, base, runs).astype(float), np.full(runs, per_arm, float),
+                                       rng.binomial(per_arm, base + mde, runs).astype(float),
+                                       np.full(runs, per_arm, float))
         result = step_tests.ab_look(design, state, interval)
         state = result.state
         decided = np.where((decided == 0) & (result.verdict == step_tests.BETTER), look * per_arm, decided)

@@ -115,6 +115,25 @@ def test_the_sample_ratio_check_halts_on_a_real_mismatch() -> None:
     assert result.evidence.shape == (runs,)
 
 
+def test_an_ab_test_at_a_50_percent_base_decides_within_1_3_times_the_fixed_horizon() -> None:
+    """The audit: the binomial split needed a median 2.56x the two-sided fixed n at a 50% base. On the
+    exact conditional law (Fisher's noncentral hypergeometric) the median is under 1.3x."""
+    rng = np.random.default_rng(12)
+    runs, per_look = 150, 250
+    design = step_tests.design_at(ALPHA, 0.04, "absolute", True, 0.5)
+    fixed = step_tests.plan(design, 0.5).fixed_horizon
+    assert design.conditional and fixed is not None
+    state, decided = step_tests.ABState.start(runs), np.full(runs, np.inf)
+    for look in range(1, 3 * fixed // per_look):
+        trials = np.full(runs, float(per_look))
+        result = step_tests.ab_look(design, state, step_tests.Interval(
+            rng.binomial(per_look, 0.5, runs).astype(float), trials,
+            rng.binomial(per_look, 0.54, runs).astype(float), trials))
+        state = result.state
+        decided = np.where(np.isinf(decided) & (result.verdict == step_tests.BETTER), look * per_look, decided)
+    assert float(np.median(decided)) <= 1.3 * fixed
+
+
 def test_the_ab_design_counts_the_rarer_outcome_and_reads_the_mde_as_asked() -> None:
     success = step_tests.ab_design(ALPHA, 0.005, "absolute", True, 99_000, 100_000)
     assert success.counted == "failures" and success.better == -1

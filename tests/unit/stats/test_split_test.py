@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from scipy.stats import binom
+from scipy.stats import binom, nchypergeom_fisher
 
 from controller.stats import split_test
 
@@ -28,6 +28,71 @@ def test_a_composite_null_tilts_from_its_own_ratio() -> None:
     for log_ratio, value in zip(test.alternatives, increment, strict=True):
         tilted = 0.2 * math.exp(log_ratio) / (0.8 + 0.2 * math.exp(log_ratio))
         assert value == pytest.approx(binom.logpmf(5, 20, tilted) - binom.logpmf(5, 20, null), abs=1e-9)
+
+
+def test_the_conditional_increment_is_fishers_noncentral_hypergeometric_log_likelihood_ratio() -> None:
+    """Known answer: scipy's Fisher noncentral hypergeometric law, at random tables and a composite null."""
+    rng = np.random.default_rng(4)
+    test = split_test.mixture(0.2, -1, 0.3, 0.4)
+    candidate_trials, stable_trials = rng.integers(0, 400, 60).astype(float), rng.integers(0, 400, 60).astype(float)
+    candidate = rng.binomial(candidate_trials.astype(int), 0.45).astype(float)
+    stable = rng.binomial(stable_trials.astype(int), 0.45).astype(float)
+    increment, again = split_test.conditional_log_ratio_increments([test, test], stable, stable_trials, candidate,
+                                                                   candidate_trials)
+    assert np.array_equal(increment, again)
+
+    def logpmf(log_odds: float | np.ndarray) -> np.ndarray:
+        return np.asarray(nchypergeom_fisher.logpmf(
+            candidate[:, None], (candidate_trials + stable_trials)[:, None], candidate_trials[:, None],
+            (candidate + stable)[:, None], np.exp(log_odds)))
+
+    expected = np.nan_to_num(logpmf(test.alternatives[None, :]) - logpmf(test.null))
+    assert np.abs(increment - expected).max() < 1e-9
+
+
+def test_the_conditional_increment_of_a_table_with_one_possible_split_is_zero_and_counts_are_whole() -> None:
+    test = split_test.mixture(0.0, 1, 0.5)
+    # No candidate trials; no events; every trial an event; then a fractional count from extrapolation.
+    none, = split_test.conditional_log_ratio_increments(
+        [test], np.array([3.0, 0.0, 10.0]), np.array([10.0, 10.0, 10.0]), np.array([0.0, 0.0, 5.0]),
+        np.array([0.0, 10.0, 5.0]))
+    assert np.all(none == 0.0)
+    rounded, = split_test.conditional_log_ratio_increments([test], np.array([9.6]), np.array([20.2]),
+                                                           np.array([4.8]), np.array([19.9]))
+    whole, = split_test.conditional_log_ratio_increments([test], np.array([10.0]), np.array([20.0]), np.array([5.0]),
+                                                         np.array([20.0]))
+    assert np.array_equal(rounded, whole)
+
+
+def test_the_large_sample_conditional_ratio_is_close_to_the_exact_one() -> None:
+    """Cornfield's mean, integrated, against the exact normaliser on a table a plan would see."""
+    test = split_test.mixture(0.0, 1, 0.2, 0.2)
+    exact = split_test.conditional_log_ratio_increments([test], np.array([1900.0]), np.array([4000.0]),
+                                                        np.array([2100.0]), np.array([4000.0]))[0][0]
+    approximate = split_test.conditional_log_ratio_approximation(test, 2100.0, 4000.0, 4000.0, 4000.0)[0]
+    assert np.abs(approximate - exact).max() < 0.01 * max(1.0, float(np.abs(exact).max()))
+    mean, variance = split_test.conditional_moments(0.0, 4000.0, 4000.0, 4000.0)
+    assert mean == pytest.approx(2000.0) and variance == pytest.approx(4000 * 0.25 * 0.5, rel=0.01)
+
+
+def test_the_conditional_test_keeps_false_rejections_under_alpha_at_a_50_percent_base() -> None:
+    """A/A at a 50% base, the split drifting: the exact conditional law keeps Ville's bound."""
+    rng = np.random.default_rng(9)
+    runs, alpha = 1000, 0.05
+    test = split_test.mixture(0.0, 1, 0.1, 0.1)
+    state, _ = split_test.start(runs)
+    crossed = np.zeros(runs, dtype=bool)
+    for look in range(200):
+        share = 0.1 + 0.4 * math.sin(math.pi * look / 200) ** 2
+        trials = rng.poisson(60, runs)
+        candidate_trials = rng.binomial(trials, share)
+        stable_trials = trials - candidate_trials
+        state = split_test.accumulate(state, split_test.conditional_log_ratio_increments(
+            [test], rng.binomial(stable_trials, 0.5).astype(float), stable_trials.astype(float),
+            rng.binomial(candidate_trials, 0.5).astype(float), candidate_trials.astype(float))[0])
+        crossed |= split_test.log_evidence(test, state) >= split_test.cumulative_log_threshold(alpha)
+    assert crossed.mean() <= alpha
+    assert crossed.mean() > 0.005, "and the bound is used: the test is not idle"
 
 
 def test_the_mixture_weights_are_a_distribution_on_one_side_of_the_null() -> None:
