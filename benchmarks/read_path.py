@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -336,7 +337,7 @@ def main() -> None:
     parser.add_argument("--looks", type=int, default=360)
     parser.add_argument("--scrape", type=float, nargs="*", default=[1.0, 15.0, 30.0, 60.0])
     parser.add_argument("--seed", type=int, default=20261206)
-    parser.add_argument("--match", default="", help="run only the cells whose name holds this")
+    parser.add_argument("--match", default="", help="run only the cells whose name this regular expression finds")
     parser.add_argument("--runs-srm", type=int, default=None,
                         help="runs of each A/A abTest cell (default --runs): 3,000 are needed to show <= 0.1%%")
     parser.add_argument("--workers", type=int, default=1, help="processes; the figures do not depend on it")
@@ -352,7 +353,7 @@ def main() -> None:
           f"({'ok' if refused == len(reasons) else 'MISSED'}): {next((r for r in reasons if r), '-')}")
     with ProcessPoolExecutor(args.workers) as pool:
         for number, cell in enumerate(cells(tuple(args.scrape))):
-            if args.match and args.match not in cell.name:
+            if args.match and not re.search(args.match, cell.name):
                 continue
             runs = args.runs_srm if cell.kind == "srm" and args.runs_srm else args.runs
             # One seed per run, from the cell's place in the list: the same draws at any --workers.
