@@ -55,6 +55,7 @@ from controller.api import (
     ShadowStatus,
     Verdict,
 )
+from controller.durations import parse_duration
 from controller.profiles import GAUGE_TEMPLATES, HISTOGRAM_TEMPLATES, profile
 from controller.stats import counts_from_cumulative, histogram_drift
 from controller.timestamps import parse_timestamp
@@ -427,11 +428,20 @@ class Evaluator:
             return base
         if step_tests.count_problem(counts) is not None:
             return base  # a reset, or a count no traffic makes: this interval is left out
+        timed = [span for span in covered if span is not None]
+        opened = self.previous.counters.get("sampleRatio/closedAt") if self.previous else None
+        # A span exceeds the interval by the age of its first scrape, and older than the window is a gap.
+        longest = (self.look.step_elapsed_seconds - opened if opened is not None else 0.0) + parse_duration(
+            self.analysis.window)
+        if any(not math.isfinite(span) or not 0 < span <= longest for span in timed):
+            # Scrape times that went backwards, or jumped past anything a scrape phase explains: the
+            # series changed under the query (a pod gone, another Prometheus). Left out, like a reset.
+            return base
         test = step_tests.SampleRatioTest(share)
         tests = {name: _row(values) for name, values in base.tests.items()} or step_tests.start_sample_ratio(1)
         spans = None
-        if all(span is not None and math.isfinite(span) and span > 0 for span in covered):
-            spans = (np.array([covered[0]]), np.array([covered[1]]))
+        if len(timed) == 2:
+            spans = (np.array([timed[0]]), np.array([timed[1]]))
         look = step_tests.sample_ratio_look(test, tests, np.array([counts[0]]), np.array([counts[1]]), spans)
         return base.model_copy(update={
             "requests": [base.requests[0] + counts[0], base.requests[1] + counts[1]],
@@ -472,6 +482,7 @@ def judge(spec: ModelRolloutSpec, budget: AlphaBudget, look: Look, previous: Ana
     shadow = _shadow(evaluator) if shows_shadow(analysis, look) else None
     ab_status = _ab_test(evaluator, found)
     sample_ratio, halt = _sample_ratio(evaluator, found)
+    _scrape_gap(look, measured, parse_duration(analysis.window), found)
 
     errors = (previous.consecutive_errors if previous else 0) + 1 if found.unmeasured else 0
     verdict = None if ab_status is None else ab_status.verdict
@@ -505,16 +516,32 @@ def judge(spec: ModelRolloutSpec, budget: AlphaBudget, look: Look, previous: Ana
     return Result(signal, state, found.decisions)
 
 
+def _scrape_ages(look: Look, measured: Measurements) -> dict[str, float]:
+    """Each arm's age at this look: the look's time less the mean time of its last scrapes."""
+    try:
+        now = parse_timestamp(look.now).timestamp()
+    except ValueError:
+        return {}  # a look with no clock: a simulation
+    read = {arm: measured.values.get(RequestCounts(version))
+            for arm, version in (("stable", look.stable), ("candidate", look.candidate))}
+    return {arm: now - value.sampled_at for arm, value in read.items()
+            if isinstance(value, Outcomes) and value.sampled_at is not None}
+
+
+def _scrape_gap(look: Look, measured: Measurements, window: float, found: _Findings) -> None:
+    """Counts older than analysis.window are a scrape gap, not a quiet model: the step holds, saying so,
+    rather than pass on evidence that stopped growing."""
+    for arm, age in _scrape_ages(look, measured).items():
+        if age > window:
+            found.holding.append(f"the {arm}'s counts were last scraped {age:.0f} s ago, longer than "
+                                 f"analysis.window ({window:g} s): waiting for scrapes")
+
+
 def _oldest_scrape(look: Look, measured: Measurements, previous: AnalysisStatus | None) -> float | None:
     """The oldest the request counts have been at a look of this step: the look's time less the mean time of
     an arm's last scrapes (`Outcomes.sampled_at`), the older arm."""
     before = previous.oldest_scrape_seconds if previous else None
-    try:
-        now = parse_timestamp(look.now).timestamp()
-    except ValueError:
-        return before  # a look with no clock: a simulation
-    read = [measured.values.get(RequestCounts(version)) for version in (look.stable, look.candidate)]
-    ages = [now - value.sampled_at for value in read if isinstance(value, Outcomes) and value.sampled_at is not None]
+    ages = list(_scrape_ages(look, measured).values())
     return max([*ages, *([] if before is None else [before])], default=None)
 
 

@@ -498,3 +498,84 @@ def test_the_oldest_counts_of_the_step_are_kept_for_the_scrape_warning() -> None
         values[RequestCounts("c1")] = Outcomes(20, 0, sampled_at=epoch - candidate_age)
         state = judge(spec, step_budget(spec.analysis, look), look, state, Measurements(values)).state
         assert state.oldest_scrape_seconds == pytest.approx(oldest)
+
+
+EPOCH = datetime(2026, 11, 23, 12, tzinfo=UTC).timestamp()  # Run.look's clock at elapsed 0
+
+
+def _scraped(prometheus: FakePrometheus, run_of: Any, stamp: Any) -> None:
+    """Give each arm's request counts the scrape time `stamp(version, elapsed)`."""
+    answer = prometheus._answer
+
+    def timed(reading: Reading) -> Value | MetricError:
+        found = answer(reading)
+        if isinstance(reading, RequestCounts) and isinstance(found, Outcomes):
+            return Outcomes(found.ok, found.error, sampled_at=stamp(reading.version, run_of().elapsed))
+        return found
+
+    prometheus._answer = timed  # type: ignore[method-assign]
+
+
+def test_scrape_times_that_go_backwards_are_left_out_and_never_halt() -> None:
+    """The stable's scrape time jumps 160 s back for three looks, its counts still rising (the series
+    changed under the query): those intervals are left out of the sample-ratio test, the step holds
+    saying how old the counts are, and then goes on. Counted with those spans it halted."""
+    stable, candidate = Arm(), Arm()
+    prometheus = FakePrometheus({"s1": stable, "c1": candidate})
+    run = Run(_spec(AB, []), prometheus, "abTest", 50, expected_share=0.5)
+    _scraped(prometheus, lambda: run, lambda version, elapsed: EPOCH + elapsed - (
+        100 + elapsed if version == "s1" and 60 <= elapsed < 90 else 3))
+    run.elapsed = 40
+    verdicts, reasons = [], []
+    for _ in range(12):
+        stable.serve(500, conversions=50)
+        candidate.serve(500, conversions=50)
+        result = run.look()
+        verdicts.append(result.signal.verdict)
+        reasons.append(result.signal.reason)
+    assert AnalysisVerdict.HALT not in verdicts
+    assert verdicts[2:5] == [AnalysisVerdict.HOLD] * 3 and "last scraped 160 s ago" in reasons[2]
+    assert verdicts[-1] == AnalysisVerdict.PASS
+
+
+def test_a_scrape_gap_longer_than_the_window_holds_with_the_reason_and_never_passes() -> None:
+    stable, candidate = Arm(), Arm()
+    prometheus = FakePrometheus({"s1": stable, "c1": candidate})
+    run = Run(_spec(CANARY, [ERRORS]), prometheus)
+    scraped = {"at": EPOCH}
+    _scraped(prometheus, lambda: run, lambda version, elapsed: scraped["at"])
+    run.elapsed = 30
+    for look in range(20):
+        gap = 5 <= look < 15
+        if not gap:
+            stable.serve(800, errors=4)
+            candidate.serve(200, errors=1)
+            scraped["at"] = EPOCH + run.elapsed - 2
+        result = run.look()
+        age = EPOCH + run.elapsed - 10 - scraped["at"]
+        if age > 60:
+            assert result.signal.verdict == AnalysisVerdict.HOLD, (look, result.signal)
+            assert f"the stable's counts were last scraped {age:.0f} s ago, longer than analysis.window" \
+                in result.signal.reason
+        elif look > 0:
+            assert result.signal.verdict == AnalysisVerdict.PASS, (look, result.signal)
+    assert result.state.oldest_scrape_seconds is not None and result.state.oldest_scrape_seconds > 60
+
+
+def test_a_pod_that_disappears_mid_step_is_left_out_like_a_reset() -> None:
+    """Half the stable's series vanish: its totals fall. That interval is skipped, and counting goes on."""
+    stable, candidate = Arm(), Arm()
+    run = Run(_spec(CANARY, [ERRORS, P99]), FakePrometheus({"s1": stable, "c1": candidate}))
+    run.elapsed = 30
+    trials = []
+    for look in range(8):
+        stable.serve(800, errors=4)
+        candidate.serve(200, errors=1)
+        if look == 4:
+            stable.requests, stable.errors = stable.requests / 2, stable.errors / 2
+            stable.latency = [count / 2 for count in stable.latency]
+        result = run.look()
+        assert result.signal.verdict in (AnalysisVerdict.PASS, AnalysisVerdict.HOLD), result.signal
+        trials.append(result.state.guardrails["error-rate"].trials)
+    assert trials[4] == trials[3], "the interval the pod vanished in is left out"
+    assert trials[-1][0] > trials[4][0], "and the next ones count"
