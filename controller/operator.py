@@ -157,12 +157,12 @@ async def rollout_changed(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo
 
 @kopf.on.event("apps", "v1", "deployments", labels=OURS)
 async def deployment_changed(labels: kopf.Labels, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    _loop(memo).notify((_key(body)[0], labels[ROLLOUT_LABEL]), _seen("Deployment", body))
+    _loop(memo).notify((_key(body)[0], labels[ROLLOUT_LABEL]), _seen("Deployment", body), urgent=False)
 
 
 @kopf.on.event("", "v1", "services", labels=OURS)
 async def service_changed(labels: kopf.Labels, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    _loop(memo).notify((_key(body)[0], labels[ROLLOUT_LABEL]), _seen("Service", body))
+    _loop(memo).notify((_key(body)[0], labels[ROLLOUT_LABEL]), _seen("Service", body), urgent=False)
 
 
 @kopf.on.event("", "v1", "pods", labels=OURS)
@@ -171,7 +171,7 @@ async def pod_changed(event: kopf.RawEvent, labels: kopf.Labels, body: kopf.Body
     # Readiness arrives through the Deployment's status; a pod matters on its own only when the
     # scheduler cannot place it (or such a pod goes away).
     if unschedulable_message(body) is not None or event["type"] == "DELETED":
-        _loop(memo).notify((_key(body)[0], labels[ROLLOUT_LABEL]))
+        _loop(memo).notify((_key(body)[0], labels[ROLLOUT_LABEL]), urgent=False)
 
 
 async def _route_changed(plural: str, body: kopf.Body, memo: kopf.Memo) -> None:

@@ -74,8 +74,9 @@ def decide(spec: api.ModelRolloutSpec, generation: int, status: api.ModelRollout
     transition = _with_analysis(transition, status, run)
     transition = _with_cost(spec, transition, plan, readings.cost, now)
     # An action that arrived while another was pending is taken right after this one.
-    wake_at = now if requested is not None and not takes else transition.wake_at
-    return replace(transition, actions=[*told, *transition.actions], wake_at=wake_at, takes_request=takes)
+    pending = requested is not None and not takes
+    return replace(transition, actions=[*told, *transition.actions], wake_at=now if pending else transition.wake_at,
+                   routine=transition.routine and not pending, takes_request=takes)
 
 
 def _take(status: api.ModelRolloutStatus, requested: str) -> tuple[api.ModelRolloutStatus, list[EmitEvent]]:
@@ -162,7 +163,9 @@ def _with_cost(spec: api.ModelRolloutSpec, transition: Transition, plan: Plan, r
     wake_at = min(filter(None, (transition.wake_at, next_at)), default=None)
     if cost == status.cost and wake_at == transition.wake_at:
         return transition
-    return replace(transition, status=status.model_copy(update={"cost": cost}), wake_at=wake_at)
+    # The cost's own tick is routine too.
+    return replace(transition, status=status.model_copy(update={"cost": cost}), wake_at=wake_at,
+                   routine=transition.routine or wake_at != transition.wake_at)
 
 
 def _entry(previous: api.CostStatus | None, revision: str) -> api.VersionCost | None:

@@ -69,6 +69,8 @@ class Transition:
     # The manual action annotation was taken (into status.pendingAction, or refused): drop it once
     # the status is stored.
     takes_request: bool = False
+    # The wake is only an analysis tick: it may wait behind actions, route changes and step ends.
+    routine: bool = False
 
 
 class WorkingStatus(ModelRolloutStatus):
@@ -89,6 +91,7 @@ class Draft:
     s: WorkingStatus = field(init=False)
     actions: list[Action] = field(default_factory=list)
     wake_at: datetime | None = None
+    routine: bool = False
     selected: tuple[str, str] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -97,10 +100,12 @@ class Draft:
         stable = self.status.stable_revision or ""
         self.selected = (stable, self.status.candidate_revision or self.status.previous_stable_revision or stable)
 
-    def wake(self, when: datetime) -> None:
-        """Ask for a reconcile at `when` (the earliest of all asks wins)."""
+    def wake(self, when: datetime, routine: bool = False) -> None:
+        """Ask for a reconcile at `when` (the earliest of all asks wins; at a tie, the one that is not routine)."""
         if self.wake_at is None or when < self.wake_at:
-            self.wake_at = when
+            self.wake_at, self.routine = when, routine
+        elif when == self.wake_at:
+            self.routine = self.routine and routine
 
     @property
     def stable(self) -> str:
@@ -209,7 +214,8 @@ class Draft:
         self.set(observed_generation=generation, step_label=label, message=str(self.s.message)[:MAX_MESSAGE],
                  state=state_of(self.s))
         final = ModelRolloutStatus.model_validate(self.s.model_dump())
-        return Transition(_last_route_wins(self.actions), final, self.wake_at)
+        return Transition(_last_route_wins(self.actions), final, self.wake_at,
+                          routine=self.wake_at is not None and self.routine)
 
 
 def _last_route_wins(actions: list[Action]) -> list[Action]:

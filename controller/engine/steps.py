@@ -73,7 +73,7 @@ def _run_ready(draft: Draft, observations: Observations) -> None:
     if _apply_signal(draft, observations.analysis):
         return
     if observations.next_analysis_at is not None:
-        draft.wake(observations.next_analysis_at)
+        draft.wake(observations.next_analysis_at, routine=True)
     if warming_up(draft, observations.warmup):
         return
     if draft.s.step_started_at is None:

@@ -106,12 +106,14 @@ class ReconcileLoop:
 
     # --- inputs -------------------------------------------------------------
 
-    def notify(self, key: RolloutKey, source: ObjectVersion | None = None, action_requested: bool = False) -> None:
+    def notify(self, key: RolloutKey, source: ObjectVersion | None = None, action_requested: bool = False,
+               urgent: bool = True) -> None:
         """Something the rollout reads changed (`source`: the object and version the watch saw).
 
         The echo of our own write wakes nothing. While the rollout's reconcile runs, its
         writes may not be recorded yet, so the check waits until that reconcile ends.
-        A manual action also interrupts a running analysis.
+        A manual action also interrupts a running analysis. `urgent` changes (the rollout or its
+        route edited) go ahead of routine ones (its pods and Deployments moving, analysis ticks).
         """
         if action_requested and key in self._interrupts:
             self._interrupts[key].set()
@@ -121,7 +123,7 @@ class ReconcileLoop:
         if source is not None and self.own_writes.is_own(*source):
             self._caught_up(key, source)
             return
-        self.queue.add(key)
+        self.queue.add(key, urgent)
 
     def _caught_up(self, key: RolloutKey, echo: ObjectVersion) -> None:
         """The cache now holds our last write of the rollout: the copy kept for it can go."""
@@ -130,10 +132,12 @@ class ReconcileLoop:
             del self._written[key]
 
     def notify_shard(self, shard: int, shards: int) -> None:
-        """This replica now holds `shard`: reconcile every rollout in it."""
+        """This replica now holds `shard`: reconcile every rollout in it, those with a manual action
+        waiting first."""
         for key in self.cache.rollout_keys():
             if shard_of(*key, shards) == shard:
-                self.queue.add(key)
+                body = self.cache.rollout(key) or {}
+                self.queue.add(key, urgent=api.ACTION_ANNOTATION in (body.get("metadata", {}).get("annotations") or {}))
 
     async def run(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="reconcile")
@@ -259,7 +263,7 @@ class ReconcileLoop:
             wake_at = outcome.transition.wake_at
             if wake_at is not None:
                 delay = (wake_at - datetime.now(UTC)).total_seconds()
-                self.queue.add_at(key, self.queue.clock() + max(0.0, delay))
+                self.queue.add_at(key, self.queue.clock() + max(0.0, delay), urgent=not outcome.transition.routine)
 
     async def _failed(self, key: RolloutKey, body: dict[str, Any], error: Exception) -> None:
         metrics.RECONCILES.labels("error").inc()

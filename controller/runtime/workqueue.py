@@ -5,6 +5,9 @@
 - `add_at(key, when)` requeues at a deadline (the engine's next step end,
   analysis tick or scale-down); an earlier deadline replaces a later one.
 - `N` workers drain it: concurrency is bounded, whatever the number of keys.
+- Two lanes: urgent keys (a manual action, someone else's edit, a step's end) are taken before
+  routine ones (analysis ticks), so an abort never waits behind a fleet's looks; a routine key
+  added again as urgent moves to the urgent lane.
 - Failures requeue with capped exponential backoff per key, and one slow or
   failing key never delays another.
 """
@@ -16,6 +19,7 @@ import contextlib
 import heapq
 import itertools
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -36,38 +40,60 @@ class Backoff:
 class WorkQueue(Generic[K]):
     clock: Callable[[], float] = time.monotonic
     backoff: Backoff = field(default_factory=Backoff)
-    _ready: asyncio.Queue[K] = field(default_factory=asyncio.Queue)
+    _urgent_lane: deque[K] = field(default_factory=deque)
+    _routine_lane: deque[K] = field(default_factory=deque)
+    # Entries waiting in the lanes (a stale one, left behind by a move to the urgent lane, is skipped).
+    _entries: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(0))
     _queued: set[K] = field(default_factory=set)
+    _urgent: set[K] = field(default_factory=set)
     _active: set[K] = field(default_factory=set)
     _dirty: set[K] = field(default_factory=set)
     _heap: list[tuple[float, int, K]] = field(default_factory=list)
     _due: dict[K, float] = field(default_factory=dict)
+    _due_urgent: set[K] = field(default_factory=set)
     _failures: dict[K, int] = field(default_factory=dict)
     _tiebreak: itertools.count[int] = field(default_factory=itertools.count)
     _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def add(self, key: K) -> None:
-        """Process `key` as soon as a worker is free (once, however often it is added)."""
+    def add(self, key: K, urgent: bool = True) -> None:
+        """Process `key` as soon as a worker is free (once, however often it is added); urgent keys first."""
         if key in self._active:
             self._dirty.add(key)
+            if urgent:
+                self._urgent.add(key)
         elif key not in self._queued:
             self._queued.add(key)
-            self._ready.put_nowait(key)
+            self._enter(key, urgent)
+        elif urgent and key not in self._urgent:
+            self._enter(key, urgent)  # Its routine entry stays behind, stale.
 
-    def add_at(self, key: K, when: float) -> None:
+    def _enter(self, key: K, urgent: bool) -> None:
+        if urgent:
+            self._urgent.add(key)
+        (self._urgent_lane if urgent else self._routine_lane).append(key)
+        self._entries.release()
+
+    def add_at(self, key: K, when: float, urgent: bool = True) -> None:
         """Process `key` at monotonic time `when`; the earliest pending deadline of a key wins."""
         if when <= self.clock():
-            self.add(key)
+            self.add(key, urgent)
             return
         if key in self._due and self._due[key] <= when:
+            if self._due[key] == when and urgent:
+                self._due_urgent.add(key)
             return
         self._due[key] = when
+        if urgent:
+            self._due_urgent.add(key)
+        else:
+            self._due_urgent.discard(key)
         heapq.heappush(self._heap, (when, next(self._tiebreak), key))
         self._wakeup.set()
 
     def forget(self, key: K) -> None:
         """The object is gone: drop its deadline and failure count (queued work finds it gone)."""
         self._due.pop(key, None)
+        self._due_urgent.discard(key)
         self._failures.pop(key, None)
 
     def failed(self, key: K) -> float:
@@ -98,15 +124,31 @@ class WorkQueue(Generic[K]):
                 when, _, key = heapq.heappop(self._heap)
                 if self._due.get(key) == when:
                     del self._due[key]
-                    self.add(key)
+                    urgent = key in self._due_urgent
+                    self._due_urgent.discard(key)
+                    self.add(key, urgent)
             self._wakeup.clear()
             timeout = self._heap[0][0] - now if self._heap else None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout)
 
+    async def _next(self) -> K:
+        """The next key to process: the urgent lane first; stale entries are passed over."""
+        while True:
+            await self._entries.acquire()
+            if self._urgent_lane:
+                key = self._urgent_lane.popleft()
+                self._urgent.discard(key)
+            else:
+                key = self._routine_lane.popleft()
+                if key in self._urgent:
+                    continue  # Moved to the urgent lane, and taken from there (or waiting there).
+            if key in self._queued:
+                return key
+
     async def _work(self, handle: Callable[[K], Awaitable[None]]) -> None:
         while True:
-            key = await self._ready.get()
+            key = await self._next()
             self._queued.discard(key)
             self._active.add(key)
             try:
@@ -115,7 +157,9 @@ class WorkQueue(Generic[K]):
                 self._active.discard(key)
                 if key in self._dirty:
                     self._dirty.discard(key)
-                    self.add(key)
+                    urgent = key in self._urgent
+                    self._urgent.discard(key)
+                    self.add(key, urgent)
 
     async def run(self, handle: Callable[[K], Awaitable[None]], workers: int) -> None:
         """Drain the queue with `workers` concurrent handlers until cancelled.

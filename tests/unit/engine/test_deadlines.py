@@ -40,6 +40,7 @@ def test_a_timed_step_wakes_at_its_end_and_status_records_the_deadline() -> None
     world = started()
     transition = world.step()
     assert transition.wake_at == T0 + timedelta(seconds=60)
+    assert not transition.routine, "a step's end goes ahead of analysis ticks"
     assert world.status.step_ends_at is not None
     assert parse_timestamp(world.status.step_ends_at) == T0 + timedelta(seconds=60)
 
@@ -67,7 +68,11 @@ def test_the_analysis_tick_is_a_deadline() -> None:
     tick = world.now + timedelta(seconds=7)
     transition = reconcile(world.spec, 1, world.status,
                            Observations("rev2", candidate_ready=True, next_analysis_at=tick), world.now)
-    assert transition.wake_at == tick
+    assert transition.wake_at == tick and transition.routine, "a tick waits behind actions and step ends"
+    at_the_end = reconcile(world.spec, 1, world.status, Observations(
+        "rev2", candidate_ready=True, next_analysis_at=T0 + timedelta(seconds=60)), world.now)
+    assert at_the_end.wake_at == T0 + timedelta(seconds=60) and not at_the_end.routine, \
+        "a tick at the step's end: the end's lane"
 
 
 def test_a_pause_without_duration_asks_for_no_wake_up() -> None:

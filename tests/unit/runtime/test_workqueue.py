@@ -142,3 +142,75 @@ async def test_a_slow_key_does_not_delay_the_others() -> None:
         await until(lambda: seen == ["a", "b", "c"])
         stuck.set()
         await until(lambda: "slow" in seen)
+
+
+async def test_urgent_keys_go_ahead_of_routine_ones_and_a_routine_key_made_urgent_moves_up() -> None:
+    """1,000 analysis ticks are queued; an abort added last is taken next, and so is a ticking key
+    whose route someone edited. Each runs once."""
+    queue: WorkQueue[str] = WorkQueue()
+    seen: list[str] = []
+    gate = asyncio.Event()
+
+    async def handle(key: str) -> None:
+        if key == "busy":
+            await gate.wait()
+        seen.append(key)
+
+    queue.add("busy")
+    async with running(queue, handle, workers=1):
+        await until(lambda: len(queue) == 0)  # the one worker holds "busy"
+        for number in range(1000):
+            queue.add(f"tick-{number}", urgent=False)
+        queue.add("abort")
+        queue.add("tick-500")  # routine before, urgent now
+        gate.set()
+        await until(lambda: len(seen) == 1002)
+    assert seen[:3] == ["busy", "abort", "tick-500"]
+    assert len(set(seen)) == len(seen), "no key ran twice"
+    assert seen[3:6] == ["tick-0", "tick-1", "tick-2"], "routine keys keep their order"
+
+
+async def test_a_deadline_keeps_its_lane_and_an_urgent_ask_at_the_same_time_wins() -> None:
+    now = [0.0]
+    queue: WorkQueue[str] = WorkQueue(clock=lambda: now[0])
+    seen: list[str] = []
+    gate = asyncio.Event()
+
+    async def handle(key: str) -> None:
+        if key == "busy":
+            await gate.wait()
+        seen.append(key)
+
+    queue.add_at("tick", 5.0, urgent=False)
+    queue.add_at("step-end", 5.0)
+    queue.add_at("also-tick", 5.0, urgent=False)
+    queue.add_at("also-tick", 5.0)  # the same deadline asked again, urgently
+    queue.add("busy")
+    async with running(queue, handle, workers=1):
+        await until(lambda: len(queue) == 3)  # the worker holds "busy"; three deadlines wait
+        now[0] = 6.0
+        queue.add_at("later", 100.0)  # wakes the timer
+        await until(lambda: all(queue.pending_deadline(key) is None for key in ("tick", "step-end", "also-tick")))
+        gate.set()
+        await until(lambda: len(seen) == 4)
+    assert seen == ["busy", "step-end", "also-tick", "tick"]
+
+
+async def test_a_key_asked_for_urgently_while_it_runs_runs_again_urgently() -> None:
+    queue: WorkQueue[str] = WorkQueue()
+    seen: list[str] = []
+    gate = asyncio.Event()
+
+    async def handle(key: str) -> None:
+        if key == "a" and not seen:
+            await gate.wait()
+        seen.append(key)
+
+    queue.add("a")
+    async with running(queue, handle, workers=1):
+        await until(lambda: len(queue) == 0)
+        queue.add("b", urgent=False)
+        queue.add("a")  # while it runs: again afterwards, urgently
+        gate.set()
+        await until(lambda: len(seen) == 3)
+    assert seen == ["a", "a", "b"]
