@@ -328,7 +328,8 @@ def cells(scrapes: tuple[float, ...]) -> Iterator[Cell]:
 
 def _rate(hits: int, runs: int) -> str:
     low, high = proportion_confint(hits, runs, alpha=0.05, method="wilson")
-    return f"{hits}/{runs} = {hits / runs:.1%} [{low:.1%}, {high:.1%}]"
+    digits = 2 if high < 0.01 else 1
+    return f"{hits}/{runs} = {hits / runs:.{digits}%} [{low:.{digits}%}, {high:.{digits}%}]"
 
 
 def main() -> None:
