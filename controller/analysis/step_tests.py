@@ -52,6 +52,11 @@ MIN_TAIL_REQUESTS = 2.0
 # rarely (`censor`). benchmarks/read_path.py chose it: 0.01 let pod episodes through (5% false
 # rollbacks), 0.05 slowed the 2x catch by half; 0.02 keeps both.
 CENSOR_TAIL = 0.02
+# And no interval multiplies a guardrail's evidence by more than e^2: a test needs two intervals to
+# cross, so a burst in one long interval does not roll back alone, and a 10x fault still does in two.
+# benchmarks/read_path.py chose it: without it one candidate pod's 20 s slow episode rolled back
+# 6.5-8.5% of A/A canaries at S = 1 and 60 s; 1.0 fixed that too, but made every fault wait four intervals.
+INTERVAL_LOG_CAP = 2.0
 
 SRM_ALPHA = 0.001
 # A mismatch the check looks for: the candidate's share off by about 10% of itself.
@@ -210,8 +215,9 @@ def guardrail_look(test: GuardrailTest, state: GuardrailState, interval: Interva
     """Fold one interval into the guardrail's test: breached where the candidate is worse beyond doubt."""
     mixture = test.mixture
     counted = censor(test, state, interval)
-    increment = split_test.log_ratio_increment(
-        mixture, counted.stable_events + counted.candidate_events, counted.candidate_events, counted.share)
+    increment = np.minimum(split_test.log_ratio_increment(
+        mixture, counted.stable_events + counted.candidate_events, counted.candidate_events, counted.share),
+        INTERVAL_LOG_CAP)
     restart = state.looks % test.restart_every == 0
     restarts = state.restarts + int(restart)
     cumulative = split_test.accumulate(state.cumulative, increment)

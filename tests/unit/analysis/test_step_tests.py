@@ -233,3 +233,23 @@ def test_a_candidate_pods_burst_weighs_as_one_bad_interval_and_a_steady_regressi
     # A 2x regression at 200 candidate requests an interval: 2 errors expected, 2-4 common.
     steady = step_tests.censor(test, state, step_tests.Interval.of(9, 1800, 4, 200))
     assert float(steady.candidate_events[0]) == 4.0
+
+
+def test_no_interval_raises_a_guardrails_evidence_by_more_than_its_cap() -> None:
+    """A burst of 40 slow requests in one long interval (a pod's episode, S = 60 s): the evidence rises
+    by at most INTERVAL_LOG_CAP however large the burst, and a steady regression still crosses."""
+    test = step_tests.guardrail_test(AlphaBudget(ALPHA), 1.0, 60, 3600)
+    state = step_tests.GuardrailState.start(1)
+    for _ in range(10):
+        state = step_tests.guardrail_look(test, state, step_tests.Interval.of(6, 1080, 1, 120)).state
+    before = float(split_test.log_evidence(test.mixture, state.cumulative)[0])
+    burst = step_tests.guardrail_look(test, state, step_tests.Interval.of(6, 1080, 40, 120))
+    assert float(burst.evidence[0]) <= before + step_tests.INTERVAL_LOG_CAP + 1e-9
+    assert not burst.breached[0]
+    steady, looks = step_tests.GuardrailState.start(1), 0
+    while looks < 60:
+        result = step_tests.guardrail_look(test, steady, step_tests.Interval.of(6, 1080, 3, 120))
+        steady, looks = result.state, looks + 1
+        if result.breached[0]:
+            break
+    assert result.breached[0] and looks >= 2, "a 5x regression crosses, over at least two intervals"
