@@ -140,11 +140,15 @@ class Evaluator:
         stopping rule reads the trials only, so the tests' conditional laws are untouched.
         """
         opened = self.previous.counters.get(f"{prefix}/closedAt") if self.previous else None
+        values = [value for value in (stable_trials, candidate_trials) if value is not None and math.isfinite(value)]
         moved = [value is not None and math.isfinite(value) and value > 0
                  for value in (stable_trials, candidate_trials)]
         waited = opened is not None and self.look.step_elapsed_seconds - opened >= OPEN_LIMIT_SECONDS
+        # A counter that went backwards (a pod restarted or replaced) closes at once, so that the reset is
+        # skipped now: held open, the arm would count from its old total until the limit.
+        reset = any(value < 0 for value in values)
         read = {key: self.read.pop(key) for key in [key for key in self.read if key.startswith(prefix + "/")]}
-        if moved[0] != moved[1] and opened is not None and not waited:
+        if moved[0] != moved[1] and opened is not None and not waited and not reset:
             raise IntervalOpen
         self.counters.update(read)
         self.counters[f"{prefix}/closedAt"] = self.look.step_elapsed_seconds

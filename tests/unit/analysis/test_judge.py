@@ -579,3 +579,27 @@ def test_a_pod_that_disappears_mid_step_is_left_out_like_a_reset() -> None:
         trials.append(result.state.guardrails["error-rate"].trials)
     assert trials[4] == trials[3], "the interval the pod vanished in is left out"
     assert trials[-1][0] > trials[4][0], "and the next ones count"
+
+
+def test_a_candidate_whose_counters_restart_is_counted_again_at_the_next_look() -> None:
+    """The candidate's pod is replaced (a retry after a rollback): its totals start again from zero while
+    the stable's go on. That interval is skipped at once, not held open for OPEN_LIMIT_SECONDS while the
+    candidate's new total stays below its old one (which stalled a retried canary in "counting")."""
+    stable, candidate = Arm(), Arm()
+    run = Run(_spec(CANARY, [ERRORS]), FakePrometheus({"s1": stable, "c1": candidate}))
+    run.elapsed = 30
+    run.look()
+    for _ in range(5):
+        stable.serve(800, errors=4)
+        candidate.serve(200, errors=1)
+        run.look()
+    candidate.requests, candidate.errors = 0.0, 0.0
+    reasons = []
+    for _ in range(3):
+        stable.serve(800, errors=4)
+        candidate.serve(200, errors=1)
+        result = run.look()
+        reasons.append(result.state.guardrails["error-rate"].reason)
+    assert "went backwards" in reasons[0]
+    assert result.signal.verdict == AnalysisVerdict.PASS and result.state.guardrails["error-rate"].trials == [
+        7 * 800, 7 * 200], "five intervals before the reset, and the two after it"
