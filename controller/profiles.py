@@ -91,14 +91,6 @@ class Profile:
     # Guardrail templates whose series are per request but not per model: they need no model label.
     unlabelled: frozenset[str] = field(default_factory=frozenset)
 
-    def selector(self, model: str, version: str, series: Series, model_scoped: bool = True) -> str:
-        parts = [f'{self.version_label}="{promql_string(version)}"']
-        if model_scoped and self.model_label:
-            parts.insert(0, f'{self.model_label}="{promql_string(model)}"')
-        if series.match:
-            parts.append(series.match)
-        return "{" + ",".join(parts) + "}"
-
 
 _SEEDS_REQUESTS = Series("inference_request_total")
 

@@ -33,12 +33,23 @@ from controller.engine.plan import AnalysisPlan, Plan, WarmupPlan
 from controller.measure import templates
 from controller.measure.addresses import AddressPolicy
 from controller.measure.credentials import CredentialsUnavailable, SecretView, check_binding
-from controller.measure.prometheus import AnalysisInterrupted, Credentials, PrometheusPool, PrometheusProvider
+from controller.measure.prometheus import (
+    AnalysisInterrupted,
+    Credentials,
+    PrometheusPool,
+    PrometheusProvider,
+    SharedAnswers,
+)
 from controller.profiles import GAUGE_TEMPLATES, Series, profile
 
 # The warm-up and the cost each read within this; a look reads within its plan's deadline.
 READ_DEADLINE_SECONDS = 5.0
 WARMUP_QUANTILE = 0.95
+# A look reads the fleet's shared answers at most this share of its interval old: two evaluations
+# of a template per interval, whatever the number of rollouts.
+SHARED_AGE_SHARE = 0.5
+# The cost is figured once a minute; its request totals may be a shared answer this old.
+COST_ANSWER_AGE_SECONDS = 10.0
 
 NO_PROMETHEUS = ("no Prometheus to measure with: set analysis.prometheus, or give the operator one "
                  "(modelrollout run --prometheus-address; the chart's prometheus.address)")
@@ -66,6 +77,8 @@ class AnalysisIO:
     interrupted: Callable[[], bool] = lambda: False
     default_prometheus: DefaultPrometheus | None = None
     addresses: AddressPolicy = field(default_factory=AddressPolicy)
+    # The process's answers shared by rollouts; None: every rollout queries for itself.
+    shared: SharedAnswers | None = None
 
 
 @dataclass(frozen=True)
@@ -100,7 +113,8 @@ class Measurer:
         when it may not be asked."""
         address, credentials = prometheus_for(self.io, self.spec.analysis.prometheus if self.spec.analysis else None,
                                               self.rollout.namespace)
-        return PrometheusProvider(self.io.pool, address, credentials, time.monotonic() + seconds, self.io.interrupted)
+        return PrometheusProvider(self.io.pool, address, credentials, time.monotonic() + seconds, self.io.interrupted,
+                                  self.io.shared)
 
     def _analysis(self, plan: AnalysisPlan) -> AnalysisReadings:
         analysis = self.spec.analysis
@@ -113,60 +127,70 @@ class Measurer:
             provider = self._provider(plan.deadline_seconds)
         except CredentialsUnavailable as error:
             return AnalysisReadings(error=str(error))
+        # Half an interval: a rollout's next look, an interval on, never finds the answer it read last
+        # (it would count nothing). None from before the step either: its weight was another.
+        max_age = min(plan.look.interval_seconds * SHARED_AGE_SHARE, plan.look.step_elapsed_seconds)
         values: dict[Reading, Value | MetricError] = {}
         for reading in sorted(plan.readings, key=repr):
             try:
-                values[reading] = self._read(provider, reading)
+                values[reading] = self._read(provider, reading, max_age)
             except MetricError as error:
                 values[reading] = error
         took_ms = round((time.monotonic() - began) * 1000, 1)
         return AnalysisReadings(Measurements(values), took_ms=took_ms)
 
-    def _read(self, provider: PrometheusProvider, reading: Reading) -> Value:
-        chosen, model, version = self.profile, self.rollout.model, reading.version
-        if isinstance(reading, RequestCounts):
-            selectors = templates.request_selectors(chosen, model, version)
-            queries = templates.request_total_queries(chosen, model, version)
-            first = next(iter(selectors))
-            with_time = provider.by_label(templates.stamped_total(selectors[first]), "part")
-            read = {part: with_time.get("total") if part == first else provider.scalar(query)
-                    for part, query in queries.items()}
-            counted = templates.outcomes(read)
-            return Outcomes(ok=counted["ok"], error=counted["error"], sampled_at=with_time.get("time"))
-        if isinstance(reading, Buckets):
-            series = self._series(reading.series)
-            query = (templates.bucket_totals(chosen, series, model, version) if reading.window is None
-                     else templates.buckets(chosen, series, model, version, reading.window))
-            return _bounds(provider.by_label(query, "le"))
-        return provider.scalar(self._scalar_query(reading))
+    def _read(self, provider: PrometheusProvider, reading: Reading, max_age: float | None) -> Value:
+        """With `max_age`, a built-in template is read from the fleet's shared answer (`templates.FLEET`),
+        at most that old; without, from this rollout's own query."""
+        chosen, arm = self.profile, templates.Arm(self.rollout.model, reading.version)
+        scope = templates.FLEET if max_age is not None else arm
 
-    def _scalar_query(self, reading: Conversions | Quantile | ErrorRate | Gauge | Query) -> str:
-        chosen, model, version = self.profile, self.rollout.model, reading.version
+        def grouped(query: str, grouping: templates.Grouping, part: str | None) -> dict[str, float]:
+            return provider.grouped(query, grouping.labels, part, max_age).get(grouping.key(arm), {})
+
+        match reading:
+            case RequestCounts():
+                totals = grouped(templates.request_totals(chosen, scope), templates.grouping(chosen), "part")
+                counted = templates.outcomes(chosen, totals)
+                return Outcomes(ok=counted["ok"], error=counted["error"], sampled_at=totals.get("time"))
+            case Buckets(series=name, window=window):
+                series = self._series(name)
+                query = (templates.bucket_totals(chosen, series, scope) if window is None
+                         else templates.buckets(chosen, series, scope, window))
+                return _bounds(grouped(query, templates.grouping(chosen, "latency"), "le"))
+            case Query(text=text, window=window):
+                return provider.scalar(templates.render(text, self.rollout.model, reading.version,
+                                                        self.rollout.namespace, window))
+            case Gauge(template="gpuMemoryUsage"):
+                pods = provider.grouped(templates.GPU_MEMORY_BY_POD, ("namespace", "pod"), None, max_age)
+                prefix = f"{self.rollout.name}-{reading.version}-"
+                used = [value[""] for (namespace, pod), value in pods.items()
+                        if namespace == self.rollout.namespace and pod.startswith(prefix)]
+                return max(used, default=None)
+        query, template = self._scalar_query(reading, scope)
+        return grouped(query, templates.grouping(chosen, template), None).get("")
+
+    def _scalar_query(self, reading: Reading, scope: templates.Arm | None) -> tuple[str, str]:
+        """A built-in template's query, and the template kind its series are labelled as."""
+        chosen = self.profile
         match reading:
             case Conversions():
-                return templates.conversion_total(chosen, model, version)
+                return templates.conversion_total(chosen, scope), "requests"
             case Quantile(q=q, series=name, window=window):
-                return templates.quantile(q, chosen, self._series(name), model, version, window)
+                return templates.quantile(q, chosen, self._series(name), scope, window), "latency"
             case ErrorRate(window=window):
-                return templates.error_rate(chosen, model, version, window)
+                return templates.error_rate(chosen, scope, window), "requests"
             case Gauge(template=template, window=window):
-                return self._gauge(template, version, window)
-            case Query(text=text, window=window):
-                return templates.render(text, model, version, self.rollout.namespace, window)
+                series = self._series(GAUGE_TEMPLATES[template])
+                if template == "tokensPerSecond":
+                    return templates.decode_speed(chosen, series, scope, window), "gauges"
+                return templates.gauge_mean(chosen, series, scope, window), "gauges"
         raise AssertionError(f"no query for {reading!r}")
 
     def _series(self, name: str) -> Series:
         series: Series | None = getattr(self.profile, name)
         assert series is not None, "admission rejects a template the profile does not export"
         return series
-
-    def _gauge(self, template: str, version: str, window: str) -> str:
-        if template == "gpuMemoryUsage":
-            return templates.gpu_memory_usage(self.rollout.namespace, self.rollout.name, version)
-        series = self._series(GAUGE_TEMPLATES[template])
-        if template == "tokensPerSecond":
-            return templates.decode_speed(self.profile, series, self.rollout.model, version, window)
-        return templates.gauge_mean(self.profile, series, self.rollout.model, version, window)
 
     def _warmup(self, plan: WarmupPlan) -> WarmupReading | None:
         """The candidate's requests and p95 over its warm-up so far; None when a manual action cut it short."""
@@ -176,8 +200,8 @@ class Measurer:
         look_back = f"{plan.seconds}s"
         try:
             provider = self._provider(READ_DEADLINE_SECONDS)
-            buckets = self._read(provider, Buckets("latency", plan.revision, look_back))
-            p95 = self._read(provider, Quantile(WARMUP_QUANTILE, "latency", plan.revision, look_back))
+            buckets = self._read(provider, Buckets("latency", plan.revision, look_back), None)
+            p95 = self._read(provider, Quantile(WARMUP_QUANTILE, "latency", plan.revision, look_back), None)
         except (CredentialsUnavailable, MetricError) as error:
             return WarmupReading(error=str(error))
         except AnalysisInterrupted:
@@ -191,7 +215,7 @@ class Measurer:
         gpus = {revision: self.gpus(revision) for revision in revisions}
         try:
             provider = self._provider(READ_DEADLINE_SECONDS)
-            requests = {revision: provider.scalar(templates.requests_total(self.profile, self.rollout.model, revision))
+            requests = {revision: _requests(self._read(provider, RequestCounts(revision), COST_ANSWER_AGE_SECONDS))
                         for revision in revisions}
         except (CredentialsUnavailable, MetricError) as error:
             return CostReadings(gpus=gpus, error=str(error))
@@ -231,3 +255,9 @@ def prometheus_for(io: AnalysisIO, source: api.PrometheusSource | None, namespac
     secret = io.read_secret(namespace, source.secret_ref.name)
     check_binding(source.address, secret, f"{namespace}/{source.secret_ref.name}")
     return source.address, Credentials.from_secret(secret.data)
+
+
+def _requests(counted: Value) -> float | None:
+    """All of an arm's requests so far; None when it has no counted request at all."""
+    assert isinstance(counted, Outcomes)
+    return counted.ok + counted.error if counted.sampled_at is not None else None

@@ -5,6 +5,10 @@ one slow Prometheus holds at most `MAX_CONCURRENT_QUERIES` of them and never a
 thread. The analysis itself is synchronous code in a reconcile worker: it
 waits for each query with the run's deadline, and gives up at once when the
 runtime interrupts it (a manual action arrived: an abort never waits on analysis).
+
+A built-in template's answer is shared (`SharedAnswers`): one evaluation, grouped by arm, serves
+every rollout on that Prometheus that looks while it is fresh enough, so the queries a fleet costs
+do not grow with the number of rollouts.
 """
 
 from __future__ import annotations
@@ -12,11 +16,12 @@ from __future__ import annotations
 import asyncio
 import math
 import ssl
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -26,6 +31,12 @@ QUERY_TIMEOUT_SECONDS = 5.0
 MAX_CONCURRENT_QUERIES = 8
 # How often a waiting worker checks for an interrupt.
 _POLL_SECONDS = 0.05
+# A shared answer nobody has asked for in this long is dropped.
+SHARED_KEPT_SECONDS = 300.0
+
+_T = TypeVar("_T")
+# An answer by arm (the values of the grouping labels), then by part (a label such as `le`, or "").
+Grouped = dict[tuple[str, ...], dict[str, float]]
 
 
 class AnalysisInterrupted(RuntimeError):
@@ -93,9 +104,9 @@ class PrometheusProvider:
     """The MetricProvider of one analysis run: every query shares the run's deadline."""
 
     def __init__(self, pool: PrometheusPool, address: str, credentials: Credentials, deadline: float,
-                 interrupted: Callable[[], bool] = lambda: False) -> None:
+                 interrupted: Callable[[], bool] = lambda: False, shared: SharedAnswers | None = None) -> None:
         self.pool, self.address, self.credentials = pool, address, credentials
-        self.deadline, self.interrupted = deadline, interrupted
+        self.deadline, self.interrupted, self.shared = deadline, interrupted, shared
 
     def _query(self, promql: str) -> list[dict[str, Any]]:
         remaining = self.deadline - time.monotonic()
@@ -104,19 +115,18 @@ class PrometheusProvider:
         timeout = min(QUERY_TIMEOUT_SECONDS, remaining)
         future: Future[list[dict[str, Any]]] = asyncio.run_coroutine_threadsafe(
             self.pool.query(self.address, self.credentials, promql, timeout), self.pool.loop)
-        # Wait in slices, so an interrupt is seen within milliseconds, not after the timeout.
-        waited_until = time.monotonic() + timeout + 1.0
-        while True:
-            if self.interrupted():
-                future.cancel()
-                raise AnalysisInterrupted("a manual action arrived")
-            try:
-                return future.result(_POLL_SECONDS)
-            except TimeoutError:
-                if time.monotonic() > waited_until:
-                    future.cancel()
-                    raise MetricError(f"prometheus query timed out after {timeout:.1f}s") from None
+        try:
+            return _wait(future, timeout, self.interrupted, grace=1.0)
+        except (AnalysisInterrupted, MetricError):
+            future.cancel()
+            raise
 
+    def grouped(self, promql: str, labels: tuple[str, ...], part: str | None, max_age: float | None) -> Grouped:
+        """The answer by arm. With `max_age`, a shared evaluation at most that many seconds old (one a
+        rollout before this started, or one this starts); without, this run's own."""
+        if max_age is None or self.shared is None:
+            return group(self._query(promql), labels, part)
+        return self.shared.read(self, promql, labels, part, max_age)
     def scalar(self, query: str) -> float | None:
         result = self._query(query)
         if not result:
@@ -132,3 +142,76 @@ class PrometheusProvider:
                 values[series["metric"].get(label, "")] = value
         return values
 
+
+def _wait(future: Future[_T], seconds: float, interrupted: Callable[[], bool], grace: float = 0.0) -> _T:
+    """The future's result within `seconds` (+ `grace`, for a timeout of its own to fire first), checked
+    in slices so that an interrupt is seen within milliseconds."""
+    until = time.monotonic() + seconds + grace
+    while True:
+        if interrupted():
+            raise AnalysisInterrupted("a manual action arrived")
+        try:
+            return future.result(_POLL_SECONDS)
+        except TimeoutError:
+            if time.monotonic() > until:
+                raise MetricError(f"prometheus query timed out after {seconds:.1f}s") from None
+
+
+def group(result: list[dict[str, Any]], labels: tuple[str, ...], part: str | None) -> Grouped:
+    """An instant vector by arm and part; NaN is no value, as an empty answer is."""
+    grouped: Grouped = {}
+    for series in result:
+        value = float(series["value"][1])
+        if not math.isnan(value):
+            metric = series["metric"]
+            arm = tuple(metric.get(label, "") for label in labels)
+            grouped.setdefault(arm, {})[metric.get(part, "") if part else ""] = value
+    return grouped
+
+
+@dataclass(frozen=True)
+class _Shared:
+    started: float
+    answer: Future[Grouped]
+
+
+class SharedAnswers:
+    """One evaluation per (Prometheus, credentials, query), reused while it is fresh enough for the
+    reader. Readers wait for an evaluation in flight rather than start their own, and never cancel
+    it: the others still want it. A failed evaluation is shared too, so a broken Prometheus is asked
+    once per interval, not once per rollout."""
+
+    def __init__(self, pool: PrometheusPool, clock: Callable[[], float] = time.monotonic) -> None:
+        self.pool, self.clock = pool, clock
+        self._lock = threading.Lock()
+        self._answers: dict[tuple[str, Credentials, str], _Shared] = {}
+        self.evaluations = 0
+
+    def read(self, provider: PrometheusProvider, promql: str, labels: tuple[str, ...], part: str | None,
+             max_age: float) -> Grouped:
+        key = (provider.address, provider.credentials, promql)
+        now = self.clock()
+        with self._lock:
+            shared = self._answers.get(key)
+            if shared is None or now - shared.started > max_age:
+                answer = asyncio.run_coroutine_threadsafe(
+                    self._evaluate(provider.address, provider.credentials, promql, labels, part), self.pool.loop)
+                shared = self._answers[key] = _Shared(now, answer)
+                self.evaluations += 1
+                self._forget(now)
+        remaining = provider.deadline - time.monotonic()
+        if remaining <= 0:
+            raise MetricError("analysis deadline passed before this query")
+        return _wait(shared.answer, remaining, provider.interrupted)
+
+    async def _evaluate(self, address: str, credentials: Credentials, promql: str, labels: tuple[str, ...],
+                        part: str | None) -> Grouped:
+        result = await self.pool.query(address, credentials, promql, QUERY_TIMEOUT_SECONDS)
+        try:
+            return group(result, labels, part)
+        except (KeyError, IndexError, TypeError, ValueError) as error:
+            raise MetricError(f"prometheus answered in an unexpected shape: {type(error).__name__}") from error
+
+    def _forget(self, now: float) -> None:
+        for key in [key for key, shared in self._answers.items() if now - shared.started > SHARED_KEPT_SECONDS]:
+            del self._answers[key]

@@ -1,6 +1,10 @@
 """Built-in PromQL, on the metric names of the rollout's profile (`controller/profiles.py`), so a
 server that exports what its profile says needs no PromQL.
 
+Every template aggregates `by` the labels that name an arm (the model label where the series has
+one, and the version), so the same text answers for one arm (`Arm`) or, with `FLEET`, for every
+arm on the Prometheus at once: a fleet of rollouts shares one evaluation per template.
+
 Counters are read as totals at every look (a look counts the difference from the last one, so its
 cost does not grow with the step's age); windowed values (what status shows, and threshold
 guardrails) use increase()/rate() over the guardrail window.
@@ -8,7 +12,21 @@ guardrails) use increase()/rate() over the guardrail window.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from controller.profiles import Profile, Series, promql_string
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One version of one model: what a rollout's reading selects."""
+
+    model: str
+    version: str
+
+
+# Every arm: series with a version label (the operator's pods), grouped by arm.
+FLEET: Arm | None = None
 
 
 def render(query: str, model: str, version: str, namespace: str, window: str = "1m") -> str:
@@ -26,109 +44,142 @@ def render(query: str, model: str, version: str, namespace: str, window: str = "
     return query
 
 
-def _of(profile: Profile, series: Series, model: str, version: str) -> str:
-    scoped = "requests" not in profile.unlabelled
-    return series.name + profile.selector(model, version, series, scoped)
+@dataclass(frozen=True)
+class Grouping:
+    """The labels that name an arm in a template's answer, and the arm's values of them."""
+
+    labels: tuple[str, ...]
+
+    def key(self, arm: Arm) -> tuple[str, ...]:
+        return (arm.model, arm.version) if len(self.labels) == 2 else (arm.version,)
+
+    def by(self, *extra: str) -> str:
+        return f"by ({', '.join((*extra, *self.labels))})"
 
 
-def _histogram(profile: Profile, series: Series, model: str, version: str) -> str:
-    scoped = "latency" not in profile.unlabelled
-    return f"{series.name}_bucket" + profile.selector(model, version, series, scoped)
+def grouping(profile: Profile, template: str = "requests") -> Grouping:
+    """Series of the templates in `profile.unlabelled` (and every series of a profile with no model
+    label) are told apart by version alone."""
+    if profile.model_label and template not in profile.unlabelled:
+        return Grouping((profile.model_label, profile.version_label))
+    return Grouping((profile.version_label,))
+
+
+def _selector(profile: Profile, series: Series, arm: Arm | None, template: str) -> str:
+    if arm is None:
+        parts = [f'{profile.version_label}!=""']
+    else:
+        parts = [f'{profile.version_label}="{promql_string(arm.version)}"']
+        if len(grouping(profile, template).labels) == 2:
+            parts.insert(0, f'{profile.model_label}="{promql_string(arm.model)}"')
+    if series.match:
+        parts.append(series.match)
+    return "{" + ",".join(parts) + "}"
+
+
+def _of(profile: Profile, series: Series, arm: Arm | None) -> str:
+    return series.name + _selector(profile, series, arm, "requests")
+
+
+def _histogram(profile: Profile, series: Series, arm: Arm | None) -> str:
+    return f"{series.name}_bucket" + _selector(profile, series, arm, "latency")
+
+
+def _part(query: str, part: str) -> str:
+    return f'label_replace({query}, "part", "{part}", "__name__", ".*")'
 
 
 # --- requests -------------------------------------------------------------------------------
 
 
-def request_selectors(profile: Profile, model: str, version: str) -> dict[str, str]:
-    """The series selectors of the profile's two request counters, keyed by total, errors or successes."""
+def request_parts(profile: Profile) -> tuple[str, ...]:
+    """Which of total, errors and successes the profile counts (two of them)."""
     requests = profile.requests
-    parts = {"total": requests.total, "errors": requests.errors, "successes": requests.successes}
-    return {key: _of(profile, series, model, version) for key, series in parts.items() if series}
+    return tuple(part for part, series in (("total", requests.total), ("errors", requests.errors),
+                                           ("successes", requests.successes)) if series)
 
 
-def request_total_queries(profile: Profile, model: str, version: str) -> dict[str, str]:
-    """Counter totals of the profile's two request series, keyed by total, errors or successes."""
-    return {key: f"sum({selector})" for key, selector in request_selectors(profile, model, version).items()}
+def request_totals(profile: Profile, arm: Arm | None) -> str:
+    """Each request counter's total, and the mean time of the counters' last samples, in one
+    evaluation (two queries could straddle a scrape), told apart by a `part` label: total, errors or
+    successes, and time."""
+    requests, by = profile.requests, grouping(profile).by()
+    selectors = {part: _of(profile, getattr(requests, part), arm) for part in request_parts(profile)}
+    stamps = " or ".join(f"timestamp({selector})" for selector in selectors.values())
+    return " or ".join([*(_part(f"sum {by} ({selector})", part) for part, selector in selectors.items()),
+                        _part(f"avg {by} ({stamps})", "time")])
 
 
-def stamped_total(selector: str) -> str:
-    """The counters' total and the mean time of their series' last samples, in one evaluation, told
-    apart by a `part` label ("total", "time"): two queries could straddle a scrape."""
-    return (f'label_replace(sum({selector}), "part", "total", "__name__", ".*") or '
-            f'label_replace(avg(timestamp({selector})), "part", "time", "__name__", ".*")')
+def outcomes(profile: Profile, totals: dict[str, float]) -> dict[str, float]:
+    """{ok, error} from the profile's two request counters' totals (a counter with no series is 0)."""
+    parts = request_parts(profile)
+    total, errors, successes = (totals.get(part, 0.0) for part in ("total", "errors", "successes"))
+    if "total" in parts and "errors" in parts:
+        return {"ok": total - errors, "error": errors}
+    if "total" in parts:
+        return {"ok": successes, "error": total - successes}
+    return {"ok": successes, "error": errors}
 
 
-def outcomes(totals: dict[str, float | None]) -> dict[str, float]:
-    """{ok, error} from whichever two of total, errors and successes were read (a missing one is 0)."""
-    total, errors, successes = totals.get("total"), totals.get("errors"), totals.get("successes")
-    if "total" in totals and "errors" in totals:
-        return {"ok": (total or 0.0) - (errors or 0.0), "error": errors or 0.0}
-    if "total" in totals:
-        return {"ok": successes or 0.0, "error": (total or 0.0) - (successes or 0.0)}
-    return {"ok": successes or 0.0, "error": errors or 0.0}
+def error_rate(profile: Profile, arm: Arm | None, window: str) -> str:
+    """Errors over requests in the window, per arm; an arm with requests but no error series has 0."""
+    requests, by = profile.requests, grouping(profile).by()
 
-
-def error_rate(profile: Profile, model: str, version: str, window: str) -> str:
-    requests = profile.requests
-
-    def increase(series: Series) -> str:
-        return f"sum(increase({_of(profile, series, model, version)}[{window}]))"
+    def increase(series: Series | None) -> str:
+        assert series is not None
+        return f"sum {by} (increase({_of(profile, series, arm)}[{window}]))"
 
     if requests.total and requests.errors:
-        return f"({increase(requests.errors)} or vector(0)) / {increase(requests.total)}"
+        total = increase(requests.total)
+        return f"({increase(requests.errors)} or {total} * 0) / {total}"
     if requests.total and requests.successes:
-        return f"1 - ({increase(requests.successes)} or vector(0)) / {increase(requests.total)}"
-    assert requests.errors and requests.successes
-    errors = f"({increase(requests.errors)} or vector(0))"
-    return f"{errors} / ({errors} + ({increase(requests.successes)} or vector(0)))"
-
-
-def requests_total(profile: Profile, model: str, version: str) -> str:
-    """All requests so far, one number: for the cost per request."""
-    queries = request_total_queries(profile, model, version)
-    if "total" in queries:
-        return queries["total"]
-    return f"({queries['errors']} or vector(0)) + ({queries['successes']} or vector(0))"
+        total = increase(requests.total)
+        return f"1 - ({increase(requests.successes)} or {total} * 0) / {total}"
+    errors, successes = increase(requests.errors), increase(requests.successes)
+    errors, successes = f"({errors} or {successes} * 0)", f"({successes} or {errors} * 0)"
+    return f"{errors} / ({errors} + {successes})"
 
 
 # --- histograms -----------------------------------------------------------------------------
 
 
-def quantile(q: float, profile: Profile, series: Series, model: str, version: str, window: str) -> str:
-    return f"histogram_quantile({q}, sum by (le) (rate({_histogram(profile, series, model, version)}[{window}])))"
+def quantile(q: float, profile: Profile, series: Series, arm: Arm | None, window: str) -> str:
+    by = grouping(profile, "latency").by("le")
+    return f"histogram_quantile({q}, sum {by} (rate({_histogram(profile, series, arm)}[{window}])))"
 
 
-def buckets(profile: Profile, series: Series, model: str, version: str, window: str) -> str:
+def buckets(profile: Profile, series: Series, arm: Arm | None, window: str) -> str:
     """Cumulative bucket counts over the window, keyed by `le`."""
-    return f"sum by (le) (increase({_histogram(profile, series, model, version)}[{window}]))"
+    return f"sum {grouping(profile, 'latency').by('le')} (increase({_histogram(profile, series, arm)}[{window}]))"
 
 
-def bucket_totals(profile: Profile, series: Series, model: str, version: str) -> str:
+def bucket_totals(profile: Profile, series: Series, arm: Arm | None) -> str:
     """Requests so far at or under each bound, keyed by `le`."""
-    return f"sum by (le) ({_histogram(profile, series, model, version)})"
+    return f"sum {grouping(profile, 'latency').by('le')} ({_histogram(profile, series, arm)})"
 
 
 # --- gauges and rates -----------------------------------------------------------------------
 
 
-def gauge_mean(profile: Profile, series: Series, model: str, version: str, window: str) -> str:
+def gauge_mean(profile: Profile, series: Series, arm: Arm | None, window: str) -> str:
     """The gauge's mean over the window, averaged over the version's pods."""
-    return f"avg(avg_over_time({series.name}{profile.selector(model, version, series)}[{window}]))"
+    selector = series.name + _selector(profile, series, arm, "gauges")
+    return f"avg {grouping(profile, 'gauges').by()} (avg_over_time({selector}[{window}]))"
 
 
-def decode_speed(profile: Profile, series: Series, model: str, version: str, window: str) -> str:
+def decode_speed(profile: Profile, series: Series, arm: Arm | None, window: str) -> str:
     """Tokens per second of one request stream: 1 / the mean inter-token latency over the window."""
-    selector = profile.selector(model, version, series)
-    return f"sum(rate({series.name}_count{selector}[{window}])) / sum(rate({series.name}_sum{selector}[{window}]))"
+    selector, by = _selector(profile, series, arm, "gauges"), grouping(profile, "gauges").by()
+    return (f"sum {by} (rate({series.name}_count{selector}[{window}])) "
+            f"/ sum {by} (rate({series.name}_sum{selector}[{window}]))")
 
 
-def gpu_memory_usage(namespace: str, rollout: str, version: str) -> str:
-    """The fullest GPU of the version's pods (DCGM, as the seeds' GPUMemoryNearFull reads it); pods are
-    named after their Deployment, `<rollout>-<revision>-`."""
-    pods = f'{{namespace="{namespace}",pod=~"{rollout}-{version}-.*"}}'
-    return f"max(DCGM_FI_DEV_FB_USED{pods} / (DCGM_FI_DEV_FB_USED{pods} + DCGM_FI_DEV_FB_FREE{pods}))"
+# The fullest GPU of each pod (DCGM, as the seeds' GPUMemoryNearFull reads it). DCGM's series carry no
+# version: a rollout picks its version's pods by name, `<rollout>-<revision>-...`.
+GPU_MEMORY_BY_POD = ('max by (namespace, pod) (DCGM_FI_DEV_FB_USED{pod!=""} '
+                     '/ (DCGM_FI_DEV_FB_USED{pod!=""} + DCGM_FI_DEV_FB_FREE{pod!=""}))')
 
 
-def conversion_total(profile: Profile, model: str, version: str) -> str:
+def conversion_total(profile: Profile, arm: Arm | None) -> str:
     assert profile.conversions is not None
-    return f"sum({_of(profile, profile.conversions, model, version)})"
+    return f"sum {grouping(profile).by()} ({_of(profile, profile.conversions, arm)})"

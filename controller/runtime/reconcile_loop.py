@@ -34,7 +34,7 @@ from controller.kube.own_writes import ObjectVersion, OwnWrites
 from controller.measure.addresses import AddressPolicy
 from controller.measure.credentials import CredentialsUnavailable, SecretView
 from controller.measure.measure import AnalysisIO, DefaultPrometheus
-from controller.measure.prometheus import AnalysisInterrupted, PrometheusPool
+from controller.measure.prometheus import AnalysisInterrupted, PrometheusPool, SharedAnswers
 from controller.notifications.delivery import Notifier
 from controller.notifications.messages import Notification
 from controller.reconciler import Context, Outcome, RolloutObject, StaleSnapshot, parse_status, reconcile_object
@@ -103,6 +103,11 @@ class ReconcileLoop:
     _secrets: dict[tuple[str, str], tuple[float, SecretView]] = field(default_factory=dict)
     _executor: ThreadPoolExecutor | None = None
     notifier: Notifier | None = None
+    # Built-in templates' answers, shared by every rollout on a Prometheus.
+    _shared: SharedAnswers = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._shared = SharedAnswers(self.pool)
 
     # --- inputs -------------------------------------------------------------
 
@@ -205,7 +210,7 @@ class ReconcileLoop:
     def _reconcile(self, body: dict[str, Any], interrupt: threading.Event) -> Outcome:
         ctx = Context(self.api_client, self.cache, self.own_writes,
                       AnalysisIO(self.pool, self._read_secret, interrupt.is_set, self.default_prometheus,
-                                 self.addresses),
+                                 self.addresses, self._shared),
                       self.notifier.submit if self.notifier else lambda _: None)
         return reconcile_object(ctx, body)
 

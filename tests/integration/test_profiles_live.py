@@ -33,13 +33,14 @@ from controller.analysis.readings import (
     Gauge,
     Look,
     Measurements,
+    MetricError,
     Quantile,
     RequestCounts,
     needs,
 )
 from controller.engine.plan import AnalysisPlan, Plan
 from controller.measure.measure import AnalysisIO, DefaultPrometheus, Measurer, RolloutRef
-from controller.measure.prometheus import PrometheusPool
+from controller.measure.prometheus import PrometheusPool, SharedAnswers
 from controller.profiles import GAUGE_TEMPLATES, HISTOGRAM_TEMPLATES, unsupported
 
 pytestmark = pytest.mark.prometheus
@@ -134,20 +135,22 @@ def _no_secret(namespace: str, name: str) -> Any:
     raise AssertionError(f"no Secret is read here: {namespace}/{name}")
 
 
-def _measure(profile: str, model: str, version: str, pool: PrometheusPool, url: str
+def _measure(profile: str, model: str, version: str, pool: PrometheusPool, url: str,
+             shared: SharedAnswers | None = None, extra: tuple[dict[str, Any], ...] = ()
              ) -> tuple[api.ModelRolloutSpec, Measurements]:
-    """Every supported guardrail of `profile`, as one look of the operator plans and measures it."""
+    """Every supported guardrail of `profile` (and `extra` ones), as one look of the operator plans and
+    measures it; with `shared`, as a rollout of one operator process that reads the fleet's answers."""
     templates = [t for t in (*HISTOGRAM_TEMPLATES, *GAUGE_TEMPLATES, "errorRate") if t not in unsupported(profile)]
     spec = api.ModelRolloutSpec.model_validate({
         "model": model, "template": {"spec": {"containers": [{"name": "m", "image": "m:1"}]}},
         "trafficRouting": {"gatewayAPI": {"httpRoute": ROLLOUT}},
         "strategy": {"steps": [{"canary": {"weight": 50, "duration": "10m"}}]},
         "analysis": {"profile": profile, "window": WINDOW,
-                     "guardrails": [{"name": t, "template": t, "max": 1e9} for t in templates]},
+                     "guardrails": [*({"name": t, "template": t, "max": 1e9} for t in templates), *extra]},
     })
     look = Look(stable=version, candidate=version, step_index=0, step_kind="canary",
                 step_started_at="2026-11-24T00:00:00Z", step_elapsed_seconds=600, weight=50, now="2026-11-24T00:10:00Z")
-    io = AnalysisIO(pool, _no_secret, default_prometheus=DefaultPrometheus(url))
+    io = AnalysisIO(pool, _no_secret, default_prometheus=DefaultPrometheus(url, custom_queries=True), shared=shared)
     measurer = Measurer(io, spec, RolloutRef(model, NAMESPACE, ROLLOUT), lambda _: None, lambda _: 0)
     readings = measurer.measure(Plan(analysis=AnalysisPlan(look, needs(spec, look, None), True, 600)))
     assert readings.analysis is not None and readings.analysis.measured is not None, readings
@@ -258,3 +261,70 @@ def test_a_live_mlserver_and_kserve_through_their_profiles(tmp_path: Path) -> No
 
         _, kserve_measured = _measure("kserve", ROLLOUT, "rev-kserve", pool, prometheus.url)
         assert kserve_measured.buckets(Buckets("latency", "rev-kserve"))[math.inf] == 6.0
+
+
+FLEET_ARMS = 30
+
+
+def _fleet_exposition() -> str:
+    """The seeds profile's counters and latency histogram for FLEET_ARMS versions of model `m`, with
+    values the test knows, and a model `n` that shares version v1's name."""
+    lines = ["# TYPE inference_request_total counter", "# TYPE inference_request_duration_seconds histogram"]
+    for i in range(1, FLEET_ARMS + 1):
+        arm = f'model="m",version="v{i}"'
+        lines += [f'inference_request_total{{{arm},status="ok"}} {100 * i}',
+                  f'inference_request_total{{{arm},status="error"}} {i}',
+                  f'inference_request_duration_seconds_bucket{{{arm},le="0.1"}} {50 * i}',
+                  f'inference_request_duration_seconds_bucket{{{arm},le="+Inf"}} {101 * i}',
+                  f"inference_request_duration_seconds_sum{{{arm}}} {10 * i}",
+                  f"inference_request_duration_seconds_count{{{arm}}} {101 * i}"]
+    lines.append('inference_request_total{model="n",version="v1",status="ok"} 7')
+    return "\n".join(lines)
+
+
+class _Static(ThreadingHTTPServer):
+    def __init__(self, text: str) -> None:
+        self.text = text
+        super().__init__(("127.0.0.1", 0), _ExpositionHandler)
+
+    def body(self) -> bytes:
+        return (self.text + "\n").encode()
+
+
+def _query_count(prometheus: PrometheusServer) -> float:
+    """Instant queries Prometheus has answered, by its own counter on its /metrics."""
+    exposition = httpx.get(f"{prometheus.url}/metrics", timeout=5).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in exposition.splitlines()
+               if line.startswith("prometheus_http_requests_total{") and 'handler="/api/v1/query"' in line)
+
+
+def test_a_fleet_of_rollouts_shares_one_query_per_template(tmp_path: Path) -> None:
+    """30 rollouts of one process read their own arms' counts from shared answers: the queries are
+    the templates', not the rollouts', and one rollout's malformed query spoils nobody else's look."""
+    with ExitStack() as stack:
+        server = _Static(_fleet_exposition())
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        stack.callback(server.server_close)
+        stack.callback(server.shutdown)
+        # No job-level version: the series carry their own.
+        prometheus = start_prometheus(tmp_path / "prometheus", [_job("fleet", f"127.0.0.1:{server.server_address[1]}",
+                                                                     None)], scrape_interval="1s")
+        stack.callback(prometheus.stop)
+        _wait_scraped(prometheus, 1)
+        pool = stack.enter_context(_pool())
+        shared = SharedAnswers(pool)
+        before = _query_count(prometheus)
+        malformed = {"name": "mine", "query": 'sum(rate(broken{version="{{version}}"}[', "max": 1.0}
+        for i in range(1, FLEET_ARMS + 1):
+            extra = (malformed,) if i == 7 else ()
+            _, measured = _measure("seeds", "m", f"v{i}", pool, prometheus.url, shared, extra)
+            counted = measured.outcomes(RequestCounts(f"v{i}"))
+            assert (counted.ok, counted.error) == (100.0 * i, float(i)), f"v{i}: {counted}"
+            assert counted.sampled_at is not None and abs(counted.sampled_at - time.time()) < 60
+            assert measured.buckets(Buckets("latency", f"v{i}")) == {0.1: 50.0 * i, math.inf: 101.0 * i}
+            broken = [value for reading, value in measured.values.items() if "broken" in repr(reading)]
+            assert bool(broken) == (i == 7) and all(isinstance(value, MetricError) for value in broken), broken
+        # One is the malformed guardrail's: that rollout's own query.
+        operator_queries = _query_count(prometheus) - before
+        assert shared.evaluations <= 12, f"{shared.evaluations} shared evaluations for {FLEET_ARMS} rollouts"
+        assert operator_queries == shared.evaluations + 1, (operator_queries, shared.evaluations)

@@ -51,39 +51,58 @@ def test_a_template_the_server_lacks_is_rejected_with_the_reason() -> None:
 
 def test_each_profile_reads_its_servers_names() -> None:
     vllm, mlserver, tgi = profile("vllm"), profile("mlserver"), profile("tgi")
-    assert templates.quantile(0.99, vllm, vllm.time_to_first_token, "llama", "abc", "1m") == (  # type: ignore[arg-type]
-        'histogram_quantile(0.99, sum by (le) (rate(vllm:time_to_first_token_seconds_bucket'
+    llama, scorer = templates.Arm("llama", "abc"), templates.Arm("scorer", "abc")
+    assert templates.quantile(0.99, vllm, vllm.time_to_first_token, llama, "1m") == (  # type: ignore[arg-type]
+        'histogram_quantile(0.99, sum by (le, model_name, version) (rate(vllm:time_to_first_token_seconds_bucket'
         '{model_name="llama",version="abc"}[1m])))')
-    assert templates.request_total_queries(mlserver, "scorer", "abc") == {
-        "errors": 'sum(model_infer_request_failure_total{model="scorer",version="abc"})',
-        "successes": 'sum(model_infer_request_success_total{model="scorer",version="abc"})'}
-    assert templates.bucket_totals(mlserver, mlserver.latency, "scorer", "abc") == (  # type: ignore[arg-type]
-        'sum by (le) (rest_server_request_duration_seconds_bucket{version="abc",path=~".*/infer"})'), \
+    assert templates.request_totals(mlserver, scorer) == (
+        'label_replace(sum by (model, version) (model_infer_request_failure_total{model="scorer",version="abc"}), '
+        '"part", "errors", "__name__", ".*") or '
+        'label_replace(sum by (model, version) (model_infer_request_success_total{model="scorer",version="abc"}), '
+        '"part", "successes", "__name__", ".*") or '
+        'label_replace(avg by (model, version) (timestamp(model_infer_request_failure_total{model="scorer",'
+        'version="abc"}) or timestamp(model_infer_request_success_total{model="scorer",version="abc"})), '
+        '"part", "time", "__name__", ".*")')
+    assert templates.bucket_totals(mlserver, mlserver.latency, scorer) == (  # type: ignore[arg-type]
+        'sum by (le, version) (rest_server_request_duration_seconds_bucket{version="abc",path=~".*/infer"})'), \
         "starlette-exporter's histogram has no model label"
-    assert templates.request_total_queries(tgi, "m", "abc") == {
-        "total": 'sum(tgi_request_count{version="abc"})', "successes": 'sum(tgi_request_success{version="abc"})'}
-    assert templates.request_total_queries(vllm, "llama", "abc")["errors"] == (
-        'sum(http_requests_total{version="abc",handler=~"/v1/.*",status="5xx"})')
+    assert 'sum by (version) (tgi_request_count{version="abc"})' in templates.request_totals(tgi, scorer)
+    assert 'sum by (version) (http_requests_total{version="abc",handler=~"/v1/.*",status="5xx"})' in (
+        templates.request_totals(vllm, llama))
     gateway = profile("inference-gateway")
-    assert 'target_model_name="abc"' in templates.error_rate(gateway, "llama", "abc", "1m")
+    assert 'target_model_name="abc"' in templates.error_rate(gateway, llama, "1m")
 
 
-@pytest.mark.parametrize(("totals", "outcome"), [
-    ({"total": 10.0, "errors": 2.0}, {"ok": 8.0, "error": 2.0}),
-    ({"total": 10.0, "successes": 7.0}, {"ok": 7.0, "error": 3.0}),
-    ({"errors": 1.0, "successes": 9.0}, {"ok": 9.0, "error": 1.0}),
-    ({"errors": None, "successes": 9.0}, {"ok": 9.0, "error": 0.0}),
+def test_the_fleet_form_groups_every_arm_and_a_rollout_finds_its_own() -> None:
+    vllm = profile("vllm")
+    fleet = templates.error_rate(vllm, templates.FLEET, "1m")
+    assert 'version!=""' in fleet and "llama" not in fleet and "sum by (version)" in fleet
+    assert templates.quantile(0.5, vllm, vllm.latency, templates.FLEET, "1m") == (  # type: ignore[arg-type]
+        'histogram_quantile(0.5, sum by (le, model_name, version) (rate(vllm:e2e_request_latency_seconds_bucket'
+        '{version!=""}[1m])))')
+    # vLLM's HTTP counters carry no model name: its request templates name an arm by version alone.
+    assert templates.grouping(vllm).key(templates.Arm("llama", "abc")) == ("abc",)
+    assert templates.grouping(vllm, "latency").key(templates.Arm("llama", "abc")) == ("llama", "abc")
+
+
+@pytest.mark.parametrize(("name", "totals", "outcome"), [
+    ("seeds", {"total": 10.0, "errors": 2.0}, {"ok": 8.0, "error": 2.0}),
+    ("seeds", {"total": 10.0}, {"ok": 10.0, "error": 0.0}),
+    ("tgi", {"total": 10.0, "successes": 7.0}, {"ok": 7.0, "error": 3.0}),
+    ("mlserver", {"errors": 1.0, "successes": 9.0}, {"ok": 9.0, "error": 1.0}),
+    ("mlserver", {"successes": 9.0}, {"ok": 9.0, "error": 0.0}),
 ])
-def test_outcomes_from_any_two_counters(totals: dict[str, float | None], outcome: dict[str, float]) -> None:
-    assert templates.outcomes(totals) == outcome
+def test_outcomes_from_any_two_counters(name: str, totals: dict[str, float], outcome: dict[str, float]) -> None:
+    assert templates.outcomes(profile(name), totals) == outcome
 
 
 def test_a_users_string_cannot_leave_its_promql_matcher() -> None:
     from controller.measure.templates import render
-    from controller.profiles import PROFILES, Series, promql_string
+    from controller.profiles import promql_string
 
     hostile = 'x"} or vector(1) or {a="\\'
-    selector = PROFILES["vllm"].selector(hostile, "abc", Series("m"))
-    assert selector == '{model_name="x\\"} or vector(1) or {a=\\"\\\\",version="abc"}'
+    query = templates.conversion_total(profile("seeds"), templates.Arm(hostile, "abc"))
+    assert query == ('sum by (model, version) '
+                     '(model_conversions_total{model="x\\"} or vector(1) or {a=\\"\\\\",version="abc"})')
     assert render('sum(rate(x{model="{{model}}"}[{{window}}]))', hostile, "v", "ns", "5m") == (
         'sum(rate(x{model="' + promql_string(hostile) + '"}[5m]))')
