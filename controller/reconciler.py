@@ -30,6 +30,7 @@ from controller.engine import (
     invalid_spec,
     plan,
 )
+from controller.engine.checkpoints import worth_writing
 from controller.engine.execute import execute
 from controller.events import post_events
 from controller.kube.cache import Cache, route_key
@@ -70,6 +71,16 @@ class Outcome:
     finalized: bool = False
     # Versions of the object older than `written`: a cache still showing one of them is behind.
     superseded: set[str] = field(default_factory=set)
+    # A new status held in memory until its checkpoint (`engine.checkpoints`), not written.
+    deferred: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Behind:
+    """The body's status is the one kept in memory; the apiserver holds `stored`, since `since`."""
+
+    stored: dict[str, Any]
+    since: datetime
 
 
 class RolloutObject:
@@ -82,6 +93,7 @@ class RolloutObject:
         meta = body["metadata"]
         self.namespace, self.name = meta["namespace"], meta["name"]
         self.wrote = False
+        self.deferred: dict[str, Any] | None = None
         # Every version this reconcile saw or wrote before the last: older than what it leaves.
         self.versions: list[str] = [str(body["metadata"].get("resourceVersion", ""))]
 
@@ -145,7 +157,8 @@ def parse_status(body: dict[str, Any]) -> api.ModelRolloutStatus:
     return api.ModelRolloutStatus.model_validate(body.get("status") or {})
 
 
-def reconcile_object(ctx: Context, body: dict[str, Any], now: datetime | None = None) -> Outcome:
+def reconcile_object(ctx: Context, body: dict[str, Any], now: datetime | None = None,
+                     behind: Behind | None = None) -> Outcome:
     now = now or datetime.now(UTC)
     rollout = RolloutObject(ctx, body)
     meta = body["metadata"]
@@ -177,7 +190,7 @@ def reconcile_object(ctx: Context, body: dict[str, Any], now: datetime | None = 
     readings = _measurer(ctx, body, spec, observations.template_revision).measure(planned)
     transition = decide(spec, generation, status, observations, planned, readings, now)
     execute(transition.actions, ClusterTarget(workloads, router))
-    _commit(rollout, status, transition)
+    _commit(rollout, status, transition, behind, now)
     # Events and notifications only once the status that records the transition is stored: a
     # conflict recomputes the transition, and they must not be told twice.
     post_events(ctx.api_client, rollout.body, transition.actions)
@@ -185,7 +198,7 @@ def reconcile_object(ctx: Context, body: dict[str, Any], now: datetime | None = 
                                       datetime.now(UTC)):
         ctx.notify(notification)
     return Outcome(transition, rollout.body if rollout.wrote else None,
-                   superseded=rollout.superseded())
+                   superseded=rollout.superseded(), deferred=rollout.deferred)
 
 
 def _observe(body: dict[str, Any], spec: api.ModelRolloutSpec, status: api.ModelRolloutStatus,
@@ -310,11 +323,20 @@ def _drop_finalizer(rollout: RolloutObject) -> None:
             raise
 
 
-def _commit(rollout: RolloutObject, old: api.ModelRolloutStatus, transition: Transition) -> None:
+def _commit(rollout: RolloutObject, old: api.ModelRolloutStatus, transition: Transition,
+            behind: Behind | None = None, now: datetime | None = None) -> None:
     """Store the transition's status, then drop the action annotation it took: a crash in between
-    leaves the annotation, never an action taken and lost."""
+    leaves the annotation, never an action taken and lost. A status that changed only in evidence
+    waits in memory for its checkpoint (`behind`: what is stored, when the operator's copy is newer)."""
     new = transition.status.model_dump(mode="json", by_alias=True)
-    if new != old.model_dump(mode="json", by_alias=True) or not rollout.body.get("status"):
+    changed = new != old.model_dump(mode="json", by_alias=True) or not rollout.body.get("status")
+    if changed and not transition.actions and not transition.takes_request and rollout.body.get("status"):
+        stored = parse_status({"status": behind.stored}) if behind else old
+        behind_seconds = ((now or datetime.now(UTC)) - behind.since).total_seconds() if behind else 0.0
+        if not worth_writing(stored, transition.status, behind_seconds):
+            rollout.deferred = new
+            return
+    if changed:
         # The whole status in one conditional replace: a merge patch would keep keys the new status
         # dropped, and an unconditional write could overwrite a newer one.
         rollout.write_status(new)
@@ -322,4 +344,4 @@ def _commit(rollout: RolloutObject, old: api.ModelRolloutStatus, transition: Tra
         rollout.patch_metadata({"annotations": {api.ACTION_ANNOTATION: None}})
 
 
-__all__ = ["Context", "Outcome", "RolloutObject", "StaleSnapshot", "parse_status", "reconcile_object"]
+__all__ = ["Behind", "Context", "Outcome", "RolloutObject", "StaleSnapshot", "parse_status", "reconcile_object"]

@@ -37,7 +37,15 @@ from controller.measure.measure import AnalysisIO, DefaultPrometheus
 from controller.measure.prometheus import AnalysisInterrupted, PrometheusPool, SharedAnswers
 from controller.notifications.delivery import Notifier
 from controller.notifications.messages import Notification
-from controller.reconciler import Context, Outcome, RolloutObject, StaleSnapshot, parse_status, reconcile_object
+from controller.reconciler import (
+    Behind,
+    Context,
+    Outcome,
+    RolloutObject,
+    StaleSnapshot,
+    parse_status,
+    reconcile_object,
+)
 from controller.routers import RouterError
 from controller.runtime.leases import shard_of
 from controller.runtime.workqueue import WorkQueue
@@ -86,6 +94,15 @@ class _Written:
 
 
 @dataclass
+class _Deferred:
+    """A status newer than the stored one, kept until its checkpoint: `stored` is the apiserver's."""
+
+    stored: dict[str, Any]
+    status: dict[str, Any]
+    since: datetime
+
+
+@dataclass
 class ReconcileLoop:
     api_client: client.ApiClient
     cache: Cache
@@ -97,6 +114,7 @@ class ReconcileLoop:
     own_writes: OwnWrites = field(default_factory=OwnWrites)
     queue: WorkQueue[RolloutKey] = field(default_factory=WorkQueue)
     _written: dict[RolloutKey, _Written] = field(default_factory=dict)
+    _deferred: dict[RolloutKey, _Deferred] = field(default_factory=dict)
     _interrupts: dict[RolloutKey, threading.Event] = field(default_factory=dict)
     _late: dict[RolloutKey, list[ObjectVersion]] = field(default_factory=dict)
     _finalized: dict[str, None] = field(default_factory=dict)  # uids, oldest first
@@ -184,7 +202,7 @@ class ReconcileLoop:
                 interrupt.clear()
                 started = time.perf_counter()
                 try:
-                    outcome: Outcome = await self._in_thread(self._reconcile, body, interrupt)
+                    outcome: Outcome = await self._in_thread(self._reconcile, key, body, interrupt)
                 except (StaleSnapshot, AnalysisInterrupted):
                     body = await self._in_thread(self._read_fresh, key)
                     if body is None:
@@ -207,12 +225,18 @@ class ReconcileLoop:
             if len(echoes) < len(late):
                 self.queue.add(key)
 
-    def _reconcile(self, body: dict[str, Any], interrupt: threading.Event) -> Outcome:
+    def _reconcile(self, key: RolloutKey, body: dict[str, Any], interrupt: threading.Event) -> Outcome:
         ctx = Context(self.api_client, self.cache, self.own_writes,
                       AnalysisIO(self.pool, self._read_secret, interrupt.is_set, self.default_prometheus,
                                  self.addresses, self._shared),
                       self.notifier.submit if self.notifier else lambda _: None)
-        return reconcile_object(ctx, body)
+        deferred = self._deferred.get(key)
+        if deferred is None or body.get("status") != deferred.stored:
+            # Someone else wrote the status since (or nothing waits): the stored one is the truth.
+            self._deferred.pop(key, None)
+            return reconcile_object(ctx, body)
+        return reconcile_object(ctx, {**body, "status": deferred.status},
+                                behind=Behind(deferred.stored, deferred.since))
 
     def _secret_data(self, namespace: str, name: str) -> dict[str, str]:
         try:
@@ -259,6 +283,12 @@ class ReconcileLoop:
             while len(self._finalized) > FINALIZED_MEMORY:
                 self._finalized.pop(next(iter(self._finalized)))
             return
+        if outcome.deferred is not None:
+            kept = self._deferred.get(key)
+            self._deferred[key] = (_Deferred(kept.stored, outcome.deferred, kept.since) if kept else
+                                   _Deferred(before.get("status") or {}, outcome.deferred, datetime.now(UTC)))
+        elif outcome.written is not None:
+            self._deferred.pop(key, None)
         if outcome.written is not None:
             old = self._written.get(key)
             superseded = (old.superseded if old else set()) | outcome.superseded
@@ -300,4 +330,5 @@ class ReconcileLoop:
     def forget(self, key: RolloutKey) -> None:
         self.queue.forget(key)
         self._written.pop(key, None)
+        self._deferred.pop(key, None)
         metrics.forget_rollout(key)

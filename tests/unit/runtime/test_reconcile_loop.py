@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from controller.kube.cache import Cache
-from controller.reconciler import Outcome, StaleSnapshot
+from controller.reconciler import Behind, Outcome, StaleSnapshot
 from controller.runtime.reconcile_loop import ReconcileLoop
 
 KEY = ("ns", "scorer")
@@ -42,7 +42,7 @@ async def test_a_conflict_rereads_and_recomputes(run_in_thread: None) -> None:
     loop = make_loop(body("1"))
     seen: list[str] = []
 
-    def reconcile(snapshot: dict[str, Any], _: threading.Event) -> Outcome:
+    def reconcile(_key: Any, snapshot: dict[str, Any], _: threading.Event) -> Outcome:
         seen.append(snapshot["metadata"]["resourceVersion"])
         if len(seen) == 1:
             raise StaleSnapshot("changed")
@@ -59,7 +59,7 @@ async def test_any_failure_is_reported_and_retried_with_backoff(run_in_thread: N
     loop = make_loop(body("1"))
     reported: list[tuple[str, str]] = []
 
-    def reconcile(snapshot: dict[str, Any], _: threading.Event) -> Outcome:
+    def reconcile(_key: Any, snapshot: dict[str, Any], _: threading.Event) -> Outcome:
         raise ValueError("a hand-edited timestamp")
 
     loop._reconcile = reconcile  # type: ignore[method-assign,assignment]
@@ -84,7 +84,7 @@ async def test_a_reconcile_never_acts_on_a_snapshot_older_than_its_own_write(run
     loop = make_loop(body("1"))
     snapshots: list[str] = []
 
-    def reconcile(snapshot: dict[str, Any], _: threading.Event) -> Outcome:
+    def reconcile(_key: Any, snapshot: dict[str, Any], _: threading.Event) -> Outcome:
         snapshots.append(snapshot["metadata"]["resourceVersion"])
         return Outcome(None, written=body("5"), superseded={"1", "3"})
 
@@ -92,3 +92,29 @@ async def test_a_reconcile_never_acts_on_a_snapshot_older_than_its_own_write(run
     await loop.handle(KEY)
     await loop.handle(KEY)  # the cache still shows version 1
     assert snapshots == ["1", "5"]
+
+
+@pytest.mark.usefixtures("run_in_thread")
+async def test_a_status_held_for_its_checkpoint_is_the_next_reconciles_and_yields_to_another_writer(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    cached = body("1")
+    loop = make_loop(cached)
+    seen: list[tuple[dict[str, Any], Behind | None]] = []
+    held = {"phase": "Progressing", "analysis": {"looks": 4}}
+
+    def reconcile(_ctx: Any, snapshot: dict[str, Any], behind: Behind | None = None) -> Outcome:
+        seen.append((snapshot["status"], behind))
+        return Outcome(None, deferred=held)
+
+    monkeypatch.setattr("controller.runtime.reconcile_loop.reconcile_object", reconcile)
+    await loop.handle(KEY)
+    await loop.handle(KEY)
+    assert seen[0] == ({}, None)
+    assert seen[1][0] == held and seen[1][1] is not None and seen[1][1].stored == {}, \
+        "the next reconcile goes on from the status in memory, knowing what is stored"
+    since = seen[1][1].since
+    await loop.handle(KEY)
+    assert seen[2][1] is not None and seen[2][1].since == since, "behind since the first status held"
+    cached["status"] = {"phase": "Paused"}  # Another writer (a failure report, a person) changed it.
+    await loop.handle(KEY)
+    assert seen[3] == ({"phase": "Paused"}, None), "what is stored wins over what was held"
