@@ -22,7 +22,7 @@ import random
 import statistics
 import time
 
-from controller.runtime.workqueue import WorkQueue
+from controller.runtime.workqueue import Lane, WorkQueue
 
 INTERVAL_SECONDS = 10.0
 
@@ -35,6 +35,7 @@ async def waits(rollouts: int, look_seconds: float, aborts: int, workers: int, l
     asked: dict[str, float] = {}
     waited: list[float] = []
     looks = 0
+    tick = Lane.ROUTINE if lanes else Lane.CHANGE
 
     async def handle(key: str) -> None:
         nonlocal looks
@@ -43,10 +44,10 @@ async def waits(rollouts: int, look_seconds: float, aborts: int, workers: int, l
             return
         await asyncio.sleep(look_seconds)  # the look's Prometheus queries
         looks += 1
-        queue.add_at(key, queue.clock() + INTERVAL_SECONDS, urgent=not lanes)
+        queue.add_at(key, queue.clock() + INTERVAL_SECONDS, tick)
 
     for number in range(rollouts):
-        queue.add_at(f"rollout-{number}", queue.clock() + rng.uniform(0, INTERVAL_SECONDS), urgent=not lanes)
+        queue.add_at(f"rollout-{number}", queue.clock() + rng.uniform(0, INTERVAL_SECONDS), tick)
     task = asyncio.create_task(queue.run(handle, workers))
     began = time.monotonic()
     try:
@@ -54,7 +55,7 @@ async def waits(rollouts: int, look_seconds: float, aborts: int, workers: int, l
         for number in range(aborts):
             key = f"abort-{number}"
             asked[key] = time.monotonic()
-            queue.add(key)  # a manual action: always urgent
+            queue.add(key, Lane.DUE if lanes else tick)  # a manual action (one lane before)
             await asyncio.sleep(rng.uniform(0.2, 0.6))
         for _ in range(600):  # at most 60 s for the last aborts to be taken
             if len(waited) == aborts:
@@ -84,7 +85,7 @@ def main() -> None:
     for lanes in (False, True):
         waited, rate = asyncio.run(waits(args.rollouts, args.look_ms / 1000, args.aborts, args.workers, lanes,
                                          args.seed))
-        name = "urgent lane" if lanes else "one lane (before)"
+        name = "lanes" if lanes else "one lane (before)"
         if len(waited) < args.aborts:
             print(f"{name}: {args.aborts - len(waited)} of {args.aborts} aborts not taken within 60 s")
             continue

@@ -12,10 +12,22 @@ in turn (cumulatively). At each N it prints:
 - decision lag: an abort written with the Python client until the HTTPRoute,
   seen by a watch, is 100% stable; 20 random rollouts, p50 and p99.
 
-It then measures the abort-to-route latency with one rollout on a fresh
-namespace and prints a clearly marked extrapolation to 10,000.
+It first measures the abort-to-route latency with one rollout alone.
 
-    python -m benchmarks.scale [--sizes 10,100,1000] [--steady 60] [--workers 8]
+With `--analysis`, every rollout is analysed every 10 s (one errorRate and one latencyP99
+guardrail on the seeds profile) against a real Prometheus scraping every 2 s. The model servers'
+series come from one exporter in this process (`Exporter`: each arm's counters and histogram grow
+at its rate, 18 requests/s on the stable and 2 on the candidate, 0.5% errors), so the machine's two
+cores go to the operator, the apiserver and Prometheus. It then also prints, over the steady window:
+
+- the gap between a rollout's consecutive looks (the operator's own last-look gauge, polled every
+  second by this benchmark), p50 and p99, against the interval (the goal is p99 within 1.5x);
+- Prometheus's instant queries per analysis interval (Prometheus's own counter);
+- status writes per second per rollout (MODIFIED events on a watch of the rollouts);
+- and, after the aborts, a fault in 10 candidates (30% errors) until each route is 100% stable,
+  against the same fault in one rollout alone.
+
+    python -m benchmarks.scale [--sizes 10,100,1000] [--steady 60] [--workers 8] [--analysis]
 
 The route's weights are read from the HTTPRoute's backendRefs by the test tooling
 (`e2e.harness.httproute_weights`): the benchmark shares no code with the operator's routers.
@@ -24,6 +36,7 @@ The route's weights are read from the HTTPRoute's backendRefs by the test toolin
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import random
 import signal
@@ -34,6 +47,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +55,7 @@ import httpx
 from devkit.sandbox.cluster import Sandbox
 from devkit.sandbox.nodes import DEFAULT_NODES, NodeShape
 from devkit.sandbox.processes import free_port
+from devkit.sandbox.prometheus import PrometheusServer, start_prometheus
 from e2e import harness
 from e2e.harness import httproute_weights, rollout_body, wait_until
 from kubernetes import client, watch
@@ -53,6 +68,12 @@ NAMESPACE = "scale"
 GROUP, VERSION, ROUTES = "gateway.networking.k8s.io", "v1", "httproutes"
 # Room for 10,000 rollouts' pods (two each while a canary runs).
 BENCH_NODES = tuple(NodeShape(name=f"bench-{i}", cpu="100000", memory="10000Gi", pods=6000) for i in range(4))
+INTERVAL = 10.0
+ANALYSIS = {"profile": "seeds", "interval": f"{INTERVAL:.0f}s", "window": "1m", "guardrails": [
+    {"name": "errors", "template": "errorRate", "ignoreBelow": 0.01},
+    {"name": "p99", "template": "latencyP99", "relativeToStable": 2}]}
+# Requests per second of one rollout, split 90/10 as its canary step's route is; errors on a healthy arm.
+RATE, HEALTHY, FAULT = 20.0, 0.005, 0.3
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -124,10 +145,164 @@ class Operator:
                    if line.startswith("modelrollout_api_requests_total{"))
 
 
-def rollout(name: str, image: str) -> dict[str, Any]:
+def rollout(name: str, image: str, analysed: bool = False) -> dict[str, Any]:
     """A rollout held in a 10-hour canary step at 10%."""
-    return rollout_body(name, [{"canary": {"weight": 10, "duration": "10h"}}], {"gatewayAPI": {"httpRoute": name}},
+    body = rollout_body(name, [{"canary": {"weight": 10, "duration": "10h"}}], {"gatewayAPI": {"httpRoute": name}},
                         image, gpus=0, replicas=1, delay=60)
+    if analysed:
+        body["spec"]["analysis"] = ANALYSIS
+    return body
+
+
+class Exporter(ThreadingHTTPServer):
+    """The seeds profile's request counters and latency histogram for every arm registered, growing
+    at the arm's rate with its share of errors: one scrape target for the whole fleet."""
+
+    BOUNDS = ("0.05", "0.1", "0.25", "0.5", "1", "+Inf")
+    SHARES = (0.5, 0.8, 0.95, 0.99, 0.999, 1.0)
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _ExporterHandler)
+        self.lock = threading.Lock()
+        # (model, version) -> [requests/s, error share, requests, errors, when last advanced]
+        self.arms: dict[tuple[str, str], list[float]] = {}
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.server_address[1]}"
+
+    @staticmethod
+    def _advance(arm: list[float], now: float) -> None:
+        elapsed = now - arm[4]
+        arm[2] += arm[0] * elapsed
+        arm[3] += arm[0] * arm[1] * elapsed
+        arm[4] = now
+
+    def set(self, model: str, version: str, rate: float, errors: float) -> None:
+        with self.lock:
+            arm = self.arms.setdefault((model, version), [rate, errors, 0.0, 0.0, time.time()])
+            self._advance(arm, time.time())
+            arm[0], arm[1] = rate, errors
+
+    def exposition(self) -> bytes:
+        lines = ["# TYPE inference_request_total counter", "# TYPE inference_request_duration_seconds histogram"]
+        now = time.time()
+        with self.lock:
+            for (model, version), arm in self.arms.items():
+                self._advance(arm, now)
+                labels = f'model="{model}",version="{version}"'
+                requests, errors = arm[2], arm[3]
+                lines.append(f'inference_request_total{{{labels},status="ok"}} {requests - errors:.3f}')
+                lines.append(f'inference_request_total{{{labels},status="error"}} {errors:.3f}')
+                lines += [f'inference_request_duration_seconds_bucket{{{labels},le="{le}"}} {requests * share:.3f}'
+                          for le, share in zip(self.BOUNDS, self.SHARES, strict=True)]
+                lines.append(f"inference_request_duration_seconds_sum{{{labels}}} {requests * 0.06:.3f}")
+                lines.append(f"inference_request_duration_seconds_count{{{labels}}} {requests:.3f}")
+        return ("\n".join(lines) + "\n").encode()
+
+
+class _ExporterHandler(BaseHTTPRequestHandler):
+    server: Exporter
+
+    def do_GET(self) -> None:
+        body = self.server.exposition()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: Any) -> None:
+        return
+
+
+class LookWatch:
+    """Each rollout's looks, from the operator's last-look gauge polled every second."""
+
+    def __init__(self, metrics_url: str) -> None:
+        self.metrics_url = metrics_url
+        self.looks: dict[str, list[float]] = {}
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        prefix = "modelrollout_analysis_last_look_timestamp_seconds{"
+        while not self.stopped.wait(1.0):
+            try:
+                text = httpx.get(self.metrics_url, timeout=10).text
+            except httpx.HTTPError:
+                continue
+            for line in text.splitlines():
+                if line.startswith(prefix):
+                    labels, value = line.rsplit(" ", 1)
+                    name = labels.split('name="', 1)[1].split('"', 1)[0]
+                    seen = self.looks.setdefault(name, [])
+                    if not seen or seen[-1] != float(value):
+                        seen.append(float(value))
+
+    def gaps(self, names: list[str], start: float, end: float) -> list[float]:
+        """Every gap between looks in [start, end], and each rollout's open gap at the end."""
+        gaps = []
+        for name in names:
+            looks = [t for t in self.looks.get(name, []) if start <= t <= end]
+            gaps += [b - a for a, b in itertools.pairwise(looks)]
+            gaps.append(end - (looks[-1] if looks else start))
+        return gaps
+
+
+class StatusWrites:
+    """MODIFIED events on the namespace's rollouts: one per write of a status (or metadata)."""
+
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self.custom = client.CustomObjectsApi(api_client)
+        self.times: list[float] = []
+        self.stopped = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while not self.stopped.is_set():
+            stream = watch.Watch()  # type: ignore[no-untyped-call]
+            try:
+                for event in stream.stream(  # type: ignore[no-untyped-call]
+                        self.custom.list_namespaced_custom_object, api.GROUP, api.VERSION, NAMESPACE, api.PLURAL,
+                        timeout_seconds=60):
+                    if event["type"] == "MODIFIED":
+                        self.times.append(time.time())
+                    if self.stopped.is_set():
+                        break
+            except (ProtocolError, client.ApiException):
+                time.sleep(0.1)
+
+    def between(self, start: float, end: float) -> int:
+        return sum(1 for t in self.times if start <= t <= end)
+
+
+def prometheus_queries(prometheus: PrometheusServer) -> float:
+    """Instant queries Prometheus has answered, by its own counter."""
+    text = httpx.get(f"{prometheus.url}/metrics", timeout=10).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("prometheus_http_requests_total{") and 'handler="/api/v1/query"' in line)
+
+
+@dataclass
+class Analysed:
+    """What the analysis mode adds: the fleet's series, and the watches on looks and writes."""
+
+    exporter: Exporter
+    prometheus: PrometheusServer
+    looks: LookWatch | None = None
+    writes: StatusWrites | None = None
+
+    def serve(self, bench: Bench, names: list[str]) -> dict[str, str]:
+        """Each rollout's stable and candidate series, split 90/10; returns each rollout's candidate."""
+        candidates = {}
+        for name, status in bench.phases(set(names)).items():
+            self.exporter.set(name, status["stableRevision"], RATE * 0.9, HEALTHY)
+            self.exporter.set(name, status["candidateRevision"], RATE * 0.1, HEALTHY)
+            candidates[name] = status["candidateRevision"]
+        return candidates
 
 
 def httproute(name: str) -> dict[str, Any]:
@@ -156,16 +331,20 @@ class Bench:
         wait_until(done, timeout, what, every=1.0)
         return time.perf_counter() - started
 
-    def add(self, names: list[str]) -> None:
+    def add(self, names: list[str], analysed: bool = False) -> None:
         for name in names:
             self.custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, ROUTES, httproute(name))
             self.custom.create_namespaced_custom_object(api.GROUP, api.VERSION, NAMESPACE, api.PLURAL,
-                                                        rollout(name, "model:v1"))
+                                                        rollout(name, "model:v1", analysed))
 
-    def start_canaries(self, names: list[str]) -> None:
-        patch = {"spec": {"template": rollout("x", "model:v2")["spec"]["template"]}}
+    def start_canaries(self, names: list[str], image: str = "model:v2") -> None:
+        patch = {"spec": {"template": rollout("x", image)["spec"]["template"]}}
         for name in names:
             self.custom.patch_namespaced_custom_object(api.GROUP, api.VERSION, NAMESPACE, api.PLURAL, name, patch)
+
+    def retry(self, name: str) -> None:
+        self.custom.patch_namespaced_custom_object(api.GROUP, api.VERSION, NAMESPACE, api.PLURAL, name,
+                                                   {"metadata": {"annotations": {api.ACTION_ANNOTATION: "retry"}}})
 
     def abort(self, name: str) -> float:
         started = time.perf_counter()
@@ -174,25 +353,45 @@ class Bench:
         return started
 
 
-def abort_with_one_rollout(bench: Bench, routes: RouteWatch, runs: int) -> list[float]:
+def abort_with_one_rollout(bench: Bench, routes: RouteWatch, runs: int, analysed: Analysed | None) -> list[float]:
     """Abort, then retry (back to the canary step), `runs` times on a single rollout."""
-    bench.add(["solo"])
+    bench.add(["solo"], analysed is not None)
     bench.wait_all(["solo"], lambda s: s.get("phase") == "Completed", 60, "solo deployed")
     bench.start_canaries(["solo"])
+    routes.wait("solo", (10, 0), timeout=60)
+    if analysed is not None:
+        analysed.serve(bench, ["solo"])
     lags = []
     for _ in range(runs):
         routes.wait("solo", (10, 0), timeout=60)
         started = bench.abort("solo")
         lags.append(routes.wait("solo", (0, 0), timeout=60) - started)
-        bench.custom.patch_namespaced_custom_object(
-            api.GROUP, api.VERSION, NAMESPACE, api.PLURAL, "solo",
-            {"metadata": {"annotations": {api.ACTION_ANNOTATION: "retry"}}})
+        bench.retry("solo")
     return lags
 
 
-def start_operator(kubeconfig: str, workers: int, log: Path) -> Operator:
+def fault_with_one_rollout(bench: Bench, routes: RouteWatch, runs: int, analysed: Analysed) -> list[float]:
+    """A fault in the solo rollout's candidate until its route is 100% stable, then a retry."""
+    assert analysed.looks is not None
+    candidate = analysed.serve(bench, ["solo"])["solo"]
+    lags = []
+    for _ in range(runs):
+        routes.wait("solo", (10, 0), timeout=60)
+        looked = len(analysed.looks.looks.get("solo", []))
+        wait_until(lambda seen=looked: len(analysed.looks.looks.get("solo", [])) > seen + 1, 60,  # type: ignore[misc]
+                   "two looks at the canary")
+        started = time.perf_counter()
+        analysed.exporter.set("solo", candidate, RATE * 0.1, FAULT)
+        lags.append(routes.wait("solo", (0, 0), timeout=300) - started)
+        analysed.exporter.set("solo", candidate, RATE * 0.1, HEALTHY)
+        bench.retry("solo")
+    return lags
+
+
+def start_operator(kubeconfig: str, workers: int, log: Path, prometheus: PrometheusServer | None) -> Operator:
     port = free_port()
-    process = harness.start_operator(kubeconfig, NAMESPACE, log,
+    args = ("--prometheus-address", prometheus.url) if prometheus else ()
+    process = harness.start_operator(kubeconfig, NAMESPACE, log, *args,
                              env={"MODELROLLOUT_METRICS_PORT": str(port), "MODELROLLOUT_WORKERS": str(workers)})
     operator = Operator(process, f"http://127.0.0.1:{port}/metrics")
     for _ in range(300):
@@ -205,19 +404,71 @@ def start_operator(kubeconfig: str, workers: int, log: Path) -> Operator:
 
 
 def measure(bench: Bench, routes: RouteWatch, operator: Operator, active: list[str], steady: float,
-            rng: random.Random) -> dict[str, float]:
+            rng: random.Random, analysed: Analysed | None, candidates: dict[str, str]) -> dict[str, float]:
     time.sleep(5)  # let the last status echoes settle before the steady window
-    cpu0, api0, t0 = operator.cpu_seconds(), operator.api_requests(), time.perf_counter()
+    cpu0, api0, t0, wall0 = operator.cpu_seconds(), operator.api_requests(), time.perf_counter(), time.time()
+    queries0 = prometheus_queries(analysed.prometheus) if analysed else 0.0
     time.sleep(steady)
-    cpu1, api1, t1 = operator.cpu_seconds(), operator.api_requests(), time.perf_counter()
+    cpu1, api1, t1, wall1 = operator.cpu_seconds(), operator.api_requests(), time.perf_counter(), time.time()
+    figures = {"rss_mb": operator.rss_mb(), "cpu_pct": 100 * (cpu1 - cpu0) / (t1 - t0),
+               "api_rps": (api1 - api0) / (t1 - t0)}
+    if analysed is not None:
+        assert analysed.looks is not None and analysed.writes is not None
+        gaps = analysed.looks.gaps(active, wall0, wall1)
+        figures |= {"gap_p50": statistics.median(gaps), "gap_p99": percentile(gaps, 0.99),
+                    "queries_per_interval": (prometheus_queries(analysed.prometheus) - queries0)
+                    / (wall1 - wall0) * INTERVAL,
+                    "writes_per_rollout_s": analysed.writes.between(wall0, wall1) / (wall1 - wall0) / len(active)}
     lags = []
     for name in rng.sample(active, min(20, len(active))):
         started = bench.abort(name)
         lags.append(routes.wait(name, (0, 0), timeout=60) - started)
         active.remove(name)
-    return {"rss_mb": operator.rss_mb(), "cpu_pct": 100 * (cpu1 - cpu0) / (t1 - t0),
-            "api_rps": (api1 - api0) / (t1 - t0), "lag_p50_ms": 1000 * statistics.median(lags),
-            "lag_p99_ms": 1000 * percentile(lags, 0.99)}
+    figures |= {"lag_p50_ms": 1000 * statistics.median(lags), "lag_p99_ms": 1000 * percentile(lags, 0.99)}
+    if analysed is not None:
+        faulty = rng.sample(active, min(10, len(active)))
+        started = time.perf_counter()
+        for name in faulty:
+            analysed.exporter.set(name, candidates[name], RATE * 0.1, FAULT)
+            active.remove(name)
+        faults = [routes.wait(name, (0, 0), timeout=600) - started for name in faulty]
+        figures |= {"fault_p50": statistics.median(faults), "fault_max": max(faults)}
+    return figures
+
+
+def grow(bench: Bench, routes: RouteWatch, operator: Operator, sizes: list[int], steady: float,
+         rng: random.Random, analysed: Analysed | None) -> None:
+    """Bring the fleet to each size in turn, and print its row."""
+    names: list[str] = []
+    active: list[str] = []
+    candidates: dict[str, str] = {}
+    for size in sizes:
+        new = [f"m{index:05d}" for index in range(len(names), size)]
+        names += new
+        started = time.perf_counter()
+        bench.add(new, analysed is not None)
+        bench.wait_all(new, lambda s: s.get("phase") == "Completed", 60 + size, "deployed")
+        deploy_s = time.perf_counter() - started
+        to_step = time.perf_counter()
+        bench.start_canaries(new)
+        bench.wait_all(new, lambda s: s.get("canaryWeight") == 10 and s.get("phase") == "Progressing",
+                       60 + size, "first step")
+        for name in new:
+            routes.wait(name, (10, 0), timeout=60)
+        to_step_s = time.perf_counter() - to_step
+        if analysed is not None:
+            candidates |= analysed.serve(bench, new)
+        active += new
+        figures = measure(bench, routes, operator, active, steady, rng, analysed, candidates)
+        per = figures["api_rps"] / max(1, len(active))
+        line = (f"{size:>6} {len(active):>6} {figures['rss_mb']:>7.0f} {figures['cpu_pct']:>6.1f} "
+                f"{figures['api_rps']:>7.2f} {per:>13.4f} {deploy_s:>8.1f} "
+                f"{to_step_s:>11.1f} {figures['lag_p50_ms']:>10.0f} {figures['lag_p99_ms']:>10.0f}")
+        if analysed is not None:
+            line += (f" {figures['gap_p50']:>8.1f} / {figures['gap_p99']:>6.1f} "
+                     f"{figures['queries_per_interval']:>16.1f} {figures['writes_per_rollout_s']:>16.4f} "
+                     f"{figures['fault_p50']:>6.1f} / {figures['fault_max']:>5.1f}")
+        print(line, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -226,6 +477,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steady", type=float, default=60.0, help="steady-state window, seconds")
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--analysis", action="store_true", help="analyse every rollout every 10 s")
+    parser.add_argument("--fault-runs", type=int, default=3, help="single-rollout faults (with --analysis)")
     args = parser.parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so the sandbox and the operators are stopped by the finally below.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -235,47 +488,44 @@ def main(argv: list[str] | None = None) -> int:
     sandbox.up(node_shapes=DEFAULT_NODES + BENCH_NODES, ready_timeout=180)
     workdir = Path(tempfile.mkdtemp(prefix="scale-"))
     operator: Operator | None = None
+    analysed: Analysed | None = None
     try:
         kubeconfig = str(sandbox.kubeconfig)
         bench = Bench(kubeconfig)
         client.CoreV1Api(bench.api).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=NAMESPACE)))
-        operator = start_operator(kubeconfig, args.workers, workdir / "operator.log")
+        if args.analysis:
+            exporter = Exporter()
+            analysed = Analysed(exporter, start_prometheus(workdir / "prometheus", [
+                {"job_name": "fleet", "static_configs": [{"targets": [exporter.target]}]}], scrape_interval="2s"))
+        operator = start_operator(kubeconfig, args.workers, workdir / "operator.log",
+                                  analysed.prometheus if analysed else None)
         idle_rss = operator.rss_mb()
         routes = RouteWatch(bench.api)
-        print(f"operator idle: {idle_rss:.0f} MB resident, {args.workers} workers; log {workdir / 'operator.log'}")
-        print(f"{'N':>6} {'active':>6} {'RSS MB':>7} {'CPU %':>6} {'API/s':>7} {'API/s/rollout':>13} "
-              f"{'deploy s':>8} {'to step 1 s':>11} {'lag p50 ms':>10} {'lag p99 ms':>10}", flush=True)
-        single = abort_with_one_rollout(bench, routes, runs=20)
+        if analysed is not None:
+            analysed.looks, analysed.writes = LookWatch(operator.metrics_url), StatusWrites(bench.api)
+        print(f"operator idle: {idle_rss:.0f} MB resident, {args.workers} workers; log {workdir / 'operator.log'}"
+              + ("; every rollout analysed every 10 s, Prometheus scraping every 2 s" if analysed else ""))
+        single = abort_with_one_rollout(bench, routes, 20, analysed)
         print(f"one rollout, abort written until the HTTPRoute is 100% stable (20 runs): "
               f"p50 {1000 * statistics.median(single):.0f} ms, p99 {1000 * percentile(single, 0.99):.0f} ms",
               flush=True)
-        names: list[str] = []
-        active: list[str] = []
-        for size in sizes:
-            new = [f"m{index:05d}" for index in range(len(names), size)]
-            names += new
-            started = time.perf_counter()
-            bench.add(new)
-            bench.wait_all(new, lambda s: s.get("phase") == "Completed", 60 + size, "deployed")
-            deploy_s = time.perf_counter() - started
-            to_step = time.perf_counter()
-            bench.start_canaries(new)
-            bench.wait_all(new, lambda s: s.get("canaryWeight") == 10 and s.get("phase") == "Progressing",
-                           60 + size, "first step")
-            for name in new:
-                routes.wait(name, (10, 0), timeout=60)
-            to_step_s = time.perf_counter() - to_step
-            active += new
-            figures = measure(bench, routes, operator, active, args.steady, rng)
-            per = figures["api_rps"] / max(1, len(active))
-            print(f"{size:>6} {len(active):>6} {figures['rss_mb']:>7.0f} {figures['cpu_pct']:>6.1f} "
-                  f"{figures['api_rps']:>7.2f} {per:>13.4f} {deploy_s:>8.1f} "
-                  f"{to_step_s:>11.1f} {figures['lag_p50_ms']:>10.0f} {figures['lag_p99_ms']:>10.0f}", flush=True)
+        if analysed is not None:
+            faults = fault_with_one_rollout(bench, routes, args.fault_runs, analysed)
+            print(f"one rollout, a 30% error fault until the HTTPRoute is 100% stable ({len(faults)} runs): "
+                  f"p50 {statistics.median(faults):.1f} s, max {max(faults):.1f} s", flush=True)
+        print(f"{'N':>6} {'active':>6} {'RSS MB':>7} {'CPU %':>6} {'API/s':>7} {'API/s/rollout':>13} "
+              f"{'deploy s':>8} {'to step 1 s':>11} {'lag p50 ms':>10} {'lag p99 ms':>10}"
+              + (f" {'look gap p50/p99 s':>18} {'queries/interval':>16} {'writes/s/rollout':>16} "
+                 f"{'fault p50/max s':>15}" if analysed else ""), flush=True)
+        grow(bench, routes, operator, sizes, args.steady, rng, analysed)
         routes.stopped.set()
     finally:
         if operator is not None:
             operator.process.terminate()
             operator.process.wait(15)
+        if analysed is not None:
+            analysed.prometheus.stop()
+            analysed.exporter.shutdown()
         sandbox.down()
     return 0
 

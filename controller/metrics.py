@@ -36,6 +36,8 @@ STEP_ENDS = Gauge("modelrollout_step_ends_timestamp_seconds",
                   "When the current step's duration ends (absent for a step without one)", ROLLOUT)
 VERDICT = Gauge("modelrollout_analysis_verdict", "1 for the last analysis verdict of the current step",
                 [*ROLLOUT, "verdict"])
+LAST_LOOK = Gauge("modelrollout_analysis_last_look_timestamp_seconds",
+                  "When the current step's analysis last looked (its status may be written later)", ROLLOUT)
 ANALYSIS_SECONDS = Gauge("modelrollout_analysis_duration_seconds",
                          "How long the last analysis run's queries and tests took", ROLLOUT)
 GUARDRAIL_VALUE = Gauge("modelrollout_guardrail_value", "A guardrail's last value, by arm (stable, candidate)",
@@ -70,6 +72,7 @@ def _rollout_series(status: api.ModelRolloutStatus) -> dict[Series, float]:
         return series
     for verdict in api.AnalysisVerdict:
         series[VERDICT, (verdict.value,)] = 1 if analysis.verdict == verdict else 0
+    series[LAST_LOOK, ()] = parse_timestamp(analysis.last_run).timestamp()
     if analysis.duration_ms is not None:
         series[ANALYSIS_SECONDS, ()] = analysis.duration_ms / 1000
     for name, guardrail in analysis.guardrails.items():

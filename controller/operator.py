@@ -41,6 +41,7 @@ from controller.measure.prometheus import PrometheusPool
 from controller.routers import gatewayapi, istio
 from controller.runtime.leases import LeaseKeeper
 from controller.runtime.reconcile_loop import ReconcileLoop
+from controller.runtime.workqueue import Lane
 
 OURS = {ROLLOUT_LABEL: kopf.PRESENT}
 ROUTE_KINDS = ((gatewayapi.GROUP, gatewayapi.VERSION, gatewayapi.PLURAL), (istio.GROUP, istio.VERSION, istio.PLURAL))
@@ -157,12 +158,12 @@ async def rollout_changed(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo
 
 @kopf.on.event("apps", "v1", "deployments", labels=OURS)
 async def deployment_changed(labels: kopf.Labels, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    _loop(memo).notify((_key(body)[0], labels[ROLLOUT_LABEL]), _seen("Deployment", body), urgent=False)
+    _loop(memo).notify((_key(body)[0], labels[ROLLOUT_LABEL]), _seen("Deployment", body), lane=Lane.ROUTINE)
 
 
 @kopf.on.event("", "v1", "services", labels=OURS)
 async def service_changed(labels: kopf.Labels, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    _loop(memo).notify((_key(body)[0], labels[ROLLOUT_LABEL]), _seen("Service", body), urgent=False)
+    _loop(memo).notify((_key(body)[0], labels[ROLLOUT_LABEL]), _seen("Service", body), lane=Lane.ROUTINE)
 
 
 @kopf.on.event("", "v1", "pods", labels=OURS)
@@ -171,7 +172,7 @@ async def pod_changed(event: kopf.RawEvent, labels: kopf.Labels, body: kopf.Body
     # Readiness arrives through the Deployment's status; a pod matters on its own only when the
     # scheduler cannot place it (or such a pod goes away).
     if unschedulable_message(body) is not None or event["type"] == "DELETED":
-        _loop(memo).notify((_key(body)[0], labels[ROLLOUT_LABEL]), urgent=False)
+        _loop(memo).notify((_key(body)[0], labels[ROLLOUT_LABEL]), lane=Lane.ROUTINE)
 
 
 async def _route_changed(plural: str, body: kopf.Body, memo: kopf.Memo) -> None:

@@ -48,7 +48,7 @@ from controller.reconciler import (
 )
 from controller.routers import RouterError
 from controller.runtime.leases import shard_of
-from controller.runtime.workqueue import WorkQueue
+from controller.runtime.workqueue import Lane, WorkQueue
 from controller.workloads import OwnershipConflict
 
 log = structlog.get_logger()
@@ -130,14 +130,16 @@ class ReconcileLoop:
     # --- inputs -------------------------------------------------------------
 
     def notify(self, key: RolloutKey, source: ObjectVersion | None = None, action_requested: bool = False,
-               urgent: bool = True) -> None:
+               lane: Lane = Lane.CHANGE) -> None:
         """Something the rollout reads changed (`source`: the object and version the watch saw).
 
         The echo of our own write wakes nothing. While the rollout's reconcile runs, its
         writes may not be recorded yet, so the check waits until that reconcile ends.
-        A manual action also interrupts a running analysis. `urgent` changes (the rollout or its
-        route edited) go ahead of routine ones (its pods and Deployments moving, analysis ticks).
+        A manual action interrupts a running analysis and goes in the first lane; an edit (the
+        rollout or its route) goes ahead of routine work (its pods and Deployments moving, analysis ticks).
         """
+        if action_requested:
+            lane = Lane.DUE
         if action_requested and key in self._interrupts:
             self._interrupts[key].set()
         if source is not None and key in self._interrupts:
@@ -146,7 +148,7 @@ class ReconcileLoop:
         if source is not None and self.own_writes.is_own(*source):
             self._caught_up(key, source)
             return
-        self.queue.add(key, urgent)
+        self.queue.add(key, lane)
 
     def _caught_up(self, key: RolloutKey, echo: ObjectVersion) -> None:
         """The cache now holds our last write of the rollout: the copy kept for it can go."""
@@ -160,7 +162,8 @@ class ReconcileLoop:
         for key in self.cache.rollout_keys():
             if shard_of(*key, shards) == shard:
                 body = self.cache.rollout(key) or {}
-                self.queue.add(key, urgent=api.ACTION_ANNOTATION in (body.get("metadata", {}).get("annotations") or {}))
+                action = api.ACTION_ANNOTATION in (body.get("metadata", {}).get("annotations") or {})
+                self.queue.add(key, Lane.DUE if action else Lane.CHANGE)
 
     async def run(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="reconcile")
@@ -298,7 +301,8 @@ class ReconcileLoop:
             wake_at = outcome.transition.wake_at
             if wake_at is not None:
                 delay = (wake_at - datetime.now(UTC)).total_seconds()
-                self.queue.add_at(key, self.queue.clock() + max(0.0, delay), urgent=not outcome.transition.routine)
+                self.queue.add_at(key, self.queue.clock() + max(0.0, delay),
+                                  Lane.ROUTINE if outcome.transition.routine else Lane.DUE)
 
     async def _failed(self, key: RolloutKey, body: dict[str, Any], error: Exception) -> None:
         metrics.RECONCILES.labels("error").inc()

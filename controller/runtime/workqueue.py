@@ -5,9 +5,10 @@
 - `add_at(key, when)` requeues at a deadline (the engine's next step end,
   analysis tick or scale-down); an earlier deadline replaces a later one.
 - `N` workers drain it: concurrency is bounded, whatever the number of keys.
-- Two lanes: urgent keys (a manual action, someone else's edit, a step's end) are taken before
-  routine ones (analysis ticks), so an abort never waits behind a fleet's looks; a routine key
-  added again as urgent moves to the urgent lane.
+- Three lanes, taken in order: a manual action or a moment the engine promised (a step's end) first,
+  then someone's edit (the rollout, its route), then routine work (analysis ticks, pods and
+  Deployments moving). So an abort or a step's end never waits behind a fleet's looks or a burst of
+  template changes; a key added again in a better lane moves up.
 - Failures requeue with capped exponential backoff per key, and one slow or
   failing key never delays another.
 """
@@ -22,6 +23,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
+from enum import IntEnum
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
@@ -36,64 +38,57 @@ class Backoff:
         return float(min(self.cap, self.base * 2 ** max(0, failures - 1)))
 
 
+class Lane(IntEnum):
+    """Where a key waits: lower lanes are taken first."""
+
+    DUE = 0  # a manual action, or a moment the engine promised (a step's end, a re-check)
+    CHANGE = 1  # someone's edit: the rollout or its route
+    ROUTINE = 2  # analysis ticks; the rollout's pods and Deployments moving
+
+
 @dataclass
 class WorkQueue(Generic[K]):
     clock: Callable[[], float] = time.monotonic
     backoff: Backoff = field(default_factory=Backoff)
-    _urgent_lane: deque[K] = field(default_factory=deque)
-    _routine_lane: deque[K] = field(default_factory=deque)
-    # Entries waiting in the lanes (a stale one, left behind by a move to the urgent lane, is skipped).
+    _lanes: tuple[deque[K], ...] = field(default_factory=lambda: tuple(deque() for _ in Lane))
+    # Entries waiting in the lanes (a stale one, left behind by a move to a better lane, is skipped).
     _entries: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(0))
-    _queued: set[K] = field(default_factory=set)
-    _urgent: set[K] = field(default_factory=set)
+    _queued: dict[K, Lane] = field(default_factory=dict)  # the best lane each queued key waits in
     _active: set[K] = field(default_factory=set)
-    _dirty: set[K] = field(default_factory=set)
+    _dirty: dict[K, Lane] = field(default_factory=dict)  # added while active: again afterwards, in this lane
     _heap: list[tuple[float, int, K]] = field(default_factory=list)
     _due: dict[K, float] = field(default_factory=dict)
-    _due_urgent: set[K] = field(default_factory=set)
+    _due_lane: dict[K, Lane] = field(default_factory=dict)
     _failures: dict[K, int] = field(default_factory=dict)
     _tiebreak: itertools.count[int] = field(default_factory=itertools.count)
     _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def add(self, key: K, urgent: bool = True) -> None:
-        """Process `key` as soon as a worker is free (once, however often it is added); urgent keys first."""
+    def add(self, key: K, lane: Lane = Lane.CHANGE) -> None:
+        """Process `key` as soon as a worker is free (once, however often it is added), lane by lane."""
         if key in self._active:
-            self._dirty.add(key)
-            if urgent:
-                self._urgent.add(key)
-        elif key not in self._queued:
-            self._queued.add(key)
-            self._enter(key, urgent)
-        elif urgent and key not in self._urgent:
-            self._enter(key, urgent)  # Its routine entry stays behind, stale.
+            self._dirty[key] = min(lane, self._dirty.get(key, lane))
+        elif key not in self._queued or lane < self._queued[key]:
+            self._queued[key] = lane  # An entry in a worse lane stays behind, stale.
+            self._lanes[lane].append(key)
+            self._entries.release()
 
-    def _enter(self, key: K, urgent: bool) -> None:
-        if urgent:
-            self._urgent.add(key)
-        (self._urgent_lane if urgent else self._routine_lane).append(key)
-        self._entries.release()
-
-    def add_at(self, key: K, when: float, urgent: bool = True) -> None:
+    def add_at(self, key: K, when: float, lane: Lane = Lane.DUE) -> None:
         """Process `key` at monotonic time `when`; the earliest pending deadline of a key wins."""
         if when <= self.clock():
-            self.add(key, urgent)
+            self.add(key, lane)
             return
         if key in self._due and self._due[key] <= when:
-            if self._due[key] == when and urgent:
-                self._due_urgent.add(key)
+            if self._due[key] == when:
+                self._due_lane[key] = min(lane, self._due_lane[key])
             return
-        self._due[key] = when
-        if urgent:
-            self._due_urgent.add(key)
-        else:
-            self._due_urgent.discard(key)
+        self._due[key], self._due_lane[key] = when, lane
         heapq.heappush(self._heap, (when, next(self._tiebreak), key))
         self._wakeup.set()
 
     def forget(self, key: K) -> None:
         """The object is gone: drop its deadline and failure count (queued work finds it gone)."""
         self._due.pop(key, None)
-        self._due_urgent.discard(key)
+        self._due_lane.pop(key, None)
         self._failures.pop(key, None)
 
     def failed(self, key: K) -> float:
@@ -101,7 +96,7 @@ class WorkQueue(Generic[K]):
         failures = self._failures.get(key, 0) + 1
         self._failures[key] = failures
         delay = self.backoff.delay(failures)
-        self.add_at(key, self.clock() + delay)
+        self.add_at(key, self.clock() + delay, Lane.CHANGE)
         return delay
 
     def succeeded(self, key: K) -> None:
@@ -124,42 +119,32 @@ class WorkQueue(Generic[K]):
                 when, _, key = heapq.heappop(self._heap)
                 if self._due.get(key) == when:
                     del self._due[key]
-                    urgent = key in self._due_urgent
-                    self._due_urgent.discard(key)
-                    self.add(key, urgent)
+                    self.add(key, self._due_lane.pop(key))
             self._wakeup.clear()
             timeout = self._heap[0][0] - now if self._heap else None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout)
 
     async def _next(self) -> K:
-        """The next key to process: the urgent lane first; stale entries are passed over."""
+        """The next key to process: the best lane first; stale entries are passed over."""
         while True:
             await self._entries.acquire()
-            if self._urgent_lane:
-                key = self._urgent_lane.popleft()
-                self._urgent.discard(key)
-            else:
-                key = self._routine_lane.popleft()
-                if key in self._urgent:
-                    continue  # Moved to the urgent lane, and taken from there (or waiting there).
-            if key in self._queued:
+            lane = next(lane for lane in Lane if self._lanes[lane])
+            key = self._lanes[lane].popleft()
+            if self._queued.get(key) == lane:
                 return key
 
     async def _work(self, handle: Callable[[K], Awaitable[None]]) -> None:
         while True:
             key = await self._next()
-            self._queued.discard(key)
+            del self._queued[key]
             self._active.add(key)
             try:
                 await handle(key)
             finally:
                 self._active.discard(key)
                 if key in self._dirty:
-                    self._dirty.discard(key)
-                    urgent = key in self._urgent
-                    self._urgent.discard(key)
-                    self.add(key, urgent)
+                    self.add(key, self._dirty.pop(key))
 
     async def run(self, handle: Callable[[K], Awaitable[None]], workers: int) -> None:
         """Drain the queue with `workers` concurrent handlers until cancelled.

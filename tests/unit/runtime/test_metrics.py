@@ -32,6 +32,7 @@ def test_the_analysis_is_exported_and_what_goes_away_is_removed() -> None:
     assert _value("modelrollout_analysis_verdict", verdict="Error") == 1
     assert _value("modelrollout_analysis_verdict", verdict="Pass") == 0
     assert _value("modelrollout_analysis_duration_seconds") == 0.25
+    assert _value("modelrollout_analysis_last_look_timestamp_seconds") == 1795488900.0  # its lastRun, 02:55
     assert _value("modelrollout_guardrail_value", guardrail="errors", arm="candidate") == 0.011
     assert _value("modelrollout_guardrail_value", guardrail="errors", arm="stable") == 0.01
     assert _value("modelrollout_guardrail_evidence", guardrail="errors") == 1.5

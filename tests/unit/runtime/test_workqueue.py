@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from controller.runtime.workqueue import Backoff, WorkQueue
+from controller.runtime.workqueue import Backoff, Lane, WorkQueue
 
 
 @contextlib.asynccontextmanager
@@ -160,7 +160,7 @@ async def test_urgent_keys_go_ahead_of_routine_ones_and_a_routine_key_made_urgen
     async with running(queue, handle, workers=1):
         await until(lambda: len(queue) == 0)  # the one worker holds "busy"
         for number in range(1000):
-            queue.add(f"tick-{number}", urgent=False)
+            queue.add(f"tick-{number}", Lane.ROUTINE)
         queue.add("abort")
         queue.add("tick-500")  # routine before, urgent now
         gate.set()
@@ -181,9 +181,9 @@ async def test_a_deadline_keeps_its_lane_and_an_urgent_ask_at_the_same_time_wins
             await gate.wait()
         seen.append(key)
 
-    queue.add_at("tick", 5.0, urgent=False)
+    queue.add_at("tick", 5.0, Lane.ROUTINE)
     queue.add_at("step-end", 5.0)
-    queue.add_at("also-tick", 5.0, urgent=False)
+    queue.add_at("also-tick", 5.0, Lane.ROUTINE)
     queue.add_at("also-tick", 5.0)  # the same deadline asked again, urgently
     queue.add("busy")
     async with running(queue, handle, workers=1):
@@ -209,8 +209,38 @@ async def test_a_key_asked_for_urgently_while_it_runs_runs_again_urgently() -> N
     queue.add("a")
     async with running(queue, handle, workers=1):
         await until(lambda: len(queue) == 0)
-        queue.add("b", urgent=False)
+        queue.add("b", Lane.ROUTINE)
         queue.add("a")  # while it runs: again afterwards, urgently
         gate.set()
         await until(lambda: len(seen) == 3)
     assert seen == ["a", "a", "b"]
+
+
+async def test_a_step_end_and_an_abort_go_ahead_of_a_burst_of_edits() -> None:
+    """100 template changes are queued; a step's end comes due and an abort arrives: both are taken
+    next, ahead of the edits, which keep their order ahead of the analysis ticks."""
+    now = [0.0]
+    queue: WorkQueue[str] = WorkQueue(clock=lambda: now[0])
+    seen: list[str] = []
+    gate = asyncio.Event()
+
+    async def handle(key: str) -> None:
+        if key == "busy":
+            await gate.wait()
+        seen.append(key)
+
+    queue.add_at("step-end", 5.0)
+    queue.add("busy")
+    async with running(queue, handle, workers=1):
+        await until(lambda: len(queue) == 1)  # the worker holds "busy"
+        queue.add("tick", Lane.ROUTINE)
+        for number in range(100):
+            queue.add(f"edit-{number}")
+        now[0] = 6.0
+        queue.add_at("later", 100.0)  # wakes the timer
+        await until(lambda: queue.pending_deadline("step-end") is None)
+        queue.add("abort", Lane.DUE)
+        gate.set()
+        await until(lambda: len(seen) == 104)
+    assert seen[:3] == ["busy", "step-end", "abort"]
+    assert seen[3:5] == ["edit-0", "edit-1"] and seen[-1] == "tick"
