@@ -87,6 +87,7 @@ class RouteWatch:
     def __init__(self, api_client: client.ApiClient) -> None:
         self.custom = client.CustomObjectsApi(api_client)
         self.latest: dict[str, tuple[int, int]] = {}
+        self.since: dict[str, float] = {}  # when each route took its latest weights (perf_counter)
         self.changed = threading.Condition()
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -102,7 +103,9 @@ class RouteWatch:
                     obj = event["object"]
                     name = obj["metadata"]["name"]
                     with self.changed:
-                        self.latest[name] = httproute_weights(obj, name)
+                        weights = httproute_weights(obj, name)
+                        if self.latest.get(name) != weights:
+                            self.latest[name], self.since[name] = weights, time.perf_counter()
                         self.changed.notify_all()
                     if self.stopped.is_set():
                         break
@@ -117,7 +120,7 @@ class RouteWatch:
                 if remaining <= 0:
                     raise TimeoutError(f"{name}: route {self.latest.get(name)} never became {wanted}")
                 self.changed.wait(remaining)
-        return time.perf_counter()
+            return self.since[name]
 
     def count(self, wanted: tuple[int, int], names: list[str]) -> int:
         with self.changed:
