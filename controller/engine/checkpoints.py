@@ -21,8 +21,14 @@ from controller.api import ModelRolloutStatus
 
 CHECKPOINT_LOOKS = 6
 CHECKPOINT_SECONDS = 60.0
-# A shown figure that moves by this share of the larger of its stored and new values is news.
+# A shown figure that moves by this share of the larger of its stored and new values is news,
+# unless it moved by less than FIGURE_FLOOR (an error rate from 0 to 0.05%).
 FIGURE_CHANGE = 0.5
+FIGURE_FLOOR = 1e-3
+# A test's running evidence is news when it moves by this share of its threshold: near zero, a
+# share of its own value would be every look's noise.
+EVIDENCE_CHANGE = 0.25
+_THRESHOLDS = {"evidence": ("evidenceThreshold", "threshold"), "detector": ("detectorThreshold",)}
 # Written at checkpoints only: totals and running test state, which move at every look.
 _EVIDENCE = frozenset({
     "lastRun", "looks", "durationMs", "counters", "oldestScrapeSeconds", "cumulative", "detectorState",
@@ -51,11 +57,11 @@ def _differs(old: Any, new: Any, key: str) -> bool:
     if key in _EVIDENCE:
         return False
     if isinstance(old, dict) and isinstance(new, dict):
-        return old.keys() != new.keys() or any(_differs(old[k], new[k], k) for k in old)
+        return old.keys() != new.keys() or any(_differs_in(old, new, k) for k in old)
     if isinstance(old, list) and isinstance(new, list):
         return len(old) != len(new) or any(_differs(a, b, key) for a, b in zip(old, new, strict=True))
     if _figure(old, key) and _figure(new, key):
-        return bool(new != old and abs(new - old) >= FIGURE_CHANGE * max(abs(old), abs(new)))
+        return bool(abs(new - old) >= max(FIGURE_CHANGE * max(abs(old), abs(new)), FIGURE_FLOOR))
     if key in _TEXT and isinstance(old, str) and isinstance(new, str):
         return _NUMBER.sub("#", old) != _NUMBER.sub("#", new)
     return bool(old != new)
@@ -63,3 +69,11 @@ def _differs(old: Any, new: Any, key: str) -> bool:
 
 def _figure(value: Any, key: str) -> bool:
     return isinstance(value, float) or (isinstance(value, int) and not isinstance(value, bool) and key in _ESTIMATES)
+
+
+def _differs_in(old: dict[str, Any], new: dict[str, Any], key: str) -> bool:
+    """One field of a dict; a test's evidence against its threshold, beside it."""
+    threshold = next((new[name] for name in _THRESHOLDS.get(key, ()) if isinstance(new.get(name), float)), None)
+    if threshold and isinstance(old[key], float) and isinstance(new[key], float):
+        return bool(abs(new[key] - old[key]) >= EVIDENCE_CHANGE * abs(threshold))
+    return _differs(old[key], new[key], key)

@@ -40,6 +40,14 @@ def test_what_a_reader_acts_on_is_written_at_once(new: api.ModelRolloutStatus, w
     assert worth_writing(_status(3), new, behind_seconds=10), why
 
 
+def test_evidence_is_news_by_its_threshold_and_a_tiny_figure_is_not() -> None:
+    stored = _status(3, evidenceThreshold=3.0)
+    assert not worth_writing(stored, _status(4, evidenceThreshold=3.0, evidence=0.1), behind_seconds=10), \
+        "evidence hovering near 0 is noise, whatever its share of itself"
+    assert worth_writing(stored, _status(4, evidenceThreshold=3.0, evidence=1.2), behind_seconds=10)
+    assert not worth_writing(_status(3, value=0.0), _status(4, value=0.0004), behind_seconds=10)
+
+
 def test_numbers_inside_a_reason_are_figures_not_news() -> None:
     assert not worth_writing(_status(3), _status(4, reason="p99 0.23 s vs 0.19 s"), behind_seconds=10)
 
