@@ -47,6 +47,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,7 @@ class RouteWatch:
         self.custom = client.CustomObjectsApi(api_client)
         self.latest: dict[str, tuple[int, int]] = {}
         self.since: dict[str, float] = {}  # when each route took its latest weights (perf_counter)
+        self.since_wall: dict[str, float] = {}  # the same, in Unix seconds
         self.changed = threading.Condition()
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -106,6 +108,7 @@ class RouteWatch:
                         weights = httproute_weights(obj, name)
                         if self.latest.get(name) != weights:
                             self.latest[name], self.since[name] = weights, time.perf_counter()
+                            self.since_wall[name] = time.time()
                         self.changed.notify_all()
                     if self.stopped.is_set():
                         break
@@ -391,6 +394,39 @@ def fault_with_one_rollout(bench: Bench, routes: RouteWatch, runs: int, analysed
     return lags
 
 
+STEPPERS, BURST, CHURN_ROUNDS = 20, 100, 3
+
+
+def churn(bench: Bench, routes: RouteWatch, fleet: list[str], rng: random.Random) -> list[float]:
+    """Step ends during bursts of template changes: STEPPERS rollouts whose 10% step ends 20 s after
+    it starts, and BURST of the fleet's rollouts given a new template 2 s before those ends. Returns
+    how late each step end reached its route (the route at 50%, as the watch saw it, minus
+    status.stepEndsAt)."""
+    steppers = [f"c{index:03d}" for index in range(STEPPERS)]
+    for name in steppers:
+        body = rollout(name, "model:v1")
+        body["spec"]["strategy"]["steps"] = [{"canary": {"weight": 10, "duration": "20s"}},
+                                             {"canary": {"weight": 50, "duration": "10h"}}]
+        bench.custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, ROUTES, httproute(name))
+        bench.custom.create_namespaced_custom_object(api.GROUP, api.VERSION, NAMESPACE, api.PLURAL, body)
+    bench.wait_all(steppers, lambda s: s.get("phase") == "Completed", 120, "steppers deployed")
+    late: list[float] = []
+    for round_ in range(CHURN_ROUNDS):
+        image = f"model:churn{round_}"
+        bench.start_canaries(steppers, image)
+        for name in steppers:
+            routes.wait(name, (10, 0), timeout=120)
+        ends = {name: status["stepEndsAt"] for name, status in bench.phases(set(steppers)).items()}
+        first = min(datetime.fromisoformat(end).timestamp() for end in ends.values())
+        time.sleep(max(0.0, first - 2.0 - time.time()))
+        burst = rng.sample(fleet, min(BURST, len(fleet)))
+        bench.start_canaries(burst, image)
+        for name, end in ends.items():
+            routes.wait(name, (50, 0), timeout=120)
+            late.append(routes.since_wall[name] - datetime.fromisoformat(end).timestamp())
+    return late
+
+
 def start_operator(kubeconfig: str, workers: int, log: Path, prometheus: PrometheusServer | None) -> Operator:
     port = free_port()
     args = ("--prometheus-address", prometheus.url) if prometheus else ()
@@ -440,8 +476,8 @@ def measure(bench: Bench, routes: RouteWatch, operator: Operator, active: list[s
 
 
 def grow(bench: Bench, routes: RouteWatch, operator: Operator, sizes: list[int], steady: float,
-         rng: random.Random, analysed: Analysed | None) -> None:
-    """Bring the fleet to each size in turn, and print its row."""
+         rng: random.Random, analysed: Analysed | None) -> list[str]:
+    """Bring the fleet to each size in turn, and print its row; returns the fleet."""
     names: list[str] = []
     active: list[str] = []
     candidates: dict[str, str] = {}
@@ -472,6 +508,7 @@ def grow(bench: Bench, routes: RouteWatch, operator: Operator, sizes: list[int],
                      f"{figures['queries_per_interval']:>16.1f} {figures['writes_per_rollout_s']:>16.4f} "
                      f"{figures['fault_p50']:>6.1f} / {figures['fault_max']:>5.1f}")
         print(line, flush=True)
+    return names
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -482,6 +519,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--analysis", action="store_true", help="analyse every rollout every 10 s")
     parser.add_argument("--fault-runs", type=int, default=3, help="single-rollout faults (with --analysis)")
+    parser.add_argument("--churn", action="store_true",
+                        help=f"then {CHURN_ROUNDS} rounds of {STEPPERS} step ends during {BURST} template changes")
     args = parser.parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so the sandbox and the operators are stopped by the finally below.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -520,7 +559,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{'deploy s':>8} {'to step 1 s':>11} {'lag p50 ms':>10} {'lag p99 ms':>10}"
               + (f" {'look gap p50/p99 s':>18} {'queries/interval':>16} {'writes/s/rollout':>16} "
                  f"{'fault p50/max s':>15}" if analysed else ""), flush=True)
-        grow(bench, routes, operator, sizes, args.steady, rng, analysed)
+        fleet = grow(bench, routes, operator, sizes, args.steady, rng, analysed)
+        if args.churn:
+            late = churn(bench, routes, fleet, rng)
+            print(f"step ends during bursts of {BURST} template changes ({len(late)} step ends): late by "
+                  f"p50 {statistics.median(late):.2f} s, p99 {percentile(late, 0.99):.2f} s, max {max(late):.2f} s "
+                  "(stepEndsAt has whole seconds; the route as a watch saw it)", flush=True)
         routes.stopped.set()
     finally:
         if operator is not None:
