@@ -376,8 +376,11 @@ def abort_with_one_rollout(bench: Bench, routes: RouteWatch, runs: int, analysed
     return lags
 
 
-def fault_with_one_rollout(bench: Bench, routes: RouteWatch, runs: int, analysed: Analysed) -> list[float]:
-    """A fault in the solo rollout's candidate until its route is 100% stable, then a retry."""
+def fault_with_one_rollout(bench: Bench, routes: RouteWatch, runs: int, analysed: Analysed,
+                           age: float) -> list[float]:
+    """A fault in the solo rollout's candidate, `age` seconds into its canary step (the detector weighs
+    the quiet traffic since its last restart: a late fault takes longer to show), until its route is
+    100% stable, then a retry."""
     assert analysed.looks is not None
     candidate = analysed.serve(bench, ["solo"])["solo"]
     lags = []
@@ -386,6 +389,8 @@ def fault_with_one_rollout(bench: Bench, routes: RouteWatch, runs: int, analysed
         looked = len(analysed.looks.looks.get("solo", []))
         wait_until(lambda seen=looked: len(analysed.looks.looks.get("solo", [])) > seen + 1, 60,  # type: ignore[misc]
                    "two looks at the canary")
+        began = datetime.fromisoformat(bench.phases({"solo"})["solo"]["stepStartedAt"]).timestamp()
+        time.sleep(max(0.0, began + age - time.time()))
         started = time.perf_counter()
         analysed.exporter.set("solo", candidate, RATE * 0.1, FAULT)
         lags.append(routes.wait("solo", (0, 0), timeout=300) - started)
@@ -444,7 +449,9 @@ def start_operator(kubeconfig: str, workers: int, log: Path, prometheus: Prometh
 
 def measure(bench: Bench, routes: RouteWatch, operator: Operator, active: list[str], steady: float,
             rng: random.Random, analysed: Analysed | None, candidates: dict[str, str]) -> dict[str, float]:
-    time.sleep(5)  # let the last status echoes settle before the steady window
+    # Let the last status echoes settle, and with analysis the window's figures fill (a minute of
+    # data behind every look) before the steady window.
+    time.sleep(70 if analysed else 5)
     cpu0, api0, t0, wall0 = operator.cpu_seconds(), operator.api_requests(), time.perf_counter(), time.time()
     queries0 = prometheus_queries(analysed.prometheus) if analysed else 0.0
     time.sleep(steady)
@@ -466,6 +473,9 @@ def measure(bench: Bench, routes: RouteWatch, operator: Operator, active: list[s
     figures |= {"lag_p50_ms": 1000 * statistics.median(lags), "lag_p99_ms": 1000 * percentile(lags, 0.99)}
     if analysed is not None:
         faulty = rng.sample(active, min(10, len(active)))
+        ages = [time.time() - datetime.fromisoformat(status["stepStartedAt"]).timestamp()
+                for status in bench.phases(set(faulty)).values()]
+        figures["fault_age"] = statistics.median(ages)
         started = time.perf_counter()
         for name in faulty:
             analysed.exporter.set(name, candidates[name], RATE * 0.1, FAULT)
@@ -506,12 +516,13 @@ def grow(bench: Bench, routes: RouteWatch, operator: Operator, sizes: list[int],
         if analysed is not None:
             line += (f" {figures['gap_p50']:>8.1f} / {figures['gap_p99']:>6.1f} "
                      f"{figures['queries_per_interval']:>16.1f} {figures['writes_per_rollout_s']:>16.4f} "
-                     f"{figures['fault_p50']:>6.1f} / {figures['fault_max']:>5.1f}")
+                     f"{figures['fault_p50']:>6.1f} / {figures['fault_max']:>5.1f} "
+                     f"(at a median {figures['fault_age']:.0f} s into the step)")
         print(line, flush=True)
     return names
 
 
-def main(argv: list[str] | None = None) -> int:
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="10,100,1000")
     parser.add_argument("--steady", type=float, default=60.0, help="steady-state window, seconds")
@@ -519,9 +530,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--analysis", action="store_true", help="analyse every rollout every 10 s")
     parser.add_argument("--fault-runs", type=int, default=3, help="single-rollout faults (with --analysis)")
+    parser.add_argument("--fault-age", type=float, default=0.0,
+                        help="seconds into its step a single rollout's fault starts (default: after two looks)")
     parser.add_argument("--churn", action="store_true",
                         help=f"then {CHURN_ROUNDS} rounds of {STEPPERS} step ends during {BURST} template changes")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _arguments(argv)
     # SIGTERM unwinds like Ctrl-C, so the sandbox and the operators are stopped by the finally below.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sizes = [int(n) for n in args.sizes.split(",")]
@@ -552,8 +569,9 @@ def main(argv: list[str] | None = None) -> int:
               f"p50 {1000 * statistics.median(single):.0f} ms, p99 {1000 * percentile(single, 0.99):.0f} ms",
               flush=True)
         if analysed is not None:
-            faults = fault_with_one_rollout(bench, routes, args.fault_runs, analysed)
-            print(f"one rollout, a 30% error fault until the HTTPRoute is 100% stable ({len(faults)} runs): "
+            faults = fault_with_one_rollout(bench, routes, args.fault_runs, analysed, args.fault_age)
+            print(f"one rollout, a 30% error fault {args.fault_age:.0f} s or more into its step, until the "
+                  f"HTTPRoute is 100% stable ({len(faults)} runs): "
                   f"p50 {statistics.median(faults):.1f} s, max {max(faults):.1f} s", flush=True)
         print(f"{'N':>6} {'active':>6} {'RSS MB':>7} {'CPU %':>6} {'API/s':>7} {'API/s/rollout':>13} "
               f"{'deploy s':>8} {'to step 1 s':>11} {'lag p50 ms':>10} {'lag p99 ms':>10}"
