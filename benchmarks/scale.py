@@ -36,6 +36,7 @@ The route's weights are read from the HTTPRoute's backendRefs by the test toolin
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import os
 import random
@@ -235,7 +236,9 @@ class LookWatch:
 
     def _run(self) -> None:
         prefix = "modelrollout_analysis_last_look_timestamp_seconds{"
-        while not self.stopped.wait(1.0):
+        # Every 4 s: each look's time is exact in the gauge, which holds it for an interval; a
+        # faster poll would cost the operator more CPU for its /metrics than its looks.
+        while not self.stopped.wait(4.0):
             try:
                 text = httpx.get(self.metrics_url, timeout=10).text
             except httpx.HTTPError:
@@ -302,13 +305,25 @@ class Analysed:
     writes: StatusWrites | None = None
 
     def serve(self, bench: Bench, names: list[str]) -> dict[str, str]:
-        """Each rollout's stable and candidate series, split 90/10; returns each rollout's candidate."""
+        """Each rollout's stable and candidate series, split 90/10, from when it is first seen (an arm
+        already served keeps its rate and errors); returns each rollout's candidate."""
         candidates = {}
         for name, status in bench.phases(set(names)).items():
-            self.exporter.set(name, status["stableRevision"], RATE * 0.9, HEALTHY)
-            self.exporter.set(name, status["candidateRevision"], RATE * 0.1, HEALTHY)
-            candidates[name] = status["candidateRevision"]
+            for version, share in ((status.get("stableRevision"), 0.9), (status.get("candidateRevision"), 0.1)):
+                if version and (name, version) not in self.exporter.arms:
+                    self.exporter.set(name, version, RATE * share, HEALTHY)
+            if status.get("candidateRevision"):
+                candidates[name] = status["candidateRevision"]
         return candidates
+
+    def keep_serving(self, bench: Bench, names: list[str], stopped: threading.Event) -> None:
+        """Serve each new canary as it starts, every 3 s, until `stopped`: a canary whose series never
+        come holds and, past its errorLimit, pauses."""
+        def run() -> None:
+            while not stopped.wait(3.0):
+                with contextlib.suppress(client.ApiException, ProtocolError):
+                    self.serve(bench, names)
+        threading.Thread(target=run, daemon=True).start()
 
 
 def httproute(name: str) -> dict[str, Any]:
@@ -499,12 +514,16 @@ def grow(bench: Bench, routes: RouteWatch, operator: Operator, sizes: list[int],
         bench.wait_all(new, lambda s: s.get("phase") == "Completed", 60 + size, "deployed")
         deploy_s = time.perf_counter() - started
         to_step = time.perf_counter()
+        serving = threading.Event()
+        if analysed is not None:
+            analysed.keep_serving(bench, new, serving)
         bench.start_canaries(new)
         bench.wait_all(new, lambda s: s.get("canaryWeight") == 10 and s.get("phase") == "Progressing",
                        60 + size, "first step")
         for name in new:
             routes.wait(name, (10, 0), timeout=60)
         to_step_s = time.perf_counter() - to_step
+        serving.set()
         if analysed is not None:
             candidates |= analysed.serve(bench, new)
         active += new
