@@ -486,7 +486,8 @@ def judge(spec: ModelRolloutSpec, budget: AlphaBudget, look: Look, previous: Ana
     shadow = _shadow(evaluator) if shows_shadow(analysis, look) else None
     ab_status = _ab_test(evaluator, found)
     sample_ratio, halt = _sample_ratio(evaluator, found)
-    _scrape_gap(look, measured, parse_duration(analysis.window), found)
+    ages = _scrape_ages(look, measured)
+    _scrape_gap(ages, parse_duration(analysis.window), found)
 
     errors = (previous.consecutive_errors if previous else 0) + 1 if found.unmeasured else 0
     verdict = None if ab_status is None else ab_status.verdict
@@ -515,7 +516,7 @@ def judge(spec: ModelRolloutSpec, budget: AlphaBudget, look: Look, previous: Ana
         decided_by=decided_by, consecutive_errors=errors,
         counters={**(previous.counters if previous else {}), **evaluator.counters},
         guardrails=guardrails, ab_test=ab_status, sample_ratio=sample_ratio, shadow=shadow,
-        oldest_scrape_seconds=_oldest_scrape(look, measured, previous),
+        oldest_scrape_seconds=_oldest_scrape(ages, previous),
     )
     return Result(signal, state, found.decisions)
 
@@ -532,21 +533,19 @@ def _scrape_ages(look: Look, measured: Measurements) -> dict[str, float]:
             if isinstance(value, Outcomes) and value.sampled_at is not None}
 
 
-def _scrape_gap(look: Look, measured: Measurements, window: float, found: _Findings) -> None:
+def _scrape_gap(ages: dict[str, float], window: float, found: _Findings) -> None:
     """Counts older than analysis.window are a scrape gap, not a quiet model: the step holds, saying so,
     rather than pass on evidence that stopped growing."""
-    for arm, age in _scrape_ages(look, measured).items():
+    for arm, age in ages.items():
         if age > window:
             found.holding.append(f"the {arm}'s counts were last scraped {age:.0f} s ago, longer than "
                                  f"analysis.window ({window:g} s): waiting for scrapes")
 
 
-def _oldest_scrape(look: Look, measured: Measurements, previous: AnalysisStatus | None) -> float | None:
-    """The oldest the request counts have been at a look of this step: the look's time less the mean time of
-    an arm's last scrapes (`Outcomes.sampled_at`), the older arm."""
+def _oldest_scrape(ages: dict[str, float], previous: AnalysisStatus | None) -> float | None:
+    """The oldest the request counts have been at a look of this step (`_scrape_ages`), the older arm."""
     before = previous.oldest_scrape_seconds if previous else None
-    ages = list(_scrape_ages(look, measured).values())
-    return max([*ages, *([] if before is None else [before])], default=None)
+    return max([*ages.values(), *([] if before is None else [before])], default=None)
 
 
 def _guardrails(evaluator: Evaluator, budget: AlphaBudget, found: _Findings
