@@ -436,6 +436,7 @@ def churn(bench: Bench, routes: RouteWatch, fleet: list[str], rng: random.Random
         bench.start_canaries(steppers, image)
         for name in steppers:
             routes.wait(name, (10, 0), timeout=120)
+        bench.wait_all(steppers, lambda s: s.get("stepEndsAt") and s.get("canaryWeight") == 10, 120, "step ends set")
         ends = {name: status["stepEndsAt"] for name, status in bench.phases(set(steppers)).items()}
         first = min(datetime.fromisoformat(end).timestamp() for end in ends.values())
         time.sleep(max(0.0, first - 2.0 - time.time()))
