@@ -134,14 +134,6 @@ class PrometheusProvider:
         value = float(result[0]["value"][1])
         return None if math.isnan(value) else value
 
-    def by_label(self, query: str, label: str) -> dict[str, float]:
-        values = {}
-        for series in self._query(query):
-            value = float(series["value"][1])
-            if not math.isnan(value):
-                values[series["metric"].get(label, "")] = value
-        return values
-
 
 def _wait(future: Future[_T], seconds: float, interrupted: Callable[[], bool], grace: float = 0.0) -> _T:
     """The future's result within `seconds` (+ `grace`, for a timeout of its own to fire first), checked
