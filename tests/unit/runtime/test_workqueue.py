@@ -148,13 +148,7 @@ async def test_urgent_keys_go_ahead_of_routine_ones_and_a_routine_key_made_urgen
     """1,000 analysis ticks are queued; an abort added last is taken next, and so is a ticking key
     whose route someone edited. Each runs once."""
     queue: WorkQueue[str] = WorkQueue()
-    seen: list[str] = []
-    gate = asyncio.Event()
-
-    async def handle(key: str) -> None:
-        if key == "busy":
-            await gate.wait()
-        seen.append(key)
+    seen, gate, handle = _busy_until_gate()
 
     queue.add("busy")
     async with running(queue, handle, workers=1):
@@ -173,13 +167,7 @@ async def test_urgent_keys_go_ahead_of_routine_ones_and_a_routine_key_made_urgen
 async def test_a_deadline_keeps_its_lane_and_an_urgent_ask_at_the_same_time_wins() -> None:
     now = [0.0]
     queue: WorkQueue[str] = WorkQueue(clock=lambda: now[0])
-    seen: list[str] = []
-    gate = asyncio.Event()
-
-    async def handle(key: str) -> None:
-        if key == "busy":
-            await gate.wait()
-        seen.append(key)
+    seen, gate, handle = _busy_until_gate()
 
     queue.add_at("tick", 5.0, Lane.ROUTINE)
     queue.add_at("step-end", 5.0)
@@ -221,13 +209,7 @@ async def test_a_step_end_and_an_abort_go_ahead_of_a_burst_of_edits() -> None:
     next, ahead of the edits, which keep their order ahead of the analysis ticks."""
     now = [0.0]
     queue: WorkQueue[str] = WorkQueue(clock=lambda: now[0])
-    seen: list[str] = []
-    gate = asyncio.Event()
-
-    async def handle(key: str) -> None:
-        if key == "busy":
-            await gate.wait()
-        seen.append(key)
+    seen, gate, handle = _busy_until_gate()
 
     queue.add_at("step-end", 5.0)
     queue.add("busy")
@@ -244,3 +226,16 @@ async def test_a_step_end_and_an_abort_go_ahead_of_a_burst_of_edits() -> None:
         await until(lambda: len(seen) == 104)
     assert seen[:3] == ["busy", "step-end", "abort"]
     assert seen[3:5] == ["edit-0", "edit-1"] and seen[-1] == "tick"
+
+
+def _busy_until_gate() -> tuple[list[str], asyncio.Event, Callable[[str], Awaitable[None]]]:
+    """A handler that records each key in order, holding its worker on "busy" until the gate opens."""
+    seen: list[str] = []
+    gate = asyncio.Event()
+
+    async def handle(key: str) -> None:
+        if key == "busy":
+            await gate.wait()
+        seen.append(key)
+
+    return seen, gate, handle
