@@ -330,13 +330,14 @@ def _commit(rollout: RolloutObject, old: api.ModelRolloutStatus, transition: Tra
     leaves the annotation, never an action taken and lost. A status that changed only in evidence
     waits in memory for its checkpoint (`behind`: what is stored, when the operator's copy is newer)."""
     new = transition.status.model_dump(mode="json", by_alias=True)
-    changed = new != old.model_dump(mode="json", by_alias=True) or not rollout.body.get("status")
+    dumped = old.model_dump(mode="json", by_alias=True)
+    changed = new != dumped or not rollout.body.get("status")
     # The engine re-asserts the route and the Deployments at every pass; only an Event marks news.
     news = transition.takes_request or any(isinstance(action, EmitEvent) for action in transition.actions)
     if changed and not news and rollout.body.get("status"):
-        stored = parse_status({"status": behind.stored}) if behind else old
+        stored = behind.stored if behind else dumped
         behind_seconds = ((now or datetime.now(UTC)) - behind.since).total_seconds() if behind else 0.0
-        if not worth_writing(stored, transition.status, behind_seconds):
+        if not worth_writing(stored, new, behind_seconds):
             rollout.deferred = new
             return
     if changed:

@@ -25,7 +25,8 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-from scipy.stats import norm, poisson
+from scipy import special
+from scipy.stats import norm
 
 from controller.analysis.budget import AlphaBudget
 from controller.stats import split_test
@@ -189,6 +190,18 @@ class GuardrailLook:
     detector_threshold: float
 
 
+def poisson_quantile(q: float, mean: FloatArray) -> FloatArray:
+    """The least k with P(Poisson(mean) <= k) >= q, for 0 < q < 1: `scipy.stats.poisson.ppf`'s own
+    method (the incomplete gamma's inverse in k, then one step down if that already reaches q),
+    without its generic argument handling, which cost a fifth of a look's CPU at 1,000 rollouts."""
+    mean = np.asarray(mean, dtype=float)
+    safe = np.maximum(mean, 1e-300)  # A mean of 0 is a count of 0; pdtrik wants a positive mean.
+    above = np.ceil(special.pdtrik(q, safe))
+    below = np.maximum(above - 1, 0)
+    quantile = np.where(special.pdtr(below, safe) >= q, below, above)
+    return np.where(mean > 0, quantile, 0.0)
+
+
 def censor(test: GuardrailTest, state: GuardrailState, interval: Interval) -> Interval:
     """The interval with the candidate's events capped at what a regression the test looks for would
     rarely exceed: Huber's censored probability ratio test ("A robust version of the probability
@@ -206,7 +219,7 @@ def censor(test: GuardrailTest, state: GuardrailState, interval: Interval) -> In
     # Half an event over half a trial: before the stable has counted anything, nothing is capped.
     rate = (state.stable_events + interval.stable_events + 0.5) / (state.stable_trials + interval.stable_trials + 0.5)
     expected = np.minimum(rate, 1.0) * interval.candidate_trials * math.exp(test.tolerated_log_ratio + GUARDRAIL_EFFECT)
-    cap = np.maximum(1.0, poisson.ppf(1.0 - CENSOR_TAIL, expected))
+    cap = np.maximum(1.0, poisson_quantile(1.0 - CENSOR_TAIL, expected))
     return Interval(interval.stable_events, interval.stable_trials, np.minimum(interval.candidate_events, cap),
                     interval.candidate_trials)
 

@@ -17,8 +17,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from controller.api import ModelRolloutStatus
-
 CHECKPOINT_LOOKS = 6
 CHECKPOINT_SECONDS = 60.0
 # A shown figure that moves by this share of the larger of its stored and new values is news,
@@ -41,16 +39,20 @@ _TEXT = frozenset({"reason", "message", "detail"})
 _NUMBER = re.compile(r"\d[\d.]*(?:e[+-]?\d+)?")
 
 
-def worth_writing(stored: ModelRolloutStatus | None, new: ModelRolloutStatus, behind_seconds: float) -> bool:
+def worth_writing(stored: dict[str, Any] | None, new: dict[str, Any], behind_seconds: float) -> bool:
     """Whether `new` must be written now, over `stored` (what the apiserver holds, `behind_seconds` old
-    in looks the operator has kept in memory since)."""
-    if stored is None:
+    in looks the operator has kept in memory since). Both are statuses as written (JSON, by alias):
+    the look has them so already, and a second dump of each would cost more than the comparison."""
+    if not stored:
         return True
-    old_looks = stored.analysis.looks if stored.analysis else 0
-    new_looks = new.analysis.looks if new.analysis else 0
+    old_looks, new_looks = _looks(stored), _looks(new)
     if behind_seconds >= CHECKPOINT_SECONDS or new_looks - old_looks >= CHECKPOINT_LOOKS or new_looks < old_looks:
         return True
-    return _differs(stored.model_dump(mode="json", by_alias=True), new.model_dump(mode="json", by_alias=True), "")
+    return _differs(stored, new, "")
+
+
+def _looks(status: dict[str, Any]) -> int:
+    return int((status.get("analysis") or {}).get("looks") or 0)
 
 
 def _differs(old: Any, new: Any, key: str) -> bool:

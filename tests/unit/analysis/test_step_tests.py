@@ -253,3 +253,13 @@ def test_no_interval_raises_a_guardrails_evidence_by_more_than_its_cap() -> None
         if result.breached[0]:
             break
     assert result.breached[0] and looks >= 2, "a 5x regression crosses, over at least two intervals"
+
+
+def test_the_censoring_cap_is_scipys_poisson_quantile() -> None:
+    from scipy.stats import poisson
+
+    rng = np.random.default_rng(3)
+    means = np.concatenate([[0.0, 1e-9, 1e-3, 0.5, 1.0, 2.5, 1e4, 1e6], rng.exponential(50, 2000),
+                            rng.uniform(0, 3, 2000)])
+    for q in (0.5, 0.9, 0.999, 1 - step_tests.CENSOR_TAIL):
+        assert np.array_equal(step_tests.poisson_quantile(q, means), poisson.ppf(q, means)), q

@@ -11,7 +11,8 @@ from controller.engine.checkpoints import CHECKPOINT_LOOKS, CHECKPOINT_SECONDS, 
 
 
 def _status(looks: int = 3, verdict: str = "Pass", value: float = 0.010, reason: str = "p99 0.21 s vs 0.20 s",
-            **guardrail: Any) -> api.ModelRolloutStatus:
+            **guardrail: Any) -> dict[str, Any]:
+    """A status as the look writes it (JSON, by alias)."""
     return api.ModelRolloutStatus.model_validate({
         "phase": "Progressing", "currentStep": 1, "canaryWeight": 10,
         "analysis": {
@@ -21,7 +22,7 @@ def _status(looks: int = 3, verdict: str = "Pass", value: float = 0.010, reason:
                                       "cumulative": [0.1 * looks, 0.2], "events": [looks, 2.0 * looks],
                                       **guardrail}},
         },
-    })
+    }).model_dump(mode="json", by_alias=True)
 
 
 def test_a_look_that_only_adds_evidence_waits() -> None:
