@@ -31,9 +31,6 @@ QUERY_TIMEOUT_SECONDS = 5.0
 MAX_CONCURRENT_QUERIES = 8
 # How often a waiting worker checks for an interrupt.
 _POLL_SECONDS = 0.05
-# A shared answer nobody has asked for in this long is dropped.
-SHARED_KEPT_SECONDS = 300.0
-
 _T = TypeVar("_T")
 # An answer by arm (the values of the grouping labels), then by part (a label such as `le`, or "").
 Grouped = dict[tuple[str, ...], dict[str, float]]
@@ -161,10 +158,12 @@ def group(result: list[dict[str, Any]], labels: tuple[str, ...], part: str | Non
     return grouped
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Shared:
     started: float
     answer: Future[Grouped]
+    # The oldest any of its readers would take it: past that, it serves nobody and is dropped.
+    max_age: float
 
 
 class SharedAnswers:
@@ -188,9 +187,10 @@ class SharedAnswers:
             if shared is None or now - shared.started > max_age:
                 answer = asyncio.run_coroutine_threadsafe(
                     self._evaluate(provider.address, provider.credentials, promql, labels, part), self.pool.loop)
-                shared = self._answers[key] = _Shared(now, answer)
-                self.evaluations += 1
                 self._forget(now)
+                shared = self._answers[key] = _Shared(now, answer, max_age)
+                self.evaluations += 1
+            shared.max_age = max(shared.max_age, max_age)
         remaining = provider.deadline - time.monotonic()
         if remaining <= 0:
             raise MetricError("analysis deadline passed before this query")
@@ -205,5 +205,8 @@ class SharedAnswers:
             raise MetricError(f"prometheus answered in an unexpected shape: {type(error).__name__}") from error
 
     def _forget(self, now: float) -> None:
-        for key in [key for key, shared in self._answers.items() if now - shared.started > SHARED_KEPT_SECONDS]:
+        """Drop what no reader would take any more. Young steps cut their windows at the step's start,
+        so each second of step age is a query of its own: kept longer, those answers held the whole
+        fleet's arms dozens of times over (100 MB at 1,000 rollouts)."""
+        for key in [key for key, shared in self._answers.items() if now - shared.started > shared.max_age]:
             del self._answers[key]

@@ -109,6 +109,24 @@ async def test_every_reader_within_the_age_shares_one_evaluation(
     await pool.close()
 
 
+async def test_an_answer_no_reader_would_take_is_dropped(server: tuple[ThreadingHTTPServer, type[_Handler]]) -> None:
+    """Young steps cut their windows at the step's start: each second of age is a query of its own,
+    and each answer holds every arm. Kept longer than any reader's age, they piled up."""
+    pool, clock = PrometheusPool(asyncio.get_running_loop()), _Clock()
+    shared = SharedAnswers(pool, clock)
+    provider = _reader(pool, shared, _address(server[0]))
+    for age in range(30):
+        await asyncio.to_thread(provider.grouped, f"increase(x[{age + 1}s])", LABELS, None, 5.0)
+        clock.now += 1.0
+    assert len(shared._answers) <= 6, "only answers at most 5 s old are kept"
+    # A reader that takes older answers keeps the one it read for as long as it would take it.
+    await asyncio.to_thread(provider.grouped, "slow", LABELS, None, 30.0)
+    clock.now += 20.0
+    await asyncio.to_thread(provider.grouped, "other", LABELS, None, 5.0)
+    assert "slow" in {key[2] for key in shared._answers}
+    await pool.close()
+
+
 async def test_a_failed_evaluation_is_shared_not_retried_by_every_reader(
         server: tuple[ThreadingHTTPServer, type[_Handler]]) -> None:
     server[1].mode = "bad"
