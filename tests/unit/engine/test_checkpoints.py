@@ -37,7 +37,7 @@ def test_a_look_that_only_adds_evidence_waits() -> None:
     (_status(3 + CHECKPOINT_LOOKS), "the checkpoint's looks"),
     (_status(1), "a new step's looks, fewer than stored"),
 ])
-def test_what_a_reader_acts_on_is_written_at_once(new: api.ModelRolloutStatus, why: str) -> None:
+def test_what_a_reader_acts_on_is_written_at_once(new: dict[str, Any], why: str) -> None:
     assert worth_writing(_status(3), new, behind_seconds=10), why
 
 
