@@ -14,6 +14,7 @@ ratio over whatever interval it spans).
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -23,8 +24,9 @@ CHECKPOINT_SECONDS = 60.0
 # unless it moved by less than FIGURE_FLOOR (an error rate from 0 to 0.05%).
 FIGURE_CHANGE = 0.5
 FIGURE_FLOOR = 1e-3
-# A test's running evidence is news when it moves by this share of its threshold: near zero, a
-# share of its own value would be every look's noise.
+# A test's running evidence is news when it moves towards its threshold by this share of it: near
+# zero, a share of its own value would be every look's noise. Evidence falling away from the
+# threshold (a healthy candidate's, look after look) waits for the checkpoint: it alarms nobody.
 EVIDENCE_CHANGE = 0.25
 _THRESHOLDS = {"evidence": ("evidenceThreshold", "threshold"), "detector": ("detectorThreshold",)}
 # Written at checkpoints only: totals and running test state, which move at every look.
@@ -77,5 +79,5 @@ def _differs_in(old: dict[str, Any], new: dict[str, Any], key: str) -> bool:
     """One field of a dict; a test's evidence against its threshold, beside it."""
     threshold = next((new[name] for name in _THRESHOLDS.get(key, ()) if isinstance(new.get(name), float)), None)
     if threshold and isinstance(old[key], float) and isinstance(new[key], float):
-        return bool(abs(new[key] - old[key]) >= EVIDENCE_CHANGE * abs(threshold))
+        return bool((new[key] - old[key]) * math.copysign(1.0, threshold) >= EVIDENCE_CHANGE * abs(threshold))
     return _differs(old[key], new[key], key)

@@ -46,6 +46,8 @@ def test_evidence_is_news_by_its_threshold_and_a_tiny_figure_is_not() -> None:
     assert not worth_writing(stored, _status(4, evidenceThreshold=3.0, evidence=0.1), behind_seconds=10), \
         "evidence hovering near 0 is noise, whatever its share of itself"
     assert worth_writing(stored, _status(4, evidenceThreshold=3.0, evidence=1.2), behind_seconds=10)
+    assert not worth_writing(stored, _status(4, evidenceThreshold=3.0, evidence=-1.2), behind_seconds=10), \
+        "evidence falling away from the threshold waits for the checkpoint"
     assert not worth_writing(_status(3, value=0.0), _status(4, value=0.0004), behind_seconds=10)
 
 
