@@ -38,6 +38,10 @@ def _run(args: argparse.Namespace) -> int:
         # Kopf logs every handler call at INFO: thousands of lines a second at scale, saying nothing.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     namespaces = args.namespace or []
+    if args.shard is not None and (args.no_leader_election or not 0 <= args.shard < args.shards):
+        print(f"modelrollout run: --shard {args.shard} needs leader election and 0 <= shard < --shards "
+              f"({args.shards})", file=sys.stderr)
+        return 2
     default_prometheus = None
     if args.prometheus_address:
         from controller.measure.credentials import CredentialsUnavailable, operator_credentials
@@ -62,14 +66,14 @@ def _run(args: argparse.Namespace) -> int:
     addresses = AddressPolicy(allowed=tuple(args.analysis_allow or ()),
                               denied=tuple(args.analysis_deny) if args.analysis_deny is not None else DEFAULT_DENIED)
     memo = kopf.Memo(workers=args.workers, default_prometheus=default_prometheus, namespaced=exact,
-                     addresses=addresses)
+                     addresses=addresses, namespaces=namespaces if exact else [])
     if not args.no_leader_election:
         # In a pod, POD_NAME and POD_NAMESPACE come from the downward API (see manifests/).
         memo["election"] = operator.Election(
             identity=args.identity or os.environ.get("POD_NAME") or socket.gethostname(),
             namespace=args.lease_namespace or os.environ.get("POD_NAMESPACE")
             or (namespaces[0] if namespaces else "default"),
-            shards=args.shards,
+            shards=args.shards, shard=args.shard,
         )
     # Kopf's own peering is not leader election: our Leases decide who reconciles.
     kopf.run(clusterwide=not namespaces, namespaces=namespaces, standalone=True,
@@ -216,6 +220,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="concurrent reconciles (default: MODELROLLOUT_WORKERS, else 8)")
     run.add_argument("--shards", type=int, default=1,
                      help="split rollouts into this many Leases; replicas share them (default 1: leader election)")
+    run.add_argument("--shard", type=int, default=None,
+                     help="serve only this one of the --shards (0 to shards-1), watching only its rollouts, labelled "
+                          "rollouts.mlops.dev/shard; the replicas started with one --shard are its leader and standbys")
     run.add_argument("--identity", default=None, help="this replica's Lease holder name (default: POD_NAME, hostname)")
     run.add_argument("--lease-namespace", default=None,
                      help="where the Leases live (default: POD_NAMESPACE, else the first --namespace, else default)")

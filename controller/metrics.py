@@ -27,6 +27,8 @@ NOTIFICATION_SECONDS = Histogram(
     "modelrollout_notification_delivery_seconds", "From the stored transition to the receiver's 2xx answer",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
+# Rollouts in this process's cache: every rollout it can see, or with a static shard only the shard's.
+WATCHED = Gauge("modelrollout_rollouts_watched", "ModelRollouts this process watches and caches")
 ROLLOUT = ["namespace", "name"]
 CANARY_WEIGHT = Gauge("modelrollout_canary_weight", "Percent of live traffic on the candidate", ROLLOUT)
 MIRROR_PERCENT = Gauge("modelrollout_mirror_percent", "Percent of traffic mirrored to the candidate", ROLLOUT)

@@ -39,6 +39,7 @@ from controller.logs import configure_logging
 from controller.measure.addresses import AddressPolicy
 from controller.measure.prometheus import PrometheusPool
 from controller.routers import gatewayapi, istio
+from controller.runtime import shard_labels
 from controller.runtime.leases import LeaseKeeper
 from controller.runtime.reconcile_loop import ReconcileLoop
 from controller.runtime.workqueue import Lane
@@ -56,6 +57,8 @@ class Election:
     identity: str
     namespace: str
     shards: int = 1
+    # A static shard: this replica watches and serves only the rollouts labelled with it.
+    shard: int | None = None
 
 
 # --- caches ------------------------------------------------------------------
@@ -203,6 +206,12 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **indexes: Any
     # An abort must not wait for more events to batch up: react within milliseconds.
     settings.batching.batch_window = 0.01
     settings.scanning.disabled = bool(memo.get("namespaced"))
+    election: Election | None = memo.get("election")
+    if election is not None and election.shard is not None:
+        # Asked of the apiserver, not filtered here: the other shards' objects never reach this process.
+        mine = shard_labels.selector(election.shard, election.shards)
+        settings.watching.label_selectors[api.GROUP, api.PLURAL] = mine
+        settings.watching.label_selectors["apps", "deployments"] = mine
     api_client = metrics.count_requests(_api_client())
     cache = Cache(
         rollouts=indexes["rollouts"], rollouts_by_route=indexes["rollouts_by_route"],
@@ -211,6 +220,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **indexes: Any
         routes={gatewayapi.PLURAL: indexes["httproutes"], istio.PLURAL: indexes["virtualservices"]},
         nodes=indexes.get("nodes"), node_usage=indexes.get("node_usage"),
     )
+    metrics.WATCHED.set_function(lambda: len(cache.rollouts))
     workers = int(memo.get("workers") or os.environ.get("MODELROLLOUT_WORKERS") or DEFAULT_WORKERS)
     events = asyncio.get_running_loop()
     loop = ReconcileLoop(api_client, cache, PrometheusPool(events), workers=workers,
@@ -219,15 +229,21 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **indexes: Any
     memo["loop"] = loop
     memo["loop_task"] = asyncio.create_task(loop.run(), name="reconcile loop")
     memo["loop_task"].add_done_callback(_stop_if_dead)
-    election: Election | None = memo.get("election")
     if election is not None:
+        static = election.shard is not None
         keeper = LeaseKeeper(
             api_client, election.namespace, election.identity, election.shards,
             # Called from the elector's thread: hand the wake-up to the event loop.
-            on_acquired=lambda shard: events.call_soon_threadsafe(loop.notify_shard, shard, election.shards),
+            on_acquired=lambda shard: events.call_soon_threadsafe(loop.notify_shard, shard, election.shards, static),
+            only=election.shard,
         )
         loop.owns = lambda key: keeper.owns(*key)
         memo["lease_task"] = asyncio.create_task(keeper.run(), name="leases")
+        if election.shard is not None:
+            labeller = shard_labels.ShardLabeller(api_client, election.shards, election.shard,
+                                                  tuple(memo.get("namespaces") or ()))
+            labeller.start()
+            memo["labeller"] = labeller
     port = os.environ.get("MODELROLLOUT_METRICS_PORT")
     if port:
         metrics.serve(int(port))
@@ -243,6 +259,8 @@ def _stop_if_dead(task: asyncio.Task[None]) -> None:
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
+    if "labeller" in memo:
+        memo["labeller"].stop()
     for name in ("lease_task", "loop_task"):  # Leases first: a standby takes over at once.
         task: asyncio.Task[None] | None = memo.get(name)
         if task is not None:

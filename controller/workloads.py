@@ -17,7 +17,7 @@ from typing import Any
 from kubernetes import client
 
 from controller import api
-from controller.kube.cache import REVISION_LABEL, ROLLOUT_LABEL, Cache, DeploymentView
+from controller.kube.cache import REVISION_LABEL, ROLLOUT_LABEL, SHARD_LABEL, Cache, DeploymentView
 from controller.kube.own_writes import OwnWrites
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "modelrollout"}
@@ -50,6 +50,13 @@ def label_value(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "-", text)[:63].strip("-._") or "model"
 
 
+def shard_labels(owner: dict[str, Any]) -> dict[str, str]:
+    """The rollout's static shard, if it has one: its Deployments carry it so that the shard's
+    watch sees them (not the pods: relabelling a template would restart them)."""
+    shard = (owner["metadata"].get("labels") or {}).get(SHARD_LABEL)
+    return {SHARD_LABEL: shard} if shard is not None else {}
+
+
 def deployment_manifest(
     owner: dict[str, Any], spec: api.ModelRolloutSpec, revision: str, replicas: int
 ) -> dict[str, Any]:
@@ -65,7 +72,7 @@ def deployment_manifest(
         "kind": "Deployment",
         "metadata": {
             "name": deployment_name(rollout, revision),
-            "labels": {**selector, **MANAGED_BY},
+            "labels": {**selector, **MANAGED_BY, **shard_labels(owner)},
             "ownerReferences": [owner_reference(owner)],
         },
         "spec": {"replicas": replicas, "selector": {"matchLabels": selector}, "template": template},
@@ -152,10 +159,38 @@ class Workloads:
 
     def _check_existing_deployment(self, name: str) -> None:
         existing = self.apps.read_namespaced_deployment(name, self.namespace)
+        if not self._ours_into_shard(name, existing):
+            raise OwnershipConflict(f"Deployment {name} exists and is not managed by this ModelRollout")
+
+    def _ours_into_shard(self, name: str, existing: Any) -> bool:
+        """Whether the Deployment read is ours; if so, and it lacks the rollout's shard label (made
+        before the rollout had that shard), label it: this shard's watch selects by the label."""
         labels = (existing.metadata.labels or {}) if existing.metadata else {}
         refs = (existing.metadata.owner_references or []) if existing.metadata else []
         if not self.is_ours(labels.get(ROLLOUT_LABEL), {str(ref.uid) for ref in refs}):
-            raise OwnershipConflict(f"Deployment {name} exists and is not managed by this ModelRollout")
+            return False
+        shard = shard_labels(self.owner)
+        if shard and labels.get(SHARD_LABEL) != shard[SHARD_LABEL]:
+            patched = self.apps.patch_namespaced_deployment(name, self.namespace, {"metadata": {"labels": shard}})
+            self._record("Deployment", name, patched)
+        return True
+
+    def _outside_shard(self, revision: str) -> RevisionState | None:
+        """A revision this shard's cache lacks may be a Deployment from before the rollout had its
+        shard: read it once and label it (the watch then brings it in). None: no such Deployment of ours."""
+        if not shard_labels(self.owner):
+            return None
+        name = deployment_name(self.name, revision)
+        try:
+            existing = self.apps.read_namespaced_deployment(name, self.namespace)
+        except client.ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        if not self._ours_into_shard(name, existing):
+            return None
+        return RevisionState(exists=True, replicas=int((existing.spec.replicas if existing.spec else 0) or 0),
+                             ready=int((existing.status.ready_replicas if existing.status else 0) or 0))
 
     def scale_revision(self, revision: str, replicas: int) -> None:
         current = self._deployment(revision)
@@ -223,7 +258,7 @@ class Workloads:
             return RevisionState(exists=False)
         deployment = self._deployment(revision)
         if deployment is None:
-            return RevisionState(exists=False)
+            return self._outside_shard(revision) or RevisionState(exists=False)
         unschedulable = None
         if deployment.ready < deployment.replicas:
             unschedulable = self.cache.unschedulable_reason(self.namespace, self.name, revision)

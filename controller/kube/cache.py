@@ -19,6 +19,8 @@ log = structlog.get_logger()
 
 ROLLOUT_LABEL = f"{api.GROUP}/rollout"
 REVISION_LABEL = f"{api.GROUP}/revision"
+# A rollout's static shard, copied to its Deployments: a shard's replicas watch only their own.
+SHARD_LABEL = f"{api.GROUP}/shard"
 
 # The route kinds' plurals: the first part of a RouteKey (the routers use the same names).
 HTTPROUTES, VIRTUALSERVICES = "httproutes", "virtualservices"

@@ -7,6 +7,10 @@ each replica also renews a membership Lease, and holds at most its fair share
 (shards / live members, rounded up): a new replica gets shards as the others
 release their extras, a dead one's shards expire and are taken.
 
+With a static shard (`only`), the replica watches only that shard's rollouts (their shard label,
+`controller/runtime/shard_labels.py`) and competes for that shard's Lease alone: the replicas
+started for one shard are its leader and standbys, and nothing else is shared.
+
 Expiry is judged by the local clock from the moment this replica last saw a
 Lease change (as client-go does), so clock skew between nodes does not matter.
 All writes carry the resourceVersion read: two candidates never both win.
@@ -67,6 +71,8 @@ class LeaseKeeper:
     retry_seconds: float = RETRY_SECONDS
     renew_deadline: float = RENEW_DEADLINE_SECONDS
     on_acquired: Callable[[int], object] = lambda _: None
+    # The one shard this replica serves and watches; None: any, by fair share.
+    only: int | None = None
     held: set[int] = field(default_factory=set)
     _seen: dict[str, _Seen] = field(default_factory=dict)
     _renewed: dict[int, float] = field(default_factory=dict)
@@ -75,6 +81,8 @@ class LeaseKeeper:
     _executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(2, "leases"))
 
     def owns(self, namespace: str, name: str) -> bool:
+        if self.only is not None:
+            return self.only in self.held  # The watch shows only this shard's rollouts, by their label.
         return shard_of(namespace, name, self.shards) in self.held
 
     def lease_name(self, shard: int) -> str:
@@ -106,11 +114,11 @@ class LeaseKeeper:
     def tick(self) -> None:
         coordination = client.CoordinationV1Api(self.api_client)
         members = 1
-        if self.shards > 1:
+        if self.shards > 1 and self.only is None:
             self._renew_or_take(coordination, f"{PREFIX}-member-{self.identity}")
             members = self._live_members(coordination)
-        share = fair_share(self.shards, members)
-        for shard in range(self.shards):
+        share = 1 if self.only is not None else fair_share(self.shards, members)
+        for shard in range(self.shards) if self.only is None else (self.only,):
             name = self.lease_name(shard)
             if shard in self.held and len(self.held) > share:
                 self._release(coordination, name)
@@ -227,5 +235,5 @@ class LeaseKeeper:
         for shard in sorted(self.held):
             self._release(coordination, self.lease_name(shard))
         self.held.clear()
-        if self.shards > 1:
+        if self.shards > 1 and self.only is None:
             self._release(coordination, f"{PREFIX}-member-{self.identity}")

@@ -156,11 +156,11 @@ class ReconcileLoop:
         if echo[0] == api.KIND and written is not None and written.body["metadata"].get("resourceVersion") == echo[3]:
             del self._written[key]
 
-    def notify_shard(self, shard: int, shards: int) -> None:
+    def notify_shard(self, shard: int, shards: int, watched_alone: bool = False) -> None:
         """This replica now holds `shard`: reconcile every rollout in it, those with a manual action
-        waiting first."""
+        waiting first. `watched_alone`: the cache holds that shard's rollouts only (a static shard)."""
         for key in self.cache.rollout_keys():
-            if shard_of(*key, shards) == shard:
+            if watched_alone or shard_of(*key, shards) == shard:
                 body = self.cache.rollout(key) or {}
                 action = api.ACTION_ANNOTATION in (body.get("metadata", {}).get("annotations") or {})
                 self.queue.add(key, Lane.DUE if action else Lane.CHANGE)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import signal
 import time
 from contextlib import ExitStack
@@ -119,3 +120,68 @@ def test_replicas_split_the_shards_and_every_rollout_progresses(
             rollouts.wait_status(name, lambda s: s.get("canaryWeight") == 10, what="canary")
     logs = {identity: (tmp_path / f"{identity}.log").read_text() for identity in ("a", "b")}
     assert all("Traceback" not in text for text in logs.values())
+
+
+def _shard(namespace: str, name: str, shards: int) -> int:
+    """The documented assignment, written here again: sha256 of "namespace/name", its first 8 bytes, mod shards."""
+    return int.from_bytes(hashlib.sha256(f"{namespace}/{name}".encode()).digest()[:8], "big") % shards
+
+
+def _watched(port: int) -> float:
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return next(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                if line.startswith("modelrollout_rollouts_watched "))
+
+
+def test_static_shards_watch_only_their_own_rollouts_and_take_over_older_ones(
+    api_client: client.ApiClient, namespace: str, kubeconfig: Path, tmp_path: Path, crd_installed: None,
+) -> None:
+    rollouts = Rollouts(api_client, namespace)
+    names = [f"s{i}" for i in range(6)]
+    everyone = ["old", *names]
+    bodies: dict[str, dict[str, Any]] = {}
+    for name in everyone:
+        rollouts.create_object("gateway.networking.k8s.io", "v1", "httproutes", httproute(name))
+        bodies[name] = rollout_body(name, [{"canary": {"weight": 10, "duration": "1h"}}],
+                                    {"gatewayAPI": {"httpRoute": name}}, gpus=0, replicas=1)
+    # A rollout deployed before sharding: neither it nor its Deployment has a shard label.
+    with operator_process(kubeconfig, namespace, tmp_path / "before.log", "--no-leader-election"):
+        rollouts.create(bodies["old"])
+        rollouts.wait_status("old", lambda s: s.get("phase") == "Completed", what="deployed before sharding")
+
+    def labelled(name: str) -> str | None:
+        body = rollouts.get_object("rollouts.mlops.dev", "v1alpha1", "modelrollouts", name)
+        return (body["metadata"].get("labels") or {}).get("rollouts.mlops.dev/shard")
+
+    ports = {"a": free_port(), "b": free_port()}
+    with ExitStack() as stack:
+        for shard, identity in enumerate(("a", "b")):
+            stack.enter_context(operator_process(
+                kubeconfig, namespace, tmp_path / f"{identity}.log", "--identity", identity, "--shards", "2",
+                "--shard", str(shard), env={"MODELROLLOUT_METRICS_PORT": str(ports[identity])}))
+        wait_until(lambda: [holder(api_client, namespace, f"modelrollout-shard-{i}") for i in (0, 1)] == ["a", "b"],
+                   what="each replica holds its own shard's Lease")
+        for name in names:
+            rollouts.create(bodies[name])
+        for name in everyone:
+            wanted = f"{_shard(namespace, name, 2)}-of-2"
+            wait_until(lambda name=name, wanted=wanted: labelled(name) == wanted,  # type: ignore[misc]
+                       what=f"{name} labelled with shard {wanted}")
+        for name in names:
+            rollouts.wait_status(name, lambda s: s.get("phase") == "Completed", what="deployed")
+        for name in everyone:
+            rollouts.patch(name, with_image(bodies[name], f"{name}:v2", gpus=0))
+        for name in everyone:
+            rollouts.wait_status(name, lambda s: s.get("canaryWeight") == 10, what="canary")
+        mine = {"a": sum(1 for name in everyone if _shard(namespace, name, 2) == 0)}
+        mine["b"] = len(everyone) - mine["a"]
+        # Each process's cache holds its own shard's rollouts only: the other shard's never reach it.
+        assert {identity: _watched(port) for identity, port in ports.items()} == mine
+        for deployment in client.AppsV1Api(api_client).list_namespaced_deployment(namespace).items:
+            assert deployment.metadata is not None
+            labels = deployment.metadata.labels or {}
+            rollout = labels["rollouts.mlops.dev/rollout"]
+            assert labels.get("rollouts.mlops.dev/shard") == f"{_shard(namespace, rollout, 2)}-of-2", \
+                f"{deployment.metadata.name} is watched by its rollout's shard"
+    for log in ("before.log", "a.log", "b.log"):
+        assert "Traceback" not in (tmp_path / log).read_text()

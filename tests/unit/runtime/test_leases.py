@@ -25,3 +25,18 @@ def test_the_fair_share_covers_every_shard() -> None:
     for shards in range(1, 10):
         for members in range(1, 6):
             assert fair_share(shards, members) * members >= shards
+
+
+def test_a_static_shard_competes_for_its_own_lease_only() -> None:
+    from controller.runtime.leases import LeaseKeeper
+    from controller.runtime.shard_labels import selector, unlabelled
+
+    keeper = LeaseKeeper(api_client=None, namespace="ops", identity="a", shards=4, only=2)  # type: ignore[arg-type]
+    assert not keeper.owns("team", "scorer")
+    keeper.held.add(2)
+    # Whatever the hash says: the watch shows this replica only the rollouts labelled with its shard.
+    assert all(keeper.owns("team", f"model-{i}") for i in range(20))
+    assert selector(2, 4) == "rollouts.mlops.dev/shard=2-of-4"
+    # `notin` also matches a rollout without the label (new, or from before sharding), and one
+    # labelled for another shard count: a new count moves every rollout, and strands none.
+    assert unlabelled(3) == "rollouts.mlops.dev/shard notin (0-of-3,1-of-3,2-of-3)"
