@@ -38,6 +38,8 @@ LEASE_SECONDS = 15.0
 RETRY_SECONDS = 2.0
 RENEW_DEADLINE_SECONDS = 10.0
 PREFIX = "modelrollout"
+# Past a Lease's expiry before trying it: `_expired` must see it expired.
+EXPIRY_MARGIN_SECONDS = 0.05
 
 
 def shard_of(namespace: str, name: str, shards: int) -> int:
@@ -99,9 +101,19 @@ class LeaseKeeper:
                 except Exception as error:  # an unreachable API must not end the elector
                     log.warning("lease round failed", error=f"{type(error).__name__}: {error}"[:200])
                 self._drop_stale()
-                await asyncio.sleep(max(0.0, self.retry_seconds - (time.monotonic() - started)))
+                pause = max(0.0, self.retry_seconds - (time.monotonic() - started))
+                await asyncio.sleep(min(pause, self._until_an_expiry()))
         finally:
             await loop.run_in_executor(self._executor, self.release_all)
+
+    def _until_an_expiry(self) -> float:
+        """Seconds until a Lease someone else holds expires, as this replica saw it: try then, not at
+        the next round (up to `retry_seconds` later), so a takeover waits for the lease alone."""
+        now = time.monotonic()
+        expiries = [seen.observed + self.lease_seconds - now for name, seen in self._seen.items()
+                    if seen.holder and seen.holder != self.identity and name not in self._mine]
+        upcoming = [seconds for seconds in expiries if seconds > 0]
+        return min(upcoming, default=self.retry_seconds) + EXPIRY_MARGIN_SECONDS
 
     def _drop_stale(self) -> None:
         """A shard not renewed within the lease duration may already be someone else's: stop at once."""

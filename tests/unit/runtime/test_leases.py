@@ -40,3 +40,16 @@ def test_a_static_shard_competes_for_its_own_lease_only() -> None:
     # `notin` also matches a rollout without the label (new, or from before sharding), and one
     # labelled for another shard count: a new count moves every rollout, and strands none.
     assert unlabelled(3) == "rollouts.mlops.dev/shard notin (0-of-3,1-of-3,2-of-3)"
+
+
+def test_a_standby_tries_again_when_the_lease_it_saw_expires_not_at_its_next_round() -> None:
+    import time
+
+    from controller.runtime.leases import EXPIRY_MARGIN_SECONDS, LeaseKeeper, _Seen
+
+    keeper = LeaseKeeper(api_client=None, namespace="ops", identity="b")  # type: ignore[arg-type]
+    assert keeper._until_an_expiry() == keeper.retry_seconds + EXPIRY_MARGIN_SECONDS, "nothing seen: the round"
+    keeper._seen["modelrollout"] = _Seen("a", "t1", time.monotonic() - keeper.lease_seconds + 0.5)
+    assert 0.4 < keeper._until_an_expiry() <= 0.5 + EXPIRY_MARGIN_SECONDS
+    keeper._seen["modelrollout"] = _Seen("a", "t1", time.monotonic() - keeper.lease_seconds - 5)
+    assert keeper._until_an_expiry() > 1.0, "expired already: the round takes it"
