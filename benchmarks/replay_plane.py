@@ -68,6 +68,9 @@ class Plane(ThreadingHTTPServer):
         self.arms: dict[tuple[str, str], tuple[float, float]] = {}
         self.events = 0
         self.queries = 0
+        # Rendered answers, by query: (the second they were rendered in, the body).
+        self.answering = threading.Lock()
+        self.answers: dict[str, tuple[int, bytes]] = {}
 
     def _publish(self, kind: str, obj: dict[str, Any]) -> None:
         line = json.dumps({"type": kind, "object": obj}, separators=(",", ":")).encode() + b"\n"
@@ -98,9 +101,21 @@ class Plane(ThreadingHTTPServer):
 
     # --- Prometheus -----------------------------------------------------------------------
 
-    def answer(self, promql: str) -> list[dict[str, Any]]:
-        self.queries += 1
+    def answer(self, promql: str) -> bytes:
+        """The encoded answer; the same text within a second, as the same query on a Prometheus with
+        no new scrape gives (rendering 20,000 arms for every reader would starve the control plane)."""
         now = time.time()
+        with self.answering:
+            self.queries += 1
+            kept = self.answers.get(promql)
+            if kept is not None and kept[0] == int(now):
+                return kept[1]
+            body = self._render(promql, now)
+            self.answers = {query: answer for query, answer in self.answers.items() if answer[0] >= int(now) - 5}
+            self.answers[promql] = (int(now), body)
+            return body
+
+    def _render(self, promql: str, now: float) -> bytes:
         by = re.search(r"by \(([^)]*)\)", promql)
         labels = [label.strip() for label in by.group(1).split(",")] if by else []
         wanted = dict(re.findall(r'(model|version)="([^"]*)"', promql))
@@ -110,26 +125,29 @@ class Plane(ThreadingHTTPServer):
             arms = [(arm, since, phase) for arm, (since, phase) in self.arms.items()
                     if wanted.get("model", arm[0]) == arm[0] and wanted.get("version", arm[1]) == arm[1]]
         parts = re.findall(r'"part", "(\w+)"', promql)
-        result = []
+        samples = []
         for (model, version), since, phase in arms:
             scraped = now - ((now + phase) % SCRAPE)
             if scraped <= since:
                 continue
             requests = RATE * min(scraped - since, seconds)
             names = {"model": model, "version": version}
-            arm = {label: names[label] for label in labels if label in names}
+            arm = ",".join(f'"{label}":{json.dumps(names[label])}' for label in labels if label in names)
+
+            def sample(metric: str, value: float, arm: str = arm) -> str:
+                return f'{{"metric":{{{arm}{"," if arm and metric else ""}{metric}}},"value":[{now!r},"{value!r}"]}}'
+
             if parts:
                 values = {"total": requests, "errors": requests * ERRORS, "successes": requests * (1 - ERRORS),
                           "time": scraped}
-                result += [{"metric": {**arm, "part": part}, "value": [now, repr(values[part])]} for part in parts]
+                samples += [sample(f'"part":"{part}"', values[part]) for part in parts]
             elif "histogram_quantile" in promql:
-                result.append({"metric": arm, "value": [now, "0.3"]})
+                samples.append(sample("", 0.3))
             elif "_bucket" in promql:
-                result += [{"metric": {**arm, "le": le}, "value": [now, repr(requests * share)]}
-                           for le, share in zip(BOUNDS, SHARES, strict=True)]
+                samples += [sample(f'"le":"{le}"', requests * share) for le, share in zip(BOUNDS, SHARES, strict=True)]
             elif "increase(" in promql:
-                result.append({"metric": arm, "value": [now, repr(ERRORS)]})
-        return result
+                samples.append(sample("", ERRORS))
+        return ('{"status":"success","data":{"resultType":"vector","result":[' + ",".join(samples) + "]}}").encode()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -275,8 +293,12 @@ class Handler(BaseHTTPRequestHandler):
         self._send(200, {"kind": "Status", "status": "Success"})
 
     def _query(self, form: dict[str, list[str]]) -> None:
-        result = self.server.answer((form.get("query") or [""])[0])
-        self._send(200, {"status": "success", "data": {"resultType": "vector", "result": result}})
+        body = self.server.answer((form.get("query") or [""])[0])
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def _watch(self) -> None:
         """Every object now, then every change, until the client goes."""

@@ -29,6 +29,8 @@ from controller.analysis.readings import MetricError
 
 QUERY_TIMEOUT_SECONDS = 5.0
 MAX_CONCURRENT_QUERIES = 8
+# An answer this large is parsed off the event loop.
+LARGE_ANSWER_BYTES = 256 * 1024
 # How often a waiting worker checks for an interrupt.
 _POLL_SECONDS = 0.05
 _T = TypeVar("_T")
@@ -80,7 +82,10 @@ class PrometheusPool:
             try:
                 response = await client.get("/api/v1/query", params={"query": promql}, timeout=time_limit)
                 response.raise_for_status()
-                payload = response.json()
+                # A fleet's answer is megabytes: parsed on the event loop, it would hold up every watch
+                # event and manual action behind it.
+                payload = (await asyncio.to_thread(response.json) if len(response.content) > LARGE_ANSWER_BYTES
+                           else response.json())
             except httpx.HTTPStatusError as error:
                 # Not the error's text: it carries the whole URL-encoded query.
                 raise MetricError(f"prometheus answered HTTP {error.response.status_code}") from error
@@ -200,7 +205,8 @@ class SharedAnswers:
                         part: str | None) -> Grouped:
         result = await self.pool.query(address, credentials, promql, QUERY_TIMEOUT_SECONDS)
         try:
-            return group(result, labels, part)
+            # Off the event loop, for the same reason as the parse: a fleet has tens of thousands of series.
+            return await asyncio.to_thread(group, result, labels, part)
         except (KeyError, IndexError, TypeError, ValueError) as error:
             raise MetricError(f"prometheus answered in an unexpected shape: {type(error).__name__}") from error
 
