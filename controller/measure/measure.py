@@ -28,6 +28,7 @@ from controller.analysis.readings import (
     Value,
     WarmupReading,
 )
+from controller.durations import parse_duration
 from controller.engine.decide import AnalysisReadings, CostReadings, Readings
 from controller.engine.plan import AnalysisPlan, Plan, WarmupPlan
 from controller.measure import templates
@@ -130,10 +131,14 @@ class Measurer:
         # Half an interval: a rollout's next look, an interval on, never finds the answer it read last
         # (it would count nothing). None from before the step either: its weight was another.
         max_age = min(plan.look.interval_seconds * SHARED_AGE_SHARE, plan.look.step_elapsed_seconds)
+        # A window cut at a young step's start is this rollout's alone (a query per second of step age):
+        # read for its own arm, not as the fleet's answer, which would cost every arm's series each time.
+        cut = plan.look.window(analysis) if plan.look.step_elapsed_seconds < parse_duration(analysis.window) else None
         values: dict[Reading, Value | MetricError] = {}
         for reading in sorted(plan.readings, key=repr):
+            own = cut is not None and getattr(reading, "window", None) == cut
             try:
-                values[reading] = self._read(provider, reading, max_age)
+                values[reading] = self._read(provider, reading, None if own else max_age)
             except MetricError as error:
                 values[reading] = error
         took_ms = round((time.monotonic() - began) * 1000, 1)

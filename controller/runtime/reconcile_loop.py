@@ -98,7 +98,8 @@ class _Deferred:
     """A status newer than the stored one, kept until its checkpoint: `stored` is the apiserver's."""
 
     stored: dict[str, Any]
-    status: dict[str, Any]
+    # As JSON text: a fifth of the dict's memory, and read only at the rollout's next look.
+    status: bytes
     since: datetime
 
 
@@ -238,7 +239,7 @@ class ReconcileLoop:
             # Someone else wrote the status since (or nothing waits): the stored one is the truth.
             self._deferred.pop(key, None)
             return reconcile_object(ctx, body)
-        return reconcile_object(ctx, {**body, "status": deferred.status},
+        return reconcile_object(ctx, {**body, "status": json.loads(deferred.status)},
                                 behind=Behind(deferred.stored, deferred.since))
 
     def _secret_data(self, namespace: str, name: str) -> dict[str, str]:
@@ -288,8 +289,9 @@ class ReconcileLoop:
             return
         if outcome.deferred is not None:
             kept = self._deferred.get(key)
-            self._deferred[key] = (_Deferred(kept.stored, outcome.deferred, kept.since) if kept else
-                                   _Deferred(before.get("status") or {}, outcome.deferred, datetime.now(UTC)))
+            held = json.dumps(outcome.deferred, separators=(",", ":")).encode()
+            self._deferred[key] = (_Deferred(kept.stored, held, kept.since) if kept else
+                                   _Deferred(before.get("status") or {}, held, datetime.now(UTC)))
         elif outcome.written is not None:
             self._deferred.pop(key, None)
         if outcome.written is not None:

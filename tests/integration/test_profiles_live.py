@@ -136,7 +136,7 @@ def _no_secret(namespace: str, name: str) -> Any:
 
 
 def _measure(profile: str, model: str, version: str, pool: PrometheusPool, url: str,
-             shared: SharedAnswers | None = None, extra: tuple[dict[str, Any], ...] = ()
+             shared: SharedAnswers | None = None, extra: tuple[dict[str, Any], ...] = (), elapsed: float = 600
              ) -> tuple[api.ModelRolloutSpec, Measurements]:
     """Every supported guardrail of `profile` (and `extra` ones), as one look of the operator plans and
     measures it; with `shared`, as a rollout of one operator process that reads the fleet's answers."""
@@ -149,7 +149,8 @@ def _measure(profile: str, model: str, version: str, pool: PrometheusPool, url: 
                      "guardrails": [*({"name": t, "template": t, "max": 1e9} for t in templates), *extra]},
     })
     look = Look(stable=version, candidate=version, step_index=0, step_kind="canary",
-                step_started_at="2026-11-24T00:00:00Z", step_elapsed_seconds=600, weight=50, now="2026-11-24T00:10:00Z")
+                step_started_at="2026-11-24T00:00:00Z", step_elapsed_seconds=elapsed, weight=50,
+                now="2026-11-24T00:10:00Z")
     io = AnalysisIO(pool, _no_secret, default_prometheus=DefaultPrometheus(url, custom_queries=True), shared=shared)
     measurer = Measurer(io, spec, RolloutRef(model, NAMESPACE, ROLLOUT), lambda _: None, lambda _: 0)
     readings = measurer.measure(Plan(analysis=AnalysisPlan(look, needs(spec, look, None), True, 600)))
@@ -328,3 +329,7 @@ def test_a_fleet_of_rollouts_shares_one_query_per_template(tmp_path: Path) -> No
         operator_queries = _query_count(prometheus) - before
         assert shared.evaluations <= 12, f"{shared.evaluations} shared evaluations for {FLEET_ARMS} rollouts"
         assert operator_queries == shared.evaluations + 1, (operator_queries, shared.evaluations)
+        # A step 12 s old cuts its window there: those readings are its own arm's, not the fleet's
+        # answer (a query per second of step age, each with every arm's series).
+        _measure("seeds", "m", "v3", pool, prometheus.url, shared, elapsed=12)
+        assert not [key for key in shared._answers if "[12s]" in key[2]]
