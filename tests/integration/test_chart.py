@@ -87,6 +87,19 @@ def test_template_renders_the_toggles_labels_and_scopes() -> None:
     assert refused.returncode != 0 and "rbac.namespaces" in refused.stderr
 
 
+def test_static_shards_are_a_deployment_each_watching_its_own_shard() -> None:
+    objects = rendered("--set", "shards=3", "--set", "staticShards=true")
+    deployments = [obj for obj in objects if obj["kind"] == "Deployment"]
+    assert [obj["metadata"]["name"] for obj in deployments] == [f"modelrollout-shard-{i}" for i in range(3)]
+    for index, deployment in enumerate(deployments):
+        args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert "--shards=3" in args and f"--shard={index}" in args
+        # Each Deployment's selector is its own: three ReplicaSets never fight over one pod.
+        assert deployment["spec"]["selector"]["matchLabels"]["rollouts.mlops.dev/operator-shard"] == str(index)
+    assert len([obj for obj in rendered("--set", "shards=3") if obj["kind"] == "Deployment"]) == 1, \
+        "without staticShards the replicas share the shards' Leases"
+
+
 def _secret_grants(objects: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return sorted((obj["kind"], obj["metadata"].get("namespace", "")) for obj in objects
                   if obj["kind"] in ("Role", "ClusterRole") and "secrets" in json.dumps(obj["rules"]))
