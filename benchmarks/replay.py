@@ -163,6 +163,7 @@ class Watched:
 
 
 def read_watch(port: int, watched: Watched, events: asyncio.AbstractEventLoop, stopped: threading.Event) -> None:
+    HARNESS_THREADS.add(threading.get_native_id())
     with socket.create_connection(("127.0.0.1", port)) as connection:
         connection.sendall(b"GET /watch HTTP/1.1\r\nHost: plane\r\n\r\n")
         stream = connection.makefile("rb")
@@ -186,6 +187,19 @@ def rss_mb() -> float:
 def cpu_seconds() -> float:
     times = os.times()
     return times.user + times.system
+
+
+# The benchmark's own threads (the driver, the watch reader): their CPU is not the operator's.
+HARNESS_THREADS: set[int] = set()
+
+
+def harness_cpu_seconds() -> float:
+    total = 0
+    for tid in HARNESS_THREADS:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 class Peak:
@@ -287,7 +301,8 @@ def steady(driver: Driver, seconds: float) -> dict[str, str]:
     time.sleep(60)
     peak = Peak()
     looks: dict[str, list[float]] = {}
-    cpu0, writes0, plane0, wall0 = cpu_seconds(), len(watched.status_writes), driver.stats(), time.time()
+    cpu0, harness0, writes0, plane0, wall0 = (cpu_seconds(), harness_cpu_seconds(), len(watched.status_writes),
+                                              driver.stats(), time.time())
     while time.time() - wall0 < seconds:
         time.sleep(4.0)
         for name, at in last_looks().items():
@@ -301,7 +316,9 @@ def steady(driver: Driver, seconds: float) -> dict[str, str]:
     plane1 = driver.stats()
     return {"steady": (
         f"look gap p50 {statistics.median(gaps):.1f} s, p99 {percentile(gaps, 0.99):.1f} s; "
-        f"CPU {100 * (cpu_seconds() - cpu0) / wall:.0f}% of a core; RSS {rss_mb():.0f} MB (peak {peak.mb:.0f} MB); "
+        f"CPU {100 * (cpu_seconds() - cpu0) / wall:.0f}% of a core, the operator's threads "
+        f"{100 * (cpu_seconds() - cpu0 - harness_cpu_seconds() + harness0) / wall:.0f}%; "
+        f"RSS {rss_mb():.0f} MB (peak {peak.mb:.0f} MB); "
         f"Prometheus queries {(plane1['queries'] - plane0['queries']) * INTERVAL / wall:.1f} per interval; "
         f"status writes {(len(watched.status_writes) - writes0) / wall / n:.4f}/s per rollout; "
         f"Events {(plane1['events'] - plane0['events']) / wall:.1f}/s")}
@@ -341,6 +358,7 @@ def run(args: argparse.Namespace, port: int) -> dict[str, str]:
     operator.start()
     wait_for(lambda: watched.loop is not None, 10, "the loop started", every=0.05)
     threading.Thread(target=read_watch, args=(port, watched, events, stopped), daemon=True).start()
+    HARNESS_THREADS.add(threading.get_native_id())
     driver = Driver(port, watched, [f"r{index:05d}" for index in range(args.rollouts)])
     figures = {**arrive(driver), **first_looks(driver), **steady(driver, args.steady)}
     if args.tracemalloc:
