@@ -338,6 +338,12 @@ def aborts(driver: Driver, runs: int) -> dict[str, str]:
                      f"p99 {1000 * percentile(lags, 0.99):.0f} ms, max {1000 * max(lags):.0f} ms"}
 
 
+def shown(figures: dict[str, str]) -> dict[str, str]:
+    for what, figure in figures.items():
+        print(f"  {what}: {figure}", flush=True)
+    return figures
+
+
 def run(args: argparse.Namespace, port: int) -> dict[str, str]:
     watched = Watched()
     stopped = threading.Event()
@@ -360,14 +366,18 @@ def run(args: argparse.Namespace, port: int) -> dict[str, str]:
     threading.Thread(target=read_watch, args=(port, watched, events, stopped), daemon=True).start()
     HARNESS_THREADS.add(threading.get_native_id())
     driver = Driver(port, watched, [f"r{index:05d}" for index in range(args.rollouts)])
-    figures = {**arrive(driver), **first_looks(driver), **steady(driver, args.steady)}
+    print(f"{args.rollouts} rollouts, {args.workers} workers, replayed (benchmarks/replay.py):", flush=True)
+    figures: dict[str, str] = {}
+    for phase in (arrive, first_looks, lambda driver: steady(driver, args.steady)):
+        figures.update(shown(phase(driver)))  # Each as it comes: a 10,000-rollout run is long.
     if args.tracemalloc:
         traced, _ = tracemalloc.get_traced_memory()
         held = f"memory held by Python objects: {traced / 2**20:.0f} MB, by where it was allocated"
         figures[held] = "\n    " + "\n    ".join(
             f"{stat.size / 2**20:7.1f} MB  {stat.traceback}" for stat in
             tracemalloc.take_snapshot().statistics("lineno")[:args.tracemalloc])
-    figures.update(aborts(driver, args.aborts))
+        shown({held: figures[held]})
+    figures.update(shown(aborts(driver, args.aborts)))
     stopped.set()
     for task in asyncio.all_tasks(events):
         events.call_soon_threadsafe(task.cancel)
@@ -401,9 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         plane.terminate()
         plane.wait(10)
-    print(f"\n{args.rollouts} rollouts, {args.workers} workers, replayed (benchmarks/replay.py):")
-    for what, figure in figures.items():
-        print(f"  {what}: {figure}")
+    print(f"done: {len(figures)} figures")
     return 0
 
 
