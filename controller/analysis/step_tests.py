@@ -193,7 +193,7 @@ class GuardrailLook:
 def poisson_quantile(q: float, mean: FloatArray) -> FloatArray:
     """The least k with P(Poisson(mean) <= k) >= q, for 0 < q < 1: `scipy.stats.poisson.ppf`'s own
     method (the incomplete gamma's inverse in k, then one step down if that already reaches q),
-    without its generic argument handling, which cost a fifth of a look's CPU at 1,000 rollouts."""
+    without its generic argument handling (54 µs a call, against 12 µs: every look of every guardrail)."""
     mean = np.asarray(mean, dtype=float)
     safe = np.maximum(mean, 1e-300)  # A mean of 0 is a count of 0; pdtrik wants a positive mean.
     above = np.ceil(special.pdtrik(q, safe))
