@@ -56,7 +56,6 @@ class ShardLabeller:
     shard: int
     namespaces: tuple[str, ...] = ()
     stopped: threading.Event = field(default_factory=threading.Event)
-    labelled: int = 0
 
     def start(self) -> None:
         # Threads, not the event loop: the client is synchronous and a watch blocks between events.
@@ -118,5 +117,4 @@ class ShardLabeller:
             if error.status != 404:  # Gone meanwhile: nothing to label.
                 raise
             return
-        self.labelled += 1
         log.info("rollout given its shard", namespace=namespace, name=name, shard=shard)

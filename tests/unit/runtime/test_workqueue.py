@@ -127,14 +127,7 @@ async def test_failures_back_off_exponentially_with_a_cap_and_reset_on_success()
 
 async def test_a_slow_key_does_not_delay_the_others() -> None:
     queue: WorkQueue[str] = WorkQueue()
-    seen: list[str] = []
-    stuck = asyncio.Event()
-
-    async def handle(key: str) -> None:
-        if key == "slow":
-            await stuck.wait()
-        seen.append(key)
-
+    seen, stuck, handle = _busy_until_gate("slow")
     queue.add("slow")
     for key in "abc":
         queue.add(key)
@@ -228,13 +221,13 @@ async def test_a_step_end_and_an_abort_go_ahead_of_a_burst_of_edits() -> None:
     assert seen[3:5] == ["edit-0", "edit-1"] and seen[-1] == "tick"
 
 
-def _busy_until_gate() -> tuple[list[str], asyncio.Event, Callable[[str], Awaitable[None]]]:
-    """A handler that records each key in order, holding its worker on "busy" until the gate opens."""
+def _busy_until_gate(busy: str = "busy") -> tuple[list[str], asyncio.Event, Callable[[str], Awaitable[None]]]:
+    """A handler that records each key in order, holding its worker on `busy` until the gate opens."""
     seen: list[str] = []
     gate = asyncio.Event()
 
     async def handle(key: str) -> None:
-        if key == "busy":
+        if key == busy:
             await gate.wait()
         seen.append(key)
 
