@@ -18,7 +18,10 @@ Cells (one hour at 10 s looks, or `--looks`):
   20 s at 20%): errors that cluster by pod (goal: <= alpha); the same for a latency guardrail, each
   pod 4x slower in its episodes;
 - power: the same guardrail with the candidate's errors doubled (0.5% -> 1%, 20 req/s); caught
-  within the hour (goal: >= 95% at S <= 30 s, >= 90% at S = 60 s).
+  within the hour (goal: >= 95% at S <= 30 s, >= 90% at S = 60 s);
+- A/A drift: a predictionPSI guardrail (max 0.5) at a shadow step from its first look, predictions
+  from one Beta(mean 0.3, sd 0.15) on the test model server's 0.05-wide buckets, at 1 and 20 req/s:
+  any breach is false (goal: <= alpha); power: the candidate's mean at 0.5.
 
     python -m benchmarks.read_path                 # 40 runs a cell, a few minutes
     python -m benchmarks.read_path --runs 400      # tighter figures
@@ -37,7 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy.stats import norm
+from scipy.stats import beta, norm
 from statsmodels.stats.proportion import proportion_confint
 
 from controller import api
@@ -63,6 +66,9 @@ HISTORY_SECONDS = 600.0
 # Prometheus' default buckets (client_golang's DefBuckets): 2-2.5x apart.
 DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, math.inf)
 LATENCY_MEDIAN, LATENCY_SIGMA = 0.05, 0.5
+# The test model server's prediction histogram (testkit's PREDICTION_BUCKETS) and its scores.
+PREDICTION_BUCKETS = (*(round(0.05 * i, 2) for i in range(1, 21)), math.inf)
+PREDICTION_MEAN, PREDICTION_SPREAD = 0.3, 0.15
 ALPHA = 0.05
 SRM_GOAL = 0.001
 STABLE, CANDIDATE = "stable", "candidate"
@@ -96,10 +102,12 @@ class Cell:
     restarts_per_hour: float = 0.0
     relative_to_stable: float = 1.0
     slower: float = 1.0
+    # A "drift" cell: the candidate's mean prediction above the stable's by this much.
+    shifted: float = 0.0
 
     @property
     def aa(self) -> bool:
-        return self.stable_error == self.candidate_error and self.slower == 1.0
+        return self.stable_error == self.candidate_error and self.slower == 1.0 and self.shifted == 0.0
 
 
 def spec_for(cell: Cell) -> api.ModelRolloutSpec:
@@ -107,6 +115,9 @@ def spec_for(cell: Cell) -> api.ModelRolloutSpec:
     if cell.kind == "srm":
         step = {"abTest": {"weight": cell.weight, "metric": "success", "maxDuration": "24h"}}
         guardrails: list[dict[str, object]] = []
+    elif cell.kind == "drift":
+        step = {"shadow": {"percent": 100, "duration": "24h"}}
+        guardrails = [{"name": "guarded", "template": "predictionPSI", "max": 0.5}]
     else:
         step = {"canary": {"weight": cell.weight, "duration": "24h"}}
         template = "latencyP99" if cell.kind == "latency" else "errorRate"
@@ -145,12 +156,13 @@ FloatArray = npt.NDArray[np.float64]
 @dataclass(frozen=True)
 class Samples:
     """One arm's series as Prometheus stores them: per pod, its scrape times (ascending) and the
-    counters' values then (`buckets`: requests at or under each bound of DEFAULT_BUCKETS)."""
+    counters' values then (`buckets`: observations at or under each of `edges`)."""
 
     times: list[FloatArray]
     ok: list[FloatArray]
     error: list[FloatArray]
     buckets: list[FloatArray] | None = None
+    edges: tuple[float, ...] = DEFAULT_BUCKETS
 
     def _last(self, at: float) -> list[tuple[int, int]]:
         """(pod, sample) of each pod's last sample at or before `at`; pods not scraped yet are absent."""
@@ -171,10 +183,10 @@ class Samples:
 
         def total(when: float) -> FloatArray:
             return np.asarray(sum((buckets[pod][i] for pod, i in self._last(when)),
-                                  np.zeros(len(DEFAULT_BUCKETS))), dtype=np.float64)
+                                  np.zeros(len(self.edges))), dtype=np.float64)
 
         now = total(at) if window is None else total(at) - total(at - window)
-        return {bound: float(count) for bound, count in zip(DEFAULT_BUCKETS, now, strict=True)}
+        return {bound: float(count) for bound, count in zip(self.edges, now, strict=True)}
 
 
 def scraped_arm(rng: np.random.Generator, pods: int, ticks: int, requests_per_tick: float, error: float,
@@ -202,6 +214,14 @@ def scraped_arm(rng: np.random.Generator, pods: int, ticks: int, requests_per_ti
         usual, hiccup = shares(slower), shares(slower * cell.episode_slower)
         split = rng.multinomial(requests, np.where(inside[:, :, None], hiccup, usual))
         buckets = np.cumsum(np.cumsum(split, axis=1), axis=2)
+    edges: tuple[float, ...] = DEFAULT_BUCKETS
+    if cell.kind == "drift":
+        mean, edges = PREDICTION_MEAN + (cell.shifted if slowed else 0.0), PREDICTION_BUCKETS
+        spread = PREDICTION_SPREAD ** 2
+        strength = mean * (1 - mean) / spread - 1
+        cdf = beta.cdf(np.array(PREDICTION_BUCKETS[:-1]), mean * strength, (1 - mean) * strength)
+        split = rng.multinomial(requests, np.diff(np.concatenate([[0.0], cdf, [1.0]])))
+        buckets = np.cumsum(np.cumsum(split, axis=1), axis=2)
     phases = rng.uniform(0.0, scrape_seconds, size=pods)
     times, indices = [], []
     for phase in phases:
@@ -212,7 +232,7 @@ def scraped_arm(rng: np.random.Generator, pods: int, ticks: int, requests_per_ti
     rows = list(enumerate(indices))
     return Samples(times, [ok[pod, index].astype(float) for pod, index in rows],
                    [erred[pod, index].astype(float) for pod, index in rows],
-                   None if buckets is None else [buckets[pod, index].astype(float) for pod, index in rows])
+                   None if buckets is None else [buckets[pod, index].astype(float) for pod, index in rows], edges)
 
 
 def answer(reading: Reading, arms: dict[str, Samples], at: float) -> Value:
@@ -235,10 +255,12 @@ def judged(cell: Cell, looks: int, rng: np.random.Generator) -> Iterator[Result]
     ticks = int(seconds / TICK) + 1
     per_tick = cell.requests_per_second * TICK
     share = cell.weight / 100
+    # A shadow step mirrors every request: the candidate answers as many as the stable.
+    candidate_tick = per_tick if cell.kind == "drift" else per_tick * share
     bursts = episodes(rng, (1, ticks), cell.bursts_per_hour, cell.episode_seconds)[0]
     arms = {STABLE: scraped_arm(rng, cell.pods[0], ticks, per_tick * (1 - share), cell.stable_error,
                                 cell.scrape_seconds, cell, bursts),
-            CANDIDATE: scraped_arm(rng, cell.pods[1], ticks, per_tick * share, cell.candidate_error,
+            CANDIDATE: scraped_arm(rng, cell.pods[1], ticks, candidate_tick, cell.candidate_error,
                                    cell.scrape_seconds, cell, bursts, slowed=True)}
     previous: api.AnalysisStatus | None = None
     started = HISTORY_SECONDS + rng.uniform(0.0, cell.look_seconds)
@@ -247,7 +269,8 @@ def judged(cell: Cell, looks: int, rng: np.random.Generator) -> Iterator[Result]
         at = started + elapsed
         look = Look(stable=STABLE, candidate=CANDIDATE, step_index=0, step_kind="abTest" if cell.kind == "srm"
                     else "canary", step_started_at="2026-12-06T00:00:00Z", step_elapsed_seconds=elapsed,
-                    weight=cell.weight, now=f"look {index}", interval_seconds=cell.look_seconds,
+                    weight=0 if cell.kind == "drift" else cell.weight, now=f"look {index}",
+                    interval_seconds=cell.look_seconds,
                     since_last_seconds=cell.look_seconds, step_seconds=24 * 3600.0,
                     expected_share=share if cell.kind == "srm" else None)
         wanted = needs(spec, look, previous)
@@ -268,6 +291,11 @@ def run(cell: Cell, looks: int, rng: np.random.Generator) -> tuple[int | None, i
     verdict: int | None = None
     ended = False
     for index, result in enumerate(judged(cell, looks, rng), 1):
+        if cell.kind == "drift":
+            # The drift guardrail holds the step rather than failing it: a breach is the decision.
+            if result.state.guardrails["guarded"].outcome == api.GuardrailOutcome.BREACHED:
+                return index, None
+            continue
         if cell.kind != "srm":
             if result.signal.verdict == api.AnalysisVerdict.FAIL:
                 return index, None
@@ -321,9 +349,20 @@ def cells(scrapes: tuple[float, ...]) -> Iterator[Cell]:
     for scrape in scrapes:
         yield Cell(f"power latencyP99 (1x), default buckets, every request 2x slower, 10% canary, 20 req/s, "
                    f"S={scrape:g}s", "latency", scrape, 10, 20.0, 0.0, 0.0, slower=2.0)
+    yield from drift_cells(scrapes)
     for scrape in scrapes:
         yield Cell(f"power errorRate 2x (0.5% -> 1%), 10% canary, 20 req/s, S={scrape:g}s", "guardrail", scrape, 10,
                    20.0, 0.005, 0.01)
+
+
+def drift_cells(scrapes: tuple[float, ...]) -> Iterator[Cell]:
+    for scrape in scrapes:
+        for rate in (1.0, 20.0):
+            yield Cell(f"A/A predictionPSI (max 0.5), shadow, {rate:g} req/s, S={scrape:g}s", "drift", scrape, 0, rate,
+                       0.0, 0.0)
+    for scrape in scrapes:
+        yield Cell(f"power predictionPSI (max 0.5), candidate's mean 0.3 -> 0.5, shadow, 1 req/s, S={scrape:g}s",
+                   "drift", scrape, 0, 1.0, 0.0, 0.0, shifted=0.2)
 
 
 def _rate(hits: int, runs: int) -> str:

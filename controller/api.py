@@ -455,7 +455,8 @@ class Guardrail(SpecModel):
     errorRate, latencyP50/P95/P99, timeToFirstTokenP95/P99, interTokenLatencyP95/P99, endToEndLatencyP95/P99.
     Bounds on the value over the window: queueDepth, kvCacheUsage (0-1), gpuMemoryUsage (0-1, DCGM),
     tokensPerSecond (decode speed of one request: 1 / mean inter-token latency), predictionPSI (drift of the
-    prediction histogram). Set this or query."""
+    prediction histogram; a PSI over max breaches only when the histograms also differ beyond chance, KS p < 0.0001,
+    since few predictions inflate PSI). Set this or query."""
     query: Annotated[str, Field(max_length=4096)] | None = None
     """A PromQL query for one number, with {{model}}, {{version}}, {{namespace}} and {{window}} filled in; run for each
     model. Set this or template."""

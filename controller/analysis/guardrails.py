@@ -2,7 +2,7 @@
 
 Outcomes are kept apart: a breach, a failed measurement (Error) and an empty one
 (NoData) are different things, and only Passed ever passes. These carry no error
-guarantee: the statistical guardrails are in `step_tests`.
+guarantee, except predictionPSI's significance gate in `judge`: the statistical guardrails are in `step_tests`.
 """
 
 from __future__ import annotations

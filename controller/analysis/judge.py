@@ -65,6 +65,9 @@ VERDICTS = {step_tests.NONE: Verdict.INCONCLUSIVE, step_tests.WORSE: Verdict.CAN
             step_tests.BETTER: Verdict.CANDIDATE_BETTER, step_tests.NO_DIFFERENCE: Verdict.NO_DIFFERENCE}
 # JSON has no infinity: an empty detector is stored as this log value.
 LOG_ZERO = -1e9
+# A predictionPSI breach needs its histograms to differ at this level too (KS on the grouped predictions, exact
+# for small samples): with no drift a look breaches at most this often, however few the predictions.
+DRIFT_SIGNIFICANCE = 0.0001
 # A test's first look reads the counters and counts nothing yet: it holds, it does not pass.
 BASELINE = "counting from this look"
 
@@ -299,6 +302,15 @@ class Evaluator:
         if guardrail.template == "predictionPSI":
             drift = self.drift()
             value, stable = (None if drift is None else finite(drift.psi)), None
+            if drift is not None and value is not None and guardrail.max is not None and value > guardrail.max \
+                    and drift.ks_pvalue >= DRIFT_SIGNIFICANCE:
+                # A PSI over its bound, on histograms that do not differ beyond chance: small samples
+                # inflate PSI (the A/A read-path cell breached nearly always at 40 predictions an arm).
+                reason = (f"PSI {value:.3g} over max {guardrail.max:g}, but the two histograms do not differ "
+                          f"beyond chance (KS p={drift.ks_pvalue:.2g} on {sum(drift.stable_counts):.0f} stable "
+                          f"and {sum(drift.candidate_counts):.0f} candidate predictions)")
+                return GuardrailStatus(outcome=GuardrailOutcome.NO_DATA, reason=reason, value=value,
+                                       consecutive_failures=before.consecutive_failures if before else 0), False
         elif guardrail.template in GAUGE_TEMPLATES:
             value, stable = (self.measured.scalar(Gauge(guardrail.template, version, window))
                              for version in (look.candidate, look.stable))

@@ -35,7 +35,8 @@ def test_a_good_candidate_is_promoted_through_shadow_canary_and_ab(
         world.roll_out("better")
         shadow = world.rollouts.wait_status("scorer", lambda s: s.get("mirrorPercent") == 100
                                             and "guardrails" in s.get("analysis", {}), 90, "shadow analysed")
-        assert shadow["analysis"]["guardrails"]["drift"]["outcome"] in ("Passed", "NoData")
+        drift = shadow["analysis"]["guardrails"]["drift"]
+        assert drift["outcome"] in ("Passed", "NoData"), drift
         def settled(status: dict[str, Any]) -> bool:
             inconclusive = status.get("phase") == "Paused" and status.get("verdict") == "Inconclusive"
             return status.get("phase") in ("Completed", "RolledBack") or inconclusive

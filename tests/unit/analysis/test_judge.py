@@ -324,6 +324,20 @@ def test_prediction_drift_holds_the_shadow_step_but_does_not_fail_it() -> None:
     assert same.look().signal.verdict == AnalysisVerdict.PASS
 
 
+def test_a_psi_over_its_bound_on_a_few_predictions_is_no_data_not_a_breach() -> None:
+    shadow = {"shadow": {"percent": 100, "duration": "10m"}}
+    drift = {"name": "drift", "template": "predictionPSI", "max": 0.5, "during": ["shadow"]}
+    # Six predictions an arm, two buckets apart: PSI near 4, well within what chance gives six draws.
+    few = Run(_spec(shadow, [drift]), FakePrometheus({"s1": Arm(predictions=[2, 4, 6, 6, 6]),
+                                                      "c1": Arm(predictions=[0, 2, 2, 4, 6])}), "shadow", 0)
+    few.elapsed = 60
+    result = few.look()
+    status = result.state.guardrails["drift"]
+    assert status.outcome == "NoData" and status.value is not None and status.value > 0.5, status
+    # Like any NoData, it holds the step until more predictions tell.
+    assert "beyond chance" in status.reason and result.signal.verdict == AnalysisVerdict.HOLD
+
+
 def test_shadow_comparison_is_recorded_without_a_drift_guardrail() -> None:
     run = Run(_spec({"shadow": {"percent": 100, "duration": "10m"}}, []),
               FakePrometheus({"s1": Arm(), "c1": Arm()}), "shadow", 0)

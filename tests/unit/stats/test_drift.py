@@ -39,15 +39,28 @@ def test_psi_floors_an_empty_bucket_at_epsilon() -> None:
     assert PSI_EPSILON == 1e-4
 
 
-def test_ks_matches_scipy_on_the_expanded_data() -> None:
+@pytest.mark.parametrize(("sizes", "method"), [((700, 450), "exact"), ((7000, 4500), "asymp")])
+def test_ks_matches_scipy_on_the_expanded_data(sizes: tuple[int, int], method: str) -> None:
     rng = np.random.default_rng(5)
-    stable = rng.multinomial(700, rng.dirichlet(np.ones(12)))
-    candidate = rng.multinomial(450, rng.dirichlet(np.ones(12)))
+    stable = rng.multinomial(sizes[0], rng.dirichlet(np.ones(12)))
+    candidate = rng.multinomial(sizes[1], stable / stable.sum())
     result = ks_grouped(stable, candidate)
-    expected = stats.ks_2samp(_expand(candidate), _expand(stable), method="asymp")
+    expected = stats.ks_2samp(_expand(candidate), _expand(stable), method=method)
     assert result.statistic == pytest.approx(float(expected.statistic), rel=1e-12)
     assert result.pvalue == pytest.approx(float(expected.pvalue), rel=1e-9)
-    assert result.effective_n == pytest.approx(700 * 450 / 1150)
+    assert result.effective_n == pytest.approx(sizes[0] * sizes[1] / sum(sizes))
+
+
+@pytest.mark.parametrize("size", [3, 10, 40])
+def test_ks_on_few_observations_rejects_no_more_often_than_its_level(size: int) -> None:
+    # The asymptotic p-value fell under 0.001 in 7.4 % of A/A draws at about three observations an arm.
+    rng = np.random.default_rng(size)
+    shares = np.diff(np.concatenate([[0.0], stats.beta.cdf(np.arange(1, 20) * 0.05, 2.5, 5.8), [1.0]]))
+    level, draws = 0.01, 4000
+    rejected = sum(
+        ks_grouped(rng.multinomial(rng.poisson(size) + 1, shares), rng.multinomial(rng.poisson(size) + 1, shares))
+        .pvalue < level for _ in range(draws))
+    assert rejected / draws <= level + 3 * math.sqrt(level * (1 - level) / draws)
 
 
 def test_ks_sees_no_difference_between_proportional_histograms() -> None:
