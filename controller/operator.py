@@ -161,7 +161,7 @@ async def rollout_changed(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo
 
 @kopf.on.event("apps", "v1", "deployments", labels=OURS)
 async def deployment_changed(labels: kopf.Labels, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    _loop(memo).notify((_key(body)[0], labels[ROLLOUT_LABEL]), _seen("Deployment", body), lane=Lane.ROUTINE)
+    _loop(memo).workload_moved((_key(body)[0], labels[ROLLOUT_LABEL]), _seen("Deployment", body))
 
 
 @kopf.on.event("", "v1", "services", labels=OURS)

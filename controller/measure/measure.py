@@ -40,6 +40,7 @@ from controller.measure.prometheus import (
     PrometheusPool,
     PrometheusProvider,
     SharedAnswers,
+    Starter,
 )
 from controller.profiles import GAUGE_TEMPLATES, Series, profile
 
@@ -134,11 +135,17 @@ class Measurer:
         # A window cut at a young step's start is this rollout's alone (a query per second of step age):
         # read for its own arm, not as the fleet's answer, which would cost every arm's series each time.
         cut = plan.look.window(analysis) if plan.look.step_elapsed_seconds < parse_duration(analysis.window) else None
+        readings = sorted(plan.readings, key=repr)
+        ages = {reading: None if cut is not None and getattr(reading, "window", None) == cut else max_age
+                for reading in readings}
+        starter = Starter(provider.pool, provider.address, provider.credentials, provider.deadline,
+                          provider.interrupted, provider.shared)
+        for reading in readings:
+            self._read(starter, reading, ages[reading])
         values: dict[Reading, Value | MetricError] = {}
-        for reading in sorted(plan.readings, key=repr):
-            own = cut is not None and getattr(reading, "window", None) == cut
+        for reading in readings:
             try:
-                values[reading] = self._read(provider, reading, None if own else max_age)
+                values[reading] = self._read(provider, reading, ages[reading])
             except MetricError as error:
                 values[reading] = error
         took_ms = round((time.monotonic() - began) * 1000, 1)

@@ -151,6 +151,15 @@ class ReconcileLoop:
             return
         self.queue.add(key, lane)
 
+    def workload_moved(self, key: RolloutKey, source: ObjectVersion) -> None:
+        """A Deployment of the rollout changed. Routine, except for a candidate the rollout waits on:
+        its readiness starts a step (a route write), which must not wait behind a fleet's analysis ticks."""
+        status = (self.cache.rollout(key) or {}).get("status") or {}
+        state = status.get("state")
+        waiting = state == api.RolloutState.DEPLOYING or (state == api.RolloutState.RUNNING
+                                                           and not status.get("candidateReady"))
+        self.notify(key, source, lane=Lane.CHANGE if waiting else Lane.ROUTINE)
+
     def _caught_up(self, key: RolloutKey, echo: ObjectVersion) -> None:
         """The cache now holds our last write of the rollout: the copy kept for it can go."""
         written = self._written.get(key)

@@ -10,6 +10,7 @@ import pytest
 from controller.kube.cache import Cache
 from controller.reconciler import Behind, Outcome, StaleSnapshot
 from controller.runtime.reconcile_loop import ReconcileLoop
+from controller.runtime.workqueue import Lane
 
 KEY = ("ns", "scorer")
 
@@ -118,3 +119,17 @@ async def test_a_status_held_for_its_checkpoint_is_the_next_reconciles_and_yield
     cached["status"] = {"phase": "Paused"}  # Another writer (a failure report, a person) changed it.
     await loop.handle(KEY)
     assert seen[3] == ({"phase": "Paused"}, None), "what is stored wins over what was held"
+
+
+@pytest.mark.parametrize(("status", "lane"), [
+    ({"state": "Running", "candidateRevision": "c1", "candidateReady": False}, Lane.CHANGE),
+    ({"state": "Deploying"}, Lane.CHANGE),
+    ({"state": "Running", "candidateRevision": "c1", "candidateReady": True}, Lane.ROUTINE),
+    ({"state": "Stable"}, Lane.ROUTINE),
+])
+async def test_a_deployment_moving_waits_behind_edits_unless_the_rollout_waits_for_it(
+        status: dict[str, Any], lane: Lane) -> None:
+    """A candidate becoming ready starts a step, a route write: it goes ahead of analysis ticks."""
+    loop = make_loop({**body("1"), "status": status})
+    loop.workload_moved(KEY, ("Deployment", "ns", "scorer-c1", "3"))
+    assert loop.queue._queued == {KEY: lane}
