@@ -137,7 +137,7 @@ class Watched:
             view = None if gone else deployment_view(body)
             self.deployments.file(key, (key[0], labels.get(ROLLOUT_LABEL)) if view else None, view)
             if ROLLOUT_LABEL in labels and REVISION_LABEL in labels:
-                self.loop.notify((key[0], labels[ROLLOUT_LABEL]), seen, lane=Lane.ROUTINE)
+                self.loop.workload_moved((key[0], labels[ROLLOUT_LABEL]), seen)
         elif body.get("kind") == "Service":
             self.services.file(key, None if gone else key, service_view(body))
             if ROLLOUT_LABEL in labels:
