@@ -75,6 +75,14 @@ def test_the_analysis_tick_is_a_deadline() -> None:
         "a tick at the step's end: the end's lane"
 
 
+def test_a_steps_first_look_is_at_once_but_in_the_analysis_lane() -> None:
+    world = deployed(World(make_spec(STEPS, scaleDownDelaySeconds=600)))
+    world.new_template("rev2")
+    began = world.reconcile_once()
+    assert began.status.step_started_at is not None
+    assert began.wake_at == world.now and began.routine, "a first look waits behind step ends"
+
+
 def test_a_pause_without_duration_asks_for_no_wake_up() -> None:
     world = started()
     world.step(61)
