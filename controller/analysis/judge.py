@@ -66,7 +66,9 @@ VERDICTS = {step_tests.NONE: Verdict.INCONCLUSIVE, step_tests.WORSE: Verdict.CAN
 # JSON has no infinity: an empty detector is stored as this log value.
 LOG_ZERO = -1e9
 # A predictionPSI breach needs its histograms to differ at this level too (KS on the grouped predictions, exact
-# for small samples): with no drift a look breaches at most this often, however few the predictions.
+# for small samples): with no drift a look breaches at most this often, however few the predictions. PSI alone
+# has no such bound: its spread under no drift grows as 1/n (Yurdakul 2018, "Statistical Properties of
+# Population Stability Index", Western Michigan University).
 DRIFT_SIGNIFICANCE = 0.0001
 # A test's first look reads the counters and counts nothing yet: it holds, it does not pass.
 BASELINE = "counting from this look"

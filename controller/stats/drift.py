@@ -60,8 +60,9 @@ class KSResult:
 
 
 def ks_grouped(stable_counts: npt.ArrayLike, candidate_counts: npt.ArrayLike) -> KSResult:
-    """KS statistic from bucket counts, with scipy's two-sided p-value: exact for small samples, else asymptotic
-    (`kstwo` at n_s n_c / (n_s + n_c)).
+    """KS statistic from bucket counts, with scipy's two-sided p-value: exact for small samples (Hodges 1958,
+    "The significance probability of the Smirnov two-sample test", Arkiv för Matematik 3), else asymptotic
+    (Smirnov 1948; `kstwo` at n_s n_c / (n_s + n_c)).
 
     The empirical CDFs jump only at bucket edges, so the statistic is exactly `ks_2samp`'s on data
     placed at one value per bucket. Grouping hides differences within a bucket: the test is conservative.
