@@ -139,7 +139,8 @@ class Rollouts:
         return status
 
     def wait_status(self, name: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 60.0,
-                    what: str = "status") -> dict[str, Any]:
+                    what: str = "status", progress: Callable[[], Any] | None = None) -> dict[str, Any]:
+        """With `progress`, `timeout` is only a cap: the wait fails when progress stalls (see `wait_until`)."""
         seen: list[dict[str, Any]] = []
 
         def probe() -> dict[str, Any] | None:
@@ -147,7 +148,7 @@ class Rollouts:
             seen[:] = [status]
             return status if predicate(status) else None
         try:
-            return wait_until(probe, timeout, f"{name}: {what}")
+            return wait_until(probe, timeout, f"{name}: {what}", progress=progress)
         except AssertionError as error:
             raise AssertionError(f"{error}; last status: {seen[-1] if seen else None}") from None
 
