@@ -588,7 +588,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"one rollout, abort written until the HTTPRoute is 100% stable (20 runs): "
               f"p50 {1000 * statistics.median(single):.0f} ms, p99 {1000 * percentile(single, 0.99):.0f} ms",
               flush=True)
-        if analysed is not None:
+        if analysed is not None and args.fault_runs > 0:
             faults = fault_with_one_rollout(bench, routes, args.fault_runs, analysed, args.fault_age)
             print(f"one rollout, a 30% error fault {args.fault_age:.0f} s or more into its step, until the "
                   f"HTTPRoute is 100% stable ({len(faults)} runs): "
