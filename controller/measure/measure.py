@@ -40,7 +40,6 @@ from controller.measure.prometheus import (
     PrometheusPool,
     PrometheusProvider,
     SharedAnswers,
-    Starter,
 )
 from controller.profiles import GAUGE_TEMPLATES, Series, profile
 
@@ -138,8 +137,7 @@ class Measurer:
         readings = sorted(plan.readings, key=repr)
         ages = {reading: None if cut is not None and getattr(reading, "window", None) == cut else max_age
                 for reading in readings}
-        starter = Starter(provider.pool, provider.address, provider.credentials, provider.deadline,
-                          provider.interrupted, provider.shared)
+        starter = provider.starter()
         for reading in readings:
             self._read(starter, reading, ages[reading])
         values: dict[Reading, Value | MetricError] = {}

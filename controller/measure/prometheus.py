@@ -129,6 +129,10 @@ class PrometheusProvider:
         if max_age is None or self.shared is None:
             return group(self._query(promql), labels, part)
         return self.shared.read(self, promql, labels, part, max_age)
+    def starter(self) -> Starter:
+        """A provider like this one that only starts the shared evaluations it is asked for."""
+        return Starter(self.pool, self.address, self.credentials, self.deadline, self.interrupted, self.shared)
+
     def scalar(self, query: str) -> float | None:
         result = self._query(query)
         if not result:

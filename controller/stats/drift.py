@@ -74,9 +74,9 @@ def ks_grouped(stable_counts: npt.ArrayLike, candidate_counts: npt.ArrayLike) ->
         return KSResult(n_stable, n_candidate, 0.0, 1.0, effective_n, insufficient_data=True)
     gaps = np.abs(np.cumsum(candidate) / n_candidate - np.cumsum(stable) / n_stable)
     statistic = float(np.max(gaps))
-    # One value per bucket, as many times as it counted (rounded: Prometheus' increase() extrapolates).
-    whole = np.rint(stable).astype(np.int64), np.rint(candidate).astype(np.int64)
     if min(n_stable, n_candidate) < KS_EXACT_BELOW and max(n_stable, n_candidate) <= KS_EXACT_LARGER_AT_MOST:
+        # One value per bucket, as many times as it counted (rounded: Prometheus' increase() extrapolates).
+        whole = np.rint(stable).astype(np.int64), np.rint(candidate).astype(np.int64)
         if min(int(counts.sum()) for counts in whole) == 0:
             return KSResult(n_stable, n_candidate, 0.0, 1.0, effective_n, insufficient_data=True)
         places = np.arange(len(stable))
