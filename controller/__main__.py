@@ -170,10 +170,7 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 86400:.1f} days"
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="modelrollout", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-
+def _sandbox_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sandbox = commands.add_parser("sandbox", help="the local control plane built from Go modules")
     actions = sandbox.add_subparsers(dest="action", required=True)
     up = actions.add_parser("up", help="build once, then start etcd, apiserver, scheduler, kwok and nodes")
@@ -181,6 +178,9 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, default=None, help="kube-apiserver port (default: a free one)")
     up.add_argument("--no-crds", action="store_true", help="skip the Gateway API and Istio CRDs")
     up.add_argument("--no-modelrollout-crd", action="store_true", help="skip installing the ModelRollout CRD")
+    up.add_argument("--gateway", choices=["envoy"], default=None,
+                    help="also run a real Gateway API implementation: Envoy Gateway's controller, built from "
+                         "its Go module (its GatewayClass is `envoy`)")
     heal = actions.add_parser("heal", help="start again every sandbox component whose process died")
     heal.add_argument("--name", default="default")
     down = actions.add_parser("down", help="stop every process of the sandbox and delete its data")
@@ -188,6 +188,13 @@ def _parser() -> argparse.ArgumentParser:
     status = actions.add_parser("status", help="show whether the sandbox runs; exit 1 if not")
     status.add_argument("--name", default=None)
     actions.add_parser("build", help="only build and cache the binaries")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="modelrollout", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    _sandbox_parser(commands)
 
     demo = commands.add_parser("demo", help="a live rollout and an automatic rollback on the local sandbox")
     demo.add_argument("--keep", action="store_true", help="keep everything running for 30 minutes afterwards")

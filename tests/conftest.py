@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from devkit.sandbox import build
 from devkit.sandbox.cluster import Sandbox, SandboxState
 from kubernetes import client
 
@@ -28,6 +29,15 @@ def sandbox_instance() -> Iterator[Sandbox]:
         yield instance
     finally:
         instance.down()
+
+
+@pytest.fixture(scope="session")
+def envoy_gateway(sandbox_instance: Sandbox) -> SandboxState:
+    """The session's sandbox with Envoy Gateway's controller running (started by the first test that asks)."""
+    controller = sandbox_instance.envoy_gateway(build.ensure_binaries())
+    if not controller.running():
+        controller.start()
+    return SandboxState.load(sandbox_instance.directory)
 
 
 @pytest.fixture(scope="session")

@@ -23,16 +23,20 @@ def _sandbox(args: argparse.Namespace) -> int:
     from devkit.sandbox.cluster import Sandbox, list_instances
 
     if args.action == "build":
-        from devkit.sandbox.build import ensure_binaries
+        from devkit.sandbox.build import ENVOY_GATEWAY, ensure_binaries, ensure_tool
 
         binaries = ensure_binaries()
+        # The e2e data plane's gateway: the tests and the demo route through it.
+        gateway = ensure_tool(ENVOY_GATEWAY)
         print("sandbox binaries ready, in", binaries.kube_apiserver.parent.parent)
         for field_ in fields(binaries):
             print(f"  {field_.name.replace('_', '-'):24} {getattr(binaries, field_.name)}")
+        print(f"  {'envoy-gateway':24} {gateway}")
         return 0
     sandbox = Sandbox(name=args.name, apiserver_port=getattr(args, "port", None))
     if args.action == "up":
-        state = sandbox.up(install_crds=not args.no_crds, install_modelrollout_crd=not args.no_modelrollout_crd)
+        state = sandbox.up(install_crds=not args.no_crds, install_modelrollout_crd=not args.no_modelrollout_crd,
+                           gateway=args.gateway)
         print(f"sandbox {state.name} is up in {state.timings['ready_s']:.1f}s")
         print(f"export KUBECONFIG={state.kubeconfig}")
     elif args.action == "down":

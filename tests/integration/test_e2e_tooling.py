@@ -17,8 +17,11 @@ from typing import Any
 
 import httpx
 import pytest
+from devkit.sandbox.cluster import SandboxState
 from devkit.sandbox.processes import free_port, pid_alive
 from devkit.sandbox.prometheus import PrometheusServer, start_prometheus
+from e2e.envoy import EnvoyGatewayData, Proxy
+from e2e.envoy import gateway as envoy_gateway_object
 from e2e.fleet import REVISION_LABEL, ROLLOUT_LABEL, ModelFleet
 from e2e.gateway import Gateway
 from e2e.harness import stop_process
@@ -297,6 +300,69 @@ def test_nginx_serves_a_hand_written_httproute_and_the_servers_see_its_split(
     wait_until(lambda: not pid_alive(pid), 30, f"PID {pid} gone")
     wait_until(lambda: [t["labels"]["revision"] for t in json.loads(fleet.targets_path.read_text())] == ["rev1"],
              30, "targets.json without rev2")
+
+
+def envoy_counts(proxy: Proxy, cluster: str) -> dict[str, float]:
+    """One Envoy cluster's request counts from Envoy's own Prometheus stats: total, and by response class."""
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(httpx.get(proxy.stats_url, timeout=10).text):
+        for sample in family.samples:
+            if sample.labels.get("envoy_cluster_name") != cluster:
+                continue
+            if sample.name == "envoy_cluster_upstream_rq_total":
+                counts["total"] = sample.value
+            elif sample.name == "envoy_cluster_upstream_rq_xx":
+                counts[sample.labels["envoy_response_code_class"] + "xx"] = sample.value
+    return counts
+
+
+def test_envoy_gateway_serves_a_hand_written_httproute_split_mirror_and_header_match(
+    api_client: client.ApiClient, envoy_gateway: SandboxState, namespace: str, tmp_path: Path, fleet: ModelFleet,
+) -> None:
+    custom = client.CustomObjectsApi(api_client)
+    port = free_port()
+    custom.create_namespaced_custom_object("gateway.networking.k8s.io", "v1", namespace, "gateways",
+                                           envoy_gateway_object("gateway", port))
+    custom.create_namespaced_custom_object(*GATEWAY_API[:2], namespace, GATEWAY_API[2], hand_written_httproute())
+    fleet.wait_for_revisions("rev1", "rev2")
+    # mergeBackends: one Envoy cluster per Service port (named by the port's name); a mirror has its own.
+    candidate, mirror = (f"service/{namespace}/{ROLLOUT}-candidate/{PORT}/http",
+                         f"httproute/{namespace}/{ROLLOUT}/rule/0-mirror-0")
+
+    with EnvoyGatewayData(api_client, tmp_path / "envoy") as data:
+        proxy = data.proxy_for(namespace, "gateway")
+        url = f"http://127.0.0.1:{port}"
+        # Envoy Gateway pushes the route once it has seen the Services' endpoints: until then, 5xx.
+        wait_until(lambda: httpx.post(f"{url}/predict", json={}, timeout=5).status_code == 200, 120,
+                   "the route served")
+        before = {cluster: envoy_counts(proxy, cluster).get("total", 0.0) for cluster in (candidate, mirror)}
+        stats = LoadGenerator(url, rps=50, seed=3, max_duration_s=60).run(8)
+        cohort = LoadGenerator(url, rps=20, seed=4, max_duration_s=60, headers=lambda _: {"X-Cohort": "b"}).run(2)
+        live = stats.total("rev2", outcome=None) + cohort.sent
+
+        def counted_live() -> dict[str, float] | None:
+            now = {cluster: envoy_counts(proxy, cluster).get("total", 0.0) - before[cluster]
+                   for cluster in (candidate, mirror)}
+            return now if now[candidate] >= live else None
+
+        def answered_all() -> dict[str, dict[str, int]] | None:
+            now = fleet.served()
+            return now if now["rev2"]["live"] >= live + counted[mirror] else None
+
+        counted = wait_until(counted_live, 60, "Envoy's counts of the live requests")
+        # The servers cannot tell a mirrored copy from a live request (Envoy does not mark it): rev2's
+        # server answers its live requests and the mirrored copies as one. A copy is fire-and-forget,
+        # so it may be answered after its live request.
+        served = wait_until(answered_all, 60, "rev2's server answering the live and the mirrored requests")
+    assert stats.sent >= 150 and stats.total(outcome="ok") >= 0.95 * stats.sent, stats
+    # Envoy picks a weighted cluster per request at random: 30% within 3.5 standard deviations at 150+.
+    assert 0.17 <= stats.share("rev2") <= 0.43, stats
+    assert cohort.sent > 0 and cohort.by_version() == {"rev2": cohort.total(outcome="ok")}, cohort
+    # Envoy counts each arm's live requests in the Service's cluster, and the mirrored copies apart.
+    assert counted[candidate] == live, (counted, stats, cohort)
+    assert 0.35 <= counted[mirror] / stats.sent <= 0.65, (counted, stats)
+    assert served["rev1"]["mirrored"] == served["rev2"]["mirrored"] == 0, served
+    assert not data.proxies, "the Envoy was stopped with its kubelet"
 
 
 def test_nginx_follows_a_virtualservice_and_fleet_keeps_knobs_across_a_restart(

@@ -153,11 +153,12 @@ COMPONENTS = (
 )
 
 
-def _go_tool(name: str, module: str, version: str, package: str, ldflags: str = "-s -w") -> Component:
-    """A one-binary tool, built from its module in a wrapper module that requires it."""
+def _go_tool(name: str, module: str, version: str, package: str, ldflags: str = "-s -w",
+             go: str = "1.26.0") -> Component:
+    """A one-binary tool, built from its module in a wrapper module that requires it (and its `go` line)."""
     def write(workdir: Path) -> None:
         (workdir / "go.mod").write_text(
-            f"module modelrollout.local/{name}\n\ngo 1.26.0\n\nrequire {module} {version}\n"
+            f"module modelrollout.local/{name}\n\ngo {go}\n\nrequire {module} {version}\n"
         )
     return Component(name=name, version=version, binaries=(name,), write_module=write,
                      packages=(package,), ldflags=ldflags)
@@ -168,6 +169,10 @@ HELM = _go_tool("helm", "helm.sh/helm/v3", versions.HELM, "helm.sh/helm/v3/cmd/h
                 # Unstamped, helm reports v3.x-dev, and charts that pin a kubeVersion fail.
                 ldflags=f"-s -w -X helm.sh/helm/v3/internal/version.version={versions.HELM}")
 KIND = _go_tool("kind", "sigs.k8s.io/kind", versions.KIND, "sigs.k8s.io/kind")
+ENVOY_GATEWAY = _go_tool(
+    "envoy-gateway", "github.com/envoyproxy/gateway", versions.ENVOY_GATEWAY,
+    "github.com/envoyproxy/gateway/cmd/envoy-gateway", go="1.26.7",
+    ldflags=f"-s -w -X github.com/envoyproxy/gateway/internal/cmd/version.envoyGatewayVersion={versions.ENVOY_GATEWAY}")
 
 
 def ensure_tool(component: Component, progress: Progress | None = None) -> Path:

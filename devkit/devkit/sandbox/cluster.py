@@ -24,6 +24,7 @@ from typing import Any
 
 from devkit import crdgen
 from devkit.sandbox import build, nodes, thirdparty_crds
+from devkit.sandbox.envoy_gateway import EnvoyGateway
 from devkit.sandbox.errors import SandboxError
 from devkit.sandbox.processes import (
     free_port,
@@ -64,6 +65,7 @@ class SandboxState:
     kubeconfig: str
     apiserver_port: int
     prometheus_port: int | None = None
+    gateway: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
     @classmethod
@@ -118,8 +120,10 @@ class Sandbox:
         install_modelrollout_crd: bool = True,
         node_shapes: tuple[nodes.NodeShape, ...] = nodes.DEFAULT_NODES,
         ready_timeout: float = 120.0,
+        gateway: str | None = None,
     ) -> SandboxState:
-        """Build (once) and start the cluster; return when all nodes are Ready."""
+        """Build (once) and start the cluster; return when all nodes are Ready. `gateway="envoy"` also
+        starts Envoy Gateway's controller (`envoy_gateway.py`), with the Gateway API CRDs it needs."""
         binaries = build.ensure_binaries()
         crd_files = thirdparty_crds.ensure_crd_files(build.cache_root()) if install_crds else []
         if (self.directory / "sandbox.json").exists():
@@ -173,12 +177,23 @@ class Sandbox:
                 self._wait_established(binaries, ["httproutes.gateway.networking.k8s.io",
                                                   "virtualservices.networking.istio.io",
                                                   "destinationrules.networking.istio.io"])
+            if gateway == "envoy":
+                if not crd_files:
+                    raise SandboxError("Envoy Gateway needs the Gateway API CRDs: leave out --no-crds")
+                started_gateway = time.monotonic()
+                self.envoy_gateway(binaries).start()
+                state.gateway = gateway
+                state.timings["gateway_s"] = time.monotonic() - started_gateway
         except BaseException:
             self._teardown(binaries)
             raise
         state.timings["ready_s"] = time.monotonic() - started
         state.save()
         return state
+
+    def envoy_gateway(self, binaries: build.Binaries) -> EnvoyGateway:
+        return EnvoyGateway(self.directory / "envoy-gateway", self.kubeconfig,
+                            lambda *args, stdin=None: self.kubectl(binaries, *args, stdin=stdin))
 
     def kubectl(self, binaries: build.Binaries, *args: str, stdin: str | None = None) -> str:
         result = subprocess.run(
@@ -306,6 +321,9 @@ class Sandbox:
             "apiserver": f"https://127.0.0.1:{state.apiserver_port}",
             "components": {name: "running" if alive else "dead" for name, alive in components.items()},
             "prometheus": prometheus.url if prometheus else None,
+            "gateway": None if state.gateway is None else {
+                "kind": state.gateway,
+                "controller": "running" if self.envoy_gateway(build.ensure_binaries()).running() else "dead"},
         }
 
     def down(self) -> None:
@@ -315,6 +333,7 @@ class Sandbox:
         self._teardown(build.ensure_binaries())
 
     def _teardown(self, binaries: build.Binaries) -> None:
+        self.envoy_gateway(binaries).stop()
         pids = read_pids(self.kwok_workdir) + read_pids(self.directory / "prometheus")
         # If kwokctl cannot delete, fall through: the PIDs below are ended directly.
         with contextlib.suppress(SandboxError, subprocess.TimeoutExpired):

