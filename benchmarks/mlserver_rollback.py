@@ -1,9 +1,9 @@
 """Fault to rollback with a real model server we did not write, through the real proxy.
 
 MLServer 1.7.1 serves a scikit-learn stable and a candidate whose model rejects inputs with a
-negative last feature (it raises; the server is not modified). The load goes to nginx only. The
+negative last feature (it raises; the server is not modified). The load goes to Envoy only. The
 fault is a shift in the inputs: from a moment on, 10% of them have a negative last feature, which
-the candidate's own model fails. The clock runs from that moment until nginx's route (the
+the candidate's own model fails. The clock runs from that moment until the route (the
 HTTPRoute) is 100% stable again. Then the inputs are clean again and the rollout is retried.
 
     python -m benchmarks.mlserver_rollback [--runs 5] [--weight 10]
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sandbox = Sandbox(name=f"mlserver-{os.getpid()}")
-    state = sandbox.up()
+    state = sandbox.up(gateway="envoy")
     seconds: list[float] = []
     inputs = Inputs()
     try:
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                 world.rollouts.act("scorer", "retry")
     finally:
         sandbox.down()
-    print(f"fault to rollback through nginx, MLServer, {args.weight}% canary, {len(seconds)} runs: "
+    print(f"fault to rollback through Envoy Gateway, MLServer, {args.weight}% canary, {len(seconds)} runs: "
           f"p50 {statistics.median(seconds):.1f} s, max {max(seconds):.1f} s")
     return 0
 

@@ -1,9 +1,12 @@
-"""The share of requests nginx really sent to the candidate at each step, against the weight set.
+"""The share of requests Envoy really sent to the candidate at each step, against the weight set.
 
-The e2e world on the sandbox: the operator walks a shadow step and canary steps; nginx serves the
-HTTPRoute it writes over the EndpointSlices; the load goes to nginx only. The counts are the model
-servers' own (GET /stats of every pod's server), taken 2 s into each step (nginx has reloaded) and
-at its end. Prints, per step, the weight (or mirror) set, the share measured and its 95% interval.
+The e2e world on the sandbox: the operator walks a shadow step and canary steps; Envoy Gateway
+serves the HTTPRoute it writes (its controller reads the route and the EndpointSlices, a real Envoy
+serves them); the load goes to that Envoy only. A canary's share is counted at the model servers
+(GET /stats of every pod's server). Envoy does not mark its mirrored copies, so the servers cannot
+tell them from live requests: the mirrored share is Envoy's own count of its mirror cluster, over the
+live requests the servers answered. Counts are taken 2 s into each step and at its end. Prints, per
+step, the weight (or mirror) set, the share measured and its 95% interval.
 
     python -m benchmarks.proxy_split [--rps 100] [--seconds 30]
 """
@@ -22,7 +25,7 @@ from typing import Any
 
 from devkit.sandbox.cluster import Sandbox
 from e2e.harness import Rollouts, wait_until
-from e2e.world import e2e_world
+from e2e.world import World, e2e_world
 from kubernetes import client
 
 from controller.kube.client import api_client_from_kubeconfig
@@ -32,7 +35,7 @@ WEIGHTS = (1, 5, 10, 25, 50)
 MIRROR = 20
 
 
-def _interval(hits: int, total: int) -> tuple[float, float]:
+def _interval(hits: float, total: float) -> tuple[float, float]:
     """Wilson's 95% interval of a proportion."""
     if total == 0:
         return 0.0, 1.0
@@ -42,11 +45,12 @@ def _interval(hits: int, total: int) -> tuple[float, float]:
     return centre - half, centre + half
 
 
-def _counts(served: dict[str, dict[str, int]], candidate: str) -> tuple[int, int, int]:
-    """(live requests in all, live on the candidate, mirrored to the candidate)."""
-    live = sum(c["live"] for c in served.values())
-    mine = served.get(candidate, {"live": 0, "mirrored": 0})
-    return live, mine["live"], mine["mirrored"]
+def _counts(world: World, candidate: str) -> tuple[float, float, float]:
+    """(live requests in all, live on the candidate, mirrored to the candidate). The servers answered live
+    requests and mirrored copies alike; Envoy counted the copies."""
+    answered = {revision: c["live"] + c["mirrored"] for revision, c in world.fleet.served().items()}
+    mirrored = world.gateway.mirrored("scorer")
+    return sum(answered.values()) - mirrored, answered.get(candidate, 0) - mirrored, mirrored
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     steps: list[dict[str, Any]] = [{"shadow": {"percent": MIRROR, "duration": f"{args.seconds}s"}}]
     steps += [{"canary": {"weight": w, "duration": f"{args.seconds}s"}} for w in WEIGHTS]
     sandbox = Sandbox(name=f"split-{os.getpid()}")
-    state = sandbox.up()
+    state = sandbox.up(gateway="envoy")
     rows = []
     try:
         api_client = api_client_from_kubeconfig(state.kubeconfig)
@@ -76,12 +80,12 @@ def main(argv: list[str] | None = None) -> int:
                 status = wait_until(in_step, args.seconds * 4, f"step {index + 1}")
                 candidate = status["candidateRevision"]
                 time.sleep(2)
-                start = _counts(world.fleet.served(), candidate)
+                start = _counts(world, candidate)
                 def step_over(i: int = index) -> bool:
                     return bool(rollouts.status("scorer").get("currentStep") != i)
 
                 wait_until(step_over, args.seconds * 4, f"the end of step {index + 1}")
-                end = _counts(world.fleet.served(), candidate)
+                end = _counts(world, candidate)
                 live, on_candidate, mirrored = (b - a for a, b in zip(start, end, strict=True))
                 kind = "mirror" if "shadow" in step else "weight"
                 hits = mirrored if kind == "mirror" else on_candidate
@@ -90,10 +94,10 @@ def main(argv: list[str] | None = None) -> int:
             world.rollouts.wait_status("scorer", lambda s: s.get("phase") == "Completed", 120, "promotion")
     finally:
         sandbox.down()
-    print(f"{'set':>12} {'measured at the servers':>26} {'95% interval':>18} {'requests':>9}")
+    print(f"{'set':>12} {'measured':>26} {'95% interval':>18} {'requests':>9}")
     for kind, percent, hits, live, low, high in rows:
         print(f"{kind:>6} {percent:>4}% {100 * hits / max(live, 1):>25.2f}% {100 * low:>8.2f}-{100 * high:.2f}% "
-              f"{live:>9}")
+              f"{live:>9.0f}")
     return 0
 
 

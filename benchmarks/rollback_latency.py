@@ -173,7 +173,7 @@ def main() -> None:  # noqa: PLR0915 - one linear scenario reads best top to bot
 
     binaries = ensure_binaries()
     sandbox = Sandbox(name=f"bench-rollback-{os.getpid()}")
-    state = sandbox.up()
+    state = sandbox.up(gateway="envoy")
     operator: subprocess.Popen[bytes] | None = None
     try:
         bench = Bench(state.kubeconfig, binaries.kubectl)

@@ -3,7 +3,8 @@
 Everything is real except the pods' containers: etcd, kube-apiserver, scheduler and kwok run
 the cluster; one model-server process per pod serves HTTP on the pod's address (in a network
 namespace of its own); Prometheus scrapes them every second; the operator decides from those
-metrics; nginx serves the live HTTPRoute over the EndpointSlices, and the load goes to nginx only.
+metrics; Envoy Gateway serves the live HTTPRoute (its controller reads the route and the
+EndpointSlices, and a real Envoy serves them), and the load goes to that Envoy only.
 """
 
 from __future__ import annotations
@@ -52,9 +53,11 @@ def _line(world: World) -> str:
 
 
 def _print_served(world: World) -> None:
-    """What nginx really sent to each revision, as its model servers counted it."""
+    """What each revision's model servers answered (live and mirrored alike: Envoy does not mark its copies),
+    and what Envoy mirrored."""
     for revision, counts in sorted(world.fleet.served().items()):
-        print(f"    revision {revision}: served {counts['live']} live and {counts['mirrored']} mirrored requests")
+        print(f"    revision {revision}: answered {counts['live'] + counts['mirrored']} requests")
+    print(f"    Envoy mirrored {world.gateway.mirrored('scorer'):.0f} requests to the candidates")
 
 
 def _follow(world: World, done: Any, timeout: float) -> dict[str, Any]:
@@ -90,8 +93,8 @@ def _run_demo(keep: bool) -> int:
     # A name of its own: two people on one machine each get their own sandbox, and neither deletes the other's.
     sandbox = Sandbox(name=f"demo-{os.getpid()}")
     print(f"==> starting the sandbox {sandbox.name} (etcd, kube-apiserver, controller-manager, scheduler, kwok, "
-          "GPU nodes)")
-    state = sandbox.up()
+          "GPU nodes, Envoy Gateway)")
+    state = sandbox.up(gateway="envoy")
     try:
         # `sandbox up` installed the ModelRollout CRD and waited until it is Established.
         return demo_on(Path(state.kubeconfig), keep)
@@ -107,7 +110,7 @@ def demo_on(kubeconfig: Path, keep: bool) -> int:
     client.CoreV1Api(api_client).create_namespace({"metadata": {"name": NAMESPACE}})  # type: ignore[arg-type]
     with tempfile.TemporaryDirectory() as workdir, e2e_world(api_client, NAMESPACE, kubeconfig,
                                                              Path(workdir), rps=40) as world:
-        print(f"==> Prometheus at {world.prometheus.url}, nginx at {world.gateway.url}; operator, model servers "
+        print(f"==> Prometheus at {world.prometheus.url}, Envoy at {world.gateway.url}; operator, model servers "
               "and load running")
         first = world.deploy(STEPS, guardrails=GUARDRAILS)
         print("==> 1. rolling out a better model: shadow -> canary -> A/B test on conversions")

@@ -216,3 +216,69 @@ class EnvoyGatewayData:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(proxy.process.pid, signal.SIGKILL)
                 proxy.process.wait(5)
+
+
+class EnvoyRoute:
+    """The e2e world's gateway: a Gateway named `name` in `namespace`, served by Envoy Gateway's Envoy.
+
+    Routes that name it as their parent (`parentRefs: [{name: gateway}]`) are served at `url`. The model
+    servers cannot tell a mirrored copy from a live request here: `live` and `mirrored` read Envoy's own
+    per-cluster counters (a cluster per backend Service, and one per mirror of a route rule)."""
+
+    def __init__(self, api_client: client.ApiClient, namespace: str, workdir: Path, name: str = "gateway") -> None:
+        self.api_client, self.namespace, self.name = api_client, namespace, name
+        self.port = free_port()
+        self.data = EnvoyGatewayData(api_client, workdir)
+        self.proxy: Proxy | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> EnvoyRoute:
+        client.CustomObjectsApi(self.api_client).create_namespaced_custom_object(
+            "gateway.networking.k8s.io", "v1", self.namespace, "gateways", gateway(self.name, self.port))
+        self.data.start()
+        try:
+            self.proxy = self.data.proxy_for(self.namespace, self.name)
+        except BaseException:
+            self.data.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        self.data.stop()
+
+    def __enter__(self) -> EnvoyRoute:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def scrape_config(self, job_name: str = "envoy") -> dict[str, Any]:
+        assert self.proxy is not None
+        return {"job_name": job_name, "metrics_path": "/stats/prometheus",
+                "static_configs": [{"targets": [f"127.0.0.1:{self.proxy.stats_port}"]}]}
+
+    def counts(self) -> dict[str, float]:
+        """Requests sent so far, by Envoy cluster of this namespace (`envoy_cluster_upstream_rq_total`)."""
+        assert self.proxy is not None
+        text = httpx.get(self.proxy.stats_url, timeout=10).text
+        found: dict[str, float] = {}
+        for line in text.splitlines():
+            if line.startswith("envoy_cluster_upstream_rq_total{"):
+                cluster = line.split('envoy_cluster_name="', 1)[1].split('"', 1)[0]
+                if f"/{self.namespace}/" in cluster:
+                    found[cluster] = float(line.rsplit(" ", 1)[1])
+        return found
+
+    def live(self, service: str) -> float:
+        """Requests Envoy sent to a Service as a backend (not as a mirror)."""
+        prefix = f"service/{self.namespace}/{service}/"
+        return sum(value for cluster, value in self.counts().items() if cluster.startswith(prefix))
+
+    def mirrored(self, route: str) -> float:
+        """Copies Envoy mirrored by any rule of an HTTPRoute."""
+        prefix = f"httproute/{self.namespace}/{route}/rule/"
+        return sum(value for cluster, value in self.counts().items()
+                   if cluster.startswith(prefix) and "-mirror-" in cluster)

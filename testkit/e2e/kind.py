@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 from devkit.sandbox import build, nodes, thirdparty_crds, versions
+from devkit.sandbox.envoy_gateway import EnvoyGateway
 from devkit.sandbox.errors import SandboxError
 from devkit.sandbox.gotool import find_or_install_go
 
@@ -130,8 +131,22 @@ def _run_kind_demo(keep: bool) -> int:
         print(f"==> {step.what}", flush=True)
         if subprocess.run(step.argv, check=False).returncode != 0:
             raise SandboxError(f"{step.what} failed: {' '.join(step.argv)}")
+    kubeconfig = workdir / "kubeconfig"
+
+    def kubectl(*args: str, stdin: str | None = None) -> str:
+        done = subprocess.run([str(binaries.kubectl), "--kubeconfig", str(kubeconfig), *args], input=stdin,
+                              capture_output=True, text=True, timeout=120, check=False)
+        if done.returncode != 0:
+            raise SandboxError(f"kubectl {' '.join(args[:2])} failed: {done.stderr.strip()[-500:]}")
+        return done.stdout
+
+    # The demo's routes go through Envoy Gateway, its controller run here against kind's apiserver.
+    gateway = EnvoyGateway(workdir / "envoy-gateway", kubeconfig, kubectl)
     try:
-        return demo_on(workdir / "kubeconfig", keep)
+        print("==> starting Envoy Gateway's controller", flush=True)
+        gateway.start()
+        return demo_on(kubeconfig, keep)
     finally:
+        gateway.stop()
         if not keep:
             subprocess.run([str(kind), "delete", "cluster", "--name", CLUSTER], check=False)

@@ -1,9 +1,10 @@
 """A load generator: clients that send every request to one address, the gateway's.
 
-It knows nothing of routes, Services or revisions: nginx (`e2e.gateway`) splits, mirrors and routes
-by header. It counts each answer by the version the answering server names in its body, so a split
-is measured where it lands, never computed. (Mirrored copies are seen only by the servers: see
-`ModelFleet.served()`.)
+It knows nothing of routes, Services or revisions: the gateway (Envoy, `e2e.envoy`, or nginx,
+`e2e.gateway`) splits, mirrors and routes by header. It counts each answer by the version the
+answering server names in its body, so a split is measured where it lands, never computed, and the
+answers a server marks `cold` (a user served by a model still loading). Mirrored copies never come
+back here: Envoy counts them (`EnvoyRoute.mirrored`).
 
 It is bounded: `run(duration_s)`, or `start()` / `stop()` with a hard `max_duration_s` after
 which it stops by itself. A failed request is counted, never raised.
@@ -18,7 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -35,12 +36,16 @@ def _features(rng: random.Random) -> dict[str, Any]:
     return {"features": [round(rng.gauss(0.0, 1.0), 4) for _ in range(4)]}
 
 
-def _version(answer: httpx.Response) -> str:
+def _body(answer: httpx.Response) -> dict[str, Any]:
     try:
         body = answer.json()
     except ValueError:
-        return UNKNOWN
-    return str(body.get("version") or body.get("model_version") or UNKNOWN) if isinstance(body, dict) else UNKNOWN
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _version(body: dict[str, Any]) -> str:
+    return str(body.get("version") or body.get("model_version") or UNKNOWN)
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,7 @@ class LoadStats:
 
     counts: Mapping[tuple[str, str], int]
     elapsed_s: float
+    cold: Mapping[str, int] = field(default_factory=dict)  # answers marked cold, by version
 
     def total(self, version: str | None = None, outcome: str | None = None) -> int:
         return sum(n for (v, o), n in self.counts.items()
@@ -94,6 +100,7 @@ class LoadGenerator:
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._counts: Counter[tuple[str, str]] = Counter()
+        self._cold: Counter[str] = Counter()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._pool: ThreadPoolExecutor | None = None
@@ -149,10 +156,10 @@ class LoadGenerator:
 
     def stats(self) -> LoadStats:
         with self._lock:
-            counts = dict(self._counts)
+            counts, cold = dict(self._counts), dict(self._cold)
         end = self._stopped_at or time.monotonic()
         elapsed = end - self._started_at if self._started_at is not None else 0.0
-        return LoadStats(counts, elapsed)
+        return LoadStats(counts, elapsed, cold)
 
     # ---- sending ---------------------------------------------------------------------------
     def _dispatch_loop(self) -> None:
@@ -187,10 +194,11 @@ class LoadGenerator:
 
     def _send(self, payload: dict[str, Any], headers: dict[str, str]) -> None:
         assert self._http is not None
-        version = UNKNOWN
+        version, cold = UNKNOWN, False
         try:
             answer = self._http.post(f"{self.url}{self.path}", json=payload, headers=headers)
-            version = _version(answer)
+            body = _body(answer)
+            version, cold = _version(body), body.get("cold") is True
             outcome = "ok" if 200 <= answer.status_code < 300 else "error"
         except httpx.HTTPError:
             outcome = "failed"
@@ -199,8 +207,10 @@ class LoadGenerator:
             outcome = "failed"
         finally:
             self._in_flight.release()
-        self._count(version, outcome)
+        self._count(version, outcome, cold)
 
-    def _count(self, version: str, outcome: str) -> None:
+    def _count(self, version: str, outcome: str, cold: bool = False) -> None:
         with self._lock:
             self._counts[(version, outcome)] += 1
+            if cold:
+                self._cold[version] += 1

@@ -6,9 +6,10 @@
 Endpoints:
 
 - ``POST /predict`` (JSON body) answers ``{"prediction": p, "model": M, "version": V}`` after a
-  lognormal latency; with probability ``error_rate`` it answers HTTP 500 instead. A request with
-  the header ``X-Mirrored: true`` is a shadow copy: served and measured the same way, but it never
-  counts a conversion (nobody sees a mirrored answer).
+  lognormal latency, with ``"cold": true`` while the model is cold; with probability ``error_rate``
+  it answers HTTP 500 instead. A request with the header ``X-Mirrored: true`` (nginx marks its
+  copies; Envoy does not) is a shadow copy: served and measured the same way, but it never counts a
+  conversion (nobody sees a mirrored answer).
 - ``GET /metrics``: Prometheus exposition from the server's own registry (names below).
 - ``GET /healthz``: 200.
 - ``GET /stats``: ``{"live": n, "mirrored": m, "cold_live": c, "cold_mirrored": d}``, the requests this
@@ -228,7 +229,10 @@ class ModelServer:
             self.predictions.labels(self.model, self.version).observe(prediction)
             if not mirrored and rng.random() < knobs.conversion_rate:
                 self.conversions.labels(self.model, self.version).inc()
-            return Outcome(200, {"prediction": prediction, "model": self.model, "version": self.version})
+            answer: dict[str, Any] = {"prediction": prediction, "model": self.model, "version": self.version}
+            if cold:
+                answer["cold"] = True  # what only a client sees: a gateway may not mark mirrored copies
+            return Outcome(200, answer)
         finally:
             self.duration.labels(self.model, self.version).observe(time.perf_counter() - started)
             depth.dec()

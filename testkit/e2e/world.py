@@ -1,5 +1,7 @@
 """An end-to-end world on the sandbox: the operator, a model-server process per pod (in the pods'
-network namespace), a real Prometheus, nginx serving the live HTTPRoute, and load sent to nginx only.
+network namespace), a real Prometheus, Envoy Gateway serving the live HTTPRoute (a real Envoy, fed
+by Envoy Gateway's controller, which the sandbox must run: `sandbox up --gateway envoy`), and load
+sent to that Envoy only.
 
 Used by the scenario tests, `modelrollout demo` and the e2e rollback benchmark."""
 
@@ -12,12 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from devkit.sandbox.processes import free_port
 from devkit.sandbox.prometheus import PrometheusServer, start_prometheus
 from kubernetes import client
 
+from e2e.envoy import EnvoyRoute
 from e2e.fleet import ModelFleet, RecipeForImage
-from e2e.gateway import Gateway
 from e2e.harness import Rollouts, httproute, operator_process, rollout_body, wait_until
 from e2e.loadgen import LoadGenerator
 from e2e.model_server import Knobs
@@ -68,7 +69,7 @@ class World:
     rollouts: Rollouts
     fleet: ModelFleet
     prometheus: PrometheusServer
-    gateway: Gateway
+    gateway: EnvoyRoute
     load: LoadGenerator
     body: dict[str, Any]
 
@@ -86,7 +87,7 @@ class World:
         def answered() -> int:
             return int(self.load.stats().total(first["stableRevision"], "ok"))
 
-        wait_until(lambda: answered() >= STABLE_HISTORY, 1800, "the stable answering through nginx",
+        wait_until(lambda: answered() >= STABLE_HISTORY, 1800, "the stable answering through Envoy",
                    progress=lambda: (answered(), self.fleet.activity()), stall=120)
         return first
 
@@ -115,7 +116,8 @@ def e2e_world(api_client: client.ApiClient, namespace: str, kubeconfig: Path, tm
         fleet = stack.enter_context(ModelFleet(api_client, namespace, "scorer", knobs_for_image,
                                                tmp_path / "fleet", network, seed=7,
                                                recipe_for_image=recipe_for_image))
-        jobs = [fleet.scrape_config()]
+        gateway = stack.enter_context(EnvoyRoute(api_client, namespace, tmp_path / "envoy"))
+        jobs = [fleet.scrape_config(), gateway.scrape_config()]
         if operator_metrics_port is not None:
             jobs.append({"job_name": "modelrollout",
                          "static_configs": [{"targets": [f"127.0.0.1:{operator_metrics_port}"]}]})
@@ -126,8 +128,6 @@ def e2e_world(api_client: client.ApiClient, namespace: str, kubeconfig: Path, tm
         stack.callback(stop_prometheus)
         env = {"MODELROLLOUT_METRICS_PORT": str(operator_metrics_port)} if operator_metrics_port else None
         stack.enter_context(operator_process(kubeconfig, namespace, tmp_path / "operator.log", env=env))
-        gateway = stack.enter_context(Gateway(api_client, namespace, ("gatewayAPI", "scorer"), tmp_path / "nginx",
-                                              free_port()))
         load = LoadGenerator(gateway.url, rps=rps, seed=11, max_duration_s=900, path=load_path, payload=payload)
         world = World(rollouts, fleet, prometheus, gateway, load, {})
         stack.callback(load.stop)

@@ -3,7 +3,7 @@
 The stable is a logistic regression; the candidate is a random forest (slower, as a bigger model
 is) trained on labels with 30% flipped (less accurate) behind an input check that raises on a
 negative last feature, which 10% of the requests have: the model fails them itself, the server is
-not modified. Each pod's MLServer listens on its pod's address; nginx serves the operator's
+not modified. Each pod's MLServer listens on its pod's address; Envoy Gateway serves the operator's
 HTTPRoute; Prometheus scrapes MLServer's own metrics; the analysis reads them through the
 `mlserver` profile. The candidate's real errors roll it back.
 """

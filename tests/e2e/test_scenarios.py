@@ -49,8 +49,7 @@ def test_a_good_candidate_is_promoted_through_shadow_canary_and_ab(
         ab = [d for d in done["decisions"] if d["test"] == "anytime-valid split test"]
         assert ab and ab[-1]["verdict"] == "CandidateBetter" and ab[-1]["effect"] > 0
         assert ab[-1]["pValue"] <= 0.025, "CandidateBetter is one side of a test at alpha / 2"
-        mirrored = world.fleet.served().get(done["stableRevision"], {}).get("mirrored", 0)
-        assert mirrored > 0, "shadow traffic really reached the candidate (as its servers counted)"
+        assert world.gateway.mirrored("scorer") > 0, "shadow traffic really reached the candidate (Envoy counted)"
 
 
 def test_an_error_spike_mid_canary_rolls_back_by_itself(
@@ -114,8 +113,9 @@ def test_a_prometheus_outage_pauses_and_never_promotes(
         assert held["phase"] == "Paused" and held["stableRevision"] == first["stableRevision"]
         assert httproute_state(world.rollouts, "scorer") == (20, 0)
 
-        world.prometheus = start_prometheus(tmp_path / "prometheus", [world.fleet.scrape_config()], port=port,
-                                            scrape_interval="1s")
+        world.prometheus = start_prometheus(tmp_path / "prometheus", [world.fleet.scrape_config(),
+                                                                      world.gateway.scrape_config()],
+                                            port=port, scrape_interval="1s")
         done = world.rollouts.wait_status("scorer", lambda s: s.get("phase") == "Completed", 600, "recovered",
                                           progress=world.fleet.activity)
         assert done["stableRevision"] != first["stableRevision"]

@@ -1,6 +1,8 @@
-"""The warm-up gate end to end: real model-server processes behind nginx, their latency read by a real
-Prometheus. A candidate that is never fast is rolled back without a single live request; a cold one gets
-mirrored copies until it is warm, and only then its canary share. Counted at the model servers."""
+"""The warm-up gate end to end: real model-server processes behind Envoy Gateway, their latency read by a
+real Prometheus. A candidate that is never fast is rolled back without a single live request; a cold one
+gets mirrored copies until it is warm, and only then its canary share. Envoy counts what it sent each
+backend and each mirror (the servers cannot tell a mirrored copy there); the clients count the answers
+a cold server gave them."""
 
 from __future__ import annotations
 
@@ -30,8 +32,8 @@ def test_no_live_request_reaches_a_candidate_before_it_is_warm(
         slow = world.rollouts.wait_status("scorer", lambda s: (s.get("warmup", {}).get("latencyP95") or 0) > 0.5
                                           and s.get("phase") == "Progressing", 60, "a slow warm-up reading")
         sluggish = slow["candidateRevision"]
-        served = world.fleet.served()[sluggish]  # Its servers stop with the rollback: counted now.
-        assert served["mirrored"] >= REQUESTS and served["live"] == 0, served
+        assert world.gateway.mirrored("scorer") >= REQUESTS, world.gateway.counts()
+        assert world.gateway.live("scorer-candidate") == 0, world.gateway.counts()
         assert slow["canaryWeight"] == 0 and slow["mirrorPercent"] == MIRROR
         failed = world.rollouts.wait_status("scorer", lambda s: s.get("phase") == "RolledBack", 120,
                                             "WarmupFailed")
@@ -48,7 +50,9 @@ def test_no_live_request_reaches_a_candidate_before_it_is_warm(
         cold = warm["candidateRevision"]
         assert warm["stableRevision"] == first["stableRevision"]
         assert warm["warmup"]["latencyP95"] <= 0.5 and warm["warmup"]["requests"] >= REQUESTS
+        # Its first 60 requests were answered cold, and no user had one of those answers: all were copies.
         served = world.fleet.served()[cold]
-        assert served["cold_mirrored"] == 60 and served["cold_live"] == 0, served
+        assert served["cold_live"] + served["cold_mirrored"] == 60, served
+        assert world.load.stats().cold.get(cold, 0) == 0, world.load.stats()
         world.rollouts.wait_status("scorer", lambda _: world.load.stats().total(cold, "ok") >= 20, 60,
                                    "users answered by the warm candidate")

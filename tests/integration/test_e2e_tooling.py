@@ -20,8 +20,7 @@ import pytest
 from devkit.sandbox.cluster import SandboxState
 from devkit.sandbox.processes import free_port, pid_alive
 from devkit.sandbox.prometheus import PrometheusServer, start_prometheus
-from e2e.envoy import EnvoyGatewayData, Proxy
-from e2e.envoy import gateway as envoy_gateway_object
+from e2e.envoy import EnvoyRoute, Proxy
 from e2e.fleet import REVISION_LABEL, ROLLOUT_LABEL, ModelFleet
 from e2e.gateway import Gateway
 from e2e.harness import stop_process
@@ -320,24 +319,22 @@ def test_envoy_gateway_serves_a_hand_written_httproute_split_mirror_and_header_m
     api_client: client.ApiClient, envoy_gateway: SandboxState, namespace: str, tmp_path: Path, fleet: ModelFleet,
 ) -> None:
     custom = client.CustomObjectsApi(api_client)
-    port = free_port()
-    custom.create_namespaced_custom_object("gateway.networking.k8s.io", "v1", namespace, "gateways",
-                                           envoy_gateway_object("gateway", port))
     custom.create_namespaced_custom_object(*GATEWAY_API[:2], namespace, GATEWAY_API[2], hand_written_httproute())
     fleet.wait_for_revisions("rev1", "rev2")
     # mergeBackends: one Envoy cluster per Service port (named by the port's name); a mirror has its own.
     candidate, mirror = (f"service/{namespace}/{ROLLOUT}-candidate/{PORT}/http",
                          f"httproute/{namespace}/{ROLLOUT}/rule/0-mirror-0")
 
-    with EnvoyGatewayData(api_client, tmp_path / "envoy") as data:
-        proxy = data.proxy_for(namespace, "gateway")
-        url = f"http://127.0.0.1:{port}"
+    with EnvoyRoute(api_client, namespace, tmp_path / "envoy") as gateway:
+        assert gateway.proxy is not None
+        proxy = gateway.proxy
         # Envoy Gateway pushes the route once it has seen the Services' endpoints: until then, 5xx.
-        wait_until(lambda: httpx.post(f"{url}/predict", json={}, timeout=5).status_code == 200, 120,
+        wait_until(lambda: httpx.post(f"{gateway.url}/predict", json={}, timeout=5).status_code == 200, 120,
                    "the route served")
         before = {cluster: envoy_counts(proxy, cluster).get("total", 0.0) for cluster in (candidate, mirror)}
-        stats = LoadGenerator(url, rps=50, seed=3, max_duration_s=60).run(8)
-        cohort = LoadGenerator(url, rps=20, seed=4, max_duration_s=60, headers=lambda _: {"X-Cohort": "b"}).run(2)
+        stats = LoadGenerator(gateway.url, rps=50, seed=3, max_duration_s=60).run(8)
+        cohort = LoadGenerator(gateway.url, rps=20, seed=4, max_duration_s=60,
+                               headers=lambda _: {"X-Cohort": "b"}).run(2)
         live = stats.total("rev2", outcome=None) + cohort.sent
 
         def counted_live() -> dict[str, float] | None:
@@ -354,6 +351,10 @@ def test_envoy_gateway_serves_a_hand_written_httproute_split_mirror_and_header_m
         # server answers its live requests and the mirrored copies as one. A copy is fire-and-forget,
         # so it may be answered after its live request.
         served = wait_until(answered_all, 60, "rev2's server answering the live and the mirrored requests")
+        # The world's own reading of the same counters agrees with this test's parse of them.
+        assert gateway.live(f"{ROLLOUT}-candidate") == envoy_counts(proxy, candidate)["total"]
+        assert gateway.mirrored(ROLLOUT) == envoy_counts(proxy, mirror)["total"]
+        data = gateway.data
     assert stats.sent >= 150 and stats.total(outcome="ok") >= 0.95 * stats.sent, stats
     # Envoy picks a weighted cluster per request at random: 30% within 3.5 standard deviations at 150+.
     assert 0.17 <= stats.share("rev2") <= 0.43, stats
