@@ -386,6 +386,7 @@ GuardrailTemplate = Literal[
     "queueDepth", "kvCacheUsage", "tokensPerSecond", "gpuMemoryUsage", "predictionPSI",
 ]
 Profile = Literal["seeds", "vllm", "tgi", "sglang", "triton", "kserve", "mlserver", "torchserve", "inference-gateway"]
+GatewayProfile = Literal["envoy", "istio"]
 # The guardrail templates that are sequential tests of the candidate against the stable.
 TEST_TEMPLATES = ("errorRate", *profiles.HISTOGRAM_TEMPLATES)
 IGNORE_BELOW_NEEDS_A_TEST = ("ignoreBelow is the floor of a test template (errorRate, the latency quantiles); "
@@ -407,15 +408,33 @@ def _profile_rules() -> list[JsonValue]:
         if missing:
             listed = ", ".join(f"'{template}'" for template in missing)
             rules.append(rule(
-                f"(has(self.profile) ? self.profile : 'seeds') != '{name}' || !has(self.guardrails) || "
-                f"self.guardrails.all(g, !has(g.template) || !(g.template in [{listed}]))",
+                f"(has(self.profile) ? self.profile : 'seeds') != '{name}' || has(self.gatewayProfile) || "
+                f"!has(self.guardrails) || self.guardrails.all(g, !has(g.template) || !(g.template in [{listed}]))",
                 profiles.why_unsupported(name), ".guardrails"))
     rules.append(rule(
         "(has(self.profile) ? self.profile : 'seeds') == 'seeds' || !has(self.metrics) || "
         "self.metrics.all(m, !has(m.template) || m.template != 'conversion')", CONVERSION_NEEDS_SEEDS, ".metrics"))
     rules.append(rule(
-        f"!((has(self.profile) ? self.profile : 'seeds') in {list(NO_REQUEST_COUNTERS)}) || !has(self.metrics) || "
+        f"!((has(self.profile) ? self.profile : 'seeds') in {list(NO_REQUEST_COUNTERS)}) || has(self.gatewayProfile) "
+        "|| !has(self.metrics) || "
         "self.metrics.all(m, !has(m.template) || m.template != 'success')", SUCCESS_NEEDS_COUNTERS, ".metrics"))
+    return rules
+
+
+def _gateway_rules() -> list[JsonValue]:
+    """With a gateway profile, the templates it measures are allowed whatever the server exports."""
+    rules: list[JsonValue] = []
+    for name in profiles.PROFILES:
+        for gateway in profiles.GATEWAYS:
+            missing = profiles.unsupported(name, gateway)
+            if not missing:
+                continue
+            listed = ", ".join(f"'{template}'" for template in missing)
+            rules.append(rule(
+                f"(has(self.profile) ? self.profile : 'seeds') != '{name}' || !has(self.gatewayProfile) || "
+                f"self.gatewayProfile != '{gateway}' || !has(self.guardrails) || "
+                f"self.guardrails.all(g, !has(g.template) || !(g.template in [{listed}]))",
+                profiles.why_unsupported(name, gateway), ".guardrails"))
     return rules
 
 
@@ -514,13 +533,19 @@ class Metric(SpecModel):
     """Whether a higher rate is better (default true): it decides which way is CandidateBetter."""
 
 class Analysis(SpecModel):
-    model_config = ConfigDict(json_schema_extra={RULES: _profile_rules()})
+    model_config = ConfigDict(json_schema_extra={RULES: _profile_rules() + _gateway_rules()})
 
     profile: Profile = "seeds"
     """The model server whose metric names the built-in templates read: seeds (the default), vllm, tgi, sglang,
     triton, kserve, mlserver, torchserve or inference-gateway. A template the server does not export is
     rejected here. Versions are told apart by the `version` label, copied from the pods' label by
     Prometheus relabelling (see the README)."""
+    gateway_profile: GatewayProfile | None = None
+    """Read errorRate and the request-latency templates (latencyP50/P95/P99) from the gateway instead of the
+    server, for any server: envoy (Envoy Gateway's Envoy, with mergeBackends: one cluster per backend Service)
+    or istio (Istio's standard metrics, reporter destination). Time to first token, inter-token latency, queue,
+    KV cache and predictions stay the server's. The gateway's proxies must be scraped by the same Prometheus
+    (see the README)."""
     prometheus: PrometheusSource | None = None
     """Where the metrics are. Without it, the operator's own Prometheus (`modelrollout run
     --prometheus-address`, the chart's prometheus.address); with neither, a step with guardrails or an
@@ -546,7 +571,8 @@ class Analysis(SpecModel):
 
     def errors_unwatched(self) -> str | None:
         """Why failed requests go unseen by this analysis (None: a guardrail counts them, or could)."""
-        if self.profile not in NO_REQUEST_COUNTERS or any(g.counts_errors for g in self.guardrails):
+        if (self.profile not in NO_REQUEST_COUNTERS or self.gateway_profile is not None
+                or any(g.counts_errors for g in self.guardrails)):
             return None
         return (f"analysis.profile {self.profile} counts no failed requests, and no query guardrail has "
                 "countsErrors: a candidate that fails requests is not rolled back. Add a query guardrail on the "
@@ -602,7 +628,7 @@ WARMUP_NEEDS_MIRROR = ("strategy.warmup mirrors requests to the candidate, which
                        "use gatewayAPI or istio")
 _NO_LATENCY = sorted(name for name, chosen in profiles.PROFILES.items() if chosen.latency is None)
 WARMUP_NEEDS_LATENCY = (f"strategy.warmup reads a request latency histogram, which analysis.profile "
-                        f"{' and '.join(_NO_LATENCY)} do not export")
+                        f"{' and '.join(_NO_LATENCY)} do not export: set analysis.gatewayProfile to read the gateway's")
 SWAP_NEEDS_ROUTING = ("capacity.policy swap needs gatewayAPI or istio: with trafficRouting.replicas every pod "
                       "takes traffic, so the stable's share cannot follow its size")
 SWAP_LEAVES_TOO_FEW = ("capacity.policy swap: every step must leave the stable at least minAvailable replicas, "
@@ -642,7 +668,8 @@ class ModelRolloutSpec(SpecModel):
                 rule("!has(self.strategy.warmup) || !has(self.trafficRouting.replicas)", WARMUP_NEEDS_MIRROR,
                      ".strategy.warmup"),
                 rule("!has(self.strategy.warmup) || !has(self.analysis) || !has(self.analysis.profile) || "
-                     f"!(self.analysis.profile in {_NO_LATENCY})", WARMUP_NEEDS_LATENCY, ".strategy.warmup"),
+                     f"has(self.analysis.gatewayProfile) || !(self.analysis.profile in {_NO_LATENCY})",
+                     WARMUP_NEEDS_LATENCY, ".strategy.warmup"),
                 rule(f"{_SWAP} ? !has(self.trafficRouting.replicas) : true", SWAP_NEEDS_ROUTING,
                      ".strategy.capacity.policy"),
                 rule(f"{_SWAP} ? {_MIN_AVAILABLE} < self.replicas && self.strategy.steps.all(s, "

@@ -40,7 +40,9 @@ Sources, read for each name and label (versions as of 2026-11):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
 VERSION_LABEL = "version"
 # Every built-in guardrail template, in the API's order (api.GuardrailTemplate lists the same).
@@ -90,6 +92,99 @@ class Profile:
     version_label: str = VERSION_LABEL
     # Guardrail templates whose series are per request but not per model: they need no model label.
     unlabelled: frozenset[str] = field(default_factory=frozenset)
+    # Where `requests` and `latency` come from a gateway's metrics instead (`analysis.gatewayProfile`).
+    gateway: GatewayProfile | None = None
+
+
+# A gateway's series name their backend in labels of the gateway's own; each query makes these two of
+# them (label_replace), so that one answer groups by backend for the whole fleet.
+GATEWAY_ARM_LABELS = ("arm_namespace", "arm_backend")
+# The templates a gateway profile measures; the rest stay the server's.
+GATEWAY_TEMPLATES = frozenset({"requests", "latency"})
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Where a gateway sent requests: a Service of a rollout (`service:<name>`), or the copies one of
+    its routes mirrored (`mirror:<route>`)."""
+
+    namespace: str
+    name: str
+    mirror: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{'mirror' if self.mirror else 'service'}:{self.name}"
+
+
+@dataclass(frozen=True)
+class GatewayProfile:
+    """What a gateway measures of every request it proxies, per backend, whatever the model server:
+    Flagger's idea (request success and duration from the mesh). `arms` wraps an expression of its
+    series in label_replace()s that add GATEWAY_ARM_LABELS; `every` and `one` are the matchers of
+    every backend's series and of one backend's."""
+
+    name: str
+    requests: Requests
+    latency: Series
+    latency_seconds_per_unit: float  # the histogram's unit, in seconds (Envoy and Istio count ms)
+    arms: str  # "{}" stands for the wrapped expression
+    every: str
+    one: Callable[[Backend], str]
+    # Whether mirrored copies are counted apart from the live requests to the same Service.
+    mirrors_apart: bool
+
+
+def _regex(text: str) -> str:
+    """A name as a literal inside a PromQL regex matcher's string (RE2 metacharacters escaped)."""
+    return promql_string(re.sub(r"([.^$*+?()\[\]{}|\\])", r"\\\1", text))
+
+
+def _envoy_one(backend: Backend) -> str:
+    namespace, name = _regex(backend.namespace), _regex(backend.name)
+    if backend.mirror:
+        return f'envoy_cluster_name=~"httproute/{namespace}/{name}/rule/[0-9]+-mirror-[0-9]+"'
+    return f'envoy_cluster_name=~"service/{namespace}/{name}/.+"'
+
+
+def _istio_one(backend: Backend) -> str:
+    return (f'destination_service_namespace="{promql_string(backend.namespace)}",'
+            f'destination_service_name="{promql_string(backend.name)}"')
+
+
+GATEWAYS: dict[str, GatewayProfile] = {gateway.name: gateway for gateway in (
+    # Envoy's cluster stats (/stats/prometheus), as Envoy Gateway names its clusters with mergeBackends:
+    # `service/<ns>/<service>/<port>[/<protocol>]` for a backend, `httproute/<ns>/<route>/rule/<i>-mirror-<j>`
+    # for a rule's mirror. Without mergeBackends a rule's backends share one cluster and cannot be told apart.
+    GatewayProfile(
+        "envoy",
+        Requests(total=Series("envoy_cluster_upstream_rq_total"),
+                 errors=Series("envoy_cluster_upstream_rq_xx", 'envoy_response_code_class="5"')),
+        latency=Series("envoy_cluster_upstream_rq_time"),
+        latency_seconds_per_unit=0.001,
+        arms=('label_replace(label_replace(label_replace({}, '
+              '"arm_namespace", "$2", "envoy_cluster_name", "(service|httproute)/([^/]+)/.*"), '
+              '"arm_backend", "service:$1", "envoy_cluster_name", "service/[^/]+/([^/]+)/.*"), '
+              '"arm_backend", "mirror:$1", "envoy_cluster_name", "httproute/[^/]+/([^/]+)/rule/[0-9]+-mirror-[0-9]+")'),
+        every='envoy_cluster_name=~"service/.+|httproute/.+/rule/[0-9]+-mirror-[0-9]+"',
+        one=_envoy_one,
+        mirrors_apart=True,
+    ),
+    # Istio's standard metrics, reported by the destination's sidecar (Flagger's request-success-rate
+    # and request-duration read the same): a mirrored copy reaches the candidate's Service as a request.
+    GatewayProfile(
+        "istio",
+        Requests(total=Series("istio_requests_total", 'reporter="destination"'),
+                 errors=Series("istio_requests_total", 'reporter="destination",response_code=~"5.."')),
+        latency=Series("istio_request_duration_milliseconds", 'reporter="destination"'),
+        latency_seconds_per_unit=0.001,
+        arms=('label_replace(label_replace({}, "arm_namespace", "$1", "destination_service_namespace", "(.*)"), '
+              '"arm_backend", "service:$1", "destination_service_name", "(.*)")'),
+        every='destination_service_name!=""',
+        one=_istio_one,
+        mirrors_apart=False,
+    ),
+)}
 
 
 _SEEDS_REQUESTS = Series("inference_request_total")
@@ -182,8 +277,13 @@ GAUGE_TEMPLATES = {
 }
 
 
-def profile(name: str | None) -> Profile:
-    return PROFILES[name or "seeds"]
+def profile(name: str | None, gateway: str | None = None) -> Profile:
+    """A server's profile; with a gateway, its requests and request latency are the gateway's."""
+    server = PROFILES[name or "seeds"]
+    if gateway is None:
+        return server
+    chosen = GATEWAYS[gateway]
+    return replace(server, requests=chosen.requests, latency=chosen.latency, gateway=chosen)
 
 
 def needs(template: str) -> str | None:
@@ -204,13 +304,14 @@ def _has(chosen: Profile, part: str) -> bool:
     return getattr(chosen, part) is not None
 
 
-def unsupported(name: str) -> list[str]:
-    """The guardrail templates a profile cannot measure, in the API's order."""
-    chosen = PROFILES[name]
+def unsupported(name: str, gateway: str | None = None) -> list[str]:
+    """The guardrail templates a profile (with a gateway's, if any) cannot measure, in the API's order."""
+    chosen = profile(name, gateway)
     return [t for t in GUARDRAIL_TEMPLATES if (part := needs(t)) is not None and not _has(chosen, part)]
 
 
-def why_unsupported(name: str) -> str:
-    missing = unsupported(name)
-    return (f"analysis.profile {name} exports nothing for guardrail templates {', '.join(missing)}: "
+def why_unsupported(name: str, gateway: str | None = None) -> str:
+    missing = unsupported(name, gateway)
+    measured = f"analysis.profile {name}" + (f" with gatewayProfile {gateway}" if gateway else "")
+    return (f"{measured} exports nothing for guardrail templates {', '.join(missing)}: "
             "use a query guardrail on what the server does export") if missing else ""

@@ -41,7 +41,7 @@ from controller.measure.prometheus import (
     PrometheusProvider,
     SharedAnswers,
 )
-from controller.profiles import GAUGE_TEMPLATES, Series, profile
+from controller.profiles import GAUGE_TEMPLATES, Backend, Profile, Series, profile
 
 # The warm-up and the cost each read within this; a look reads within its plan's deadline.
 READ_DEADLINE_SECONDS = 5.0
@@ -98,16 +98,44 @@ class Measurer:
                  capacity_shortfall: Callable[[int], str | None], gpus: Callable[[str], int]) -> None:
         self.io, self.spec, self.rollout = io, spec, rollout
         self.capacity_shortfall, self.gpus = capacity_shortfall, gpus
-        self.profile = profile(spec.analysis.profile if spec.analysis else None)
+        analysis = spec.analysis
+        self.profile = profile(analysis.profile if analysis else None, analysis.gateway_profile if analysis else None)
+        # The server's own: the cost counts what the pods served, whatever reached them.
+        self.server = profile(analysis.profile if analysis else None)
+        # Through which backend of the gateway each version is reached now (a gateway profile's arms).
+        self._backends: dict[str, Backend] = {}
 
     def measure(self, plan: Plan) -> Readings:
         """Raises AnalysisInterrupted when a manual action arrives during a look: the pass starts over."""
+        self._backends = self._reached(plan)
         return Readings(
             analysis=self._analysis(plan.analysis) if plan.analysis else None,
             warmup=self._warmup(plan.warmup) if plan.warmup else None,
             cost=self._cost(plan.cost) if plan.cost else None,
             capacity_shortfall=self.capacity_shortfall(plan.capacity) if plan.capacity is not None else None,
         )
+
+    def _reached(self, plan: Plan) -> dict[str, Backend]:
+        """The stable through `<name>-stable`; the candidate through `<name>-candidate`, or while it takes no
+        live request (a shadow step, the warm-up), through the route's mirror where the gateway counts
+        mirrored copies apart."""
+        namespace, name = self.rollout.namespace, self.rollout.name
+        routing = self.spec.traffic_routing.gateway_api
+        gateway = self.profile.gateway
+
+        def candidate(mirrored: bool) -> Backend:
+            if mirrored and routing is not None and gateway is not None and gateway.mirrors_apart:
+                return Backend(namespace, routing.http_route, mirror=True)
+            return Backend(namespace, f"{name}-candidate")
+
+        reached: dict[str, Backend] = {}
+        if plan.analysis is not None:
+            look = plan.analysis.look
+            reached[look.candidate] = candidate(look.weight == 0)
+            reached[look.stable] = Backend(namespace, f"{name}-stable")
+        if plan.warmup is not None:
+            reached[plan.warmup.revision] = candidate(True)
+        return reached
 
     def _provider(self, seconds: float) -> PrometheusProvider:
         """The analysis' Prometheus (or the operator's own), answering within `seconds`; CredentialsUnavailable
@@ -149,10 +177,13 @@ class Measurer:
         took_ms = round((time.monotonic() - began) * 1000, 1)
         return AnalysisReadings(Measurements(values), took_ms=took_ms)
 
-    def _read(self, provider: PrometheusProvider, reading: Reading, max_age: float | None) -> Value:
+    def _read(self, provider: PrometheusProvider, reading: Reading, max_age: float | None,
+              chosen: Profile | None = None) -> Value:
         """With `max_age`, a built-in template is read from the fleet's shared answer (`templates.FLEET`),
-        at most that old; without, from this rollout's own query."""
-        chosen, arm = self.profile, templates.Arm(self.rollout.model, reading.version)
+        at most that old; without, from this rollout's own query. `chosen`: another profile than the analysis'."""
+        chosen = chosen or self.profile
+        backend = self._backends.get(reading.version, Backend(self.rollout.namespace, f"{self.rollout.name}-candidate"))
+        arm = templates.Arm(self.rollout.model, reading.version, backend)
         scope = templates.FLEET if max_age is not None else arm
 
         def grouped(query: str, grouping: templates.Grouping, part: str | None) -> dict[str, float]:
@@ -164,10 +195,13 @@ class Measurer:
                 counted = templates.outcomes(chosen, totals)
                 return Outcomes(ok=counted["ok"], error=counted["error"], sampled_at=totals.get("time"))
             case Buckets(series=name, window=window):
-                series = self._series(name)
+                series = self._series(name, chosen)
                 query = (templates.bucket_totals(chosen, series, scope) if window is None
                          else templates.buckets(chosen, series, scope, window))
-                return _bounds(grouped(query, templates.grouping(chosen, "latency"), "le"))
+                unit = (chosen.gateway.latency_seconds_per_unit
+                        if chosen.gateway is not None and series == chosen.gateway.latency else 1.0)
+                return _bounds(grouped(query, templates.grouping(chosen, templates.latency_kind(chosen, series)),
+                                       "le"), unit)
             case Query(text=text, window=window):
                 return provider.scalar(templates.render(text, self.rollout.model, reading.version,
                                                         self.rollout.namespace, window))
@@ -177,28 +211,29 @@ class Measurer:
                 used = [value[""] for (namespace, pod), value in pods.items()
                         if namespace == self.rollout.namespace and pod.startswith(prefix)]
                 return max(used, default=None)
-        query, template = self._scalar_query(reading, scope)
+        query, template = self._scalar_query(chosen, reading, scope)
         return grouped(query, templates.grouping(chosen, template), None).get("")
 
-    def _scalar_query(self, reading: Reading, scope: templates.Arm | None) -> tuple[str, str]:
+    def _scalar_query(self, chosen: Profile, reading: Reading, scope: templates.Arm | None) -> tuple[str, str]:
         """A built-in template's query, and the template kind its series are labelled as."""
-        chosen = self.profile
         match reading:
             case Conversions():
-                return templates.conversion_total(chosen, scope), "requests"
+                return templates.conversion_total(chosen, scope), templates.CONVERSIONS
             case Quantile(q=q, series=name, window=window):
-                return templates.quantile(q, chosen, self._series(name), scope, window), "latency"
+                series = self._series(name, chosen)
+                return (templates.quantile(q, chosen, series, scope, window),
+                        templates.latency_kind(chosen, series))
             case ErrorRate(window=window):
                 return templates.error_rate(chosen, scope, window), "requests"
             case Gauge(template=template, window=window):
-                series = self._series(GAUGE_TEMPLATES[template])
+                series = self._series(GAUGE_TEMPLATES[template], chosen)
                 if template == "tokensPerSecond":
                     return templates.decode_speed(chosen, series, scope, window), "gauges"
                 return templates.gauge_mean(chosen, series, scope, window), "gauges"
         raise AssertionError(f"no query for {reading!r}")
 
-    def _series(self, name: str) -> Series:
-        series: Series | None = getattr(self.profile, name)
+    def _series(self, name: str, chosen: Profile | None = None) -> Series:
+        series: Series | None = getattr(chosen or self.profile, name)
         assert series is not None, "admission rejects a template the profile does not export"
         return series
 
@@ -225,7 +260,8 @@ class Measurer:
         gpus = {revision: self.gpus(revision) for revision in revisions}
         try:
             provider = self._provider(READ_DEADLINE_SECONDS)
-            requests = {revision: _requests(self._read(provider, RequestCounts(revision), COST_ANSWER_AGE_SECONDS))
+            requests = {revision: _requests(self._read(provider, RequestCounts(revision), COST_ANSWER_AGE_SECONDS,
+                                                       self.server))
                         for revision in revisions}
         except (CredentialsUnavailable, MetricError) as error:
             return CostReadings(gpus=gpus, error=str(error))
@@ -234,12 +270,12 @@ class Measurer:
         return CostReadings(requests, gpus)
 
 
-def _bounds(by_le: dict[str, float]) -> dict[float, float]:
-    """Histogram buckets keyed by their upper bound (`+Inf` is infinity)."""
+def _bounds(by_le: dict[str, float], seconds_per_unit: float = 1.0) -> dict[float, float]:
+    """Histogram buckets keyed by their upper bound in seconds (`+Inf` is infinity)."""
     bounds = {}
     for le, count in by_le.items():
         try:
-            bounds[float(le)] = count
+            bounds[float(le) * seconds_per_unit] = count
         except ValueError:
             bounds[math.inf] = count
     return bounds

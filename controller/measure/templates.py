@@ -14,15 +14,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from controller.profiles import Profile, Series, promql_string
+from controller.profiles import (
+    GATEWAY_ARM_LABELS,
+    GATEWAY_TEMPLATES,
+    Backend,
+    GatewayProfile,
+    Profile,
+    Series,
+    promql_string,
+)
 
 
 @dataclass(frozen=True)
 class Arm:
-    """One version of one model: what a rollout's reading selects."""
+    """One version of one model: what a rollout's reading selects; in a gateway's series, the backend
+    that version was reached through."""
 
     model: str
     version: str
+    backend: Backend | None = None
 
 
 # Every arm: series with a version label (the operator's pods), grouped by arm.
@@ -51,22 +61,37 @@ class Grouping:
     labels: tuple[str, ...]
 
     def key(self, arm: Arm) -> tuple[str, ...]:
+        if self.labels == GATEWAY_ARM_LABELS:
+            assert arm.backend is not None, "a gateway's arm is a backend"
+            return arm.backend.namespace, arm.backend.key
         return (arm.model, arm.version) if len(self.labels) == 2 else (arm.version,)
 
     def by(self, *extra: str) -> str:
         return f"by ({', '.join((*extra, *self.labels))})"
 
 
+def _gateway(profile: Profile, template: str) -> GatewayProfile | None:
+    """The gateway whose series a template reads, if it is not the server's."""
+    return profile.gateway if template in GATEWAY_TEMPLATES else None
+
+
 def grouping(profile: Profile, template: str = "requests") -> Grouping:
     """Series of the templates in `profile.unlabelled` (and every series of a profile with no model
-    label) are told apart by version alone."""
+    label) are told apart by version alone; a gateway's, by the backend it sent them to."""
+    if _gateway(profile, template):
+        return Grouping(GATEWAY_ARM_LABELS)
+    template = template.removeprefix("server-")  # the server's own series of a kind a gateway also measures
     if profile.model_label and template not in profile.unlabelled:
         return Grouping((profile.model_label, profile.version_label))
     return Grouping((profile.version_label,))
 
 
 def _selector(profile: Profile, series: Series, arm: Arm | None, template: str) -> str:
-    if arm is None:
+    gateway = _gateway(profile, template)
+    if gateway is not None:
+        assert arm is None or arm.backend is not None, "a gateway's arm is a backend"
+        parts = [gateway.every if arm is None or arm.backend is None else gateway.one(arm.backend)]
+    elif arm is None:
         parts = [f'{profile.version_label}!=""']
     else:
         parts = [f'{profile.version_label}="{promql_string(arm.version)}"']
@@ -77,12 +102,18 @@ def _selector(profile: Profile, series: Series, arm: Arm | None, template: str) 
     return "{" + ",".join(parts) + "}"
 
 
-def _of(profile: Profile, series: Series, arm: Arm | None) -> str:
-    return series.name + _selector(profile, series, arm, "requests")
+def _arms(profile: Profile, template: str, expression: str) -> str:
+    """`expression` with the labels its grouping names: a gateway's are made from its own labels."""
+    gateway = _gateway(profile, template)
+    return gateway.arms.format(expression) if gateway else expression
+
+
+def _of(profile: Profile, series: Series, arm: Arm | None, template: str = "requests") -> str:
+    return series.name + _selector(profile, series, arm, template)
 
 
 def _histogram(profile: Profile, series: Series, arm: Arm | None) -> str:
-    return f"{series.name}_bucket" + _selector(profile, series, arm, "latency")
+    return f"{series.name}_bucket" + _selector(profile, series, arm, latency_kind(profile, series))
 
 
 def _part(query: str, part: str) -> str:
@@ -106,8 +137,9 @@ def request_totals(profile: Profile, arm: Arm | None) -> str:
     requests, by = profile.requests, grouping(profile).by()
     selectors = {part: _of(profile, getattr(requests, part), arm) for part in request_parts(profile)}
     stamps = " or ".join(f"timestamp({selector})" for selector in selectors.values())
-    return " or ".join([*(_part(f"sum {by} ({selector})", part) for part, selector in selectors.items()),
-                        _part(f"avg {by} ({stamps})", "time")])
+    return " or ".join([*(_part(f"sum {by} ({_arms(profile, 'requests', selector)})", part)
+                          for part, selector in selectors.items()),
+                        _part(f"avg {by} ({_arms(profile, 'requests', stamps)})", "time")])
 
 
 def outcomes(profile: Profile, totals: dict[str, float]) -> dict[str, float]:
@@ -127,7 +159,7 @@ def error_rate(profile: Profile, arm: Arm | None, window: str) -> str:
 
     def increase(series: Series | None) -> str:
         assert series is not None
-        return f"sum {by} (increase({_of(profile, series, arm)}[{window}]))"
+        return f"sum {by} ({_arms(profile, 'requests', f'increase({_of(profile, series, arm)}[{window}])')})"
 
     if requests.total and requests.errors:
         total = increase(requests.total)
@@ -143,19 +175,31 @@ def error_rate(profile: Profile, arm: Arm | None, window: str) -> str:
 # --- histograms -----------------------------------------------------------------------------
 
 
+def latency_kind(profile: Profile, series: Series) -> str:
+    """The template kind of a histogram: "latency", but a gateway's only for its own request latency."""
+    return "latency" if profile.gateway is None or series == profile.gateway.latency else "server-latency"
+
+
 def quantile(q: float, profile: Profile, series: Series, arm: Arm | None, window: str) -> str:
-    by = grouping(profile, "latency").by("le")
-    return f"histogram_quantile({q}, sum {by} (rate({_histogram(profile, series, arm)}[{window}])))"
+    """In seconds, whatever the histogram's unit."""
+    template = latency_kind(profile, series)
+    gateway, by = _gateway(profile, template), grouping(profile, template).by("le")
+    rates = _arms(profile, template, f"rate({_histogram(profile, series, arm)}[{window}])")
+    found = f"histogram_quantile({q}, sum {by} ({rates}))"
+    return f"{gateway.latency_seconds_per_unit} * {found}" if gateway else found
 
 
 def buckets(profile: Profile, series: Series, arm: Arm | None, window: str) -> str:
-    """Cumulative bucket counts over the window, keyed by `le`."""
-    return f"sum {grouping(profile, 'latency').by('le')} (increase({_histogram(profile, series, arm)}[{window}]))"
+    """Cumulative bucket counts over the window, keyed by `le` (in the histogram's unit)."""
+    template = latency_kind(profile, series)
+    by = grouping(profile, template).by("le")
+    return f"sum {by} ({_arms(profile, template, f'increase({_histogram(profile, series, arm)}[{window}])')})"
 
 
 def bucket_totals(profile: Profile, series: Series, arm: Arm | None) -> str:
-    """Requests so far at or under each bound, keyed by `le`."""
-    return f"sum {grouping(profile, 'latency').by('le')} ({_histogram(profile, series, arm)})"
+    """Requests so far at or under each bound, keyed by `le` (in the histogram's unit)."""
+    template = latency_kind(profile, series)
+    return f"sum {grouping(profile, template).by('le')} ({_arms(profile, template, _histogram(profile, series, arm))})"
 
 
 # --- gauges and rates -----------------------------------------------------------------------
@@ -180,6 +224,10 @@ GPU_MEMORY_BY_POD = ('max by (namespace, pod) (DCGM_FI_DEV_FB_USED{pod!=""} '
                      '/ (DCGM_FI_DEV_FB_USED{pod!=""} + DCGM_FI_DEV_FB_FREE{pod!=""}))')
 
 
+# The server's conversion counter: grouped like its requests, never a gateway's.
+CONVERSIONS = "server-requests"
+
+
 def conversion_total(profile: Profile, arm: Arm | None) -> str:
     assert profile.conversions is not None
-    return f"sum {grouping(profile).by()} ({_of(profile, profile.conversions, arm)})"
+    return f"sum {grouping(profile, CONVERSIONS).by()} ({_of(profile, profile.conversions, arm, CONVERSIONS)})"

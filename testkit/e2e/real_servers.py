@@ -234,3 +234,62 @@ class MLServerRecipe:
 
     def metrics_port(self, want: Any) -> int:
         return int(want.port) + 2
+
+
+_KSERVE_POD = textwrap.dedent("""
+    import sys
+    import uvicorn
+    from kserve import Model, ModelServer
+
+    host, port, model, version, fail_below = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], float(sys.argv[5])
+
+    class PodAddress(uvicorn.Config):
+        # KServe binds 0.0.0.0; here the pods share one network namespace, so each binds its own address.
+        def __init__(self, *args, **kwargs):
+            kwargs["host"] = host
+            super().__init__(*args, **kwargs)
+
+    uvicorn.Config = PodAddress
+
+    class Scorer(Model):
+        def __init__(self, name):
+            super().__init__(name)
+            self.ready = True
+
+        def predict(self, payload, headers=None):
+            rows = payload["instances"]
+            if any(len(row) != 4 for row in rows):
+                raise ValueError("expects 4 features")
+            if any(row[3] < fail_below for row in rows):
+                raise RuntimeError("the model cannot score this input")  # an HTTP 500, as a model's crash is
+            return {"predictions": [float(sum(row) > 0) for row in rows], "model_version": version}
+
+    ModelServer(http_port=port, workers=1, enable_grpc=False).start([Scorer(model)])
+""")
+
+
+@dataclass
+class KServeRecipe:
+    """KServe's Python model server as the server of a pod (a `fleet.Recipe`), on the pod's address, its
+    metrics on its HTTP port. The model of an image fails every input whose last feature is under
+    `fail_below[image]` (-inf: never); KServe counts no failures, so only a gateway can see them."""
+
+    fail_below: dict[str, float]  # image -> the threshold of its model's failures
+    model: str  # the name clients ask for: /v1/models/<model>:predict
+
+    def prepare(self) -> KServeRecipe:
+        server_python("kserve")  # installed before anything is timed
+        return self
+
+    def for_image(self, image: str) -> KServeRecipe | None:
+        return self if image in self.fail_below else None
+
+    def command(self, want: Any, workdir: Path) -> tuple[list[str], dict[str, str]]:
+        return ([str(server_python("kserve")), "-c", _KSERVE_POD, want.address, str(want.port), self.model,
+                 want.version, repr(self.fail_below[want.image])], {})
+
+    def health_path(self) -> str:
+        return f"/v1/models/{self.model}"
+
+    def metrics_port(self, want: Any) -> int:
+        return int(want.port)

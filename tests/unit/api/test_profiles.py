@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from controller import api
 from controller.measure import templates
-from controller.profiles import GUARDRAIL_TEMPLATES, PROFILES, profile, unsupported
+from controller.profiles import GATEWAY_ARM_LABELS, GUARDRAIL_TEMPLATES, PROFILES, Backend, profile, unsupported
 
 
 def test_the_api_and_the_profiles_list_the_same_templates_and_profiles() -> None:
@@ -106,3 +106,55 @@ def test_a_users_string_cannot_leave_its_promql_matcher() -> None:
                      '(model_conversions_total{model="x\\"} or vector(1) or {a=\\"\\\\",version="abc"})')
     assert render('sum(rate(x{model="{{model}}"}[{{window}}]))', hostile, "v", "ns", "5m") == (
         'sum(rate(x{model="' + promql_string(hostile) + '"}[5m]))')
+
+
+def test_a_gateway_profile_measures_errors_and_latency_for_any_server() -> None:
+    assert set(get_args(api.GatewayProfile)) == {"envoy", "istio"}
+    assert "errorRate" in unsupported("kserve") and "errorRate" not in unsupported("kserve", "envoy")
+    assert "latencyP99" in unsupported("triton") and "latencyP99" not in unsupported("triton", "istio")
+    # What only the server knows stays the server's.
+    assert "timeToFirstTokenP99" in unsupported("kserve", "envoy")
+    assert profile("vllm", "envoy").time_to_first_token == profile("vllm").time_to_first_token
+    # Admission: the same template with and without the gateway.
+    unsupported_errors = "analysis.profile kserve exports nothing for guardrail templates errorRate"
+    with pytest.raises(ValidationError, match=re.escape(unsupported_errors)):
+        api.Analysis.model_validate(_analysis("kserve", "errorRate"))
+    chosen = api.Analysis.model_validate({**_analysis("kserve", "errorRate"), "gatewayProfile": "envoy"})
+    assert chosen.gateway_profile == "envoy" and chosen.errors_unwatched() is None
+    assert api.Analysis.model_validate({"profile": "kserve"}).errors_unwatched() is not None
+    with pytest.raises(ValidationError, match="with gatewayProfile envoy exports nothing for guardrail templates"):
+        api.Analysis.model_validate({**_analysis("kserve", "timeToFirstTokenP99"), "gatewayProfile": "envoy"})
+
+
+def test_envoy_arms_are_its_backends_named_from_its_cluster_names() -> None:
+    envoy = profile("kserve", "envoy")
+    stable = templates.Arm("scorer", "rev1", Backend("ml", "scorer-stable"))
+    shadow = templates.Arm("scorer", "rev2", Backend("ml", "scorer", mirror=True))
+    assert templates.grouping(envoy).labels == GATEWAY_ARM_LABELS
+    assert templates.grouping(envoy).key(stable) == ("ml", "service:scorer-stable")
+    assert templates.grouping(envoy, "latency").key(shadow) == ("ml", "mirror:scorer")
+    fleet = templates.request_totals(envoy, templates.FLEET)
+    assert 'sum by (arm_namespace, arm_backend) (label_replace(label_replace(label_replace(' \
+           'envoy_cluster_upstream_rq_xx{envoy_cluster_name=~"service/.+|httproute/.+/rule/[0-9]+-mirror-[0-9]+",' \
+           'envoy_response_code_class="5"}' in fleet
+    assert 'envoy_cluster_name=~"service/ml/scorer-stable/.+"' in templates.error_rate(envoy, stable, "1m")
+    assert 'envoy_cluster_name=~"httproute/ml/scorer/rule/[0-9]+-mirror-[0-9]+"' in (
+        templates.bucket_totals(envoy, envoy.latency, shadow))  # type: ignore[arg-type]
+    # Envoy counts milliseconds: a quantile is given in seconds.
+    assert templates.quantile(0.99, envoy, envoy.latency, stable, "1m").startswith(  # type: ignore[arg-type]
+        "0.001 * histogram_quantile(0.99, sum by (le, arm_namespace, arm_backend) (label_replace(")
+    # A name cannot leave its regex: RE2 metacharacters are escaped.
+    odd = templates.Arm("scorer", "v", Backend("ml", "a.b|c"))
+    assert 'service/ml/a\\\\.b\\\\|c/.+' in templates.error_rate(envoy, odd, "1m")
+
+
+def test_with_a_gateway_the_servers_own_histograms_and_conversions_keep_the_servers_labels() -> None:
+    seeds = profile("seeds", "istio")
+    arm = templates.Arm("scorer", "abc", Backend("ml", "scorer-candidate"))
+    assert templates.bucket_totals(seeds, seeds.predictions, arm) == (  # type: ignore[arg-type]
+        'sum by (le, model, version) (model_prediction_value_bucket{model="scorer",version="abc"})')
+    assert templates.conversion_total(seeds, arm) == (
+        'sum by (model, version) (model_conversions_total{model="scorer",version="abc"})')
+    assert 'destination_service_name="scorer-candidate"' in templates.request_totals(seeds, arm)
+    assert templates.latency_kind(seeds, seeds.end_to_end) == "server-latency"  # type: ignore[arg-type]
+    assert templates.grouping(seeds, "server-latency").key(arm) == ("scorer", "abc")
