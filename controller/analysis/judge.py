@@ -119,8 +119,14 @@ class Evaluator:
         self.read: dict[str, float] = {}
 
     def requests(self, version: str) -> dict[str, float]:
-        """Requests so far by outcome (ok, error)."""
+        """Requests so far by outcome (ok, error). A gateway that has no series for an arm's backend never
+        saw it (or its stats are gone): that is said, not read as no errors."""
         counted = self.measured.outcomes(RequestCounts(version))
+        gateway = self.analysis.gateway_profile
+        if gateway is not None and counted.sampled_at is None:
+            arm = "candidate" if version == self.look.candidate else "stable"
+            raise MetricError(f"gatewayProfile {gateway} has no request counts for the {arm} ({version}): "
+                              "the gateway's stats for its backend are missing")
         return {"ok": counted.ok, "error": counted.error}
 
     def since_last(self, key: str, total: float) -> float | None:

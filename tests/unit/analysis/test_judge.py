@@ -311,6 +311,26 @@ def test_no_candidate_data_is_not_a_pass() -> None:
     assert result.state.guardrails["error-rate"].outcome == "NoData"
 
 
+def test_a_gateway_with_no_stats_for_an_arm_says_so_and_never_reads_zero_errors() -> None:
+    class Gateway(FakePrometheus):
+        """Envoy's counters: every arm it has seen carries a scrape time; the candidate's backend is missing."""
+
+        def _answer(self, reading: Reading) -> Value | MetricError:
+            answer = super()._answer(reading)
+            if isinstance(reading, RequestCounts) and reading.version in self.arms:
+                assert isinstance(answer, Outcomes)
+                return Outcomes(answer.ok, answer.error, sampled_at=1.0)
+            return answer
+
+    run = Run(_spec(CANARY, [ERRORS], gatewayProfile="envoy", profile="kserve"), Gateway({"s1": Arm(requests=100)}))
+    run.elapsed = 30
+    run.look()
+    result = run.look()
+    status = result.state.guardrails["error-rate"]
+    assert result.signal.verdict == AnalysisVerdict.HOLD and status.outcome == "Error", status
+    assert "no request counts for the candidate (c1)" in (status.reason or "")
+
+
 def test_prediction_drift_holds_the_shadow_step_but_does_not_fail_it() -> None:
     shadow = {"shadow": {"percent": 100, "duration": "10m"}}
     drift = {"name": "drift", "template": "predictionPSI", "max": 0.2, "during": ["shadow"]}
