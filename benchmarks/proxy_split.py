@@ -32,7 +32,7 @@ from controller.kube.client import api_client_from_kubeconfig
 
 NAMESPACE = "split-bench"
 WEIGHTS = (1, 5, 10, 25, 50)
-MIRROR = 20
+MIRRORS = (10, 20, 50)
 
 
 def _interval(hits: float, total: float) -> tuple[float, float]:
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=30, help="length of each step")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    steps: list[dict[str, Any]] = [{"shadow": {"percent": MIRROR, "duration": f"{args.seconds}s"}}]
+    steps: list[dict[str, Any]] = [{"shadow": {"percent": m, "duration": f"{args.seconds}s"}} for m in MIRRORS]
     steps += [{"canary": {"weight": w, "duration": f"{args.seconds}s"}} for w in WEIGHTS]
     sandbox = Sandbox(name=f"split-{os.getpid()}")
     state = sandbox.up(gateway="envoy")
@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
                 kind = "mirror" if "shadow" in step else "weight"
                 hits = mirrored if kind == "mirror" else on_candidate
                 low, high = _interval(hits, live)
-                rows.append((kind, MIRROR if kind == "mirror" else step["canary"]["weight"], hits, live, low, high))
+                set_to = step["shadow"]["percent"] if kind == "mirror" else step["canary"]["weight"]
+                rows.append((kind, set_to, hits, live, low, high))
             world.rollouts.wait_status("scorer", lambda s: s.get("phase") == "Completed", 120, "promotion")
     finally:
         sandbox.down()

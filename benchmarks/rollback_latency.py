@@ -132,19 +132,22 @@ def _set_image(bench: Bench, name: str, image: str) -> None:
     bench.custom.patch_namespaced_custom_object(api.GROUP, api.VERSION, NAMESPACE, api.PLURAL, name, patch)
 
 
-def fault_to_rollback(api_client: client.ApiClient, kubeconfig: str, runs: int, weight: int) -> list[float]:
+def fault_to_rollback(api_client: client.ApiClient, kubeconfig: str, runs: int, weight: int,
+                      gateway_profile: str | None = None) -> list[float]:
     """Inject an error spike into the candidate's model server; time until the route is 100% stable.
 
-    Real model-server processes, Prometheus scraping every 1 s, analysis every 2 s, load routed by
-    the live HTTPRoute. After each rollback the fault is cleared and the rollout retried.
+    Real model-server processes, Prometheus scraping every 1 s (the servers and Envoy), analysis every
+    2 s, load routed by Envoy Gateway. With `gateway_profile`, the errors are Envoy's counts, not the
+    server's. After each rollback the fault is cleared and the rollout retried.
     """
     namespace = "bench-e2e"
     client.CoreV1Api(api_client).create_namespace({"metadata": {"name": namespace}})  # type: ignore[arg-type]
     seconds: list[float] = []
     with tempfile.TemporaryDirectory() as workdir, e2e_world(api_client, namespace, Path(kubeconfig),
                                                              Path(workdir), rps=60) as world:
+        extra: dict[str, Any] = {"gatewayProfile": gateway_profile} if gateway_profile else {}
         world.deploy([{"canary": {"weight": weight, "duration": "1h"}}], guardrails=[
-            {"name": "error-rate", "template": "errorRate", "ignoreBelow": 0.05}])
+            {"name": "error-rate", "template": "errorRate", "ignoreBelow": 0.05}], **extra)
         world.roll_out("good-rebuild")
         for run in range(runs):
             healthy = world.rollouts.wait_status(
@@ -169,6 +172,8 @@ def main() -> None:  # noqa: PLR0915 - one linear scenario reads best top to bot
     parser.add_argument("--fault-runs", type=int, default=10,
                         help="end-to-end fault injections (real Prometheus and model servers); 0 skips")
     parser.add_argument("--fault-weight", type=int, default=10, help="the canary's weight during the fault runs")
+    parser.add_argument("--gateway-profile", choices=["envoy"], default=None,
+                        help="the fault runs read errors from Envoy's counters (analysis.gatewayProfile)")
     args = parser.parse_args()
 
     binaries = ensure_binaries()
@@ -236,8 +241,11 @@ def main() -> None:  # noqa: PLR0915 - one linear scenario reads best top to bot
                 client.AppsV1Api(bench.api).delete_collection_namespaced_deployment(
                     NAMESPACE, label_selector=f"rollouts.mlops.dev/rollout={name}")
             bench.wait(lambda: not client.AppsV1Api(bench.api).list_namespaced_deployment(NAMESPACE).items, 120)
-            faults = fault_to_rollback(bench.api, state.kubeconfig, args.fault_runs, args.fault_weight)
-            print(f"end to end, {len(faults)} error spikes (40% errors) injected into the candidate's model server, "
+            faults = fault_to_rollback(bench.api, state.kubeconfig, args.fault_runs, args.fault_weight,
+                                       args.gateway_profile)
+            source = f"errors counted by {args.gateway_profile}" if args.gateway_profile else "the server's errors"
+            print(f"end to end through Envoy Gateway, {len(faults)} error spikes (40% errors) injected into the "
+                  f"candidate's model server at a {args.fault_weight}% canary, {source}, "
                   f"1 s scrape, 2 s analysis interval, until the route is 100% stable: "
                   f"p50 {statistics.median(faults):.1f} s, max {max(faults):.1f} s "
                   f"(all: {', '.join(f'{f:.1f}' for f in faults)})")
