@@ -5,7 +5,8 @@ serves the HTTPRoute it writes (its controller reads the route and the EndpointS
 serves them); the load goes to that Envoy only. A canary's share is counted at the model servers
 (GET /stats of every pod's server). Envoy does not mark its mirrored copies, so the servers cannot
 tell them from live requests: the mirrored share is Envoy's own count of its mirror cluster, over the
-live requests the servers answered. Counts are taken 2 s into each step and at its end. Prints, per
+live requests the servers answered. Counts are taken 2 s into each step and at its end (the last
+read before the step ended: the mirror's cluster goes with the mirror). Prints, per
 step, the weight (or mirror) set, the share measured and its 95% interval.
 
     python -m benchmarks.proxy_split [--rps 100] [--seconds 30]
@@ -81,12 +82,18 @@ def main(argv: list[str] | None = None) -> int:
                 candidate = status["candidateRevision"]
                 time.sleep(2)
                 start = _counts(world, candidate)
-                def step_over(i: int = index) -> bool:
-                    return bool(rollouts.status("scorer").get("currentStep") != i)
+                # The last counts read while the step still runs: Envoy's mirror cluster goes with the mirror.
+                last = [start]
+
+                def step_over(i: int = index, seen: list[tuple[float, float, float]] = last,
+                              revision: str = candidate) -> bool:
+                    if rollouts.status("scorer").get("currentStep") != i:
+                        return True
+                    seen.append(_counts(world, revision))
+                    return False
 
                 wait_until(step_over, args.seconds * 4, f"the end of step {index + 1}")
-                end = _counts(world, candidate)
-                live, on_candidate, mirrored = (b - a for a, b in zip(start, end, strict=True))
+                live, on_candidate, mirrored = (b - a for a, b in zip(start, last[-1], strict=True))
                 kind = "mirror" if "shadow" in step else "weight"
                 hits = mirrored if kind == "mirror" else on_candidate
                 low, high = _interval(hits, live)
