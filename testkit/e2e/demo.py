@@ -53,11 +53,10 @@ def _line(world: World) -> str:
 
 
 def _print_served(world: World) -> None:
-    """What each revision's model servers answered (live and mirrored alike: Envoy does not mark its copies),
-    and what Envoy mirrored."""
+    """What each revision's model servers answered: live requests and mirrored copies alike (Envoy does not
+    mark its copies; it counts them in the mirror's own cluster, which goes with the shadow step)."""
     for revision, counts in sorted(world.fleet.served().items()):
         print(f"    revision {revision}: answered {counts['live'] + counts['mirrored']} requests")
-    print(f"    Envoy mirrored {world.gateway.mirrored('scorer'):.0f} requests to the candidates")
 
 
 def _follow(world: World, done: Any, timeout: float) -> dict[str, Any]:
