@@ -89,8 +89,11 @@ def grouping(profile: Profile, template: str = "requests") -> Grouping:
 def _selector(profile: Profile, series: Series, arm: Arm | None, template: str) -> str:
     gateway = _gateway(profile, template)
     if gateway is not None:
-        assert arm is None or arm.backend is not None, "a gateway's arm is a backend"
-        parts = [gateway.every if arm is None or arm.backend is None else gateway.one(arm.backend)]
+        if arm is None:
+            parts = [gateway.every]
+        else:
+            assert arm.backend is not None, "a gateway's arm is a backend"
+            parts = [gateway.one(arm.backend)]
     elif arm is None:
         parts = [f'{profile.version_label}!=""']
     else:

@@ -155,41 +155,6 @@ def mlserver(model_dir: Path, model: str, host: str = "127.0.0.1") -> Iterator[R
         stop_process(process, 10)
 
 
-_KSERVE_MAIN = textwrap.dedent("""
-    import sys
-    from kserve import Model, ModelServer
-
-    class Scorer(Model):
-        def __init__(self, name):
-            super().__init__(name)
-            self.ready = True
-
-        def predict(self, payload, headers=None):
-            rows = payload["instances"]
-            if any(len(row) != 4 for row in rows):
-                raise ValueError("expects 4 features")
-            return {"predictions": [float(sum(row) > 0) for row in rows]}
-
-    ModelServer(http_port=int(sys.argv[2]), workers=1, enable_grpc=False).start([Scorer(sys.argv[1])])
-""")
-
-
-@contextmanager
-def kserve(directory: Path, model: str) -> Iterator[RunningServer]:
-    """The KServe Python model server with a small scikit-free model; metrics on its HTTP port."""
-    directory.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    log = directory / "kserve.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen([str(server_python("kserve")), "-c", _KSERVE_MAIN, model, str(port)],
-                                   cwd=directory, stdout=output, stderr=subprocess.STDOUT)
-    try:
-        _wait_ready(f"http://127.0.0.1:{port}/v1/models/{model}", process, log)
-        yield RunningServer(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}/metrics", process)
-    finally:
-        stop_process(process, 10)
-
-
 @dataclass
 class MLServerRecipe:
     """MLServer as the server of a pod (a `fleet.Recipe`): each pod serves a copy of the model directory
@@ -266,6 +231,22 @@ _KSERVE_POD = textwrap.dedent("""
 
     ModelServer(http_port=port, workers=1, enable_grpc=False).start([Scorer(model)])
 """)
+
+
+@contextmanager
+def kserve(directory: Path, model: str) -> Iterator[RunningServer]:
+    """The KServe Python model server with a small scikit-free model; metrics on its HTTP port."""
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log = directory / "kserve.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen([str(server_python("kserve")), "-c", _KSERVE_POD, "127.0.0.1", str(port), model,
+                                    "v1", "-inf"], cwd=directory, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        _wait_ready(f"http://127.0.0.1:{port}/v1/models/{model}", process, log)
+        yield RunningServer(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}/metrics", process)
+    finally:
+        stop_process(process, 10)
 
 
 @dataclass

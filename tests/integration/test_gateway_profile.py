@@ -9,10 +9,9 @@ server fails every request must read as all errors although its server exports n
 
 from __future__ import annotations
 
-import asyncio
 import math
-import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,7 @@ from tests.integration.test_e2e_tooling import (  # noqa: F401 (fixtures)
     fleet,
     scorer_workloads,
 )
+from tests.integration.test_profiles_live import _pool
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus]
 
@@ -55,16 +55,23 @@ def mirrored_route() -> dict[str, Any]:
 
 @pytest.fixture
 def pool() -> Iterator[PrometheusPool]:
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    made = PrometheusPool(loop)
-    try:
+    with _pool() as made:
         yield made
-    finally:
-        asyncio.run_coroutine_threadsafe(made.close(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
+
+
+@contextmanager
+def served(api_client: client.ApiClient, namespace: str, tmp_path: Path) -> Iterator[tuple[EnvoyRoute, str]]:
+    """The mirrored route served by Envoy Gateway, and a Prometheus scraping that Envoy: (gateway, its URL)."""
+    client.CustomObjectsApi(api_client).create_namespaced_custom_object(
+        *GATEWAY_API[:2], namespace, GATEWAY_API[2], mirrored_route())
+    with EnvoyRoute(api_client, namespace, tmp_path / "envoy") as gateway:
+        prometheus = start_prometheus(tmp_path / "prometheus", [gateway.scrape_config()], scrape_interval="1s")
+        try:
+            wait_until(lambda: httpx.post(f"{gateway.url}/predict", json={}, timeout=5).status_code == 200, 120,
+                       "the route served")
+            yield gateway, prometheus.url
+        finally:
+            prometheus.stop()
 
 
 def _look(namespace: str, prometheus_url: str, pool: PrometheusPool, weight: int, name: str = ROLLOUT) -> Any:
@@ -105,38 +112,30 @@ def test_the_envoy_profile_reads_each_arm_by_the_backend_it_was_reached_through(
     api_client: client.ApiClient, envoy_gateway: SandboxState, namespace: str, tmp_path: Path, fleet: ModelFleet,  # noqa: F811
     pool: PrometheusPool,
 ) -> None:
-    client.CustomObjectsApi(api_client).create_namespaced_custom_object(
-        *GATEWAY_API[:2], namespace, GATEWAY_API[2], mirrored_route())
     fleet.wait_for_revisions("rev1", "rev2")
     fleet.set_knobs("rev2", error_rate=1.0)  # the candidate fails every request it is sent
-    with EnvoyRoute(api_client, namespace, tmp_path / "envoy") as gateway:
-        prometheus = start_prometheus(tmp_path / "prometheus", [gateway.scrape_config()], scrape_interval="1s")
-        try:
-            wait_until(lambda: httpx.post(f"{gateway.url}/predict", json={}, timeout=5).status_code == 200, 120,
-                       "the route served")
-            # Longer than two of Envoy's stats flushes (5 s): a histogram series appears at its first flush
-            # with its first counts, which rate() cannot see, so the window needs the later ones.
-            LoadGenerator(gateway.url, rps=40, seed=5, max_duration_s=60).run(14)
-            stable_prefix, mirror_prefix = (f"service/{namespace}/{ROLLOUT}-stable/",
-                                            f"httproute/{namespace}/{ROLLOUT}/rule/0-mirror-")
-            seen: list[tuple[float, float]] = []
+    with served(api_client, namespace, tmp_path) as (gateway, prometheus_url):
+        # Longer than two of Envoy's stats flushes (5 s): a histogram series appears at its first flush
+        # with its first counts, which rate() cannot see, so the window needs the later ones.
+        LoadGenerator(gateway.url, rps=40, seed=5, max_duration_s=60).run(14)
+        stable_prefix, mirror_prefix = (f"service/{namespace}/{ROLLOUT}-stable/",
+                                        f"httproute/{namespace}/{ROLLOUT}/rule/0-mirror-")
+        seen: list[tuple[float, float]] = []
 
-            def settled() -> tuple[float, float] | None:
-                """Envoy's counts, once two reads a poll apart agree: the load stopped, the copies landed."""
-                seen.append((_envoy_total(gateway, stable_prefix), _envoy_total(gateway, mirror_prefix)))
-                return seen[-1] if len(seen) > 1 and seen[-1] == seen[-2] else None
+        def settled() -> tuple[float, float] | None:
+            """Envoy's counts, once two reads a poll apart agree: the load stopped, the copies landed."""
+            seen.append((_envoy_total(gateway, stable_prefix), _envoy_total(gateway, mirror_prefix)))
+            return seen[-1] if len(seen) > 1 and seen[-1] == seen[-2] else None
 
-            wanted = wait_until(settled, 60, "Envoy's counters settled")
+        wanted = wait_until(settled, 60, "Envoy's counters settled")
 
-            def scraped() -> Any:
-                measured = _look(namespace, prometheus.url, pool, weight=0)
-                stable, candidate = measured.outcomes(RequestCounts("rev1")), measured.outcomes(RequestCounts("rev2"))
-                return measured if (stable.ok + stable.error, candidate.ok + candidate.error) == wanted else None
+        def scraped() -> Any:
+            measured = _look(namespace, prometheus_url, pool, weight=0)
+            stable, candidate = measured.outcomes(RequestCounts("rev1")), measured.outcomes(RequestCounts("rev2"))
+            return measured if (stable.ok + stable.error, candidate.ok + candidate.error) == wanted else None
 
-            measured = wait_until(scraped, 60, "Prometheus holding Envoy's counts")
-            stable_errors = _envoy_total(gateway, stable_prefix, "5")
-        finally:
-            prometheus.stop()
+        measured = wait_until(scraped, 60, "Prometheus holding Envoy's counts")
+        stable_errors = _envoy_total(gateway, stable_prefix, "5")
     stable, candidate = measured.outcomes(RequestCounts("rev1")), measured.outcomes(RequestCounts("rev2"))
     # The stable's live requests by its Service's cluster; the shadow candidate's by the route's mirror.
     assert stable.error == stable_errors and stable.ok > 300, stable
@@ -156,20 +155,12 @@ def test_an_arm_the_gateway_never_saw_reads_as_no_data_not_as_zero_errors(
     api_client: client.ApiClient, envoy_gateway: SandboxState, namespace: str, tmp_path: Path, fleet: ModelFleet,  # noqa: F811
     pool: PrometheusPool,
 ) -> None:
-    client.CustomObjectsApi(api_client).create_namespaced_custom_object(
-        *GATEWAY_API[:2], namespace, GATEWAY_API[2], mirrored_route())
     fleet.wait_for_revisions("rev1", "rev2")
-    with EnvoyRoute(api_client, namespace, tmp_path / "envoy") as gateway:
-        prometheus = start_prometheus(tmp_path / "prometheus", [gateway.scrape_config()], scrape_interval="1s")
-        try:
-            wait_until(lambda: httpx.post(f"{gateway.url}/predict", json={}, timeout=5).status_code == 200, 120,
-                       "the route served")
-            wait_until(lambda: _look(namespace, prometheus.url, pool, weight=0).outcomes(
-                RequestCounts("rev1")).sampled_at, 60, "the stable's counts in Prometheus")
-            # A rollout whose Services Envoy never had as backends: its stats are missing, not zero.
-            measured = _look(namespace, prometheus.url, pool, weight=10, name="elsewhere")
-        finally:
-            prometheus.stop()
+    with served(api_client, namespace, tmp_path) as (_, prometheus_url):
+        wait_until(lambda: _look(namespace, prometheus_url, pool, weight=0).outcomes(
+            RequestCounts("rev1")).sampled_at, 60, "the stable's counts in Prometheus")
+        # A rollout whose Services Envoy never had as backends: its stats are missing, not zero.
+        measured = _look(namespace, prometheus_url, pool, weight=10, name="elsewhere")
     for version in ("rev1", "rev2"):
         missing = measured.outcomes(RequestCounts(version))
         assert missing.sampled_at is None, missing
