@@ -65,6 +65,17 @@ class PauseReason(StrEnum):
     ANALYSIS = "analysis"  # measurements failing past errorLimit; resumes when they return
     HALTED = "halted"  # the experiment itself is broken (a sample-ratio mismatch): a human resumes
     ROUTE = "route"  # the route's owner took the rule back: resumes when it is handed back
+    GATEWAY = "gateway"  # the route's gateway rejects it: resumes when it accepts the route again
+
+
+class RouteAcceptance(StrEnum):
+    """Whether the route's gateways serve it, from their status and the route's (Gateway API only)."""
+
+    ACCEPTED = "Accepted"  # every parent accepted the route and resolved its backends
+    GATEWAY_NOT_ACCEPTED = "GatewayNotAccepted"  # a parent Gateway is not Accepted or not Programmed
+    ROUTE_NOT_ACCEPTED = "RouteNotAccepted"  # a parent's controller rejected the route
+    REFS_NOT_RESOLVED = "RefsNotResolved"  # a parent's controller cannot resolve the route's backends
+    NOT_REPORTED = "NotReported"  # no controller has said either way (yet)
 
 
 class RouteAccess(StrEnum):
@@ -780,6 +791,7 @@ class EventReason(StrEnum):
     CANDIDATE_READY = "CandidateReady"
     CANDIDATE_REMOVED = "CandidateRemoved"
     CANDIDATE_UNSCHEDULABLE = "CandidateUnschedulable"
+    CANDIDATE_UNREACHABLE = "CandidateUnreachable"
     CAPACITY_AVAILABLE = "CapacityAvailable"
     DEPLOYED = "Deployed"
     ERRORS_UNWATCHED = "ErrorsUnwatched"
@@ -800,7 +812,9 @@ class EventReason(StrEnum):
     ROLLOUT_RESTARTED = "RolloutRestarted"
     ROLLOUT_STARTED = "RolloutStarted"
     ROUTE_ERROR = "RouteError"
+    ROUTE_ACCEPTED = "RouteAccepted"
     ROUTE_HANDED_BACK = "RouteHandedBack"
+    ROUTE_NOT_ACCEPTED = "RouteNotAccepted"
     ROUTE_NOT_OURS = "RouteNotOurs"
     ROUTE_TAKEN_BACK = "RouteTakenBack"
     SCALED_DOWN = "ScaledDown"
@@ -825,6 +839,7 @@ class ConditionType(StrEnum):
     CANDIDATE_UNSCHEDULABLE = "CandidateUnschedulable"
     INSUFFICIENT_CAPACITY = "InsufficientCapacity"
     ROUTE_MANAGED = "RouteManaged"
+    ROUTE_ACCEPTED = "RouteAccepted"
     ERRORS_UNWATCHED = "ErrorsUnwatched"
     SCRAPES_SLOW = "ScrapesSlow"
 
@@ -837,7 +852,7 @@ class StatusModel(BaseModel):
 class Condition(StatusModel):
     type: ConditionType
     """Available, Progressing, Paused, Completed, RolledBack, InvalidSpec, CandidateUnschedulable,
-    InsufficientCapacity, RouteManaged, ErrorsUnwatched or ScrapesSlow."""
+    InsufficientCapacity, RouteManaged, RouteAccepted, ErrorsUnwatched or ScrapesSlow."""
     status: Literal["True", "False", "Unknown"]
     """True, False or Unknown."""
     reason: str
@@ -1118,7 +1133,7 @@ class ModelRolloutStatus(StatusModel):
     last_action: Action | None = None
     """The last manual action applied."""
     pause_reason: PauseReason | None = None
-    """Why the rollout is paused: user, step, analysis or halted."""
+    """Why the rollout is paused: user, step, analysis, halted, route or gateway."""
     candidate_ready: bool = False
     """Whether every candidate replica is Ready."""
     scale_down_at: str | None = None

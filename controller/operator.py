@@ -28,7 +28,9 @@ from controller.kube.cache import (
     DeploymentView,
     ServiceView,
     deployment_view,
+    gateway_view,
     plain,
+    ready_endpoints,
     route_key,
     service_view,
     unschedulable_message,
@@ -46,6 +48,9 @@ from controller.runtime.workqueue import Lane
 
 OURS = {ROLLOUT_LABEL: kopf.PRESENT}
 ROUTE_KINDS = ((gatewayapi.GROUP, gatewayapi.VERSION, gatewayapi.PLURAL), (istio.GROUP, istio.VERSION, istio.PLURAL))
+GATEWAYS = (gatewayapi.GROUP, gatewayapi.VERSION, "gateways")
+ENDPOINT_SLICES = ("discovery.k8s.io", "v1", "endpointslices")
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 DEFAULT_WORKERS = 8
 log = structlog.get_logger()
 
@@ -109,6 +114,18 @@ async def httproutes(body: kopf.Body, **_: Any) -> dict[Any, Any]:
 @kopf.index(*ROUTE_KINDS[1])
 async def virtualservices(body: kopf.Body, **_: Any) -> dict[Any, Any]:
     return {(istio.PLURAL, *_key(body)): plain(body)}
+
+
+@kopf.index(*GATEWAYS)
+async def gateways(body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return {_key(body): gateway_view(body)}
+
+
+# Our Services' slices only: the endpoints controller copies the Service's labels onto them.
+@kopf.index(*ENDPOINT_SLICES, labels=OURS)
+async def endpoints(labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Any, Any] | None:
+    service = labels.get(SERVICE_NAME_LABEL)
+    return {(_key(body)[0], service): ready_endpoints(body)} if service else None
 
 
 async def nodes(body: kopf.Body, **_: Any) -> dict[Any, Any]:
@@ -194,6 +211,20 @@ async def virtualservice_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> 
     await _route_changed(istio.PLURAL, body, memo)
 
 
+@kopf.on.event(*GATEWAYS)
+async def gateway_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A Gateway's status is its routes' status: the rollouts on its routes look again."""
+    loop = _loop(memo)
+    for key in loop.cache.routes_of_gateway(*_key(body)):
+        for rollout in loop.cache.users_of_route(key):
+            loop.notify(rollout, lane=Lane.ROUTINE)
+
+
+@kopf.on.event(*ENDPOINT_SLICES, labels=OURS)
+async def endpoints_changed(labels: kopf.Labels, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    _loop(memo).notify((_key(body)[0], labels[ROLLOUT_LABEL]), lane=Lane.ROUTINE)
+
+
 # --- lifecycle ---------------------------------------------------------------
 
 
@@ -218,6 +249,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **indexes: Any
         deployments=indexes["deployments"], services=indexes["services"],
         unschedulable=indexes["unschedulable"],
         routes={gatewayapi.PLURAL: indexes["httproutes"], istio.PLURAL: indexes["virtualservices"]},
+        gateways=indexes["gateways"], endpoints=indexes["endpoints"],
         nodes=indexes.get("nodes"), node_usage=indexes.get("node_usage"),
     )
     metrics.WATCHED.set_function(lambda: len(cache.rollouts))

@@ -38,7 +38,7 @@ from controller.kube.cache import Cache, route_key
 from controller.kube.own_writes import OwnWrites
 from controller.measure.measure import AnalysisIO, Measurer, RolloutRef
 from controller.notifications.messages import Notification, notifications
-from controller.routers import HeaderRoute, RouterError, TrafficRouter
+from controller.routers import HeaderRoute, RouterError, TrafficRouter, gatewayapi
 from controller.routers.gatewayapi import GatewayAPIRouter
 from controller.routers.istio import IstioRouter
 from controller.workloads import Workloads, revision_of
@@ -186,7 +186,7 @@ def reconcile_object(ctx: Context, body: dict[str, Any], now: datetime | None = 
         rollout.patch_metadata({"finalizers": [*(meta.get("finalizers") or []), FINALIZER]})
 
     router = _router(ctx, body, spec)
-    observations = _observe(body, spec, status, workloads, router)
+    observations = _observe(ctx, body, spec, status, workloads, router)
     planned = plan(spec, status, observations, now)
     readings = _measurer(ctx, body, spec, observations.template_revision).measure(planned)
     transition = decide(spec, generation, status, observations, planned, readings, now)
@@ -202,9 +202,12 @@ def reconcile_object(ctx: Context, body: dict[str, Any], now: datetime | None = 
                    superseded=rollout.superseded(), deferred=rollout.deferred)
 
 
-def _observe(body: dict[str, Any], spec: api.ModelRolloutSpec, status: api.ModelRolloutStatus,
+def _observe(ctx: Context, body: dict[str, Any], spec: api.ModelRolloutSpec, status: api.ModelRolloutStatus,
              workloads: Workloads, router: TrafficRouter | None) -> Observations:
     """What the cache shows of the rollout's world."""
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    gateway_api = spec.traffic_routing.gateway_api
+    route = ctx.cache.route((gatewayapi.PLURAL, namespace, gateway_api.http_route)) if gateway_api else None
     revision = revision_of(spec.template)
     stable_state = workloads.observe(status.stable_revision or revision)
     candidate_state = workloads.observe(status.candidate_revision if revision == status.candidate_revision else None)
@@ -218,6 +221,9 @@ def _observe(body: dict[str, Any], spec: api.ModelRolloutSpec, status: api.Model
         candidate_unschedulable=candidate_state.unschedulable,
         stable_unschedulable=stable_state.unschedulable,
         route_refusal=_refusal(router),
+        route_serving=gatewayapi.serving(route, ctx.cache.gateway, (f"{name}-stable", f"{name}-candidate"))
+        if route is not None else None,
+        candidate_endpoints=ctx.cache.ready_endpoints(namespace, f"{name}-candidate"),
         requested_action=(body["metadata"].get("annotations") or {}).get(api.ACTION_ANNOTATION),
     )
 

@@ -19,7 +19,7 @@ from controller.engine.decide import Readings, decide
 from controller.engine.deletion import finalize
 from controller.engine.draft import Transition
 from controller.engine.machine import failed, invalid_spec, reconcile
-from controller.engine.observations import Observations, RouteHandback, RouteRefusal
+from controller.engine.observations import Observations, RouteHandback, RouteRefusal, RouteServing
 from controller.engine.plan import Plan, plan
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "ReleaseRoute",
     "RouteHandback",
     "RouteRefusal",
+    "RouteServing",
     "ScaleRevision",
     "SelectServices",
     "SetRoute",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ConfigDict
 
@@ -38,7 +38,7 @@ from controller.timestamps import format_timestamp, parse_timestamp
 # The Paused condition's reason for each pause.
 PAUSED_BECAUSE = {PauseReason.USER: "PausedByUser", PauseReason.STEP: "PauseStep",
                   PauseReason.ANALYSIS: "AnalysisError", PauseReason.HALTED: "AnalysisHalted",
-                  PauseReason.ROUTE: "RouteTakenBack"}
+                  PauseReason.ROUTE: "RouteTakenBack", PauseReason.GATEWAY: "RouteNotAccepted"}
 
 
 # Status messages stay one line; details live in status.analysis and the Events.
@@ -132,11 +132,12 @@ class Draft:
         for name, value in values.items():
             setattr(self.s, name, value)
 
-    def condition(self, type_: ConditionType, status: bool, reason: str, message: str = "") -> None:
+    def condition(self, type_: ConditionType, status: bool | Literal["True", "False", "Unknown"], reason: str,
+                  message: str = "") -> None:
         stamp = format_timestamp(self.now)
-        conditions = set_condition(
-            self.s.conditions, type_.value, "True" if status else "False", reason, message, stamp
-        )
+        value: Literal["True", "False", "Unknown"] = ("True" if status else "False") if isinstance(status, bool) \
+            else status
+        conditions = set_condition(self.s.conditions, type_.value, value, reason, message, stamp)
         self.set(conditions=conditions)
 
     def event(self, reason: EventReason, message: str, warning: bool = False) -> None:

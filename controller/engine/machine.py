@@ -10,11 +10,19 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from controller.api import ConditionType, EventReason, ModelRolloutSpec, ModelRolloutStatus, PauseReason, Phase
+from controller.api import (
+    ConditionType,
+    EventReason,
+    ModelRolloutSpec,
+    ModelRolloutStatus,
+    PauseReason,
+    Phase,
+    RolloutState,
+)
 from controller.engine.actions import Action, EmitEvent, ScaleRevision
 from controller.engine.conditions import find_condition, set_condition
 from controller.engine.draft import MAX_MESSAGE, Draft, Transition, state_of
-from controller.engine.observations import Observations, RouteRefusal
+from controller.engine.observations import Observations, RouteRefusal, RouteServing
 from controller.engine.states import IN_FLIGHT, Event, fire, take_action
 from controller.engine.steps import progress
 from controller.timestamps import format_timestamp, parse_timestamp
@@ -33,6 +41,8 @@ def reconcile(
         _route_refused(draft, observations.route_refusal)
         return draft.finish(generation)
     _route_handed_back(draft)
+    if observations.route_serving is not None:
+        _route_served(draft, observations.route_serving)
     revision = observations.template_revision
     first_deploy_waiting = (
         status.candidate_revision is None and status.phase == Phase.PROGRESSING
@@ -113,6 +123,23 @@ def _route_handed_back(draft: Draft) -> None:
         draft.event(EventReason.ROUTE_HANDED_BACK, "the route's rule is the rollout's to manage again")
     if draft.s.pause_reason == PauseReason.ROUTE:
         fire(draft, Event.ROUTE_HANDED_BACK)
+
+
+def _route_served(draft: Draft, serving: RouteServing) -> None:
+    """What the gateways say of the route, as the RouteAccepted condition. A rejection pauses a running
+    rollout (its step's weights are not what anyone serves) until the route is accepted again, and
+    the step then starts over; silence from the gateways is said, and holds nothing."""
+    before = find_condition(draft.s.conditions, ConditionType.ROUTE_ACCEPTED.value)
+    draft.condition(ConditionType.ROUTE_ACCEPTED, serving.status, serving.reason.value, serving.message)
+    if serving.status == "False" and (before is None or before.status != "False"):
+        draft.event(EventReason.ROUTE_NOT_ACCEPTED, serving.message, warning=True)
+    elif serving.status == "True" and before is not None and before.status == "False":
+        draft.event(EventReason.ROUTE_ACCEPTED, serving.message)
+    state = state_of(draft.s)
+    if serving.status == "False" and state == RolloutState.RUNNING:
+        fire(draft, Event.GATEWAY_REJECTED, serving.message)
+    elif serving.status != "False" and draft.s.pause_reason == PauseReason.GATEWAY:
+        fire(draft, Event.GATEWAY_ACCEPTED)
 
 
 def steady_state(draft: Draft) -> None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 from controller.analysis.readings import AnalysisSignal, WarmupReading
-from controller.api import ACTIONS, Action, RouteAccess
+from controller.api import ACTIONS, Action, RouteAcceptance, RouteAccess
 
 
 @dataclass(frozen=True)
@@ -14,6 +15,15 @@ class RouteRefusal:
     """The route's rule is not the rollout's to write (routers/ownership.py says why)."""
 
     access: RouteAccess
+    message: str
+
+
+@dataclass(frozen=True)
+class RouteServing:
+    """What the route's gateways say of it (Gateway API status): served, rejected, or not said."""
+
+    status: Literal["True", "False", "Unknown"]
+    reason: RouteAcceptance
     message: str
 
 
@@ -48,6 +58,10 @@ class Observations:
     next_analysis_at: datetime | None = None
     # Set when the route's rule is not ours to write: nothing is written, an in-flight rollout pauses.
     route_refusal: RouteRefusal | None = None
+    # What the gateways say of the route; None: its kind has no such status (Istio), or no route.
+    route_serving: RouteServing | None = None
+    # Ready endpoints behind the candidate's Service; None: no EndpointSlice seen for it.
+    candidate_endpoints: int | None = None
     # The manual action annotation's value, while it is on the object.
     requested_action: str | None = None
 

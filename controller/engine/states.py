@@ -51,6 +51,9 @@ class Event(StrEnum):
     # The route's owner.
     ROUTE_TAKEN_BACK = "RouteTakenBack"
     ROUTE_HANDED_BACK = "RouteHandedBack"
+    # The route's gateway.
+    GATEWAY_REJECTED = "GatewayRejected"
+    GATEWAY_ACCEPTED = "GatewayAccepted"
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,9 @@ TRANSITIONS: tuple[Row, ...] = (
     Row(S.RUNNING, Event.ROUTE_TAKEN_BACK, (S.PAUSED,), t.lose_route),
     *[Row(source, Event.ROUTE_TAKEN_BACK, (source,), t.lose_route) for source in IN_FLIGHT if source != S.RUNNING],
     Row(S.PAUSED, Event.ROUTE_HANDED_BACK, (S.RUNNING,), t.regain_route),
+    # The route's gateway: a rollout already stopped for another reason stays stopped.
+    Row(S.RUNNING, Event.GATEWAY_REJECTED, (S.PAUSED,), t.lose_gateway),
+    Row(S.PAUSED, Event.GATEWAY_ACCEPTED, (S.RUNNING,), t.regain_route),
 )
 _BY_PAIR = {(row.source, row.event): row for row in TRANSITIONS}
 assert len(_BY_PAIR) == len(TRANSITIONS), "one row per (state, event)"

@@ -53,7 +53,10 @@ def progress(draft: Draft, observations: Observations) -> None:
 
 def _candidate_ready(draft: Draft, observations: Observations) -> bool:
     """All replicas Ready; without a mesh one Ready pod, since every running pod takes traffic; under swap
-    the current step's size (the Deployment may not show this reconcile's resize yet)."""
+    the current step's size (the Deployment may not show this reconcile's resize yet). Never while its
+    Service has no ready endpoint: a gateway would answer the step's share itself, with 503s."""
+    if observations.candidate_endpoints == 0:
+        return False
     if draft.replicas_mode:
         return observations.candidate_any_ready
     if draft.swap:
@@ -164,6 +167,10 @@ def _hold_for_readiness(draft: Draft, observations: Observations) -> None:
         draft.condition(ConditionType.CANDIDATE_UNSCHEDULABLE, True, "Unschedulable", reason)
         if draft.s.message != message:
             draft.event(EventReason.CANDIDATE_UNSCHEDULABLE, message, warning=True)
+    elif observations.candidate_endpoints == 0 and observations.candidate_any_ready:
+        message = "candidate pods are Ready, but the candidate Service has no ready endpoint"
+        if draft.s.message != message:
+            draft.event(EventReason.CANDIDATE_UNREACHABLE, message, warning=True)
     else:
         message = "waiting for all candidate replicas to be ready"
         draft.condition(ConditionType.CANDIDATE_UNSCHEDULABLE, False, "Scheduled")

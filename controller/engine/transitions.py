@@ -266,6 +266,12 @@ def lose_route(draft: Draft, why: str) -> None:
     draft.condition(ConditionType.PAUSED, True, PAUSED_BECAUSE[PauseReason.ROUTE], why)
 
 
+def lose_gateway(draft: Draft, why: str) -> None:
+    """The route's gateway rejects it: the step's weights are not served, so the rollout pauses."""
+    draft.set(pause_reason=PauseReason.GATEWAY, phase=Phase.PAUSED)
+    draft.condition(ConditionType.PAUSED, True, PAUSED_BECAUSE[PauseReason.GATEWAY], why)
+
+
 def regain_route(draft: Draft, _: str = "") -> None:
     """The rule is handed back: the step starts over, as the traffic it measured was not the step's."""
     draft.set(pause_reason=None, step_started_at=None, step_ends_at=None)

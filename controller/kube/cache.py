@@ -24,6 +24,7 @@ SHARD_LABEL = f"{api.GROUP}/shard"
 
 # The route kinds' plurals: the first part of a RouteKey (the routers use the same names).
 HTTPROUTES, VIRTUALSERVICES = "httproutes", "virtualservices"
+GATEWAY_GROUP = "gateway.networking.k8s.io"
 RolloutKey = tuple[str, str]  # (namespace, name)
 RouteKey = tuple[str, str, str]  # (plural, namespace, name)
 
@@ -47,6 +48,26 @@ class ServiceView:
     rollout_label: str | None
     owner_uids: frozenset[str]
     resource_version: str
+
+
+@dataclass(frozen=True)
+class GatewayView:
+    """A Gateway's Accepted and Programmed conditions: (status, reason, message), or None before any."""
+
+    accepted: tuple[str, str, str] | None
+    programmed: tuple[str, str, str] | None
+
+
+def gateway_view(body: Mapping[str, Any]) -> GatewayView:
+    found = {c.get("type"): (str(c.get("status", "Unknown")), str(c.get("reason", "")), str(c.get("message", "")))
+             for c in (body.get("status") or {}).get("conditions") or []}
+    return GatewayView(found.get("Accepted"), found.get("Programmed"))
+
+
+def ready_endpoints(body: Mapping[str, Any]) -> int:
+    """An EndpointSlice's endpoints that take traffic (an unset `ready` means ready, as the API says)."""
+    return sum(1 for endpoint in body.get("endpoints") or []
+               if (endpoint.get("conditions") or {}).get("ready") is not False)
 
 
 def plain(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -114,6 +135,14 @@ def route_key(spec: Mapping[str, Any], namespace: str) -> RouteKey | None:
     return None
 
 
+def parent_gateways(route: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(namespace, name) of each Gateway an HTTPRoute's parentRefs name (namespace defaults to the route's)."""
+    namespace = str((route.get("metadata") or {}).get("namespace", ""))
+    return [(str(ref.get("namespace") or namespace), str(ref.get("name", "")))
+            for ref in (route.get("spec") or {}).get("parentRefs") or []
+            if ref.get("kind", "Gateway") == "Gateway" and ref.get("group", GATEWAY_GROUP) == GATEWAY_GROUP]
+
+
 # A Kopf index: key -> a store of the values indexed under it.
 Index = Mapping[Any, Iterable[Any]]
 
@@ -137,6 +166,10 @@ class Cache:
     services: Index  # (namespace, name) -> ServiceView
     unschedulable: Index  # (namespace, rollout, revision) -> message
     routes: Mapping[str, Index]  # plural -> (RouteKey -> plain body)
+    # Gateway API Gateways: (namespace, name) -> GatewayView; our Services' EndpointSlices:
+    # (namespace, Service name) -> ready endpoints, one value per slice.
+    gateways: Index | None = None
+    endpoints: Index | None = None
     # Capacity, when the operator watches nodes (cluster-wide): node name -> NodeView, and
     # node name -> the extended resources each pod bound to it requests.
     nodes: Index | None = None
@@ -163,6 +196,22 @@ class Cache:
     def route(self, key: RouteKey) -> dict[str, Any] | None:
         body: dict[str, Any] | None = _one(self.routes[key[0]], key) if key[0] in self.routes else None
         return body
+
+    def gateway(self, namespace: str, name: str) -> GatewayView | None:
+        view: GatewayView | None = _one(self.gateways, (namespace, name)) if self.gateways is not None else None
+        return view
+
+    def ready_endpoints(self, namespace: str, service: str) -> int | None:
+        """Ready endpoints across the Service's EndpointSlices; None: no slice seen for it."""
+        if self.endpoints is None or (namespace, service) not in self.endpoints:
+            return None
+        return sum(int(count) for count in _all(self.endpoints, (namespace, service)))
+
+    def routes_of_gateway(self, namespace: str, name: str) -> list[RouteKey]:
+        """The HTTPRoutes whose parentRefs name the Gateway (a scan: Gateways change rarely)."""
+        index = self.routes.get(HTTPROUTES) or {}
+        return [key for key in list(index) for body in _all(index, key)
+                if (namespace, name) in parent_gateways(body)]
 
     def users_of_route(self, key: RouteKey) -> list[RolloutKey]:
         return list(_all(self.rollouts_by_route, key))

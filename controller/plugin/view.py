@@ -129,7 +129,8 @@ def decisions_view(decisions: list[dict[str, Any]], last: int = 5) -> Table:
 
 
 # Standing conditions a reader must not miss: (type, the status that is bad).
-WARNINGS = (("ErrorsUnwatched", "True"), ("RouteManaged", "False"), ("ScrapesSlow", "True"))
+WARNINGS = (("ErrorsUnwatched", "True"), ("RouteManaged", "False"), ("RouteAccepted", "False"),
+            ("RouteAccepted", "Unknown"), ("ScrapesSlow", "True"))
 
 
 def warnings_view(status: dict[str, Any]) -> list[Text]:

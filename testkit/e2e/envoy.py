@@ -25,6 +25,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,10 @@ class EnvoyGatewayData:
         self.proxies: dict[str, Proxy] = {}
         # (namespace, name) of a Gateway -> the Deployment Envoy Gateway made for it
         self._owned: dict[tuple[str, str], str] = {}
+        # A Deployment's Envoy keeps its admin and stats ports across restarts, as a pod's Service would.
+        self._ports: dict[str, tuple[int, int]] = {}
+        # Deployments whose Envoy is held down (an outage): not started again until released.
+        self._down: set[str] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -144,6 +149,23 @@ class EnvoyGatewayData:
             time.sleep(0.2)
         raise TimeoutError(f"no ready Envoy for Gateway {namespace}/{gateway_name} within {timeout:.0f}s")
 
+    @contextlib.contextmanager
+    def outage(self, namespace: str, gateway_name: str) -> Iterator[None]:
+        """The Gateway's Envoy is down for the block (a crashed pod whose restart waits), then back
+        on the same ports, with its counters from zero, as a restarted Envoy's are."""
+        with self._lock:
+            name = self._owned[(namespace, gateway_name)]
+            self._down.add(name)
+            proxy = self.proxies.pop(name, None)
+            if proxy is not None:
+                self._terminate(proxy)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._down.discard(name)
+            self.proxy_for(namespace, gateway_name)
+
     def _live(self, proxy: Proxy) -> bool:
         try:
             return httpx.get(f"http://127.0.0.1:{proxy.admin_port}/ready", timeout=1).text.strip() == "LIVE"
@@ -175,7 +197,7 @@ class EnvoyGatewayData:
                     self._terminate(proxy)
                     del self.proxies[name]
             for name, deployment in wanted.items():
-                if name not in self.proxies:
+                if name not in self.proxies and name not in self._down:
                     self.proxies[name] = self._launch(deployment)
 
     def _launch(self, deployment: dict[str, Any]) -> Proxy:
@@ -194,7 +216,7 @@ class EnvoyGatewayData:
                 data = self.core.read_namespaced_config_map(volume["configMap"]["name"], NAMESPACE).data or {}
                 for key, text in data.items():
                     (sds / key).write_text(text.replace("/certs/", f"{certs}/"))
-        admin_port, stats_port = free_port(), free_port()
+        admin_port, stats_port = self._ports.setdefault(name, (free_port(), free_port()))
         values = {"ENVOY_POD_NAME": f"{name}-0", "ENVOY_POD_NAMESPACE": NAMESPACE, "ENVOY_SERVICE_ZONE": ""}
         args = [_substitute(arg, values) for arg in container["args"]]
         at = args.index("--config-yaml")
@@ -248,6 +270,13 @@ class EnvoyRoute:
 
     def stop(self) -> None:
         self.data.stop()
+
+    @contextlib.contextmanager
+    def outage(self) -> Iterator[None]:
+        """This Gateway's Envoy down for the block: no requests served, no stats scraped."""
+        with self.data.outage(self.namespace, self.name):
+            yield
+        self.proxy = self.data.proxy_for(self.namespace, self.name)
 
     def __enter__(self) -> EnvoyRoute:
         return self.start()

@@ -1,11 +1,12 @@
-"""A real model server we did not write: MLServer 1.7.1 (PyPI) serving two scikit-learn models.
+"""A real model server we did not write: MLServer 1.7.1 (PyPI) serving scikit-learn models.
 
-The stable is a logistic regression; the candidate is a random forest (slower, as a bigger model
-is) trained on labels with 30% flipped (less accurate) behind an input check that raises on a
-negative last feature, which 10% of the requests have: the model fails them itself, the server is
-not modified. Each pod's MLServer listens on its pod's address; Envoy Gateway serves the operator's
-HTTPRoute; Prometheus scrapes MLServer's own metrics; the analysis reads them through the
-`mlserver` profile. The candidate's real errors roll it back.
+Each pod's MLServer listens on its pod's address; Envoy Gateway serves the operator's HTTPRoute;
+Prometheus scrapes MLServer's own metrics; the analysis reads them through the `mlserver` profile.
+- A worse candidate (a random forest, slower as a bigger model is, trained on labels with 30%
+  flipped, behind an input check that raises on a negative last feature, which 10% of the requests
+  have: the model fails them itself, the server is not modified) is rolled back on its real errors.
+- A retrained candidate of the same kind (another seed) goes through a shadow step, whose copies
+  Envoy mirrors fire-and-forget, and a canary, and is promoted.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from e2e.harness import httproute_state
+from e2e.harness import httproute_state, wait_until
 from e2e.real_servers import MLServerRecipe, ModelVersion
 from e2e.world import e2e_world
 from kubernetes import client
@@ -26,6 +27,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.prometheus]
 MODELS = {
     "scorer:mls-good": ModelVersion("scorer"),
     "scorer:mls-worse": ModelVersion("scorer", flip=0.3, reject_negative=True, trees=300),
+    "scorer:mls-retrained": ModelVersion("scorer", seed=2),
 }
 NEGATIVE_SHARE = 0.10
 
@@ -77,3 +79,29 @@ def test_a_worse_mlserver_model_is_rolled_back_on_its_own_errors(
         stable_failures = _query(world.prometheus.url,
                                  f'sum(model_infer_request_failure_total{{version="{first["stableRevision"]}"}})')
         assert stable_failures == 0, "the stable has no input check: it never fails"
+
+
+def test_a_retrained_mlserver_model_is_shadowed_and_promoted_through_envoy(
+    api_client: client.ApiClient, namespace: str, kubeconfig: Path, tmp_path: Path, crd_installed: None
+) -> None:
+    recipe = MLServerRecipe(MODELS, "scorer").prepare(tmp_path / "trained")
+    with e2e_world(api_client, namespace, kubeconfig, tmp_path, rps=30, recipe_for_image=recipe.for_image,
+                   load_path="/v2/models/scorer/infer", payload=payload) as world:
+        steps = [{"shadow": {"percent": 50, "duration": "45s"}}, {"canary": {"weight": 20, "duration": "45s"}}]
+        first = world.deploy(steps, image="scorer:mls-good", profile="mlserver", guardrails=[
+            {"name": "error-rate", "template": "errorRate", "ignoreBelow": 0.01},
+        ])
+        world.roll_out("mls-retrained")
+        world.rollouts.wait_status("scorer", lambda s: s.get("mirrorPercent") == 50, 300, "the shadow step")
+        # Envoy's copies, counted by Envoy: the servers cannot tell them from live requests.
+        wait_until(lambda: world.gateway.mirrored("scorer") >= 50, 300, "mirrored copies",
+                   progress=lambda: world.gateway.mirrored("scorer"))
+        done = world.rollouts.wait_status(
+            "scorer", lambda s: s.get("phase") == "RolledBack"
+            or (s.get("phase") == "Completed" and s.get("stableRevision") != first["stableRevision"]),
+            600, "a verdict on the retrained model", progress=world.fleet.activity)
+        assert done["phase"] == "Completed", done.get("message")
+        assert httproute_state(world.rollouts, "scorer") == (0, 0)
+        promoted = done["stableRevision"]
+        assert _query(world.prometheus.url,
+                      f'sum(max_over_time(model_infer_request_success_total{{version="{promoted}"}}[15m]))') > 0

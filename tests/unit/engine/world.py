@@ -14,6 +14,7 @@ from controller.engine import (
     EmitEvent,
     Observations,
     RouteRefusal,
+    RouteServing,
     Transition,
     reconcile,
 )
@@ -65,6 +66,8 @@ class World:
     history: list[Action] = field(default_factory=list)
     orphaned: set[str] = field(default_factory=set)
     route_refusal: RouteRefusal | None = None
+    route_serving: RouteServing | None = None
+    candidate_endpoints: int | None = None
     released: bool = False
 
     def step(self, seconds: float = 0.0) -> Transition:
@@ -88,6 +91,8 @@ class World:
             analysis=self.analysis,
             warmup=self.warmup,
             route_refusal=self.route_refusal,
+            route_serving=self.route_serving,
+            candidate_endpoints=self.candidate_endpoints,
         )
         transition = reconcile(self.spec, self.generation, self.status, observations, self.now)
         for action in transition.actions:

@@ -89,8 +89,10 @@ def test_get_shows_the_warm_up_before_the_steps() -> None:
     assert "✔ 0. warm-up: mirror 10% until p95 < 500ms" in text
 
 
-def test_get_says_when_failures_go_unwatched_or_the_route_is_not_ours() -> None:
+def test_get_says_when_failures_go_unwatched_or_the_route_is_not_ours_or_not_served() -> None:
     status = {**ROLLOUT["status"], "conditions": [
+        {"type": "RouteAccepted", "status": "False", "reason": "RouteNotAccepted", "lastTransitionTime": "t",
+         "message": "Gateway apps/gateway (nope) does not accept the route: NoMatchingParent"},
         {"type": "ErrorsUnwatched", "status": "True", "reason": "ErrorsUnwatched", "lastTransitionTime": "t",
          "message": "analysis.profile kserve counts no failed requests"},
         {"type": "RouteManaged", "status": "False", "reason": "RouteTakenBack", "lastTransitionTime": "t",
@@ -98,4 +100,5 @@ def test_get_says_when_failures_go_unwatched_or_the_route_is_not_ours() -> None:
     text = _text(rollout_view({**ROLLOUT, "status": status}))
     assert "! ErrorsUnwatched: analysis.profile kserve counts no failed requests" in text
     assert "! RouteManaged: HTTPRoute scorer" in text
+    assert "! RouteAccepted: Gateway apps/gateway (nope) does not accept the route" in text
     assert "! " not in _text(rollout_view(ROLLOUT)), "nothing when all is watched"
