@@ -37,9 +37,9 @@ import numpy.typing as npt
 from scipy.stats import norm
 from statsmodels.stats.proportion import proportion_confint
 
-from controller.analysis import step_tests
+from controller.analysis import compare_tests, step_tests
 from controller.analysis.budget import AlphaBudget
-from controller.stats import samples_per_arm_for_proportions
+from controller.stats import paired, samples_per_arm_for_proportions
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -514,7 +514,174 @@ def _times(ratio: float | None) -> str:
     return "n/a" if ratio is None else f"{ratio:.2f}x"
 
 
-SECTIONS = ("guardrail", "latency", "family", "ab", "srm", "speed", "latency-speed", "ab-speed")
+# --- the shadow step's comparisons (compare:) --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Answers:
+    """How the two models answer one request. A share `ambiguous` of requests gets a random answer
+    from the stable, differing from another of its answers with probability `flip` (its noise rate is
+    ambiguous x flip); an identical candidate answers those the same way; on a share `changed` of all
+    requests the candidate answers otherwise, always (a retrained or a worse model)."""
+
+    ambiguous: float = 0.0
+    flip: float = 0.0
+    changed: float = 0.0
+
+    @property
+    def noise(self) -> float:
+        return self.ambiguous * self.flip
+
+    @property
+    def candidate(self) -> float:
+        return self.changed + (1 - self.changed) * self.noise
+
+    def cells(self, twice: float) -> FloatArray:
+        """The chance of each of `paired.DISAGREEMENT_CELLS` for one compared request."""
+        both = self.changed * self.noise + (1 - self.changed) * self.ambiguous * self.flip**2
+        differs, noise = self.candidate, self.noise
+        return np.array([(1 - twice) * (1 - differs), (1 - twice) * differs,
+                         twice * (1 - differs - noise + both), twice * (noise - both),
+                         twice * (differs - both), twice * both])
+
+
+# A shadow step's compared requests per look: 20 a second, or the same mean in bursts (a look in
+# twenty carries 20 times its share).
+PAIRS_PER_LOOK = 200.0
+NOISE_SHARE, MAX_EXCESS = 0.2, 0.02
+# Power cells look ten times as often, so that the requests to a decision are read to 20.
+FINE_LOOKS = 10
+
+
+def pair_counts(rng: np.random.Generator, answers: Answers, runs: int, looks: int, bursty: bool,
+                per_look: float = PAIRS_PER_LOOK) -> Iterator[FloatArray]:
+    """Cumulative cell counts at each look."""
+    probabilities = answers.cells(NOISE_SHARE)
+    total = np.zeros((runs, probabilities.size))
+    for _ in range(looks):
+        if bursty:
+            burst = rng.random(runs) < 0.05
+            volume = rng.poisson(np.where(burst, per_look * 20 / 1.95, per_look / 1.95))
+        else:
+            volume = rng.poisson(per_look, runs)
+        total = total + rng.multinomial(volume, probabilities)
+        yield total
+
+
+def first_decision(test: compare_tests.ComparisonTest, counts: Iterator[FloatArray], runs: int) -> IntArray:
+    first = np.zeros(runs, dtype=np.int64)
+    for look, cumulative in enumerate(counts, 1):
+        first = np.where((first == NEVER) & test.look(cumulative).decided, look, first)
+    return first
+
+
+STABLES = (("deterministic", Answers()), ("noisy 5%", Answers(0.1, 0.5)), ("noisy 30%", Answers(0.6, 0.5)))
+
+
+def paired_aa(rng: np.random.Generator, settings: Settings, verdicts: Verdicts) -> Lines:
+    runs, looks = settings.aa_runs, settings.looks
+    lines = ["", f"9. shadow comparisons, noisePercent {NOISE_SHARE:.0%}, maxExcess {MAX_EXCESS:.0%}, "
+             f"{PAIRS_PER_LOOK / INTERVAL_SECONDS:.0f} compared requests/s over {looks} looks: false decisions "
+             f"(goal <= {ALPHA:.0%})",
+             f"   {'stable':>13} {'candidate':>28} {'traffic':>7}  {'test':>12}  false decision [95% CI]"]
+    breach = compare_tests.disagreement(ALPHA, NOISE_SHARE, MAX_EXCESS)
+    early = compare_tests.no_worse(ALPHA, NOISE_SHARE, MAX_EXCESS)
+    rates = []
+    for name, stable in STABLES:
+        at_margin = replace(stable, changed=MAX_EXCESS / (1 - stable.noise))
+        for candidate, answers, test, what in (
+                ("identical", stable, breach, "hold"),
+                ("retrained (1% of answers)", replace(stable, changed=0.01), breach, "hold"),
+                ("at the margin (excess 2%)", at_margin, breach, "hold"),
+                ("at the margin (excess 2%)", at_margin, early, "early pass")):
+            for bursty in (False, True):
+                first = first_decision(test, pair_counts(rng, answers, runs, looks, bursty), runs)
+                rates.append(rate_of(first))
+                lines.append(f"   {name:>13} {candidate:>28} {'bursty' if bursty else 'steady':>7}  {what:>12}  "
+                             f"{rates[-1].cell()}")
+    latency = compare_tests.paired_latency(ALPHA)
+    for sigma in (0.2, 0.5):
+        slower = float(norm.sf(math.log(1.2) / (sigma * math.sqrt(2))))
+        first = first_decision(latency, slower_counts(rng, slower, runs, looks), runs)
+        rates.append(rate_of(first))
+        lines.append(f"   pairedLatency 1.2x, identical arms, service noise sigma {sigma}: false hold "
+                     f"{rates[-1].cell()}")
+    lines.append(aa_summary(rates, ALPHA, verdicts, "every shadow-comparison A/A cell <= alpha"))
+    return lines
+
+
+def slower_counts(rng: np.random.Generator, slower: float, runs: int, looks: int,
+                  per_look: float = PAIRS_PER_LOOK) -> Iterator[FloatArray]:
+    total = np.zeros((runs, 2))
+    for _ in range(looks):
+        volume = rng.poisson(per_look, runs)
+        late = rng.binomial(volume, slower)
+        total = total + np.stack([volume - late, late], axis=1)
+        yield total
+
+
+def paired_speed(rng: np.random.Generator, settings: Settings) -> Lines:
+    runs, looks = settings.power_runs, settings.looks
+    lines = ["", f"10. shadow comparisons, {runs} runs: compared requests to the decision (median, 80th percentile)"]
+    breach = compare_tests.disagreement(ALPHA, NOISE_SHARE, MAX_EXCESS)
+    alternatives = {"inverse-probability weighted alone": compare_tests.ComparisonTest(
+        (paired.disagreement_excess(NOISE_SHARE),), MAX_EXCESS, ALPHA),
+        "paired on the requests answered twice alone": compare_tests.ComparisonTest(
+            (paired.PAIRED_EXCESS,), MAX_EXCESS, ALPHA)}
+    early = compare_tests.no_worse(ALPHA, NOISE_SHARE, MAX_EXCESS)
+    for name, stable in STABLES:
+        worse = replace(stable, changed=(MAX_EXCESS + 0.05) / (1 - stable.noise))
+        cells = []
+        tests = [("hold, candidate 5 points above noise + maxExcess (the operator's test)", breach, worse),
+                 *((f"   the same, {label}", test, worse) for label, test in alternatives.items()),
+                 ("early pass (noWorse), identical candidate", early, stable)]
+        for label, test, answers in tests:
+            first = first_decision(test, pair_counts(rng, answers, runs, looks * FINE_LOOKS, False,
+                                                     PAIRS_PER_LOOK / FINE_LOOKS), runs)
+            median, p80 = quantile_look(first, 0.5), quantile_look(first, 0.8)
+            cells.append(f"{label}: {_pairs(median)}, {_pairs(p80)} ({rate_of(first).rate:.0%} within "
+                         f"{looks * INTERVAL_SECONDS / 60:.0f} min)")
+        lines.append(f"   {name} stable (noise {stable.noise:.0%}):")
+        lines += [f"      {cell}" for cell in cells]
+
+    # +40% latency: a per-request size factor both arms share (lognormal, sigma 1.0: prompt length)
+    # times each arm's own service noise (lognormal, sigma 0.2).
+    size, service, scale = 1.0, 0.2, 1.4
+    slower = float(norm.sf((math.log(1.2) - math.log(scale)) / (service * math.sqrt(2))))
+    first = first_decision(compare_tests.paired_latency(ALPHA),
+                           slower_counts(rng, slower, runs, looks * FINE_LOOKS, PAIRS_PER_LOOK / FINE_LOOKS), runs)
+    paired_median, paired_p80 = quantile_look(first, 0.5), quantile_look(first, 0.8)
+    traffic = Traffic(200, 0.1)
+    guardrail = step_tests.guardrail_test(STEP, 1.0, INTERVAL_SECONDS, settings.looks * INTERVAL_SECONDS)
+    stable_share, candidate_share = latency_slow_shares(
+        rng, math.hypot(size, service), scale, FINE_BUCKETS, traffic.requests * 0.9, runs, 1.2)
+    unpaired = first_breach(guardrail, latency_intervals(rng, traffic, runs, settings.looks, stable_share,
+                                                    candidate_share), runs)
+    unpaired_median, unpaired_p80 = quantile_look(unpaired, 0.5), quantile_look(unpaired, 0.8)
+    candidate_requests = None if unpaired_median is None else unpaired_median * traffic.requests * traffic.split
+    ratio = None if paired_median is None or candidate_requests is None else \
+        paired_median * PAIRS_PER_LOOK / FINE_LOOKS / candidate_requests
+    lines += [f"   +40% latency (size sigma {size}, service sigma {service}), relativeToStable 1.2:",
+              f"      pairedLatency: {_pairs(paired_median)}, {_pairs(paired_p80)} ({rate_of(first).rate:.0%} caught)",
+              f"      today's unpaired latencyP99 at a 10% canary, 1.2x buckets: median "
+              f"{_requests(unpaired_median, traffic)} ({_candidate(unpaired_median, traffic)} of them the "
+              f"candidate's), 80th percentile {_requests(unpaired_p80, traffic)} ({rate_of(unpaired).rate:.0%} caught)",
+              f"      paired / unpaired, in requests the candidate answered, at the median: {_times(ratio)} "
+              "(goal <= 0.3x)"]
+    return lines
+
+
+def _pairs(look: float | None) -> str:
+    """Compared requests by a power cell's (fine) look."""
+    return "never" if look is None else f"{look * PAIRS_PER_LOOK / FINE_LOOKS:,.0f}"
+
+
+def _candidate(look: float | None, traffic: Traffic) -> str:
+    return "never" if look is None else f"{look * traffic.requests * traffic.split:,.0f}"
+
+
+SECTIONS = ("guardrail", "latency", "family", "ab", "srm", "speed", "latency-speed", "ab-speed", "paired",
+            "paired-speed")
 
 
 def report(settings: Settings, sections: Sequence[str] = SECTIONS) -> tuple[str, Verdicts]:
@@ -531,6 +698,8 @@ def report(settings: Settings, sections: Sequence[str] = SECTIONS) -> tuple[str,
         "speed": lambda: error_speed(rng, settings, verdicts),
         "latency-speed": lambda: latency_speed(rng, settings),
         "ab-speed": lambda: ab_speed(rng, settings, verdicts),
+        "paired": lambda: paired_aa(rng, settings, verdicts),
+        "paired-speed": lambda: paired_speed(rng, settings),
     }
     for section in sections:
         lines += runners[section]()

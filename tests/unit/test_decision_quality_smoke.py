@@ -7,15 +7,16 @@ import pytest
 
 from benchmarks import decision_quality
 from benchmarks.decision_quality import NEVER, SECTIONS, Settings, quantile_look, report
-from controller.analysis import step_tests
+from controller.analysis import compare_tests, step_tests
 
 TINY = Settings(aa_runs=40, power_runs=20, srm_runs=40, looks=30, srm_looks=30, late_onset_looks=60,
                 splits=(0.05, 0.5), base_rates=(0.01,), traffic=(10,))
 
 
 def test_every_section_runs_through_the_operators_step_tests(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: dict[str, int] = {"guardrail": 0, "ab": 0, "srm": 0}
-    real = (step_tests.guardrail_look, step_tests.ab_look, step_tests.sample_ratio_look)
+    calls: dict[str, int] = {"guardrail": 0, "ab": 0, "srm": 0, "compare": 0}
+    real = (step_tests.guardrail_look, step_tests.ab_look, step_tests.sample_ratio_look,
+            compare_tests.ComparisonTest.look)
 
     def counting(name: str, function: object) -> object:
         def wrapped(*args: object) -> object:
@@ -26,12 +27,14 @@ def test_every_section_runs_through_the_operators_step_tests(monkeypatch: pytest
     monkeypatch.setattr(step_tests, "guardrail_look", counting("guardrail", real[0]))
     monkeypatch.setattr(step_tests, "ab_look", counting("ab", real[1]))
     monkeypatch.setattr(step_tests, "sample_ratio_look", counting("srm", real[2]))
+    monkeypatch.setattr(compare_tests.ComparisonTest, "look", counting("compare", real[3]))
     text, verdicts = report(TINY, SECTIONS)
     assert min(calls.values()) > 0, calls
     for heading in ("1. errorRate", "2. latencyP99", "3. Both guardrails", "4. abTest", "5. Sample-ratio",
-                    "6. errorRate guardrail, 0.5% -> 1%", "7. latencyP99", "8. abTest at a true effect"):
+                    "6. errorRate guardrail, 0.5% -> 1%", "7. latencyP99", "8. abTest at a true effect",
+                    "9. shadow comparisons", "10. shadow comparisons"):
         assert heading in text
-    assert len(verdicts) == 11, "one per section, and for the abTest at its MDE one per base rate and the 50% goal"
+    assert len(verdicts) == 12, "one per section, and for the abTest at its MDE one per base rate and the 50% goal"
     assert all(line.startswith("   [") for line in text.split("Goals:\n")[1].split("\n\n")[0].splitlines())
 
 
