@@ -1,9 +1,10 @@
 """The `modelrollout` command: `run` the operator, drive the local `sandbox`, run the `demo`, `plan` an A/B test,
-or print the rollout's `states`."""
+print the rollout's `states`, or run a shadow step's comparator (`compare`)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import socket
@@ -251,11 +252,61 @@ def _parser() -> argparse.ArgumentParser:
                      help="an address rollouts' analysis.prometheus may name (repeatable; none: any not denied)")
     run.add_argument("--analysis-deny", action="append", metavar="HOST|CIDR",
                      help="an address it may never name (repeatable; default: link-local and cloud metadata)")
+    _compare_parser(commands)
     return parser
+
+
+def _compare_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    compare = commands.add_parser("compare", help="the shadow step's comparator (the operator runs it per rollout)")
+    compare.add_argument("--stable", required=True, help="the stable's base URL, e.g. http://scorer-stable:8080")
+    compare.add_argument("--candidate", required=True, help="the candidate's base URL")
+    compare.add_argument("--format", choices=["json", "v2", "openai", "bytes"], required=True)
+    compare.add_argument("--path", action="append", default=[], help="a JSONPath of the fields to compare")
+    compare.add_argument("--ignore", action="append", default=[], help="a JSONPath of fields never compared")
+    compare.add_argument("--absolute", type=float, default=0.0, help="numbers within this absolute tolerance")
+    compare.add_argument("--relative", type=float, default=0.0, help="numbers within this relative tolerance")
+    compare.add_argument("--argmax", action="store_true", help="v2: class scores agree when their argmax does")
+    compare.add_argument("--min-similarity", type=float, default=0.9, help="openai: texts at least this alike")
+    compare.add_argument("--noise-percent", type=float, default=20.0,
+                         help="share of requests the stable answers twice")
+    compare.add_argument("--max-requests-per-second", type=float, default=10.0)
+    compare.add_argument("--max-in-flight", type=int, default=64)
+    compare.add_argument("--timeout", type=float, default=5.0, help="seconds an answer may take")
+    compare.add_argument("--max-body-bytes", type=int, default=1 << 20)
+    compare.add_argument("--slower-than", type=float, default=1.2,
+                         help="pairedLatency's factor: the candidate slower than this many times the stable")
+    compare.add_argument("--allow-side-effects", action="store_true",
+                         help="replay every method, not only safe ones and the format's inference POSTs")
+    compare.add_argument("--samples", type=int, default=0, help="keep the last N disagreements in memory")
+    compare.add_argument("--redact", action="append", default=[], help="a JSONPath a sample never shows")
+    compare.add_argument("--host", default="0.0.0.0")  # noqa: S104 (a pod's server listens on its address)
+    compare.add_argument("--port", type=int, default=8080, help="where the gateway mirrors to")
+    compare.add_argument("--admin-port", type=int, default=9090, help="/metrics, /samples and /healthz")
+
+
+def _compare(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from controller.comparator.formats import Format, Rules
+    from controller.comparator.server import Config, serve
+
+    try:
+        rules = Rules(tuple(args.path), tuple(args.ignore), args.absolute, args.relative, args.argmax,
+                      args.min_similarity)
+    except ValueError as error:
+        print(f"modelrollout compare: {error}", file=sys.stderr)
+        return 2
+    config = Config(args.stable, args.candidate, Format(args.format), rules, args.noise_percent,
+                    args.max_requests_per_second, args.max_in_flight, args.timeout, args.max_body_bytes,
+                    args.slower_than, args.allow_side_effects, args.samples, tuple(args.redact))
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(config, args.host, args.port, args.admin_port))
+    return 0
 
 
 VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
     "sandbox": _sandbox, "run": _run, "plan": _plan, "cost": _cost, "demo": _demo, "states": _states,
+    "compare": _compare,
 }
 
 

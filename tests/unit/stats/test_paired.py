@@ -79,9 +79,10 @@ def test_confidence_sequences_cover_the_rates_and_narrow() -> None:
     assert misses / 200 <= ALPHA
     rates = compare_tests.rates(np.array([[720.0, 80.0, 170.0, 10.0, 15.0, 5.0]]), ALPHA)
     rate, (low, high) = rates["candidate"]
-    assert rate == pytest.approx(0.1) and low < 0.1 < high and high - low < 0.1
+    assert rate == pytest.approx(0.1)
+    assert low < 0.1 < high and high - low < 0.1
     noise, (low, high) = rates["stable"]
-    assert noise == pytest.approx(15 / 200) and low < noise < high
+    assert noise == pytest.approx(15 / 200) and low < 15 / 200 < high
     assert paired.confidence_sequence(paired.CANDIDATE_RATE, np.zeros((1, 6)), ALPHA) == (0.0, 1.0)
 
 
