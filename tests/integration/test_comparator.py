@@ -59,8 +59,8 @@ def backend(answer: Handler) -> Iterator[tuple[str, list[str]]]:
         server.server_close()
 
 
-def v2(label: float, secret: str = "s3cret") -> bytes:
-    return json.dumps({"model_name": "m", "id": secret, "outputs": [
+def v2(label: float, request_id: str = "s3cret") -> bytes:
+    return json.dumps({"model_name": "m", "id": request_id, "outputs": [
         {"name": "label", "shape": [1], "datatype": "FP64", "data": [label]}]}).encode()
 
 
