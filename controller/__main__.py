@@ -67,7 +67,8 @@ def _run(args: argparse.Namespace) -> int:
     addresses = AddressPolicy(allowed=tuple(args.analysis_allow or ()),
                               denied=tuple(args.analysis_deny) if args.analysis_deny is not None else DEFAULT_DENIED)
     memo = kopf.Memo(workers=args.workers, default_prometheus=default_prometheus, namespaced=exact,
-                     addresses=addresses, namespaces=namespaces if exact else [])
+                     addresses=addresses, namespaces=namespaces if exact else [],
+                     comparator_image=args.comparator_image)
     if not args.no_leader_election:
         # In a pod, POD_NAME and POD_NAMESPACE come from the downward API (see manifests/).
         memo["election"] = operator.Election(
@@ -248,6 +249,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="allow those credentials over plain http://")
     run.add_argument("--prometheus-allow-custom-queries", action="store_true",
                      help="let rollouts run their own PromQL (query guardrails, metrics) on that Prometheus")
+    run.add_argument("--comparator-image", default=os.environ.get("MODELROLLOUT_COMPARATOR_IMAGE") or None,
+                     help="the image shadow steps' comparators run from: the operator's own (default: "
+                          "MODELROLLOUT_COMPARATOR_IMAGE; without it a step with compare fails with the reason)")
     run.add_argument("--analysis-allow", action="append", metavar="HOST|CIDR",
                      help="an address rollouts' analysis.prometheus may name (repeatable; none: any not denied)")
     run.add_argument("--analysis-deny", action="append", metavar="HOST|CIDR",
@@ -279,6 +283,7 @@ def _compare_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser
                          help="replay every method, not only safe ones and the format's inference POSTs")
     compare.add_argument("--samples", type=int, default=0, help="keep the last N disagreements in memory")
     compare.add_argument("--redact", action="append", default=[], help="a JSONPath a sample never shows")
+    compare.add_argument("--rollout", default="", help="<namespace>/<name>: the label every series carries")
     compare.add_argument("--host", default="0.0.0.0")  # noqa: S104 (a pod's server listens on its address)
     compare.add_argument("--port", type=int, default=8080, help="where the gateway mirrors to")
     compare.add_argument("--admin-port", type=int, default=9090, help="/metrics, /samples and /healthz")
@@ -298,7 +303,7 @@ def _compare(args: argparse.Namespace) -> int:
         return 2
     config = Config(args.stable, args.candidate, Format(args.format), rules, args.noise_percent,
                     args.max_requests_per_second, args.max_in_flight, args.timeout, args.max_body_bytes,
-                    args.slower_than, args.allow_side_effects, args.samples, tuple(args.redact))
+                    args.slower_than, args.allow_side_effects, args.samples, tuple(args.redact), args.rollout)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(config, args.host, args.port, args.admin_port))
     return 0

@@ -163,6 +163,102 @@ class SpecModel(BaseModel):
 # --- steps -----------------------------------------------------------------
 
 
+# The JSONPath the comparator accepts: `$`, then fields (`.name`, `['any key']`), indices and wildcards.
+JSON_PATH = r"^\$(\.[A-Za-z_][A-Za-z0-9_-]*|\.\*|\[[0-9]+\]|\[\*\]|\['[^'\]]+'\])*$"
+JsonPath = Annotated[str, Field(pattern=JSON_PATH, max_length=256)]
+
+
+class DisagreementTest(SpecModel):
+    """The candidate disagrees with the stable more often than the stable disagrees with itself."""
+
+    max_excess: Annotated[float, Field(ge=0, le=1)] = 0.02
+    """The excess tolerated: the candidate's disagreement rate minus the stable's own, 0-1 (default 0.02)."""
+    on_breach: Literal["hold", "rollback"] = "hold"
+    """hold (default: a better model is supposed to answer differently; a human decides, shown where the answers
+    differ most) or rollback."""
+
+
+class PairedLatencyTest(SpecModel):
+    """The candidate is slower than the stable on the same request, on most requests."""
+
+    relative_to_stable: Annotated[float, Field(gt=1, le=100)] = 1.2
+    """Breach when the candidate takes more than this many times the stable's time on more than half of the
+    compared requests (default 1.2)."""
+    on_breach: Literal["hold", "rollback"] = "rollback"
+    """rollback (default) or hold."""
+
+
+class OutputDeltaTest(SpecModel):
+    """The mean absolute numeric difference between the two answers."""
+
+    max: Annotated[float, Field(gt=0)]
+    """Breach when the mean absolute output delta is above this."""
+    on_breach: Literal["hold", "rollback"] = "hold"
+    """hold (default) or rollback."""
+
+
+class Compare(SpecModel):
+    """Compare what the two models answer to the same mirrored requests (a comparator between the mirror and
+    both models; users are still answered by the stable alone)."""
+
+    model_config = ConfigDict(json_schema_extra={RULES: [
+        rule("self.format == 'json' || (!has(self.paths) && !has(self.ignore))",
+             "paths and ignore select fields of JSON answers: only with format json", ".paths"),
+        rule("self.format == 'v2' || !has(self.argmax)", "argmax compares v2 class scores: only with format v2",
+             ".argmax"),
+        rule("self.format == 'openai' || !has(self.minSimilarity)",
+             "minSimilarity compares generated texts: only with format openai", ".minSimilarity"),
+        rule("!has(self.outputDelta) || self.format in ['json', 'v2']",
+             "outputDelta needs numbers in the answers: only with format json or v2", ".outputDelta"),
+    ]})
+
+    format: Literal["json", "v2", "openai", "bytes"]
+    """How answers are compared: json (fields by JSONPath, numbers within a tolerance), v2 (the Open Inference
+    Protocol's output tensors, or KServe v1 predictions), openai (completions: text similarity and finish
+    reason, or logprob closeness), bytes (byte equality)."""
+    paths: Annotated[list[JsonPath], Field(max_length=32)] | None = None
+    """json: the fields compared, as JSONPaths such as $.label or $.scores[*] (default: the whole answer)."""
+    ignore: Annotated[list[JsonPath], Field(max_length=32)] | None = None
+    """json: fields never compared, e.g. $.id or $.created."""
+    absolute_tolerance: Annotated[float, Field(ge=0)] = 0.0
+    """Numbers this close are the same (json, v2)."""
+    relative_tolerance: Annotated[float, Field(ge=0, le=1)] = 0.0
+    """Numbers this close relative to the larger are the same (json, v2)."""
+    argmax: bool | None = None
+    """v2: class scores agree when each row's largest score is the same class."""
+    min_similarity: Annotated[float, Field(ge=0, le=1)] | None = None
+    """openai: texts at least this alike (normalised Indel similarity, default 0.9) are the same."""
+    noise_percent: Annotated[int, Field(ge=1, le=100)] = 20
+    """Percent of compared requests the stable answers a second time, to measure its own nondeterminism."""
+    max_requests_per_second: Annotated[float, Field(gt=0, le=10000)] = 10
+    """At most this many compared requests a second; the stable answers one or two copies of each (default 10).
+    Mirrored requests beyond it are counted and dropped."""
+    timeout: Duration = "5s"
+    """How long an answer may take before it is cut and counted (default 5s)."""
+    max_body_bytes: Annotated[int, Field(ge=1024, le=64 << 20)] = 1 << 20
+    """Answers and requests larger than this are not compared, and are counted (default 1 MiB)."""
+    allow_side_effects: bool = False
+    """Replay every method; by default only GET, HEAD, OPTIONS and POSTs to the format's inference paths."""
+    samples: Annotated[int, Field(ge=0, le=1000)] = 0
+    """Keep the last N disagreements in the comparator's memory for `kubectl modelrollout diff` (default 0)."""
+    redact: Annotated[list[JsonPath], Field(max_length=32)] | None = None
+    """Fields a kept sample never shows, as JSONPaths."""
+    pass_when: Literal["duration", "noWorse"] = "duration"  # noqa: S105 (not a password)
+    """duration (default): the step runs its duration; noWorse: it ends as soon as the candidate is shown to
+    disagree no more than the stable does plus disagreement.maxExcess."""
+    disagreement: DisagreementTest = DisagreementTest()
+    """The disagreement test (always on)."""
+    paired_latency: PairedLatencyTest | None = None
+    """The paired latency test (off unless set)."""
+    output_delta: OutputDeltaTest | None = None
+    """The output delta test (off unless set; json and v2)."""
+
+    @property
+    def ends_early(self) -> bool:
+        """Whether the step ends as soon as noWorse decides."""
+        return self.pass_when == "noWorse"  # noqa: S105 (a policy, not a password)
+
+
 class ShadowStep(SpecModel):
     """Mirror a share of live traffic to the candidate; responses to users still come from the stable."""
 
@@ -170,6 +266,9 @@ class ShadowStep(SpecModel):
     """Percent of live requests mirrored to the candidate, 0-100 (default 100). Users always get the stable's answer."""
     duration: Duration
     """How long the step runs, a duration such as 30s, 10m or 1h30m."""
+    compare: Compare | None = None
+    """Compare the two models' answers to the mirrored requests, with anytime-valid tests of their
+    disagreement (and optionally of paired latency and output deltas)."""
 
 
 class CanaryStep(SpecModel):
@@ -658,7 +757,7 @@ class ModelRolloutSpec(SpecModel):
             RULES: [
                 rule(
                     "!has(self.trafficRouting.replicas) || !self.strategy.steps.exists(s, has(s.shadow))",
-                    "a shadow step mirrors traffic, which trafficRouting.replicas cannot do: "
+                    "a shadow step (and its compare) mirrors traffic, which trafficRouting.replicas cannot do: "
                     "use gatewayAPI or istio, or drop the shadow step",
                     ".strategy.steps",
                 ),
@@ -692,6 +791,12 @@ class ModelRolloutSpec(SpecModel):
                     "!has(s.abTest.metric) || s.abTest.metric != 'success' || (has(self.analysis.metrics) && "
                     "self.analysis.metrics.exists(m, m.name == 'success')))",
                     SUCCESS_NEEDS_COUNTERS,
+                    ".strategy.steps",
+                ),
+                rule(
+                    "has(self.analysis) || !self.strategy.steps.exists(s, has(s.shadow) && has(s.shadow.compare))",
+                    "a shadow step's compare is judged from the comparator's counts in Prometheus: set "
+                    "spec.analysis (analysis: {} reads the operator's own Prometheus)",
                     ".strategy.steps",
                 ),
                 rule(
@@ -793,6 +898,7 @@ class EventReason(StrEnum):
     CANDIDATE_UNSCHEDULABLE = "CandidateUnschedulable"
     CANDIDATE_UNREACHABLE = "CandidateUnreachable"
     CAPACITY_AVAILABLE = "CapacityAvailable"
+    COMPARATOR_UNAVAILABLE = "ComparatorUnavailable"
     DEPLOYED = "Deployed"
     ERRORS_UNWATCHED = "ErrorsUnwatched"
     FINALIZED = "Finalized"
@@ -871,6 +977,7 @@ class DecisionVerdict(StrEnum):
     NO_DIFFERENCE = "NoDifference"
     BREACH_ROLLBACK = "breach: rollback"
     BREACH_HOLD = "breach: hold"
+    NO_WORSE = "NoWorse"  # a shadow step's comparison passed early (compare.passWhen: noWorse)
 
 
 class Decision(StatusModel):
@@ -1014,6 +1121,39 @@ class ShadowStatus(StatusModel):
     """Jensen-Shannon distance of the same histograms."""
 
 
+class ComparisonStatus(StatusModel):
+    """The shadow step's comparison of the two models' answers (compare), since the step began."""
+
+    pairs: float = 0.0
+    """Requests both models answered and the comparator compared."""
+    twice: float = 0.0
+    """Of them, those the stable answered a second time (its own nondeterminism)."""
+    candidate_rate: float | None = None
+    """How often the candidate's answer differed from the stable's."""
+    candidate_interval: list[float] | None = None
+    """Its confidence sequence at analysis.alpha, [low, high]: valid at every look."""
+    stable_rate: float | None = None
+    """How often the stable's second answer differed from its first."""
+    stable_interval: list[float] | None = None
+    """Its confidence sequence, [low, high]."""
+    evidence: dict[str, float] = {}
+    """Each test's log e-value: disagreement, noWorse, pairedLatency, outputDelta."""
+    threshold: dict[str, float] = {}
+    """Each test's log(1 / its alpha): it decides there."""
+    breached: list[str] = []
+    """The tests that breached in this step attempt; a breach stands until a human acts."""
+    passed: bool = False
+    """noWorse decided: the candidate disagrees no more than the stable does plus maxExcess."""
+    differs_most: dict[str, float] = {}
+    """The fields (json, v2) or parts (text, finish_reason, status) that differed most, with their counts."""
+    failures: dict[str, float] = {}
+    """Answers not compared, by side/reason (candidate/timeout, stable/format, ...)."""
+    skipped: dict[str, float] = {}
+    """Mirrored requests not compared, by reason (rate-limited, overloaded, side-effects, too-large)."""
+    counts: dict[str, float] = {}
+    """The comparator's cell counts since the step began, which every test above is a function of."""
+
+
 class AnalysisStatus(StatusModel):
     """The last analysis run of the current step attempt. The analysis alone writes it."""
 
@@ -1045,6 +1185,8 @@ class AnalysisStatus(StatusModel):
     """The abTest step's sample-ratio check."""
     shadow: ShadowStatus | None = None
     """The comparison of the two models' predictions in a shadow step."""
+    comparison: ComparisonStatus | None = None
+    """The comparison of the two models' answers to the same requests (a shadow step with compare)."""
     oldest_scrape_seconds: float | None = None
     """The oldest the request counts have been at a look of this step: seconds from the look back to the mean
     time of an arm's last scrapes, the older arm. Far past analysis.interval, Prometheus scrapes less often than

@@ -257,7 +257,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **indexes: Any
     events = asyncio.get_running_loop()
     loop = ReconcileLoop(api_client, cache, PrometheusPool(events), workers=workers,
                          default_prometheus=memo.get("default_prometheus"),
-                         addresses=memo.get("addresses") or AddressPolicy())
+                         addresses=memo.get("addresses") or AddressPolicy(),
+                         comparator_image=memo.get("comparator_image"))
     memo["loop"] = loop
     memo["loop_task"] = asyncio.create_task(loop.run(), name="reconcile loop")
     memo["loop_task"].add_done_callback(_stop_if_dead)

@@ -41,7 +41,7 @@ from controller.notifications.messages import Notification, notifications
 from controller.routers import HeaderRoute, RouterError, TrafficRouter, gatewayapi
 from controller.routers.gatewayapi import GatewayAPIRouter
 from controller.routers.istio import IstioRouter
-from controller.workloads import Workloads, revision_of
+from controller.workloads import ComparatorUnavailable, Workloads, revision_of
 
 log = structlog.get_logger()
 
@@ -61,6 +61,8 @@ class Context:
     analysis: AnalysisIO
     # Hands a notification to delivery; never blocks.
     notify: Callable[[Notification], None] = lambda _: None
+    # The image shadow steps' comparators run from (the operator's own); None: no compare can run.
+    comparator_image: str | None = None
 
 
 @dataclass
@@ -190,7 +192,7 @@ def reconcile_object(ctx: Context, body: dict[str, Any], now: datetime | None = 
     planned = plan(spec, status, observations, now)
     readings = _measurer(ctx, body, spec, observations.template_revision).measure(planned)
     transition = decide(spec, generation, status, observations, planned, readings, now)
-    execute(transition.actions, ClusterTarget(workloads, router))
+    execute(transition.actions, ClusterTarget(workloads, router, spec, ctx.comparator_image))
     _commit(rollout, status, transition, behind, now)
     # Events and notifications only once the status that records the transition is stored: a
     # conflict recomputes the transition, and they must not be told twice.
@@ -275,11 +277,14 @@ def _handback(router: TrafficRouter | None, stable: str) -> RouteHandback | None
 
 
 class ClusterTarget:
-    """The engine's actions, carried out on the cluster: workloads, Services and the route."""
+    """The engine's actions, carried out on the cluster: workloads, Services, the comparator and the route."""
 
-    def __init__(self, workloads: Workloads, router: TrafficRouter | None) -> None:
+    def __init__(self, workloads: Workloads, router: TrafficRouter | None, spec: api.ModelRolloutSpec | None = None,
+                 comparator_image: str | None = None) -> None:
         self.workloads = workloads
         self.router = router
+        self.spec = spec
+        self.comparator_image = comparator_image
 
     def revision_exists(self, revision: str) -> bool:
         return self.workloads.observe(revision).exists
@@ -299,10 +304,23 @@ class ClusterTarget:
     def select_services(self, stable: str, candidate: str) -> None:
         self.workloads.select_services(stable, candidate)
 
-    def set_route(self, weight: int, mirror: int, header: tuple[str, str] | None) -> None:
+    def set_route(self, weight: int, mirror: int, header: tuple[str, str] | None, compare: bool = False) -> None:
         if self.router is None:
             raise RouterError("trafficRouting.replicas has no route to write")  # the engine never asks
-        self.router.set_route(weight, mirror, HeaderRoute(*header) if header else None)
+        self.router.set_route(weight, mirror, HeaderRoute(*header) if header else None, compare)
+
+    def ensure_comparator(self, step: int) -> None:
+        assert self.spec is not None
+        shadow = self.spec.strategy.steps[step].shadow
+        assert shadow is not None and shadow.compare is not None, "the engine compares only in such a step"
+        if not self.comparator_image:
+            raise ComparatorUnavailable(
+                f"step {step + 1} compares answers, and the operator has no image for its comparator: run it with "
+                "--comparator-image (the chart sets it to the operator's own image)")
+        self.workloads.ensure_comparator(shadow.compare, self.comparator_image)
+
+    def remove_comparator(self) -> None:
+        self.workloads.remove_comparator()
 
     def release_route(self) -> None:
         if self.router is not None:

@@ -17,6 +17,7 @@ from typing import Any
 from kubernetes import client
 
 from controller import api
+from controller.durations import parse_duration
 from controller.kube.cache import REVISION_LABEL, ROLLOUT_LABEL, SHARD_LABEL, Cache, DeploymentView
 from controller.kube.own_writes import OwnWrites
 
@@ -100,6 +101,83 @@ def service_manifest(
     }
 
 
+# The comparator's Deployment is filed under this revision prefix and the hash of its arguments, so
+# that the cache shows whether the one running is this step's.
+COMPARATOR_REVISION = "compare-"
+COMPONENT_LABEL = f"{api.GROUP}/component"
+COMPARATOR_BINARY = "/opt/modelrollout/bin/modelrollout"  # in the operator's own image (Containerfile)
+COMPARATOR_PORT, COMPARATOR_ADMIN_PORT = 8080, 9090
+
+
+def comparator_name(rollout: str) -> str:
+    return f"{rollout}-compare"
+
+
+def comparator_args(owner: dict[str, Any], spec: api.ModelRolloutSpec, compare: api.Compare) -> list[str]:
+    """`modelrollout compare` for this rollout: both models behind their Services, this step's rules."""
+    rollout, namespace = owner["metadata"]["name"], owner["metadata"]["namespace"]
+    port = spec.service.port
+    args = ["compare", "--stable", f"http://{rollout}-stable.{namespace}.svc:{port}",
+            "--candidate", f"http://{rollout}-candidate.{namespace}.svc:{port}", "--format", compare.format,
+            "--absolute", repr(compare.absolute_tolerance), "--relative", repr(compare.relative_tolerance),
+            "--noise-percent", str(compare.noise_percent),
+            "--max-requests-per-second", repr(float(compare.max_requests_per_second)),
+            "--timeout", repr(parse_duration(compare.timeout)), "--max-body-bytes", str(compare.max_body_bytes),
+            "--samples", str(compare.samples), "--rollout", f"{namespace}/{rollout}", "--port", str(COMPARATOR_PORT),
+            "--admin-port", str(COMPARATOR_ADMIN_PORT)]
+    args += [part for path in compare.paths or [] for part in ("--path", path)]
+    args += [part for path in compare.ignore or [] for part in ("--ignore", path)]
+    args += [part for path in compare.redact or [] for part in ("--redact", path)]
+    if compare.argmax:
+        args.append("--argmax")
+    if compare.min_similarity is not None:
+        args += ["--min-similarity", repr(compare.min_similarity)]
+    if compare.paired_latency is not None:
+        args += ["--slower-than", repr(compare.paired_latency.relative_to_stable)]
+    if compare.allow_side_effects:
+        args.append("--allow-side-effects")
+    return args
+
+
+def comparator_manifests(owner: dict[str, Any], spec: api.ModelRolloutSpec, compare: api.Compare,
+                         image: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The comparator's Deployment and Service, owned by the rollout. The Service takes the mirror on
+    the rollout's own port, and serves /metrics and /samples on `admin`."""
+    rollout = owner["metadata"]["name"]
+    args = comparator_args(owner, spec, compare)
+    revision = COMPARATOR_REVISION + hashlib.sha256(json.dumps([image, args]).encode()).hexdigest()[:10]
+    selector = {ROLLOUT_LABEL: rollout, COMPONENT_LABEL: "comparator"}
+    restricted = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                  "capabilities": {"drop": ["ALL"]}}
+    container = {
+        "name": "comparator", "image": image, "command": [COMPARATOR_BINARY], "args": args,
+        "ports": [{"name": "http", "containerPort": COMPARATOR_PORT},
+                  {"name": "admin", "containerPort": COMPARATOR_ADMIN_PORT}],
+        "readinessProbe": {"httpGet": {"path": "/healthz", "port": "admin"}, "periodSeconds": 5},
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+        "securityContext": restricted,
+    }
+    deployment = {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": comparator_name(rollout),
+                     "labels": {**selector, REVISION_LABEL: revision, **MANAGED_BY, **shard_labels(owner)},
+                     "ownerReferences": [owner_reference(owner)]},
+        "spec": {"replicas": 1, "selector": {"matchLabels": selector}, "template": {
+            "metadata": {"labels": {**selector, "model": label_value(spec.model)}},
+            "spec": {"containers": [container], "automountServiceAccountToken": False, "securityContext": {
+                "runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}}}},
+    }
+    service = {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": comparator_name(rollout), "labels": {ROLLOUT_LABEL: rollout, **MANAGED_BY},
+                     "ownerReferences": [owner_reference(owner)]},
+        "spec": {"selector": selector, "ports": [
+            {"name": "http", "port": spec.service.port, "targetPort": COMPARATOR_PORT},
+            {"name": "admin", "port": COMPARATOR_ADMIN_PORT, "targetPort": COMPARATOR_ADMIN_PORT}]},
+    }
+    return deployment, service
+
+
 @dataclass(frozen=True)
 class RevisionState:
     exists: bool
@@ -114,6 +192,10 @@ class RevisionState:
 
 class OwnershipConflict(RuntimeError):
     """An object with the name we need exists and is not ours: we never take it over."""
+
+
+class ComparatorUnavailable(RuntimeError):
+    """A shadow step compares, and the operator was not told which image its comparator runs from."""
 
 
 class Workloads:
@@ -211,6 +293,46 @@ class Workloads:
         except client.ApiException as error:
             if error.status != 404:
                 raise
+
+    def ensure_comparator(self, compare: api.Compare, image: str) -> None:
+        """This step's comparator runs: created, or replaced when the one running has other arguments."""
+        deployment, service = comparator_manifests(self.owner, self.spec, compare, image)
+        self._apply_service(service)
+        revision = deployment["metadata"]["labels"][REVISION_LABEL]
+        running = [view for view in self.cache.deployments_of(self.namespace, self.name)
+                   if view.revision.startswith(COMPARATOR_REVISION)]
+        if any(view.revision == revision for view in running):
+            return
+        name = deployment["metadata"]["name"]
+        if running:
+            replaced = self.apps.replace_namespaced_deployment(name, self.namespace, deployment)  # type: ignore[arg-type]
+            self._record("Deployment", name, replaced)
+            return
+        try:
+            created = self.apps.create_namespaced_deployment(self.namespace, deployment)  # type: ignore[arg-type]
+        except client.ApiException as error:
+            if error.status != 409:
+                raise
+            self._check_existing_deployment(name)
+            return
+        self._record("Deployment", name, created)
+
+    def remove_comparator(self) -> None:
+        """No comparator: its Deployment and Service go, when the cache shows them."""
+        name = comparator_name(self.name)
+        running = any(view.revision.startswith(COMPARATOR_REVISION)
+                      for view in self.cache.deployments_of(self.namespace, self.name))
+        service = self.cache.service(self.namespace, name)
+        for present, delete in ((running, self.apps.delete_namespaced_deployment),
+                                (service is not None and self.is_ours(service.rollout_label, service.owner_uids),
+                                 self.core.delete_namespaced_service)):
+            if not present:
+                continue
+            try:
+                delete(name, self.namespace, propagation_policy="Background")
+            except client.ApiException as error:
+                if error.status != 404:
+                    raise
 
     def service_names(self) -> list[str]:
         names = [f"{self.name}-stable", f"{self.name}-candidate"]

@@ -18,10 +18,10 @@ compared request (D: the candidate differs; N: the stable's second answer differ
 was answered twice, drawn with probability pi), inverse-probability weighted so its mean is the
 excess itself; and one on D - N over the requests answered twice only, paired on the request.
 The first uses every candidate answer; the second cancels what the two disagreements share on
-the same hard request. Measured (`benchmarks.decision_quality --only paired-speed`, a candidate 5
-points above noise + maxExcess, median compared requests over 200 runs): the average needed 1,360
-against 1,520 and 1,660 for either alone with a stable 5% noisy, 4,840 against 5,220 and 5,240 at
-30%, and 780 against 740 for the weighted one alone with a deterministic stable.
+the same hard request. Measured (`benchmarks.decision_quality --stress --only paired-speed`, a
+candidate 5 points above noise + maxExcess, median compared requests over 500 runs): the average
+needed 1,460 against 1,520 (weighted alone) and 1,960 (paired alone) with a stable 5% noisy, 4,560
+against 5,380 and 5,160 at 30%, and 800 against 740 and 1,060 with a deterministic stable.
 """
 
 from __future__ import annotations

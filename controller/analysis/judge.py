@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from controller.analysis import step_tests
+from controller.analysis import comparison, step_tests
 from controller.analysis.budget import AlphaBudget
 from controller.analysis.guardrails import breach_action, consecutive_failures, outcome_of
 from controller.analysis.readings import (
@@ -33,6 +33,7 @@ from controller.analysis.readings import (
     Query,
     RequestCounts,
     applying,
+    compare_of,
     finite,
     histogram_series,
     metric_of,
@@ -44,6 +45,8 @@ from controller.api import (
     Analysis,
     AnalysisStatus,
     AnalysisVerdict,
+    Compare,
+    ComparisonStatus,
     Decision,
     DecisionVerdict,
     Guardrail,
@@ -506,6 +509,7 @@ def judge(spec: ModelRolloutSpec, budget: AlphaBudget, look: Look, previous: Ana
     shadow = _shadow(evaluator) if shows_shadow(analysis, look) else None
     ab_status = _ab_test(evaluator, found)
     sample_ratio, halt = _sample_ratio(evaluator, found)
+    compared = _comparison(evaluator, found)
     ages = _scrape_ages(look, measured)
     _scrape_gap(ages, parse_duration(analysis.window), found)
 
@@ -529,13 +533,15 @@ def judge(spec: ModelRolloutSpec, budget: AlphaBudget, look: Look, previous: Ana
                                 "requests from now", verdict)
     else:
         decided_by = "abTest" if verdict not in (None, Verdict.INCONCLUSIVE) else None
-        signal = AnalysisSignal(AnalysisVerdict.PASS, "all guardrails pass", verdict)
+        passed = compared is not None and compared.passed
+        signal = AnalysisSignal(AnalysisVerdict.PASS, "the comparison shows the candidate no worse" if passed
+                                else "all guardrails pass", verdict, step_passed=passed)
     state = AnalysisStatus(
         step=look.step_index, step_started_at=look.step_started_at, last_run=look.now,
         looks=(previous.looks if previous else 0) + 1, verdict=signal.verdict, reason=signal.reason,
         decided_by=decided_by, consecutive_errors=errors,
         counters={**(previous.counters if previous else {}), **evaluator.counters},
-        guardrails=guardrails, ab_test=ab_status, sample_ratio=sample_ratio, shadow=shadow,
+        guardrails=guardrails, ab_test=ab_status, sample_ratio=sample_ratio, shadow=shadow, comparison=compared,
         oldest_scrape_seconds=_oldest_scrape(ages, previous),
     )
     return Result(signal, state, found.decisions)
@@ -641,6 +647,71 @@ def _sample_ratio(evaluator: Evaluator, found: _Findings) -> tuple[SampleRatioSt
     stable_n, candidate_n = status.requests
     return status, (f"sample ratio mismatch: {stable_n:.0f}/{candidate_n:.0f} requests for a "
                     f"{100 - look.weight}/{look.weight} split (log e-value {status.evidence or 0:.1f})")
+
+
+def _comparison(evaluator: Evaluator, found: _Findings) -> ComparisonStatus | None:
+    """A shadow step's comparison of answers (`analysis.comparison`): its breaches, what holds it, and
+    whether it passed early."""
+    look, previous = evaluator.look, evaluator.previous
+    compare = compare_of(evaluator.spec, look)
+    if compare is None:
+        return None
+    before = previous.comparison if previous else None
+    try:
+        totals = evaluator.measured.comparisons()
+    except MetricError as error:
+        found.unmeasured.append(f"compare: {error}")
+        return before
+    prefix, marker = "compare/", "compare@looked"  # the marker: a first look that read no series at all
+    earlier = previous.counters if previous else {}
+    counted = ({key.removeprefix(prefix): value for key, value in earlier.items() if key.startswith(prefix)}
+               if marker in earlier else None)
+    if not totals and counted:
+        # Series the last look read are gone: the comparator is not scraped (or not running).
+        found.unmeasured.append("compare: the comparator's counts are missing: is its pod running and scraped?")
+        return before
+    result, now = comparison.look(compare, evaluator.analysis.alpha, totals, before, counted)
+    evaluator.counters.update({prefix + key: value for key, value in now.items()})
+    evaluator.counters[marker] = 1.0
+    status = result.status
+    if counted is None:
+        found.counting.append("compare")
+    elif result.holding is not None:
+        found.holding.append(f"compare: {result.holding}")
+    elif not totals:
+        # Never scraped: a comparator Prometheus does not see is a setup to fix, said through errorLimit.
+        found.unmeasured.append("compare: the comparator's counts are not in Prometheus: is its pod scraped "
+                                "(see the README's scrape config)?")
+    elif status.pairs == 0:
+        found.holding.append("compare: no request compared yet")
+    for name in status.breached:
+        on_breach = _on_breach(compare, name)
+        reason = next((why for test, _, why in result.breaches if test == name), "breached earlier in this step")
+        if on_breach == "rollback":
+            found.failing.append((f"compare {name}", reason))
+        else:
+            found.holding.append(f"compare {name}: {reason}")
+    for name, on_breach, reason in result.breaches:
+        evidence = status.evidence.get(name)
+        found.decisions.append(Decision(
+            step=look.step_index, test=f"compare {name}", verdict=DecisionVerdict(f"breach: {on_breach}"),
+            at=look.now, statistic=evidence, p_value=None if evidence is None else _pvalue(evidence),
+            samples=int(status.pairs), detail=reason))
+    if status.passed and not (before is not None and before.passed):
+        evidence = status.evidence.get("noWorse")
+        found.decisions.append(Decision(
+            step=look.step_index, test="compare noWorse", verdict=DecisionVerdict.NO_WORSE, at=look.now,
+            statistic=evidence, p_value=None if evidence is None else _pvalue(evidence), samples=int(status.pairs),
+            detail=f"the candidate differs from the stable no more than the stable from itself plus "
+                   f"{compare.disagreement.max_excess:g}, over {status.pairs:.0f} requests"))
+    return status
+
+
+def _on_breach(compare: Compare, test: str) -> str:
+    found = {"disagreement": compare.disagreement, "pairedLatency": compare.paired_latency,
+             "outputDelta": compare.output_delta}[test]
+    assert found is not None
+    return found.on_breach
 
 
 def _shadow(evaluator: Evaluator) -> ShadowStatus | None:

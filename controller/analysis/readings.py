@@ -89,6 +89,8 @@ class AnalysisSignal:
     reason: str = ""
     # The abTest's verdict so far; None while it has none.
     ab_verdict: api.Verdict | None = None
+    # A shadow step's comparison (compare.passWhen: noWorse) has shown what it waits for: the step may end.
+    step_passed: bool = False
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,13 @@ class WarmupReading:
     error: str | None = None
 
 
-Reading = RequestCounts | Conversions | Buckets | Quantile | ErrorRate | Gauge | Query
+@dataclass(frozen=True)
+class Comparisons:
+    """The rollout's comparator's counter totals (a shadow step with compare), by part:
+    `<metric>|<cell>|<side>|<reason>|<le>|<field>`, the labels a metric lacks empty."""
+
+
+Reading = RequestCounts | Conversions | Buckets | Quantile | ErrorRate | Gauge | Query | Comparisons
 
 
 @dataclass(frozen=True)
@@ -111,7 +119,7 @@ class Outcomes:
     sampled_at: float | None = None
 
 
-Value = float | None | Outcomes | dict[float, float]
+Value = float | None | Outcomes | dict[float, float] | dict[str, float]
 
 
 @dataclass(frozen=True)
@@ -139,7 +147,12 @@ class Measurements:
     def buckets(self, key: Buckets) -> dict[float, float]:
         value = self._get(key)
         assert isinstance(value, dict)
-        return value
+        return value  # type: ignore[return-value]
+
+    def comparisons(self) -> dict[str, float]:
+        value = self._get(Comparisons())
+        assert isinstance(value, dict)
+        return value  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -212,7 +225,15 @@ def needs(spec: api.ModelRolloutSpec, look: Look, previous: api.AnalysisStatus |
         wanted |= _metric_needs(metric, look)
     if look.sample_ratio_due():
         wanted.update(RequestCounts(version) for version in (look.stable, look.candidate))
+    if compare_of(spec, look) is not None:
+        wanted.add(Comparisons())
     return frozenset(wanted)
+
+
+def compare_of(spec: api.ModelRolloutSpec, look: Look) -> api.Compare | None:
+    """The look's step's compare, if it is a shadow step that compares answers."""
+    shadow = spec.strategy.steps[look.step_index].shadow
+    return shadow.compare if shadow is not None else None
 
 
 def _guardrail_needs(analysis: api.Analysis, guardrail: api.Guardrail, look: Look,

@@ -11,9 +11,8 @@ The load it adds is bounded: at most `maxRequestsPerSecond` compared requests a 
 bucket) and `maxInFlight` at once; the rest is counted and dropped. Only GET, HEAD and OPTIONS, and
 POST to the format's own inference paths, are replayed unless `allowSideEffects` is set.
 
-aiohttp serves and sends: Kopf already brings it into the operator's image, and in
-`benchmarks/comparator.py` it compared requests faster on one core than httpx's client behind the
-same server (see the README).
+aiohttp serves and sends: Kopf already brings it into the operator's image, so the comparator adds
+no HTTP library; `benchmarks/comparator.py` measures what it carries on one core (see the README).
 
 No body is logged or kept, unless `samples` asks for the last N disagreements, which are kept in
 memory only, truncated, with the `redact` fields replaced, and served at /samples on the admin port.
@@ -74,52 +73,65 @@ class Config:
     allow_side_effects: bool = False
     samples: int = 0
     redact: tuple[str, ...] = ()
+    # `<namespace>/<name>` of the rollout: every series carries it as `modelrollout`, so the operator's one
+    # query per look finds each rollout's counts whatever the scrape's own labels.
+    rollout: str = ""
+
+
+ROLLOUT_LABEL = "modelrollout"
 
 
 class Metrics:
     """What the comparator counts, for Prometheus; the operator reads the totals at each look."""
 
-    def __init__(self) -> None:
+    def __init__(self, rollout: str = "") -> None:
         self.registry = CollectorRegistry()
-        r = self.registry
+        r, by = self.registry, [ROLLOUT_LABEL]
+        self.rollout = rollout
         self.requests = Counter("modelrollout_compare_requests", "Compared requests by cell: the candidate's answer "
-                                "against the stable's, then the stable's second answer against its first", ["cell"],
-                                registry=r)
+                                "against the stable's, then the stable's second answer against its first",
+                                [*by, "cell"], registry=r)
         self.slower = Counter("modelrollout_compare_slower", "Compared requests by whether the candidate took more "
-                              "than slowerThan times the stable's time on it", ["cell"], registry=r)
+                              "than slowerThan times the stable's time on it", [*by, "cell"], registry=r)
         self.failures = Counter("modelrollout_compare_failures", "Answers not compared, by side and reason",
-                                ["side", "reason"], registry=r)
+                                [*by, "side", "reason"], registry=r)
         self.skipped = Counter("modelrollout_compare_skipped", "Mirrored requests not compared, by reason",
-                               ["reason"], registry=r)
+                               [*by, "reason"], registry=r)
         self.differences = Counter("modelrollout_compare_differences", "Fields where the candidate's answer "
-                                   "differed from the stable's", ["field"], registry=r)
+                                   "differed from the stable's", [*by, "field"], registry=r)
         self.latency_ratio = Histogram("modelrollout_compare_latency_ratio", "Candidate seconds / stable seconds "
-                                       "on the same request", buckets=LATENCY_RATIO_BUCKETS, registry=r)
+                                       "on the same request", by, buckets=LATENCY_RATIO_BUCKETS, registry=r)
         self.delta = Histogram("modelrollout_compare_output_delta", "Largest absolute numeric difference between "
-                               "the two answers", buckets=DELTA_BUCKETS, registry=r)
+                               "the two answers", by, buckets=DELTA_BUCKETS, registry=r)
         for cell in DISAGREEMENT_CELLS:  # every cell from zero: a rate() of a series born late misses its start
-            self.requests.labels(cell)
+            self.requests.labels(rollout, cell)
         for cell in SLOWER_CELLS:
-            self.slower.labels(cell)
+            self.slower.labels(rollout, cell)
+        self.latency_ratio.labels(rollout)
+        self.delta.labels(rollout)
         self._fields: set[str] = set()
 
     def count(self, found: Outcome, slower_than: float) -> None:
+        rollout = self.rollout
         for side, failure in found.failures:
-            self.failures.labels(side.value, failure.value).inc()
+            self.failures.labels(rollout, side.value, failure.value).inc()
         if found.cell is None:
             return
-        self.requests.labels(found.cell).inc()
+        self.requests.labels(rollout, found.cell).inc()
         if found.latency_ratio is not None:
-            self.latency_ratio.observe(found.latency_ratio)
-            self.slower.labels("slower" if found.latency_ratio > slower_than else "within").inc()
+            self.latency_ratio.labels(rollout).observe(found.latency_ratio)
+            self.slower.labels(rollout, "slower" if found.latency_ratio > slower_than else "within").inc()
         if found.delta is not None:
-            self.delta.observe(found.delta)
+            self.delta.labels(rollout).observe(found.delta)
         for where in found.differs_at:
             label = field_label(where)
             if label not in self._fields and len(self._fields) >= MAX_FIELDS:
                 label = "other"
             self._fields.add(label)
-            self.differences.labels(label).inc()
+            self.differences.labels(rollout, label).inc()
+
+    def skip(self, reason: str) -> None:
+        self.skipped.labels(self.rollout, reason).inc()
 
 
 class TokenBucket:
@@ -148,7 +160,7 @@ class Mirrored:
 class Comparator:
     def __init__(self, config: Config, seed: int | None = None) -> None:
         self.config = config
-        self.metrics = Metrics()
+        self.metrics = Metrics(config.rollout)
         self.bucket = TokenBucket(config.max_requests_per_second)
         self.random = random.Random(seed)
         self.samples: deque[dict[str, Any]] = deque(maxlen=max(config.samples, 1))
@@ -187,7 +199,7 @@ class Comparator:
         elif not self.bucket.take():
             reason = "rate-limited"
         if reason is not None:
-            self.metrics.skipped.labels(reason).inc()
+            self.metrics.skip(reason)
             return
         task = asyncio.create_task(self.compare(request))
         self.in_flight.add(task)

@@ -51,12 +51,27 @@ class SelectServices:
 
 @dataclass(frozen=True)
 class SetRoute:
-    """`weight` percent of live traffic to the candidate Service, `mirror` percent mirrored to it,
-    and requests with `header` (name, value) always to the candidate; one write."""
+    """`weight` percent of live traffic to the candidate Service, `mirror` percent mirrored to it (to
+    the comparator instead with `compare`), and requests with `header` (name, value) always to the
+    candidate; one write."""
 
     weight: int
     mirror: int
     header: tuple[str, str] | None = None
+    compare: bool = False
+
+
+@dataclass(frozen=True)
+class EnsureComparator:
+    """The shadow step's comparator (a Deployment and a Service, `<rollout>-compare`, owned by the
+    rollout) runs with this step's compare spec."""
+
+    step: int
+
+
+@dataclass(frozen=True)
+class RemoveComparator:
+    """No comparator runs: after the last compared shadow step, on abort, rollback and promotion."""
 
 
 @dataclass(frozen=True)
@@ -73,4 +88,4 @@ class EmitEvent:
 
 
 Action = (EnsureRevision | ScaleRevision | DeleteRevision | OrphanRevision | SelectServices | SetRoute
-          | ReleaseRoute | EmitEvent)
+          | ReleaseRoute | EnsureComparator | RemoveComparator | EmitEvent)

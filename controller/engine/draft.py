@@ -25,7 +25,9 @@ from controller.durations import parse_duration
 from controller.engine.actions import (
     Action,
     EmitEvent,
+    EnsureComparator,
     EnsureRevision,
+    RemoveComparator,
     ScaleRevision,
     SelectServices,
     SetRoute,
@@ -166,9 +168,9 @@ class Draft:
         self.actions.append(SelectServices(stable=stable, candidate=candidate))
         self.selected = (stable, candidate)
 
-    def route(self, weight: int, mirror: int, header: tuple[str, str] | None = None) -> None:
+    def route(self, weight: int, mirror: int, header: tuple[str, str] | None = None, compare: bool = False) -> None:
         if not self.replicas_mode:
-            self.actions.append(SetRoute(weight, mirror, header))
+            self.actions.append(SetRoute(weight, mirror, header, compare and mirror > 0))
         elif self.selected[1] != self.selected[0] and self.s.phase in (Phase.PROGRESSING, Phase.PAUSED):
             # No mesh: the weight is the candidate's replica count (the stable keeps its own).
             self.actions.append(ScaleRevision(self.selected[1], candidate_replicas(self.spec.replicas, weight)))
@@ -215,8 +217,10 @@ class Draft:
         self.set(observed_generation=generation, step_label=label, message=str(self.s.message)[:MAX_MESSAGE],
                  state=state_of(self.s))
         final = ModelRolloutStatus.model_validate(self.s.model_dump())
-        return Transition(_last_route_wins(self.actions), final, self.wake_at,
-                          routine=self.wake_at is not None and self.routine)
+        actions = _last_route_wins(self.actions)
+        if any(step.shadow is not None and step.shadow.compare is not None for step in self.spec.strategy.steps):
+            actions = _with_comparator(actions, self.s.current_step)
+        return Transition(actions, final, self.wake_at, routine=self.wake_at is not None and self.routine)
 
 
 def _last_route_wins(actions: list[Action]) -> list[Action]:
@@ -234,6 +238,19 @@ def _last_route_wins(actions: list[Action]) -> list[Action]:
                 del kept[earlier]
         kept.append(action)
     return kept
+
+
+def _with_comparator(actions: list[Action], step: int) -> list[Action]:
+    """The comparator runs while the route mirrors to it: made sure of just before that route is
+    written, removed once a route is written that does not. Without a route write, as it was."""
+    last = next((i for i in range(len(actions) - 1, -1, -1) if isinstance(actions[i], SetRoute)), None)
+    if last is None:
+        return actions
+    route = actions[last]
+    assert isinstance(route, SetRoute)
+    if route.compare:
+        return [*actions[:last], EnsureComparator(step), *actions[last:]]
+    return [*actions, RemoveComparator()]
 
 
 def state_of(status: ModelRolloutStatus) -> RolloutState:

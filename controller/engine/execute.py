@@ -14,9 +14,11 @@ from typing import Protocol
 from controller.engine.actions import (
     Action,
     DeleteRevision,
+    EnsureComparator,
     EnsureRevision,
     OrphanRevision,
     ReleaseRoute,
+    RemoveComparator,
     ScaleRevision,
     SelectServices,
     SetRoute,
@@ -36,9 +38,13 @@ class Target(Protocol):
 
     def select_services(self, stable: str, candidate: str) -> None: ...
 
-    def set_route(self, weight: int, mirror: int, header: tuple[str, str] | None) -> None: ...
+    def set_route(self, weight: int, mirror: int, header: tuple[str, str] | None, compare: bool) -> None: ...
 
     def release_route(self) -> None: ...
+
+    def ensure_comparator(self, step: int) -> None: ...
+
+    def remove_comparator(self) -> None: ...
 
 
 def execute(actions: Iterable[Action], target: Target) -> None:
@@ -55,6 +61,10 @@ def execute(actions: Iterable[Action], target: Target) -> None:
         elif isinstance(action, SelectServices):
             target.select_services(action.stable, action.candidate)
         elif isinstance(action, SetRoute):
-            target.set_route(action.weight, action.mirror, action.header)
+            target.set_route(action.weight, action.mirror, action.header, action.compare)
         elif isinstance(action, ReleaseRoute):
             target.release_route()
+        elif isinstance(action, EnsureComparator):
+            target.ensure_comparator(action.step)
+        elif isinstance(action, RemoveComparator):
+            target.remove_comparator()

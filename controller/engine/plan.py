@@ -108,7 +108,8 @@ def _analysis(spec: api.ModelRolloutSpec, status: api.ModelRolloutStatus, revisi
         since_last_seconds=(now - parse_timestamp(previous.last_run)).total_seconds() if previous else interval,
         expected_share=_expected_share(spec, step, status.canary_weight),
     )
-    requires = bool(analysis.guardrails or spec.strategy.steps[step].ab_test)
+    current = spec.strategy.steps[step]
+    requires = bool(analysis.guardrails or current.ab_test or (current.shadow and current.shadow.compare))
     deadline = min(DEADLINE_CAP_SECONDS, max(1.0, interval * DEADLINE_SHARE))
     return AnalysisPlan(look, needs(spec, look, previous), requires, deadline), None, now + timedelta(seconds=interval)
 

@@ -153,7 +153,8 @@ def route_of_step(draft: Draft, index: int) -> None:
     step = draft.spec.strategy.steps[index]
     weight, mirror = route_for_step(draft.spec.strategy.steps, index)
     cohort = step.ab_test.header_route if step.ab_test is not None else None
-    draft.route(weight, mirror, (cohort.name, cohort.value) if cohort else None)
+    compare = step.shadow is not None and step.shadow.compare is not None
+    draft.route(weight, mirror, (cohort.name, cohort.value) if cohort else None, compare)
 
 
 def _hold_for_readiness(draft: Draft, observations: Observations) -> None:
@@ -215,6 +216,11 @@ def _run_step(draft: Draft, observations: Observations) -> bool:
         return _run_ab_step(draft, elapsed, observations)
     if duration is None or elapsed >= duration:
         fire(draft, Event.STEP_DONE, f"{step.kind} ran {elapsed:.0f}s")
+        return True
+    compare = step.shadow.compare if step.shadow is not None else None
+    if compare is not None and compare.ends_early and signal is not None and signal.step_passed \
+            and signal.verdict == AnalysisVerdict.PASS:
+        fire(draft, Event.STEP_DONE, f"{step.kind} ran {elapsed:.0f}s: {signal.reason}")
         return True
     # The deadline lives in status.stepEndsAt: a countdown here would rewrite status every tick.
     draft.set(message=f"step {index + 1}/{len(spec.strategy.steps)}: {step.kind}")

@@ -182,6 +182,9 @@ class Cache:
     def rollout_keys(self) -> list[RolloutKey]:
         return list(self.rollouts)
 
+    def deployments_of(self, namespace: str, rollout: str) -> tuple[DeploymentView, ...]:
+        return tuple(_all(self.deployments, (namespace, rollout)))
+
     def deployment(self, namespace: str, rollout: str, revision: str) -> DeploymentView | None:
         return next((view for view in _all(self.deployments, (namespace, rollout)) if view.revision == revision), None)
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from controller import api
 from controller.analysis.readings import (
     Buckets,
+    Comparisons,
     Conversions,
     ErrorRate,
     Gauge,
@@ -182,14 +183,20 @@ class Measurer:
         """With `max_age`, a built-in template is read from the fleet's shared answer (`templates.FLEET`),
         at most that old; without, from this rollout's own query. `chosen`: another profile than the analysis'."""
         chosen = chosen or self.profile
-        backend = self._backends.get(reading.version, Backend(self.rollout.namespace, f"{self.rollout.name}-candidate"))
-        arm = templates.Arm(self.rollout.model, reading.version, backend)
+        version = getattr(reading, "version", "")
+        backend = self._backends.get(version, Backend(self.rollout.namespace, f"{self.rollout.name}-candidate"))
+        arm = templates.Arm(self.rollout.model, version, backend)
         scope = templates.FLEET if max_age is not None else arm
 
         def grouped(query: str, grouping: templates.Grouping, part: str | None) -> dict[str, float]:
             return provider.grouped(query, grouping.labels, part, max_age).get(grouping.key(arm), {})
 
         match reading:
+            case Comparisons():
+                # Always the fleet's answer: one query a look, whatever the number of rollouts.
+                answer = provider.grouped(templates.COMPARISONS, ("modelrollout",), "part",
+                                          max_age if max_age is not None else 0.0)
+                return answer.get((f"{self.rollout.namespace}/{self.rollout.name}",), {})
             case RequestCounts():
                 totals = grouped(templates.request_totals(chosen, scope), templates.grouping(chosen), "part")
                 counted = templates.outcomes(chosen, totals)
@@ -252,7 +259,8 @@ class Measurer:
         except AnalysisInterrupted:
             return None
         assert isinstance(buckets, dict) and (p95 is None or isinstance(p95, float))
-        return WarmupReading(requests=buckets.get(math.inf, 0.0),
+        requests = float(buckets.get(math.inf, 0.0))  # type: ignore[call-overload]
+        return WarmupReading(requests=requests,
                              latency_p95=p95 if p95 is not None and math.isfinite(p95) else None)
 
     def _cost(self, revisions: tuple[str, ...]) -> CostReadings:

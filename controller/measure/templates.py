@@ -234,3 +234,12 @@ CONVERSIONS = "server-requests"
 def conversion_total(profile: Profile, arm: Arm | None) -> str:
     assert profile.conversions is not None
     return f"sum {grouping(profile, CONVERSIONS).by()} ({_of(profile, profile.conversions, arm, CONVERSIONS)})"
+
+
+# The comparators' counters, every rollout's in one answer (a fleet query, shared like the others):
+# grouped by the rollout the series carry (`modelrollout`), each series' labels joined into `part`.
+COMPARISONS = (
+    'label_join(sum by (modelrollout, __name__, cell, side, reason, le, field) ('
+    '{__name__=~"modelrollout_compare_(requests|slower|failures|skipped|differences)_total'
+    '|modelrollout_compare_output_delta_bucket"}), "part", "|", "__name__", "cell", "side", "reason", "le", "field")'
+)

@@ -8,6 +8,7 @@ nothing pending), and reports the operator's own refusal (an `ActionIgnored` Eve
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -25,7 +26,7 @@ from rich.table import Table
 from controller import api
 from controller.kube.cache import ROLLOUT_LABEL
 from controller.kube.client import api_client_from_kubeconfig
-from controller.plugin.view import decisions_view, list_view, rollout_view
+from controller.plugin.view import decisions_view, diff_view, list_view, rollout_view
 
 EVENT_WAIT_SECONDS = 5.0
 ACTION_VERBS = {"promote": api.Action.PROMOTE, "abort": api.Action.ABORT, "pause": api.Action.PAUSE,
@@ -100,6 +101,21 @@ class Cluster:
                             field_selector=f"involvedObject.name={name},involvedObject.kind={api.KIND}")
         events = [self.api.sanitize_for_serialization(item) for item in listing.items]  # type: ignore[no-untyped-call]
         return sorted(events, key=_event_time)
+
+    def samples(self, name: str) -> list[dict[str, Any]]:
+        """The comparator's kept disagreements, through the apiserver's service proxy: RBAC on
+        services/proxy decides who may read them."""
+        try:
+            # The raw answer: the client would turn a JSON body it was told is a str into a Python repr.
+            response = self.call(client.CoreV1Api(self.api).connect_get_namespaced_service_proxy_with_path,
+                                 f"{name}-compare:admin", self.namespace, "samples", _preload_content=False)
+        except client.ApiException as error:
+            if error.status in (404, 503):
+                raise PluginError(f"no comparator runs for {name!r}: only a shadow step with compare has one") \
+                    from None
+            raise
+        samples: list[dict[str, Any]] = json.loads(response.data).get("samples", [])
+        return samples
 
     def annotate(self, name: str, value: str) -> None:
         self.call(self.custom.patch_namespaced_custom_object, api.GROUP, api.VERSION, self.namespace, api.PLURAL,
@@ -209,6 +225,8 @@ def _parser() -> argparse.ArgumentParser:
     get.add_argument("-w", "--watch", action="store_true", help="redraw on every change until the rollout ends")
     get.add_argument("--timeout", type=float, default=86400.0, help="stop watching after this many seconds")
     verbs.add_parser("history", help="a rollout's decisions and transitions").add_argument("name")
+    verbs.add_parser("diff", help="where the two models' answers differ: the comparator's kept disagreements, "
+                     "side by side").add_argument("name")
     for verb in ACTION_VERBS:
         action = verbs.add_parser(verb, help=f"write the {verb} action and wait until the operator took it")
         action.add_argument("name")
@@ -241,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
             console.print(rollout_view(rollout, *cluster.owned(args.name)))
         elif args.verb == "history":
             _history(cluster, args.name, console)
+        elif args.verb == "diff":
+            console.print(diff_view(cluster.samples(args.name)))
         else:
             action = api.Action.PROMOTE_FULL if args.verb == "promote" and args.full else ACTION_VERBS[args.verb]
             console.print(act(cluster, args.name, action, args.timeout))

@@ -140,6 +140,51 @@ def warnings_view(status: dict[str, Any]) -> list[Text]:
             for type_, value in WARNINGS if (type_, value) in bad]
 
 
+def _rate(value: float | None, bounds: list[float] | None) -> str:
+    """A rate and its confidence sequence, e.g. 6.1% [4.5%, 8.0%]."""
+    shown = "-" if value is None else f"{100 * value:.1f}%"
+    return f"{shown} [{100 * bounds[0]:.1f}%, {100 * bounds[1]:.1f}%]" if bounds else shown
+
+
+def comparison_view(comparison: dict[str, Any]) -> Table:
+    """A shadow step's comparison of answers: both disagreement rates with their confidence sequences,
+    each test's evidence, and where the answers differ most."""
+    breached = comparison.get("breached") or []
+    verdict = f"breached: {', '.join(breached)}" if breached else ("passed (noWorse)" if comparison.get("passed")
+                                                                  else "no breach")
+    table = Table(title=f"Comparison of answers: {verdict}", title_justify="left", show_header=False, box=None)
+    table.add_row("compared", f"{comparison.get('pairs', 0):,.0f} requests, {comparison.get('twice', 0):,.0f} "
+                  "answered twice by the stable")
+    table.add_row("candidate differs", _rate(comparison.get("candidateRate"), comparison.get("candidateInterval")))
+    table.add_row("stable differs from itself", _rate(comparison.get("stableRate"), comparison.get("stableInterval")))
+    thresholds = comparison.get("threshold") or {}
+    for name, evidence in (comparison.get("evidence") or {}).items():
+        table.add_row(f"{name} e-value", f"log {evidence:.2f} / {thresholds.get(name, math.nan):.2f}")
+    if comparison.get("differsMost"):
+        table.add_row("differs most", ", ".join(f"{field} ({count:,.0f})"
+                                                for field, count in comparison["differsMost"].items()))
+    for title, key in (("not compared", "failures"), ("dropped", "skipped")):
+        if comparison.get(key):
+            table.add_row(title, ", ".join(f"{reason} {count:,.0f}" for reason, count in comparison[key].items()))
+    return table
+
+
+def diff_view(samples: list[dict[str, Any]]) -> Group:
+    """The kept disagreements side by side: the stable's answer, the candidate's, the stable's second."""
+    if not samples:
+        return Group(Text("no disagreement kept (compare.samples keeps the last N; 0 keeps none)"))
+    parts: list[RenderableType] = []
+    for sample in samples:
+        table = Table(title=f"{sample.get('method', '')} {sample.get('path', '')}: differs at "
+                      f"{', '.join(sample.get('differsAt') or []) or '-'}", title_justify="left", expand=True)
+        present = [side for side in ("stable", "candidate", "stable-again") if side in sample]
+        for side in present:
+            table.add_column(f"{side} ({(sample.get('status') or {}).get(side, '-')})", overflow="fold")
+        table.add_row(*(str(sample[side]) for side in present))
+        parts.append(table)
+    return Group(*parts)
+
+
 def rollout_view(rollout: dict[str, Any], deployments: Iterable[dict[str, Any]] = (),
                  pods: Iterable[dict[str, Any]] = ()) -> Group:
     meta, spec, status = rollout["metadata"], rollout.get("spec", {}), rollout.get("status", {})
@@ -154,6 +199,8 @@ def rollout_view(rollout: dict[str, Any], deployments: Iterable[dict[str, Any]] 
         parts.append(guardrails_view(analysis))
         if analysis.get("abTest"):
             parts.append(ab_view(analysis["abTest"]))
+        if analysis.get("comparison"):
+            parts.append(comparison_view(analysis["comparison"]))
     if status.get("cost"):
         parts.append(cost_view(status["cost"]))
     if status.get("decisions"):

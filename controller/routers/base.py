@@ -35,9 +35,10 @@ class HeaderRoute:
 class TrafficRouter(Protocol):
     kind: str
 
-    def set_route(self, weight: int, mirror: int, header: HeaderRoute | None = None) -> None:
-        """`weight`% of live traffic to the candidate, `mirror`% mirrored there, and the header
-        cohort (or none) to the candidate: all in one write, so a rollback is one write."""
+    def set_route(self, weight: int, mirror: int, header: HeaderRoute | None = None, compare: bool = False) -> None:
+        """`weight`% of live traffic to the candidate, `mirror`% mirrored there (to the comparator instead
+        with `compare`), and the header cohort (or none) to the candidate: all in one write, so a rollback
+        is one write."""
 
     def access(self) -> Access:
         """Whether the rollout may write its rule (routers/ownership.py); RouterError: the route is missing."""

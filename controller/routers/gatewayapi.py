@@ -14,7 +14,7 @@ from controller.kube.cache import GATEWAY_GROUP, HTTPROUTES, GatewayView
 from controller.kube.own_writes import OwnWrites
 from controller.routers.base import HeaderRoute
 from controller.routers.object_router import ObjectRouter, RouteBuilders, writable
-from controller.routers.ownership import HEADER_SUFFIX, RouteShape, recorded, serves_whole_rule
+from controller.routers.ownership import HEADER_SUFFIX, RouteShape, mirror_targets, recorded, serves_whole_rule
 
 GROUP, VERSION, PLURAL = GATEWAY_GROUP, "v1", HTTPROUTES
 
@@ -25,7 +25,7 @@ def _service_of(ref: dict[str, Any]) -> str | None:
 
 def _is_our_mirror(filter_: dict[str, Any], candidate: str) -> bool:
     return filter_.get("type") == "RequestMirror" and filter_.get("requestMirror", {}).get(
-        "backendRef", {}).get("name") == candidate
+        "backendRef", {}).get("name") in mirror_targets(candidate)
 
 
 def _without_our_mirror(rule: dict[str, Any], candidate: str) -> dict[str, Any]:
@@ -46,8 +46,9 @@ def managed_rule_index(route: dict[str, Any], stable: str, candidate: str, rule_
 
 
 def with_route(route: dict[str, Any], stable: str, candidate: str, port: int, weight: int, mirror: int,
-               rule_name: str | None = None) -> dict[str, Any]:
-    """The HTTPRoute with our rule's weights and mirror set; every other rule and filter untouched."""
+               rule_name: str | None = None, mirror_to: str | None = None) -> dict[str, Any]:
+    """The HTTPRoute with our rule's weights and mirror (to `mirror_to`, default the candidate) set; every
+    other rule and filter untouched."""
     found, index = writable(route, SHAPE, stable, candidate, rule_name)
     updated = copy.deepcopy(recorded(route, SHAPE, found, stable, candidate))
     rule = _without_our_mirror(updated["spec"]["rules"][index], candidate)
@@ -61,7 +62,8 @@ def with_route(route: dict[str, Any], stable: str, candidate: str, port: int, we
     ]
     if mirror > 0:
         rule["filters"] = [*rule.get("filters", []), {"type": "RequestMirror", "requestMirror": {
-            "backendRef": {"group": "", "kind": "Service", "name": candidate, "port": port}, "percent": mirror}}]
+            "backendRef": {"group": "", "kind": "Service", "name": mirror_to or candidate, "port": port},
+            "percent": mirror}}]
     updated["spec"]["rules"][index] = rule
     return updated
 

@@ -12,7 +12,7 @@ from controller.kube.cache import VIRTUALSERVICES
 from controller.kube.own_writes import OwnWrites
 from controller.routers.base import HeaderRoute
 from controller.routers.object_router import ObjectRouter, RouteBuilders, writable
-from controller.routers.ownership import HEADER_SUFFIX, RouteShape, recorded, serves_whole_rule
+from controller.routers.ownership import HEADER_SUFFIX, RouteShape, mirror_targets, recorded, serves_whole_rule
 
 GROUP, VERSION, PLURAL = "networking.istio.io", "v1", VIRTUALSERVICES
 
@@ -23,7 +23,7 @@ def _host(destination: dict[str, Any]) -> str:
 
 
 def _mirrors_to(http: dict[str, Any], candidate: str) -> bool:
-    return str(http.get("mirror", {}).get("host", "")).split(".")[0] == candidate
+    return str(http.get("mirror", {}).get("host", "")).split(".")[0] in mirror_targets(candidate)
 
 
 def _without_our_mirror(http: dict[str, Any], candidate: str) -> dict[str, Any]:
@@ -42,7 +42,7 @@ def managed_route_index(vs: dict[str, Any], stable: str, candidate: str, route_n
 
 
 def with_route(vs: dict[str, Any], stable: str, candidate: str, port: int, weight: int, mirror: int,
-               route_name: str | None = None) -> dict[str, Any]:
+               route_name: str | None = None, mirror_to: str | None = None) -> dict[str, Any]:
     found, index = writable(vs, SHAPE, stable, candidate, route_name)
     updated = copy.deepcopy(recorded(vs, SHAPE, found, stable, candidate))
     http = _without_our_mirror(updated["spec"]["http"][index], candidate)
@@ -54,7 +54,7 @@ def with_route(vs: dict[str, Any], stable: str, candidate: str, port: int, weigh
         *others,
     ]
     if mirror > 0:
-        http["mirror"] = {"host": candidate, "port": {"number": port}}
+        http["mirror"] = {"host": mirror_to or candidate, "port": {"number": port}}
         http["mirrorPercentage"] = {"value": float(mirror)}
     updated["spec"]["http"][index] = http
     return updated

@@ -11,7 +11,7 @@ from kubernetes import client
 
 from controller.kube.own_writes import OwnWrites
 from controller.routers.base import HeaderRoute, RouteRefused, RouterError
-from controller.routers.ownership import Access, Release, RouteShape, access, release
+from controller.routers.ownership import Access, Release, RouteShape, access, mirror_targets, release
 from controller.routers.retry import CustomObject
 
 Obj = dict[str, Any]
@@ -26,7 +26,7 @@ class RouteBuilders:
     version: str
     plural: str
     shape: RouteShape
-    with_route: Callable[[Obj, str, str, int, int, int, str | None], Obj]
+    with_route: Callable[[Obj, str, str, int, int, int, str | None, str | None], Obj]
     with_header_route: Callable[[Obj, str, str, int, HeaderRoute | None, str | None], Obj]
     read_route: Callable[[Obj, str, str, str | None], tuple[int, int]]
 
@@ -53,11 +53,13 @@ class ObjectRouter:
         """May the rollout write its rule (RouterError: the route is missing)."""
         return access(self.obj.read(), self.builders.shape, self.stable, self.candidate, self.section)
 
-    def set_route(self, weight: int, mirror: int, header: HeaderRoute | None = None) -> None:
+    def set_route(self, weight: int, mirror: int, header: HeaderRoute | None = None, compare: bool = False) -> None:
         build = self.builders
+        mirror_to = mirror_targets(self.candidate)[1] if compare else self.candidate
 
         def change(current: Obj) -> Obj:
-            routed = build.with_route(current, self.stable, self.candidate, self.port, weight, mirror, self.section)
+            routed = build.with_route(current, self.stable, self.candidate, self.port, weight, mirror, self.section,
+                                      mirror_to)
             return build.with_header_route(routed, self.stable, self.candidate, self.port, header, self.section)
 
         stored = self.obj.update(change)

@@ -43,7 +43,7 @@ class RouteShape:
     refs_field: str  # rule.<field>: backendRefs, route
     rule_word: str  # rule, http route
     service_of: Callable[[Obj], str | None]  # the Service a backend sends to; None: not a Service
-    drop_our_mirror: Callable[[Obj, str], Obj]  # the rule without a mirror to our candidate
+    drop_our_mirror: Callable[[Obj, str], Obj]  # the rule without a mirror to our candidate or comparator
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,12 @@ class Access:
 def rollout_of(stable: str) -> str:
     """The rollout whose stable Service this is (workloads names it `<rollout>-stable`)."""
     return stable.removesuffix("-stable")
+
+
+def mirror_targets(candidate: str) -> tuple[str, str]:
+    """The Services a rollout's mirror may send to: its candidate, or its shadow step's comparator
+    (`<rollout>-compare`, between the mirror and both models)."""
+    return candidate, f"{candidate.removesuffix('-candidate')}-compare"
 
 
 def serves_whole_rule(route: Obj, stable: str) -> bool:

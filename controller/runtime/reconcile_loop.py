@@ -49,7 +49,7 @@ from controller.reconciler import (
 from controller.routers import RouterError
 from controller.runtime.leases import shard_of
 from controller.runtime.workqueue import Lane, WorkQueue
-from controller.workloads import OwnershipConflict
+from controller.workloads import ComparatorUnavailable, OwnershipConflict
 
 log = structlog.get_logger()
 
@@ -73,10 +73,11 @@ def failure_reason(error: BaseException) -> tuple[api.EventReason, str]:
     if isinstance(error, client.ApiException):
         detail = f": {_api_message(error)}" if error.status in (400, 422) else ""
         return api.EventReason.API_ERROR, f"{error.status} {error.reason}{detail}"
-    if isinstance(error, RouterError):
-        return api.EventReason.ROUTE_ERROR, str(error)
-    if isinstance(error, OwnershipConflict):
-        return api.EventReason.OWNERSHIP_CONFLICT, str(error)
+    for kind, reason in ((RouterError, api.EventReason.ROUTE_ERROR),
+                         (OwnershipConflict, api.EventReason.OWNERSHIP_CONFLICT),
+                         (ComparatorUnavailable, api.EventReason.COMPARATOR_UNAVAILABLE)):
+        if isinstance(error, kind):
+            return reason, str(error)
     if isinstance(error, ValidationError):
         first = error.errors()[0]
         return api.EventReason.MALFORMED_STATUS, f"status cannot be read: {first['loc']} {first['msg']}"
@@ -122,6 +123,8 @@ class ReconcileLoop:
     _secrets: dict[tuple[str, str], tuple[float, SecretView]] = field(default_factory=dict)
     _executor: ThreadPoolExecutor | None = None
     notifier: Notifier | None = None
+    # The image shadow steps' comparators run from: the operator's own (None: no compare can run).
+    comparator_image: str | None = None
     # Built-in templates' answers, shared by every rollout on a Prometheus.
     _shared: SharedAnswers = field(init=False)
 
@@ -242,7 +245,7 @@ class ReconcileLoop:
         ctx = Context(self.api_client, self.cache, self.own_writes,
                       AnalysisIO(self.pool, self._read_secret, interrupt.is_set, self.default_prometheus,
                                  self.addresses, self._shared),
-                      self.notifier.submit if self.notifier else lambda _: None)
+                      self.notifier.submit if self.notifier else lambda _: None, self.comparator_image)
         deferred = self._deferred.get(key)
         if deferred is None or body.get("status") != deferred.stored:
             # Someone else wrote the status since (or nothing waits): the stored one is the truth.

@@ -116,6 +116,25 @@ def train(directory: Path, version: ModelVersion) -> Path:
     return directory
 
 
+# The offline answer to "how often do these two models disagree?": both models on the same rows, in
+# the server's own interpreter, the way the comparator's rate must come out on the mirrored traffic.
+_DISAGREE = textwrap.dedent("""
+    import json, sys
+    import joblib, numpy as np
+    sys.path.insert(0, sys.argv[1]); sys.path.insert(0, sys.argv[2])
+    first, second = joblib.load(sys.argv[1] + "/model.joblib"), joblib.load(sys.argv[2] + "/model.joblib")
+    rows = np.array(json.loads(sys.stdin.read()))
+    print(float((first.predict(rows) != second.predict(rows)).mean()))
+""")
+
+
+def disagreement(first: Path, second: Path, rows: list[list[float]]) -> float:
+    """The share of `rows` on which two trained model directories predict different labels."""
+    done = subprocess.run([str(server_python("mlserver")), "-c", _DISAGREE, str(first), str(second)],
+                          input=json.dumps(rows), capture_output=True, text=True, check=True, timeout=300)
+    return float(done.stdout.strip())
+
+
 @dataclass
 class RunningServer:
     url: str  # inference

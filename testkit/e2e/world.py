@@ -17,6 +17,7 @@ from typing import Any
 from devkit.sandbox.prometheus import PrometheusServer, start_prometheus
 from kubernetes import client
 
+from e2e.comparators import ComparatorKubelet
 from e2e.envoy import EnvoyRoute
 from e2e.fleet import ModelFleet, RecipeForImage
 from e2e.harness import Rollouts, httproute, operator_process, rollout_body, wait_until
@@ -72,6 +73,7 @@ class World:
     gateway: EnvoyRoute
     load: LoadGenerator
     body: dict[str, Any]
+    comparators: ComparatorKubelet | None = None
 
     def deploy(self, steps: list[dict[str, Any]], spec_extra: dict[str, Any] | None = None,
                image: str = "scorer:good", **analysis_extra: Any) -> dict[str, Any]:
@@ -117,7 +119,8 @@ def e2e_world(api_client: client.ApiClient, namespace: str, kubeconfig: Path, tm
                                                tmp_path / "fleet", network, seed=7,
                                                recipe_for_image=recipe_for_image))
         gateway = stack.enter_context(EnvoyRoute(api_client, namespace, tmp_path / "envoy"))
-        jobs = [fleet.scrape_config(), gateway.scrape_config()]
+        comparators = stack.enter_context(ComparatorKubelet(api_client, namespace, network, tmp_path / "compare"))
+        jobs = [fleet.scrape_config(), gateway.scrape_config(), comparators.scrape_config()]
         if operator_metrics_port is not None:
             jobs.append({"job_name": "modelrollout",
                          "static_configs": [{"targets": [f"127.0.0.1:{operator_metrics_port}"]}]})
@@ -126,10 +129,12 @@ def e2e_world(api_client: client.ApiClient, namespace: str, kubeconfig: Path, tm
             world.prometheus.stop()  # the one running now: a test may have restarted it
 
         stack.callback(stop_prometheus)
-        env = {"MODELROLLOUT_METRICS_PORT": str(operator_metrics_port)} if operator_metrics_port else None
+        # Shadow steps' comparators run from the operator's image; here the kubelet above runs their arguments.
+        env = {"MODELROLLOUT_COMPARATOR_IMAGE": "modelrollout:e2e",
+               **({"MODELROLLOUT_METRICS_PORT": str(operator_metrics_port)} if operator_metrics_port else {})}
         stack.enter_context(operator_process(kubeconfig, namespace, tmp_path / "operator.log", env=env))
         load = LoadGenerator(gateway.url, rps=rps, seed=11, max_duration_s=900, path=load_path, payload=payload)
-        world = World(rollouts, fleet, prometheus, gateway, load, {})
+        world = World(rollouts, fleet, prometheus, gateway, load, {}, comparators)
         stack.callback(load.stop)
         load.start()
         yield world

@@ -98,5 +98,36 @@ def scenarios(api_client: client.ApiClient, namespace: str) -> None:
     rollouts.patch("creds", with_image(creds, "scorer:v2", gpus=0))
     rollouts.wait_status("creds", lambda s: any("prom" in c.get("message", "") for c in s.get("conditions", [])),
                          what="the Secret read, and refused")
+    _compared(api_client, rollouts)
     rollouts.delete("ranker")
     wait_until(lambda: "ranker" not in rollouts.names(), what="ranker deleted through its finalizer")
+
+
+def _compared(api_client: client.ApiClient, rollouts: Rollouts) -> None:
+    """Shadow steps that compare: the comparator created, replaced for the next step's rules, removed after."""
+    apps, core = client.AppsV1Api(api_client), client.CoreV1Api(api_client)
+    rollouts.create_object("gateway.networking.k8s.io", "v1", "httproutes", httproute("judge"))
+    steps: list[dict[str, Any]] = [{"shadow": {"percent": 20, "duration": "1h", "compare": {"format": "bytes"}}},
+                                   {"shadow": {"percent": 20, "duration": "1h", "compare": {"format": "json"}}},
+                                   {"canary": {"weight": 40, "duration": "1s"}}]
+    judge = rollout_body("judge", steps, {"gatewayAPI": {"httpRoute": "judge"}}, gpus=0, delay=0)
+    judge["spec"]["analysis"] = {}
+    rollouts.create(judge)
+    rollouts.wait_status("judge", lambda s: s.get("phase") == "Completed", what="judge deployed")
+    rollouts.patch("judge", with_image(judge, "scorer:v2", gpus=0))
+
+    def named(listed: Any) -> dict[str, Any]:
+        plain = api_client.sanitize_for_serialization(listed)  # type: ignore[no-untyped-call]
+        return {item["metadata"]["name"]: item for item in plain["items"]}
+
+    def comparing(format_: str) -> bool:
+        found = named(apps.list_namespaced_deployment(rollouts.namespace)).get("judge-compare")
+        return found is not None and format_ in found["spec"]["template"]["spec"]["containers"][0]["args"]
+
+    wait_until(lambda: comparing("bytes"), what="the first step's comparator")
+    rollouts.act("judge", "promote")
+    wait_until(lambda: comparing("json"), what="the comparator replaced for the second step's rules")
+    rollouts.act("judge", "promote")
+    wait_until(lambda: "judge-compare" not in named(apps.list_namespaced_deployment(rollouts.namespace))
+               and "judge-compare" not in named(core.list_namespaced_service(rollouts.namespace)),
+               what="the comparator removed after the last compared step")

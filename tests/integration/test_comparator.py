@@ -70,7 +70,8 @@ def comparator(stable: str, candidate: str, tmp_path: Path, *extra: str) -> Iter
     log = (tmp_path / "comparator.log").open("ab")
     process = subprocess.Popen([sys.executable, "-m", "controller", "compare", "--stable", stable, "--candidate",
                                 candidate, "--format", "v2", "--host", "127.0.0.1", "--port", str(port),
-                                "--admin-port", str(admin), *extra], stdout=log, stderr=subprocess.STDOUT)
+                                "--admin-port", str(admin), "--rollout", "t/scorer", *extra],
+                               stdout=log, stderr=subprocess.STDOUT)
     try:
         base, admin_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin}"
         wait_until(lambda: _up(admin_url), 60, "the comparator serving")
@@ -98,7 +99,16 @@ def counters(admin: str) -> dict[str, float]:
 
 
 def cell(admin: str, name: str) -> float:
-    return counters(admin).get(f'modelrollout_compare_requests_total{{cell="{name}"}}', 0.0)
+    return counters(admin).get(f'modelrollout_compare_requests_total{{cell="{name}",modelrollout="t/scorer"}}', 0.0)
+
+
+def failures(admin: str, side: str, reason: str) -> float:
+    key = f'modelrollout_compare_failures_total{{modelrollout="t/scorer",reason="{reason}",side="{side}"}}'
+    return counters(admin).get(key, 0.0)
+
+
+def skipped(admin: str, reason: str) -> float:
+    return counters(admin).get(f'modelrollout_compare_skipped_total{{modelrollout="t/scorer",reason="{reason}"}}', 0.0)
 
 
 def mirror(base: str, n: int, path: str = "/v2/models/m/infer", method: str = "POST") -> list[float]:
@@ -131,7 +141,7 @@ def test_same_and_different_answers_land_in_their_cells_with_the_fields_named(tm
         differs = cell(admin, "once/differs") + cell(admin, "twice/differs/same")
         assert differs == 10, found
         assert cell(admin, "twice/same/same") + cell(admin, "twice/differs/same") > 0, "some answered twice"
-        assert found['modelrollout_compare_differences_total{field="label"}'] == 10
+        assert found['modelrollout_compare_differences_total{field="label",modelrollout="t/scorer"}'] == 10
         kept = httpx.get(f"{admin}/samples", timeout=5).json()["samples"]
         assert len(kept) == 5 and kept[-1]["differsAt"] == ["label"]
         assert "s3cret" not in json.dumps(kept) and "[redacted]" in kept[-1]["stable"]
@@ -150,13 +160,11 @@ def test_a_hanging_or_dead_candidate_is_counted_never_agreement_and_the_mirror_n
                         "1000") as (base, admin):
             took = mirror(base, 10)
             assert max(took) < 0.5, f"the mirror was answered at once, not after the candidate: {took}"
-            wait_until(lambda: counters(admin).get(
-                'modelrollout_compare_failures_total{reason="timeout",side="candidate"}') == 10, 30, "timeouts")
+            wait_until(lambda: failures(admin, "candidate", "timeout") == 10, 30, "timeouts")
             assert sum(cell(admin, c) for c in ("once/same", "twice/same/same")) == 0
         with comparator(stable_url, dead, tmp_path) as (base, admin):
             mirror(base, 3)
-            wait_until(lambda: counters(admin).get(
-                'modelrollout_compare_failures_total{reason="unreachable",side="candidate"}') == 3, 30, "unreachable")
+            wait_until(lambda: failures(admin, "candidate", "unreachable") == 3, 30, "unreachable")
 
 
 def test_the_load_is_bounded_and_only_safe_or_inference_requests_are_replayed(tmp_path: Path) -> None:
@@ -169,10 +177,8 @@ def test_the_load_is_bounded_and_only_safe_or_inference_requests_are_replayed(tm
         mirror(base, 3, "/v2/models/m/infer", "PUT")
         mirror(base, 2, "/admin/reload", "POST")
         mirror(base, 40)
-        wait_until(lambda: counters(admin).get('modelrollout_compare_skipped_total{reason="rate-limited"}', 0) > 0,
-                   30, "requests over the rate dropped")
-        found = counters(admin)
-        assert found['modelrollout_compare_skipped_total{reason="side-effects"}'] == 5
+        wait_until(lambda: skipped(admin, "rate-limited") > 0, 30, "requests over the rate dropped")
+        assert skipped(admin, "side-effects") == 5
         compared = cell(admin, "once/same")
-        assert compared + found['modelrollout_compare_skipped_total{reason="rate-limited"}'] == 40
+        assert compared + skipped(admin, "rate-limited") == 40
         assert compared < 40 and "PUT" not in stable_seen

@@ -48,7 +48,8 @@ def test_kustomize_applies_and_the_service_account_calls_exactly_what_it_is_gran
 
         # Cluster-wide, as the manifests install it; the Leases in the operator's namespace, as in its pod.
         with operator_process(restricted, None, tmp_path / "operator.log", "--shards", "2",
-                              env={"POD_NAMESPACE": "modelrollout-system", "POD_NAME": "modelrollout-test"}):
+                              env={"POD_NAMESPACE": "modelrollout-system", "POD_NAME": "modelrollout-test",
+                                   "MODELROLLOUT_COMPARATOR_IMAGE": "modelrollout:0.1.0"}):
             scenarios(api_client, namespace)
     finally:
         # The CRD stays (the session's tests share it); the rest goes, so the chart can be installed.

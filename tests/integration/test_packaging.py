@@ -13,7 +13,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 # Import names whose distribution is spelled otherwise.
-DISTRIBUTIONS = {"yaml": "pyyaml", "prometheus_client": "prometheus-client", "cel": "common-expression-language"}
+DISTRIBUTIONS = {"yaml": "pyyaml", "prometheus_client": "prometheus-client", "cel": "common-expression-language",
+                 "jsonpath_ng": "jsonpath-ng"}
 
 
 @pytest.fixture(scope="module")

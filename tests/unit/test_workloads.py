@@ -24,7 +24,14 @@ from controller.kube.cache import REVISION_LABEL, ROLLOUT_LABEL, Cache, deployme
 from controller.kube.own_writes import OwnWrites
 from controller.measure.measure import AnalysisIO
 from controller.reconciler import FINALIZER, ClusterTarget, Context, StaleSnapshot, reconcile_object
-from controller.workloads import OwnershipConflict, Workloads, deployment_manifest, revision_of
+from controller.workloads import (
+    ComparatorUnavailable,
+    OwnershipConflict,
+    Workloads,
+    comparator_manifests,
+    deployment_manifest,
+    revision_of,
+)
 
 NS, NAME, UID = "ns", "scorer", "uid-1"
 NOW = datetime(2026, 12, 6, tzinfo=UTC)
@@ -259,3 +266,61 @@ def test_a_settled_rollout_costs_no_write() -> None:
     again = RecordingApi()
     reconcile_object(context(again, world), body, NOW)
     assert again.writes() == [], "a reconcile of a settled rollout is free"
+
+
+# --- the shadow step's comparator ---------------------------------------------------------------
+
+def compared_spec(**compare: Any) -> api.ModelRolloutSpec:
+    body = {**owner()["spec"], "trafficRouting": {"gatewayAPI": {"httpRoute": "scorer"}}, "analysis": {},
+            "strategy": {"steps": [{"shadow": {"duration": "1m", "compare": {"format": "json", **compare}}}]}}
+    return api.ModelRolloutSpec.model_validate(body)
+
+
+def comparator_target(api_client: RecordingApi, view: Cache, image: str | None = "registry/modelrollout:0.1.0",
+                      **compare: Any) -> Target:
+    shown = compared_spec(**compare)
+    return ClusterTarget(Workloads(api_client, view, OwnWrites(), owner(), shown), None, shown, image)
+
+
+def test_the_comparator_runs_from_the_operators_image_with_the_steps_rules() -> None:
+    api_client = RecordingApi()
+    comparator_target(api_client, cache(), paths=["$.label"], samples=10, redact=["$.user"]).ensure_comparator(0)
+    assert api_client.writes() == [("POST", f"/api/v1/namespaces/{NS}/services"),
+                                   ("POST", f"/apis/apps/v1/namespaces/{NS}/deployments")]
+    service, deployment = api_client.calls[0][2], api_client.calls[1][2]
+    assert service["metadata"]["name"] == deployment["metadata"]["name"] == "scorer-compare"
+    assert deployment["metadata"]["ownerReferences"][0]["uid"] == UID
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "registry/modelrollout:0.1.0" and container["command"][0].endswith("modelrollout")
+    args = container["args"]
+    assert args[:5] == ["compare", "--stable", f"http://scorer-stable.{NS}.svc:8080", "--candidate",
+                        f"http://scorer-candidate.{NS}.svc:8080"]
+    assert args[args.index("--path"):args.index("--path") + 2] == ["--path", "$.label"]
+    assert "--redact" in args and "--samples" in args
+    assert service["spec"]["ports"][0] == {"name": "http", "port": 8080, "targetPort": 8080}
+
+
+def test_a_running_comparator_with_these_rules_is_left_alone_and_other_rules_replace_it() -> None:
+    shown = compared_spec()
+    assert shown.strategy.steps[0].shadow is not None and shown.strategy.steps[0].shadow.compare is not None
+    deployment, service = comparator_manifests(owner(), shown, shown.strategy.steps[0].shadow.compare,
+                                               "registry/modelrollout:0.1.0")
+    deployment["metadata"]["resourceVersion"] = "5"
+    service["metadata"].update(namespace=NS, resourceVersion="6")
+    running = cache([deployment], [service])
+    api_client = RecordingApi()
+    comparator_target(api_client, running).ensure_comparator(0)
+    assert api_client.writes() == [], "already running with these rules: no call"
+    comparator_target(api_client, running, ignore=["$.id"]).ensure_comparator(0)
+    assert api_client.writes() == [("PUT", f"/apis/apps/v1/namespaces/{NS}/deployments/scorer-compare")]
+    comparator_target(api_client, running).remove_comparator()
+    assert api_client.writes()[1:] == [("DELETE", f"/apis/apps/v1/namespaces/{NS}/deployments/scorer-compare"),
+                                       ("DELETE", f"/api/v1/namespaces/{NS}/services/scorer-compare")]
+    quiet = RecordingApi()
+    comparator_target(quiet, cache()).remove_comparator()
+    assert quiet.writes() == [], "nothing to remove: no call"
+
+
+def test_without_an_image_the_step_fails_with_the_reason() -> None:
+    with pytest.raises(ComparatorUnavailable, match="--comparator-image"):
+        comparator_target(RecordingApi(), cache(), image=None).ensure_comparator(0)

@@ -85,7 +85,7 @@ class FakePrometheus:
     def _answer(self, reading: Reading) -> Value | MetricError:
         if self.down:
             return MetricError("prometheus query failed: connection refused")
-        arm = self.arms.get(reading.version)
+        arm = self.arms.get(getattr(reading, "version", ""))
         if isinstance(reading, RequestCounts):
             return Outcomes(arm.requests - arm.errors, arm.errors) if arm else Outcomes()
         if isinstance(reading, Buckets):

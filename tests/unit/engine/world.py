@@ -38,8 +38,8 @@ def make_spec(steps: list[dict[str, Any]], routing: str = "gatewayAPI", replicas
         "trafficRouting": routing_spec,
         "strategy": {"steps": steps, **extra},
     }
-    if any(step.get("abTest", {}).get("metric") for step in steps):
-        # An abTest metric is measured: the engine only sees the verdicts the tests hand it.
+    if any(step.get("abTest", {}).get("metric") or step.get("shadow", {}).get("compare") for step in steps):
+        # An abTest metric or a comparison is measured: the engine only sees the verdicts the tests hand it.
         body["analysis"] = {"prometheus": {"address": "http://prometheus.test:9090"}}
     return ModelRolloutSpec.model_validate(body)
 
@@ -69,6 +69,9 @@ class World:
     route_serving: RouteServing | None = None
     candidate_endpoints: int | None = None
     released: bool = False
+    # The step whose comparator runs (None: none), and whether the route mirrors to it.
+    comparator: int | None = None
+    mirrors_to_comparator: bool = False
 
     def step(self, seconds: float = 0.0) -> Transition:
         """Advance the clock and reconcile; like the runtime, reconcile again while a wake is due now."""
@@ -136,9 +139,16 @@ class World:
     def select_services(self, stable: str, candidate: str) -> None:
         self.services = (stable, candidate)
 
-    def set_route(self, weight: int, mirror: int, header: tuple[str, str] | None) -> None:
+    def set_route(self, weight: int, mirror: int, header: tuple[str, str] | None, compare: bool = False) -> None:
         self.route = (weight, mirror)
         self.header = header
+        self.mirrors_to_comparator = compare
+
+    def ensure_comparator(self, step: int) -> None:
+        self.comparator = step
+
+    def remove_comparator(self) -> None:
+        self.comparator = None
 
     def release_route(self) -> None:
         self.released = True

@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.console import Console
 
-from controller.plugin.view import list_view, rollout_view
+from controller.plugin.view import diff_view, list_view, rollout_view
 
 ROLLOUT: dict[str, Any] = {
     "metadata": {"name": "scorer", "namespace": "ml"},
@@ -102,3 +102,20 @@ def test_get_says_when_failures_go_unwatched_or_the_route_is_not_ours_or_not_ser
     assert "! RouteManaged: HTTPRoute scorer" in text
     assert "! RouteAccepted: Gateway apps/gateway (nope) does not accept the route" in text
     assert "! " not in _text(rollout_view(ROLLOUT)), "nothing when all is watched"
+
+
+def test_get_shows_a_comparison_and_diff_shows_the_disagreements_side_by_side() -> None:
+    comparison = {"pairs": 1200, "twice": 240, "candidateRate": 0.061, "candidateInterval": [0.045, 0.08],
+                  "stableRate": 0.0, "stableInterval": [0.0, 0.012], "evidence": {"disagreement": 4.2, "noWorse": -3},
+                  "threshold": {"disagreement": 3.0, "noWorse": 3.0}, "breached": ["disagreement"],
+                  "differsMost": {"predict": 73}, "failures": {"candidate/timeout": 2}}
+    status = {**ROLLOUT["status"], "analysis": {"verdict": "Hold", "guardrails": {}, "comparison": comparison}}
+    text = _text(rollout_view({**ROLLOUT, "status": status}))
+    assert "Comparison of answers: breached: disagreement" in text
+    assert "6.1% [4.5%, 8.0%]" in text and "predict (73)" in text and "candidate/timeout 2" in text
+    shown = _text(diff_view([{"method": "POST", "path": "/v2/models/scorer/infer", "differsAt": ["predict"],
+                              "stable": '{"outputs": [0]}', "candidate": '{"outputs": [1]}',
+                              "status": {"stable": 200, "candidate": 200}}]))
+    assert "differs at predict" in shown and "stable (200)" in shown and "candidate (200)" in shown
+    assert '{"outputs": [1]}' in shown
+    assert "no disagreement kept" in _text(diff_view([]))

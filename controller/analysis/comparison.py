@@ -1,0 +1,164 @@
+"""A shadow step's comparison at one look: the comparator's counts since the step began, its tests,
+and what a person is shown (pure).
+
+The comparator's counters are read as totals at each look; what they gained since the last look is
+added to the step's counts, a total that fell (the comparator restarted) counting from zero, as
+Prometheus' counter-reset handling does. Every test is a function of those counts
+(`compare_tests`), so a restart of the operator or of the comparator loses nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from controller.analysis import compare_tests
+from controller.api import Compare, ComparisonStatus
+from controller.stats.paired import DISAGREEMENT_CELLS, SLOWER_CELLS
+
+REQUESTS, SLOWER = "modelrollout_compare_requests_total", "modelrollout_compare_slower_total"
+FAILURES, SKIPPED = "modelrollout_compare_failures_total", "modelrollout_compare_skipped_total"
+DIFFERENCES, DELTA = "modelrollout_compare_differences_total", "modelrollout_compare_output_delta_bucket"
+# A compare path that selects nothing: the step holds, naming it, after this many answers.
+MISSING_PATH_AFTER = 20
+SHOWN_FIELDS = 5
+
+
+@dataclass(frozen=True)
+class ComparisonLook:
+    status: ComparisonStatus
+    # Tests that breached at this look: (test, its onBreach, why).
+    breaches: tuple[tuple[str, str, str], ...]
+    holding: str | None  # why the step cannot be judged (nothing compared, a path that selects nothing)
+    counting: bool  # the first look: nothing counted yet
+
+
+def _key(part: str) -> str:
+    """`<metric>|<cell>|<side>|<reason>|<le>|<field>` as a short counts key: `requests/twice/same/same`."""
+    name, cell, side, reason, le, field = (part.split("|") + [""] * 6)[:6]
+    short = {REQUESTS: "requests", SLOWER: "slower", FAILURES: "failures", SKIPPED: "skipped",
+             DIFFERENCES: "differences", DELTA: "delta"}.get(name, name)
+    return "/".join(x for x in (short, cell, side, reason, le, field) if x)
+
+
+def gained(totals: dict[str, float], previous: dict[str, float] | None) -> tuple[dict[str, float], dict[str, float]]:
+    """(this look's gains by key, the totals to count from next); None previous: a first look, no gains."""
+    now = {_key(part): value for part, value in totals.items() if math.isfinite(value)}
+    if previous is None:
+        return {}, now
+    # A total below the last one is a restarted comparator: all of it is new.
+    return {key: (value - previous.get(key, 0.0) if value >= previous.get(key, 0.0) else value)
+            for key, value in now.items() if value != previous.get(key)}, now
+
+
+def _cells(counts: dict[str, float], prefix: str, cells: tuple[str, ...]) -> np.ndarray:
+    return np.array([[counts.get(f"{prefix}/{cell}", 0.0) for cell in cells]])
+
+
+def _delta_cells(counts: dict[str, float]) -> tuple[tuple[float, ...], np.ndarray] | None:
+    """The output-delta histogram's edges and per-bucket counts (from cumulative `le` counts)."""
+    by_le: dict[float, float] = {}
+    for key, value in counts.items():
+        if key.startswith("delta/"):
+            le = key.split("/", 1)[1]
+            by_le[math.inf if le == "+Inf" else float(le)] = value
+    if math.inf not in by_le or not by_le[math.inf]:
+        return None
+    edges = tuple(sorted(by_le))
+    cumulative = np.maximum.accumulate(np.array([by_le[e] for e in edges]))
+    return edges, np.diff(cumulative, prepend=0.0)[None, :]
+
+
+def look(compare: Compare, alpha: float, totals: dict[str, float], before: ComparisonStatus | None,
+         previous_totals: dict[str, float] | None) -> tuple[ComparisonLook, dict[str, float]]:
+    """This look's comparison, and the totals the next look counts from."""
+    gains, now = gained(totals, previous_totals)
+    base = before or ComparisonStatus()
+    counts = dict(base.counts)
+    for key, value in gains.items():
+        counts[key] = counts.get(key, 0.0) + value
+    cells = _cells(counts, "requests", DISAGREEMENT_CELLS)
+    pairs, twice = float(cells.sum()), float(cells[0, 2:].sum())
+    noise_share = compare.noise_percent / 100
+    breach_tests: dict[str, tuple[compare_tests.ComparisonTest, np.ndarray, str]] = {}
+    # The breach tests share alpha (Bonferroni); noWorse is another error, a false early pass, with its own.
+    share = alpha / (1 + (compare.paired_latency is not None) + (compare.output_delta is not None))
+    breach_tests["disagreement"] = (compare_tests.disagreement(share, noise_share, compare.disagreement.max_excess),
+                                    cells, compare.disagreement.on_breach)
+    if compare.paired_latency is not None:
+        breach_tests["pairedLatency"] = (compare_tests.paired_latency(share), _cells(counts, "slower", SLOWER_CELLS),
+                                         compare.paired_latency.on_breach)
+    delta = _delta_cells(counts)
+    if compare.output_delta is not None and delta is not None:
+        breach_tests["outputDelta"] = (compare_tests.output_delta(share, delta[0], compare.output_delta.max),
+                                       delta[1], compare.output_delta.on_breach)
+    evidence: dict[str, float] = {}
+    thresholds: dict[str, float] = {}
+    breached = list(base.breached)
+    new: list[tuple[str, str]] = []
+    for name, (test, test_counts, on_breach) in breach_tests.items():
+        result = test.look(test_counts)
+        evidence[name] = round(float(result.log_evidence[0]), 4)
+        thresholds[name] = round(math.log(1 / test.alpha), 4)
+        if bool(result.decided[0]) and name not in breached:
+            breached.append(name)
+            new.append((name, on_breach))
+    no_worse = compare_tests.no_worse(alpha, noise_share, compare.disagreement.max_excess).look(cells)
+    evidence["noWorse"] = round(float(no_worse.log_evidence[0]), 4)
+    thresholds["noWorse"] = round(math.log(1 / alpha), 4)
+    rates = compare_tests.rates(cells, alpha)
+    differs = sorted(((key.split("/", 1)[1], value) for key, value in counts.items()
+                      if key.startswith("differences/")), key=lambda kv: -kv[1])[:SHOWN_FIELDS]
+    failures = {key.split("/", 1)[1]: value for key, value in counts.items() if key.startswith("failures/")}
+    status = ComparisonStatus(
+        pairs=pairs, twice=twice,
+        candidate_rate=_round(rates["candidate"][0]), candidate_interval=[_round(x) for x in rates["candidate"][1]],
+        stable_rate=_round(rates["stable"][0]), stable_interval=[_round(x) for x in rates["stable"][1]],
+        evidence=evidence, threshold=thresholds, breached=breached,
+        passed=base.passed or (compare.ends_early and bool(no_worse.decided[0]) and not breached),
+        differs_most=dict(differs), failures=failures,
+        skipped={key.split("/", 1)[1]: value for key, value in counts.items() if key.startswith("skipped/")},
+        counts=counts)
+    reasons = tuple((name, on_breach, _reason(name, status, compare)) for name, on_breach in new)
+    return ComparisonLook(status, reasons, _holding(status, compare), previous_totals is None), now
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
+
+
+def _reason(test: str, status: ComparisonStatus, compare: Compare) -> str:
+    if test == "disagreement":
+        shown = ", ".join(f"{name} ({count:.0f})" for name, count in status.differs_most.items())
+        low, high = status.candidate_interval or [0.0, 1.0]
+        noise_low, noise_high = status.stable_interval or [0.0, 1.0]
+        return (f"the candidate's answers differ from the stable's on {100 * (status.candidate_rate or 0):.1f}% "
+                f"[{100 * low:.1f}, {100 * high:.1f}] of {status.pairs:.0f} requests, the stable's from its own on "
+                f"{100 * (status.stable_rate or 0):.1f}% [{100 * noise_low:.1f}, {100 * noise_high:.1f}]: more than "
+                f"maxExcess {compare.disagreement.max_excess:g} apart"
+                + (f"; differing most: {shown}" if shown else ""))
+    if test == "pairedLatency":
+        assert compare.paired_latency is not None
+        slower = status.counts.get("slower/slower", 0.0)
+        within = status.counts.get("slower/within", 0.0)
+        return (f"the candidate took over {compare.paired_latency.relative_to_stable:g}x the stable's time on "
+                f"{slower:.0f} of {slower + within:.0f} of the same requests")
+    assert compare.output_delta is not None
+    return f"the mean absolute output delta is above {compare.output_delta.max:g}"
+
+
+def _holding(status: ComparisonStatus, compare: Compare) -> str | None:
+    """Why nothing can be judged yet, when the comparator answers but compares nothing."""
+    if status.pairs > 0:
+        return None
+    missing = sum(value for key, value in status.failures.items() if key.endswith("/missing-path"))
+    if missing >= MISSING_PATH_AFTER:
+        return (f"compare.paths {', '.join(compare.paths or [])} select nothing in {missing:.0f} answers: "
+                "no request could be compared")
+    failed = {key: value for key, value in status.failures.items() if value}
+    if failed:
+        return "nothing compared yet: " + ", ".join(f"{key} {value:.0f}" for key, value in sorted(failed.items()))
+    return None
+

@@ -1,0 +1,120 @@
+"""A shadow step that compares answers, end to end through Envoy Gateway: its fire-and-forget mirror
+sends copies to the rollout's comparator (`modelrollout compare`, run as its pod by the test kit),
+which asks both MLServer models (real scikit-learn models) the same request and counts where they
+disagree; a real Prometheus scrapes it; the operator judges the counts.
+
+- A worse model (trained on 30% flipped labels: it disagrees with the stable on about 6% of inputs)
+  holds for a human, naming the output, and the rate the comparator measured covers the rate
+  computed offline on the same input distribution.
+- A retrained twin (another seed: about 0.6%, under maxExcess 2%) passes and is promoted.
+"""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from e2e.real_servers import MLServerRecipe, ModelVersion, disagreement
+from e2e.world import e2e_world
+from kubernetes import client
+
+pytestmark = [pytest.mark.cluster, pytest.mark.prometheus]
+
+MODELS = {
+    "scorer:mls-good": ModelVersion("scorer"),
+    "scorer:mls-retrained": ModelVersion("scorer", seed=2),
+    "scorer:mls-worse": ModelVersion("scorer", flip=0.3),
+}
+COMPARE = {"format": "v2", "maxRequestsPerSecond": 100, "samples": 5}
+
+
+def row(rng: random.Random) -> list[float]:
+    return [round(rng.gauss(0, 1), 4) for _ in range(3)] + [round(abs(rng.gauss(0, 1)), 4)]
+
+
+def payload(rng: random.Random) -> dict[str, Any]:
+    return {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": row(rng)}]}
+
+
+def comparison_of(status: dict[str, Any]) -> dict[str, Any]:
+    return dict((status.get("analysis") or {}).get("comparison") or {})
+
+
+def mirrored_to(world: Any) -> list[str]:
+    route = world.rollouts.get_object("gateway.networking.k8s.io", "v1", "httproutes", "scorer")
+    return [f["requestMirror"]["backendRef"]["name"] for rule in route["spec"]["rules"]
+            for f in rule.get("filters", []) if f.get("type") == "RequestMirror"]
+
+
+def test_a_worse_model_holds_for_a_human_on_what_the_comparator_counted(
+    api_client: client.ApiClient, namespace: str, kubeconfig: Path, tmp_path: Path, crd_installed: None
+) -> None:
+    recipe = MLServerRecipe(MODELS, "scorer").prepare(tmp_path / "trained")
+    with e2e_world(api_client, namespace, kubeconfig, tmp_path, rps=40, recipe_for_image=recipe.for_image,
+                   load_path="/v2/models/scorer/infer", payload=payload) as world:
+        steps = [{"shadow": {"percent": 100, "duration": "30m", "compare": COMPARE}},
+                 {"canary": {"weight": 20, "duration": "1m"}}]
+        first = world.deploy(steps, image="scorer:mls-good", profile="mlserver", guardrails=[])
+        errors_before = world.load.stats().total(outcome="error")  # the world's start, before the stable answered
+        world.roll_out("mls-worse")
+        held = world.rollouts.wait_status(
+            "scorer", lambda s: "disagreement" in comparison_of(s).get("breached", []), 600,
+            "the disagreement test breached", progress=world.fleet.activity)
+        assert mirrored_to(world) == ["scorer-compare"], "the mirror goes to the comparator, not the candidate"
+        comparison = held["analysis"]["comparison"]
+        assert held["phase"] == "Progressing" and held["stableRevision"] == first["stableRevision"]
+        assert "predict" in comparison["differsMost"], comparison
+        assert [d["test"] for d in held["decisions"] if d["verdict"] == "breach: hold"] == ["compare disagreement"]
+        # What the comparator measured on live mirrored traffic is what the two models do offline.
+        rng = random.Random(99)
+        offline = disagreement(recipe.trained["scorer:mls-good"], recipe.trained["scorer:mls-worse"],
+                               [row(rng) for _ in range(20_000)])
+        low, high = comparison["candidateInterval"]
+        assert low <= offline <= high, (offline, comparison)
+        assert world.comparators is not None and world.comparators.admin_url() is not None
+        kept = httpx.get(f"{world.comparators.admin_url()}/samples", timeout=5).json()["samples"]
+        assert kept and all(sample["differsAt"] == ["predict"] for sample in kept)
+        # What an ML engineer looks at first, through the apiserver's service proxy.
+        shown = subprocess.run([str(Path(sys.executable).parent / "kubectl-modelrollout"), "--kubeconfig",
+                                str(kubeconfig), "-n", namespace, "diff", "scorer"],
+                               capture_output=True, text=True, timeout=60, check=False)
+        assert shown.returncode == 0, shown.stderr
+        assert "differs at predict" in " ".join(shown.stdout.split()), shown.stdout
+        # Users were answered by the stable alone meanwhile, and never failed.
+        assert world.load.stats().total(outcome="error") == errors_before
+
+        world.rollouts.act("scorer", "abort")
+        world.rollouts.wait_status("scorer", lambda s: s.get("phase") == "RolledBack", 120, "aborted")
+        apps = client.AppsV1Api(api_client)
+
+        def comparator_gone(_: dict[str, Any]) -> bool:
+            listed = api_client.sanitize_for_serialization(  # type: ignore[no-untyped-call]
+                apps.list_namespaced_deployment(namespace))
+            return all(item["metadata"]["name"] != "scorer-compare" for item in listed["items"])
+
+        world.rollouts.wait_status("scorer", comparator_gone, 120, "the comparator removed")
+
+
+def test_a_retrained_twin_passes_the_compared_shadow_step_and_is_promoted(
+    api_client: client.ApiClient, namespace: str, kubeconfig: Path, tmp_path: Path, crd_installed: None
+) -> None:
+    recipe = MLServerRecipe(MODELS, "scorer").prepare(tmp_path / "trained")
+    with e2e_world(api_client, namespace, kubeconfig, tmp_path, rps=40, recipe_for_image=recipe.for_image,
+                   load_path="/v2/models/scorer/infer", payload=payload) as world:
+        steps = [{"shadow": {"percent": 100, "duration": "90s", "compare": COMPARE}},
+                 {"canary": {"weight": 20, "duration": "20s"}}]
+        first = world.deploy(steps, image="scorer:mls-good", profile="mlserver", guardrails=[])
+        world.roll_out("mls-retrained")
+        compared = world.rollouts.wait_status(
+            "scorer", lambda s: comparison_of(s).get("pairs", 0) >= 500, 600, "500 requests compared",
+            progress=world.fleet.activity)
+        assert compared["analysis"]["comparison"]["breached"] == []
+        done = world.rollouts.wait_status(
+            "scorer", lambda s: s.get("phase") == "Completed" and s.get("stableRevision") != first["stableRevision"],
+            600, "promoted", progress=world.fleet.activity)
+        assert not [d for d in done["decisions"] if d["verdict"].startswith("breach")], done["decisions"]

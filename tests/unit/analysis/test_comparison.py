@@ -1,0 +1,186 @@
+"""A shadow step's comparison, look by look through `judge`: the comparator's totals in, breaches,
+holds, an early pass and what a person sees out. Totals are what Prometheus returns for the
+comparator's series: `<metric>|<cell>|<side>|<reason>|<le>|<field>` keyed."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from controller.analysis.budget import step_budget
+from controller.analysis.judge import judge
+from controller.analysis.readings import Comparisons, Look, Measurements, MetricError, needs
+from controller.api import AnalysisStatus, AnalysisVerdict, ModelRolloutSpec
+from tests.unit.engine.world import make_spec
+
+REQUESTS = "modelrollout_compare_requests_total"
+
+
+def spec(**compare: Any) -> ModelRolloutSpec:
+    base = make_spec([{"pause": {}}]).model_dump(by_alias=True, exclude_none=True)
+    base["strategy"]["steps"] = [{"shadow": {"percent": 50, "duration": "1h",
+                                             "compare": {"format": "v2", **compare}}}]
+    # A profile without a prediction histogram: the comparison is all the step reads.
+    base["analysis"] = {"prometheus": {"address": "http://prometheus.test:9090"}, "interval": "10s",
+                        "profile": "mlserver"}
+    return ModelRolloutSpec.model_validate(base)
+
+
+class Comparator:
+    """The comparator's counters as Prometheus returns them; `gone` has no series, `down` no answer."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = {}
+        self.gone = self.down = False
+
+    def add(self, part: str, n: float) -> None:
+        self.totals[part] = self.totals.get(part, 0.0) + n
+
+    def serve(self, n: int, differs: float = 0.0, noise: float = 0.0, twice: float = 0.2) -> None:
+        """n compared requests: the candidate differs on a share `differs`, the stable from itself on `noise`."""
+        for cell, share in (("once/same", (1 - twice) * (1 - differs)), ("once/differs", (1 - twice) * differs),
+                            ("twice/same/same", twice * (1 - differs) * (1 - noise)),
+                            ("twice/same/differs", twice * (1 - differs) * noise),
+                            ("twice/differs/same", twice * differs * (1 - noise)),
+                            ("twice/differs/differs", twice * differs * noise)):
+            self.add(f"{REQUESTS}|{cell}||||", round(n * share))
+        if differs:
+            self.add("modelrollout_compare_differences_total|||||label", round(n * differs))
+
+    def restart(self) -> None:
+        self.totals = {}
+
+    def answer(self) -> Measurements:
+        if self.down:
+            return Measurements({Comparisons(): MetricError("prometheus query failed: connection refused")})
+        return Measurements({Comparisons(): {} if self.gone else dict(self.totals)})
+
+
+class Step:
+    def __init__(self, shown: ModelRolloutSpec, comparator: Comparator) -> None:
+        self.spec, self.comparator = shown, comparator
+        self.state: AnalysisStatus | None = None
+        self.elapsed = 10.0
+
+    def look(self) -> Any:
+        look = Look(stable="s1", candidate="c1", step_index=0, step_kind="shadow",
+                    step_started_at="2026-12-07T12:00:00Z", step_elapsed_seconds=self.elapsed, weight=0,
+                    now="2026-12-07T12:05:00Z", interval_seconds=10,
+                    step_seconds=3600)
+        assert self.spec.analysis is not None
+        assert needs(self.spec, look, self.state) == frozenset({Comparisons()})
+        result = judge(self.spec, step_budget(self.spec.analysis, look), look, self.state, self.comparator.answer())
+        self.state = AnalysisStatus.model_validate(json.loads(json.dumps(
+            result.state.model_dump(mode="json", by_alias=True), allow_nan=False)))
+        self.elapsed += 10
+        return result
+
+
+def test_identical_answers_pass_with_both_rates_and_their_confidence_sequences() -> None:
+    comparator = Comparator()
+    step = Step(spec(), comparator)
+    assert step.look().signal.verdict == AnalysisVerdict.HOLD, "the first look counts from itself"
+    for _ in range(10):
+        comparator.serve(100, noise=0.05)
+        result = step.look()
+        assert result.signal.verdict == AnalysisVerdict.PASS, result.signal.reason
+    shown = result.state.comparison
+    assert shown.pairs == 1000 and shown.twice == 200 and shown.candidate_rate == 0.0
+    assert shown.stable_rate == 0.05 and shown.stable_interval[0] < 0.05 < shown.stable_interval[1]
+    assert not result.signal.step_passed, "passWhen duration: the step runs its duration"
+
+
+def test_a_candidate_that_differs_more_than_the_stable_holds_for_a_human_naming_the_field() -> None:
+    comparator = Comparator()
+    step = Step(spec(), comparator)
+    step.look()
+    for _ in range(30):
+        comparator.serve(100, differs=0.15, noise=0.02)
+        result = step.look()
+        if result.decisions:
+            break
+    assert result.signal.verdict == AnalysisVerdict.HOLD and "label (" in result.signal.reason
+    assert [d.verdict for d in result.decisions] == ["breach: hold"]
+    comparator.serve(100)
+    later = step.look()
+    assert later.signal.verdict == AnalysisVerdict.HOLD and not later.decisions, "the breach stands, told once"
+
+
+def test_a_rollback_breach_fails_the_step() -> None:
+    comparator = Comparator()
+    step = Step(spec(disagreement={"maxExcess": 0.01, "onBreach": "rollback"}), comparator)
+    step.look()
+    for _ in range(30):
+        comparator.serve(100, differs=0.3)
+        result = step.look()
+        if result.signal.verdict != AnalysisVerdict.PASS:
+            break
+    assert result.signal.verdict == AnalysisVerdict.FAIL, result.signal.reason
+
+
+def test_no_worse_ends_the_step_early() -> None:
+    comparator = Comparator()
+    step = Step(spec(passWhen="noWorse"), comparator)
+    step.look()
+    for _ in range(60):
+        comparator.serve(100)
+        result = step.look()
+        if result.signal.step_passed:
+            break
+    assert result.signal.verdict == AnalysisVerdict.PASS and result.state.comparison.passed
+    assert [d.verdict for d in result.decisions] == ["NoWorse"] and result.state.comparison.pairs < 2000
+
+
+def test_a_restarted_comparator_counts_from_zero_and_loses_nothing() -> None:
+    comparator = Comparator()
+    step = Step(spec(), comparator)
+    step.look()
+    comparator.serve(100)
+    step.look()
+    comparator.restart()
+    comparator.serve(40)
+    assert step.look().state.comparison.pairs == 140
+
+
+def test_what_cannot_be_compared_holds_with_its_reason_never_passes() -> None:
+    comparator = Comparator()
+    step = Step(spec(), comparator)
+    step.look()
+    comparator.add("modelrollout_compare_failures_total||candidate|timeout||", 12)
+    result = step.look()
+    assert result.signal.verdict == AnalysisVerdict.HOLD and "candidate/timeout 12" in result.signal.reason
+
+    comparator = Comparator()
+    step = Step(spec(format="json", paths=["$.label"]), comparator)
+    step.look()
+    comparator.serve(0)
+    comparator.add("modelrollout_compare_failures_total||stable|missing-path||", 25)
+    comparator.add("modelrollout_compare_failures_total||candidate|missing-path||", 25)
+    assert "compare.paths $.label select nothing in 50 answers" in step.look().signal.reason
+
+    comparator = Comparator()
+    step = Step(spec(), comparator)
+    step.look()
+    assert "not in Prometheus" in step.look().signal.reason, "never scraped: said, and an error past errorLimit"
+    comparator.serve(0)
+    assert "no request compared yet" in step.look().signal.reason
+    comparator.serve(10)
+    step.look()
+    comparator.gone = True
+    assert "counts are missing" in step.look().signal.reason
+    comparator.down = True
+    assert "connection refused" in step.look().signal.reason
+
+
+def test_a_candidate_slower_on_the_same_requests_is_rolled_back() -> None:
+    comparator = Comparator()
+    step = Step(spec(pairedLatency={"relativeToStable": 1.2}), comparator)
+    step.look()
+    for _ in range(10):
+        comparator.serve(20)
+        comparator.add("modelrollout_compare_slower_total|slower||||", 15)
+        comparator.add("modelrollout_compare_slower_total|within||||", 5)
+        result = step.look()
+        if result.signal.verdict == AnalysisVerdict.FAIL:
+            break
+    assert result.signal.verdict == AnalysisVerdict.FAIL and "1.2x the stable's time" in result.signal.reason

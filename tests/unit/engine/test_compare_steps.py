@@ -1,0 +1,66 @@
+"""A shadow step with `compare` mirrors to the rollout's comparator, which runs exactly while a route
+mirrors to it: made sure of before that route is written, removed after the step, on abort, and
+never asked for by a rollout without compare."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from controller.analysis.readings import AnalysisSignal
+from controller.api import Action, AnalysisVerdict
+from controller.engine import SetRoute
+from controller.engine.actions import EnsureComparator, RemoveComparator
+from tests.unit.engine.world import World, make_spec
+
+COMPARED: list[dict[str, Any]] = [
+    {"shadow": {"percent": 20, "duration": "60s", "compare": {"format": "v2"}}},
+    {"canary": {"weight": 10, "duration": "60s"}},
+]
+
+
+def rolled_out(steps: list[dict[str, Any]]) -> World:
+    world = World(make_spec(steps))
+    world.step()
+    world.new_template("rev2")
+    world.step()
+    return world
+
+
+def test_the_comparator_runs_while_the_route_mirrors_to_it() -> None:
+    world = rolled_out(COMPARED)
+    assert world.route == (0, 20) and world.mirrors_to_comparator and world.comparator == 0
+    ensure = next(i for i, a in enumerate(world.history) if isinstance(a, EnsureComparator))
+    route = next(i for i, a in enumerate(world.history) if isinstance(a, SetRoute) and a.compare)
+    assert ensure < route, "the comparator is made sure of before the mirror points at it"
+
+    world.step(61)
+    assert world.route == (10, 0) and not world.mirrors_to_comparator and world.comparator is None
+
+
+def test_an_abort_in_the_compared_step_removes_the_comparator() -> None:
+    world = rolled_out(COMPARED)
+    assert world.comparator == 0
+    world.act(Action.ABORT)
+    assert world.route == (0, 0) and world.comparator is None
+
+
+def test_a_rollout_without_compare_never_asks_for_a_comparator() -> None:
+    world = rolled_out([{"shadow": {"percent": 20, "duration": "60s"}}, {"canary": {"weight": 10, "duration": "1m"}}])
+    world.step(61)
+    assert world.route == (10, 0)
+    assert not any(isinstance(a, EnsureComparator | RemoveComparator) for a in world.history)
+    assert not any(isinstance(a, SetRoute) and a.compare for a in world.history)
+
+
+def test_a_comparison_that_passed_early_ends_the_shadow_step_before_its_duration() -> None:
+    steps = [{"shadow": {"percent": 20, "duration": "60s", "compare": {"format": "v2", "passWhen": "noWorse"}}},
+             COMPARED[1]]
+    world = rolled_out(steps)
+    world.step(5)
+    assert world.status.current_step == 0
+    world.analysis = AnalysisSignal(AnalysisVerdict.PASS, "the comparison shows the candidate no worse",
+                                    step_passed=True)
+    world.step(5)
+    assert world.status.current_step == 1 and world.route == (10, 0) and world.comparator is None
+    world.step(5)
+    assert world.status.current_step == 1, "only a compared shadow step ends on its comparison"
