@@ -897,6 +897,7 @@ class EventReason(StrEnum):
     CANDIDATE_REMOVED = "CandidateRemoved"
     CANDIDATE_UNSCHEDULABLE = "CandidateUnschedulable"
     CANDIDATE_UNREACHABLE = "CandidateUnreachable"
+    COMPARISON_BLOCKED = "ComparisonBlocked"
     CAPACITY_AVAILABLE = "CapacityAvailable"
     COMPARATOR_UNAVAILABLE = "ComparatorUnavailable"
     DEPLOYED = "Deployed"
@@ -946,6 +947,7 @@ class ConditionType(StrEnum):
     INSUFFICIENT_CAPACITY = "InsufficientCapacity"
     ROUTE_MANAGED = "RouteManaged"
     ROUTE_ACCEPTED = "RouteAccepted"
+    COMPARISON_BLOCKED = "ComparisonBlocked"
     ERRORS_UNWATCHED = "ErrorsUnwatched"
     SCRAPES_SLOW = "ScrapesSlow"
 
@@ -958,7 +960,7 @@ class StatusModel(BaseModel):
 class Condition(StatusModel):
     type: ConditionType
     """Available, Progressing, Paused, Completed, RolledBack, InvalidSpec, CandidateUnschedulable,
-    InsufficientCapacity, RouteManaged, RouteAccepted, ErrorsUnwatched or ScrapesSlow."""
+    InsufficientCapacity, RouteManaged, RouteAccepted, ComparisonBlocked, ErrorsUnwatched or ScrapesSlow."""
     status: Literal["True", "False", "Unknown"]
     """True, False or Unknown."""
     reason: str
@@ -1152,6 +1154,9 @@ class ComparisonStatus(StatusModel):
     """Mirrored requests not compared, by reason (rate-limited, overloaded, side-effects, too-large)."""
     counts: dict[str, float] = {}
     """The comparator's cell counts since the step began, which every test above is a function of."""
+    blocked: str | None = None
+    """Why nothing could be compared (a compare path no answer has, a candidate that never answers):
+    the step holds, and condition ComparisonBlocked says so."""
 
 
 class AnalysisStatus(StatusModel):

@@ -122,7 +122,9 @@ def look(compare: Compare, alpha: float, totals: dict[str, float], before: Compa
         skipped={key.split("/", 1)[1]: value for key, value in counts.items() if key.startswith("skipped/")},
         counts=counts)
     reasons = tuple((name, on_breach, _reason(name, status, compare)) for name, on_breach in new)
-    return ComparisonLook(status, reasons, _holding(status, compare), previous_totals is None), now
+    holding = _holding(status, compare)
+    status = status.model_copy(update={"blocked": holding})
+    return ComparisonLook(status, reasons, holding, previous_totals is None), now
 
 
 def _round(value: float | None) -> float | None:

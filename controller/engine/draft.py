@@ -202,9 +202,17 @@ class Draft:
                    f"count nothing new; scrape them every {interval:g}s or less")
         self.standing(ConditionType.SCRAPES_SLOW, why, "ScrapesInTime")
 
+    def watch_comparison(self) -> None:
+        """Say, standing, when a shadow step's comparator compares nothing (a path no answer has)."""
+        comparison = self.s.analysis.comparison if self.s.analysis is not None else None
+        blocked = comparison.blocked if comparison is not None and self.s.phase in (
+            Phase.PROGRESSING, Phase.PAUSED) else None
+        self.standing(ConditionType.COMPARISON_BLOCKED, blocked, "Comparing")
+
     def finish(self, generation: int) -> Transition:
         self.watch_errors()
         self.watch_scrapes()
+        self.watch_comparison()
         steps = len(self.spec.strategy.steps)
         candidate = self.s.candidate_revision
         phase = self.s.phase

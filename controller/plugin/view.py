@@ -130,7 +130,7 @@ def decisions_view(decisions: list[dict[str, Any]], last: int = 5) -> Table:
 
 # Standing conditions a reader must not miss: (type, the status that is bad).
 WARNINGS = (("ErrorsUnwatched", "True"), ("RouteManaged", "False"), ("RouteAccepted", "False"),
-            ("RouteAccepted", "Unknown"), ("ScrapesSlow", "True"))
+            ("RouteAccepted", "Unknown"), ("ComparisonBlocked", "True"), ("ScrapesSlow", "True"))
 
 
 def warnings_view(status: dict[str, Any]) -> list[Text]:

@@ -20,6 +20,7 @@ import re
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,9 @@ class ComparatorKubelet:
         self.targets_path = workdir / "comparator-targets.json"
         self.targets_path.write_text("[]")
         self.running: dict[str, tuple[Wanted, subprocess.Popen[bytes]]] = {}
+        # Held down: a dead comparator (its pod crashed and its restart waits) until released.
+        self.down = threading.Event()
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -87,14 +91,27 @@ class ComparatorKubelet:
             except Exception:  # a kubelet keeps going: the next pass retries
                 log.exception("comparator kubelet pass failed")
 
-    def sync_once(self) -> None:
-        wanted = self._wanted()
-        for pod, (running, process) in list(self.running.items()):
-            if wanted.get(pod) != running or process.poll() is not None:
+    @contextlib.contextmanager
+    def outage(self) -> Iterator[None]:
+        """Every comparator down for the block, then started again by the next pass."""
+        self.down.set()
+        with self._lock:
+            for pod in list(self.running):
                 self._terminate(pod)
-        for pod, want in wanted.items():
-            if pod not in self.running:
-                self._launch(want)
+        try:
+            yield
+        finally:
+            self.down.clear()
+
+    def sync_once(self) -> None:
+        wanted = {} if self.down.is_set() else self._wanted()
+        with self._lock:
+            for pod, (running, process) in list(self.running.items()):
+                if wanted.get(pod) != running or process.poll() is not None:
+                    self._terminate(pod)
+            for pod, want in wanted.items():
+                if pod not in self.running and not self.down.is_set():
+                    self._launch(want)
         targets = [{"targets": [f"{w.address}:{_admin_port(w.args)}"], "labels": {"pod": w.pod}}
                    for w, _ in self.running.values()]
         tmp = self.targets_path.with_suffix(".tmp")

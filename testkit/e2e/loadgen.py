@@ -16,7 +16,7 @@ import logging
 import random
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -101,6 +101,8 @@ class LoadGenerator:
         self._lock = threading.Lock()
         self._counts: Counter[tuple[str, str]] = Counter()
         self._cold: Counter[str] = Counter()
+        # (when it was answered, seconds it took) of every answered request, oldest first, bounded.
+        self._latencies: deque[tuple[float, float]] = deque(maxlen=200_000)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._pool: ThreadPoolExecutor | None = None
@@ -196,7 +198,11 @@ class LoadGenerator:
         assert self._http is not None
         version, cold = UNKNOWN, False
         try:
+            sent = time.monotonic()
             answer = self._http.post(f"{self.url}{self.path}", json=payload, headers=headers)
+            answered = time.monotonic()
+            with self._lock:
+                self._latencies.append((answered, answered - sent))
             body = _body(answer)
             version, cold = _version(body), body.get("cold") is True
             outcome = "ok" if 200 <= answer.status_code < 300 else "error"
@@ -208,6 +214,11 @@ class LoadGenerator:
         finally:
             self._in_flight.release()
         self._count(version, outcome, cold)
+
+    def latencies(self, since: float) -> list[float]:
+        """Seconds each request answered after `since` (time.monotonic()) took, as its client saw it."""
+        with self._lock:
+            return [took for when, took in self._latencies if when >= since]
 
     def _count(self, version: str, outcome: str, cold: bool = False) -> None:
         with self._lock:

@@ -118,3 +118,27 @@ def test_a_retrained_twin_passes_the_compared_shadow_step_and_is_promoted(
             "scorer", lambda s: s.get("phase") == "Completed" and s.get("stableRevision") != first["stableRevision"],
             600, "promoted", progress=world.fleet.activity)
         assert not [d for d in done["decisions"] if d["verdict"].startswith("breach")], done["decisions"]
+
+
+def test_a_hanging_candidate_is_counted_the_step_holds_and_live_users_see_nothing(
+    api_client: client.ApiClient, namespace: str, kubeconfig: Path, tmp_path: Path, crd_installed: None
+) -> None:
+    """The simulator's `sluggish` model answers in 900 ms; the comparator cuts it at 300 ms."""
+    with e2e_world(api_client, namespace, kubeconfig, tmp_path, rps=30) as world:
+        compare = {"format": "json", "paths": ["$.prediction"], "absoluteTolerance": 1, "allowSideEffects": True,
+                   "timeout": "300ms", "maxRequestsPerSecond": 50}
+        steps = [{"shadow": {"percent": 100, "duration": "30m", "compare": compare}},
+                 {"canary": {"weight": 20, "duration": "1m"}}]
+        first = world.deploy(steps, guardrails=[])
+        errors_before = world.load.stats().total(outcome="error")
+        world.roll_out("sluggish")
+        held = world.rollouts.wait_status(
+            "scorer", lambda s: any(c["type"] == "ComparisonBlocked" and c["status"] == "True"
+                                    for c in s.get("conditions", [])), 300, "the comparison blocked",
+            progress=world.fleet.activity)
+        comparison = comparison_of(held)
+        assert comparison["pairs"] == 0 and comparison["failures"].get("candidate/timeout", 0) > 0, comparison
+        assert "candidate/timeout" in held["message"], held["message"]
+        assert held["phase"] == "Progressing" and held["currentStep"] == 0
+        assert held["stableRevision"] == first["stableRevision"]
+        assert world.load.stats().total(outcome="error") == errors_before, "live users were answered by the stable"

@@ -156,7 +156,10 @@ def test_what_cannot_be_compared_holds_with_its_reason_never_passes() -> None:
     comparator.serve(0)
     comparator.add("modelrollout_compare_failures_total||stable|missing-path||", 25)
     comparator.add("modelrollout_compare_failures_total||candidate|missing-path||", 25)
-    assert "compare.paths $.label select nothing in 50 answers" in step.look().signal.reason
+    blocked = step.look()
+    assert "compare.paths $.label select nothing in 50 answers" in blocked.signal.reason
+    assert blocked.state.comparison.blocked == ("compare.paths $.label select nothing in 50 answers: no request could "
+                                                "be compared"), "and condition ComparisonBlocked says so"
 
     comparator = Comparator()
     step = Step(spec(), comparator)

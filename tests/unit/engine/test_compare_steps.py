@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from controller.analysis.readings import AnalysisSignal
-from controller.api import Action, AnalysisVerdict
+from controller.api import Action, AnalysisStatus, AnalysisVerdict, ComparisonStatus
 from controller.engine import SetRoute
 from controller.engine.actions import EnsureComparator, RemoveComparator
 from tests.unit.engine.world import World, make_spec
@@ -64,3 +64,20 @@ def test_a_comparison_that_passed_early_ends_the_shadow_step_before_its_duration
     assert world.status.current_step == 1 and world.route == (10, 0) and world.comparator is None
     world.step(5)
     assert world.status.current_step == 1, "only a compared shadow step ends on its comparison"
+
+
+def test_a_comparison_that_compares_nothing_is_a_standing_condition_naming_why() -> None:
+    world = rolled_out(COMPARED)
+    why = "compare.paths $.label select nothing in 40 answers: no request could be compared"
+    analysis = AnalysisStatus(step=0, step_started_at=world.status.step_started_at or "", last_run="x",
+                              verdict=AnalysisVerdict.HOLD, comparison=ComparisonStatus(blocked=why))
+    world.status = world.status.model_copy(update={"analysis": analysis})
+    world.step(1)
+    found = next(c for c in world.status.conditions if c.type == "ComparisonBlocked")
+    assert (found.status, found.message) == ("True", why)
+    assert world.reasons().count("ComparisonBlocked") == 1
+    world.status = world.status.model_copy(update={"analysis": analysis.model_copy(
+        update={"comparison": ComparisonStatus(pairs=10)})})
+    world.step(1)
+    found = next(c for c in world.status.conditions if c.type == "ComparisonBlocked")
+    assert (found.status, found.reason) == ("False", "Comparing")
