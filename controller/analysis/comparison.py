@@ -32,7 +32,6 @@ class ComparisonLook:
     # Tests that breached at this look: (test, its onBreach, why).
     breaches: tuple[tuple[str, str, str], ...]
     holding: str | None  # why the step cannot be judged (nothing compared, a path that selects nothing)
-    counting: bool  # the first look: nothing counted yet
 
 
 def _key(part: str) -> str:
@@ -124,7 +123,7 @@ def look(compare: Compare, alpha: float, totals: dict[str, float], before: Compa
     reasons = tuple((name, on_breach, _reason(name, status, compare)) for name, on_breach in new)
     holding = _holding(status, compare)
     status = status.model_copy(update={"blocked": holding})
-    return ComparisonLook(status, reasons, holding, previous_totals is None), now
+    return ComparisonLook(status, reasons, holding), now
 
 
 def _round(value: float | None) -> float | None:
