@@ -81,29 +81,28 @@ def look(compare: Compare, alpha: float, totals: dict[str, float], before: Compa
     cells = _cells(counts, "requests", DISAGREEMENT_CELLS)
     pairs, twice = float(cells.sum()), float(cells[0, 2:].sum())
     noise_share = compare.noise_percent / 100
-    breach_tests: dict[str, tuple[compare_tests.ComparisonTest, np.ndarray, str]] = {}
+    breach_tests: dict[str, tuple[compare_tests.ComparisonTest, np.ndarray]] = {}
     # The breach tests share alpha (Bonferroni); noWorse is another error, a false early pass, with its own.
     share = alpha / (1 + (compare.paired_latency is not None) + (compare.output_delta is not None))
     breach_tests["disagreement"] = (compare_tests.disagreement(share, noise_share, compare.disagreement.max_excess),
-                                    cells, compare.disagreement.on_breach)
+                                    cells)
     if compare.paired_latency is not None:
-        breach_tests["pairedLatency"] = (compare_tests.paired_latency(share), _cells(counts, "slower", SLOWER_CELLS),
-                                         compare.paired_latency.on_breach)
+        breach_tests["pairedLatency"] = (compare_tests.paired_latency(share), _cells(counts, "slower", SLOWER_CELLS))
     delta = _delta_cells(counts)
     if compare.output_delta is not None and delta is not None:
         breach_tests["outputDelta"] = (compare_tests.output_delta(share, delta[0], compare.output_delta.max),
-                                       delta[1], compare.output_delta.on_breach)
+                                       delta[1])
     evidence: dict[str, float] = {}
     thresholds: dict[str, float] = {}
     breached = list(base.breached)
-    new: list[tuple[str, str]] = []
-    for name, (test, test_counts, on_breach) in breach_tests.items():
+    new: list[str] = []
+    for name, (test, test_counts) in breach_tests.items():
         result = test.look(test_counts)
         evidence[name] = round(float(result.log_evidence[0]), 4)
         thresholds[name] = round(math.log(1 / test.alpha), 4)
         if bool(result.decided[0]) and name not in breached:
             breached.append(name)
-            new.append((name, on_breach))
+            new.append(name)
     no_worse = compare_tests.no_worse(alpha, noise_share, compare.disagreement.max_excess).look(cells)
     evidence["noWorse"] = round(float(no_worse.log_evidence[0]), 4)
     thresholds["noWorse"] = round(math.log(1 / alpha), 4)
@@ -120,10 +119,18 @@ def look(compare: Compare, alpha: float, totals: dict[str, float], before: Compa
         differs_most=dict(differs), failures=failures,
         skipped={key.split("/", 1)[1]: value for key, value in counts.items() if key.startswith("skipped/")},
         counts=counts)
-    reasons = tuple((name, on_breach, _reason(name, status, compare)) for name, on_breach in new)
+    reasons = tuple((name, on_breach(compare, name), _reason(name, status, compare)) for name in new)
     holding = _holding(status, compare)
     status = status.model_copy(update={"blocked": holding})
     return ComparisonLook(status, reasons, holding), now
+
+
+def on_breach(compare: Compare, test: str) -> str:
+    """What a breach of `test` (disagreement, pairedLatency, outputDelta) does: hold or rollback."""
+    found = {"disagreement": compare.disagreement, "pairedLatency": compare.paired_latency,
+             "outputDelta": compare.output_delta}[test]
+    assert found is not None
+    return found.on_breach
 
 
 def _round(value: float | None) -> float | None:

@@ -45,7 +45,6 @@ from controller.api import (
     Analysis,
     AnalysisStatus,
     AnalysisVerdict,
-    Compare,
     ComparisonStatus,
     Decision,
     DecisionVerdict,
@@ -685,9 +684,9 @@ def _comparison(evaluator: Evaluator, found: _Findings) -> ComparisonStatus | No
     elif status.pairs == 0:
         found.holding.append("compare: no request compared yet")
     for name in status.breached:
-        on_breach = _on_breach(compare, name)
+        action = comparison.on_breach(compare, name)
         reason = next((why for test, _, why in result.breaches if test == name), "breached earlier in this step")
-        if on_breach == "rollback":
+        if action == "rollback":
             found.failing.append((f"compare {name}", reason))
         else:
             found.holding.append(f"compare {name}: {reason}")
@@ -705,13 +704,6 @@ def _comparison(evaluator: Evaluator, found: _Findings) -> ComparisonStatus | No
             detail=f"the candidate differs from the stable no more than the stable from itself plus "
                    f"{compare.disagreement.max_excess:g}, over {status.pairs:.0f} requests"))
     return status
-
-
-def _on_breach(compare: Compare, test: str) -> str:
-    found = {"disagreement": compare.disagreement, "pairedLatency": compare.paired_latency,
-             "outputDelta": compare.output_delta}[test]
-    assert found is not None
-    return found.on_breach
 
 
 def _shadow(evaluator: Evaluator) -> ShadowStatus | None:
