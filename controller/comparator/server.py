@@ -53,6 +53,8 @@ _DROPPED_HEADERS = frozenset({"host", "content-length", "connection", "keep-aliv
                               "trailer", "upgrade", "proxy-authorization", "proxy-connection", "accept-encoding"})
 LATENCY_RATIO_BUCKETS = (0.5, 0.67, 0.8, 0.9, 1.0, 1.1, 1.2, 1.5, 2.0, 3.0, 5.0)
 DELTA_BUCKETS = (1e-6, 1e-4, 1e-3, 0.01, 0.05, 0.1, 0.2, 0.5, 1.0, 10.0)
+SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096)
 SAMPLE_CHARS = 2000
 # Differing fields counted by name; beyond these, as "other", so the metric's labels stay few.
 MAX_FIELDS = 50
@@ -103,6 +105,17 @@ class Metrics:
                                        "on the same request", by, buckets=LATENCY_RATIO_BUCKETS, registry=r)
         self.delta = Histogram("modelrollout_compare_output_delta", "Largest absolute numeric difference between "
                                "the two answers", by, buckets=DELTA_BUCKETS, registry=r)
+        # Each side's own answer: its status class, its time, its first byte (a streamed completion's
+        # time to first token) and, where an openai answer says, its completion tokens.
+        self.answers = Counter("modelrollout_compare_answers", "Answers by side and HTTP status class",
+                               [*by, "side", "code"], registry=r)
+        self.seconds = Histogram("modelrollout_compare_seconds", "Each side's seconds to its whole answer",
+                                 [*by, "side"], buckets=SECONDS_BUCKETS, registry=r)
+        self.first_byte = Histogram("modelrollout_compare_first_byte_seconds", "Each side's seconds to the first "
+                                    "byte of its answer (of a streamed completion: its first token)",
+                                    [*by, "side"], buckets=SECONDS_BUCKETS, registry=r)
+        self.tokens = Histogram("modelrollout_compare_completion_tokens", "Completion tokens of each side's answer, "
+                                "where it says (openai)", [*by, "side"], buckets=TOKEN_BUCKETS, registry=r)
         for cell in DISAGREEMENT_CELLS:  # every cell from zero: a rate() of a series born late misses its start
             self.requests.labels(rollout, cell)
         for cell in SLOWER_CELLS:
@@ -129,6 +142,19 @@ class Metrics:
                 label = "other"
             self._fields.add(label)
             self.differences.labels(rollout, label).inc()
+
+    def answered(self, answers: list[Answer], found: Outcome) -> None:
+        rollout = self.rollout
+        for side, answer in zip(Side, answers, strict=False):
+            self.answers.labels(rollout, side.value, f"{answer.status // 100}xx" if answer.status else "none").inc()
+            if answer.failure is None:
+                self.seconds.labels(rollout, side.value).observe(answer.seconds)
+            if answer.first_byte_seconds is not None:
+                self.first_byte.labels(rollout, side.value).observe(answer.first_byte_seconds)
+        tokens = found.candidate.tokens if found.candidate is not None else (None, None)
+        for side, count in zip((Side.STABLE, Side.CANDIDATE), tokens, strict=True):
+            if count is not None:
+                self.tokens.labels(rollout, side.value).observe(count)
 
     def skip(self, reason: str) -> None:
         self.skipped.labels(self.rollout, reason).inc()
@@ -214,6 +240,7 @@ class Comparator:
         found = outcome(self.config.format, self.config.rules, answers[0], answers[1],
                         answers[2] if twice else None)
         self.metrics.count(found, self.config.slower_than)
+        self.metrics.answered(answers, found)
         if self.config.samples and found.cell is not None and "/differs" in found.cell:
             self.samples.append(self.sample(request, answers, found))
 
@@ -241,7 +268,13 @@ class Comparator:
         shown = {side.value: self.shown(answer.body) for side, answer in zip(Side, answers, strict=False)}
         return {"at": time.time(), "method": request.method, "path": request.path.split("?", 1)[0],
                 "request": self.shown(request.body), "differsAt": list(found.differs_at),
-                **shown, "status": {side.value: a.status for side, a in zip(Side, answers, strict=False)}}
+                **shown, "status": {side.value: a.status for side, a in zip(Side, answers, strict=False)},
+                "seconds": {side.value: round(a.seconds, 4) for side, a in zip(Side, answers, strict=False)},
+                "firstByteSeconds": {side.value: round(a.first_byte_seconds, 4)
+                                     for side, a in zip(Side, answers, strict=False)
+                                     if a.first_byte_seconds is not None},
+                **({"tokens": dict(zip(("stable", "candidate"), found.candidate.tokens, strict=True))}
+                   if found.candidate is not None and found.candidate.tokens != (None, None) else {})}
 
     def shown(self, body: bytes) -> str:
         """A body as a sample shows it: named fields redacted (JSON bodies), truncated."""

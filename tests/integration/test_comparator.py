@@ -145,6 +145,35 @@ def test_same_and_different_answers_land_in_their_cells_with_the_fields_named(tm
         kept = httpx.get(f"{admin}/samples", timeout=5).json()["samples"]
         assert len(kept) == 5 and kept[-1]["differsAt"] == ["label"]
         assert "s3cret" not in json.dumps(kept) and "[redacted]" in kept[-1]["stable"]
+        assert kept[-1]["status"]["candidate"] == 200 and kept[-1]["seconds"]["candidate"] > 0, kept[-1]
+        assert found['modelrollout_compare_answers_total{code="2xx",modelrollout="t/scorer",side="candidate"}'] == 50
+        assert found['modelrollout_compare_seconds_count{modelrollout="t/scorer",side="stable"}'] == 50
+
+
+def test_streamed_completions_are_assembled_and_each_sides_tokens_and_first_token_recorded(tmp_path: Path) -> None:
+    def completion(text: str, tokens: int) -> Handler:
+        def answer(_: dict[str, Any]) -> tuple[int, bytes, float]:
+            words = text.split(" ")
+            chunks: list[dict[str, Any]] = [
+                {"choices": [{"index": 0, "delta": {"content": w + " "}, "finish_reason": None}]} for w in words]
+            chunks.append({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+                           "usage": {"completion_tokens": tokens}})
+            return 200, "".join(f"data: {json.dumps(c)}\n\n" for c in chunks).encode() + b"data: [DONE]\n\n", 0.0
+        return answer
+
+    with backend(completion("the cat sat on the mat", 6)) as (stable_url, _), backend(
+            completion("the cat sat on a mat", 7)) as (candidate_url, _), comparator(
+            stable_url, candidate_url, tmp_path, "--format", "openai", "--min-similarity", "0.9",
+            "--max-requests-per-second", "1000", "--samples", "3") as (base, admin):
+        mirror(base, 10, path="/v1/chat/completions")
+        wait_until(lambda: counters(admin).get(
+            'modelrollout_compare_completion_tokens_count{modelrollout="t/scorer",side="candidate"}', 0) == 10,
+            30, "10 compared")
+        found = counters(admin)
+        assert found['modelrollout_compare_completion_tokens_sum{modelrollout="t/scorer",side="stable"}'] == 60
+        assert found['modelrollout_compare_completion_tokens_sum{modelrollout="t/scorer",side="candidate"}'] == 70
+        assert found['modelrollout_compare_first_byte_seconds_count{modelrollout="t/scorer",side="candidate"}'] == 10
+        assert cell(admin, "once/same") + cell(admin, "twice/same/same") == 10, found  # similarity 0.93
 
 
 def test_a_hanging_or_dead_candidate_is_counted_never_agreement_and_the_mirror_never_waits(tmp_path: Path) -> None:
