@@ -8,9 +8,10 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; t
 
 # prometheus: the sandbox's metrics; mmdebstrap, umoci, skopeo: scripts/build-image.sh and its test;
 # buildah: the test that the Containerfile builds the same image; tmux: the plugin's terminal test;
-# nginx: the e2e data plane's proxy; iproute2 (ip): the data plane's network namespace.
+# nginx: the e2e data plane's proxy; iproute2 (ip): the data plane's network namespace;
+# cmake, g++: llama.cpp's server, built from its sdist by the sampled-text e2e test.
 missing=""
-for tool in prometheus mmdebstrap umoci skopeo buildah tmux nginx ip; do
+for tool in prometheus mmdebstrap umoci skopeo buildah tmux nginx ip cmake g++; do
   package="$tool"; [ "$tool" = ip ] && package=iproute2
   PATH="$PATH:/usr/sbin:/sbin" command -v "$tool" >/dev/null 2>&1 || missing="$missing $package"
 done

@@ -2,9 +2,11 @@
 and what a person is shown (pure).
 
 The comparator's counters are read as totals at each look; what they gained since the last look is
-added to the step's counts, a total that fell (the comparator restarted) counting from zero, as
-Prometheus' counter-reset handling does. Every test is a function of those counts
-(`compare_tests`), so a restart of the operator or of the comparator loses nothing.
+added to the step's counts. A restarted comparator counts from zero: its start time (a gauge read
+with the counters) tells it apart, and then every total is new, even one that already passed the
+count before the crash while the comparator was not seen; without a start time, a total that fell
+counts from zero, as Prometheus' counter-reset handling does. Every test is a function of those
+counts (`compare_tests`), so a restart of the operator or of the comparator loses nothing.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from controller.stats.paired import DISAGREEMENT_CELLS, SLOWER_CELLS
 REQUESTS, SLOWER = "modelrollout_compare_requests_total", "modelrollout_compare_slower_total"
 FAILURES, SKIPPED = "modelrollout_compare_failures_total", "modelrollout_compare_skipped_total"
 DIFFERENCES, DELTA = "modelrollout_compare_differences_total", "modelrollout_compare_output_delta_bucket"
+STARTED = "modelrollout_compare_started_seconds"
 # A compare path that selects nothing: the step holds, naming it, after this many answers.
 MISSING_PATH_AFTER = 20
 SHOWN_FIELDS = 5
@@ -38,7 +41,7 @@ def _key(part: str) -> str:
     """`<metric>|<cell>|<side>|<reason>|<le>|<field>` as a short counts key: `requests/twice/same/same`."""
     name, cell, side, reason, le, field = (part.split("|") + [""] * 6)[:6]
     short = {REQUESTS: "requests", SLOWER: "slower", FAILURES: "failures", SKIPPED: "skipped",
-             DIFFERENCES: "differences", DELTA: "delta"}.get(name, name)
+             DIFFERENCES: "differences", DELTA: "delta", STARTED: "started"}.get(name, name)
     return "/".join(x for x in (short, cell, side, reason, le, field) if x)
 
 
@@ -47,9 +50,12 @@ def gained(totals: dict[str, float], previous: dict[str, float] | None) -> tuple
     now = {_key(part): value for part, value in totals.items() if math.isfinite(value)}
     if previous is None:
         return {}, now
+    started, before = now.get("started"), previous.get("started")
+    if started is not None and before is not None and started != before:
+        return {key: value for key, value in now.items() if key != "started" and value}, now
     # A total below the last one is a restarted comparator: all of it is new.
     return {key: (value - previous.get(key, 0.0) if value >= previous.get(key, 0.0) else value)
-            for key, value in now.items() if value != previous.get(key)}, now
+            for key, value in now.items() if key != "started" and value != previous.get(key)}, now
 
 
 def _cells(counts: dict[str, float], prefix: str, cells: tuple[str, ...]) -> np.ndarray:

@@ -35,7 +35,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from jsonpath_ng.ext.parser import parse as parse_path
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from controller.comparator.formats import Format, Rules
@@ -116,6 +116,10 @@ class Metrics:
                                     [*by, "side"], buckets=SECONDS_BUCKETS, registry=r)
         self.tokens = Histogram("modelrollout_compare_completion_tokens", "Completion tokens of each side's answer, "
                                 "where it says (openai)", [*by, "side"], buckets=TOKEN_BUCKETS, registry=r)
+        # When this process began counting: the operator tells a restart (counts from zero) by it.
+        self.started = Gauge("modelrollout_compare_started_seconds", "When this comparator process started "
+                             "counting (Unix seconds)", by, registry=r)
+        self.started.labels(rollout).set(time.time())
         for cell in DISAGREEMENT_CELLS:  # every cell from zero: a rate() of a series born late misses its start
             self.requests.labels(rollout, cell)
         for cell in SLOWER_CELLS:

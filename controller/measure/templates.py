@@ -241,5 +241,6 @@ def conversion_total(profile: Profile, arm: Arm | None) -> str:
 COMPARISONS = (
     'label_join(sum by (modelrollout, __name__, cell, side, reason, le, field) ('
     '{__name__=~"modelrollout_compare_(requests|slower|failures|skipped|differences)_total'
-    '|modelrollout_compare_output_delta_bucket"}), "part", "|", "__name__", "cell", "side", "reason", "le", "field")'
+    '|modelrollout_compare_output_delta_bucket|modelrollout_compare_started_seconds"}),'
+    ' "part", "|", "__name__", "cell", "side", "reason", "le", "field")'
 )

@@ -91,12 +91,16 @@ class LoadGenerator:
         path: str = "/predict",
         payload: Callable[[random.Random], dict[str, Any]] | None = None,
         headers: Callable[[random.Random], dict[str, str]] | None = None,
+        version_of: Callable[[dict[str, Any]], str] | None = None,
     ) -> None:
+        """`version_of(answer body)` names the version that answered (default: its `version` or
+        `model_version`)."""
         if rps <= 0:
             raise ValueError("rps must be > 0")
         self.url, self.path, self.rps, self.max_duration_s = url.rstrip("/"), path, rps, max_duration_s
         self.request_timeout, self.senders = request_timeout, senders
         self.payload, self.headers = payload or _features, headers or (lambda _: {})
+        self.version_of = version_of or _version
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._counts: Counter[tuple[str, str]] = Counter()
@@ -204,7 +208,7 @@ class LoadGenerator:
             with self._lock:
                 self._latencies.append((answered, answered - sent))
             body = _body(answer)
-            version, cold = _version(body), body.get("cold") is True
+            version, cold = self.version_of(body) or UNKNOWN, body.get("cold") is True
             outcome = "ok" if 200 <= answer.status_code < 300 else "error"
         except httpx.HTTPError:
             outcome = "failed"

@@ -3,8 +3,11 @@ each other and with ours), cached by their pins under the build cache.
 
     mlserver  MLServer 1.7.1 with its scikit-learn runtime: `mlserver start DIR`
     kserve    the KServe Python model server 0.21.0: a `kserve.Model` run by `kserve.ModelServer`
+    llama     llama.cpp's OpenAI-compatible server (llama-cpp-python 0.3.36, built from its sdist:
+              PyPI has no Linux wheel) serving a tiny GGUF model the `gguf` package writes here
 
-The models are real scikit-learn models trained here on generated data (nothing is downloaded).
+The models are real scikit-learn models trained here on generated data, and tiny language models
+with random weights (nothing is downloaded).
 """
 
 from __future__ import annotations
@@ -32,8 +35,12 @@ from e2e.harness import stop_process, wait_until
 PINS = {
     "mlserver": ("mlserver==1.7.1", "mlserver-sklearn==1.7.1", "scikit-learn==1.9.1"),
     "kserve": ("kserve==0.21.0",),
+    "llama": ("llama-cpp-python[server]==0.3.36", "gguf==0.19.0"),
 }
-INSTALL_TIMEOUT_S = 1200
+# llama.cpp compiles for about 10 minutes on 2 busy cores; the multimodal library is left out.
+BUILD_ENV = {"llama": {"CMAKE_ARGS": "-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF "
+                                     "-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_CURL=OFF"}}
+INSTALL_TIMEOUT_S = 3600
 
 
 def server_python(name: str) -> Path:
@@ -49,7 +56,7 @@ def server_python(name: str) -> Path:
         if not done.exists():
             subprocess.run([sys.executable, "-m", "venv", "--clear", str(home)], check=True, timeout=120)
             subprocess.run([str(python), "-m", "pip", "install", "-q", *pins], check=True,
-                           timeout=INSTALL_TIMEOUT_S)
+                           timeout=INSTALL_TIMEOUT_S, env={**os.environ, **BUILD_ENV.get(name, {})})
             done.write_text("\n".join(pins))
     return python
 
@@ -290,6 +297,119 @@ class KServeRecipe:
 
     def health_path(self) -> str:
         return f"/v1/models/{self.model}"
+
+    def metrics_port(self, want: Any) -> int:
+        return int(want.port)
+
+
+# A tiny llama-architecture model with random weights, written with `gguf`: a SentencePiece vocabulary
+# of 40 words (plus the byte tokens SentencePiece falls back on), 2 layers of width 64. A constant
+# direction in the embeddings, carried by the residual stream, keeps bytes and special tokens far
+# below every word, so answers are words. `sharpness` scales the output layer: at 5 and temperature
+# 0.8 the same request is answered differently about a fifth of the time (similarity under 0.8).
+# `perturb` adds noise to the output layer, as a broken quantization would: at 0.5 it answers unlike
+# the unperturbed model about two times in three.
+_TINY_LM = textwrap.dedent("""
+    import json, sys
+    import gguf, numpy as np
+    path, options = sys.argv[1], json.loads(sys.argv[2])
+    rng = np.random.default_rng(options["seed"])
+    words = ("the a model answers cat dog runs fast slow red blue green sky sea tree stone river light dark "
+             "moon sun rain wind fire snow bird fish road city song book door hand eye time day night house "
+             "field star").split()
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)] + ["\u2581" + w for w in words]
+    specials = 3 + 256
+    n_vocab, n_embd, n_ff, n_layer, n_head = len(tokens), 64, 128, 2, 4
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_context_length(512); w.add_embedding_length(n_embd); w.add_block_count(n_layer)
+    w.add_feed_forward_length(n_ff); w.add_head_count(n_head); w.add_head_count_kv(n_head)
+    w.add_rope_dimension_count(n_embd // n_head); w.add_layer_norm_rms_eps(1e-5); w.add_file_type(0)
+    w.add_tokenizer_model("llama"); w.add_token_list(tokens)
+    w.add_token_scores([0.0] * specials + [-float(i) for i in range(len(words))])
+    w.add_token_types([2, 3, 3] + [6] * 256 + [1] * len(words))
+    w.add_bos_token_id(1); w.add_eos_token_id(2); w.add_unk_token_id(0)
+
+    def matrix(rows, columns, scale=1.0):
+        return (rng.standard_normal((rows, columns)) * scale / np.sqrt(columns)).astype(np.float32)
+
+    embeddings = matrix(n_vocab, n_embd, np.sqrt(n_embd))
+    embeddings[:, 0] = 5.0
+    w.add_tensor("token_embd.weight", embeddings)
+    for i in range(n_layer):
+        w.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(n_embd, np.float32))
+        for name in ("attn_q", "attn_k", "attn_v", "attn_output"):
+            w.add_tensor(f"blk.{i}.{name}.weight", matrix(n_embd, n_embd))
+        w.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(n_embd, np.float32))
+        w.add_tensor(f"blk.{i}.ffn_gate.weight", matrix(n_ff, n_embd))
+        w.add_tensor(f"blk.{i}.ffn_up.weight", matrix(n_ff, n_embd))
+        w.add_tensor(f"blk.{i}.ffn_down.weight", matrix(n_embd, n_ff))
+    w.add_tensor("output_norm.weight", np.ones(n_embd, np.float32))
+    output = matrix(n_vocab, n_embd, options["sharpness"])
+    output[:, 0] = 0.0
+    output[:specials, 0] = -5.0
+    noise = np.random.default_rng(options["seed"] + 1000).standard_normal(output.shape).astype(np.float32)
+    noise[:, 0] = 0.0
+    output += noise * options["perturb"] * options["sharpness"] / np.sqrt(n_embd)
+    w.add_tensor("output.weight", output.astype(np.float32))
+    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+""")
+
+
+@dataclass(frozen=True)
+class TinyLM:
+    sharpness: float = 5.0  # the output layer's scale: higher answers the same request more alike
+    perturb: float = 0.0  # noise on the output layer, relative to it: a degraded copy of the same model
+    seed: int = 1  # the weights
+
+
+def write_tiny_lm(path: Path, model: TinyLM) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    options = {"sharpness": model.sharpness, "perturb": model.perturb, "seed": model.seed}
+    subprocess.run([str(server_python("llama")), "-c", _TINY_LM, str(path), json.dumps(options)], check=True,
+                   timeout=120)
+    return path
+
+
+@dataclass
+class LlamaRecipe:
+    """llama.cpp's OpenAI-compatible server (llama-cpp-python) as the server of a pod (a `fleet.Recipe`):
+    one thread, the image's tiny model, on the pod's address; it serves no metrics (the gateway
+    counts the requests). Each pod samples from its own seed, as separate replicas do. The server
+    names no version; asked for no model by name, it answers with its model file's path, so each
+    pod's file is named for its revision (`revision_of` reads it back)."""
+
+    models: dict[str, TinyLM]  # image -> the model it stands for
+    model: str  # the name clients ask for
+    written: dict[str, Path] = field(default_factory=dict)
+
+    def prepare(self, workdir: Path) -> LlamaRecipe:
+        """Build llama.cpp and write every model now, before anything is timed."""
+        for image, version in self.models.items():
+            if image not in self.written:
+                self.written[image] = write_tiny_lm(workdir / f"{image.replace(':', '_')}.gguf", version)
+        return self
+
+    def for_image(self, image: str) -> LlamaRecipe | None:
+        return self if image in self.models else None
+
+    def command(self, want: Any, workdir: Path) -> tuple[list[str], dict[str, str]]:
+        if want.image not in self.written:
+            self.prepare(workdir)
+        seed = int(hashlib.sha256(want.pod.encode()).hexdigest()[:7], 16)
+        pod_model = workdir / "pods" / want.pod / f"{want.version}.gguf"
+        pod_model.parent.mkdir(parents=True, exist_ok=True)
+        pod_model.unlink(missing_ok=True)
+        pod_model.symlink_to(self.written[want.image])
+        return ([str(server_python("llama")), "-m", "llama_cpp.server", "--model", str(pod_model),
+                 "--model_alias", self.model, "--host", want.address, "--port", str(want.port), "--n_ctx", "512",
+                 "--n_threads", "1", "--seed", str(seed), "--verbose", "false"], {})
+
+    def health_path(self) -> str:
+        return "/v1/models"
+
+    @staticmethod
+    def revision_of(answer: dict[str, Any]) -> str:
+        return Path(str(answer.get("model") or "")).stem
 
     def metrics_port(self, want: Any) -> int:
         return int(want.port)

@@ -107,10 +107,12 @@ def e2e_world(api_client: client.ApiClient, namespace: str, kubeconfig: Path, tm
               rps: float = 60, operator_metrics_port: int | None = None,
               rule_files: tuple[Path, ...] = (), recipe_for_image: RecipeForImage = lambda _: None,
               load_path: str = "/predict",
-              payload: Callable[[random.Random], dict[str, Any]] | None = None) -> Iterator[World]:
+              payload: Callable[[random.Random], dict[str, Any]] | None = None,
+              version_of: Callable[[dict[str, Any]], str] | None = None) -> Iterator[World]:
     """With `operator_metrics_port`, the operator serves /metrics there and Prometheus scrapes it too
     (job `modelrollout`), evaluating `rule_files`. `recipe_for_image` serves some images with a real
-    model server (e.g. `real_servers.MLServerRecipe`); the load then posts `payload` to `load_path`."""
+    model server (e.g. `real_servers.MLServerRecipe`); the load then posts `payload` to `load_path`,
+    and `version_of` reads which revision answered (see `loadgen.LoadGenerator`)."""
     rollouts = Rollouts(api_client, namespace)
     rollouts.create_object("gateway.networking.k8s.io", "v1", "httproutes", httproute("scorer"))
     with ExitStack() as stack:
@@ -133,7 +135,8 @@ def e2e_world(api_client: client.ApiClient, namespace: str, kubeconfig: Path, tm
         env = {"MODELROLLOUT_COMPARATOR_IMAGE": "modelrollout:e2e",
                **({"MODELROLLOUT_METRICS_PORT": str(operator_metrics_port)} if operator_metrics_port else {})}
         stack.enter_context(operator_process(kubeconfig, namespace, tmp_path / "operator.log", env=env))
-        load = LoadGenerator(gateway.url, rps=rps, seed=11, max_duration_s=900, path=load_path, payload=payload)
+        load = LoadGenerator(gateway.url, rps=rps, seed=11, max_duration_s=900, path=load_path, payload=payload,
+                             version_of=version_of)
         world = World(rollouts, fleet, prometheus, gateway, load, {}, comparators)
         stack.callback(load.stop)
         load.start()

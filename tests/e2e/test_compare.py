@@ -1,12 +1,17 @@
 """A shadow step that compares answers, end to end through Envoy Gateway: its fire-and-forget mirror
 sends copies to the rollout's comparator (`modelrollout compare`, run as its pod by the test kit),
-which asks both MLServer models (real scikit-learn models) the same request and counts where they
-disagree; a real Prometheus scrapes it; the operator judges the counts.
+which asks both models the same request and counts where they disagree; a real Prometheus scrapes
+it; the operator judges the counts. The models are MLServer serving real scikit-learn models, and
+llama.cpp's OpenAI-compatible server sampling text from tiny random-weight language models.
 
 - A worse model (trained on 30% flipped labels: it disagrees with the stable on about 6% of inputs)
   holds for a human, naming the output, and the rate the comparator measured covers the rate
   computed offline on the same input distribution.
 - A retrained twin (another seed: about 0.6%, under maxExcess 2%) passes and is promoted.
+- Sampled text (temperature 0.8): the stable answers the same chat request differently about a
+  fifth of the time; a rebuild of the same model passes, a degraded one (its output layer
+  perturbed) is held, naming the text.
+- A hanging candidate and a crashed comparator hold the step, saying why; users see nothing.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
-from e2e.real_servers import MLServerRecipe, ModelVersion, disagreement
+from e2e.real_servers import LlamaRecipe, MLServerRecipe, ModelVersion, TinyLM, disagreement
 from e2e.world import e2e_world
 from kubernetes import client
 
@@ -31,6 +36,9 @@ MODELS = {
     "scorer:mls-worse": ModelVersion("scorer", flip=0.3),
 }
 COMPARE = {"format": "v2", "maxRequestsPerSecond": 100, "samples": 5}
+LANGUAGE_MODELS = {"scorer:lm": TinyLM(), "scorer:lm-rebuild": TinyLM(), "scorer:lm-degraded": TinyLM(perturb=0.5)}
+WORDS = ("the", "a", "model", "answers", "cat", "dog", "runs", "fast", "slow", "red", "blue", "green", "sky", "sea",
+         "tree")
 
 
 def row(rng: random.Random) -> list[float]:
@@ -39,6 +47,12 @@ def row(rng: random.Random) -> list[float]:
 
 def payload(rng: random.Random) -> dict[str, Any]:
     return {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": row(rng)}]}
+
+
+def chat(rng: random.Random) -> dict[str, Any]:
+    """A chat request sampled at temperature 0.8; no model named (see `LlamaRecipe`)."""
+    return {"messages": [{"role": "user", "content": " ".join(rng.choice(WORDS) for _ in range(6))}],
+            "max_tokens": 8, "temperature": 0.8}
 
 
 def comparison_of(status: dict[str, Any]) -> dict[str, Any]:
@@ -145,3 +159,77 @@ def test_a_hanging_candidate_is_counted_the_step_holds_and_live_users_see_nothin
         answered = world.load.stats()
         assert answered.total(version="-") == unanswered_before, "every live request was answered"
         assert set(answered.by_version(outcome=None)) <= {"-", first["stableRevision"]}, "and by the stable"
+
+
+def test_a_crashed_comparator_holds_the_step_and_its_counts_survive_the_restart(
+    api_client: client.ApiClient, namespace: str, kubeconfig: Path, tmp_path: Path, crd_installed: None
+) -> None:
+    """The comparator's pod dies mid-step (its Deployment restarts it later): the step holds, saying
+    why, and never passes on counts it cannot see; the restarted comparator counts from zero, and the
+    operator goes on from what it had (Prometheus's counter-reset handling), then passes early."""
+    with e2e_world(api_client, namespace, kubeconfig, tmp_path, rps=30) as world:
+        compare = {"format": "json", "paths": ["$.prediction"], "absoluteTolerance": 1, "allowSideEffects": True,
+                   "maxRequestsPerSecond": 50, "passWhen": "noWorse",
+                   "disagreement": {"maxExcess": 0.01}}
+        steps = [{"shadow": {"percent": 100, "duration": "30m", "compare": compare}},
+                 {"canary": {"weight": 20, "duration": "10s"}}]
+        first = world.deploy(steps, guardrails=[])
+        world.roll_out("good-rebuild")
+        counted = world.rollouts.wait_status("scorer", lambda s: comparison_of(s).get("pairs", 0) >= 20, 300,
+                                             "20 requests compared", progress=world.fleet.activity)
+        seen: list[int] = [int(comparison_of(counted)["pairs"])]
+        assert world.comparators is not None
+        with world.comparators.outage():
+            held = world.rollouts.wait_status(
+                "scorer", lambda s: "comparator's counts are missing" in (s.get("analysis") or {}).get("reason", ""),
+                120, "the step holds on the missing comparator", progress=world.fleet.activity)
+            assert held["currentStep"] == 0 and held["stableRevision"] == first["stableRevision"], held
+            seen.append(int(comparison_of(held)["pairs"]))
+
+        def counting_again(status: dict[str, Any]) -> bool:
+            seen.append(int(comparison_of(status).get("pairs", 0)))
+            return seen[-1] > seen[1] + 20
+
+        after = world.rollouts.wait_status("scorer", counting_again, 300, "the restarted comparator counted",
+                                           progress=world.fleet.activity)
+        assert seen == sorted(seen), f"the compared pairs never went back: {seen}"
+        # The restarted comparator's own totals, as this look read them, count from zero: the pairs
+        # compared before the crash are still in the step's count.
+        restarted = sum(value for key, value in after["analysis"]["counters"].items()
+                        if key.startswith("compare/requests/"))
+        assert restarted > 0 and comparison_of(after)["pairs"] >= restarted + seen[0], (restarted, seen)
+        done = world.rollouts.wait_status(
+            "scorer", lambda s: s.get("phase") == "Completed" and s.get("stableRevision") != first["stableRevision"],
+            600, "passed early and promoted", progress=world.fleet.activity)
+        assert not [d for d in done["decisions"] if d["verdict"].startswith("breach")], done["decisions"]
+
+
+
+def test_sampled_text_a_rebuild_passes_and_a_degraded_model_is_held_naming_the_text(
+    api_client: client.ApiClient, namespace: str, kubeconfig: Path, tmp_path: Path, crd_installed: None
+) -> None:
+    recipe = LlamaRecipe(LANGUAGE_MODELS, "scorer").prepare(tmp_path / "lms")
+    with e2e_world(api_client, namespace, kubeconfig, tmp_path, rps=8, recipe_for_image=recipe.for_image,
+                   load_path="/v1/chat/completions", payload=chat, version_of=LlamaRecipe.revision_of) as world:
+        compare = {"format": "openai", "minSimilarity": 0.8, "maxRequestsPerSecond": 8, "samples": 5}
+        steps = [{"shadow": {"percent": 100, "duration": "90s", "compare": compare}},
+                 {"canary": {"weight": 20, "duration": "20s"}}]
+        first = world.deploy(steps, image="scorer:lm", profile="vllm", gatewayProfile="envoy", guardrails=[])
+        world.roll_out("lm-rebuild")
+        rebuilt = world.rollouts.wait_status(
+            "scorer", lambda s: s.get("phase") == "Completed" and s.get("stableRevision") != first["stableRevision"],
+            900, "the rebuild promoted", progress=world.fleet.activity)
+        assert not [d for d in rebuilt["decisions"] if d["verdict"].startswith("breach")], rebuilt["decisions"]
+
+        world.roll_out("lm-degraded")
+        held = world.rollouts.wait_status(
+            "scorer", lambda s: "disagreement" in comparison_of(s).get("breached", []), 600,
+            "the disagreement test breached", progress=world.fleet.activity)
+        comparison = held["analysis"]["comparison"]
+        # The stable's own sampling noise was measured, and the degraded model is well above it.
+        assert comparison["twice"] > 0 and 0 < comparison["stableRate"] < comparison["candidateRate"], comparison
+        assert "text" in comparison["differsMost"], comparison
+        assert held["phase"] == "Progressing" and held["stableRevision"] == rebuilt["stableRevision"]
+        assert world.comparators is not None and world.comparators.admin_url() is not None
+        kept = httpx.get(f"{world.comparators.admin_url()}/samples", timeout=5).json()["samples"]
+        assert kept and all(sample["tokens"]["candidate"] == 8 for sample in kept), kept

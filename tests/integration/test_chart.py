@@ -66,8 +66,11 @@ def test_template_renders_the_toggles_labels_and_scopes() -> None:
     objects = rendered(*ALL_OPTIONS)
     kinds = sorted(obj["kind"] for obj in objects)
     assert kinds == sorted(["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
-                            "Deployment", "Service", "ServiceMonitor", "PrometheusRule", "ConfigMap",
+                            "Deployment", "Service", "ServiceMonitor", "PodMonitor", "PrometheusRule", "ConfigMap",
                             *["ClusterRole"] * 3])  # aggregated to view, edit and admin
+    comparators = next(obj for obj in objects if obj["kind"] == "PodMonitor")["spec"]
+    assert comparators["selector"]["matchLabels"] == {"rollouts.mlops.dev/component": "comparator"}
+    assert comparators["podMetricsEndpoints"][0]["port"] == "admin"
     assert all(obj["metadata"]["labels"]["team"] == "ml" for obj in objects)
     assert all(obj["metadata"]["annotations"]["owner"] == "platform" for obj in objects)
     dashboard = next(obj for obj in objects if obj["kind"] == "ConfigMap")
@@ -79,6 +82,9 @@ def test_template_renders_the_toggles_labels_and_scopes() -> None:
         "namespaced mode grants nothing cluster-wide: no Secret reads outside its namespaces"
     roles = [obj for obj in scoped if obj["kind"] == "Role" and "secrets" in json.dumps(obj["rules"])]
     assert sorted(role["metadata"]["namespace"] for role in roles) == ["ml-a", "ml-b"]
+    monitored = rendered("--set", "rbac.scope=namespaced", "--set", "rbac.namespaces={ml-a,ml-b}", *ALL_OPTIONS)
+    assert next(obj for obj in monitored if obj["kind"] == "PodMonitor")["spec"]["namespaceSelector"] == \
+        {"matchNames": ["ml-a", "ml-b"]}, "the comparators are looked for where rollouts may live"
     pod = next(obj for obj in scoped if obj["kind"] == "Deployment")["spec"]["template"]["spec"]
     args = pod["containers"][0]["args"]
     assert "--namespace=ml-a" in args and "--namespace=ml-b" in args

@@ -13,7 +13,7 @@ from controller.analysis.readings import Comparisons, Look, Measurements, Metric
 from controller.api import AnalysisStatus, AnalysisVerdict, ModelRolloutSpec
 from tests.unit.engine.world import make_spec
 
-REQUESTS = "modelrollout_compare_requests_total"
+REQUESTS, STARTED = "modelrollout_compare_requests_total", "modelrollout_compare_started_seconds||||||"
 
 
 def spec(**compare: Any) -> ModelRolloutSpec:
@@ -30,7 +30,8 @@ class Comparator:
     """The comparator's counters as Prometheus returns them; `gone` has no series, `down` no answer."""
 
     def __init__(self) -> None:
-        self.totals: dict[str, float] = {}
+        self.started = 1_000.0
+        self.totals: dict[str, float] = {STARTED: self.started}
         self.gone = self.down = False
 
     def add(self, part: str, n: float) -> None:
@@ -47,8 +48,9 @@ class Comparator:
         if differs:
             self.add("modelrollout_compare_differences_total|||||label", round(n * differs))
 
-    def restart(self) -> None:
-        self.totals = {}
+    def restart(self, says_when: bool = True) -> None:
+        self.started += 60
+        self.totals = {STARTED: self.started} if says_when else {}
 
     def answer(self) -> Measurements:
         if self.down:
@@ -142,6 +144,23 @@ def test_a_restarted_comparator_counts_from_zero_and_loses_nothing() -> None:
     assert step.look().state.comparison.pairs == 140
 
 
+def test_a_comparator_that_crashed_unseen_and_counted_past_its_old_totals_is_still_a_restart() -> None:
+    """Down for a while (its series gone), restarted, and back with more than it had: its start time
+    says the totals are new; without one, only what fell could be told apart."""
+    for says_when, pairs in ((True, 250), (False, 150)):
+        comparator = Comparator()
+        step = Step(spec(), comparator)
+        step.look()
+        comparator.serve(100)
+        step.look()
+        comparator.gone = True
+        assert "comparator's counts are missing" in step.look().signal.reason
+        comparator.gone = False
+        comparator.restart(says_when)
+        comparator.serve(150)
+        assert step.look().state.comparison.pairs == pairs, says_when
+
+
 def test_what_cannot_be_compared_holds_with_its_reason_never_passes() -> None:
     comparator = Comparator()
     step = Step(spec(), comparator)
@@ -162,6 +181,7 @@ def test_what_cannot_be_compared_holds_with_its_reason_never_passes() -> None:
                                                 "be compared"), "and condition ComparisonBlocked says so"
 
     comparator = Comparator()
+    comparator.totals = {}  # not one series
     step = Step(spec(), comparator)
     step.look()
     assert "not in Prometheus" in step.look().signal.reason, "never scraped: said, and an error past errorLimit"
