@@ -2,11 +2,13 @@
 and what a person is shown (pure).
 
 The comparator's counters are read as totals at each look; what they gained since the last look is
-added to the step's counts. A restarted comparator counts from zero: its start time (a gauge read
-with the counters) tells it apart, and then every total is new, even one that already passed the
-count before the crash while the comparator was not seen; without a start time, a total that fell
-counts from zero, as Prometheus' counter-reset handling does. Every test is a function of those
-counts (`compare_tests`), so a restart of the operator or of the comparator loses nothing.
+added to the step's counts. Each comparator process's totals are followed apart (its series carry
+`process`, its start), as Prometheus follows each series: a restarted comparator's totals start
+from zero under a new process, so they are all new, even when they pass the old ones before the
+operator sees them; a process whose series vanish is remembered, so that its totals coming back
+(a scrape that failed) are not counted again; two processes at once (a rollout of the comparator's
+Deployment) add up. Every test is a function of those counts (`compare_tests`), so a restart of the
+operator or of the comparator loses nothing.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from controller.stats.paired import DISAGREEMENT_CELLS, SLOWER_CELLS
 REQUESTS, SLOWER = "modelrollout_compare_requests_total", "modelrollout_compare_slower_total"
 FAILURES, SKIPPED = "modelrollout_compare_failures_total", "modelrollout_compare_skipped_total"
 DIFFERENCES, DELTA = "modelrollout_compare_differences_total", "modelrollout_compare_output_delta_bucket"
-STARTED = "modelrollout_compare_started_seconds"
+# Processes whose vanished totals are remembered: the newest few (their names are their starts).
+REMEMBERED_PROCESSES = 4
 # A compare path that selects nothing: the step holds, naming it, after this many answers.
 MISSING_PATH_AFTER = 20
 SHOWN_FIELDS = 5
@@ -37,25 +40,37 @@ class ComparisonLook:
     holding: str | None  # why the step cannot be judged (nothing compared, a path that selects nothing)
 
 
-def _key(part: str) -> str:
-    """`<metric>|<cell>|<side>|<reason>|<le>|<field>` as a short counts key: `requests/twice/same/same`."""
-    name, cell, side, reason, le, field = (part.split("|") + [""] * 6)[:6]
+def _key(part: str) -> tuple[str, str]:
+    """`<metric>|<cell>|<side>|<reason>|<le>|<field>|<process>` as (a short counts key, the process):
+    (`requests/twice/same/same`, `1765100000123`)."""
+    name, cell, side, reason, le, field, process = (part.split("|") + [""] * 7)[:7]
     short = {REQUESTS: "requests", SLOWER: "slower", FAILURES: "failures", SKIPPED: "skipped",
-             DIFFERENCES: "differences", DELTA: "delta", STARTED: "started"}.get(name, name)
-    return "/".join(x for x in (short, cell, side, reason, le, field) if x)
+             DIFFERENCES: "differences", DELTA: "delta"}.get(name, name)
+    return "/".join(x for x in (short, cell, side, reason, le, field) if x), process
 
 
 def gained(totals: dict[str, float], previous: dict[str, float] | None) -> tuple[dict[str, float], dict[str, float]]:
-    """(this look's gains by key, the totals to count from next); None previous: a first look, no gains."""
-    now = {_key(part): value for part, value in totals.items() if math.isfinite(value)}
+    """(this look's gains by key, the totals to count from next, by `key@process`); None previous: a
+    first look, no gains."""
+    now: dict[str, float] = {}
+    for part, value in totals.items():
+        if math.isfinite(value):
+            key, process = _key(part)
+            now[f"{key}@{process}"] = now.get(f"{key}@{process}", 0.0) + value
     if previous is None:
         return {}, now
-    started, before = now.get("started"), previous.get("started")
-    if started is not None and before is not None and started != before:
-        return {key: value for key, value in now.items() if key != "started" and value}, now
-    # A total below the last one is a restarted comparator: all of it is new.
-    return {key: (value - previous.get(key, 0.0) if value >= previous.get(key, 0.0) else value)
-            for key, value in now.items() if key != "started" and value != previous.get(key)}, now
+    gains: dict[str, float] = {}
+    for where, value in now.items():
+        before = previous.get(where, 0.0)
+        # A total below its last is its process's counter reset (the same start, twice): all of it is new.
+        gain = value - before if value >= before else value
+        if gain:
+            key = where.rsplit("@", 1)[0]
+            gains[key] = gains.get(key, 0.0) + gain
+    seen = {where.rsplit("@", 1)[1] for where in now}
+    kept = sorted({where.rsplit("@", 1)[1] for where in previous} - seen, reverse=True)[:REMEMBERED_PROCESSES]
+    remembered = {where: value for where, value in previous.items() if where.rsplit("@", 1)[1] in kept}
+    return gains, {**remembered, **now}
 
 
 def _cells(counts: dict[str, float], prefix: str, cells: tuple[str, ...]) -> np.ndarray:

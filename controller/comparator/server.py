@@ -35,7 +35,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from jsonpath_ng.ext.parser import parse as parse_path
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from controller.comparator.formats import Format, Rules
@@ -81,15 +81,19 @@ class Config:
 
 
 ROLLOUT_LABEL = "modelrollout"
+# Every series also names the process that counted it (its start, in milliseconds): the operator
+# follows each process's totals apart, as Prometheus follows each series, so a restarted or replaced
+# comparator, or two overlapping in a rollout of its Deployment, is never counted twice or lost.
+PROCESS_LABEL = "process"
 
 
 class Metrics:
     """What the comparator counts, for Prometheus; the operator reads the totals at each look."""
 
-    def __init__(self, rollout: str = "") -> None:
+    def __init__(self, rollout: str = "", process: str | None = None) -> None:
         self.registry = CollectorRegistry()
-        r, by = self.registry, [ROLLOUT_LABEL]
-        self.rollout = rollout
+        r, by = self.registry, [ROLLOUT_LABEL, PROCESS_LABEL]
+        self.own = (rollout, process or str(time.time_ns() // 1_000_000))
         self.requests = Counter("modelrollout_compare_requests", "Compared requests by cell: the candidate's answer "
                                 "against the stable's, then the stable's second answer against its first",
                                 [*by, "cell"], registry=r)
@@ -116,52 +120,49 @@ class Metrics:
                                     [*by, "side"], buckets=SECONDS_BUCKETS, registry=r)
         self.tokens = Histogram("modelrollout_compare_completion_tokens", "Completion tokens of each side's answer, "
                                 "where it says (openai)", [*by, "side"], buckets=TOKEN_BUCKETS, registry=r)
-        # When this process began counting: the operator tells a restart (counts from zero) by it.
-        self.started = Gauge("modelrollout_compare_started_seconds", "When this comparator process started "
-                             "counting (Unix seconds)", by, registry=r)
-        self.started.labels(rollout).set(time.time())
+        own = self.own
         for cell in DISAGREEMENT_CELLS:  # every cell from zero: a rate() of a series born late misses its start
-            self.requests.labels(rollout, cell)
+            self.requests.labels(*own, cell)
         for cell in SLOWER_CELLS:
-            self.slower.labels(rollout, cell)
-        self.latency_ratio.labels(rollout)
-        self.delta.labels(rollout)
+            self.slower.labels(*own, cell)
+        self.latency_ratio.labels(*own)
+        self.delta.labels(*own)
         self._fields: set[str] = set()
 
     def count(self, found: Outcome, slower_than: float) -> None:
-        rollout = self.rollout
+        own = self.own
         for side, failure in found.failures:
-            self.failures.labels(rollout, side.value, failure.value).inc()
+            self.failures.labels(*own, side.value, failure.value).inc()
         if found.cell is None:
             return
-        self.requests.labels(rollout, found.cell).inc()
+        self.requests.labels(*own, found.cell).inc()
         if found.latency_ratio is not None:
-            self.latency_ratio.labels(rollout).observe(found.latency_ratio)
-            self.slower.labels(rollout, "slower" if found.latency_ratio > slower_than else "within").inc()
+            self.latency_ratio.labels(*own).observe(found.latency_ratio)
+            self.slower.labels(*own, "slower" if found.latency_ratio > slower_than else "within").inc()
         if found.delta is not None:
-            self.delta.labels(rollout).observe(found.delta)
+            self.delta.labels(*own).observe(found.delta)
         for where in found.differs_at:
             label = field_label(where)
             if label not in self._fields and len(self._fields) >= MAX_FIELDS:
                 label = "other"
             self._fields.add(label)
-            self.differences.labels(rollout, label).inc()
+            self.differences.labels(*own, label).inc()
 
     def answered(self, answers: list[Answer], found: Outcome) -> None:
-        rollout = self.rollout
+        own = self.own
         for side, answer in zip(Side, answers, strict=False):
-            self.answers.labels(rollout, side.value, f"{answer.status // 100}xx" if answer.status else "none").inc()
+            self.answers.labels(*own, side.value, f"{answer.status // 100}xx" if answer.status else "none").inc()
             if answer.failure is None:
-                self.seconds.labels(rollout, side.value).observe(answer.seconds)
+                self.seconds.labels(*own, side.value).observe(answer.seconds)
             if answer.first_byte_seconds is not None:
-                self.first_byte.labels(rollout, side.value).observe(answer.first_byte_seconds)
+                self.first_byte.labels(*own, side.value).observe(answer.first_byte_seconds)
         tokens = found.candidate.tokens if found.candidate is not None else (None, None)
         for side, count in zip((Side.STABLE, Side.CANDIDATE), tokens, strict=True):
             if count is not None:
-                self.tokens.labels(rollout, side.value).observe(count)
+                self.tokens.labels(*own, side.value).observe(count)
 
     def skip(self, reason: str) -> None:
-        self.skipped.labels(self.rollout, reason).inc()
+        self.skipped.labels(*self.own, reason).inc()
 
 
 class TokenBucket:

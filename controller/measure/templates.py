@@ -239,8 +239,8 @@ def conversion_total(profile: Profile, arm: Arm | None) -> str:
 # The comparators' counters, every rollout's in one answer (a fleet query, shared like the others):
 # grouped by the rollout the series carry (`modelrollout`), each series' labels joined into `part`.
 COMPARISONS = (
-    'label_join(sum by (modelrollout, __name__, cell, side, reason, le, field) ('
+    'label_join(sum by (modelrollout, __name__, cell, side, reason, le, field, process) ('
     '{__name__=~"modelrollout_compare_(requests|slower|failures|skipped|differences)_total'
-    '|modelrollout_compare_output_delta_bucket|modelrollout_compare_started_seconds"}),'
-    ' "part", "|", "__name__", "cell", "side", "reason", "le", "field")'
+    '|modelrollout_compare_output_delta_bucket"}), "part", "|", "__name__", "cell", "side", "reason", "le", "field",'
+    ' "process")'
 )

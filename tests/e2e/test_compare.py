@@ -193,10 +193,13 @@ def test_a_crashed_comparator_holds_the_step_and_its_counts_survive_the_restart(
         after = world.rollouts.wait_status("scorer", counting_again, 300, "the restarted comparator counted",
                                            progress=world.fleet.activity)
         assert seen == sorted(seen), f"the compared pairs never went back: {seen}"
-        # The restarted comparator's own totals, as this look read them, count from zero: the pairs
-        # compared before the crash are still in the step's count.
-        restarted = sum(value for key, value in after["analysis"]["counters"].items()
-                        if key.startswith("compare/requests/"))
+        # The restarted comparator's own totals (the newest process's), as this look read them, count
+        # from zero: the pairs compared before the crash are still in the step's count.
+        totals = {key: value for key, value in after["analysis"]["counters"].items()
+                  if key.startswith("compare/requests/")}
+        newest = max(key.rsplit("@", 1)[1] for key in totals)
+        restarted = sum(value for key, value in totals.items() if key.endswith(f"@{newest}"))
+        assert len({key.rsplit("@", 1)[1] for key in totals}) == 2, totals
         assert restarted > 0 and comparison_of(after)["pairs"] >= restarted + seen[0], (restarted, seen)
         done = world.rollouts.wait_status(
             "scorer", lambda s: s.get("phase") == "Completed" and s.get("stableRevision") != first["stableRevision"],

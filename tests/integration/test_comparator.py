@@ -9,6 +9,7 @@ methods and the format's inference POSTs are replayed; kept disagreements are re
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -90,11 +91,15 @@ def _up(url: str) -> bool:
 
 
 def counters(admin: str) -> dict[str, float]:
+    """The comparator's series, without the `process` label every one carries (one process here)."""
     found: dict[str, float] = {}
+    processes: set[str] = set()
     for line in httpx.get(f"{admin}/metrics", timeout=5).text.splitlines():
         if line.startswith("modelrollout_compare_") and "_created" not in line:
             name, value = line.rsplit(" ", 1)
-            found[name] = float(value)
+            processes.update(re.findall(r',process="(\d+)"', name))
+            found[re.sub(r',process="\d+"', "", name)] = float(value)
+    assert len(processes) == 1, processes
     return found
 
 

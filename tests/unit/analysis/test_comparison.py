@@ -13,7 +13,7 @@ from controller.analysis.readings import Comparisons, Look, Measurements, Metric
 from controller.api import AnalysisStatus, AnalysisVerdict, ModelRolloutSpec
 from tests.unit.engine.world import make_spec
 
-REQUESTS, STARTED = "modelrollout_compare_requests_total", "modelrollout_compare_started_seconds||||||"
+REQUESTS = "modelrollout_compare_requests_total"
 
 
 def spec(**compare: Any) -> ModelRolloutSpec:
@@ -30,11 +30,12 @@ class Comparator:
     """The comparator's counters as Prometheus returns them; `gone` has no series, `down` no answer."""
 
     def __init__(self) -> None:
-        self.started = 1_000.0
-        self.totals: dict[str, float] = {STARTED: self.started}
+        self.process = 1_765_100_000_000  # its start, in milliseconds
+        self.totals: dict[str, float] = {}
         self.gone = self.down = False
 
     def add(self, part: str, n: float) -> None:
+        part = f"{part}|{self.process}"
         self.totals[part] = self.totals.get(part, 0.0) + n
 
     def serve(self, n: int, differs: float = 0.0, noise: float = 0.0, twice: float = 0.2) -> None:
@@ -48,9 +49,11 @@ class Comparator:
         if differs:
             self.add("modelrollout_compare_differences_total|||||label", round(n * differs))
 
-    def restart(self, says_when: bool = True) -> None:
-        self.started += 60
-        self.totals = {STARTED: self.started} if says_when else {}
+    def restart(self, new_process: bool = True) -> None:
+        """A new process (its own start), or the same one's counters at zero (which only an exporter
+        that names no process could look like)."""
+        self.process += 60_000 if new_process else 0
+        self.totals = {}
 
     def answer(self) -> Measurements:
         if self.down:
@@ -145,9 +148,9 @@ def test_a_restarted_comparator_counts_from_zero_and_loses_nothing() -> None:
 
 
 def test_a_comparator_that_crashed_unseen_and_counted_past_its_old_totals_is_still_a_restart() -> None:
-    """Down for a while (its series gone), restarted, and back with more than it had: its start time
-    says the totals are new; without one, only what fell could be told apart."""
-    for says_when, pairs in ((True, 250), (False, 150)):
+    """Down for a while (its series gone), restarted, and back with more than it had: a new process,
+    all new; the same process's counters at zero could only be told apart where they fell."""
+    for new_process, pairs in ((True, 250), (False, 150)):
         comparator = Comparator()
         step = Step(spec(), comparator)
         step.look()
@@ -156,9 +159,27 @@ def test_a_comparator_that_crashed_unseen_and_counted_past_its_old_totals_is_sti
         comparator.gone = True
         assert "comparator's counts are missing" in step.look().signal.reason
         comparator.gone = False
-        comparator.restart(says_when)
+        comparator.restart(new_process)
         comparator.serve(150)
-        assert step.look().state.comparison.pairs == pairs, says_when
+        assert step.look().state.comparison.pairs == pairs, new_process
+
+
+def test_two_comparators_at_once_add_up_and_a_scrape_that_misses_one_counts_nothing_twice() -> None:
+    comparator = Comparator()
+    step = Step(spec(), comparator)
+    step.look()
+    comparator.serve(100)
+    old = dict(comparator.totals)
+    comparator.process += 60_000  # the Deployment's new pod, beside the old one
+    comparator.serve(30)
+    assert step.look().state.comparison.pairs == 130
+    missed = {part: value for part, value in comparator.totals.items() if part not in old}
+    comparator.totals = missed  # the old pod's scrape failed
+    comparator.serve(10)
+    assert step.look().state.comparison.pairs == 140
+    comparator.totals.update(old)  # and came back, unchanged
+    comparator.serve(10)
+    assert step.look().state.comparison.pairs == 150
 
 
 def test_what_cannot_be_compared_holds_with_its_reason_never_passes() -> None:
@@ -181,7 +202,6 @@ def test_what_cannot_be_compared_holds_with_its_reason_never_passes() -> None:
                                                 "be compared"), "and condition ComparisonBlocked says so"
 
     comparator = Comparator()
-    comparator.totals = {}  # not one series
     step = Step(spec(), comparator)
     step.look()
     assert "not in Prometheus" in step.look().signal.reason, "never scraped: said, and an error past errorLimit"
