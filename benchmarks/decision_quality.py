@@ -680,8 +680,159 @@ def _candidate(look: float | None, traffic: Traffic) -> str:
     return "never" if look is None else f"{look * traffic.requests * traffic.split:,.0f}"
 
 
+# --- labels that arrive later: both models scored on the same requests (compare.labels) ---------------
+
+# Labelled requests per second during a one-hour shadow step; labels may arrive long after it, and
+# still count toward its record, so looks go on (10 s apart in the step, then further apart) for
+# three days after it.
+LABELS_PER_SECOND, STEP_SECONDS, LATE_SECONDS = 20.0, 3600.0, 3 * 86400.0
+MAX_DROP = 0.01
+LABEL_LOOKS = np.concatenate([np.arange(1, 361) * INTERVAL_SECONDS,
+                              STEP_SECONDS + np.geomspace(60.0, LATE_SECONDS, 240)])
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """The chance of each of `paired.LABELLED_CELLS` for a labelled request, the median delay of each
+    cell's labels (lognormal, sigma 1.5; 0: at once), and `labels.window`: 0 scores a request when its
+    label arrives; otherwise each request is scored when its window closes, with its label if it came
+    by then (left out if not)."""
+
+    stable_only: float
+    candidate_only: float
+    both_wrong: float = 0.05
+    delays: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    window: float = 0.0
+
+    def cells(self) -> FloatArray:
+        right = 1 - self.stable_only - self.candidate_only - self.both_wrong
+        return np.array([right, self.stable_only, self.candidate_only, self.both_wrong])
+
+
+def _delay_cdf(delay: float, since: FloatArray) -> FloatArray:
+    if delay == 0:
+        return np.asarray(since >= 0, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        return np.asarray(np.where(since > 0, norm.cdf((np.log(np.maximum(since, 1e-9)) - math.log(delay)) / 1.5),
+                                   0.0), dtype=np.float64)
+
+
+def _scored(delay: float, window: float, looks: FloatArray, step: float) -> FloatArray:
+    """Requests scored by each look, per labelled request per second of a step `step` seconds long."""
+    if window > 0:  # each request at its window's close, if its label came by then
+        return np.asarray(np.clip(looks - window, 0.0, step) * _delay_cdf(delay, np.array([window]))[0],
+                          dtype=np.float64)
+    if delay == 0:
+        return np.minimum(looks, step)
+    grid = np.linspace(0.0, step, 721)
+    return np.asarray(np.trapezoid(_delay_cdf(delay, looks[:, None] - grid[None, :]), grid, axis=1),
+                      dtype=np.float64)
+
+
+def label_counts(rng: np.random.Generator, labelled: Labelled, runs: int, bursty: bool = False,
+                 per_second: float = LABELS_PER_SECOND, looks: FloatArray = LABEL_LOOKS,
+                 step: float = STEP_SECONDS) -> Iterator[FloatArray]:
+    """Cumulative scored cell counts at each look. Requests are Poisson, so the requests scored
+    between two looks are independent Poisson counts whatever the delays; bursty: a look in twenty
+    carries 20 times its share of them, the same mean."""
+    means = np.stack([per_second * p * _scored(d, labelled.window, looks, step)
+                      for p, d in zip(labelled.cells(), labelled.delays, strict=True)], axis=1)
+    total, before = np.zeros((runs, means.shape[1])), np.zeros(means.shape[1])
+    for mean in means:
+        scale = np.where(rng.random(runs) < 0.05, 20 / 1.95, 1 / 1.95) if bursty else np.ones(runs)
+        total = total + rng.poisson(scale[:, None] * np.maximum(mean - before, 0.0)[None, :])
+        before = mean
+        yield total
+
+
+def labels_aa(rng: np.random.Generator, settings: Settings, verdicts: Verdicts) -> Lines:
+    runs = settings.aa_runs
+    lines = ["", f"11. labels that arrive later (compare.labels), maxDrop {MAX_DROP:.0%}, "
+             f"{LABELS_PER_SECOND:.0f} labelled requests/s for an hour, looks until 3 days after: false decisions "
+             f"(goal <= {ALPHA:.0%})",
+             f"   {'models':>36} {'label delays (median)':>36} {'window':>6} {'traffic':>7} {'test':>10}  "
+             "false decision [95% CI]"]
+    worse, early = compare_tests.accuracy_worse(ALPHA, MAX_DROP), compare_tests.accuracy_no_worse(ALPHA, MAX_DROP)
+    rates = []
+    equal = Labelled(0.03, 0.03)
+    imbalanced = Labelled(0.003, 0.003, both_wrong=0.004)  # 1% positives, both models 99.3% accurate
+    at_margin = Labelled(0.03 + MAX_DROP, 0.03)
+    day, hour, second = 86400.0, 3600.0, 10.0
+    # Delays that depend on who was right (one model's errors labelled later, as chargebacks are):
+    # scored on arrival, early labels favour one model; scored at a window's close, they cannot.
+    stable_late, candidate_late = (second, second, hour, second), (second, hour, second, second)
+    cases = [
+        ("equally accurate, different errors", equal, "at once", worse),
+        ("equally accurate, different errors", replace(equal, delays=(second,) * 4), "10 s", worse),
+        ("equally accurate, different errors", replace(equal, delays=(hour,) * 4), "1 h", worse),
+        ("equally accurate, different errors", replace(equal, delays=(day,) * 4), "1 day", worse),
+        ("equally accurate, different errors", replace(equal, delays=stable_late, window=day),
+         "the stable's errors 1 h, others 10 s", worse),
+        ("1% positives, equally accurate", imbalanced, "at once", worse),
+        ("1% positives, equally accurate", replace(imbalanced, delays=(hour,) * 4), "1 h", worse),
+        ("candidate maxDrop below (the margin)", at_margin, "at once", worse),
+        ("candidate maxDrop below (the margin)", replace(at_margin, delays=(hour,) * 4), "1 h", worse),
+        ("candidate maxDrop below (the margin)", at_margin, "at once", early),
+        ("candidate maxDrop below (the margin)", replace(at_margin, delays=(day,) * 4), "1 day", early),
+        ("candidate maxDrop below (the margin)", replace(at_margin, delays=candidate_late, window=day),
+         "the candidate's errors 1 h, others 10 s", early),
+    ]
+    for models, labelled, delays, test in cases:
+        for bursty in (False, True):
+            first = first_decision(test, label_counts(rng, labelled, runs, bursty), runs)
+            rates.append(rate_of(first))
+            lines.append(f"   {models:>36} {delays:>36} {_window(labelled):>6} {'bursty' if bursty else 'steady':>7} "
+                         f"{'hold' if test is worse else 'early pass':>10}  {rates[-1].cell()}")
+    lines.append(aa_summary(rates, ALPHA, verdicts, "every labelled-pair A/A cell <= alpha"))
+    for models, labelled, delays, test in (
+            ("equally accurate, different errors", replace(equal, delays=stable_late),
+             "the stable's errors 1 h, others 10 s", worse),
+            ("candidate maxDrop below (the margin)", replace(at_margin, delays=candidate_late),
+             "the candidate's errors 1 h, others 10 s", early)):
+        first = first_decision(test, label_counts(rng, labelled, runs), runs)
+        lines.append(f"   why labels.window: {models}, {delays}, scored on arrival: false "
+                     f"{'hold' if test is worse else 'early pass'} {rate_of(first).cell()}")
+    return lines
+
+
+def _window(labelled: Labelled) -> str:
+    return "none" if not labelled.window else f"{labelled.window / 3600:.0f} h"
+
+
+def labels_speed(rng: np.random.Generator, settings: Settings) -> Lines:
+    """A 2-point accuracy drop at 90% base accuracy: labelled pairs to the hold, paired (both models
+    on the same requests, their errors mostly shared) against two independent arms of the same size
+    (each pair a stable request and another, candidate request: the same test, on independent cells)."""
+    runs = settings.power_runs
+    per_look = 10.0  # labelled requests a look: the pairs to a decision are read to 10
+    looks = np.arange(1, 20_001, dtype=np.float64)
+    lines = ["", f"12. labels, power, {runs} runs: labelled pairs to a hold for a candidate 2 points less accurate "
+             f"(90% -> 88%), maxDrop {MAX_DROP:.0%} (median, 80th percentile)"]
+    worse = compare_tests.accuracy_worse(ALPHA, MAX_DROP)
+    found: dict[str, float | None] = {}
+    for label, labelled in (
+            ("paired, the candidate errs where the stable does but on 1% more + 1% of its own (4% discordant)",
+             Labelled(0.03, 0.01, both_wrong=0.09)),
+            ("paired, less shared errors (10% discordant)", Labelled(0.06, 0.04, both_wrong=0.06)),
+            ("unpaired: two independent arms (21% discordant)", Labelled(0.9 * 0.12, 0.1 * 0.88, both_wrong=0.012))):
+        first = first_decision(worse, label_counts(rng, labelled, runs, per_second=per_look, looks=looks,
+                                                   step=math.inf), runs)
+        median, p80 = quantile_look(first, 0.5), quantile_look(first, 0.8)
+        found[label] = None if median is None else median * per_look
+        lines.append(f"   {label}: {_labelled(median, per_look)}, {_labelled(p80, per_look)} "
+                     f"({rate_of(first).rate:.0%} within {looks.size * per_look:,.0f})")
+    paired_n, unpaired_n = next(iter(found.values())), list(found.values())[-1]
+    ratio = None if paired_n is None or unpaired_n is None else paired_n / unpaired_n
+    lines.append(f"   paired (4% discordant) / unpaired, at the median: {_times(ratio)} (goal <= 0.4x)")
+    return lines
+
+
+def _labelled(look: float | None, per_look: float) -> str:
+    return "never" if look is None else f"{look * per_look:,.0f}"
+
+
 SECTIONS = ("guardrail", "latency", "family", "ab", "srm", "speed", "latency-speed", "ab-speed", "paired",
-            "paired-speed")
+            "paired-speed", "labels", "labels-speed")
 
 
 def report(settings: Settings, sections: Sequence[str] = SECTIONS) -> tuple[str, Verdicts]:
@@ -700,6 +851,8 @@ def report(settings: Settings, sections: Sequence[str] = SECTIONS) -> tuple[str,
         "ab-speed": lambda: ab_speed(rng, settings, verdicts),
         "paired": lambda: paired_aa(rng, settings, verdicts),
         "paired-speed": lambda: paired_speed(rng, settings),
+        "labels": lambda: labels_aa(rng, settings, verdicts),
+        "labels-speed": lambda: labels_speed(rng, settings),
     }
     for section in sections:
         lines += runners[section]()

@@ -84,3 +84,25 @@ def rates(counts: npt.ArrayLike, alpha: float) -> dict[str, tuple[float | None, 
     """Both disagreement rates of one run, each with its confidence sequence at `alpha`."""
     return {name: (score.mean(counts), paired.confidence_sequence(score, counts, alpha))
             for name, score in (("candidate", paired.CANDIDATE_RATE), ("stable", paired.NOISE_RATE))}
+
+
+def accuracy_worse(alpha: float, max_drop: float) -> ComparisonTest:
+    """Breach: the stable's accuracy minus the candidate's, on the same labelled requests, is above
+    max_drop (counts over `paired.LABELLED_CELLS`)."""
+    return ComparisonTest((paired.ACCURACY_GAIN.negated(),), max_drop, alpha)
+
+
+def accuracy_no_worse(alpha: float, max_drop: float) -> ComparisonTest:
+    """Pass early: the candidate's accuracy is no more than max_drop below the stable's."""
+    return ComparisonTest((paired.ACCURACY_GAIN,), -max_drop, alpha)
+
+
+def judged_worse(alpha: float, margin: float) -> ComparisonTest:
+    """Breach: a judge prefers the stable on more than 1/2 + margin of the pairs it decides (ties
+    excluded; counts over `paired.JUDGED_CELLS`)."""
+    return ComparisonTest((paired.STABLE_WINS,), 0.5 + margin, alpha)
+
+
+def judged_no_worse(alpha: float, margin: float) -> ComparisonTest:
+    """Pass early: the judge prefers the stable on fewer than 1/2 + margin of the decided pairs."""
+    return ComparisonTest((paired.STABLE_WINS.negated(),), -(0.5 + margin), alpha)

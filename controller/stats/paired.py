@@ -171,3 +171,26 @@ def bucket_floors(edges: tuple[float, ...]) -> Score:
 # Paired latency: the candidate took more than k times the stable's time on the same request, or not.
 SLOWER_CELLS = ("within", "slower")
 SLOWER = Score((0.0, 1.0))
+
+
+# --- labels that arrive later: both models scored on the same request --------------------------
+
+# A labelled request: whether each model's answer was right (classification, a hit at k, or a
+# regression error within its tolerance). The concordant cells score nothing: only the discordant
+# pairs tell the models apart (McNemar, "Note on the sampling error of the difference between
+# correlated proportions or percentages", Psychometrika 1947); the concordant ones still count in
+# the mean, so a margin is on accuracy itself.
+LABELLED_CELLS = ("both-right", "stable-only", "candidate-only", "both-wrong")
+# The candidate's accuracy minus the stable's, per labelled request.
+ACCURACY_GAIN = Score((0.0, -1.0, 1.0, 0.0))
+STABLE_ACCURACY = Score((1.0, 1.0, 0.0, 0.0))
+CANDIDATE_ACCURACY = Score((1.0, 0.0, 1.0, 0.0))
+
+
+# --- a judge's preference between the two answers ------------------------------------------------
+
+# What a judge model preferred on one pair, shown blind as A and B in a random order. Ties are no
+# observation of the sign test (Dixon & Mood, "The statistical sign test", JASA 1946).
+JUDGED_CELLS = ("candidate", "stable", "tie")
+# The stable's share of the decided pairs: above 1/2 + margin, the candidate loses.
+STABLE_WINS = Score((0.0, 1.0, math.nan))

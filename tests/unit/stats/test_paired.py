@@ -56,6 +56,26 @@ def test_a_paired_sign_test_catches_a_slower_candidate_and_not_an_equal_one() ->
     assert not test.look(np.array([[740.0, 260.0]])).decided[0], "equal arms: slower on 26% past the 1.2x factor"
 
 
+def test_labelled_pairs_are_told_apart_by_their_discordant_cells_alone() -> None:
+    """McNemar's design: both right or both wrong says nothing about which model is better."""
+    worse, no_worse = compare_tests.accuracy_worse(ALPHA, 0.0), compare_tests.accuracy_no_worse(ALPHA, 0.01)
+    concordant = np.array([[9000.0, 0.0, 0.0, 1000.0]])
+    assert paired.log_evidence(paired.ACCURACY_GAIN.negated(), 0.0, concordant)[0] == pytest.approx(0.0)
+    assert no_worse.look(concordant).decided[0], "10,000 agreeing pairs: no more than 1 point worse"
+    assert worse.look(np.array([[900.0, 40.0, 10.0, 50.0]])).decided[0], "wrong on 40 the stable got, right on 10"
+    assert not worse.look(np.array([[900.0, 25.0, 25.0, 50.0]])).decided[0]
+    assert paired.STABLE_ACCURACY.mean([[900.0, 40.0, 10.0, 50.0]]) == pytest.approx(0.94)
+    assert paired.CANDIDATE_ACCURACY.mean([[900.0, 40.0, 10.0, 50.0]]) == pytest.approx(0.91)
+
+
+def test_a_judges_ties_are_no_observation_and_its_losses_against_the_margin_decide() -> None:
+    worse = compare_tests.judged_worse(ALPHA, 0.05)
+    assert not worse.look(np.array([[10.0, 10.0, 5000.0]])).decided[0], "ties say nothing"
+    assert worse.look(np.array([[30.0, 90.0, 50.0]])).decided[0], "the stable preferred on 75% of decided pairs"
+    assert not worse.look(np.array([[45.0, 55.0, 0.0]])).decided[0], "55% is within 1/2 + margin"
+    assert compare_tests.judged_no_worse(ALPHA, 0.05).look(np.array([[500.0, 400.0, 0.0]])).decided[0]
+
+
 def test_output_deltas_are_scored_by_their_buckets_lower_edge() -> None:
     edges = (0.01, 0.1, 1.0, math.inf)
     floors = paired.bucket_floors(edges)
