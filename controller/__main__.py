@@ -14,6 +14,8 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Literal
 
+from controller.comparator import FEEDBACK_TOKEN_ENV, LABELS_DIR
+
 SANDBOX_ENTRY_POINTS = "modelrollout.sandbox"
 
 
@@ -286,7 +288,22 @@ def _compare_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser
     compare.add_argument("--rollout", default="", help="<namespace>/<name>: the label every series carries")
     compare.add_argument("--host", default="0.0.0.0")  # noqa: S104 (a pod's server listens on its address)
     compare.add_argument("--port", type=int, default=8080, help="where the gateway mirrors to")
-    compare.add_argument("--admin-port", type=int, default=9090, help="/metrics, /samples and /healthz")
+    compare.add_argument("--admin-port", type=int, default=9090, help="/metrics, /samples, /feedback and /healthz")
+    labels = compare.add_argument_group("labels", "score both models against labels posted to /feedback "
+                                        f"(bearer token: ${FEEDBACK_TOKEN_ENV})")
+    labels.add_argument("--labels-key-header", help="the request header that names a request")
+    labels.add_argument("--labels-key-path", help="or a JSONPath into the request body")
+    labels.add_argument("--labels-prediction", help="a JSONPath to an answer's prediction (v2: the first output)")
+    labels.add_argument("--labels-task", choices=["classification", "regression", "ranking"],
+                        default="classification")
+    labels.add_argument("--labels-k", type=int, default=10, help="ranking: a hit at k")
+    labels.add_argument("--labels-tolerance", type=float, default=0.0, help="regression: an error this small is right")
+    labels.add_argument("--labels-window", type=float, default=None,
+                        help="seconds after a request it is scored (default: when its label comes)")
+    labels.add_argument("--labels-retention", type=float, default=7 * 86400.0, help="seconds predictions are kept")
+    labels.add_argument("--labels-max-entries", type=int, default=1_000_000)
+    labels.add_argument("--labels-max-per-second", type=float, default=1000.0, help="labels taken a second")
+    labels.add_argument("--labels-db", default=f"{LABELS_DIR}/labels.sqlite", help="the store's file")
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -301,9 +318,24 @@ def _compare(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"modelrollout compare: {error}", file=sys.stderr)
         return 2
+    labelled = None
+    if args.labels_key_header or args.labels_key_path:
+        from controller.comparator.feedback import LabelConfig
+        from controller.comparator.labels import LabelRules, Task
+
+        try:
+            label_rules = LabelRules(args.labels_key_header, args.labels_key_path, args.labels_prediction,
+                                     Task(args.labels_task), args.labels_k, args.labels_tolerance)
+        except ValueError as error:
+            print(f"modelrollout compare: {error}", file=sys.stderr)
+            return 2
+        labelled = LabelConfig(label_rules, args.labels_db, os.environ.get(FEEDBACK_TOKEN_ENV, ""),
+                               args.labels_window, args.labels_retention, args.labels_max_entries,
+                               args.labels_max_per_second)
     config = Config(args.stable, args.candidate, Format(args.format), rules, args.noise_percent,
                     args.max_requests_per_second, args.max_in_flight, args.timeout, args.max_body_bytes,
-                    args.slower_than, args.allow_side_effects, args.samples, tuple(args.redact), args.rollout)
+                    args.slower_than, args.allow_side_effects, args.samples, tuple(args.redact), args.rollout,
+                    labelled)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(config, args.host, args.port, args.admin_port))
     return 0

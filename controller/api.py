@@ -197,6 +197,55 @@ class OutputDeltaTest(SpecModel):
     """hold (default) or rollback."""
 
 
+HEADER_NAME = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"
+
+
+class LabelsTest(SpecModel):
+    """Both models scored against labels that arrive later, on the same requests: the comparator keeps each
+    compared request's two predictions under its key, labels are posted to its /feedback (admin port, a bearer
+    token from a Secret), and a paired test on the requests only one model got right decides."""
+
+    model_config = ConfigDict(json_schema_extra={RULES: [
+        rule("has(self.requestKey) != has(self.requestKeyPath)",
+             "name the request by a header (requestKey) or by a JSONPath into its body (requestKeyPath), one of "
+             "them", ".requestKey"),
+        rule("self.task == 'ranking' || !has(self.k)", "k is a ranking's hit at k: only with task ranking", ".k"),
+        rule("self.task == 'regression' || !has(self.tolerance)",
+             "tolerance is a regression's: only with task regression", ".tolerance"),
+    ]})
+
+    request_key: Annotated[str, Field(pattern=HEADER_NAME, max_length=256)] | None = None
+    """The request header whose value names the request, e.g. x-request-id; /feedback posts labels by it."""
+    request_key_path: JsonPath | None = None
+    """Or a JSONPath into the request's body, e.g. $.id."""
+    prediction: JsonPath | None = None
+    """Where an answer's prediction is, e.g. $.label (required with format json; v2: the first output's first
+    element by default)."""
+    task: Literal["classification", "regression", "ranking"] = "classification"
+    """classification: right when the prediction is the label; regression: within tolerance of it; ranking:
+    the label is among the first k items of the prediction (a hit at k)."""
+    k: Annotated[int, Field(ge=1, le=1000)] | None = None
+    """ranking: the hit's depth (default 10)."""
+    tolerance: Annotated[float, Field(ge=0)] | None = None
+    """regression: an absolute error this small is right (default 0: exact)."""
+    max_drop: Annotated[float, Field(ge=0, lt=1)] = 0.01
+    """Breach when the candidate's accuracy is shown below the stable's by more than this (default 0.01)."""
+    window: Duration | None = None
+    """Score each request once this long has passed since it, with its label if one came by then (left out if
+    not). Without a window a request is scored when its label arrives, which is valid only when how late a label
+    comes does not depend on which model was right (chargebacks do: set a window)."""
+    retention: Duration = "168h"
+    """How long predictions wait for their labels (default 168h, 7 days)."""
+    max_entries: Annotated[int, Field(ge=1, le=100_000_000)] = 1_000_000
+    """At most this many predictions are kept; the oldest go first (default 1,000,000)."""
+    token_secret_ref: SecretKeyRef
+    """A Secret in the rollout's namespace whose key `token` is the bearer token /feedback requires."""
+    max_feedback_per_second: Annotated[float, Field(gt=0, le=100_000)] = 1000
+    """Labels accepted a second; more are answered 429 (default 1000)."""
+    on_breach: Literal["hold", "rollback"] = "hold"
+    """hold (default) or rollback."""
+
+
 class Compare(SpecModel):
     """Compare what the two models answer to the same mirrored requests (a comparator between the mirror and
     both models; users are still answered by the stable alone)."""
@@ -210,6 +259,10 @@ class Compare(SpecModel):
              "minSimilarity compares generated texts: only with format openai", ".minSimilarity"),
         rule("!has(self.outputDelta) || self.format in ['json', 'v2']",
              "outputDelta needs numbers in the answers: only with format json or v2", ".outputDelta"),
+        rule("!has(self.labels) || self.format in ['json', 'v2']",
+             "labels score predictions read from the answers: only with format json or v2", ".labels"),
+        rule("!has(self.labels) || self.format != 'json' || has(self.labels.prediction)",
+             "with format json, labels.prediction must say where an answer's prediction is", ".labels"),
     ]})
 
     format: Literal["json", "v2", "openai", "bytes"]
@@ -252,6 +305,8 @@ class Compare(SpecModel):
     """The paired latency test (off unless set)."""
     output_delta: OutputDeltaTest | None = None
     """The output delta test (off unless set; json and v2)."""
+    labels: LabelsTest | None = None
+    """Score both models against labels posted later (off unless set; json and v2)."""
 
     @property
     def ends_early(self) -> bool:
@@ -283,7 +338,7 @@ class CanaryStep(SpecModel):
 class HeaderMatch(SpecModel):
     """Requests carrying this header value always reach the candidate (an A/B cohort)."""
 
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$", max_length=256)]
+    name: Annotated[str, Field(pattern=HEADER_NAME, max_length=256)]
     """The HTTP header's name, e.g. x-experiment."""
     value: Annotated[str, Field(min_length=1, max_length=4096)]
     """The header value that routes a request to the candidate."""
@@ -1123,6 +1178,30 @@ class ShadowStatus(StatusModel):
     """Jensen-Shannon distance of the same histograms."""
 
 
+class LabelsStatus(StatusModel):
+    """Both models scored against the labels posted since the step began (compare.labels)."""
+
+    labelled: float = 0.0
+    """Compared requests scored against their labels."""
+    stable_accuracy: float | None = None
+    """The stable's share of them right."""
+    stable_interval: list[float] | None = None
+    """Its confidence sequence at analysis.alpha, [low, high]."""
+    candidate_accuracy: float | None = None
+    """The candidate's share of them right."""
+    candidate_interval: list[float] | None = None
+    """Its confidence sequence, [low, high]."""
+    stable_only: float = 0.0
+    """Requests only the stable got right: with candidateOnly, all the paired test reads (McNemar's cells)."""
+    candidate_only: float = 0.0
+    """Requests only the candidate got right."""
+    unlabelled: float = 0.0
+    """Requests whose labels.window closed without a label: left out."""
+    feedback: dict[str, float] = {}
+    """Posted labels by what became of them (stored, unknown-key, expired, duplicate, late, wrong-type) and posts
+    refused (malformed, unauthorized, limited)."""
+
+
 class ComparisonStatus(StatusModel):
     """The shadow step's comparison of the two models' answers (compare), since the step began."""
 
@@ -1139,7 +1218,7 @@ class ComparisonStatus(StatusModel):
     stable_interval: list[float] | None = None
     """Its confidence sequence, [low, high]."""
     evidence: dict[str, float] = {}
-    """Each test's log e-value: disagreement, noWorse, pairedLatency, outputDelta."""
+    """Each test's log e-value: disagreement, noWorse, pairedLatency, outputDelta, labels, labelsNoWorse."""
     threshold: dict[str, float] = {}
     """Each test's log(1 / its alpha): it decides there."""
     breached: list[str] = []
@@ -1157,6 +1236,8 @@ class ComparisonStatus(StatusModel):
     blocked: str | None = None
     """Why nothing could be compared (a compare path no answer has, a candidate that never answers):
     the step holds, and condition ComparisonBlocked says so."""
+    labels: LabelsStatus | None = None
+    """With compare.labels: both models' accuracy on the same labelled requests."""
 
 
 class AnalysisStatus(StatusModel):

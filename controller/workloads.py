@@ -17,6 +17,7 @@ from typing import Any
 from kubernetes import client
 
 from controller import api
+from controller.comparator import FEEDBACK_TOKEN_ENV, LABELS_DIR
 from controller.durations import parse_duration
 from controller.kube.cache import REVISION_LABEL, ROLLOUT_LABEL, SHARD_LABEL, Cache, DeploymentView
 from controller.kube.own_writes import OwnWrites
@@ -136,6 +137,27 @@ def comparator_args(owner: dict[str, Any], spec: api.ModelRolloutSpec, compare: 
         args += ["--slower-than", repr(compare.paired_latency.relative_to_stable)]
     if compare.allow_side_effects:
         args.append("--allow-side-effects")
+    return args + _label_args(compare.labels)
+
+
+def _label_args(labels: api.LabelsTest | None) -> list[str]:
+    if labels is None:
+        return []
+    # maxDrop and onBreach are the operator's, which judges the counts.
+    args = ["--labels-task", labels.task, "--labels-retention", repr(parse_duration(labels.retention)),
+            "--labels-max-entries", str(labels.max_entries),
+            "--labels-max-per-second", repr(float(labels.max_feedback_per_second)),
+            "--labels-db", f"{LABELS_DIR}/labels.sqlite"]
+    for flag, value in (("--labels-key-header", labels.request_key), ("--labels-key-path", labels.request_key_path),
+                        ("--labels-prediction", labels.prediction)):
+        if value is not None:
+            args += [flag, value]
+    if labels.k is not None:
+        args += ["--labels-k", str(labels.k)]
+    if labels.tolerance is not None:
+        args += ["--labels-tolerance", repr(labels.tolerance)]
+    if labels.window is not None:
+        args += ["--labels-window", repr(parse_duration(labels.window))]
     return args
 
 
@@ -157,6 +179,13 @@ def comparator_manifests(owner: dict[str, Any], spec: api.ModelRolloutSpec, comp
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
         "securityContext": restricted,
     }
+    volumes = []
+    if compare.labels is not None:
+        # The labels store survives the container's restarts (an emptyDir lives as long as the pod).
+        container["env"] = [{"name": FEEDBACK_TOKEN_ENV, "valueFrom": {"secretKeyRef": {
+            "name": compare.labels.token_secret_ref.name, "key": "token"}}}]
+        container["volumeMounts"] = [{"name": "labels", "mountPath": LABELS_DIR}]
+        volumes = [{"name": "labels", "emptyDir": {}}]
     deployment = {
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": comparator_name(rollout),
@@ -165,7 +194,8 @@ def comparator_manifests(owner: dict[str, Any], spec: api.ModelRolloutSpec, comp
         "spec": {"replicas": 1, "selector": {"matchLabels": selector}, "template": {
             "metadata": {"labels": {**selector, "model": label_value(spec.model)}},
             "spec": {"containers": [container], "automountServiceAccountToken": False, "securityContext": {
-                "runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}}}},
+                "runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+                **({"volumes": volumes} if volumes else {})}}},
     }
     service = {
         "apiVersion": "v1", "kind": "Service",

@@ -19,12 +19,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from controller.analysis import compare_tests
-from controller.api import Compare, ComparisonStatus
-from controller.stats.paired import DISAGREEMENT_CELLS, SLOWER_CELLS
+from controller.api import Compare, ComparisonStatus, LabelsStatus
+from controller.stats import paired
+from controller.stats.paired import DISAGREEMENT_CELLS, LABELLED_CELLS, SLOWER_CELLS
 
 REQUESTS, SLOWER = "modelrollout_compare_requests_total", "modelrollout_compare_slower_total"
 FAILURES, SKIPPED = "modelrollout_compare_failures_total", "modelrollout_compare_skipped_total"
 DIFFERENCES, DELTA = "modelrollout_compare_differences_total", "modelrollout_compare_output_delta_bucket"
+LABELLED, UNLABELLED = "modelrollout_compare_labelled_total", "modelrollout_compare_unlabelled_total"
+FEEDBACK = "modelrollout_compare_feedback_total"
 # Processes whose vanished totals are remembered: the newest few (their names are their starts).
 REMEMBERED_PROCESSES = 4
 # A compare path that selects nothing: the step holds, naming it, after this many answers.
@@ -45,7 +48,8 @@ def _key(part: str) -> tuple[str, str]:
     (`requests/twice/same/same`, `1765100000123`)."""
     name, cell, side, reason, le, field, process = (part.split("|") + [""] * 7)[:7]
     short = {REQUESTS: "requests", SLOWER: "slower", FAILURES: "failures", SKIPPED: "skipped",
-             DIFFERENCES: "differences", DELTA: "delta"}.get(name, name)
+             DIFFERENCES: "differences", DELTA: "delta", LABELLED: "labelled", UNLABELLED: "unlabelled",
+             FEEDBACK: "feedback"}.get(name, name)
     return "/".join(x for x in (short, cell, side, reason, le, field) if x), process
 
 
@@ -104,7 +108,8 @@ def look(compare: Compare, alpha: float, totals: dict[str, float], before: Compa
     noise_share = compare.noise_percent / 100
     breach_tests: dict[str, tuple[compare_tests.ComparisonTest, np.ndarray]] = {}
     # The breach tests share alpha (Bonferroni); noWorse is another error, a false early pass, with its own.
-    share = alpha / (1 + (compare.paired_latency is not None) + (compare.output_delta is not None))
+    share = alpha / (1 + (compare.paired_latency is not None) + (compare.output_delta is not None)
+                     + (compare.labels is not None))
     breach_tests["disagreement"] = (compare_tests.disagreement(share, noise_share, compare.disagreement.max_excess),
                                     cells)
     if compare.paired_latency is not None:
@@ -113,6 +118,9 @@ def look(compare: Compare, alpha: float, totals: dict[str, float], before: Compa
     if compare.output_delta is not None and delta is not None:
         breach_tests["outputDelta"] = (compare_tests.output_delta(share, delta[0], compare.output_delta.max),
                                        delta[1])
+    labelled = _cells(counts, "labelled", LABELLED_CELLS)
+    if compare.labels is not None:
+        breach_tests["labels"] = (compare_tests.accuracy_worse(share, compare.labels.max_drop), labelled)
     evidence: dict[str, float] = {}
     thresholds: dict[str, float] = {}
     breached = list(base.breached)
@@ -127,6 +135,12 @@ def look(compare: Compare, alpha: float, totals: dict[str, float], before: Compa
     no_worse = compare_tests.no_worse(alpha, noise_share, compare.disagreement.max_excess).look(cells)
     evidence["noWorse"] = round(float(no_worse.log_evidence[0]), 4)
     thresholds["noWorse"] = round(math.log(1 / alpha), 4)
+    labels = None
+    if compare.labels is not None:
+        no_worse_labels = compare_tests.accuracy_no_worse(alpha, compare.labels.max_drop).look(labelled)
+        evidence["labelsNoWorse"] = round(float(no_worse_labels.log_evidence[0]), 4)
+        thresholds["labelsNoWorse"] = round(math.log(1 / alpha), 4)
+        labels = _labels_status(counts, labelled, alpha)
     rates = compare_tests.rates(cells, alpha)
     differs = sorted(((key.split("/", 1)[1], value) for key, value in counts.items()
                       if key.startswith("differences/")), key=lambda kv: -kv[1])[:SHOWN_FIELDS]
@@ -139,7 +153,7 @@ def look(compare: Compare, alpha: float, totals: dict[str, float], before: Compa
         passed=base.passed or (compare.ends_early and bool(no_worse.decided[0]) and not breached),
         differs_most=dict(differs), failures=failures,
         skipped={key.split("/", 1)[1]: value for key, value in counts.items() if key.startswith("skipped/")},
-        counts=counts)
+        counts=counts, labels=labels)
     reasons = tuple((name, on_breach(compare, name), _reason(name, status, compare)) for name in new)
     holding = _holding(status, compare)
     status = status.model_copy(update={"blocked": holding})
@@ -147,11 +161,27 @@ def look(compare: Compare, alpha: float, totals: dict[str, float], before: Compa
 
 
 def on_breach(compare: Compare, test: str) -> str:
-    """What a breach of `test` (disagreement, pairedLatency, outputDelta) does: hold or rollback."""
+    """What a breach of `test` (disagreement, pairedLatency, outputDelta, labels) does: hold or rollback."""
     found = {"disagreement": compare.disagreement, "pairedLatency": compare.paired_latency,
-             "outputDelta": compare.output_delta}[test]
+             "outputDelta": compare.output_delta, "labels": compare.labels}[test]
     assert found is not None
     return found.on_breach
+
+
+def _labels_status(counts: dict[str, float], labelled: np.ndarray, alpha: float) -> LabelsStatus:
+    """Both accuracies with their confidence sequences (alpha / 2 each), and the discordant counts."""
+    def accuracy(score: paired.Score) -> tuple[float | None, list[float]]:
+        mean = score.mean(labelled)
+        return _round(mean), [x for x in map(_round, paired.confidence_sequence(score, labelled, alpha / 2))
+                              if x is not None]
+
+    stable, candidate = accuracy(paired.STABLE_ACCURACY), accuracy(paired.CANDIDATE_ACCURACY)
+    return LabelsStatus(
+        labelled=float(labelled.sum()), stable_accuracy=stable[0], stable_interval=stable[1],
+        candidate_accuracy=candidate[0], candidate_interval=candidate[1],
+        stable_only=float(labelled[0, 1]), candidate_only=float(labelled[0, 2]),
+        unlabelled=counts.get("unlabelled", 0.0),
+        feedback={key.split("/", 1)[1]: value for key, value in counts.items() if key.startswith("feedback/")})
 
 
 def _round(value: float | None) -> float | None:
@@ -168,6 +198,13 @@ def _reason(test: str, status: ComparisonStatus, compare: Compare) -> str:
                 f"{100 * (status.stable_rate or 0):.1f}% [{100 * noise_low:.1f}, {100 * noise_high:.1f}]: more than "
                 f"maxExcess {compare.disagreement.max_excess:g} apart"
                 + (f"; differing most: {shown}" if shown else ""))
+    if test == "labels":
+        assert compare.labels is not None and status.labels is not None
+        found = status.labels
+        candidate, stable = 100 * (found.candidate_accuracy or 0), 100 * (found.stable_accuracy or 0)
+        return (f"on {found.labelled:.0f} labelled requests the candidate was right on {candidate:.1f}%, the stable "
+                f"on {stable:.1f}% (only the stable right on {found.stable_only:.0f}, only the candidate on "
+                f"{found.candidate_only:.0f}): less accurate by more than maxDrop {compare.labels.max_drop:g}")
     if test == "pairedLatency":
         assert compare.paired_latency is not None
         slower = status.counts.get("slower/slower", 0.0)

@@ -58,7 +58,7 @@ class Rules:
 
     def __post_init__(self) -> None:
         for path in (*self.paths, *self.ignore):
-            _compiled(path)
+            compiled_path(path)
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ class _Unreadable(ValueError):
 _PATHS: dict[str, Any] = {}
 
 
-def _compiled(path: str) -> Any:
+def compiled_path(path: str) -> Any:
     if path not in _PATHS:
         try:
             _PATHS[path] = parse_path(path)
@@ -141,10 +141,10 @@ def _selected(rules: Rules, document: Any) -> dict[str, Any] | None:
     `ignore` selects. None when paths are given and select nothing."""
     kept = copy.deepcopy(document)
     for path in rules.ignore:
-        kept = _compiled(path).filter(lambda _: True, kept)
+        kept = compiled_path(path).filter(lambda _: True, kept)
     if not rules.paths:
         return dict(leaves(kept))
-    found = [(str(match.full_path), match.value) for path in rules.paths for match in _compiled(path).find(kept)]
+    found = [(str(match.full_path), match.value) for path in rules.paths for match in compiled_path(path).find(kept)]
     if not found:
         return None
     return {f"{where}{inner[1:]}": value for where, part in found for inner, value in leaves(part)}

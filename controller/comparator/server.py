@@ -38,7 +38,9 @@ from jsonpath_ng.ext.parser import parse as parse_path
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from controller.comparator.feedback import MAX_FEEDBACK_BYTES, LabelConfig, Labelling, LabelMetrics
 from controller.comparator.formats import Format, Rules
+from controller.comparator.limits import TokenBucket
 from controller.comparator.outcomes import Answer, Failure, Outcome, Side, field_label, outcome
 from controller.stats.paired import DISAGREEMENT_CELLS, SLOWER_CELLS
 
@@ -78,6 +80,7 @@ class Config:
     # `<namespace>/<name>` of the rollout: every series carries it as `modelrollout`, so the operator's one
     # query per look finds each rollout's counts whatever the scrape's own labels.
     rollout: str = ""
+    labels: LabelConfig | None = None  # compare.labels: file predictions, take labels at /feedback
 
 
 ROLLOUT_LABEL = "modelrollout"
@@ -165,21 +168,6 @@ class Metrics:
         self.skipped.labels(*self.own, reason).inc()
 
 
-class TokenBucket:
-    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.rate, self.clock = rate, clock
-        self.tokens, self.at = max(rate, 1.0), clock()
-
-    def take(self) -> bool:
-        now = self.clock()
-        self.tokens = min(max(self.rate, 1.0), self.tokens + (now - self.at) * self.rate)
-        self.at = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
-
-
 @dataclass(frozen=True)
 class Mirrored:
     method: str
@@ -198,11 +186,16 @@ class Comparator:
         self.in_flight: set[asyncio.Task[None]] = set()
         self.session: aiohttp.ClientSession | None = None
         self._redact = [parse_path(path) for path in config.redact]
+        self.labelling = None if config.labels is None else Labelling(
+            config.labels, LabelMetrics(self.metrics.registry, [ROLLOUT_LABEL, PROCESS_LABEL], self.metrics.own))
+        self._labelling_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self.config.max_in_flight * 3),
             timeout=aiohttp.ClientTimeout(total=self.config.timeout_seconds), auto_decompress=True)
+        if self.labelling is not None:
+            self._labelling_task = asyncio.create_task(self.labelling.run())
 
     async def close(self) -> None:
         for task in list(self.in_flight):
@@ -211,6 +204,11 @@ class Comparator:
             await asyncio.gather(*self.in_flight, return_exceptions=True)
         if self.session is not None:
             await self.session.close()
+        if self._labelling_task is not None:
+            self._labelling_task.cancel()
+            await asyncio.gather(self._labelling_task, return_exceptions=True)
+        if self.labelling is not None:
+            await self.labelling.close()
 
     def replayable(self, method: str, path: str) -> bool:
         if method in SAFE_METHODS or self.config.allow_side_effects:
@@ -246,6 +244,9 @@ class Comparator:
                         answers[2] if twice else None)
         self.metrics.count(found, self.config.slower_than)
         self.metrics.answered(answers, found)
+        stable, candidate = answers[0], answers[1]
+        if self.labelling is not None and found.cell is not None and stable.status == candidate.status == 200:
+            self.labelling.file(dict(request.headers), request.body, stable.body, candidate.body)
         if self.config.samples and found.cell is not None and "/differs" in found.cell:
             self.samples.append(self.sample(request, answers, found))
 
@@ -310,7 +311,7 @@ def application(comparator: Comparator) -> web.Application:
 
 
 def admin(comparator: Comparator) -> web.Application:
-    """Metrics, the kept disagreements, and liveness."""
+    """Metrics, the kept disagreements, labels (POST /feedback), and liveness."""
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(comparator.metrics.registry),
                             headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -322,7 +323,14 @@ def admin(comparator: Comparator) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok")
 
-    app = web.Application()
+    async def feedback(request: web.Request) -> web.Response:
+        if comparator.labelling is None:
+            return web.json_response({"error": "this comparison takes no labels (compare.labels is not set)"},
+                                     status=404)
+        return await comparator.labelling.feedback(request)
+
+    app = web.Application(client_max_size=MAX_FEEDBACK_BYTES)
+    app.router.add_post("/feedback", feedback)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/samples", samples)
     app.router.add_get("/healthz", healthz)

@@ -166,6 +166,16 @@ def comparison_view(comparison: dict[str, Any]) -> Table:
     for title, key in (("not compared", "failures"), ("dropped", "skipped")):
         if comparison.get(key):
             table.add_row(title, ", ".join(f"{reason} {count:,.0f}" for reason, count in comparison[key].items()))
+    labels = comparison.get("labels")
+    if labels:
+        table.add_row("labelled", f"{labels.get('labelled', 0):,.0f} requests (only the stable right "
+                      f"{labels.get('stableOnly', 0):,.0f}, only the candidate {labels.get('candidateOnly', 0):,.0f};"
+                      f" {labels.get('unlabelled', 0):,.0f} without a label in their window)")
+        table.add_row("stable accuracy", _rate(labels.get("stableAccuracy"), labels.get("stableInterval")))
+        table.add_row("candidate accuracy", _rate(labels.get("candidateAccuracy"), labels.get("candidateInterval")))
+        if labels.get("feedback"):
+            table.add_row("feedback", ", ".join(f"{reason} {count:,.0f}"
+                                                for reason, count in labels["feedback"].items()))
     return table
 
 

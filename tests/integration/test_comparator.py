@@ -9,6 +9,7 @@ methods and the format's inference POSTs are replayed; kept disagreements are re
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -66,21 +67,31 @@ def v2(label: float, request_id: str = "s3cret") -> bytes:
 
 
 @contextmanager
-def comparator(stable: str, candidate: str, tmp_path: Path, *extra: str) -> Iterator[tuple[str, str]]:
+def running_comparator(stable: str, candidate: str, tmp_path: Path, *extra: str,
+                       env: dict[str, str] | None = None) -> Iterator[tuple[str, str, subprocess.Popen[bytes]]]:
+    """`modelrollout compare` between two backends: (its mirror URL, its admin URL, its process)."""
     port, admin = free_port(), free_port()
     log = (tmp_path / "comparator.log").open("ab")
     process = subprocess.Popen([sys.executable, "-m", "controller", "compare", "--stable", stable, "--candidate",
                                 candidate, "--format", "v2", "--host", "127.0.0.1", "--port", str(port),
                                 "--admin-port", str(admin), "--rollout", "t/scorer", *extra],
-                               stdout=log, stderr=subprocess.STDOUT)
+                               stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     try:
         base, admin_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin}"
         wait_until(lambda: _up(admin_url), 60, "the comparator serving")
-        yield base, admin_url
+        yield base, admin_url, process
     finally:
-        process.terminate()
-        process.wait(10)
+        if process.poll() is None:
+            process.terminate()
+            process.wait(10)
         log.close()
+
+
+@contextmanager
+def comparator(stable: str, candidate: str, tmp_path: Path, *extra: str,
+               env: dict[str, str] | None = None) -> Iterator[tuple[str, str]]:
+    with running_comparator(stable, candidate, tmp_path, *extra, env=env) as (base, admin, _):
+        yield base, admin
 
 
 def _up(url: str) -> bool:
@@ -116,13 +127,15 @@ def skipped(admin: str, reason: str) -> float:
     return counters(admin).get(f'modelrollout_compare_skipped_total{{modelrollout="t/scorer",reason="{reason}"}}', 0.0)
 
 
-def mirror(base: str, n: int, path: str = "/v2/models/m/infer", method: str = "POST") -> list[float]:
-    """Send n mirrored requests; the seconds each took to be answered."""
+def mirror(base: str, n: int, path: str = "/v2/models/m/infer", method: str = "POST", first: int = 0) -> list[float]:
+    """Send n mirrored requests (inputs first, first + 1, ..., each named r-<input>); the seconds each
+    took to be answered."""
     took = []
     with httpx.Client(timeout=10) as client:
-        for i in range(n):
+        for i in range(first, first + n):
             started = time.monotonic()
-            answered = client.request(method, base + path, json={"inputs": [{"name": "x", "data": [i]}]})
+            answered = client.request(method, base + path, json={"inputs": [{"name": "x", "data": [i]}]},
+                                      headers={"x-request-id": f"r-{i}"})
             took.append(time.monotonic() - started)
             assert answered.status_code == 202
     return took

@@ -300,6 +300,23 @@ def test_the_comparator_runs_from_the_operators_image_with_the_steps_rules() -> 
     assert service["spec"]["ports"][0] == {"name": "http", "port": 8080, "targetPort": 8080}
 
 
+def test_a_comparator_that_takes_labels_gets_its_token_from_the_secret_and_a_volume_for_its_store() -> None:
+    api_client = RecordingApi()
+    labels = {"requestKey": "x-request-id", "prediction": "$.label", "window": "1h",
+              "tokenSecretRef": {"name": "scorer-feedback"}}
+    comparator_target(api_client, cache(), labels=labels).ensure_comparator(0)
+    pod = api_client.calls[1][2]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["env"] == [{"name": "MODELROLLOUT_FEEDBACK_TOKEN", "valueFrom": {"secretKeyRef": {
+        "name": "scorer-feedback", "key": "token"}}}], "the token is never in the Deployment itself"
+    assert container["volumeMounts"][0]["mountPath"] == "/var/lib/modelrollout"
+    assert pod["volumes"] == [{"name": "labels", "emptyDir": {}}]
+    args = container["args"]
+    for flag, value in (("--labels-key-header", "x-request-id"), ("--labels-prediction", "$.label"),
+                        ("--labels-window", "3600.0"), ("--labels-db", "/var/lib/modelrollout/labels.sqlite")):
+        assert args[args.index(flag) + 1] == value, (flag, args)
+
+
 def test_a_running_comparator_with_these_rules_is_left_alone_and_other_rules_replace_it() -> None:
     shown = compared_spec()
     assert shown.strategy.steps[0].shadow is not None and shown.strategy.steps[0].shadow.compare is not None

@@ -111,6 +111,42 @@ def test_a_candidate_that_differs_more_than_the_stable_holds_for_a_human_naming_
     assert later.signal.verdict == AnalysisVerdict.HOLD and not later.decisions, "the breach stands, told once"
 
 
+LABELS = {"requestKey": "x-request-id", "tokenSecretRef": {"name": "feedback"}}
+
+
+def test_labels_score_both_models_a_less_accurate_candidate_holds_naming_both_accuracies() -> None:
+    comparator = Comparator()
+    step = Step(spec(labels=LABELS), comparator)
+    step.look()
+    for _ in range(60):
+        comparator.serve(100)  # the two answer alike: the disagreement test stays quiet
+        for name, n in (("both-right", 85), ("stable-only", 6), ("candidate-only", 1), ("both-wrong", 8)):
+            comparator.add(f"modelrollout_compare_labelled_total|{name}||||", n)
+        comparator.add("modelrollout_compare_feedback_total|||stored||", 100)
+        result = step.look()
+        if result.decisions:
+            break
+    shown = result.state.comparison.labels
+    assert [d.verdict for d in result.decisions] == ["breach: hold"] and "maxDrop 0.01" in result.signal.reason
+    assert shown.stable_accuracy == 0.91 and shown.candidate_accuracy == 0.86, shown
+    assert shown.candidate_interval[0] < 0.86 < shown.candidate_interval[1]
+    assert shown.stable_only == 6 * shown.labelled / 100 and shown.feedback["stored"] == shown.labelled
+    assert result.state.comparison.breached == ["labels"]
+
+
+def test_equally_accurate_models_pass_the_labels_test() -> None:
+    comparator = Comparator()
+    step = Step(spec(labels=LABELS), comparator)
+    step.look()
+    for _ in range(30):
+        comparator.serve(100)
+        for name, n in (("both-right", 85), ("stable-only", 3), ("candidate-only", 3), ("both-wrong", 9)):
+            comparator.add(f"modelrollout_compare_labelled_total|{name}||||", n)
+        result = step.look()
+        assert result.signal.verdict == AnalysisVerdict.PASS, result.signal.reason
+    assert result.state.comparison.evidence["labelsNoWorse"] > 0
+
+
 def test_a_rollback_breach_fails_the_step() -> None:
     comparator = Comparator()
     step = Step(spec(disagreement={"maxExcess": 0.01, "onBreach": "rollback"}), comparator)

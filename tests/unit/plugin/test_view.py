@@ -113,6 +113,14 @@ def test_get_shows_a_comparison_and_diff_shows_the_disagreements_side_by_side() 
     text = _text(rollout_view({**ROLLOUT, "status": status}))
     assert "Comparison of answers: breached: disagreement" in text
     assert "6.1% [4.5%, 8.0%]" in text and "predict (73)" in text and "candidate/timeout 2" in text
+    labels = {"labelled": 900, "stableAccuracy": 0.91, "stableInterval": [0.88, 0.93], "candidateAccuracy": 0.86,
+              "candidateInterval": [0.83, 0.89], "stableOnly": 54, "candidateOnly": 9, "unlabelled": 3,
+              "feedback": {"stored": 903, "unknown-key": 4}}
+    labelled = _text(rollout_view({**ROLLOUT, "status": {**status, "analysis": {
+        **status["analysis"], "comparison": {**comparison, "labels": labels}}}}))
+    assert "candidate accuracy 86.0% [83.0%, 89.0%]" in " ".join(labelled.split()), labelled
+    assert "only the stable right 54, only the candidate 9" in " ".join(labelled.split())
+    assert "unknown-key 4" in labelled
     shown = _text(diff_view([{"method": "POST", "path": "/v2/models/scorer/infer", "differsAt": ["predict"],
                               "stable": '{"outputs": [0]}', "candidate": '{"outputs": [1]}',
                               "status": {"stable": 200, "candidate": 200}}]))

@@ -1,0 +1,214 @@
+"""Labels posted later, for `compare.labels`: the comparator files each compared request's two
+predictions under its key, takes labels at POST /feedback on its admin port, and scores each
+request once, counting it in its cell of `stats.paired.LABELLED_CELLS`.
+
+POST /feedback (`Authorization: Bearer <the Secret's token>`), a JSON body of one label or a batch:
+
+    {"key": "r-1", "label": 1}
+    {"labels": [{"key": "r-1", "label": 1}, {"key": "r-2", "label": 0}]}
+
+answers 200 with what became of each (`stored`, `unknown-key`, `expired`, `duplicate`, `late`,
+`wrong-type`): a label the comparator cannot use is counted and said, never an error to its
+sender. A body that is not one of the two shapes is 400, naming the field; no or another token is
+401; more labels a second than `maxFeedbackPerSecond` is 429. Nothing is stored unless the answer
+is 200, and everything answered 200 is committed first.
+
+The store is SQLite (`store.PredictionStore`); its calls run on one thread of their own, so the
+event loop that takes mirrored requests never waits on a disk. Predictions are filed in batches
+every quarter second (a crash loses at most that much of them, never an acknowledged label).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from controller.comparator.labels import LabelRules, Received, cell, prediction, request_key, right, valid_label
+from controller.comparator.limits import TokenBucket
+from controller.comparator.store import PredictionStore
+from controller.stats.paired import LABELLED_CELLS
+
+MAX_BATCH = 10_000
+MAX_FEEDBACK_BYTES = 8 << 20
+FILE_EVERY, SCORE_EVERY, PRUNE_EVERY = 0.25, 1.0, 60.0
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    rules: LabelRules
+    db: str  # the SQLite file, on the comparator's volume
+    token: str  # the bearer token /feedback requires; empty: every post is refused
+    window_seconds: float | None = None
+    retention_seconds: float = 7 * 86400.0
+    max_entries: int = 1_000_000
+    per_second: float = 1000.0
+
+
+class Malformed(ValueError):
+    """A feedback body that is not one label or a batch; its message names the field."""
+
+
+def parse_feedback(body: bytes) -> list[tuple[str, Any]]:
+    """(key, label) pairs from a feedback body, or Malformed naming what is wrong."""
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise Malformed("the body is not JSON") from None
+    if isinstance(document, dict) and "labels" in document:
+        items, where = document["labels"], "labels"
+        if not isinstance(items, list):
+            raise Malformed("labels: must be a list of {key, label}")
+        if len(items) > MAX_BATCH:
+            raise Malformed(f"labels: at most {MAX_BATCH} in one post, not {len(items)}")
+        named = [(f"labels[{i}]", item) for i, item in enumerate(items)]
+    else:
+        named, where = [("", document)], ""
+    found = []
+    for prefix, item in named:
+        at = f"{prefix}." if prefix else ""
+        if not isinstance(item, dict):
+            raise Malformed(f"{prefix or where or 'the body'}: must be an object {{key, label}}")
+        key = item.get("key")
+        if not isinstance(key, str) or not key or len(key) > 256:
+            raise Malformed(f"{at}key: required, a string of 1-256 characters")
+        if "label" not in item:
+            raise Malformed(f"{at}label: required")
+        found.append((key, item["label"]))
+    return found
+
+
+class LabelMetrics:
+    def __init__(self, registry: CollectorRegistry, by: list[str], own: tuple[str, ...]) -> None:
+        self.own = own
+        self.labelled = Counter("modelrollout_compare_labelled", "Labelled requests scored, by cell: which of the "
+                                "two models was right", [*by, "cell"], registry=registry)
+        self.unlabelled = Counter("modelrollout_compare_unlabelled", "Requests whose label window closed without "
+                                  "a label (left out of the test)", by, registry=registry)
+        self.feedback = Counter("modelrollout_compare_feedback", "Posted labels by what became of them, and posts "
+                                "refused (malformed, unauthorized, limited)", [*by, "reason"], registry=registry)
+        self.filed = Counter("modelrollout_compare_predictions_filed", "Compared requests whose predictions were "
+                             "filed for their labels", by, registry=registry)
+        self.unfiled = Counter("modelrollout_compare_predictions_unfiled", "Compared requests not filed, by reason "
+                               "(no key, no prediction, a key seen before)", [*by, "reason"], registry=registry)
+        self.kept = Gauge("modelrollout_compare_predictions_kept", "Predictions waiting for a label or kept after",
+                          by, registry=registry)
+        for name in LABELLED_CELLS:
+            self.labelled.labels(*own, name)
+        self.unlabelled.labels(*own)
+
+
+class Labelling:
+    """The comparator's labels: filing, /feedback, scoring; `run` until cancelled."""
+
+    def __init__(self, config: LabelConfig, metrics: LabelMetrics, clock: Any = time.time) -> None:
+        self.config, self.metrics, self.clock = config, metrics, clock
+        self.bucket = TokenBucket(config.per_second)
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="labels")
+        self.store = PredictionStore(config.db, config.retention_seconds, config.max_entries)
+        self.pending: list[tuple[str, float, Any, Any]] = []
+
+    def file(self, headers: dict[str, str], body: bytes, stable: bytes, candidate: bytes) -> None:
+        """A compared request both models answered: its predictions, filed at the next flush."""
+        rules = self.config.rules
+        key = request_key(rules, headers, body)
+        if key is None:
+            self.metrics.unfiled.labels(*self.metrics.own, "no-key").inc()
+            return
+        predicted = prediction(rules, stable), prediction(rules, candidate)
+        if predicted[0] is None or predicted[1] is None:
+            self.metrics.unfiled.labels(*self.metrics.own, "no-prediction").inc()
+            return
+        self.pending.append((key, self.clock(), *predicted))
+
+    async def _on_store(self, call: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, call, *args)
+
+    def _taken(self) -> list[tuple[str, float, Any, Any]]:
+        """The predictions waiting to be filed, taken on the event loop (which alone appends to them)."""
+        batch, self.pending = self.pending, []
+        return batch
+
+    def _flush(self, batch: list[tuple[str, float, Any, Any]]) -> None:
+        for key, at, stable, candidate in batch:
+            if self.store.file(key, at, stable, candidate):
+                self.metrics.filed.labels(*self.metrics.own).inc()
+            else:
+                self.metrics.unfiled.labels(*self.metrics.own, "key-seen-before").inc()
+
+    def _label(self, batch: list[tuple[str, float, Any, Any]], labels: list[tuple[str, Any]]) -> list[Received]:
+        self._flush(batch)  # a label may follow its request closely
+        usable = [(key, label) for key, label in labels if valid_label(self.config.rules.task, label)]
+        stored = iter(self.store.label(usable, self.clock()))
+        return [next(stored) if valid_label(self.config.rules.task, label) else Received.WRONG_TYPE
+                for _, label in labels]
+
+    def _score(self, batch: list[tuple[str, float, Any, Any]]) -> None:
+        self._flush(batch)
+        due = self.store.due(self.clock(), self.config.window_seconds)
+        own = self.metrics.own
+        for request in due:
+            if request.label is None:
+                self.metrics.unlabelled.labels(*own).inc()
+            else:
+                rules = self.config.rules
+                self.metrics.labelled.labels(*own, cell(right(rules, request.stable, request.label),
+                                                        right(rules, request.candidate, request.label))).inc()
+        self.store.scored([request.key for request in due])
+
+    def _prune(self) -> None:
+        self.store.prune(self.clock())
+        self.metrics.kept.labels(*self.metrics.own).set(self.store.count())
+
+    async def run(self) -> None:
+        last_score = last_prune = 0.0
+        while True:
+            await asyncio.sleep(FILE_EVERY)
+            now = time.monotonic()
+            if now - last_prune >= PRUNE_EVERY:
+                last_prune = now
+                await self._on_store(self._prune)
+            if now - last_score >= SCORE_EVERY:
+                last_score = now
+                await self._on_store(self._score, self._taken())
+            elif self.pending:
+                await self._on_store(self._flush, self._taken())
+
+    async def feedback(self, request: web.Request) -> web.Response:
+        own = self.metrics.own
+        token = self.config.token
+        offered = request.headers.get("Authorization", "")
+        if not token or not hmac.compare_digest(offered.encode(), f"Bearer {token}".encode()):
+            self.metrics.feedback.labels(*own, "unauthorized").inc()
+            return web.json_response({"error": "a bearer token is required (the Secret of labels.tokenSecretRef)"},
+                                     status=401)
+        try:
+            labels = parse_feedback(await request.read())
+        except Malformed as error:
+            self.metrics.feedback.labels(*own, "malformed").inc()
+            return web.json_response({"error": str(error)}, status=400)
+        if not self.bucket.take(len(labels)):
+            self.metrics.feedback.labels(*own, "limited").inc(len(labels))
+            return web.json_response({"error": f"more than {self.config.per_second:g} labels a second "
+                                      "(labels.maxFeedbackPerSecond); retry later"}, status=429,
+                                     headers={"Retry-After": "1"})
+        received = await self._on_store(self._label, self._taken(), labels)
+        counts: dict[str, int] = {}
+        for outcome in received:
+            counts[outcome.value] = counts.get(outcome.value, 0) + 1
+            self.metrics.feedback.labels(*own, outcome.value).inc()
+        return web.json_response(counts)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._on_store(self._flush, self._taken())
+        await self._on_store(self.store.close)
+        self.executor.shutdown(wait=True)
