@@ -40,6 +40,7 @@ from controller.stats.paired import LABELLED_CELLS
 MAX_BATCH = 10_000
 MAX_FEEDBACK_BYTES = 8 << 20
 FILE_EVERY, SCORE_EVERY, PRUNE_EVERY = 0.25, 1.0, 60.0
+DUE_BATCH, SCORE_BATCHES = 10_000, 20  # at most 200,000 requests scored a second
 
 
 @dataclass(frozen=True)
@@ -153,16 +154,18 @@ class Labelling:
 
     def _score(self, batch: list[tuple[str, float, Any, Any]]) -> None:
         self._flush(batch)
-        due = self.store.due(self.clock(), self.config.window_seconds)
-        own = self.metrics.own
-        for request in due:
-            if request.label is None:
-                self.metrics.unlabelled.labels(*own).inc()
-            else:
-                rules = self.config.rules
-                self.metrics.labelled.labels(*own, cell(right(rules, request.stable, request.label),
-                                                        right(rules, request.candidate, request.label))).inc()
-        self.store.scored([request.key for request in due])
+        rules, own = self.config.rules, self.metrics.own
+        for _ in range(SCORE_BATCHES):  # bounded: the next pass scores the rest
+            due = self.store.due(self.clock(), self.config.window_seconds, DUE_BATCH)
+            for request in due:
+                if request.label is None:
+                    self.metrics.unlabelled.labels(*own).inc()
+                else:
+                    self.metrics.labelled.labels(*own, cell(right(rules, request.stable, request.label),
+                                                            right(rules, request.candidate, request.label))).inc()
+            self.store.scored([request.key for request in due])
+            if len(due) < DUE_BATCH:
+                return
 
     def _prune(self) -> None:
         self.store.prune(self.clock())
