@@ -35,10 +35,7 @@ def file_predictions(path: Path, keys: list[str]) -> float:
     store = PredictionStore(path, retention_seconds=7 * 86400.0, max_entries=10_000_000)
     started, now = time.monotonic(), time.time()
     for first in range(0, len(keys), 1000):
-        with store.db:
-            store.db.execute("BEGIN")
-            for key in keys[first:first + 1000]:
-                store.file(key, now, 1, 0)
+        store.file([(key, now, 1, 0) for key in keys[first:first + 1000]])
     store.close()
     return time.monotonic() - started
 

@@ -139,11 +139,12 @@ class Labelling:
         return batch
 
     def _flush(self, batch: list[tuple[str, float, Any, Any]]) -> None:
-        for key, at, stable, candidate in batch:
-            if self.store.file(key, at, stable, candidate):
-                self.metrics.filed.labels(*self.metrics.own).inc()
-            else:
-                self.metrics.unfiled.labels(*self.metrics.own, "key-seen-before").inc()
+        if not batch:
+            return
+        new = self.store.file(batch)
+        self.metrics.filed.labels(*self.metrics.own).inc(new)
+        if new < len(batch):
+            self.metrics.unfiled.labels(*self.metrics.own, "key-seen-before").inc(len(batch) - new)
 
     def _label(self, batch: list[tuple[str, float, Any, Any]], labels: list[tuple[str, Any]]) -> list[Received]:
         self._flush(batch)  # a label may follow its request closely

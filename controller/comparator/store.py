@@ -52,11 +52,17 @@ class PredictionStore:
     def close(self) -> None:
         self.db.close()
 
-    def file(self, key: str, at: float, stable: Any, candidate: Any) -> bool:
-        """File a compared request's predictions; False when its key was filed already (the first stands)."""
-        cursor = self.db.execute("INSERT OR IGNORE INTO predictions (key, at, stable, candidate) VALUES (?, ?, ?, ?)",
-                                 (key, at, json.dumps(stable), json.dumps(candidate)))
-        return cursor.rowcount == 1
+    def file(self, filed: list[tuple[str, float, Any, Any]]) -> int:
+        """File compared requests' predictions (key, at, stable, candidate) in one transaction; how many
+        were new (a key filed already keeps its first predictions)."""
+        new = 0
+        with self.db:
+            self.db.execute("BEGIN")
+            for key, at, stable, candidate in filed:
+                new += self.db.execute("INSERT OR IGNORE INTO predictions (key, at, stable, candidate) "
+                                       "VALUES (?, ?, ?, ?)", (key, at, json.dumps(stable),
+                                                               json.dumps(candidate))).rowcount
+        return new
 
     def label(self, labels: list[tuple[str, Any]], now: float) -> list[Received]:
         """Store a batch of (key, label), in one transaction; what became of each."""

@@ -4,7 +4,9 @@ TEST TOOLING. A rollout's comparator is a Deployment of the operator's own image
 no containers, so `ComparatorKubelet` does for its pods what `fleet.ModelFleet` does for model
 pods: for each Running comparator pod with an address, it runs the pod's own arguments
 (`modelrollout compare ...`, as the operator wrote them) inside the pods' network namespace,
-listening on the pod's address. The sandbox has no cluster DNS and no kube-proxy, so the two
+listening on the pod's address, with its environment (Secret references read from the Secret) and
+its volumes (an emptyDir per mount, a directory of the workdir that outlives the process). The
+sandbox has no cluster DNS and no kube-proxy, so the two
 Service URLs in the arguments (`http://<svc>.<ns>.svc:<port>`) are given the address and port of
 the Service's first ready endpoint, read from its EndpointSlices, as DNS and kube-proxy would
 have sent them there. Prometheus finds the comparators' admin ports through a file_sd file.
@@ -12,6 +14,7 @@ have sent them there. Prometheus finds the comparators' admin ports through a fi
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import logging
@@ -41,6 +44,7 @@ class Wanted:
     pod: str
     address: str
     args: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = ()
 
 
 class ComparatorKubelet:
@@ -127,11 +131,51 @@ class ComparatorKubelet:
             status, name = pod.get("status") or {}, pod["metadata"]["name"]
             if pod["metadata"].get("deletionTimestamp") or status.get("phase") != "Running" or not status.get("podIP"):
                 continue
-            resolved = [self._resolve(arg) for arg in pod["spec"]["containers"][0].get("args") or []]
-            if any(arg is None for arg in resolved):
-                continue  # a Service without a ready endpoint yet: the next pass looks again
-            found[name] = Wanted(name, status["podIP"], (*(str(arg) for arg in resolved), "--host", status["podIP"]))
+            container = pod["spec"]["containers"][0]
+            volumes = self._volumes(name, container)
+            resolved = [self._resolve(self._on_volume(arg, volumes)) for arg in container.get("args") or []]
+            env = self._env(container)
+            if any(arg is None for arg in resolved) or env is None:
+                continue  # a Service without a ready endpoint, a Secret not there yet: the next pass looks again
+            found[name] = Wanted(name, status["podIP"], (*(str(arg) for arg in resolved), "--host", status["podIP"]),
+                                 env)
         return found
+
+    def _volumes(self, pod: str, container: dict[str, Any]) -> dict[str, Path]:
+        """The container's mount paths, each an emptyDir of the pod's under the workdir (kept across the
+        pod's restarts, as an emptyDir is)."""
+        mounted = {}
+        for mount in container.get("volumeMounts") or []:
+            local = self.workdir / "volumes" / pod / mount["name"]
+            local.mkdir(parents=True, exist_ok=True)
+            mounted[mount["mountPath"].rstrip("/")] = local
+        return mounted
+
+    @staticmethod
+    def _on_volume(arg: str, volumes: dict[str, Path]) -> str:
+        for path, local in volumes.items():
+            if arg.startswith(path + "/"):
+                return str(local / arg[len(path) + 1:])
+        return arg
+
+    def _env(self, container: dict[str, Any]) -> tuple[tuple[str, str], ...] | None:
+        """The container's environment, Secret references read as the kubelet reads them; None while a
+        Secret it names is missing."""
+        found = []
+        for entry in container.get("env") or []:
+            if "value" in entry:
+                found.append((entry["name"], entry["value"]))
+                continue
+            ref = (entry.get("valueFrom") or {}).get("secretKeyRef") or {}
+            try:
+                secret = self._plain(self.core.read_namespaced_secret(ref["name"], self.namespace))
+            except client.ApiException:
+                return None
+            value = (secret.get("data") or {}).get(ref["key"])
+            if value is None:
+                return None
+            found.append((entry["name"], base64.b64decode(value).decode()))
+        return tuple(found)
 
     def _resolve(self, arg: str) -> str | None:
         """A Service URL as its first ready endpoint's address and port; any other argument as it is."""
@@ -154,7 +198,7 @@ class ComparatorKubelet:
         with (self.workdir / f"{want.pod}.log").open("ab") as out:
             process = subprocess.Popen(self.network.command([sys.executable, "-m", "controller", *want.args]),
                                        stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       start_new_session=True)
+                                       start_new_session=True, env={**os.environ, **dict(want.env)})
         log.info("comparator for pod %s on %s: PID %d", want.pod, want.address, process.pid)
         self.running[want.pod] = (want, process)
 

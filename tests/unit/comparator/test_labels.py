@@ -1,0 +1,105 @@
+"""Labels for both models: how a request is named, where a prediction is, when it is right, and what
+the store does with late, repeated, unknown and expired labels."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from controller.comparator.feedback import Malformed, parse_feedback
+from controller.comparator.labels import LabelRules, Received, Task, cell, prediction, request_key, right, valid_label
+from controller.comparator.store import PredictionStore
+
+
+def v2(*data: float) -> bytes:
+    return json.dumps({"outputs": [{"name": "predict", "shape": [1, len(data)], "data": list(data)}]}).encode()
+
+
+def test_a_request_is_named_by_its_header_or_a_path_into_its_body() -> None:
+    by_header = LabelRules(key_header="X-Request-Id")
+    assert request_key(by_header, {"x-request-id": "r-1"}, b"{}") == "r-1"
+    assert request_key(by_header, {}, b"{}") is None
+    by_path = LabelRules(key_path="$.id")
+    assert request_key(by_path, {}, b'{"id": 7, "inputs": []}') == "7"
+    assert request_key(by_path, {}, b'{"id": true}') is None and request_key(by_path, {}, b"not json") is None
+    with pytest.raises(ValueError, match="one of them"):
+        LabelRules()
+
+
+def test_predictions_are_read_where_the_rules_say_or_from_v2s_first_output() -> None:
+    assert prediction(LabelRules(key_header="k"), v2(1.0)) == 1.0
+    assert prediction(LabelRules(key_header="k"), b'{"predictions": [0, 1]}') == 0
+    assert prediction(LabelRules(key_header="k", task=Task.RANKING), v2(3, 1, 2)) == [3, 1, 2]
+    assert prediction(LabelRules(key_header="k", prediction="$.label"), b'{"label": "fraud"}') == "fraud"
+    assert prediction(LabelRules(key_header="k"), b"<html>") is None
+
+
+def test_right_by_task() -> None:
+    classes = LabelRules(key_header="k")
+    assert right(classes, 1.0, 1) and not right(classes, 0, 1) and right(classes, "cat", "cat")
+    regression = LabelRules(key_header="k", task=Task.REGRESSION, tolerance=0.5)
+    assert right(regression, 10.4, 10) and not right(regression, 10.6, 10)
+    ranking = LabelRules(key_header="k", task=Task.RANKING, k=2)
+    assert right(ranking, [5, 3, 9], 3) and not right(ranking, [5, 3, 9], 9) and not right(ranking, 3, 3)
+    assert valid_label(Task.CLASSIFICATION, "cat") and not valid_label(Task.CLASSIFICATION, {"a": 1})
+    assert not valid_label(Task.REGRESSION, "1.5") and not valid_label(Task.CLASSIFICATION, True)
+    assert [cell(True, True), cell(True, False), cell(False, True), cell(False, False)] == [
+        "both-right", "stable-only", "candidate-only", "both-wrong"]
+
+
+def test_the_store_takes_each_label_once_and_says_what_became_of_the_others(tmp_path: Path) -> None:
+    store = PredictionStore(tmp_path / "labels.sqlite", retention_seconds=100, max_entries=3)
+    assert store.file([("a", 0.0, 1, 0), ("b", 50.0, 1, 1), ("a", 60.0, 0, 0)]) == 2, "a key keeps its first"
+    assert store.label([("a", 1), ("a", 0), ("zzz", 1)], now=90.0) == [
+        Received.STORED, Received.DUPLICATE, Received.UNKNOWN]
+    assert store.label([("b", 1)], now=151.0) == [Received.EXPIRED]
+    due = store.due(now=90.0, window_seconds=None)
+    assert [(d.key, d.stable, d.candidate, d.label) for d in due] == [("a", 1, 0, 1)]
+    store.scored(["a"])
+    assert store.due(now=90.0, window_seconds=None) == []
+
+
+def test_a_window_scores_every_request_when_it_closes_and_a_label_after_it_is_late(tmp_path: Path) -> None:
+    store = PredictionStore(tmp_path / "labels.sqlite", retention_seconds=1000, max_entries=10)
+    store.file([("early", 0.0, 1, 1), ("late", 5.0, 0, 1), ("open", 50.0, 1, 1)])
+    store.label([("early", 1)], now=3.0)
+    due = store.due(now=30.0, window_seconds=20.0)
+    assert [(d.key, d.label) for d in due] == [("early", 1), ("late", None)], "in request order"
+    store.scored([d.key for d in due])
+    assert store.label([("late", 1), ("open", 1)], now=31.0) == [Received.LATE, Received.STORED]
+
+
+def test_the_store_keeps_at_most_its_entries_and_its_retention(tmp_path: Path) -> None:
+    store = PredictionStore(tmp_path / "labels.sqlite", retention_seconds=100, max_entries=2)
+    store.file([(f"k{i}", float(i), 1, 1) for i in range(5)])
+    assert store.prune(now=50.0) == 3 and store.count() == 2
+    assert store.prune(now=1000.0) == 2 and store.count() == 0
+    store.close()
+    reopened = PredictionStore(tmp_path / "labels.sqlite", retention_seconds=100, max_entries=2)
+    assert reopened.count() == 0
+
+
+@given(st.binary(max_size=300) | st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["key", "label", "labels"]), inner,
+                                                                 max_size=3), max_leaves=8).map(
+    lambda document: json.dumps(document).encode()))
+def test_any_feedback_body_is_labels_or_a_400_naming_what_is_wrong(body: bytes) -> None:
+    try:
+        found = parse_feedback(body)
+    except Malformed as error:
+        assert str(error)
+        return
+    assert all(isinstance(key, str) and key for key, _ in found)
+
+
+def test_a_malformed_batch_names_the_item_and_the_field() -> None:
+    with pytest.raises(Malformed, match=r"labels\[1\]\.label: required"):
+        parse_feedback(b'{"labels": [{"key": "a", "label": 1}, {"key": "b"}]}')
+    with pytest.raises(Malformed, match="labels: must be a list"):
+        parse_feedback(b'{"labels": {"key": "a"}}')
+    assert parse_feedback(b'{"key": "a", "label": null}') == [("a", None)]
