@@ -194,3 +194,22 @@ CANDIDATE_ACCURACY = Score((1.0, 0.0, 1.0, 0.0))
 JUDGED_CELLS = ("candidate", "stable", "tie")
 # The stable's share of the decided pairs: above 1/2 + margin, the candidate loses.
 STABLE_WINS = Score((0.0, 1.0, math.nan))
+# The stable's share of a judge's verdicts, a tie counting half: the quantity a human-calibrated
+# judge is corrected toward.
+STABLE_SHARE = Score((0.0, 1.0, 0.5))
+# Pairs a human judged too, by (the judge's verdict, the human's): y - f, the judge's error on each.
+CALIBRATION_CELLS = tuple(f"{judge}/{human}" for judge in JUDGED_CELLS for human in JUDGED_CELLS)
+JUDGE_ERROR = Score(tuple(STABLE_SHARE.values[h] - STABLE_SHARE.values[j]
+                          for j in range(len(JUDGED_CELLS)) for h in range(len(JUDGED_CELLS))))
+
+
+def prediction_powered(judged: npt.ArrayLike, calibration: npt.ArrayLike, alpha: float) -> tuple[float, float]:
+    """A confidence sequence for the stable's share of *human* preferences, from many pairs only a
+    judge saw and a few a human judged too: prediction-powered inference (Angelopoulos, Bates, Fannjiang,
+    Jordan & Zrnic, "Prediction-powered inference", Science 382, 2023), the judge's mean corrected by its
+    mean error on the human-judged pairs. Each part is a betting confidence sequence at alpha / 2, so
+    their sum holds at every look with probability 1 - alpha (a union bound: anytime-valid, unlike the
+    paper's fixed-sample interval)."""
+    judge_low, judge_high = confidence_sequence(STABLE_SHARE, judged, alpha / 2)
+    error_low, error_high = confidence_sequence(JUDGE_ERROR, calibration, alpha / 2)
+    return max(0.0, judge_low + error_low), min(1.0, judge_high + error_high)

@@ -118,3 +118,18 @@ def test_bad_counts_and_scores_are_refused_with_the_reason() -> None:
         paired.Score((math.nan,))
     with pytest.raises(ValueError, match="alpha"):
         paired.log_threshold(1.0)
+
+
+def test_a_biased_judge_is_corrected_toward_the_humans_by_prediction_powered_inference() -> None:
+    """Humans split 50/50; the judge prefers the stable on 15% of the pairs humans gave the candidate.
+    Its raw share excludes the truth; corrected by 200 human-judged pairs, the interval covers it."""
+    rng = np.random.default_rng(3)
+    human = rng.choice(["candidate", "stable"], size=20_000)
+    judge = np.where((human == "candidate") & (rng.random(human.size) < 0.15), "stable", human)
+    judged = np.array([[np.sum(judge[200:] == cell) for cell in paired.JUDGED_CELLS]], dtype=float)
+    calibration = np.array([[np.sum((judge[:200] == j) & (human[:200] == h)) for j in paired.JUDGED_CELLS
+                             for h in paired.JUDGED_CELLS]], dtype=float)
+    raw = paired.confidence_sequence(paired.STABLE_SHARE, judged, ALPHA)
+    low, high = paired.prediction_powered(judged, calibration, ALPHA)
+    assert raw[0] > 0.5, raw
+    assert low < 0.5 < high and high - low < 0.5, (low, high)
