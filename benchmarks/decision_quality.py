@@ -831,8 +831,85 @@ def _labelled(look: float | None, per_look: float) -> str:
     return "never" if look is None else f"{look * per_look:,.0f}"
 
 
+# --- a judge model's preferences (compare.judge) ------------------------------------------------------
+
+JUDGED_PER_LOOK, JUDGE_MARGIN, HUMAN_LABELS = 20.0, 0.05, 30
+
+
+def judge_cells(stable_share: float, ties: float = 0.2, position_bias: float = 0.55, randomised: bool = True,
+                indifferent: float = 0.3, leaning: float = 0.0) -> FloatArray:
+    """The chance of each of `paired.JUDGED_CELLS` for one judged pair. Shown in a fair order, the judge
+    prefers the stable on `stable_share` of the pairs it decides; on a share `indifferent` of them it
+    cannot tell and picks the answer shown first (A) with `position_bias`. Shown in a random order that
+    bias cancels; with the candidate always first, it moves those pairs its way. `leaning`: of the pairs
+    the judge would give the candidate, it gives this share to the stable (a judge biased to one model)."""
+    decided = 1 - ties
+    stable = stable_share + (1 - stable_share) * leaning
+    if not randomised:
+        stable -= indifferent * (position_bias - 0.5)
+    return np.array([decided * (1 - stable), decided * stable, ties])
+
+
+def judged_counts(rng: np.random.Generator, cells: FloatArray, runs: int, looks: int) -> Iterator[FloatArray]:
+    total = np.zeros((runs, cells.size))
+    for _ in range(looks):
+        total = total + rng.multinomial(rng.poisson(JUDGED_PER_LOOK, runs), cells)
+        yield total
+
+
+def judge_aa(rng: np.random.Generator, settings: Settings, verdicts: Verdicts) -> Lines:
+    runs, looks = settings.aa_runs, settings.looks
+    lines = ["", f"13. a judge model's preferences (compare.judge), margin {JUDGE_MARGIN:.0%}, "
+             f"{JUDGED_PER_LOOK / INTERVAL_SECONDS:.0f} judged pairs/s over {looks} looks: false decisions "
+             f"(goal <= {ALPHA:.0%})",
+             f"   {'case':>78}  false decision [95% CI]"]
+    worse = compare_tests.judged_worse(ALPHA, JUDGE_MARGIN)
+    early = compare_tests.judged_no_worse(ALPHA, JUDGE_MARGIN)
+    margin = 0.5 + JUDGE_MARGIN
+    rates = []
+    for case, cells, test in (
+            ("equal models, judge position bias 55/45, order randomised: hold", judge_cells(0.5), worse),
+            ("equal models, position bias 60/40, 40% ties, order randomised: hold", judge_cells(0.5, 0.4, 0.6),
+             worse),
+            ("the stable preferred on 1/2 + margin of decided pairs: hold", judge_cells(margin), worse),
+            ("the same: early pass (noWorse)", judge_cells(margin), early)):
+        first = first_decision(test, judged_counts(rng, cells, runs, looks), runs)
+        rates.append(rate_of(first))
+        lines.append(f"   {case:>78}  {rates[-1].cell()}")
+    # Humans prefer the stable on exactly 1/2 + margin; the judge leans to the stable on 15% of the pairs
+    # humans give the candidate. Its raw verdict breaches; corrected by 30 human-judged pairs, it may not.
+    # (At most 500 runs: the corrected interval inverts two tests over a grid at every look.)
+    runs = min(runs, 500)
+    leaning = 0.15
+    judge = judge_cells(margin, ties=0.0, leaning=leaning)
+    calibration = np.zeros((runs, len(paired.CALIBRATION_CELLS)))
+    humans = rng.binomial(1, margin, size=(runs, HUMAN_LABELS))  # 1: the human prefers the stable
+    leans = rng.random((runs, HUMAN_LABELS)) < leaning
+    judges = np.where(humans == 1, 1, np.where(leans, 1, 0))
+    for j, judged_name in ((0, "candidate"), (1, "stable")):
+        for h, human_name in ((0, "candidate"), (1, "stable")):
+            calibration[:, paired.CALIBRATION_CELLS.index(f"{judged_name}/{human_name}")] = \
+                np.sum((judges == j) & (humans == h), axis=1)
+    corrected = np.zeros(runs, dtype=np.int64)
+    raw = np.zeros(runs, dtype=np.int64)
+    for look, cumulative in enumerate(judged_counts(rng, judge, runs, looks), 1):
+        low, _ = paired.prediction_powered(cumulative, calibration, ALPHA)
+        corrected = np.where((corrected == NEVER) & (low > margin), look, corrected)
+        raw = np.where((raw == NEVER) & worse.look(cumulative).decided, look, raw)
+    rates.append(rate_of(corrected))
+    case = "judge leaning 15% to the stable, humans at 1/2 + margin, corrected by 30 human labels: hold"
+    lines.append(f"   {case:>78}  {rates[-1].cell()}")
+    lines.append(aa_summary(rates, ALPHA, verdicts, "every judge A/A cell <= alpha"))
+    unrandomised = first_decision(early, judged_counts(rng, judge_cells(margin, randomised=False), runs, looks), runs)
+    lines.append(f"   why randomise the order: the stable preferred on 1/2 + margin, the candidate always shown first "
+                 f"(position bias 55/45): false early pass {rate_of(unrandomised).cell()}")
+    lines.append(f"   why calibrate: the leaning judge's raw verdict in the same cell: false hold "
+                 f"{rate_of(raw).cell()}")
+    return lines
+
+
 SECTIONS = ("guardrail", "latency", "family", "ab", "srm", "speed", "latency-speed", "ab-speed", "paired",
-            "paired-speed", "labels", "labels-speed")
+            "paired-speed", "labels", "labels-speed", "judge")
 
 
 def report(settings: Settings, sections: Sequence[str] = SECTIONS) -> tuple[str, Verdicts]:
@@ -853,6 +930,7 @@ def report(settings: Settings, sections: Sequence[str] = SECTIONS) -> tuple[str,
         "paired-speed": lambda: paired_speed(rng, settings),
         "labels": lambda: labels_aa(rng, settings, verdicts),
         "labels-speed": lambda: labels_speed(rng, settings),
+        "judge": lambda: judge_aa(rng, settings, verdicts),
     }
     for section in sections:
         lines += runners[section]()

@@ -117,16 +117,31 @@ def confidence_sequence(score: Score, counts: npt.ArrayLike, alpha: float,
     n = _counts(counts, len(score.values))
     if n.shape[0] != 1:
         raise ValueError("a confidence sequence is for one run")
+    low, high = confidence_sequences(score, n, alpha, grid)
+    return float(low[0]), float(high[0])
+
+
+def confidence_sequences(score: Score, counts: npt.ArrayLike, alpha: float,
+                         grid: int = 401) -> tuple[FloatArray, FloatArray]:
+    """`confidence_sequence` of every run at once: (lows, highs), each (runs,)."""
+    n = _counts(counts, len(score.values))
     nulls = np.linspace(score.low, score.high, grid)
     limit = log_threshold(alpha / 2)
     # Mean above m is rejected (m too high) by the test of the negated score against -m, and below m
     # (m too low) by the test of the score against m.
-    kept = [m for m in nulls if log_evidence(score, float(m), n)[0] < limit
-            and log_evidence(score.negated(), -float(m), n)[0] < limit]
-    if not kept:  # the grid is coarser than the interval: it holds the mean
-        mean = score.mean(n)
-        return (mean, mean) if mean is not None else (score.low, score.high)
-    return float(min(kept)), float(max(kept))
+    kept = np.stack([(log_evidence(score, float(m), n) < limit) & (log_evidence(score.negated(), -float(m), n) < limit)
+                     for m in nulls], axis=1)  # (runs, grid)
+    values = np.asarray(score.values, dtype=np.float64)
+    scored = ~np.isnan(values)
+    totals = n[:, scored].sum(axis=1)
+    means = np.where(totals > 0, (n[:, scored] @ values[scored]) / np.maximum(totals, 1e-300), np.nan)
+    # Where the grid is coarser than the interval, it holds the mean; with no counts, the whole range.
+    fallback_low = np.where(np.isnan(means), score.low, means)
+    fallback_high = np.where(np.isnan(means), score.high, means)
+    any_kept = kept.any(axis=1)
+    low = np.where(any_kept, nulls[np.argmax(kept, axis=1)], fallback_low)
+    high = np.where(any_kept, nulls[grid - 1 - np.argmax(kept[:, ::-1], axis=1)], fallback_high)
+    return np.asarray(low, dtype=np.float64), np.asarray(high, dtype=np.float64)
 
 
 # --- the comparator's cells --------------------------------------------------------------------
@@ -203,13 +218,14 @@ JUDGE_ERROR = Score(tuple(STABLE_SHARE.values[h] - STABLE_SHARE.values[j]
                           for j in range(len(JUDGED_CELLS)) for h in range(len(JUDGED_CELLS))))
 
 
-def prediction_powered(judged: npt.ArrayLike, calibration: npt.ArrayLike, alpha: float) -> tuple[float, float]:
+def prediction_powered(judged: npt.ArrayLike, calibration: npt.ArrayLike,
+                       alpha: float) -> tuple[FloatArray, FloatArray]:
     """A confidence sequence for the stable's share of *human* preferences, from many pairs only a
     judge saw and a few a human judged too: prediction-powered inference (Angelopoulos, Bates, Fannjiang,
     Jordan & Zrnic, "Prediction-powered inference", Science 382, 2023), the judge's mean corrected by its
     mean error on the human-judged pairs. Each part is a betting confidence sequence at alpha / 2, so
     their sum holds at every look with probability 1 - alpha (a union bound: anytime-valid, unlike the
-    paper's fixed-sample interval)."""
-    judge_low, judge_high = confidence_sequence(STABLE_SHARE, judged, alpha / 2)
-    error_low, error_high = confidence_sequence(JUDGE_ERROR, calibration, alpha / 2)
-    return max(0.0, judge_low + error_low), min(1.0, judge_high + error_high)
+    paper's fixed-sample interval). Per run: (lows, highs)."""
+    judge_low, judge_high = confidence_sequences(STABLE_SHARE, judged, alpha / 2)
+    error_low, error_high = confidence_sequences(JUDGE_ERROR, calibration, alpha / 2)
+    return np.maximum(0.0, judge_low + error_low), np.minimum(1.0, judge_high + error_high)

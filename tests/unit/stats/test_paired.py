@@ -130,6 +130,6 @@ def test_a_biased_judge_is_corrected_toward_the_humans_by_prediction_powered_inf
     calibration = np.array([[np.sum((judge[:200] == j) & (human[:200] == h)) for j in paired.JUDGED_CELLS
                              for h in paired.JUDGED_CELLS]], dtype=float)
     raw = paired.confidence_sequence(paired.STABLE_SHARE, judged, ALPHA)
-    low, high = paired.prediction_powered(judged, calibration, ALPHA)
+    lows, highs = paired.prediction_powered(judged, calibration, ALPHA)
     assert raw[0] > 0.5, raw
-    assert low < 0.5 < high and high - low < 0.5, (low, high)
+    assert lows[0] < 0.5 < highs[0] and highs[0] - lows[0] < 0.5, (lows, highs)
