@@ -16,9 +16,14 @@ llama.cpp's OpenAI-compatible server sampling text from tiny random-weight langu
 
 from __future__ import annotations
 
+import base64
+import itertools
 import random
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -236,3 +241,103 @@ def test_sampled_text_a_rebuild_passes_and_a_degraded_model_is_held_naming_the_t
         assert world.comparators is not None and world.comparators.admin_url() is not None
         kept = httpx.get(f"{world.comparators.admin_url()}/samples", timeout=5).json()["samples"]
         assert kept and all(sample["tokens"]["candidate"] == 8 for sample in kept), kept
+
+
+class Labelled:
+    """The load's v2 requests, each named by its `id`, and each one's true label: the generated
+    dataset's own rule (`real_servers._TRAIN`), which the models learned with or without flipped labels."""
+
+    WEIGHTS = (1.0, -0.5, 0.25, 0.0)
+
+    def __init__(self) -> None:
+        self.truth: dict[str, int] = {}
+        self.ids = itertools.count()
+        self.lock = threading.Lock()
+
+    def payload(self, rng: random.Random) -> dict[str, Any]:
+        x = row(rng)
+        with self.lock:
+            key = f"r-{next(self.ids)}"
+            self.truth[key] = int(sum(w * v for w, v in zip(self.WEIGHTS, x, strict=True)) > 0)
+        return {"id": key, **payload_of(x)}
+
+    def taken(self, already: set[str]) -> list[dict[str, Any]]:
+        with self.lock:
+            fresh = [(key, label) for key, label in self.truth.items() if key not in already]
+        already.update(key for key, _ in fresh)
+        return [{"key": key, "label": label} for key, label in fresh]
+
+
+def payload_of(x: list[float]) -> dict[str, Any]:
+    return {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": x}]}
+
+
+@contextmanager
+def posting_labels(world: Any, labelled: Labelled, token: str) -> Iterator[dict[str, int]]:
+    """Every 2 s, the labels of the requests sent since, posted to the running comparator's /feedback:
+    labels that arrive a few seconds after their requests. Yields what became of them, summed."""
+    stop, posted, outcomes = threading.Event(), set[str](), dict[str, int]()
+
+    def post() -> None:
+        while not stop.wait(2.0):
+            admin = world.comparators.admin_url()
+            fresh = labelled.taken(posted)
+            if admin is None or not fresh:
+                continue
+            try:
+                answered = httpx.post(f"{admin}/feedback", json={"labels": fresh}, timeout=10,
+                                      headers={"Authorization": f"Bearer {token}"})
+            except httpx.HTTPError:
+                continue
+            for outcome, count in answered.json().items():
+                outcomes[outcome] = outcomes.get(outcome, 0) + count
+
+    thread = threading.Thread(target=post, name="labels", daemon=True)
+    thread.start()
+    try:
+        yield outcomes
+    finally:
+        stop.set()
+        thread.join(30)
+
+
+def test_labels_posted_later_pass_an_equally_accurate_model_and_hold_a_less_accurate_one(
+    api_client: client.ApiClient, namespace: str, kubeconfig: Path, tmp_path: Path, crd_installed: None
+) -> None:
+    """MLServer, real scikit-learn models; the test posts the true labels of the generated inputs a
+    few seconds after their requests. A retrained twin is as accurate: it passes and is promoted. A
+    model trained on 30% flipped labels is less accurate: the paired test holds it, with both
+    accuracies. The disagreement test is loosened (maxExcess 0.5): here the labels decide."""
+    recipe = MLServerRecipe(MODELS, "scorer").prepare(tmp_path / "trained")
+    labelled, token = Labelled(), "feedback-token-for-this-test"
+    client.CoreV1Api(api_client).create_namespaced_secret(namespace, client.V1Secret(
+        metadata=client.V1ObjectMeta(name="scorer-feedback"),
+        data={"token": base64.b64encode(token.encode()).decode()}))
+    with e2e_world(api_client, namespace, kubeconfig, tmp_path, rps=40, recipe_for_image=recipe.for_image,
+                   load_path="/v2/models/scorer/infer", payload=labelled.payload) as world:
+        compare = {"format": "v2", "maxRequestsPerSecond": 100, "disagreement": {"maxExcess": 0.5},
+                   "labels": {"requestKeyPath": "$.id", "tokenSecretRef": {"name": "scorer-feedback"}}}
+        steps = [{"shadow": {"percent": 100, "duration": "60s", "compare": compare}},
+                 {"canary": {"weight": 20, "duration": "10s"}}]
+        first = world.deploy(steps, image="scorer:mls-good", profile="mlserver", guardrails=[])
+        with posting_labels(world, labelled, token) as outcomes:
+            world.roll_out("mls-retrained")
+            scored = world.rollouts.wait_status(
+                "scorer", lambda s: (comparison_of(s).get("labels") or {}).get("labelled", 0) >= 500, 600,
+                "500 requests scored against their labels", progress=world.fleet.activity)
+            assert comparison_of(scored)["breached"] == [], comparison_of(scored)
+            promoted = world.rollouts.wait_status(
+                "scorer", lambda s: s.get("phase") == "Completed" and s["stableRevision"] != first["stableRevision"],
+                600, "the equally accurate twin promoted", progress=world.fleet.activity)
+            assert not [d for d in promoted["decisions"] if d["verdict"].startswith("breach")]
+
+            world.roll_out("mls-worse")
+            held = world.rollouts.wait_status(
+                "scorer", lambda s: "labels" in comparison_of(s).get("breached", []), 600,
+                "the labels test breached", progress=world.fleet.activity)
+            labels = comparison_of(held)["labels"]
+            assert held["phase"] == "Progressing" and held["stableRevision"] == promoted["stableRevision"]
+            assert labels["candidateAccuracy"] < labels["stableAccuracy"], labels
+            assert labels["stableOnly"] > labels["candidateOnly"], labels
+            assert "less accurate by more than maxDrop" in held["message"], held["message"]
+            assert outcomes.get("stored", 0) >= labels["labelled"] and "wrong-type" not in outcomes, outcomes

@@ -125,8 +125,12 @@ def _compared(api_client: client.ApiClient, rollouts: Rollouts) -> None:
         return found is not None and format_ in found["spec"]["template"]["spec"]["containers"][0]["args"]
 
     # Each action a value of its own (`verb@anything`): the same value twice is no change to the object.
+    # As `kubectl modelrollout promote` does, the next action waits until the operator took the last
+    # and stored its step: a second annotation written before would replace the first unread.
     wait_until(lambda: comparing("bytes"), what="the first step's comparator")
     rollouts.act("judge", "promote@1")
+    rollouts.wait_status("judge", lambda s: s.get("currentStep") == 1 and not s.get("pendingAction"),
+                         what="the first promote taken")
     wait_until(lambda: comparing("json"), what="the comparator replaced for the second step's rules")
     rollouts.act("judge", "promote@2")
     wait_until(lambda: "judge-compare" not in named(apps.list_namespaced_deployment(rollouts.namespace))
