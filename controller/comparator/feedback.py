@@ -10,8 +10,8 @@ POST /feedback (`Authorization: Bearer <the Secret's token>`), a JSON body of on
 answers 200 with what became of each (`stored`, `unknown-key`, `expired`, `duplicate`, `late`,
 `wrong-type`): a label the comparator cannot use is counted and said, never an error to its
 sender. A body that is not one of the two shapes is 400, naming the field; no or another token is
-401; more labels a second than `maxFeedbackPerSecond` is 429. Nothing is stored unless the answer
-is 200, and everything answered 200 is committed first.
+401; more labels a second than `maxFeedbackPerSecond` is 429, and one post of more than that 400.
+Nothing is stored unless the answer is 200, and everything answered 200 is committed first.
 
 The store is SQLite (`store.PredictionStore`); its calls run on one thread of their own, so the
 event loop that takes mirrored requests never waits on a disk. Predictions are filed in batches
@@ -199,6 +199,11 @@ class Labelling:
         except Malformed as error:
             self.metrics.feedback.labels(*own, "malformed").inc()
             return web.json_response({"error": str(error)}, status=400)
+        if len(labels) > self.bucket.capacity:
+            self.metrics.feedback.labels(*own, "malformed").inc()
+            why = (f"labels: {len(labels)} in one post is more than labels.maxFeedbackPerSecond "
+                   f"({self.config.per_second:g}): split it")
+            return web.json_response({"error": why}, status=400)
         if not self.bucket.take(len(labels)):
             self.metrics.feedback.labels(*own, "limited").inc(len(labels))
             return web.json_response({"error": f"more than {self.config.per_second:g} labels a second "

@@ -77,9 +77,12 @@ def test_labels_score_both_models_and_bad_feedback_is_refused_with_the_reason(tm
         flood = [httpx.post(f"{admin}/feedback", headers=AUTH, timeout=10,
                             json={"labels": [{"key": f"x-{i}-{j}", "label": 1} for j in range(200)]})
                  for i in range(5)]
+        too_big = httpx.post(f"{admin}/feedback", headers=AUTH, timeout=10,
+                             json={"labels": [{"key": f"y-{j}", "label": 1} for j in range(501)]})
+        assert too_big.status_code == 400 and "split it" in too_big.json()["error"], "never a 429 forever"
         limited = [r for r in flood if r.status_code == 429]
         assert limited and all(r.headers["Retry-After"] == "1" for r in limited), "500 a second: 1,000 at once wait"
-        assert feedback(admin)["unauthorized"] == 2 and feedback(admin)["malformed"] == 1
+        assert feedback(admin)["unauthorized"] == 2 and feedback(admin)["malformed"] == 2
 
 
 def test_a_comparator_killed_between_predictions_and_labels_still_scores_them(tmp_path: Path) -> None:
