@@ -60,6 +60,15 @@ def chat(rng: random.Random) -> dict[str, Any]:
             "max_tokens": 8, "temperature": 0.8}
 
 
+def promoted_without_breach(world: Any, first: dict[str, Any], what: str, timeout: float = 600) -> dict[str, Any]:
+    """The status once a new revision is the stable, no test of the rollout having breached on the way."""
+    done: dict[str, Any] = world.rollouts.wait_status(
+        "scorer", lambda s: s.get("phase") == "Completed" and s.get("stableRevision") != first["stableRevision"],
+        timeout, what, progress=world.fleet.activity)
+    assert not [d for d in done["decisions"] if d["verdict"].startswith("breach")], done["decisions"]
+    return done
+
+
 def comparison_of(status: dict[str, Any]) -> dict[str, Any]:
     return dict((status.get("analysis") or {}).get("comparison") or {})
 
@@ -133,10 +142,7 @@ def test_a_retrained_twin_passes_the_compared_shadow_step_and_is_promoted(
             "scorer", lambda s: comparison_of(s).get("pairs", 0) >= 500, 600, "500 requests compared",
             progress=world.fleet.activity)
         assert compared["analysis"]["comparison"]["breached"] == []
-        done = world.rollouts.wait_status(
-            "scorer", lambda s: s.get("phase") == "Completed" and s.get("stableRevision") != first["stableRevision"],
-            600, "promoted", progress=world.fleet.activity)
-        assert not [d for d in done["decisions"] if d["verdict"].startswith("breach")], done["decisions"]
+        promoted_without_breach(world, first, "promoted")
 
 
 def test_a_hanging_candidate_is_counted_the_step_holds_and_live_users_see_nothing(
@@ -206,10 +212,7 @@ def test_a_crashed_comparator_holds_the_step_and_its_counts_survive_the_restart(
         restarted = sum(value for key, value in totals.items() if key.endswith(f"@{newest}"))
         assert len({key.rsplit("@", 1)[1] for key in totals}) == 2, totals
         assert restarted > 0 and comparison_of(after)["pairs"] >= restarted + seen[0], (restarted, seen)
-        done = world.rollouts.wait_status(
-            "scorer", lambda s: s.get("phase") == "Completed" and s.get("stableRevision") != first["stableRevision"],
-            600, "passed early and promoted", progress=world.fleet.activity)
-        assert not [d for d in done["decisions"] if d["verdict"].startswith("breach")], done["decisions"]
+        promoted_without_breach(world, first, "passed early and promoted")
 
 
 
@@ -224,10 +227,7 @@ def test_sampled_text_a_rebuild_passes_and_a_degraded_model_is_held_naming_the_t
                  {"canary": {"weight": 20, "duration": "20s"}}]
         first = world.deploy(steps, image="scorer:lm", profile="vllm", gatewayProfile="envoy", guardrails=[])
         world.roll_out("lm-rebuild")
-        rebuilt = world.rollouts.wait_status(
-            "scorer", lambda s: s.get("phase") == "Completed" and s.get("stableRevision") != first["stableRevision"],
-            900, "the rebuild promoted", progress=world.fleet.activity)
-        assert not [d for d in rebuilt["decisions"] if d["verdict"].startswith("breach")], rebuilt["decisions"]
+        rebuilt = promoted_without_breach(world, first, "the rebuild promoted", timeout=900)
 
         world.roll_out("lm-degraded")
         held = world.rollouts.wait_status(
@@ -326,10 +326,7 @@ def test_labels_posted_later_pass_an_equally_accurate_model_and_hold_a_less_accu
                 "scorer", lambda s: (comparison_of(s).get("labels") or {}).get("labelled", 0) >= 500, 600,
                 "500 requests scored against their labels", progress=world.fleet.activity)
             assert comparison_of(scored)["breached"] == [], comparison_of(scored)
-            promoted = world.rollouts.wait_status(
-                "scorer", lambda s: s.get("phase") == "Completed" and s["stableRevision"] != first["stableRevision"],
-                600, "the equally accurate twin promoted", progress=world.fleet.activity)
-            assert not [d for d in promoted["decisions"] if d["verdict"].startswith("breach")]
+            promoted = promoted_without_breach(world, first, "the equally accurate twin promoted")
 
             world.roll_out("mls-worse")
             held = world.rollouts.wait_status(
