@@ -60,8 +60,8 @@ def main(argv: list[str] | None = None) -> None:
         process = subprocess.Popen(
             ["taskset", "-c", "0", sys.executable, "-m", "controller", "compare", "--stable", "http://127.0.0.1:9",
              "--candidate", "http://127.0.0.1:9", "--format", "v2", "--host", "127.0.0.1", "--port", str(port),
-             "--admin-port", str(admin), "--labels-key-header", "x-request-id", "--labels-db", str(db),
-             "--labels-max-per-second", "1000000"],
+             "--admin-port", str(admin), "--key-header", "x-request-id", "--feedback-db", str(db),
+             "--labels-task", "classification", "--feedback-max-per-second", "1000000"],
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "MODELROLLOUT_FEEDBACK_TOKEN": TOKEN})
         try:
             wait_until(lambda: _up(f"http://127.0.0.1:{admin}"), 60, "the comparator serving")

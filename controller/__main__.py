@@ -14,7 +14,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Literal
 
-from controller.comparator import FEEDBACK_TOKEN_ENV, LABELS_DIR
+from controller.comparator import FEEDBACK_TOKEN_ENV, JUDGE_TOKEN_ENV, STORE_DIR
 
 SANDBOX_ENTRY_POINTS = "modelrollout.sandbox"
 
@@ -288,22 +288,36 @@ def _compare_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser
     compare.add_argument("--rollout", default="", help="<namespace>/<name>: the label every series carries")
     compare.add_argument("--host", default="0.0.0.0")  # noqa: S104 (a pod's server listens on its address)
     compare.add_argument("--port", type=int, default=8080, help="where the gateway mirrors to")
-    compare.add_argument("--admin-port", type=int, default=9090, help="/metrics, /samples, /feedback and /healthz")
-    labels = compare.add_argument_group("labels", "score both models against labels posted to /feedback "
-                                        f"(bearer token: ${FEEDBACK_TOKEN_ENV})")
-    labels.add_argument("--labels-key-header", help="the request header that names a request")
-    labels.add_argument("--labels-key-path", help="or a JSONPath into the request body")
-    labels.add_argument("--labels-prediction", help="a JSONPath to an answer's prediction (v2: the first output)")
+    compare.add_argument("--admin-port", type=int, default=9090,
+                         help="/metrics, /samples, /judged, /feedback and /healthz")
+    compare.add_argument("--key-header", help="the request header that names a request, for /feedback")
+    compare.add_argument("--key-path", help="or a JSONPath into the request body")
+    feedback = compare.add_argument_group("feedback", "labels and preferences posted to /feedback "
+                                          f"(bearer token: ${FEEDBACK_TOKEN_ENV}); on with --key-header or --key-path")
+    feedback.add_argument("--feedback-retention", type=float, default=7 * 86400.0,
+                          help="seconds a compared request waits for its feedback")
+    feedback.add_argument("--feedback-max-entries", type=int, default=1_000_000)
+    feedback.add_argument("--feedback-max-per-second", type=float, default=1000.0, help="entries taken a second")
+    feedback.add_argument("--feedback-db", default=f"{STORE_DIR}/feedback.sqlite", help="the store's file")
+    labels = compare.add_argument_group("labels", "score both models against labels posted to /feedback")
     labels.add_argument("--labels-task", choices=["classification", "regression", "ranking"],
-                        default="classification")
+                        help="takes labels, scored for this task")
+    labels.add_argument("--labels-prediction", help="a JSONPath to an answer's prediction (v2: the first output)")
     labels.add_argument("--labels-k", type=int, default=10, help="ranking: a hit at k")
     labels.add_argument("--labels-tolerance", type=float, default=0.0, help="regression: an error this small is right")
     labels.add_argument("--labels-window", type=float, default=None,
                         help="seconds after a request it is scored (default: when its label comes)")
-    labels.add_argument("--labels-retention", type=float, default=7 * 86400.0, help="seconds predictions are kept")
-    labels.add_argument("--labels-max-entries", type=int, default=1_000_000)
-    labels.add_argument("--labels-max-per-second", type=float, default=1000.0, help="labels taken a second")
-    labels.add_argument("--labels-db", default=f"{LABELS_DIR}/labels.sqlite", help="the store's file")
+    judge = compare.add_argument_group("judge", f"a judge model prefers one of two texts (bearer token: "
+                                       f"${JUDGE_TOKEN_ENV}, if set)")
+    judge.add_argument("--judge-url", help="the judge's base URL (OpenAI-compatible)")
+    judge.add_argument("--judge-model", default="", help="the judge's model name")
+    judge.add_argument("--judge-prompt", default=None, help="instructions with {question}, {answer_a}, {answer_b}")
+    judge.add_argument("--judge-max-per-second", type=float, default=2.0)
+    judge.add_argument("--judge-budget", type=int, default=5000, help="judge calls at most")
+    judge.add_argument("--judge-swap-percent", type=float, default=10.0, help="pairs asked again, swapped")
+    judge.add_argument("--judge-timeout", type=float, default=30.0, help="seconds a judge call may take")
+    judge.add_argument("--judge-calibration", action="store_true",
+                       help="file verdicts for human preferences posted to /feedback")
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -318,24 +332,30 @@ def _compare(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"modelrollout compare: {error}", file=sys.stderr)
         return 2
-    labelled = None
-    if args.labels_key_header or args.labels_key_path:
-        from controller.comparator.feedback import LabelConfig
-        from controller.comparator.labels import LabelRules, Task
+    from controller.comparator.feedback import FeedbackConfig
+    from controller.comparator.judge import JudgeConfig
+    from controller.comparator.judging import DEFAULT_PROMPT
+    from controller.comparator.labels import LabelRules, RequestKey, Task
 
+    feedback = None
+    if args.key_header or args.key_path:
         try:
-            label_rules = LabelRules(args.labels_key_header, args.labels_key_path, args.labels_prediction,
-                                     Task(args.labels_task), args.labels_k, args.labels_tolerance)
+            key = RequestKey(args.key_header, args.key_path)
         except ValueError as error:
             print(f"modelrollout compare: {error}", file=sys.stderr)
             return 2
-        labelled = LabelConfig(label_rules, args.labels_db, os.environ.get(FEEDBACK_TOKEN_ENV, ""),
-                               args.labels_window, args.labels_retention, args.labels_max_entries,
-                               args.labels_max_per_second)
+        label_rules = None if args.labels_task is None else LabelRules(
+            args.labels_prediction, Task(args.labels_task), args.labels_k, args.labels_tolerance)
+        feedback = FeedbackConfig(key, args.feedback_db, os.environ.get(FEEDBACK_TOKEN_ENV, ""), label_rules,
+                                  args.judge_calibration, args.labels_window, args.feedback_retention,
+                                  args.feedback_max_entries, args.feedback_max_per_second)
+    judge = None if args.judge_url is None else JudgeConfig(
+        args.judge_url, args.judge_model, args.judge_prompt or DEFAULT_PROMPT, os.environ.get(JUDGE_TOKEN_ENV, ""),
+        args.judge_max_per_second, args.judge_budget, args.judge_swap_percent, args.judge_timeout, args.samples)
     config = Config(args.stable, args.candidate, Format(args.format), rules, args.noise_percent,
                     args.max_requests_per_second, args.max_in_flight, args.timeout, args.max_body_bytes,
                     args.slower_than, args.allow_side_effects, args.samples, tuple(args.redact), args.rollout,
-                    labelled)
+                    feedback, judge)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(config, args.host, args.port, args.admin_port))
     return 0

@@ -42,6 +42,7 @@ ACTION_ANNOTATION = f"{GROUP}/action"
 # whether plain http:// is among the allowed ways.
 PROMETHEUS_ADDRESSES_ANNOTATION = f"{GROUP}/prometheus-addresses"
 ALLOW_PLAIN_HTTP_ANNOTATION = f"{GROUP}/allow-plain-http"
+JUDGE_ADDRESSES_ANNOTATION = f"{GROUP}/judge-addresses"
 
 
 class Action(StrEnum):
@@ -200,24 +201,32 @@ class OutputDeltaTest(SpecModel):
 HEADER_NAME = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"
 
 
+class Feedback(SpecModel):
+    """POST /feedback on the comparator's admin port: labels (compare.labels) and human preferences
+    (compare.judge.calibration), by request key, with a bearer token from a Secret. Each compared
+    request's predictions and verdicts wait for them in a store on the comparator's volume."""
+
+    token_secret_ref: SecretKeyRef
+    """A Secret in the rollout's namespace whose key `token` is the bearer token /feedback requires."""
+    max_per_second: Annotated[float, Field(gt=0, le=100_000)] = 1000
+    """Labels and preferences accepted a second; more are answered 429 (default 1000)."""
+    retention: Duration = "168h"
+    """How long a compared request waits for its label or preference (default 168h, 7 days)."""
+    max_entries: Annotated[int, Field(ge=1, le=100_000_000)] = 1_000_000
+    """At most this many compared requests are kept; the oldest go first (default 1,000,000)."""
+
+
 class LabelsTest(SpecModel):
     """Both models scored against labels that arrive later, on the same requests: the comparator keeps each
-    compared request's two predictions under its key, labels are posted to its /feedback (admin port, a bearer
-    token from a Secret), and a paired test on the requests only one model got right decides."""
+    compared request's two predictions under its key (compare.requestKey), labels are posted to its /feedback
+    (compare.feedback), and a paired test on the requests only one model got right decides."""
 
     model_config = ConfigDict(json_schema_extra={RULES: [
-        rule("has(self.requestKey) != has(self.requestKeyPath)",
-             "name the request by a header (requestKey) or by a JSONPath into its body (requestKeyPath), one of "
-             "them", ".requestKey"),
         rule("self.task == 'ranking' || !has(self.k)", "k is a ranking's hit at k: only with task ranking", ".k"),
         rule("self.task == 'regression' || !has(self.tolerance)",
              "tolerance is a regression's: only with task regression", ".tolerance"),
     ]})
 
-    request_key: Annotated[str, Field(pattern=HEADER_NAME, max_length=256)] | None = None
-    """The request header whose value names the request, e.g. x-request-id; /feedback posts labels by it."""
-    request_key_path: JsonPath | None = None
-    """Or a JSONPath into the request's body, e.g. $.id."""
     prediction: JsonPath | None = None
     """Where an answer's prediction is, e.g. $.label (required with format json; v2: the first output's first
     element by default)."""
@@ -234,14 +243,47 @@ class LabelsTest(SpecModel):
     """Score each request once this long has passed since it, with its label if one came by then (left out if
     not). Without a window a request is scored when its label arrives, which is valid only when how late a label
     comes does not depend on which model was right (chargebacks do: set a window)."""
-    retention: Duration = "168h"
-    """How long predictions wait for their labels (default 168h, 7 days)."""
-    max_entries: Annotated[int, Field(ge=1, le=100_000_000)] = 1_000_000
-    """At most this many predictions are kept; the oldest go first (default 1,000,000)."""
-    token_secret_ref: SecretKeyRef
-    """A Secret in the rollout's namespace whose key `token` is the bearer token /feedback requires."""
-    max_feedback_per_second: Annotated[float, Field(gt=0, le=100_000)] = 1000
-    """Labels accepted a second; more are answered 429 (default 1000)."""
+    on_breach: Literal["hold", "rollback"] = "hold"
+    """hold (default) or rollback."""
+
+
+class JudgeTest(SpecModel):
+    """A judge model (an OpenAI-compatible endpoint) compares the stable's and the candidate's answers to the
+    same prompt, blind: shown as A and B in a random order. A sign test on its preferences (ties excluded)
+    decides."""
+
+    model_config = ConfigDict(json_schema_extra={RULES: [
+        rule("!has(self.prompt) || (self.prompt.contains('{question}') && self.prompt.contains('{answer_a}') && "
+             "self.prompt.contains('{answer_b}'))",
+             "the prompt must hold {question}, {answer_a} and {answer_b}, and ask for [[A]], [[B]] or [[C]] (a tie)",
+             ".prompt"),
+    ]})
+
+    url: HttpURL
+    """The judge's base URL; the comparator posts to <url>/v1/chat/completions. It must not be the rollout's own
+    Services (<name>, <name>-stable, <name>-candidate): a model cannot judge itself."""
+    model: Annotated[str, Field(min_length=1, max_length=253)]
+    """The judge's model name, sent as `model`; it must not be spec.model."""
+    prompt: Annotated[str, Field(max_length=8192)] | None = None
+    """The judge's instructions, with {question}, {answer_a} and {answer_b}; it answers [[A]], [[B]] or [[C]] for a
+    tie (default: MT-Bench's pairwise prompt, Zheng et al. 2023)."""
+    secret_ref: SecretKeyRef | None = None
+    """A Secret whose key `token` is sent as the judge's bearer token. Its annotation
+    rollouts.mlops.dev/judge-addresses must list this url; otherwise the comparison is blocked."""
+    max_requests_per_second: Annotated[float, Field(gt=0, le=1000)] = 2
+    """At most this many judge calls a second; compared pairs beyond it are not judged, and counted (default 2)."""
+    budget: Annotated[int, Field(ge=1, le=10_000_000)] = 5000
+    """At most this many judge calls in the step, swapped asks included (default 5000)."""
+    swap_percent: Annotated[int, Field(ge=0, le=100)] = 10
+    """Percent of judged pairs asked a second time in the other order, to measure position bias (default 10)."""
+    timeout: Duration = "30s"
+    """How long a judge call may take; longer is counted, never guessed (default 30s)."""
+    margin: Annotated[float, Field(ge=0, lt=0.5)] = 0.0
+    """Breach when the judge prefers the stable on more than 1/2 + margin of the pairs it decides (default 0)."""
+    calibration: bool = False
+    """Correct the judge's preference rate toward humans': preferences posted to /feedback
+    (`{"key": ..., "kind": "preference", "label": "stable" | "candidate" | "tie"}`) for judged requests
+    (prediction-powered inference, Angelopoulos et al. 2023). Needs compare.requestKey and compare.feedback."""
     on_breach: Literal["hold", "rollback"] = "hold"
     """hold (default) or rollback."""
 
@@ -263,6 +305,18 @@ class Compare(SpecModel):
              "labels score predictions read from the answers: only with format json or v2", ".labels"),
         rule("!has(self.labels) || self.format != 'json' || has(self.labels.prediction)",
              "with format json, labels.prediction must say where an answer's prediction is", ".labels"),
+        rule("!(has(self.requestKey) && has(self.requestKeyPath))",
+             "name the request by a header (requestKey) or by a JSONPath into its body (requestKeyPath), not both",
+             ".requestKey"),
+        rule("!has(self.labels) || ((has(self.requestKey) || has(self.requestKeyPath)) && has(self.feedback))",
+             "labels are posted to /feedback by request: set requestKey (or requestKeyPath) and feedback",
+             ".labels"),
+        rule("!has(self.judge) || self.format == 'openai'", "a judge compares generated texts: only with format "
+             "openai", ".judge"),
+        rule("!has(self.judge) || !self.judge.calibration || ((has(self.requestKey) || has(self.requestKeyPath)) "
+             "&& has(self.feedback))",
+             "judge.calibration takes human preferences posted to /feedback by request: set requestKey (or "
+             "requestKeyPath) and feedback", ".judge.calibration"),
     ]})
 
     format: Literal["json", "v2", "openai", "bytes"]
@@ -305,8 +359,17 @@ class Compare(SpecModel):
     """The paired latency test (off unless set)."""
     output_delta: OutputDeltaTest | None = None
     """The output delta test (off unless set; json and v2)."""
+    request_key: Annotated[str, Field(pattern=HEADER_NAME, max_length=256)] | None = None
+    """The request header whose value names each compared request, e.g. x-request-id: /feedback posts labels and
+    preferences by it."""
+    request_key_path: JsonPath | None = None
+    """Or a JSONPath into the request's body, e.g. $.id."""
+    feedback: Feedback | None = None
+    """The comparator's /feedback, for labels and the judge's calibration."""
     labels: LabelsTest | None = None
     """Score both models against labels posted later (off unless set; json and v2)."""
+    judge: JudgeTest | None = None
+    """A judge model prefers one of the two answers, blind (off unless set; openai)."""
 
     @property
     def ends_early(self) -> bool:
@@ -817,6 +880,12 @@ class ModelRolloutSpec(SpecModel):
                     ".strategy.steps",
                 ),
                 rule(
+                    "!self.strategy.steps.exists(s, has(s.shadow) && has(s.shadow.compare) && "
+                    "has(s.shadow.compare.judge) && s.shadow.compare.judge.model == self.model)",
+                    "compare.judge.model is spec.model: a model cannot judge its own answers",
+                    ".strategy.steps",
+                ),
+                rule(
                     "!has(self.trafficRouting.replicas) || "
                     "!self.strategy.steps.exists(s, has(s.abTest) && has(s.abTest.headerRoute))",
                     "abTest.headerRoute routes by header, which trafficRouting.replicas cannot do",
@@ -1202,6 +1271,38 @@ class LabelsStatus(StatusModel):
     refused (malformed, unauthorized, limited)."""
 
 
+class JudgeStatus(StatusModel):
+    """A judge model's preferences between the two answers to the same prompts (compare.judge)."""
+
+    judged: float = 0.0
+    """Pairs the judge gave a verdict on (its first ask, in a random order)."""
+    preferred: dict[str, float] = {}
+    """Of them, by the model it preferred: candidate, stable, tie."""
+    stable_wins: float | None = None
+    """The stable's share of the decided pairs (ties excluded): the sign test breaches above 1/2 + margin."""
+    stable_wins_interval: list[float] | None = None
+    """Its confidence sequence at analysis.alpha, [low, high]."""
+    position_bias: float | None = None
+    """The share of every verdict's decided asks that chose the answer shown first, minus 1/2 (the order is
+    random, so a bias adds noise, never a lean)."""
+    swapped: dict[str, float] = {}
+    """Pairs asked again in the other order: consistent (the same model preferred) or inconsistent."""
+    failures: dict[str, float] = {}
+    """Judge calls without a verdict, by reason (timeout, unreachable, status, no-verdict)."""
+    skipped: dict[str, float] = {}
+    """Compared pairs not judged, by reason (rate-limited, budget, overloaded, no-question)."""
+    calibration_pairs: float | None = None
+    """With judge.calibration: judged pairs a human preference was posted for."""
+    agreement: float | None = None
+    """Of them, the share where the human preferred what the judge did."""
+    raw_interval: list[float] | None = None
+    """The stable's share of the judge's verdicts (a tie half): its confidence sequence, [low, high]."""
+    corrected_interval: list[float] | None = None
+    """The same share of human preferences, the judge corrected by the human-judged pairs
+    (prediction-powered inference, Angelopoulos et al., Science 2023): with calibration, the judge test
+    breaches when its low end is above 1/2 + margin, and passes when its high end is below."""
+
+
 class ComparisonStatus(StatusModel):
     """The shadow step's comparison of the two models' answers (compare), since the step began."""
 
@@ -1218,7 +1319,8 @@ class ComparisonStatus(StatusModel):
     stable_interval: list[float] | None = None
     """Its confidence sequence, [low, high]."""
     evidence: dict[str, float] = {}
-    """Each test's log e-value: disagreement, noWorse, pairedLatency, outputDelta, labels, labelsNoWorse."""
+    """Each test's log e-value: disagreement, noWorse, pairedLatency, outputDelta, labels, labelsNoWorse, judge,
+    judgeNoWorse."""
     threshold: dict[str, float] = {}
     """Each test's log(1 / its alpha): it decides there."""
     breached: list[str] = []
@@ -1238,6 +1340,8 @@ class ComparisonStatus(StatusModel):
     the step holds, and condition ComparisonBlocked says so."""
     labels: LabelsStatus | None = None
     """With compare.labels: both models' accuracy on the same labelled requests."""
+    judge: JudgeStatus | None = None
+    """With compare.judge: the judge's preferences, its position bias and, calibrated, its correction."""
 
 
 class AnalysisStatus(StatusModel):

@@ -13,11 +13,12 @@ import re
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from kubernetes import client
 
 from controller import api
-from controller.comparator import FEEDBACK_TOKEN_ENV, LABELS_DIR
+from controller.comparator import FEEDBACK_TOKEN_ENV, JUDGE_TOKEN_ENV, STORE_DIR
 from controller.durations import parse_duration
 from controller.kube.cache import REVISION_LABEL, ROLLOUT_LABEL, SHARD_LABEL, Cache, DeploymentView
 from controller.kube.own_writes import OwnWrites
@@ -137,28 +138,47 @@ def comparator_args(owner: dict[str, Any], spec: api.ModelRolloutSpec, compare: 
         args += ["--slower-than", repr(compare.paired_latency.relative_to_stable)]
     if compare.allow_side_effects:
         args.append("--allow-side-effects")
-    return args + _label_args(compare.labels)
+    return args + _feedback_args(compare) + _judge_args(compare.judge)
 
 
-def _label_args(labels: api.LabelsTest | None) -> list[str]:
-    if labels is None:
+def _feedback_args(compare: api.Compare) -> list[str]:
+    if compare.feedback is None or (compare.request_key is None and compare.request_key_path is None):
         return []
-    # maxDrop and onBreach are the operator's, which judges the counts.
-    args = ["--labels-task", labels.task, "--labels-retention", repr(parse_duration(labels.retention)),
-            "--labels-max-entries", str(labels.max_entries),
-            "--labels-max-per-second", repr(float(labels.max_feedback_per_second)),
-            "--labels-db", f"{LABELS_DIR}/labels.sqlite"]
-    for flag, value in (("--labels-key-header", labels.request_key), ("--labels-key-path", labels.request_key_path),
-                        ("--labels-prediction", labels.prediction)):
-        if value is not None:
-            args += [flag, value]
-    if labels.k is not None:
-        args += ["--labels-k", str(labels.k)]
-    if labels.tolerance is not None:
-        args += ["--labels-tolerance", repr(labels.tolerance)]
-    if labels.window is not None:
-        args += ["--labels-window", repr(parse_duration(labels.window))]
+    found = compare.feedback
+    args = ["--feedback-retention", repr(parse_duration(found.retention)),
+            "--feedback-max-entries", str(found.max_entries),
+            "--feedback-max-per-second", repr(float(found.max_per_second)),
+            "--feedback-db", f"{STORE_DIR}/feedback.sqlite"]
+    if compare.request_key is not None:
+        args += ["--key-header", compare.request_key]
+    else:
+        args += ["--key-path", str(compare.request_key_path)]
+    labels = compare.labels
+    if labels is not None:
+        # maxDrop and onBreach are the operator's, which judges the counts.
+        args += ["--labels-task", labels.task]
+        if labels.prediction is not None:
+            args += ["--labels-prediction", labels.prediction]
+        if labels.k is not None:
+            args += ["--labels-k", str(labels.k)]
+        if labels.tolerance is not None:
+            args += ["--labels-tolerance", repr(labels.tolerance)]
+        if labels.window is not None:
+            args += ["--labels-window", repr(parse_duration(labels.window))]
+    if compare.judge is not None and compare.judge.calibration:
+        args.append("--judge-calibration")
     return args
+
+
+def _judge_args(judge: api.JudgeTest | None) -> list[str]:
+    if judge is None:
+        return []
+    # margin and onBreach are the operator's, which judges the counts.
+    args = ["--judge-url", judge.url, "--judge-model", judge.model,
+            "--judge-max-per-second", repr(float(judge.max_requests_per_second)),
+            "--judge-budget", str(judge.budget), "--judge-swap-percent", str(judge.swap_percent),
+            "--judge-timeout", repr(parse_duration(judge.timeout))]
+    return args + (["--judge-prompt", judge.prompt] if judge.prompt is not None else [])
 
 
 def comparator_manifests(owner: dict[str, Any], spec: api.ModelRolloutSpec, compare: api.Compare,
@@ -179,13 +199,18 @@ def comparator_manifests(owner: dict[str, Any], spec: api.ModelRolloutSpec, comp
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
         "securityContext": restricted,
     }
-    volumes = []
-    if compare.labels is not None:
-        # The labels store survives the container's restarts (an emptyDir lives as long as the pod).
-        container["env"] = [{"name": FEEDBACK_TOKEN_ENV, "valueFrom": {"secretKeyRef": {
-            "name": compare.labels.token_secret_ref.name, "key": "token"}}}]
-        container["volumeMounts"] = [{"name": "labels", "mountPath": LABELS_DIR}]
-        volumes = [{"name": "labels", "emptyDir": {}}]
+    volumes, env = [], []
+    if compare.feedback is not None:
+        # The store survives the container's restarts (an emptyDir lives as long as the pod).
+        env.append({"name": FEEDBACK_TOKEN_ENV, "valueFrom": {"secretKeyRef": {
+            "name": compare.feedback.token_secret_ref.name, "key": "token"}}})
+        container["volumeMounts"] = [{"name": "store", "mountPath": STORE_DIR}]
+        volumes = [{"name": "store", "emptyDir": {}}]
+    if compare.judge is not None and compare.judge.secret_ref is not None:
+        env.append({"name": JUDGE_TOKEN_ENV, "valueFrom": {"secretKeyRef": {
+            "name": compare.judge.secret_ref.name, "key": "token"}}})
+    if env:
+        container["env"] = env
     deployment = {
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": comparator_name(rollout),
@@ -225,7 +250,30 @@ class OwnershipConflict(RuntimeError):
 
 
 class ComparatorUnavailable(RuntimeError):
-    """A shadow step compares, and the operator was not told which image its comparator runs from."""
+    """A shadow step compares, and the operator was not told which image its comparator runs from, or
+    the judge's Secret does not allow its token to go to the judge."""
+
+
+def _address(url: str) -> tuple[str, str, int | None, str]:
+    parts = urlsplit(url.strip())
+    default = {"http": 80, "https": 443}.get(parts.scheme.lower())
+    return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port or default, parts.path.rstrip("/")
+
+
+def check_judge_secret(url: str, annotations: dict[str, str], where: str) -> None:
+    """The judge's Secret says where its token may go, as analysis.prometheus.secretRef's does: anyone who
+    may create a ModelRollout may name any Secret of their namespace and any URL, and the operator's
+    comparator would send it there. Raises ComparatorUnavailable unless its annotation lists `url`
+    (and plain http is allowed by rollouts.mlops.dev/allow-plain-http: "true")."""
+    allowed = annotations.get(api.JUDGE_ADDRESSES_ANNOTATION, "").replace(",", " ").split()
+    if _address(url) not in {_address(entry) for entry in allowed}:
+        raise ComparatorUnavailable(
+            f"Secret {where} (compare.judge.secretRef) does not allow its token to be sent to {url}: its annotation "
+            f"{api.JUDGE_ADDRESSES_ANNOTATION} lists {', '.join(allowed) or 'none'}")
+    if urlsplit(url).scheme.lower() == "http" and annotations.get(api.ALLOW_PLAIN_HTTP_ANNOTATION, "") != "true":
+        raise ComparatorUnavailable(
+            f"Secret {where} would send its token in plain text to {url}: use https, or annotate the Secret "
+            f'{api.ALLOW_PLAIN_HTTP_ANNOTATION}: "true"')
 
 
 class Workloads:
@@ -333,6 +381,8 @@ class Workloads:
                    if view.revision.startswith(COMPARATOR_REVISION)]
         if any(view.revision == revision for view in running):
             return
+        if compare.judge is not None and compare.judge.secret_ref is not None:
+            self._check_judge_secret(compare.judge.url, compare.judge.secret_ref.name)
         name = deployment["metadata"]["name"]
         if running:
             replaced = self.apps.replace_namespaced_deployment(name, self.namespace, deployment)  # type: ignore[arg-type]
@@ -346,6 +396,18 @@ class Workloads:
             self._check_existing_deployment(name)
             return
         self._record("Deployment", name, created)
+
+    def _check_judge_secret(self, url: str, secret: str) -> None:
+        """Read when the comparator is created or replaced only: Secrets are not watched (least privilege)."""
+        try:
+            found = self.core.read_namespaced_secret(secret, self.namespace)
+        except client.ApiException as error:
+            if error.status in (403, 404):
+                raise ComparatorUnavailable(f"Secret {self.namespace}/{secret} (compare.judge.secretRef) is "
+                                            f"{'missing' if error.status == 404 else 'not readable'}") from None
+            raise
+        annotations = dict(found.metadata.annotations or {}) if found.metadata else {}
+        check_judge_secret(url, annotations, f"{self.namespace}/{secret}")
 
     def remove_comparator(self) -> None:
         """No comparator: its Deployment and Service go, when the cache shows them."""

@@ -19,15 +19,21 @@ from dataclasses import dataclass
 import numpy as np
 
 from controller.analysis import compare_tests
-from controller.api import Compare, ComparisonStatus, LabelsStatus
+from controller.api import Compare, ComparisonStatus, JudgeStatus, LabelsStatus
 from controller.stats import paired
-from controller.stats.paired import DISAGREEMENT_CELLS, LABELLED_CELLS, SLOWER_CELLS
+from controller.stats.paired import CALIBRATION_CELLS, DISAGREEMENT_CELLS, JUDGED_CELLS, LABELLED_CELLS, SLOWER_CELLS
 
 REQUESTS, SLOWER = "modelrollout_compare_requests_total", "modelrollout_compare_slower_total"
 FAILURES, SKIPPED = "modelrollout_compare_failures_total", "modelrollout_compare_skipped_total"
 DIFFERENCES, DELTA = "modelrollout_compare_differences_total", "modelrollout_compare_output_delta_bucket"
 LABELLED, UNLABELLED = "modelrollout_compare_labelled_total", "modelrollout_compare_unlabelled_total"
 FEEDBACK = "modelrollout_compare_feedback_total"
+JUDGE_SERIES = {"modelrollout_compare_judged_total": "judged",
+                "modelrollout_compare_judge_positions_total": "positions",
+                "modelrollout_compare_judge_swaps_total": "swapped",
+                "modelrollout_compare_judge_failures_total": "judge-failures",
+                "modelrollout_compare_judge_skipped_total": "judge-skipped",
+                "modelrollout_compare_calibration_total": "calibration"}
 # Processes whose vanished totals are remembered: the newest few (their names are their starts).
 REMEMBERED_PROCESSES = 4
 # A compare path that selects nothing: the step holds, naming it, after this many answers.
@@ -49,7 +55,7 @@ def _key(part: str) -> tuple[str, str]:
     name, cell, side, reason, le, field, process = (part.split("|") + [""] * 7)[:7]
     short = {REQUESTS: "requests", SLOWER: "slower", FAILURES: "failures", SKIPPED: "skipped",
              DIFFERENCES: "differences", DELTA: "delta", LABELLED: "labelled", UNLABELLED: "unlabelled",
-             FEEDBACK: "feedback"}.get(name, name)
+             FEEDBACK: "feedback", **JUDGE_SERIES}.get(name, name)
     return "/".join(x for x in (short, cell, side, reason, le, field) if x), process
 
 
@@ -109,7 +115,7 @@ def look(compare: Compare, alpha: float, totals: dict[str, float], before: Compa
     breach_tests: dict[str, tuple[compare_tests.ComparisonTest, np.ndarray]] = {}
     # The breach tests share alpha (Bonferroni); noWorse is another error, a false early pass, with its own.
     share = alpha / (1 + (compare.paired_latency is not None) + (compare.output_delta is not None)
-                     + (compare.labels is not None))
+                     + (compare.labels is not None) + (compare.judge is not None))
     breach_tests["disagreement"] = (compare_tests.disagreement(share, noise_share, compare.disagreement.max_excess),
                                     cells)
     if compare.paired_latency is not None:
@@ -121,6 +127,9 @@ def look(compare: Compare, alpha: float, totals: dict[str, float], before: Compa
     labelled = _cells(counts, "labelled", LABELLED_CELLS)
     if compare.labels is not None:
         breach_tests["labels"] = (compare_tests.accuracy_worse(share, compare.labels.max_drop), labelled)
+    if compare.judge is not None and not compare.judge.calibration:
+        breach_tests["judge"] = (compare_tests.judged_worse(share, compare.judge.margin),
+                                 _cells(counts, "judged", JUDGED_CELLS))
     evidence: dict[str, float] = {}
     thresholds: dict[str, float] = {}
     breached = list(base.breached)
@@ -135,12 +144,12 @@ def look(compare: Compare, alpha: float, totals: dict[str, float], before: Compa
     no_worse = compare_tests.no_worse(alpha, noise_share, compare.disagreement.max_excess).look(cells)
     evidence["noWorse"] = round(float(no_worse.log_evidence[0]), 4)
     thresholds["noWorse"] = round(math.log(1 / alpha), 4)
-    labels = None
-    if compare.labels is not None:
-        no_worse_labels = compare_tests.accuracy_no_worse(alpha, compare.labels.max_drop).look(labelled)
-        evidence["labelsNoWorse"] = round(float(no_worse_labels.log_evidence[0]), 4)
-        thresholds["labelsNoWorse"] = round(math.log(1 / alpha), 4)
-        labels = _labels_status(counts, labelled, alpha)
+    labels, judge = _quality(compare, counts, alpha, share, evidence, thresholds)
+    if judge is not None and judge.corrected_interval is not None and "judge" not in breached:
+        assert compare.judge is not None
+        if judge.corrected_interval[0] > 0.5 + compare.judge.margin:
+            breached.append("judge")
+            new.append("judge")
     rates = compare_tests.rates(cells, alpha)
     differs = sorted(((key.split("/", 1)[1], value) for key, value in counts.items()
                       if key.startswith("differences/")), key=lambda kv: -kv[1])[:SHOWN_FIELDS]
@@ -153,17 +162,37 @@ def look(compare: Compare, alpha: float, totals: dict[str, float], before: Compa
         passed=base.passed or (compare.ends_early and bool(no_worse.decided[0]) and not breached),
         differs_most=dict(differs), failures=failures,
         skipped={key.split("/", 1)[1]: value for key, value in counts.items() if key.startswith("skipped/")},
-        counts=counts, labels=labels)
+        counts=counts, labels=labels, judge=judge)
     reasons = tuple((name, on_breach(compare, name), _reason(name, status, compare)) for name in new)
     holding = _holding(status, compare)
     status = status.model_copy(update={"blocked": holding})
     return ComparisonLook(status, reasons, holding), now
 
 
+def _quality(compare: Compare, counts: dict[str, float], alpha: float, share: float, evidence: dict[str, float],
+             thresholds: dict[str, float]) -> tuple[LabelsStatus | None, JudgeStatus | None]:
+    """The labels' and the judge's status, their noWorse evidence added to `evidence`. A calibrated judge's
+    corrected interval is at `share`, the breach tests' alpha."""
+    labels = judge = None
+    if compare.labels is not None:
+        labelled = _cells(counts, "labelled", LABELLED_CELLS)
+        no_worse_labels = compare_tests.accuracy_no_worse(alpha, compare.labels.max_drop).look(labelled)
+        evidence["labelsNoWorse"] = round(float(no_worse_labels.log_evidence[0]), 4)
+        thresholds["labelsNoWorse"] = round(math.log(1 / alpha), 4)
+        labels = _labels_status(counts, labelled, alpha)
+    if compare.judge is not None:
+        judged = _cells(counts, "judged", JUDGED_CELLS)
+        no_worse_judged = compare_tests.judged_no_worse(alpha, compare.judge.margin).look(judged)
+        evidence["judgeNoWorse"] = round(float(no_worse_judged.log_evidence[0]), 4)
+        thresholds["judgeNoWorse"] = round(math.log(1 / alpha), 4)
+        judge = _judge_status(counts, judged, alpha, share if compare.judge.calibration else None)
+    return labels, judge
+
+
 def on_breach(compare: Compare, test: str) -> str:
     """What a breach of `test` (disagreement, pairedLatency, outputDelta, labels) does: hold or rollback."""
     found = {"disagreement": compare.disagreement, "pairedLatency": compare.paired_latency,
-             "outputDelta": compare.output_delta, "labels": compare.labels}[test]
+             "outputDelta": compare.output_delta, "labels": compare.labels, "judge": compare.judge}[test]
     assert found is not None
     return found.on_breach
 
@@ -182,6 +211,34 @@ def _labels_status(counts: dict[str, float], labelled: np.ndarray, alpha: float)
         stable_only=float(labelled[0, 1]), candidate_only=float(labelled[0, 2]),
         unlabelled=counts.get("unlabelled", 0.0),
         feedback={key.split("/", 1)[1]: value for key, value in counts.items() if key.startswith("feedback/")})
+
+
+def _judge_status(counts: dict[str, float], judged: np.ndarray, alpha: float,
+                  calibrated_alpha: float | None) -> JudgeStatus:
+    """The judge's preferences, the stable's share of decided pairs with its confidence sequence, the
+    position bias, and with calibration (its own alpha, the breach test's share) the corrected interval."""
+    def part(prefix: str) -> dict[str, float]:
+        return {key.split("/", 1)[1]: value for key, value in counts.items() if key.startswith(f"{prefix}/")}
+
+    positions = part("positions")
+    decided_asks = positions.get("first", 0.0) + positions.get("second", 0.0)
+    interval = [x for x in map(_round, paired.confidence_sequence(paired.STABLE_WINS, judged, alpha)) if x is not None]
+    found = JudgeStatus(
+        judged=float(judged.sum()), preferred=dict(zip(JUDGED_CELLS, map(float, judged[0]), strict=True)),
+        stable_wins=_round(paired.STABLE_WINS.mean(judged)), stable_wins_interval=interval,
+        position_bias=_round(positions.get("first", 0.0) / decided_asks - 0.5) if decided_asks else None,
+        swapped=part("swapped"), failures=part("judge-failures"), skipped=part("judge-skipped"))
+    if calibrated_alpha is None:
+        return found
+    calibration = _cells(counts, "calibration", CALIBRATION_CELLS)
+    pairs = float(calibration.sum())
+    agreed = sum(counts.get(f"calibration/{cell}/{cell}", 0.0) for cell in JUDGED_CELLS)
+    raw = paired.confidence_sequence(paired.STABLE_SHARE, judged, calibrated_alpha / 2)
+    low, high = paired.prediction_powered(judged, calibration, calibrated_alpha)
+    return found.model_copy(update={
+        "calibration_pairs": pairs, "agreement": _round(agreed / pairs) if pairs else None,
+        "raw_interval": [round(raw[0], 6), round(raw[1], 6)],
+        "corrected_interval": [round(float(low[0]), 6), round(float(high[0]), 6)]})
 
 
 def _round(value: float | None) -> float | None:
@@ -205,6 +262,18 @@ def _reason(test: str, status: ComparisonStatus, compare: Compare) -> str:
         return (f"on {found.labelled:.0f} labelled requests the candidate was right on {candidate:.1f}%, the stable "
                 f"on {stable:.1f}% (only the stable right on {found.stable_only:.0f}, only the candidate on "
                 f"{found.candidate_only:.0f}): less accurate by more than maxDrop {compare.labels.max_drop:g}")
+    if test == "judge":
+        assert compare.judge is not None and status.judge is not None
+        verdicts = status.judge
+        preferred = verdicts.preferred
+        shown = (f"the judge preferred the stable on {preferred.get('stable', 0):.0f}, the candidate on "
+                 f"{preferred.get('candidate', 0):.0f} of {verdicts.judged:.0f} pairs ({preferred.get('tie', 0):.0f} "
+                 "ties)")
+        if verdicts.corrected_interval is not None:
+            low, high = verdicts.corrected_interval
+            return (f"{shown}; corrected by {verdicts.calibration_pairs or 0:.0f} human preferences, the "
+                    f"stable's share is [{low:.3f}, {high:.3f}]: above 1/2 + margin {compare.judge.margin:g}")
+        return f"{shown}: the stable wins more than 1/2 + margin {compare.judge.margin:g} of the decided pairs"
     if test == "pairedLatency":
         assert compare.paired_latency is not None
         slower = status.counts.get("slower/slower", 0.0)

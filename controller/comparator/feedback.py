@@ -1,14 +1,20 @@
-"""Labels posted later, for `compare.labels`: the comparator files each compared request's two
-predictions under its key, takes labels at POST /feedback on its admin port, and scores each
-request once, counting it in its cell of `stats.paired.LABELLED_CELLS`.
+"""Labels and preferences posted later (`compare.feedback`): for `compare.labels`, the comparator
+files each compared request's two predictions under its key, takes labels at POST /feedback on its
+admin port, and scores each request once, counting it in its cell of `stats.paired.LABELLED_CELLS`;
+for `compare.judge.calibration`, it files the judge's verdict under the key, and a human's
+preference posted for it counts the pair in its cell of `stats.paired.CALIBRATION_CELLS`.
 
-POST /feedback (`Authorization: Bearer <the Secret's token>`), a JSON body of one label or a batch:
+POST /feedback (`Authorization: Bearer <the Secret's token>`), a JSON body of one entry or a batch:
 
     {"key": "r-1", "label": 1}
-    {"labels": [{"key": "r-1", "label": 1}, {"key": "r-2", "label": 0}]}
+    {"labels": [{"key": "r-1", "label": 1}, {"key": "r-2", "kind": "preference", "label": "stable"}]}
+
+`kind` is `label` (the default) or `preference` (`stable`, `candidate` or `tie`: the model a human
+preferred; humans should be asked about a random sample of the judged requests, which the
+correction assumes).
 
 answers 200 with what became of each (`stored`, `unknown-key`, `expired`, `duplicate`, `late`,
-`wrong-type`): a label the comparator cannot use is counted and said, never an error to its
+`wrong-type`, `not-taken`): a label the comparator cannot use is counted and said, never an error to its
 sender. A body that is not one of the two shapes is 400, naming the field; no or another token is
 401; more labels a second than `maxFeedbackPerSecond` is 429, and one post of more than that 400.
 Nothing is stored unless the answer is 200, and everything answered 200 is committed first.
@@ -32,10 +38,20 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from controller.comparator.labels import LabelRules, Received, cell, prediction, request_key, right, valid_label
+from controller.comparator.judging import Preference
+from controller.comparator.labels import (
+    LabelRules,
+    Received,
+    RequestKey,
+    cell,
+    prediction,
+    request_key,
+    right,
+    valid_label,
+)
 from controller.comparator.limits import TokenBucket
 from controller.comparator.store import PredictionStore
-from controller.stats.paired import LABELLED_CELLS
+from controller.stats.paired import CALIBRATION_CELLS, LABELLED_CELLS
 
 MAX_BATCH = 10_000
 MAX_FEEDBACK_BYTES = 8 << 20
@@ -43,11 +59,16 @@ FILE_EVERY, SCORE_EVERY, PRUNE_EVERY = 0.25, 1.0, 60.0
 DUE_BATCH, SCORE_BATCHES = 10_000, 20  # at most 200,000 requests scored a second
 
 
+KINDS = ("label", "preference")
+
+
 @dataclass(frozen=True)
-class LabelConfig:
-    rules: LabelRules
+class FeedbackConfig:
+    key: RequestKey
     db: str  # the SQLite file, on the comparator's volume
     token: str  # the bearer token /feedback requires; empty: every post is refused
+    labels: LabelRules | None = None  # compare.labels: predictions filed and scored
+    calibration: bool = False  # compare.judge.calibration: verdicts filed, preferences taken
     window_seconds: float | None = None
     retention_seconds: float = 7 * 86400.0
     max_entries: int = 1_000_000
@@ -58,8 +79,8 @@ class Malformed(ValueError):
     """A feedback body that is not one label or a batch; its message names the field."""
 
 
-def parse_feedback(body: bytes) -> list[tuple[str, Any]]:
-    """(key, label) pairs from a feedback body, or Malformed naming what is wrong."""
+def parse_feedback(body: bytes) -> list[tuple[str, str, Any]]:
+    """(key, kind, label) from a feedback body, or Malformed naming what is wrong."""
     try:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError):
@@ -83,11 +104,14 @@ def parse_feedback(body: bytes) -> list[tuple[str, Any]]:
             raise Malformed(f"{at}key: required, a string of 1-256 characters")
         if "label" not in item:
             raise Malformed(f"{at}label: required")
-        found.append((key, item["label"]))
+        kind = item.get("kind", "label")
+        if kind not in KINDS:
+            raise Malformed(f"{at}kind: label (the default) or preference")
+        found.append((key, kind, item["label"]))
     return found
 
 
-class LabelMetrics:
+class FeedbackMetrics:
     def __init__(self, registry: CollectorRegistry, by: list[str], own: tuple[str, ...]) -> None:
         self.own = own
         self.labelled = Counter("modelrollout_compare_labelled", "Labelled requests scored, by cell: which of the "
@@ -102,25 +126,42 @@ class LabelMetrics:
                                "(no key, no prediction, a key seen before)", [*by, "reason"], registry=registry)
         self.kept = Gauge("modelrollout_compare_predictions_kept", "Predictions waiting for a label or kept after",
                           by, registry=registry)
-        for name in LABELLED_CELLS:
-            self.labelled.labels(*own, name)
-        self.unlabelled.labels(*own)
+        self.calibration = Counter("modelrollout_compare_calibration", "Judged requests a human preference was "
+                                   "posted for, by cell: the judge's preference/the human's", [*by, "cell"],
+                                   registry=registry)
+
+    def zeroed(self, config: FeedbackConfig) -> None:
+        """Every cell from zero: a rate() of a series born late misses its start."""
+        if config.labels is not None:
+            for name in LABELLED_CELLS:
+                self.labelled.labels(*self.own, name)
+            self.unlabelled.labels(*self.own)
+        if config.calibration:
+            for name in CALIBRATION_CELLS:
+                self.calibration.labels(*self.own, name)
 
 
-class Labelling:
-    """The comparator's labels: filing, /feedback, scoring; `run` until cancelled."""
+class Feedback:
+    """The comparator's /feedback: filing predictions and verdicts, taking labels and preferences,
+    scoring; `run` until cancelled."""
 
-    def __init__(self, config: LabelConfig, metrics: LabelMetrics, clock: Any = time.time) -> None:
+    def __init__(self, config: FeedbackConfig, metrics: FeedbackMetrics, clock: Any = time.time) -> None:
         self.config, self.metrics, self.clock = config, metrics, clock
         self.bucket = TokenBucket(config.per_second)
-        self.executor = ThreadPoolExecutor(1, thread_name_prefix="labels")
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="feedback")
         self.store = PredictionStore(config.db, config.retention_seconds, config.max_entries)
         self.pending: list[tuple[str, float, Any, Any]] = []
+        self.verdicts: list[tuple[str, float, str]] = []
+        metrics.zeroed(config)
 
-    def file(self, headers: dict[str, str], body: bytes, stable: bytes, candidate: bytes) -> None:
+    def key(self, headers: dict[str, str], body: bytes) -> str | None:
+        return request_key(self.config.key, headers, body)
+
+    def file(self, key: str | None, stable: bytes, candidate: bytes) -> None:
         """A compared request both models answered: its predictions, filed at the next flush."""
-        rules = self.config.rules
-        key = request_key(rules, headers, body)
+        rules = self.config.labels
+        if rules is None:
+            return
         if key is None:
             self.metrics.unfiled.labels(*self.metrics.own, "no-key").inc()
             return
@@ -130,32 +171,70 @@ class Labelling:
             return
         self.pending.append((key, self.clock(), *predicted))
 
+    def judged(self, key: str, preferred: Preference) -> None:
+        """A judge's verdict on a keyed request: filed at the next flush, for a human's preference."""
+        if self.config.calibration:
+            self.verdicts.append((key, self.clock(), preferred.value))
+
     async def _on_store(self, call: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.executor, call, *args)
 
-    def _taken(self) -> list[tuple[str, float, Any, Any]]:
-        """The predictions waiting to be filed, taken on the event loop (which alone appends to them)."""
-        batch, self.pending = self.pending, []
+    def _taken(self) -> tuple[list[tuple[str, float, Any, Any]], list[tuple[str, float, str]]]:
+        """The predictions and verdicts waiting to be filed, taken on the event loop (which alone
+        appends to them)."""
+        batch, self.pending = (self.pending, self.verdicts), []
+        self.verdicts = []
         return batch
 
-    def _flush(self, batch: list[tuple[str, float, Any, Any]]) -> None:
-        if not batch:
+    def _flush(self, batch: tuple[list[tuple[str, float, Any, Any]], list[tuple[str, float, str]]]) -> None:
+        predictions, verdicts = batch
+        if verdicts:
+            self.store.file_verdicts(verdicts)
+        if not predictions:
             return
-        new = self.store.file(batch)
+        new = self.store.file(predictions)
         self.metrics.filed.labels(*self.metrics.own).inc(new)
-        if new < len(batch):
-            self.metrics.unfiled.labels(*self.metrics.own, "key-seen-before").inc(len(batch) - new)
+        if new < len(predictions):
+            self.metrics.unfiled.labels(*self.metrics.own, "key-seen-before").inc(len(predictions) - new)
 
-    def _label(self, batch: list[tuple[str, float, Any, Any]], labels: list[tuple[str, Any]]) -> list[Received]:
-        self._flush(batch)  # a label may follow its request closely
-        usable = [(key, label) for key, label in labels if valid_label(self.config.rules.task, label)]
-        stored = iter(self.store.label(usable, self.clock()))
-        return [next(stored) if valid_label(self.config.rules.task, label) else Received.WRONG_TYPE
-                for _, label in labels]
+    def _usable(self, kind: str, label: Any) -> Received | None:
+        """Why an entry cannot be taken, or None."""
+        if kind == "preference":
+            if not self.config.calibration:
+                return Received.NOT_TAKEN
+            return None if label in tuple(Preference) else Received.WRONG_TYPE
+        if self.config.labels is None:
+            return Received.NOT_TAKEN
+        return None if valid_label(self.config.labels.task, label) else Received.WRONG_TYPE
 
-    def _score(self, batch: list[tuple[str, float, Any, Any]]) -> None:
+    def _receive(self, batch: tuple[list[tuple[str, float, Any, Any]], list[tuple[str, float, str]]],
+                 entries: list[tuple[str, str, Any]]) -> list[Received]:
+        self._flush(batch)  # an entry may follow its request closely
+        refused = [self._usable(kind, label) for _, kind, label in entries]
+        labels = [(key, label) for (key, kind, label), no in zip(entries, refused, strict=True)
+                  if no is None and kind == "label"]
+        preferences = [(key, label) for (key, kind, label), no in zip(entries, refused, strict=True)
+                       if no is None and kind == "preference"]
+        stored_labels = iter(self.store.label(labels, self.clock()))
+        stored_preferences = iter(self.store.prefer(preferences, self.clock()))
+        received = []
+        for (_, kind, human), no in zip(entries, refused, strict=True):
+            if no is not None:
+                received.append(no)
+            elif kind == "label":
+                received.append(next(stored_labels))
+            else:
+                outcome, judge = next(stored_preferences)
+                received.append(outcome)
+                if judge is not None:
+                    self.metrics.calibration.labels(*self.metrics.own, f"{judge}/{human}").inc()
+        return received
+
+    def _score(self, batch: tuple[list[tuple[str, float, Any, Any]], list[tuple[str, float, str]]]) -> None:
         self._flush(batch)
-        rules, own = self.config.rules, self.metrics.own
+        rules, own = self.config.labels, self.metrics.own
+        if rules is None:
+            return
         for _ in range(SCORE_BATCHES):  # bounded: the next pass scores the rest
             due = self.store.due(self.clock(), self.config.window_seconds, DUE_BATCH)
             for request in due:
@@ -183,7 +262,7 @@ class Labelling:
             if now - last_score >= SCORE_EVERY:
                 last_score = now
                 await self._on_store(self._score, self._taken())
-            elif self.pending:
+            elif self.pending or self.verdicts:
                 await self._on_store(self._flush, self._taken())
 
     async def feedback(self, request: web.Request) -> web.Response:
@@ -192,24 +271,24 @@ class Labelling:
         offered = request.headers.get("Authorization", "")
         if not token or not hmac.compare_digest(offered.encode(), f"Bearer {token}".encode()):
             self.metrics.feedback.labels(*own, "unauthorized").inc()
-            return web.json_response({"error": "a bearer token is required (the Secret of labels.tokenSecretRef)"},
+            return web.json_response({"error": "a bearer token is required (the Secret of feedback.tokenSecretRef)"},
                                      status=401)
         try:
-            labels = parse_feedback(await request.read())
+            entries = parse_feedback(await request.read())
         except Malformed as error:
             self.metrics.feedback.labels(*own, "malformed").inc()
             return web.json_response({"error": str(error)}, status=400)
-        if len(labels) > self.bucket.capacity:
+        if len(entries) > self.bucket.capacity:
             self.metrics.feedback.labels(*own, "malformed").inc()
-            why = (f"labels: {len(labels)} in one post is more than labels.maxFeedbackPerSecond "
+            why = (f"labels: {len(entries)} in one post is more than feedback.maxPerSecond "
                    f"({self.config.per_second:g}): split it")
             return web.json_response({"error": why}, status=400)
-        if not self.bucket.take(len(labels)):
-            self.metrics.feedback.labels(*own, "limited").inc(len(labels))
+        if not self.bucket.take(len(entries)):
+            self.metrics.feedback.labels(*own, "limited").inc(len(entries))
             return web.json_response({"error": f"more than {self.config.per_second:g} labels a second "
-                                      "(labels.maxFeedbackPerSecond); retry later"}, status=429,
+                                      "(feedback.maxPerSecond); retry later"}, status=429,
                                      headers={"Retry-After": "1"})
-        received = await self._on_store(self._label, self._taken(), labels)
+        received = await self._on_store(self._receive, self._taken(), entries)
         counts: dict[str, int] = {}
         for outcome in received:
             counts[outcome.value] = counts.get(outcome.value, 0) + 1

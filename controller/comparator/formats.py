@@ -75,6 +75,7 @@ class Comparison:
     side: int | None = None
     tokens: tuple[int | None, int | None] = (None, None)
     extra: dict[str, Any] = field(default_factory=dict)
+    texts: tuple[str, str] | None = None  # openai: both completions' texts, for a judge
 
 
 class _Unreadable(ValueError):
@@ -332,7 +333,7 @@ def _compare_openai(rules: Rules, first: Completion, second: Completion) -> Comp
         differs = () if similarity >= rules.min_similarity else ("text",)
     if first.finish != second.finish:
         differs = (*differs, "finish_reason")
-    return Comparison(not differs, differs, None, tokens=tokens, extra=extra)
+    return Comparison(not differs, differs, None, tokens=tokens, extra=extra, texts=(first.text, second.text))
 
 
 def _logprobs_close(first: tuple[tuple[str, frozenset[str]], ...],

@@ -36,31 +36,38 @@ class Received(StrEnum):
     EXPIRED = "expired"  # filed longer ago than labels.retention
     DUPLICATE = "duplicate"  # the key has a label already: the first one stands
     LATE = "late"  # its request was scored already (its window closed without a label)
-    WRONG_TYPE = "wrong-type"  # not a label of the task
+    WRONG_TYPE = "wrong-type"  # not a label of the task, or a preference not stable, candidate or tie
+    NOT_TAKEN = "not-taken"  # a label without compare.labels, or a preference without judge.calibration
+
+
+@dataclass(frozen=True)
+class RequestKey:
+    """`compare.requestKey` or `requestKeyPath`: what names a compared request for /feedback."""
+
+    header: str | None = None
+    path: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.header is None) == (self.path is None):
+            raise ValueError("a request is named by a header or by a JSONPath into its body, one of them")
 
 
 @dataclass(frozen=True)
 class LabelRules:
     """`compare.labels` of the spec, as the comparator applies it."""
 
-    key_header: str | None = None
-    key_path: str | None = None
     prediction: str | None = None  # a JSONPath into each answer; None: v2's first output's first element
     task: Task = Task.CLASSIFICATION
     k: int = 10
     tolerance: float = 0.0
 
-    def __post_init__(self) -> None:
-        if (self.key_header is None) == (self.key_path is None):
-            raise ValueError("a request is named by a header or by a JSONPath into its body, one of them")
 
-
-def request_key(rules: LabelRules, headers: dict[str, str], body: bytes) -> str | None:
-    """The key a request's predictions are filed under; None when it has none."""
-    if rules.key_header is not None:
-        found = next((value for name, value in headers.items() if name.lower() == rules.key_header.lower()), None)
+def request_key(key: RequestKey, headers: dict[str, str], body: bytes) -> str | None:
+    """The key a request's predictions and verdict are filed under; None when it has none."""
+    if key.header is not None:
+        found = next((value for name, value in headers.items() if name.lower() == key.header.lower()), None)
         return found[:256] if found else None
-    value = _first(rules.key_path, body)
+    value = _first(key.path, body)
     if isinstance(value, bool) or not isinstance(value, str | int):
         return None
     return str(value)[:256] or None

@@ -38,8 +38,9 @@ from jsonpath_ng.ext.parser import parse as parse_path
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from controller.comparator.feedback import MAX_FEEDBACK_BYTES, LabelConfig, Labelling, LabelMetrics
+from controller.comparator.feedback import MAX_FEEDBACK_BYTES, Feedback, FeedbackConfig, FeedbackMetrics
 from controller.comparator.formats import Format, Rules
+from controller.comparator.judge import Judge, JudgeConfig, JudgeMetrics
 from controller.comparator.limits import TokenBucket
 from controller.comparator.outcomes import Answer, Failure, Outcome, Side, field_label, outcome
 from controller.stats.paired import DISAGREEMENT_CELLS, SLOWER_CELLS
@@ -80,7 +81,8 @@ class Config:
     # `<namespace>/<name>` of the rollout: every series carries it as `modelrollout`, so the operator's one
     # query per look finds each rollout's counts whatever the scrape's own labels.
     rollout: str = ""
-    labels: LabelConfig | None = None  # compare.labels: file predictions, take labels at /feedback
+    feedback: FeedbackConfig | None = None  # compare.feedback: labels and preferences at /feedback
+    judge: JudgeConfig | None = None  # compare.judge: a judge model prefers one of the two texts
 
 
 ROLLOUT_LABEL = "modelrollout"
@@ -186,16 +188,22 @@ class Comparator:
         self.in_flight: set[asyncio.Task[None]] = set()
         self.session: aiohttp.ClientSession | None = None
         self._redact = [parse_path(path) for path in config.redact]
-        self.labelling = None if config.labels is None else Labelling(
-            config.labels, LabelMetrics(self.metrics.registry, [ROLLOUT_LABEL, PROCESS_LABEL], self.metrics.own))
-        self._labelling_task: asyncio.Task[None] | None = None
+        by = [ROLLOUT_LABEL, PROCESS_LABEL]
+        self.feedback = None if config.feedback is None else Feedback(
+            config.feedback, FeedbackMetrics(self.metrics.registry, by, self.metrics.own))
+        self.judge = None if config.judge is None else Judge(
+            config.judge, JudgeMetrics(self.metrics.registry, by, self.metrics.own), seed,
+            None if self.feedback is None else self.feedback.judged)
+        self._feedback_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self.config.max_in_flight * 3),
             timeout=aiohttp.ClientTimeout(total=self.config.timeout_seconds), auto_decompress=True)
-        if self.labelling is not None:
-            self._labelling_task = asyncio.create_task(self.labelling.run())
+        if self.feedback is not None:
+            self._feedback_task = asyncio.create_task(self.feedback.run())
+        if self.judge is not None:
+            await self.judge.start()
 
     async def close(self) -> None:
         for task in list(self.in_flight):
@@ -204,11 +212,13 @@ class Comparator:
             await asyncio.gather(*self.in_flight, return_exceptions=True)
         if self.session is not None:
             await self.session.close()
-        if self._labelling_task is not None:
-            self._labelling_task.cancel()
-            await asyncio.gather(self._labelling_task, return_exceptions=True)
-        if self.labelling is not None:
-            await self.labelling.close()
+        if self.judge is not None:
+            await self.judge.close()
+        if self._feedback_task is not None:
+            self._feedback_task.cancel()
+            await asyncio.gather(self._feedback_task, return_exceptions=True)
+        if self.feedback is not None:
+            await self.feedback.close()
 
     def replayable(self, method: str, path: str) -> bool:
         if method in SAFE_METHODS or self.config.allow_side_effects:
@@ -245,8 +255,13 @@ class Comparator:
         self.metrics.count(found, self.config.slower_than)
         self.metrics.answered(answers, found)
         stable, candidate = answers[0], answers[1]
-        if self.labelling is not None and found.cell is not None and stable.status == candidate.status == 200:
-            self.labelling.file(dict(request.headers), request.body, stable.body, candidate.body)
+        if found.cell is not None and stable.status == candidate.status == 200:
+            key = None if self.feedback is None else self.feedback.key(dict(request.headers), request.body)
+            if self.feedback is not None:
+                self.feedback.file(key, stable.body, candidate.body)
+            texts = found.candidate.texts if found.candidate is not None else None
+            if self.judge is not None and texts is not None:
+                self.judge.offer(key, request.body, *texts)
         if self.config.samples and found.cell is not None and "/differs" in found.cell:
             self.samples.append(self.sample(request, answers, found))
 
@@ -311,7 +326,8 @@ def application(comparator: Comparator) -> web.Application:
 
 
 def admin(comparator: Comparator) -> web.Application:
-    """Metrics, the kept disagreements, labels (POST /feedback), and liveness."""
+    """Metrics, the kept disagreements and judged pairs, labels and preferences (POST /feedback), and
+    liveness."""
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(comparator.metrics.registry),
                             headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -324,15 +340,22 @@ def admin(comparator: Comparator) -> web.Application:
         return web.Response(text="ok")
 
     async def feedback(request: web.Request) -> web.Response:
-        if comparator.labelling is None:
-            return web.json_response({"error": "this comparison takes no labels (compare.labels is not set)"},
+        if comparator.feedback is None:
+            return web.json_response({"error": "this comparison takes no feedback (compare.feedback is not set)"},
                                      status=404)
-        return await comparator.labelling.feedback(request)
+        return await comparator.feedback.feedback(request)
+
+    async def judged(_: web.Request) -> web.Response:
+        if comparator.judge is None:
+            return web.json_response({"error": "this comparison has no judge (compare.judge is not set)"},
+                                     status=404)
+        return web.json_response(comparator.judge.shown())
 
     app = web.Application(client_max_size=MAX_FEEDBACK_BYTES)
     app.router.add_post("/feedback", feedback)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/samples", samples)
+    app.router.add_get("/judged", judged)
     app.router.add_get("/healthz", healthz)
     return app
 

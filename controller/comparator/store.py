@@ -1,4 +1,5 @@
-"""Where the comparator keeps compared requests' predictions until their labels come: SQLite
+"""Where the comparator keeps compared requests' predictions until their labels come, and a judge's
+verdicts until a human's preference comes: SQLite
 (Python's own sqlite3), in a file on the comparator's volume.
 
 Every write commits before it is acknowledged (WAL, synchronous=FULL), so a comparator that
@@ -28,6 +29,13 @@ CREATE TABLE IF NOT EXISTS predictions (
 );
 CREATE INDEX IF NOT EXISTS predictions_at ON predictions (at);
 CREATE INDEX IF NOT EXISTS predictions_waiting ON predictions (scored, at);
+CREATE TABLE IF NOT EXISTS verdicts (
+    key TEXT PRIMARY KEY,
+    at REAL NOT NULL,
+    judge TEXT NOT NULL,
+    human TEXT
+);
+CREATE INDEX IF NOT EXISTS verdicts_at ON verdicts (at);
 """
 
 
@@ -84,6 +92,31 @@ class PredictionStore:
                     received.append(Received.STORED)
         return received
 
+    def file_verdicts(self, filed: list[tuple[str, float, str]]) -> None:
+        """File a judge's verdicts (key, at, preferred model) in one transaction; a key's first stands."""
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany("INSERT OR IGNORE INTO verdicts (key, at, judge) VALUES (?, ?, ?)", filed)
+
+    def prefer(self, preferences: list[tuple[str, str]], now: float) -> list[tuple[Received, str | None]]:
+        """Store a batch of human preferences (key, preferred model), in one transaction; what became of
+        each, and the judge's verdict on its request when stored (a calibration pair)."""
+        received: list[tuple[Received, str | None]] = []
+        with self.db:
+            self.db.execute("BEGIN")
+            for key, human in preferences:
+                row = self.db.execute("SELECT judge, human, at FROM verdicts WHERE key = ?", (key,)).fetchone()
+                if row is None:
+                    received.append((Received.UNKNOWN, None))
+                elif row[2] < now - self.retention_seconds:
+                    received.append((Received.EXPIRED, None))
+                elif row[1] is not None:
+                    received.append((Received.DUPLICATE, None))
+                else:
+                    self.db.execute("UPDATE verdicts SET human = ? WHERE key = ?", (human, key))
+                    received.append((Received.STORED, str(row[0])))
+        return received
+
     def due(self, now: float, window_seconds: float | None, limit: int = 10_000) -> list[Due]:
         """Requests to score now: labelled ones (no window), or those whose window has closed."""
         if window_seconds is None:
@@ -104,12 +137,15 @@ class PredictionStore:
         """Delete predictions past their retention, then the oldest beyond max_entries; how many went."""
         with self.db:
             self.db.execute("BEGIN")
-            gone = self.db.execute("DELETE FROM predictions WHERE at < ?", (now - self.retention_seconds,)).rowcount
-            over = self.count() - self.max_entries
-            if over > 0:
-                gone += self.db.execute("DELETE FROM predictions WHERE key IN (SELECT key FROM predictions "
-                                        "ORDER BY at LIMIT ?)", (over,)).rowcount
+            gone = 0
+            for table in ("predictions", "verdicts"):
+                gone += self.db.execute(f"DELETE FROM {table} WHERE at < ?",  # noqa: S608 (our own names)
+                                        (now - self.retention_seconds,)).rowcount
+                over = self.count(table) - self.max_entries
+                if over > 0:
+                    gone += self.db.execute(f"DELETE FROM {table} WHERE key IN (SELECT key FROM {table} "  # noqa: S608
+                                            "ORDER BY at LIMIT ?)", (over,)).rowcount
         return int(gone)
 
-    def count(self) -> int:
-        return int(self.db.execute("SELECT COUNT(*) FROM predictions").fetchone()[0])
+    def count(self, table: str = "predictions") -> int:
+        return int(self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])  # noqa: S608 (our own names)

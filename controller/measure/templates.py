@@ -240,7 +240,8 @@ def conversion_total(profile: Profile, arm: Arm | None) -> str:
 # grouped by the rollout the series carry (`modelrollout`), each series' labels joined into `part`.
 COMPARISONS = (
     'label_join(sum by (modelrollout, __name__, cell, side, reason, le, field, process) ('
-    '{__name__=~"modelrollout_compare_(requests|slower|failures|skipped|differences|labelled|unlabelled|feedback)_total'
+    '{__name__=~"modelrollout_compare_(requests|slower|failures|skipped|differences|labelled|unlabelled|feedback'
+    '|judged|judge_positions|judge_swaps|judge_failures|judge_skipped|calibration)_total'
     '|modelrollout_compare_output_delta_bucket"}), "part", "|", "__name__", "cell", "side", "reason", "le", "field",'
     ' "process")'
 )

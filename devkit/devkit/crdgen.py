@@ -35,6 +35,13 @@ NAME_RULES: list[dict[str, Any]] = [
     {"rule": f"self.metadata.name.size() <= {MAX_NAME}",
      "message": f"metadata.name must be at most {MAX_NAME} characters: the operator names Services "
                 "<name>-candidate, which must fit in 63"},
+    # Here, not beside the model: the rule needs metadata.name, which only the root sees.
+    {"rule": "!self.spec.strategy.steps.exists(s, has(s.shadow) && has(s.shadow.compare) && "
+             "has(s.shadow.compare.judge) && [self.metadata.name, self.metadata.name + '-stable', "
+             "self.metadata.name + '-candidate'].exists(n, url(s.shadow.compare.judge.url).getHostname() == n || "
+             "url(s.shadow.compare.judge.url).getHostname().startsWith(n + '.')))",
+     "message": "spec.strategy.steps[].shadow.compare.judge.url is one of the rollout's own Services: a model "
+                "cannot judge its own answers"},
     {"rule": "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
      "message": "metadata.name must start with a letter and hold only lowercase letters, digits and '-': "
                 "it names the rollout's Services (DNS-1035 labels)"},

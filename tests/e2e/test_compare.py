@@ -316,7 +316,8 @@ def test_labels_posted_later_pass_an_equally_accurate_model_and_hold_a_less_accu
     with e2e_world(api_client, namespace, kubeconfig, tmp_path, rps=40, recipe_for_image=recipe.for_image,
                    load_path="/v2/models/scorer/infer", payload=labelled.payload) as world:
         compare = {"format": "v2", "maxRequestsPerSecond": 100, "disagreement": {"maxExcess": 0.5},
-                   "labels": {"requestKeyPath": "$.id", "tokenSecretRef": {"name": "scorer-feedback"}}}
+                   "requestKeyPath": "$.id", "feedback": {"tokenSecretRef": {"name": "scorer-feedback"}},
+                   "labels": {}}
         steps = [{"shadow": {"percent": 100, "duration": "60s", "compare": compare}},
                  {"canary": {"weight": 20, "duration": "10s"}}]
         first = world.deploy(steps, image="scorer:mls-good", profile="mlserver", guardrails=[])

@@ -62,6 +62,27 @@ def test_names_the_operator_cannot_derive_objects_from_are_rejected(
     assert reason in message, message
 
 
+@pytest.mark.parametrize(("url", "refused"), [
+    ("http://scorer-candidate.team-a.svc:8080", True),
+    ("https://scorer-stable", True),
+    ("http://scorer:8080/v1", True),
+    ("http://scorer-judge.team-a.svc:8000", False),
+])
+def test_a_judge_that_is_one_of_the_rollouts_own_services_is_refused(
+    api_client: client.ApiClient, namespace: str, crd_installed: None, url: str, refused: bool,
+) -> None:
+    spec = json.loads(json.dumps(VALID_SPEC))
+    spec["strategy"]["steps"][0]["shadow"]["compare"] = {"format": "openai", "judge": {"url": url,
+                                                                                       "model": "judge-7b"}}
+    if not refused:
+        assert _create(api_client, namespace, "scorer", spec)["spec"]["strategy"]["steps"][0]["shadow"]
+        return
+    with pytest.raises(client.ApiException) as error:
+        _create(api_client, namespace, "scorer", spec)
+    message = json.loads(error.value.body or "{}")["message"]
+    assert "compare.judge.url is one of the rollout's own Services" in message, message
+
+
 def test_the_longest_allowed_name_works_for_every_derived_object(
     api_client: client.ApiClient, namespace: str, crd_installed: None,
 ) -> None:

@@ -45,13 +45,13 @@ def feedback(admin: str) -> dict[str, float]:
 
 
 def labelling(tmp_path: Path, *extra: str) -> tuple[str, ...]:
-    return ("--max-requests-per-second", "1000", "--labels-key-header", "x-request-id",
-            "--labels-db", str(tmp_path / "labels.sqlite"), *extra)
+    return ("--max-requests-per-second", "1000", "--key-header", "x-request-id", "--labels-task", "classification",
+            "--feedback-db", str(tmp_path / "feedback.sqlite"), *extra)
 
 
 def test_labels_score_both_models_and_bad_feedback_is_refused_with_the_reason(tmp_path: Path) -> None:
     with backend(stable) as (stable_url, _), backend(candidate) as (candidate_url, _), comparator(
-            stable_url, candidate_url, tmp_path, *labelling(tmp_path, "--labels-max-per-second", "500"),
+            stable_url, candidate_url, tmp_path, *labelling(tmp_path, "--feedback-max-per-second", "500"),
             env={"MODELROLLOUT_FEEDBACK_TOKEN": TOKEN}) as (base, admin):
         mirror(base, 100)
         wait_until(lambda: counters(admin).get(

@@ -302,19 +302,53 @@ def test_the_comparator_runs_from_the_operators_image_with_the_steps_rules() -> 
 
 def test_a_comparator_that_takes_labels_gets_its_token_from_the_secret_and_a_volume_for_its_store() -> None:
     api_client = RecordingApi()
-    labels = {"requestKey": "x-request-id", "prediction": "$.label", "window": "1h",
-              "tokenSecretRef": {"name": "scorer-feedback"}}
-    comparator_target(api_client, cache(), labels=labels).ensure_comparator(0)
+    comparator_target(api_client, cache(), requestKey="x-request-id", feedback={
+        "tokenSecretRef": {"name": "scorer-feedback"}}, labels={"prediction": "$.label", "window": "1h"},
+    ).ensure_comparator(0)
     pod = api_client.calls[1][2]["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert container["env"] == [{"name": "MODELROLLOUT_FEEDBACK_TOKEN", "valueFrom": {"secretKeyRef": {
         "name": "scorer-feedback", "key": "token"}}}], "the token is never in the Deployment itself"
     assert container["volumeMounts"][0]["mountPath"] == "/var/lib/modelrollout"
-    assert pod["volumes"] == [{"name": "labels", "emptyDir": {}}]
+    assert pod["volumes"] == [{"name": "store", "emptyDir": {}}]
     args = container["args"]
-    for flag, value in (("--labels-key-header", "x-request-id"), ("--labels-prediction", "$.label"),
-                        ("--labels-window", "3600.0"), ("--labels-db", "/var/lib/modelrollout/labels.sqlite")):
+    for flag, value in (("--key-header", "x-request-id"), ("--labels-prediction", "$.label"),
+                        ("--labels-window", "3600.0"), ("--feedback-db", "/var/lib/modelrollout/feedback.sqlite"),
+                        ("--labels-task", "classification")):
         assert args[args.index(flag) + 1] == value, (flag, args)
+    assert "--judge-calibration" not in args
+
+
+JUDGE = {"url": "https://judge.models.svc:8000", "model": "judge-7b", "secretRef": {"name": "judge-token"}}
+
+
+def secret(annotations: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    return 200, {"metadata": {"name": "judge-token", "namespace": NS, "annotations": annotations}, "data": {}}
+
+
+def test_a_judges_token_goes_only_where_its_secret_allows() -> None:
+    allowed = RecordingApi({("GET", "/secrets/judge-token"): secret(
+        {f"{api.GROUP}/judge-addresses": "https://other.example https://judge.models.svc:8000/"})})
+    comparator_target(allowed, cache(), format="openai", judge=JUDGE).ensure_comparator(0)
+    container = allowed.calls[-1][2]["spec"]["template"]["spec"]["containers"][0]
+    assert container["env"] == [{"name": "MODELROLLOUT_JUDGE_TOKEN", "valueFrom": {"secretKeyRef": {
+        "name": "judge-token", "key": "token"}}}]
+    args = container["args"]
+    for flag, value in (("--judge-url", JUDGE["url"]), ("--judge-model", "judge-7b"), ("--judge-budget", "5000"),
+                        ("--judge-swap-percent", "10"), ("--judge-timeout", "30.0")):
+        assert args[args.index(flag) + 1] == value, (flag, args)
+    for allowing, why in (({}, "lists none"), ({f"{api.GROUP}/judge-addresses": "https://judge.example"},
+                                                   "lists https://judge.example")):
+        refused = RecordingApi({("GET", "/secrets/judge-token"): secret(allowing)})
+        with pytest.raises(ComparatorUnavailable, match=why):
+            comparator_target(refused, cache(), format="openai", judge=JUDGE).ensure_comparator(0)
+        assert not [w for w in refused.writes() if "deployments" in w[1]], "nothing runs that would send it"
+    plain = RecordingApi({("GET", "/secrets/judge-token"): secret({f"{api.GROUP}/judge-addresses": "http://judge"})})
+    with pytest.raises(ComparatorUnavailable, match="plain text"):
+        comparator_target(plain, cache(), format="openai", judge={**JUDGE, "url": "http://judge"}).ensure_comparator(0)
+    missing = RecordingApi({("GET", "/secrets/judge-token"): (404, {})})
+    with pytest.raises(ComparatorUnavailable, match="missing"):
+        comparator_target(missing, cache(), format="openai", judge=JUDGE).ensure_comparator(0)
 
 
 def test_a_running_comparator_with_these_rules_is_left_alone_and_other_rules_replace_it() -> None:

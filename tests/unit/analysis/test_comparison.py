@@ -111,12 +111,13 @@ def test_a_candidate_that_differs_more_than_the_stable_holds_for_a_human_naming_
     assert later.signal.verdict == AnalysisVerdict.HOLD and not later.decisions, "the breach stands, told once"
 
 
-LABELS = {"requestKey": "x-request-id", "tokenSecretRef": {"name": "feedback"}}
+FEEDBACK = {"requestKey": "x-request-id", "feedback": {"tokenSecretRef": {"name": "feedback"}}}
+LABELS: dict[str, Any] = {}
 
 
 def test_labels_score_both_models_a_less_accurate_candidate_holds_naming_both_accuracies() -> None:
     comparator = Comparator()
-    step = Step(spec(labels=LABELS), comparator)
+    step = Step(spec(labels=LABELS, **FEEDBACK), comparator)
     step.look()
     for _ in range(60):
         comparator.serve(100)  # the two answer alike: the disagreement test stays quiet
@@ -136,7 +137,7 @@ def test_labels_score_both_models_a_less_accurate_candidate_holds_naming_both_ac
 
 def test_equally_accurate_models_pass_the_labels_test() -> None:
     comparator = Comparator()
-    step = Step(spec(labels=LABELS), comparator)
+    step = Step(spec(labels=LABELS, **FEEDBACK), comparator)
     step.look()
     for _ in range(30):
         comparator.serve(100)
@@ -263,3 +264,71 @@ def test_a_candidate_slower_on_the_same_requests_is_rolled_back() -> None:
         if result.signal.verdict == AnalysisVerdict.FAIL:
             break
     assert result.signal.verdict == AnalysisVerdict.FAIL and "1.2x the stable's time" in result.signal.reason
+
+
+JUDGE = {"url": "http://judge.models.svc:8000", "model": "judge-7b"}
+
+
+def judging(comparator: Comparator, stable: int, candidate: int, tie: int, first: float = 0.5) -> None:
+    """One look's judged pairs by the model preferred, and every ask's position (a share `first` chose A)."""
+    for cell, n in (("stable", stable), ("candidate", candidate), ("tie", tie)):
+        comparator.add(f"modelrollout_compare_judged_total|{cell}||||", n)
+    decided = stable + candidate
+    comparator.add("modelrollout_compare_judge_positions_total|first||||", round(decided * first))
+    comparator.add("modelrollout_compare_judge_positions_total|second||||", decided - round(decided * first))
+    comparator.add("modelrollout_compare_judge_positions_total|tie||||", tie)
+
+
+def test_a_judge_that_prefers_the_stable_holds_the_candidate_naming_its_preferences_and_bias() -> None:
+    comparator = Comparator()
+    step = Step(spec(format="openai", judge=JUDGE), comparator)
+    step.look()
+    for _ in range(40):
+        comparator.serve(50)
+        judging(comparator, stable=30, candidate=15, tie=5, first=0.6)
+        comparator.add("modelrollout_compare_judge_failures_total|||timeout||", 1)
+        comparator.add("modelrollout_compare_judge_swaps_total|inconsistent||||", 2)
+        result = step.look()
+        if result.decisions:
+            break
+    shown = result.state.comparison.judge
+    assert [d.verdict for d in result.decisions] == ["breach: hold"], result.signal.reason
+    assert "the judge preferred the stable on" in result.signal.reason and "margin 0" in result.signal.reason
+    assert shown.stable_wins == round(30 / 45, 6) and shown.stable_wins_interval[0] > 0.5
+    assert shown.position_bias == 0.1 and shown.failures == {"timeout": shown.judged / 50}
+    assert shown.swapped == {"inconsistent": 2 * shown.judged / 50}
+    assert shown.corrected_interval is None and result.state.comparison.breached == ["judge"]
+
+
+def test_a_judge_that_cannot_tell_them_apart_passes_and_shows_no_worse_evidence() -> None:
+    comparator = Comparator()
+    step = Step(spec(format="openai", judge={**JUDGE, "margin": 0.1}), comparator)
+    step.look()
+    for _ in range(30):
+        comparator.serve(50)
+        judging(comparator, stable=20, candidate=20, tie=10)
+        result = step.look()
+        assert result.signal.verdict == AnalysisVerdict.PASS, result.signal.reason
+    assert result.state.comparison.evidence["judgeNoWorse"] >= result.state.comparison.threshold["judgeNoWorse"]
+
+
+def test_a_calibrated_judge_leaning_to_the_stable_is_corrected_by_human_preferences() -> None:
+    """The judge prefers the stable 60:40 of decided pairs; on the pairs a human judged too, the human
+    overruled one in six of its stable verdicts, so humans split evenly. Raw, the stable leads; corrected,
+    it does not."""
+    comparator = Comparator()
+    calibrated = {**JUDGE, "calibration": True}
+    step = Step(spec(format="openai", judge=calibrated, **FEEDBACK), comparator)
+    step.look()
+    for _ in range(40):
+        comparator.serve(50)
+        judging(comparator, stable=60, candidate=40, tie=0)
+        for cell, n in (("stable/stable", 5), ("stable/candidate", 1), ("candidate/candidate", 4)):
+            comparator.add(f"modelrollout_compare_calibration_total|{cell}||||", n)
+        result = step.look()
+        assert not result.decisions, result.signal.reason
+    shown = result.state.comparison.judge
+    assert shown.calibration_pairs == 400 and shown.agreement == 0.9
+    assert shown.raw_interval[0] > 0.5, "raw, the judge would hold the candidate"
+    assert shown.corrected_interval[0] < 0.5 < shown.corrected_interval[1], shown
+    assert "judge" not in result.state.comparison.evidence, "calibrated, the corrected interval decides"

@@ -11,7 +11,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from controller.comparator.feedback import Malformed, parse_feedback
-from controller.comparator.labels import LabelRules, Received, Task, cell, prediction, request_key, right, valid_label
+from controller.comparator.labels import (
+    LabelRules,
+    Received,
+    RequestKey,
+    Task,
+    cell,
+    prediction,
+    request_key,
+    right,
+    valid_label,
+)
 from controller.comparator.store import PredictionStore
 
 
@@ -20,30 +30,30 @@ def v2(*data: float) -> bytes:
 
 
 def test_a_request_is_named_by_its_header_or_a_path_into_its_body() -> None:
-    by_header = LabelRules(key_header="X-Request-Id")
+    by_header = RequestKey(header="X-Request-Id")
     assert request_key(by_header, {"x-request-id": "r-1"}, b"{}") == "r-1"
     assert request_key(by_header, {}, b"{}") is None
-    by_path = LabelRules(key_path="$.id")
+    by_path = RequestKey(path="$.id")
     assert request_key(by_path, {}, b'{"id": 7, "inputs": []}') == "7"
     assert request_key(by_path, {}, b'{"id": true}') is None and request_key(by_path, {}, b"not json") is None
     with pytest.raises(ValueError, match="one of them"):
-        LabelRules()
+        RequestKey()
 
 
 def test_predictions_are_read_where_the_rules_say_or_from_v2s_first_output() -> None:
-    assert prediction(LabelRules(key_header="k"), v2(1.0)) == 1.0
-    assert prediction(LabelRules(key_header="k"), b'{"predictions": [0, 1]}') == 0
-    assert prediction(LabelRules(key_header="k", task=Task.RANKING), v2(3, 1, 2)) == [3, 1, 2]
-    assert prediction(LabelRules(key_header="k", prediction="$.label"), b'{"label": "fraud"}') == "fraud"
-    assert prediction(LabelRules(key_header="k"), b"<html>") is None
+    assert prediction(LabelRules(), v2(1.0)) == 1.0
+    assert prediction(LabelRules(), b'{"predictions": [0, 1]}') == 0
+    assert prediction(LabelRules(task=Task.RANKING), v2(3, 1, 2)) == [3, 1, 2]
+    assert prediction(LabelRules(prediction="$.label"), b'{"label": "fraud"}') == "fraud"
+    assert prediction(LabelRules(), b"<html>") is None
 
 
 def test_right_by_task() -> None:
-    classes = LabelRules(key_header="k")
+    classes = LabelRules()
     assert right(classes, 1.0, 1) and not right(classes, 0, 1) and right(classes, "cat", "cat")
-    regression = LabelRules(key_header="k", task=Task.REGRESSION, tolerance=0.5)
+    regression = LabelRules(task=Task.REGRESSION, tolerance=0.5)
     assert right(regression, 10.4, 10) and not right(regression, 10.6, 10)
-    ranking = LabelRules(key_header="k", task=Task.RANKING, k=2)
+    ranking = LabelRules(task=Task.RANKING, k=2)
     assert right(ranking, [5, 3, 9], 3) and not right(ranking, [5, 3, 9], 9) and not right(ranking, 3, 3)
     assert valid_label(Task.CLASSIFICATION, "cat") and not valid_label(Task.CLASSIFICATION, {"a": 1})
     assert not valid_label(Task.REGRESSION, "1.5") and not valid_label(Task.CLASSIFICATION, True)
@@ -85,8 +95,8 @@ def test_the_store_keeps_at_most_its_entries_and_its_retention(tmp_path: Path) -
 
 @given(st.binary(max_size=300) | st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=5),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["key", "label", "labels"]), inner,
-                                                                 max_size=3), max_leaves=8).map(
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.sampled_from(["key", "label", "labels", "kind"]), inner, max_size=3), max_leaves=8).map(
     lambda document: json.dumps(document).encode()))
 def test_any_feedback_body_is_labels_or_a_400_naming_what_is_wrong(body: bytes) -> None:
     try:
@@ -94,7 +104,7 @@ def test_any_feedback_body_is_labels_or_a_400_naming_what_is_wrong(body: bytes) 
     except Malformed as error:
         assert str(error)
         return
-    assert all(isinstance(key, str) and key for key, _ in found)
+    assert all(isinstance(key, str) and key and kind in ("label", "preference") for key, kind, _ in found)
 
 
 def test_a_malformed_batch_names_the_item_and_the_field() -> None:
@@ -102,4 +112,16 @@ def test_a_malformed_batch_names_the_item_and_the_field() -> None:
         parse_feedback(b'{"labels": [{"key": "a", "label": 1}, {"key": "b"}]}')
     with pytest.raises(Malformed, match="labels: must be a list"):
         parse_feedback(b'{"labels": {"key": "a"}}')
-    assert parse_feedback(b'{"key": "a", "label": null}') == [("a", None)]
+    assert parse_feedback(b'{"key": "a", "label": null}') == [("a", "label", None)]
+    assert parse_feedback(b'{"key": "a", "kind": "preference", "label": "stable"}') == [("a", "preference", "stable")]
+    with pytest.raises(Malformed, match="kind: label"):
+        parse_feedback(b'{"key": "a", "kind": "vote", "label": "stable"}')
+
+
+def test_a_human_preference_finds_the_judges_verdict_once(tmp_path: Path) -> None:
+    store = PredictionStore(tmp_path / "feedback.sqlite", retention_seconds=100, max_entries=10)
+    store.file_verdicts([("a", 0.0, "stable"), ("b", 10.0, "candidate"), ("a", 20.0, "candidate")])
+    assert store.prefer([("a", "tie"), ("a", "stable"), ("zzz", "stable")], now=50.0) == [
+        (Received.STORED, "stable"), (Received.DUPLICATE, None), (Received.UNKNOWN, None)], "a key keeps its first"
+    assert store.prefer([("b", "stable")], now=200.0) == [(Received.EXPIRED, None)]
+    assert store.prune(now=200.0) == 2 and store.count("verdicts") == 0
