@@ -259,7 +259,7 @@ class JudgeTest(SpecModel):
              ".prompt"),
     ]})
 
-    url: HttpURL
+    url: Annotated[HttpURL, Field(max_length=512)]  # shorter than HttpURL's: the root rule's cost budget
     """The judge's base URL; the comparator posts to <url>/v1/chat/completions. It must not be the rollout's own
     Services (<name>, <name>-stable, <name>-candidate): a model cannot judge itself."""
     model: Annotated[str, Field(min_length=1, max_length=253)]
@@ -278,7 +278,9 @@ class JudgeTest(SpecModel):
     """Percent of judged pairs asked a second time in the other order, to measure position bias (default 10)."""
     timeout: Duration = "30s"
     """How long a judge call may take; longer is counted, never guessed (default 30s)."""
-    margin: Annotated[float, Field(ge=0, lt=0.5)] = 0.0
+    # Inclusive: the apiserver checks a whole number against an exclusive fractional bound as if the bound
+    # were whole (0 < 0.5 read as 0 < 0), refusing the default.
+    margin: Annotated[float, Field(ge=0, le=0.49)] = 0.0
     """Breach when the judge prefers the stable on more than 1/2 + margin of the pairs it decides (default 0)."""
     calibration: bool = False
     """Correct the judge's preference rate toward humans': preferences posted to /feedback
