@@ -26,7 +26,7 @@ from rich.table import Table
 from controller import api
 from controller.kube.cache import ROLLOUT_LABEL
 from controller.kube.client import api_client_from_kubeconfig
-from controller.plugin.view import decisions_view, diff_view, list_view, rollout_view
+from controller.plugin.view import decisions_view, diff_view, judged_view, list_view, rollout_view
 
 EVENT_WAIT_SECONDS = 5.0
 ACTION_VERBS = {"promote": api.Action.PROMOTE, "abort": api.Action.ABORT, "pause": api.Action.PAUSE,
@@ -103,19 +103,26 @@ class Cluster:
         return sorted(events, key=_event_time)
 
     def samples(self, name: str) -> list[dict[str, Any]]:
-        """The comparator's kept disagreements, through the apiserver's service proxy: RBAC on
-        services/proxy decides who may read them."""
+        """The comparator's kept disagreements."""
+        samples: list[dict[str, Any]] = self.comparator(name, "samples").get("samples", [])
+        return samples
+
+    def comparator(self, name: str, path: str) -> dict[str, Any]:
+        """A page of the comparator's admin port, through the apiserver's service proxy: RBAC on
+        services/proxy decides who may read it."""
         try:
             # The raw answer: the client would turn a JSON body it was told is a str into a Python repr.
             response = self.call(client.CoreV1Api(self.api).connect_get_namespaced_service_proxy_with_path,
-                                 f"{name}-compare:admin", self.namespace, "samples", _preload_content=False)
+                                 f"{name}-compare:admin", self.namespace, path, _preload_content=False)
         except client.ApiException as error:
+            if error.status == 404 and "compare.judge is not set" in str(error.body):
+                raise PluginError(f"{name!r} compares without a judge (compare.judge is not set)") from None
             if error.status in (404, 503):
                 raise PluginError(f"no comparator runs for {name!r}: only a shadow step with compare has one") \
                     from None
             raise
-        samples: list[dict[str, Any]] = json.loads(response.data).get("samples", [])
-        return samples
+        found: dict[str, Any] = json.loads(response.data)
+        return found
 
     def annotate(self, name: str, value: str) -> None:
         self.call(self.custom.patch_namespaced_custom_object, api.GROUP, api.VERSION, self.namespace, api.PLURAL,
@@ -225,8 +232,11 @@ def _parser() -> argparse.ArgumentParser:
     get.add_argument("-w", "--watch", action="store_true", help="redraw on every change until the rollout ends")
     get.add_argument("--timeout", type=float, default=86400.0, help="stop watching after this many seconds")
     verbs.add_parser("history", help="a rollout's decisions and transitions").add_argument("name")
-    verbs.add_parser("diff", help="where the two models' answers differ: the comparator's kept disagreements, "
-                     "side by side").add_argument("name")
+    diff = verbs.add_parser("diff", help="where the two models' answers differ: the comparator's kept "
+                            "disagreements, side by side")
+    diff.add_argument("name")
+    diff.add_argument("--judged", action="store_true",
+                      help="the pairs the judge (compare.judge) was surest about, each way")
     for verb in ACTION_VERBS:
         action = verbs.add_parser(verb, help=f"write the {verb} action and wait until the operator took it")
         action.add_argument("name")
@@ -259,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
             console.print(rollout_view(rollout, *cluster.owned(args.name)))
         elif args.verb == "history":
             _history(cluster, args.name, console)
+        elif args.verb == "diff" and args.judged:
+            console.print(judged_view(cluster.comparator(args.name, "judged")))
         elif args.verb == "diff":
             console.print(diff_view(cluster.samples(args.name)))
         else:

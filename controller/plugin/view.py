@@ -176,7 +176,54 @@ def comparison_view(comparison: dict[str, Any]) -> Table:
         if labels.get("feedback"):
             table.add_row("feedback", ", ".join(f"{reason} {count:,.0f}"
                                                 for reason, count in labels["feedback"].items()))
+    judge = comparison.get("judge")
+    if judge:
+        _judge_rows(table, judge)
     return table
+
+
+def _judge_rows(table: Table, judge: dict[str, Any]) -> None:
+    preferred = judge.get("preferred") or {}
+    table.add_row("judged", f"{judge.get('judged', 0):,.0f} pairs: the stable preferred on "
+                  f"{preferred.get('stable', 0):,.0f}, the candidate on {preferred.get('candidate', 0):,.0f}, "
+                  f"{preferred.get('tie', 0):,.0f} ties")
+    table.add_row("stable wins", _rate(judge.get("stableWins"), judge.get("stableWinsInterval")))
+    bias, swapped = judge.get("positionBias"), judge.get("swapped") or {}
+    asked_twice = swapped.get("consistent", 0) + swapped.get("inconsistent", 0)
+    table.add_row("position bias", ("-" if bias is None else f"{100 * bias:+.1f} points toward the first answer")
+                  + (f"; the same verdict both ways on {swapped.get('consistent', 0):,.0f} of {asked_twice:,.0f}"
+                     if asked_twice else ""))
+    if judge.get("correctedInterval"):
+        raw, corrected = judge.get("rawInterval") or [0.0, 1.0], judge["correctedInterval"]
+        agreement = judge.get("agreement")
+        table.add_row("stable share, judge", f"[{100 * raw[0]:.1f}%, {100 * raw[1]:.1f}%]")
+        table.add_row("stable share, corrected", f"[{100 * corrected[0]:.1f}%, {100 * corrected[1]:.1f}%] by "
+                      f"{judge.get('calibrationPairs', 0):,.0f} human preferences"
+                      + ("" if agreement is None else f" (the judge agreed on {100 * agreement:.0f}%)"))
+    for title, key in (("judge failed", "failures"), ("not judged", "skipped")):
+        if judge.get(key):
+            table.add_row(title, ", ".join(f"{reason} {count:,.0f}" for reason, count in judge[key].items()))
+
+
+def judged_view(judged: dict[str, Any]) -> Group:
+    """The judged pairs the judge was surest about (the same verdict both ways first), each way."""
+    parts: list[RenderableType] = [Text(f"judge calls {judged.get('calls', 0):,} of a budget of "
+                                        f"{judged.get('budget', 0):,}")]
+    if not judged.get("kept"):
+        return Group(*parts, Text("no judged pair kept (compare.samples keeps the surest N each way; 0 keeps none)"))
+    for preferred in ("candidate", "stable"):
+        pairs = judged.get(preferred) or []
+        parts.append(Text(f"the judge preferred the {preferred}: {len(pairs)} kept", style="bold"))
+        for pair in pairs:
+            sure = {True: "the same both ways", False: "not the same swapped"}.get(pair.get("consistent"),
+                                                                                    "asked once")
+            table = Table(title=f"{pair.get('key') or '-'} ({sure}): {pair.get('question', '')}",
+                          title_justify="left", expand=True)
+            for side in ("stable", "candidate"):
+                table.add_column(side + (" (preferred)" if side == preferred else ""), overflow="fold")
+            table.add_row(str(pair.get("stable", "")), str(pair.get("candidate", "")))
+            parts.append(table)
+    return Group(*parts)
 
 
 def diff_view(samples: list[dict[str, Any]]) -> Group:

@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.console import Console
 
-from controller.plugin.view import diff_view, list_view, rollout_view
+from controller.plugin.view import diff_view, judged_view, list_view, rollout_view
 
 ROLLOUT: dict[str, Any] = {
     "metadata": {"name": "scorer", "namespace": "ml"},
@@ -127,3 +127,27 @@ def test_get_shows_a_comparison_and_diff_shows_the_disagreements_side_by_side() 
     assert "differs at predict" in shown and "stable (200)" in shown and "candidate (200)" in shown
     assert '{"outputs": [1]}' in shown
     assert "no disagreement kept" in _text(diff_view([]))
+
+
+def test_get_shows_the_judges_verdicts_and_diff_judged_the_surest_pairs_each_way() -> None:
+    judge = {"judged": 400, "preferred": {"stable": 240, "candidate": 150, "tie": 10}, "stableWins": 0.615,
+             "stableWinsInterval": [0.55, 0.68], "positionBias": 0.072, "swapped": {"consistent": 30,
+                                                                                   "inconsistent": 10},
+             "failures": {"timeout": 3}, "skipped": {"rate-limited": 90}, "calibrationPairs": 30,
+             "agreement": 0.8, "rawInterval": [0.55, 0.67], "correctedInterval": [0.41, 0.7]}
+    status = {**ROLLOUT["status"], "analysis": {"verdict": "Hold", "guardrails": {}, "comparison": {
+        "pairs": 400, "breached": [], "judge": judge}}}
+    text = " ".join(_text(rollout_view({**ROLLOUT, "status": status})).split())
+    assert "the stable preferred on 240, the candidate on 150, 10 ties" in text
+    assert "stable wins 61.5% [55.0%, 68.0%]" in text
+    assert "+7.2 points toward the first answer; the same verdict both ways on 30 of 40" in text
+    assert "stable share, corrected [41.0%, 70.0%] by 30 human preferences (the judge agreed on 80%)" in text
+    assert "timeout 3" in text and "rate-limited 90" in text
+    pair = {"key": "r-7", "question": "user: Why is the sky blue?", "stable": "Rayleigh scattering.",
+            "candidate": "wrong: it reflects the sea", "preferred": "stable", "consistent": True}
+    shown = " ".join(_text(judged_view({"kept": 3, "calls": 120, "budget": 5000, "stable": [pair],
+                                        "candidate": []})).split())
+    assert "judge calls 120 of a budget of 5,000" in shown
+    assert "the judge preferred the stable: 1 kept" in shown and "the judge preferred the candidate: 0 kept" in shown
+    assert "r-7 (the same both ways): user: Why is the sky blue?" in shown and "stable (preferred)" in shown
+    assert "no judged pair kept" in _text(judged_view({"kept": 0, "calls": 0, "budget": 10}))
