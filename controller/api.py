@@ -354,7 +354,8 @@ class Compare(SpecModel):
     """Fields a kept sample never shows, as JSONPaths."""
     pass_when: Literal["duration", "noWorse"] = "duration"  # noqa: S105 (not a password)
     """duration (default): the step runs its duration; noWorse: it ends as soon as the candidate is shown to
-    disagree no more than the stable does plus disagreement.maxExcess."""
+    disagree no more than the stable does plus disagreement.maxExcess, and, where set, to be no less accurate than
+    labels.maxDrop allows and no less preferred by the judge than its margin allows."""
     disagreement: DisagreementTest = DisagreementTest()
     """The disagreement test (always on)."""
     paired_latency: PairedLatencyTest | None = None
@@ -1327,8 +1328,11 @@ class ComparisonStatus(StatusModel):
     """Each test's log(1 / its alpha): it decides there."""
     breached: list[str] = []
     """The tests that breached in this step attempt; a breach stands until a human acts."""
+    no_worse: list[str] = []
+    """The early passes that decided in this step attempt: noWorse (disagreement), labelsNoWorse, judgeNoWorse."""
     passed: bool = False
-    """noWorse decided: the candidate disagrees no more than the stable does plus maxExcess."""
+    """passWhen noWorse, and every configured early pass decided (the disagreement, the labels', the judge's) with
+    no breach: the step ends."""
     differs_most: dict[str, float] = {}
     """The fields (json, v2) or parts (text, finish_reason, status) that differed most, with their counts."""
     failures: dict[str, float] = {}

@@ -36,6 +36,9 @@ JUDGE_SERIES = {"modelrollout_compare_judged_total": "judged",
                 "modelrollout_compare_calibration_total": "calibration"}
 # Processes whose vanished totals are remembered: the newest few (their names are their starts).
 REMEMBERED_PROCESSES = 4
+# The early passes, in the order a step needs them: each configured one must decide before passWhen
+# noWorse ends the step.
+NO_WORSE = ("noWorse", "labelsNoWorse", "judgeNoWorse")
 # A compare path that selects nothing: the step holds, naming it, after this many answers.
 MISSING_PATH_AFTER = 20
 SHOWN_FIELDS = 5
@@ -112,24 +115,10 @@ def look(compare: Compare, alpha: float, totals: dict[str, float], before: Compa
     cells = _cells(counts, "requests", DISAGREEMENT_CELLS)
     pairs, twice = float(cells.sum()), float(cells[0, 2:].sum())
     noise_share = compare.noise_percent / 100
-    breach_tests: dict[str, tuple[compare_tests.ComparisonTest, np.ndarray]] = {}
     # The breach tests share alpha (Bonferroni); noWorse is another error, a false early pass, with its own.
     share = alpha / (1 + (compare.paired_latency is not None) + (compare.output_delta is not None)
                      + (compare.labels is not None) + (compare.judge is not None))
-    breach_tests["disagreement"] = (compare_tests.disagreement(share, noise_share, compare.disagreement.max_excess),
-                                    cells)
-    if compare.paired_latency is not None:
-        breach_tests["pairedLatency"] = (compare_tests.paired_latency(share), _cells(counts, "slower", SLOWER_CELLS))
-    delta = _delta_cells(counts)
-    if compare.output_delta is not None and delta is not None:
-        breach_tests["outputDelta"] = (compare_tests.output_delta(share, delta[0], compare.output_delta.max),
-                                       delta[1])
-    labelled = _cells(counts, "labelled", LABELLED_CELLS)
-    if compare.labels is not None:
-        breach_tests["labels"] = (compare_tests.accuracy_worse(share, compare.labels.max_drop), labelled)
-    if compare.judge is not None and not compare.judge.calibration:
-        breach_tests["judge"] = (compare_tests.judged_worse(share, compare.judge.margin),
-                                 _cells(counts, "judged", JUDGED_CELLS))
+    breach_tests = _breach_tests(compare, counts, cells, share)
     evidence: dict[str, float] = {}
     thresholds: dict[str, float] = {}
     breached = list(base.breached)
@@ -144,12 +133,17 @@ def look(compare: Compare, alpha: float, totals: dict[str, float], before: Compa
     no_worse = compare_tests.no_worse(alpha, noise_share, compare.disagreement.max_excess).look(cells)
     evidence["noWorse"] = round(float(no_worse.log_evidence[0]), 4)
     thresholds["noWorse"] = round(math.log(1 / alpha), 4)
-    labels, judge = _quality(compare, counts, alpha, share, evidence, thresholds)
+    labels, judge, shown = _quality(compare, counts, alpha, share, evidence, thresholds)
     if judge is not None and judge.corrected_interval is not None and "judge" not in breached:
         assert compare.judge is not None
         if judge.corrected_interval[0] > 0.5 + compare.judge.margin:
             breached.append("judge")
             new.append("judge")
+    if bool(no_worse.decided[0]):
+        shown.add("noWorse")
+    # A noWorse that decided stands for the step attempt, as a breach does.
+    no_worse_shown = [name for name in NO_WORSE if name in shown or name in base.no_worse]
+    required = [name for name, on in zip(NO_WORSE, (True, labels is not None, judge is not None), strict=True) if on]
     rates = compare_tests.rates(cells, alpha)
     differs = sorted(((key.split("/", 1)[1], value) for key, value in counts.items()
                       if key.startswith("differences/")), key=lambda kv: -kv[1])[:SHOWN_FIELDS]
@@ -159,7 +153,8 @@ def look(compare: Compare, alpha: float, totals: dict[str, float], before: Compa
         candidate_rate=_round(rates["candidate"][0]), candidate_interval=[_round(x) for x in rates["candidate"][1]],
         stable_rate=_round(rates["stable"][0]), stable_interval=[_round(x) for x in rates["stable"][1]],
         evidence=evidence, threshold=thresholds, breached=breached,
-        passed=base.passed or (compare.ends_early and bool(no_worse.decided[0]) and not breached),
+        no_worse=no_worse_shown,
+        passed=base.passed or (compare.ends_early and set(required) <= set(no_worse_shown) and not breached),
         differs_most=dict(differs), failures=failures,
         skipped={key.split("/", 1)[1]: value for key, value in counts.items() if key.startswith("skipped/")},
         counts=counts, labels=labels, judge=judge)
@@ -169,24 +164,52 @@ def look(compare: Compare, alpha: float, totals: dict[str, float], before: Compa
     return ComparisonLook(status, reasons, holding), now
 
 
+def _breach_tests(compare: Compare, counts: dict[str, float], cells: np.ndarray,
+                  share: float) -> dict[str, tuple[compare_tests.ComparisonTest, np.ndarray]]:
+    """Each configured breach test, at its share of alpha, with the counts it reads."""
+    found = {"disagreement": (compare_tests.disagreement(share, compare.noise_percent / 100,
+                                                         compare.disagreement.max_excess), cells)}
+    if compare.paired_latency is not None:
+        found["pairedLatency"] = (compare_tests.paired_latency(share), _cells(counts, "slower", SLOWER_CELLS))
+    delta = _delta_cells(counts)
+    if compare.output_delta is not None and delta is not None:
+        found["outputDelta"] = (compare_tests.output_delta(share, delta[0], compare.output_delta.max), delta[1])
+    if compare.labels is not None:
+        found["labels"] = (compare_tests.accuracy_worse(share, compare.labels.max_drop),
+                           _cells(counts, "labelled", LABELLED_CELLS))
+    if compare.judge is not None and not compare.judge.calibration:  # calibrated: its corrected interval decides
+        found["judge"] = (compare_tests.judged_worse(share, compare.judge.margin),
+                          _cells(counts, "judged", JUDGED_CELLS))
+    return found
+
+
 def _quality(compare: Compare, counts: dict[str, float], alpha: float, share: float, evidence: dict[str, float],
-             thresholds: dict[str, float]) -> tuple[LabelsStatus | None, JudgeStatus | None]:
-    """The labels' and the judge's status, their noWorse evidence added to `evidence`. A calibrated judge's
-    corrected interval is at `share`, the breach tests' alpha."""
+             thresholds: dict[str, float]) -> tuple[LabelsStatus | None, JudgeStatus | None, set[str]]:
+    """The labels' and the judge's status, their noWorse evidence added to `evidence`, and which of their
+    noWorse tests decided at this look. A calibrated judge's corrected interval is at `share`, the breach
+    tests' alpha, and decides both ways (its raw e-value is shown, never acted on)."""
     labels = judge = None
+    shown: set[str] = set()
     if compare.labels is not None:
         labelled = _cells(counts, "labelled", LABELLED_CELLS)
         no_worse_labels = compare_tests.accuracy_no_worse(alpha, compare.labels.max_drop).look(labelled)
         evidence["labelsNoWorse"] = round(float(no_worse_labels.log_evidence[0]), 4)
         thresholds["labelsNoWorse"] = round(math.log(1 / alpha), 4)
         labels = _labels_status(counts, labelled, alpha)
+        if bool(no_worse_labels.decided[0]):
+            shown.add("labelsNoWorse")
     if compare.judge is not None:
         judged = _cells(counts, "judged", JUDGED_CELLS)
         no_worse_judged = compare_tests.judged_no_worse(alpha, compare.judge.margin).look(judged)
         evidence["judgeNoWorse"] = round(float(no_worse_judged.log_evidence[0]), 4)
         thresholds["judgeNoWorse"] = round(math.log(1 / alpha), 4)
         judge = _judge_status(counts, judged, alpha, share if compare.judge.calibration else None)
-    return labels, judge
+        if judge.corrected_interval is not None:
+            if judge.corrected_interval[1] < 0.5 + compare.judge.margin:
+                shown.add("judgeNoWorse")
+        elif bool(no_worse_judged.decided[0]):
+            shown.add("judgeNoWorse")
+    return labels, judge, shown
 
 
 def on_breach(compare: Compare, test: str) -> str:

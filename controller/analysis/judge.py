@@ -45,6 +45,7 @@ from controller.api import (
     Analysis,
     AnalysisStatus,
     AnalysisVerdict,
+    Compare,
     ComparisonStatus,
     Decision,
     DecisionVerdict,
@@ -690,20 +691,58 @@ def _comparison(evaluator: Evaluator, found: _Findings) -> ComparisonStatus | No
             found.failing.append((f"compare {name}", reason))
         else:
             found.holding.append(f"compare {name}: {reason}")
-    for name, on_breach, reason in result.breaches:
+    found.decisions.extend(_comparison_decisions(look, status, result.breaches, before, compare))
+    return status
+
+
+def _comparison_decisions(look: Look, status: ComparisonStatus, breaches: tuple[tuple[str, str, str], ...],
+                          before: ComparisonStatus | None, compare: Compare) -> list[Decision]:
+    """This look's new breaches, and the early passes that end the step, each with its evidence and what it
+    counted."""
+    decisions = []
+    for name, on_breach, reason in breaches:
         evidence = status.evidence.get(name)
-        found.decisions.append(Decision(
+        decisions.append(Decision(
             step=look.step_index, test=f"compare {name}", verdict=DecisionVerdict(f"breach: {on_breach}"),
             at=look.now, statistic=evidence, p_value=None if evidence is None else _pvalue(evidence),
-            samples=int(status.pairs), detail=reason))
-    if status.passed and not (before is not None and before.passed):
-        evidence = status.evidence.get("noWorse")
-        found.decisions.append(Decision(
-            step=look.step_index, test="compare noWorse", verdict=DecisionVerdict.NO_WORSE, at=look.now,
-            statistic=evidence, p_value=None if evidence is None else _pvalue(evidence), samples=int(status.pairs),
-            detail=f"the candidate differs from the stable no more than the stable from itself plus "
-                   f"{compare.disagreement.max_excess:g}, over {status.pairs:.0f} requests"))
-    return status
+            samples=int(_samples(name, status)), detail=reason))
+    if not status.passed or (before is not None and before.passed):
+        return decisions
+    for name in status.no_worse:  # the step ends: each early pass it needed, with its evidence
+        evidence = status.evidence.get(name)
+        if name == "judgeNoWorse" and status.judge is not None and status.judge.corrected_interval:
+            evidence = None  # the corrected interval decided, not the raw e-value
+        decisions.append(Decision(
+            step=look.step_index, test=f"compare {name}", verdict=DecisionVerdict.NO_WORSE, at=look.now,
+            statistic=evidence, p_value=None if evidence is None else _pvalue(evidence),
+            samples=int(_samples(name, status)), detail=_no_worse_detail(name, status, compare)))
+    return decisions
+
+
+def _samples(test: str, status: ComparisonStatus) -> float:
+    """What a comparison test counted: labelled requests, judged pairs, or compared requests."""
+    if test.startswith("labels") and status.labels is not None:
+        return status.labels.labelled
+    if test.startswith("judge") and status.judge is not None:
+        return status.judge.judged
+    return status.pairs
+
+
+def _no_worse_detail(test: str, status: ComparisonStatus, compare: Compare) -> str:
+    if test == "labelsNoWorse" and status.labels is not None and compare.labels is not None:
+        found = status.labels
+        return (f"on {found.labelled:.0f} labelled requests the candidate was right on "
+                f"{100 * (found.candidate_accuracy or 0):.1f}%, the stable on {100 * (found.stable_accuracy or 0):.1f}%"
+                f": no less accurate than maxDrop {compare.labels.max_drop:g} allows")
+    if test == "judgeNoWorse" and status.judge is not None and compare.judge is not None:
+        found_judge = status.judge
+        interval = found_judge.corrected_interval or found_judge.stable_wins_interval or [0.0, 1.0]
+        what = "the stable's share, corrected by human preferences," if found_judge.corrected_interval else \
+            "the stable's share of the decided pairs"
+        return (f"over {found_judge.judged:.0f} judged pairs {what} is [{interval[0]:.3f}, {interval[1]:.3f}]: below "
+                f"1/2 + margin {compare.judge.margin:g}")
+    return (f"the candidate differs from the stable no more than the stable from itself plus "
+            f"{compare.disagreement.max_excess:g}, over {status.pairs:.0f} requests")
 
 
 def _shadow(evaluator: Evaluator) -> ShadowStatus | None:

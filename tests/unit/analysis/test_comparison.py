@@ -332,3 +332,30 @@ def test_a_calibrated_judge_leaning_to_the_stable_is_corrected_by_human_preferen
     assert shown.raw_interval[0] > 0.5, "raw, the judge would hold the candidate"
     assert shown.corrected_interval[0] < 0.5 < shown.corrected_interval[1], shown
     assert "judge" not in result.state.comparison.evidence, "calibrated, the corrected interval decides"
+
+
+def test_pass_when_no_worse_waits_for_the_labels_too_and_records_each_early_pass_with_its_evidence() -> None:
+    """The answers agree at once, so disagreement's noWorse decides early; the step ends only once the
+    labels show the candidate no less accurate, and both passes land in the decisions."""
+    comparator = Comparator()
+    step = Step(spec(labels=LABELS, passWhen="noWorse", **FEEDBACK), comparator)
+    step.look()
+    waited = 0
+    for _ in range(60):
+        comparator.serve(1000)
+        for name, n in (("both-right", 480), ("stable-only", 10), ("candidate-only", 10)):
+            comparator.add(f"modelrollout_compare_labelled_total|{name}||||", n)
+        result = step.look()
+        shown = result.state.comparison
+        if shown.passed:
+            break
+        assert not result.signal.step_passed
+        waited += shown.no_worse == ["noWorse"]
+    assert waited, "the disagreement decided first: the step waited for the labels"
+    assert shown.no_worse == ["noWorse", "labelsNoWorse"] and result.signal.step_passed
+    decided = {d.test: d for d in result.decisions}
+    assert set(decided) == {"compare noWorse", "compare labelsNoWorse"}
+    assert decided["compare labelsNoWorse"].samples == shown.labels.labelled < shown.pairs
+    assert decided["compare labelsNoWorse"].statistic >= shown.threshold["labelsNoWorse"] - 1e-4
+    assert "no less accurate than maxDrop 0.01" in decided["compare labelsNoWorse"].detail
+    assert decided["compare noWorse"].samples == shown.pairs
