@@ -305,6 +305,8 @@ def _compare_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser
     labels.add_argument("--labels-prediction", help="a JSONPath to an answer's prediction (v2: the first output)")
     labels.add_argument("--labels-k", type=int, default=10, help="ranking: a hit at k")
     labels.add_argument("--labels-tolerance", type=float, default=0.0, help="regression: an error this small is right")
+    labels.add_argument("--labels-max-error", type=float, default=None,
+                        help="regression: the error difference's clip bound, for the paired absolute-error test")
     labels.add_argument("--labels-window", type=float, default=None,
                         help="seconds after a request it is scored (default: when its label comes)")
     judge = compare.add_argument_group("judge", f"a judge model prefers one of two texts (bearer token: "
@@ -345,7 +347,7 @@ def _compare(args: argparse.Namespace) -> int:
             print(f"modelrollout compare: {error}", file=sys.stderr)
             return 2
         label_rules = None if args.labels_task is None else LabelRules(
-            args.labels_prediction, Task(args.labels_task), args.labels_k, args.labels_tolerance)
+            args.labels_prediction, Task(args.labels_task), args.labels_k, args.labels_tolerance, args.labels_max_error)
         feedback = FeedbackConfig(key, args.feedback_db, os.environ.get(FEEDBACK_TOKEN_ENV, ""), label_rules,
                                   args.judge_calibration, args.labels_window, args.feedback_retention,
                                   args.feedback_max_entries, args.feedback_max_per_second)

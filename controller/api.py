@@ -225,6 +225,11 @@ class LabelsTest(SpecModel):
         rule("self.task == 'ranking' || !has(self.k)", "k is a ranking's hit at k: only with task ranking", ".k"),
         rule("self.task == 'regression' || !has(self.tolerance)",
              "tolerance is a regression's: only with task regression", ".tolerance"),
+        rule("self.task != 'regression' || has(self.maxError)",
+             "a regression is judged on its absolute errors: set maxError, the largest error difference counted "
+             "(larger ones are clipped to it)", ".maxError"),
+        rule("self.task == 'regression' || (!has(self.maxError) && !has(self.maxIncrease))",
+             "maxError and maxIncrease are a regression's: only with task regression", ".maxError"),
     ]})
 
     prediction: JsonPath | None = None
@@ -238,7 +243,14 @@ class LabelsTest(SpecModel):
     tolerance: Annotated[float, Field(ge=0)] | None = None
     """regression: an absolute error this small is right (default 0: exact)."""
     max_drop: Annotated[float, Field(ge=0, lt=1)] = 0.01
-    """Breach when the candidate's accuracy is shown below the stable's by more than this (default 0.01)."""
+    """classification, ranking: breach when the candidate's accuracy is shown below the stable's by more than this
+    (default 0.01)."""
+    max_error: Annotated[float, Field(gt=0)] | None = None
+    """regression (required): the largest difference between the two models' absolute errors on one request that
+    counts; larger ones are clipped to it. The paired test's resolution is maxError / 20."""
+    max_increase: Annotated[float, Field(ge=0)] | None = None
+    """regression: breach when the candidate's mean absolute error is shown above the stable's by more than this
+    (default 0), on the same requests."""
     window: Duration | None = None
     """Score each request once this long has passed since it, with its label if one came by then (left out if
     not). Without a window a request is scored when its label arrives, which is valid only when how late a label
@@ -1267,6 +1279,14 @@ class LabelsStatus(StatusModel):
     """Requests only the stable got right: with candidateOnly, all the paired test reads (McNemar's cells)."""
     candidate_only: float = 0.0
     """Requests only the candidate got right."""
+    stable_error: float | None = None
+    """regression: the stable's mean absolute error (each clipped to maxError)."""
+    candidate_error: float | None = None
+    """regression: the candidate's mean absolute error (each clipped to maxError)."""
+    error_increase_interval: list[float] | None = None
+    """regression: the candidate's absolute error minus the stable's on the same request, its mean's confidence
+    sequence, [low, high] (at the paired test's resolution, maxError / 20): the test breaches when its low end is
+    above maxIncrease."""
     unlabelled: float = 0.0
     """Requests whose labels.window closed without a label: left out."""
     feedback: dict[str, float] = {}

@@ -165,6 +165,8 @@ def _feedback_args(compare: api.Compare) -> list[str]:
             args += ["--labels-tolerance", repr(labels.tolerance)]
         if labels.window is not None:
             args += ["--labels-window", repr(parse_duration(labels.window))]
+        if labels.max_error is not None:
+            args += ["--labels-max-error", repr(labels.max_error)]
     if compare.judge is not None and compare.judge.calibration:
         args.append("--judge-calibration")
     return args

@@ -106,3 +106,15 @@ def judged_worse(alpha: float, margin: float) -> ComparisonTest:
 def judged_no_worse(alpha: float, margin: float) -> ComparisonTest:
     """Pass early: the judge prefers the stable on fewer than 1/2 + margin of the decided pairs."""
     return ComparisonTest((paired.STABLE_WINS.negated(),), -(0.5 + margin), alpha)
+
+
+def error_worse(alpha: float, bound: float, max_increase: float) -> ComparisonTest:
+    """Breach: the candidate's mean absolute error minus the stable's, on the same labelled regression
+    requests, is above max_increase (counts over the `paired.ERROR_BUCKETS` buckets of the clipped difference,
+    each scored by its lower edge)."""
+    return ComparisonTest((paired.error_floors(bound),), max_increase, alpha)
+
+
+def error_no_worse(alpha: float, bound: float, max_increase: float) -> ComparisonTest:
+    """Pass early: that difference is below max_increase (each bucket scored by its upper edge)."""
+    return ComparisonTest((paired.error_ceilings(bound).negated(),), -max_increase, alpha)

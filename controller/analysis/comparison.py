@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +34,10 @@ JUDGE_SERIES = {"modelrollout_compare_judged_total": "judged",
                 "modelrollout_compare_judge_swaps_total": "swapped",
                 "modelrollout_compare_judge_failures_total": "judge-failures",
                 "modelrollout_compare_judge_skipped_total": "judge-skipped",
-                "modelrollout_compare_calibration_total": "calibration"}
+                "modelrollout_compare_calibration_total": "calibration",
+                "modelrollout_compare_error_difference_total": "error-difference",
+                "modelrollout_compare_absolute_error_total": "absolute-error"}
+ERROR_CELLS = tuple(str(k) for k in range(paired.ERROR_BUCKETS))
 # Processes whose vanished totals are remembered: the newest few (their names are their starts).
 REMEMBERED_PROCESSES = 4
 # The early passes, in the order a step needs them: each configured one must decide before passWhen
@@ -174,9 +178,13 @@ def _breach_tests(compare: Compare, counts: dict[str, float], cells: np.ndarray,
     delta = _delta_cells(counts)
     if compare.output_delta is not None and delta is not None:
         found["outputDelta"] = (compare_tests.output_delta(share, delta[0], compare.output_delta.max), delta[1])
-    if compare.labels is not None:
-        found["labels"] = (compare_tests.accuracy_worse(share, compare.labels.max_drop),
-                           _cells(counts, "labelled", LABELLED_CELLS))
+    labels = compare.labels
+    if labels is not None and labels.max_error is not None:
+        found["labels"] = (compare_tests.error_worse(share, labels.max_error, labels.max_increase or 0.0),
+                           _cells(counts, "error-difference", ERROR_CELLS))
+    elif labels is not None:
+        found["labels"] = (compare_tests.accuracy_worse(share, labels.max_drop), _cells(counts, "labelled",
+                                                                                         LABELLED_CELLS))
     if compare.judge is not None and not compare.judge.calibration:  # calibrated: its corrected interval decides
         found["judge"] = (compare_tests.judged_worse(share, compare.judge.margin),
                           _cells(counts, "judged", JUDGED_CELLS))
@@ -192,10 +200,16 @@ def _quality(compare: Compare, counts: dict[str, float], alpha: float, share: fl
     shown: set[str] = set()
     if compare.labels is not None:
         labelled = _cells(counts, "labelled", LABELLED_CELLS)
-        no_worse_labels = compare_tests.accuracy_no_worse(alpha, compare.labels.max_drop).look(labelled)
+        bound = compare.labels.max_error
+        if bound is not None:
+            errors = _cells(counts, "error-difference", ERROR_CELLS)
+            no_worse_labels = compare_tests.error_no_worse(alpha, bound, compare.labels.max_increase or 0.0).look(
+                errors)
+        else:
+            no_worse_labels = compare_tests.accuracy_no_worse(alpha, compare.labels.max_drop).look(labelled)
         evidence["labelsNoWorse"] = round(float(no_worse_labels.log_evidence[0]), 4)
         thresholds["labelsNoWorse"] = round(math.log(1 / alpha), 4)
-        labels = _labels_status(counts, labelled, alpha)
+        labels = _labels_status(counts, labelled, alpha, bound)
         if bool(no_worse_labels.decided[0]):
             shown.add("labelsNoWorse")
     if compare.judge is not None:
@@ -220,8 +234,10 @@ def on_breach(compare: Compare, test: str) -> str:
     return found.on_breach
 
 
-def _labels_status(counts: dict[str, float], labelled: np.ndarray, alpha: float) -> LabelsStatus:
-    """Both accuracies with their confidence sequences (alpha / 2 each), and the discordant counts."""
+def _labels_status(counts: dict[str, float], labelled: np.ndarray, alpha: float,
+                   bound: float | None) -> LabelsStatus:
+    """Both accuracies with their confidence sequences (alpha / 2 each), and the discordant counts; for a
+    regression with maxError (`bound`), both mean absolute errors and their difference's confidence sequence."""
     def accuracy(score: paired.Score) -> tuple[float | None, list[float]]:
         mean = score.mean(labelled)
         return _round(mean), [x for x in map(_round, paired.confidence_sequence(score, labelled, alpha / 2))
@@ -233,7 +249,22 @@ def _labels_status(counts: dict[str, float], labelled: np.ndarray, alpha: float)
         candidate_accuracy=candidate[0], candidate_interval=candidate[1],
         stable_only=float(labelled[0, 1]), candidate_only=float(labelled[0, 2]),
         unlabelled=counts.get("unlabelled", 0.0),
-        feedback={key.split("/", 1)[1]: value for key, value in counts.items() if key.startswith("feedback/")})
+        feedback={key.split("/", 1)[1]: value for key, value in counts.items() if key.startswith("feedback/")},
+        **(_errors(counts, bound, alpha) if bound is not None else {}))
+
+
+def _errors(counts: dict[str, float], bound: float, alpha: float) -> dict[str, Any]:
+    """Both mean absolute errors, and the interval of their difference: low end from the buckets' lower
+    edges, high end from their upper edges (each at alpha / 2)."""
+    errors = _cells(counts, "error-difference", ERROR_CELLS)
+    scored = float(errors.sum())
+    if not scored:
+        return {}
+    low = paired.confidence_sequence(paired.error_floors(bound), errors, alpha)[0]
+    high = paired.confidence_sequence(paired.error_ceilings(bound), errors, alpha)[1]
+    return {"stable_error": _round(counts.get("absolute-error/stable", 0.0) / scored),
+            "candidate_error": _round(counts.get("absolute-error/candidate", 0.0) / scored),
+            "error_increase_interval": [round(low, 6), round(high, 6)]}
 
 
 def _judge_status(counts: dict[str, float], judged: np.ndarray, alpha: float,
@@ -279,12 +310,7 @@ def _reason(test: str, status: ComparisonStatus, compare: Compare) -> str:
                 f"maxExcess {compare.disagreement.max_excess:g} apart"
                 + (f"; differing most: {shown}" if shown else ""))
     if test == "labels":
-        assert compare.labels is not None and status.labels is not None
-        found = status.labels
-        candidate, stable = 100 * (found.candidate_accuracy or 0), 100 * (found.stable_accuracy or 0)
-        return (f"on {found.labelled:.0f} labelled requests the candidate was right on {candidate:.1f}%, the stable "
-                f"on {stable:.1f}% (only the stable right on {found.stable_only:.0f}, only the candidate on "
-                f"{found.candidate_only:.0f}): less accurate by more than maxDrop {compare.labels.max_drop:g}")
+        return _labels_reason(status, compare)
     if test == "judge":
         assert compare.judge is not None and status.judge is not None
         verdicts = status.judge
@@ -305,6 +331,21 @@ def _reason(test: str, status: ComparisonStatus, compare: Compare) -> str:
                 f"{slower:.0f} of {slower + within:.0f} of the same requests")
     assert compare.output_delta is not None
     return f"the mean absolute output delta is above {compare.output_delta.max:g}"
+
+
+def _labels_reason(status: ComparisonStatus, compare: Compare) -> str:
+    assert compare.labels is not None and status.labels is not None
+    if compare.labels.max_error is not None:
+        errors = status.labels
+        low, high = errors.error_increase_interval or [0.0, 0.0]
+        return (f"on {errors.labelled:.0f} labelled requests the candidate's mean absolute error is "
+                f"{errors.candidate_error or 0:.4g}, the stable's {errors.stable_error or 0:.4g} (the difference in "
+                f"[{low:.4g}, {high:.4g}]): larger by more than maxIncrease {compare.labels.max_increase or 0:g}")
+    found = status.labels
+    candidate, stable = 100 * (found.candidate_accuracy or 0), 100 * (found.stable_accuracy or 0)
+    return (f"on {found.labelled:.0f} labelled requests the candidate was right on {candidate:.1f}%, the stable "
+            f"on {stable:.1f}% (only the stable right on {found.stable_only:.0f}, only the candidate on "
+            f"{found.candidate_only:.0f}): less accurate by more than maxDrop {compare.labels.max_drop:g}")
 
 
 def _holding(status: ComparisonStatus, compare: Compare) -> str | None:

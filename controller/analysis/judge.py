@@ -731,6 +731,11 @@ def _samples(test: str, status: ComparisonStatus) -> float:
 def _no_worse_detail(test: str, status: ComparisonStatus, compare: Compare) -> str:
     if test == "labelsNoWorse" and status.labels is not None and compare.labels is not None:
         found = status.labels
+        if compare.labels.max_error is not None:
+            low, high = found.error_increase_interval or [0.0, 0.0]
+            return (f"on {found.labelled:.0f} labelled requests the candidate's mean absolute error minus the "
+                    f"stable's is in [{low:.4g}, {high:.4g}]: no more than maxIncrease "
+                    f"{compare.labels.max_increase or 0:g}")
         return (f"on {found.labelled:.0f} labelled requests the candidate was right on "
                 f"{100 * (found.candidate_accuracy or 0):.1f}%, the stable on {100 * (found.stable_accuracy or 0):.1f}%"
                 f": no less accurate than maxDrop {compare.labels.max_drop:g} allows")

@@ -43,6 +43,7 @@ from controller.comparator.labels import (
     LabelRules,
     Received,
     RequestKey,
+    absolute_errors,
     cell,
     prediction,
     request_key,
@@ -51,7 +52,7 @@ from controller.comparator.labels import (
 )
 from controller.comparator.limits import TokenBucket
 from controller.comparator.store import PredictionStore
-from controller.stats.paired import CALIBRATION_CELLS, LABELLED_CELLS
+from controller.stats.paired import CALIBRATION_CELLS, ERROR_BUCKETS, LABELLED_CELLS, error_cell
 
 MAX_BATCH = 10_000
 MAX_FEEDBACK_BYTES = 8 << 20
@@ -126,6 +127,13 @@ class FeedbackMetrics:
                                "(no key, no prediction, a key seen before)", [*by, "reason"], registry=registry)
         self.kept = Gauge("modelrollout_compare_predictions_kept", "Predictions waiting for a label or kept after",
                           by, registry=registry)
+        self.error_difference = Counter("modelrollout_compare_error_difference", "Labelled regression requests by "
+                                        "bucket of the candidate's absolute error minus the stable's (clipped to "
+                                        "maxError, in 40 equal buckets from -maxError)", [*by, "cell"],
+                                        registry=registry)
+        self.absolute_error = Counter("modelrollout_compare_absolute_error", "Each side's absolute errors on "
+                                      "labelled regression requests, summed (each clipped to maxError)",
+                                      [*by, "side"], registry=registry)
         self.calibration = Counter("modelrollout_compare_calibration", "Judged requests a human preference was "
                                    "posted for, by cell: the judge's preference/the human's", [*by, "cell"],
                                    registry=registry)
@@ -136,6 +144,9 @@ class FeedbackMetrics:
             for name in LABELLED_CELLS:
                 self.labelled.labels(*self.own, name)
             self.unlabelled.labels(*self.own)
+            if config.labels.max_error is not None:
+                for k in range(ERROR_BUCKETS):
+                    self.error_difference.labels(*self.own, str(k))
         if config.calibration:
             for name in CALIBRATION_CELLS:
                 self.calibration.labels(*self.own, name)
@@ -243,9 +254,19 @@ class Feedback:
                 else:
                     self.metrics.labelled.labels(*own, cell(right(rules, request.stable, request.label),
                                                             right(rules, request.candidate, request.label))).inc()
+                    self._errors(rules, request.stable, request.candidate, request.label)
             self.store.scored([request.key for request in due])
             if len(due) < DUE_BATCH:
                 return
+
+    def _errors(self, rules: LabelRules, stable: Any, candidate: Any, label: Any) -> None:
+        errors = absolute_errors(rules, stable, candidate, label)
+        if errors is None or rules.max_error is None:
+            return
+        own = self.metrics.own
+        self.metrics.absolute_error.labels(*own, "stable").inc(errors[0])
+        self.metrics.absolute_error.labels(*own, "candidate").inc(errors[1])
+        self.metrics.error_difference.labels(*own, str(error_cell(errors[1] - errors[0], rules.max_error))).inc()
 
     def _prune(self) -> None:
         self.store.prune(self.clock())

@@ -6,7 +6,9 @@ a label posted later for that key says which of them was right. The request then
 `analysis.compare_tests.accuracy_worse`) reads the cells' counters.
 
 - classification: right when the prediction equals the label (numbers as numbers: 1 == 1.0).
-- regression: right when the absolute error is at most `tolerance`.
+- regression: right when the absolute error is at most `tolerance`; and with `maxError`, each
+  request's two absolute errors (clipped to it) and their difference, counted in
+  `stats.paired.ERROR_BUCKETS` buckets, for a paired test on the mean absolute error.
 - ranking: right when the label is among the prediction's first `k` items (a hit at k).
 """
 
@@ -60,6 +62,7 @@ class LabelRules:
     task: Task = Task.CLASSIFICATION
     k: int = 10
     tolerance: float = 0.0
+    max_error: float | None = None  # regression: the error difference's clip bound (labels.maxError)
 
 
 def request_key(key: RequestKey, headers: dict[str, str], body: bytes) -> str | None:
@@ -104,6 +107,21 @@ def right(rules: LabelRules, predicted: Any, label: Any) -> bool:
     if rules.task == Task.RANKING:
         return isinstance(predicted, list) and any(_same(item, label) for item in predicted[:rules.k])
     return _same(predicted, label)
+
+
+def absolute_errors(rules: LabelRules, stable: Any, candidate: Any, label: Any) -> tuple[float, float] | None:
+    """A regression's two absolute errors, each clipped to maxError (a prediction that is not a number
+    errs by maxError); None unless the task is a regression with maxError."""
+    truth = _number(label)
+    if rules.task != Task.REGRESSION or rules.max_error is None or truth is None:
+        return None
+    bound = rules.max_error
+
+    def error(predicted: Any) -> float:
+        value = _number(predicted)
+        return bound if value is None else min(abs(value - truth), bound)
+
+    return error(stable), error(candidate)
 
 
 def cell(stable_right: bool, candidate_right: bool) -> str:

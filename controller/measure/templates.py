@@ -241,7 +241,8 @@ def conversion_total(profile: Profile, arm: Arm | None) -> str:
 COMPARISONS = (
     'label_join(sum by (modelrollout, __name__, cell, side, reason, le, field, process) ('
     '{__name__=~"modelrollout_compare_(requests|slower|failures|skipped|differences|labelled|unlabelled|feedback'
-    '|judged|judge_positions|judge_swaps|judge_failures|judge_skipped|calibration)_total'
+    '|error_difference|absolute_error|judged|judge_positions|judge_swaps|judge_failures|judge_skipped'
+    '|calibration)_total'
     '|modelrollout_compare_output_delta_bucket"}), "part", "|", "__name__", "cell", "side", "reason", "le", "field",'
     ' "process")'
 )

@@ -202,6 +202,28 @@ STABLE_ACCURACY = Score((1.0, 1.0, 0.0, 0.0))
 CANDIDATE_ACCURACY = Score((1.0, 0.0, 1.0, 0.0))
 
 
+# A labelled regression: the candidate's absolute error minus the stable's on the same request,
+# clipped to [-B, B] (B: labels.maxError) and counted in ERROR_BUCKETS equal buckets. Scored by the
+# bucket's lower edge, a mean never above the true one (a breach stays valid); by its upper edge,
+# never below (so does an early pass). A paired test on score differences (Choe & Ramdas, "Comparing
+# sequential forecasters", Operations Research 2024), on coarse bins.
+ERROR_BUCKETS = 40
+
+
+def error_cell(difference: float, bound: float) -> int:
+    """The bucket of a clipped error difference: 0 holds [-B, -B + w), the last holds [B - w, B]."""
+    clipped = min(max(difference, -bound), bound)
+    return min(ERROR_BUCKETS - 1, max(0, math.floor((clipped + bound) * ERROR_BUCKETS / (2 * bound))))
+
+
+def error_floors(bound: float) -> Score:
+    return Score(tuple(-bound + k * 2 * bound / ERROR_BUCKETS for k in range(ERROR_BUCKETS)))
+
+
+def error_ceilings(bound: float) -> Score:
+    return Score(tuple(-bound + (k + 1) * 2 * bound / ERROR_BUCKETS for k in range(ERROR_BUCKETS)))
+
+
 # --- a judge's preference between the two answers ------------------------------------------------
 
 # What a judge model preferred on one pair, shown blind as A and B in a random order. Ties are no

@@ -103,3 +103,37 @@ def test_a_comparator_killed_between_predictions_and_labels_still_scores_them(tm
             assert answered.json() == {"stored": 40}, answered.text
             wait_until(lambda: sum(cells(admin).values()) == 40, 30, "40 scored after the restart")
             assert cells(admin) == {"both-right": 32, "stable-only": 4, "candidate-only": 0, "both-wrong": 4}
+
+
+def test_a_regression_counts_both_absolute_errors_and_their_paired_difference(tmp_path: Path) -> None:
+    """The stable predicts x exactly, the candidate x + 0.5 on odd inputs: half the requests gain 0.5 of error."""
+    def exact(request: dict[str, Any]) -> tuple[int, bytes, float]:
+        return 200, v2(float(request["inputs"][0]["data"][0])), 0.0
+
+    def off(request: dict[str, Any]) -> tuple[int, bytes, float]:
+        x = request["inputs"][0]["data"][0]
+        return 200, v2(x + 0.5 * (x % 2)), 0.0
+
+    with backend(exact) as (stable_url, _), backend(off) as (candidate_url, _), comparator(
+            stable_url, candidate_url, tmp_path, "--max-requests-per-second", "1000", "--key-header", "x-request-id",
+            "--labels-task", "regression", "--labels-max-error", "2", "--labels-tolerance", "0.1",
+            "--feedback-db", str(tmp_path / "feedback.sqlite"), env={"MODELROLLOUT_FEEDBACK_TOKEN": TOKEN},
+    ) as (base, admin):
+        mirror(base, 40)
+        wait_until(lambda: counters(admin).get(
+            'modelrollout_compare_predictions_filed_total{modelrollout="t/scorer"}', 0) == 40, 30, "40 filed")
+        answered = httpx.post(f"{admin}/feedback", headers=AUTH, timeout=10,
+                              json={"labels": [{"key": f"r-{x}", "label": float(x)} for x in range(40)]})
+        assert answered.json() == {"stored": 40}, answered.text
+        wait_until(lambda: sum(by_cell(admin, "error_difference").values()) == 40, 30, "40 scored")
+        # 40 buckets of 0.1 over [-2, 2]: no difference opens bucket 20, +0.5 bucket 25.
+        assert {k: v for k, v in by_cell(admin, "error_difference").items() if v} == {"20": 20, "25": 20}
+        sums = {key.split('side="')[1].split('"')[0]: value for key, value in counters(admin).items()
+                if key.startswith("modelrollout_compare_absolute_error_total")}
+        assert sums == {"stable": 0.0, "candidate": 10.0}, sums
+        assert cells(admin) == {"both-right": 20, "stable-only": 20, "candidate-only": 0, "both-wrong": 0}
+
+
+def by_cell(admin: str, metric: str) -> dict[str, float]:
+    return {key.split('cell="')[1].split('"')[0]: value for key, value in counters(admin).items()
+            if key.startswith(f"modelrollout_compare_{metric}_total")}

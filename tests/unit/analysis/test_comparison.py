@@ -359,3 +359,45 @@ def test_pass_when_no_worse_waits_for_the_labels_too_and_records_each_early_pass
     assert decided["compare labelsNoWorse"].statistic >= shown.threshold["labelsNoWorse"] - 1e-4
     assert "no less accurate than maxDrop 0.01" in decided["compare labelsNoWorse"].detail
     assert decided["compare noWorse"].samples == shown.pairs
+
+
+REGRESSION = {"task": "regression", "maxError": 2.0, "maxIncrease": 0.05}
+
+
+def errors(comparator: Comparator, differences: dict[int, int], stable: float, candidate: float) -> None:
+    """Labelled regression requests: how many fell in each error-difference bucket, and each side's summed error."""
+    for bucket, n in differences.items():
+        comparator.add(f"modelrollout_compare_error_difference_total|{bucket}||||", n)
+        comparator.add("modelrollout_compare_labelled_total|both-right||||", n)
+    comparator.add("modelrollout_compare_absolute_error_total||stable|||", stable)
+    comparator.add("modelrollout_compare_absolute_error_total||candidate|||", candidate)
+
+
+def test_a_regression_whose_errors_grow_holds_naming_both_mean_absolute_errors() -> None:
+    comparator = Comparator()
+    step = Step(spec(labels=REGRESSION, **FEEDBACK), comparator)
+    step.look()
+    for _ in range(40):
+        comparator.serve(100)
+        errors(comparator, {20: 50, 23: 40, 18: 10}, stable=30.0, candidate=42.0)  # +0.12 a request, about
+        result = step.look()
+        if result.decisions:
+            break
+    shown = result.state.comparison.labels
+    assert [d.verdict for d in result.decisions] == ["breach: hold"], result.signal.reason
+    assert "mean absolute error is 0.42, the stable's 0.3" in result.signal.reason
+    assert "maxIncrease 0.05" in result.signal.reason
+    low, high = shown.error_increase_interval
+    assert 0.05 < low < 0.12 < high, shown
+
+
+def test_a_regression_as_accurate_passes_no_worse() -> None:
+    comparator = Comparator()
+    step = Step(spec(labels={**REGRESSION, "maxIncrease": 0.2}, **FEEDBACK), comparator)
+    step.look()
+    for _ in range(30):
+        comparator.serve(100)
+        errors(comparator, {19: 40, 20: 40, 21: 20}, stable=30.0, candidate=30.0)
+        result = step.look()
+        assert result.signal.verdict == AnalysisVerdict.PASS, result.signal.reason
+    assert result.state.comparison.evidence["labelsNoWorse"] >= result.state.comparison.threshold["labelsNoWorse"]

@@ -16,6 +16,7 @@ from controller.comparator.labels import (
     Received,
     RequestKey,
     Task,
+    absolute_errors,
     cell,
     prediction,
     request_key,
@@ -23,6 +24,7 @@ from controller.comparator.labels import (
     valid_label,
 )
 from controller.comparator.store import PredictionStore
+from controller.stats.paired import error_ceilings, error_cell, error_floors
 
 
 def v2(*data: float) -> bytes:
@@ -125,3 +127,16 @@ def test_a_human_preference_finds_the_judges_verdict_once(tmp_path: Path) -> Non
         (Received.STORED, "stable"), (Received.DUPLICATE, None), (Received.UNKNOWN, None)], "a key keeps its first"
     assert store.prefer([("b", "stable")], now=200.0) == [(Received.EXPIRED, None)]
     assert store.prune(now=200.0) == 2 and store.count("verdicts") == 0
+
+
+def test_a_regression_counts_both_absolute_errors_clipped_and_the_bucket_of_their_difference() -> None:
+    rules = LabelRules(task=Task.REGRESSION, max_error=2.0)
+    assert absolute_errors(rules, 10.5, 9.0, 10) == (0.5, 1.0)
+    assert absolute_errors(rules, 10.0, 25.0, 10) == (0.0, 2.0), "clipped to maxError"
+    assert absolute_errors(rules, 10.0, "n/a", 10) == (0.0, 2.0), "no number: the largest error"
+    assert absolute_errors(LabelRules(task=Task.REGRESSION), 1.0, 2.0, 1) is None, "no maxError: accuracy only"
+    assert absolute_errors(LabelRules(), 1, 0, 1) is None
+    # 40 buckets of 0.1 over [-2, 2]: a difference of 0 opens bucket 20, the ends are clipped into the last ones.
+    assert [error_cell(d, 2.0) for d in (-5.0, -2.0, -0.05, 0.0, 0.5, 1.99, 2.0, 9.0)] == [0, 0, 19, 20, 25, 39, 39, 39]
+    floors, ceilings = error_floors(2.0), error_ceilings(2.0)
+    assert floors.values[20] == 0.0 and ceilings.values[20] == pytest.approx(0.1) and ceilings.values[-1] == 2.0
