@@ -795,6 +795,74 @@ def labels_aa(rng: np.random.Generator, settings: Settings, verdicts: Verdicts) 
     return lines
 
 
+MAX_ERROR, MAX_INCREASE = 2.0, 0.05
+
+
+def error_cells(rng: np.random.Generator, shift: float, sigma: float = 0.3, shared: float = 0.7,
+                tail: bool = False, samples: int = 400_000) -> FloatArray:
+    """The chance of each bucket of a labelled regression request's clipped error difference, through the
+    comparator's own bucketing (`paired.error_cell`): each model's absolute error |N(0, sigma)| (a Student t
+    with 3 degrees of freedom when `tail`), correlated `shared` on the same request; the candidate's is larger
+    by `shift` on every request."""
+    z = rng.standard_normal((samples, 2))
+    if tail:
+        z = rng.standard_t(3, (samples, 2))
+    stable = np.abs(sigma * z[:, 0])
+    candidate = np.abs(sigma * (shared * z[:, 0] + math.sqrt(1 - shared ** 2) * z[:, 1])) + shift
+    stable, candidate = np.minimum(stable, MAX_ERROR), np.minimum(candidate, MAX_ERROR)
+    buckets = [paired.error_cell(float(d), MAX_ERROR) for d in candidate - stable]
+    return np.bincount(buckets, minlength=paired.ERROR_BUCKETS) / samples
+
+
+def error_counts(rng: np.random.Generator, cells: FloatArray, runs: int, looks: int, per_look: float,
+                 bursty: bool) -> Iterator[FloatArray]:
+    """Cumulative bucket counts at each look; bursty: a look in twenty carries 20 times its share."""
+    total = np.zeros((runs, cells.size))
+    for _ in range(looks):
+        scale = np.where(rng.random(runs) < 0.05, 20 / 1.95, 1 / 1.95) if bursty else np.ones(runs)
+        total = total + rng.poisson(scale[:, None] * per_look * cells[None, :])
+        yield total
+
+
+def regression_aa(rng: np.random.Generator, settings: Settings, verdicts: Verdicts) -> Lines:
+    """The regression's paired absolute-error test (labels.maxError) on its coarse buckets: equal models, and
+    a candidate exactly maxIncrease worse (the margin) for the hold and the early pass."""
+    runs, looks, per_look = settings.aa_runs, 360, 20 * INTERVAL_SECONDS
+    worse = compare_tests.error_worse(ALPHA, MAX_ERROR, MAX_INCREASE)
+    early = compare_tests.error_no_worse(ALPHA, MAX_ERROR, MAX_INCREASE)
+    lines = ["", f"11b. labelled regressions (labels.maxError {MAX_ERROR:g}, maxIncrease {MAX_INCREASE:g}; "
+             f"{paired.ERROR_BUCKETS} buckets of {2 * MAX_ERROR / paired.ERROR_BUCKETS:g}), 20 labelled requests/s, "
+             f"{looks} looks: false decisions (goal <= {ALPHA:.0%})",
+             f"   {'models':>44} {'errors':>16} {'traffic':>7} {'test':>10}  false decision [95% CI]"]
+    rates = []
+    for models, shift, tail, test in (
+            ("equal errors, correlated 0.7", 0.0, False, worse),
+            ("equal errors, correlated 0.7", 0.0, True, worse),
+            ("the candidate's errors maxIncrease larger", MAX_INCREASE, False, worse),
+            ("the candidate's errors maxIncrease larger", MAX_INCREASE, True, worse),
+            ("the candidate's errors maxIncrease larger", MAX_INCREASE, False, early),
+            ("the candidate's errors maxIncrease larger", MAX_INCREASE, True, early)):
+        cells = error_cells(rng, shift, tail=tail)
+        for bursty in (False, True):
+            first = first_decision(test, error_counts(rng, cells, runs, looks, per_look, bursty), runs)
+            rates.append(rate_of(first))
+            lines.append(f"   {models:>44} {'t(3), clipped' if tail else 'half-normal':>16} "
+                         f"{'bursty' if bursty else 'steady':>7} {'hold' if test is worse else 'early pass':>10}  "
+                         f"{rates[-1].cell()}")
+    lines.append(aa_summary(rates, ALPHA, verdicts, "every labelled-regression A/A cell <= alpha"))
+    # Power: the buckets' width (maxError / 20) is the price of coarse counts: each bucket is scored by the
+    # edge that cannot overstate the evidence, about half a width (0.05 here) against the candidate's gain.
+    power_runs, power_looks, per = settings.power_runs, 2000, 10.0
+    for shift in (0.1, 0.2):
+        first = first_decision(worse, error_counts(rng, error_cells(rng, shift), power_runs, power_looks, per,
+                                                   False), power_runs)
+        median, p80 = quantile_look(first, 0.5), quantile_look(first, 0.8)
+        lines.append(f"   power, {power_runs} runs: the candidate's errors {shift:g} larger (half-normal, sigma 0.3): "
+                     f"labelled requests to the hold {_labelled(median, per)} median, {_labelled(p80, per)} "
+                     f"80th percentile ({rate_of(first).rate:.0%} within {power_looks * per:,.0f})")
+    return lines
+
+
 def _window(labelled: Labelled) -> str:
     return "none" if not labelled.window else f"{labelled.window / 3600:.0f} h"
 
@@ -928,7 +996,7 @@ def report(settings: Settings, sections: Sequence[str] = SECTIONS) -> tuple[str,
         "ab-speed": lambda: ab_speed(rng, settings, verdicts),
         "paired": lambda: paired_aa(rng, settings, verdicts),
         "paired-speed": lambda: paired_speed(rng, settings),
-        "labels": lambda: labels_aa(rng, settings, verdicts),
+        "labels": lambda: labels_aa(rng, settings, verdicts) + regression_aa(rng, settings, verdicts),
         "labels-speed": lambda: labels_speed(rng, settings),
         "judge": lambda: judge_aa(rng, settings, verdicts),
     }
