@@ -350,6 +350,8 @@ _TINY_LM = textwrap.dedent("""
     noise = np.random.default_rng(options["seed"] + 1000).standard_normal(output.shape).astype(np.float32)
     noise[:, 0] = 0.0
     output += noise * options["perturb"] * options["sharpness"] / np.sqrt(n_embd)
+    if options["favour"]:
+        output[specials + words.index(options["favour"]), 0] = options["favour_logit"]
     w.add_tensor("output.weight", output.astype(np.float32))
     w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
 """)
@@ -360,11 +362,14 @@ class TinyLM:
     sharpness: float = 5.0  # the output layer's scale: higher answers the same request more alike
     perturb: float = 0.0  # noise on the output layer, relative to it: a degraded copy of the same model
     seed: int = 1  # the weights
+    favour: str = ""  # a word the model leans to, by `favour_logit` on its output row: a model that repeats itself
+    favour_logit: float = 0.0
 
 
 def write_tiny_lm(path: Path, model: TinyLM) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    options = {"sharpness": model.sharpness, "perturb": model.perturb, "seed": model.seed}
+    options = {"sharpness": model.sharpness, "perturb": model.perturb, "seed": model.seed, "favour": model.favour,
+               "favour_logit": model.favour_logit}
     subprocess.run([str(server_python("llama")), "-c", _TINY_LM, str(path), json.dumps(options)], check=True,
                    timeout=120)
     return path

@@ -11,6 +11,9 @@ llama.cpp's OpenAI-compatible server sampling text from tiny random-weight langu
 - Sampled text (temperature 0.8): the stable answers the same chat request differently about a
   fifth of the time; a rebuild of the same model passes, a degraded one (its output layer
   perturbed) is held, naming the text.
+- A judge (the test kit's, preferring the answer with more distinct words, and saying A on 30% of
+  its calls whatever it is shown) passes a rebuild and holds a model that repeats itself, its
+  position bias measured; its token goes only where its Secret allows.
 - A hanging candidate and a crashed comparator hold the step, saying why; users see nothing.
 """
 
@@ -29,6 +32,8 @@ from typing import Any
 
 import httpx
 import pytest
+from e2e.harness import wait_until
+from e2e.netns import HOST_ADDRESS
 from e2e.real_servers import LlamaRecipe, MLServerRecipe, ModelVersion, TinyLM, disagreement
 from e2e.world import e2e_world
 from kubernetes import client
@@ -41,7 +46,9 @@ MODELS = {
     "scorer:mls-worse": ModelVersion("scorer", flip=0.3),
 }
 COMPARE = {"format": "v2", "maxRequestsPerSecond": 100, "samples": 5}
-LANGUAGE_MODELS = {"scorer:lm": TinyLM(), "scorer:lm-rebuild": TinyLM(), "scorer:lm-degraded": TinyLM(perturb=0.5)}
+LANGUAGE_MODELS = {"scorer:lm": TinyLM(), "scorer:lm-rebuild": TinyLM(), "scorer:lm-degraded": TinyLM(perturb=0.5),
+                   # Offline (30 chats at temperature 0.8): 1.0 distinct words in 8 tokens, the stable 2.2.
+                   "scorer:lm-repetitive": TinyLM(favour="slow", favour_logit=6.0)}
 WORDS = ("the", "a", "model", "answers", "cat", "dog", "runs", "fast", "slow", "red", "blue", "green", "sky", "sea",
          "tree")
 
@@ -339,3 +346,68 @@ def test_labels_posted_later_pass_an_equally_accurate_model_and_hold_a_less_accu
             assert labels["stableOnly"] > labels["candidateOnly"], labels
             assert "less accurate by more than maxDrop" in held["message"], held["message"]
             assert outcomes.get("stored", 0) >= labels["labelled"] and "wrong-type" not in outcomes, outcomes
+
+
+@contextmanager
+def judge_process(tmp_path: Path, token: str, bias: float) -> Iterator[str]:
+    """The test kit's judge, a process of this test's own outside the cluster, on the host's end of the
+    pods' network (where the comparator's pod reaches it, as it would an external endpoint): its base URL."""
+    port_file = tmp_path / "judge.port"
+    process = subprocess.Popen([sys.executable, "-m", "e2e.judge", "--port-file", str(port_file), "--token", token,
+                                "--bias", str(bias), "--host", HOST_ADDRESS],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: process.poll() is None and port_file.exists() and bool(port_file.read_text()), 60,
+                   "the judge serving")
+        yield f"http://{HOST_ADDRESS}:{port_file.read_text()}"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def test_a_judge_passes_a_rebuild_and_holds_a_model_that_repeats_itself_its_position_bias_measured(
+    api_client: client.ApiClient, namespace: str, kubeconfig: Path, tmp_path: Path, crd_installed: None
+) -> None:
+    """llama.cpp serves both models; the judge compares their answers blind, in a random order. The
+    disagreement test is loosened (maxExcess 0.9): here the judge decides."""
+    recipe = LlamaRecipe(LANGUAGE_MODELS, "scorer").prepare(tmp_path / "lms")
+    token = "judge-token-for-this-test"
+    with e2e_world(api_client, namespace, kubeconfig, tmp_path, rps=8, recipe_for_image=recipe.for_image,
+                   load_path="/v1/chat/completions", payload=chat, version_of=LlamaRecipe.revision_of) as world, \
+            judge_process(tmp_path, token, bias=0.3) as judge_url:
+        client.CoreV1Api(api_client).create_namespaced_secret(namespace, client.V1Secret(
+            metadata=client.V1ObjectMeta(name="judge-token", annotations={
+                "rollouts.mlops.dev/judge-addresses": judge_url, "rollouts.mlops.dev/allow-plain-http": "true"}),
+            data={"token": base64.b64encode(token.encode()).decode()}))
+        compare = {"format": "openai", "minSimilarity": 0.8, "maxRequestsPerSecond": 8, "samples": 3,
+                   "disagreement": {"maxExcess": 0.9},
+                   "judge": {"url": judge_url, "model": "judge-7b", "secretRef": {"name": "judge-token"},
+                             "maxRequestsPerSecond": 6, "swapPercent": 30, "margin": 0.1}}
+        steps = [{"shadow": {"percent": 100, "duration": "60s", "compare": compare}},
+                 {"canary": {"weight": 20, "duration": "10s"}}]
+        first = world.deploy(steps, image="scorer:lm", profile="vllm", gatewayProfile="envoy", guardrails=[])
+        world.roll_out("lm-rebuild")
+        judged = world.rollouts.wait_status(
+            "scorer", lambda s: (comparison_of(s).get("judge") or {}).get("judged", 0) >= 60, 600,
+            "60 pairs judged", progress=world.fleet.activity)
+        assert comparison_of(judged)["breached"] == [], comparison_of(judged)
+        rebuilt = promoted_without_breach(world, first, "the rebuild promoted", timeout=900)
+
+        world.roll_out("lm-repetitive")
+        held = world.rollouts.wait_status(
+            "scorer", lambda s: "judge" in comparison_of(s).get("breached", []), 600,
+            "the judge test breached", progress=world.fleet.activity)
+        judge = comparison_of(held)["judge"]
+        assert held["phase"] == "Progressing" and held["stableRevision"] == rebuilt["stableRevision"]
+        assert judge["preferred"]["stable"] > judge["preferred"]["candidate"], judge
+        # Saying A on 30% of calls whatever it is shown, it picks the first answer on about 65%.
+        assert judge["positionBias"] > 0.03, judge
+        assert [d["test"] for d in held["decisions"] if d["verdict"] == "breach: hold"] == ["compare judge"]
+        assert "the judge preferred the stable on" in held["message"], held["message"]
+        stats = httpx.get(f"{judge_url}/stats", timeout=5).json()
+        assert stats["calls"] > 0 and stats["unauthorized"] == 0 and stats["unreadable"] == 0, stats
+        shown = subprocess.run([str(Path(sys.executable).parent / "kubectl-modelrollout"), "--kubeconfig",
+                                str(kubeconfig), "-n", namespace, "diff", "scorer", "--judged"],
+                               capture_output=True, text=True, timeout=60, check=False)
+        assert shown.returncode == 0, shown.stderr
+        assert "the judge preferred the stable:" in " ".join(shown.stdout.split()), shown.stdout
