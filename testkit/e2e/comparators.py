@@ -96,12 +96,13 @@ class ComparatorKubelet:
                 log.exception("comparator kubelet pass failed")
 
     @contextlib.contextmanager
-    def outage(self) -> Iterator[None]:
-        """Every comparator down for the block, then started again by the next pass."""
+    def outage(self, kill: bool = False) -> Iterator[None]:
+        """Every comparator down for the block (SIGKILL with `kill`: no chance to flush or close anything),
+        then started again by the next pass."""
         self.down.set()
         with self._lock:
             for pod in list(self.running):
-                self._terminate(pod)
+                self._terminate(pod, kill)
         try:
             yield
         finally:
@@ -202,9 +203,12 @@ class ComparatorKubelet:
         log.info("comparator for pod %s on %s: PID %d", want.pod, want.address, process.pid)
         self.running[want.pod] = (want, process)
 
-    def _terminate(self, pod: str) -> None:
+    def _terminate(self, pod: str, kill: bool = False) -> None:
         want, process = self.running.pop(pod)
-        if process.poll() is None:
+        if process.poll() is None and kill:
+            process.kill()
+            process.wait(10)
+        elif process.poll() is None:
             process.terminate()
             try:
                 process.wait(10)

@@ -288,8 +288,10 @@ def posting_labels(world: Any, labelled: Labelled, token: str) -> Iterator[dict[
     def post() -> None:
         while not stop.wait(2.0):
             admin = world.comparators.admin_url()
+            if admin is None:
+                continue  # no comparator now: the labels wait for the next one
             fresh = labelled.taken(posted)
-            if admin is None or not fresh:
+            if not fresh:
                 continue
             try:
                 answered = httpx.post(f"{admin}/feedback", json={"labels": fresh}, timeout=10,
@@ -411,3 +413,63 @@ def test_a_judge_passes_a_rebuild_and_holds_a_model_that_repeats_itself_its_posi
                                capture_output=True, text=True, timeout=60, check=False)
         assert shown.returncode == 0, shown.stderr
         assert "the judge preferred the stable:" in " ".join(shown.stdout.split()), shown.stdout
+
+
+def test_a_comparator_killed_between_predictions_and_labels_still_scores_them(
+    api_client: client.ApiClient, namespace: str, kubeconfig: Path, tmp_path: Path, crd_installed: None
+) -> None:
+    """The comparator files predictions, then is killed (SIGKILL) before any label is posted; its pod's
+    volume outlives the process, as an emptyDir outlives its container. The labels posted to the
+    restarted comparator for requests compared before the kill are stored and scored."""
+    recipe = MLServerRecipe(MODELS, "scorer").prepare(tmp_path / "trained")
+    labelled, token = Labelled(), "feedback-token-for-this-test"
+    client.CoreV1Api(api_client).create_namespaced_secret(namespace, client.V1Secret(
+        metadata=client.V1ObjectMeta(name="scorer-feedback"),
+        data={"token": base64.b64encode(token.encode()).decode()}))
+    with e2e_world(api_client, namespace, kubeconfig, tmp_path, rps=40, recipe_for_image=recipe.for_image,
+                   load_path="/v2/models/scorer/infer", payload=labelled.payload) as world:
+        compare = {"format": "v2", "maxRequestsPerSecond": 100, "disagreement": {"maxExcess": 0.5},
+                   "requestKeyPath": "$.id", "feedback": {"tokenSecretRef": {"name": "scorer-feedback"}},
+                   "labels": {}}
+        world.deploy([{"shadow": {"percent": 100, "duration": "30m", "compare": compare}}], image="scorer:mls-good",
+                     profile="mlserver", guardrails=[])
+        world.roll_out("mls-retrained")
+        assert world.comparators is not None
+
+        def filed() -> float:
+            admin = world.comparators.admin_url() if world.comparators else None
+            if admin is None:
+                return 0.0
+            try:
+                text = httpx.get(f"{admin}/metrics", timeout=5).text
+            except httpx.HTTPError:
+                return 0.0
+            return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                       if line.startswith("modelrollout_compare_predictions_filed_total{"))
+
+        wait_until(lambda: filed() >= 300, 300, "300 predictions filed", progress=world.fleet.activity)
+        with world.comparators.outage(kill=True):
+            before_kill = labelled.taken(set())  # every request sent so far, compared or not
+        def serving() -> str | None:
+            admin = world.comparators.admin_url() if world.comparators else None
+            try:
+                return admin if admin and httpx.get(f"{admin}/healthz", timeout=2).status_code == 200 else None
+            except httpx.HTTPError:
+                return None
+
+        admin = wait_until(serving, 120, "the comparator restarted and serving")
+        outcomes: dict[str, int] = {}
+        for start in range(0, len(before_kill), 500):
+            answered = httpx.post(f"{admin}/feedback", timeout=10,
+                                  json={"labels": before_kill[start:start + 500]},
+                                  headers={"Authorization": f"Bearer {token}"})
+            assert answered.status_code == 200, answered.text
+            for outcome, count in answered.json().items():
+                outcomes[outcome] = outcomes.get(outcome, 0) + count
+        # Requests not compared (sent before the rollout, or dropped) are unknown keys; at most the last
+        # quarter second's predictions before the kill were not yet filed.
+        assert outcomes.get("stored", 0) >= 290, outcomes
+        scored = world.rollouts.wait_status(
+            "scorer", lambda s: (comparison_of(s).get("labels") or {}).get("labelled", 0) >= outcomes["stored"],
+            300, "every stored label scored", progress=world.fleet.activity)
+        assert comparison_of(scored)["labels"]["feedback"]["stored"] >= outcomes["stored"], comparison_of(scored)
