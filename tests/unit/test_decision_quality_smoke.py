@@ -32,7 +32,8 @@ def test_every_section_runs_through_the_operators_step_tests(monkeypatch: pytest
     assert min(calls.values()) > 0, calls
     for heading in ("1. errorRate", "2. latencyP99", "3. Both guardrails", "4. abTest", "5. Sample-ratio",
                     "6. errorRate guardrail, 0.5% -> 1%", "7. latencyP99", "8. abTest at a true effect",
-                    "9. shadow comparisons", "10. shadow comparisons", "11. labels", "11b. labelled regressions", "12. labels", "13. a judge"):
+                    "9. shadow comparisons", "10. shadow comparisons", "11. labels", "11b. labelled regressions",
+                    "12. labels", "13. a judge"):
         assert heading in text
     assert len(verdicts) == 15, "one per section, and for the abTest at its MDE one per base rate and the 50% goal"
     assert all(line.startswith("   [") for line in text.split("Goals:\n")[1].split("\n\n")[0].splitlines())
