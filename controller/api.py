@@ -387,6 +387,11 @@ class Compare(SpecModel):
     """A judge model prefers one of the two answers, blind (off unless set; openai)."""
 
     @property
+    def takes_feedback(self) -> bool:
+        """Whether labels or human preferences may arrive after the step ends (and count toward it)."""
+        return self.labels is not None or (self.judge is not None and self.judge.calibration)
+
+    @property
     def ends_early(self) -> bool:
         """Whether the step ends as soon as noWorse decides."""
         return self.pass_when == "noWorse"  # noqa: S105 (a policy, not a password)
@@ -1329,6 +1334,9 @@ class JudgeStatus(StatusModel):
 class ComparisonStatus(StatusModel):
     """The shadow step's comparison of the two models' answers (compare), since the step began."""
 
+    step: int | None = None
+    """The shadow step it is of (from 0): in a later step, an earlier step's comparison, carried on for the
+    labels and human preferences that arrive after it ended."""
     pairs: float = 0.0
     """Requests both models answered and the comparator compared."""
     twice: float = 0.0
@@ -1456,6 +1464,17 @@ class CostStatus(StatusModel):
     """Why the counters could not be read, if they could not (the last figures stay)."""
 
 
+class ComparisonRecord(StatusModel):
+    """The last look at a compared step that takes feedback (labels, or a calibrated judge's preferences):
+    the later steps of the same rollout go on from it, so labels that arrive after the step ended still
+    count toward its tests."""
+
+    comparison: ComparisonStatus
+    """The comparison as its last look left it."""
+    counters: dict[str, float] = {}
+    """The comparator's totals that look read, by process: what the next look counts from."""
+
+
 class ModelRolloutStatus(StatusModel):
     phase: Phase = Phase.PENDING
     """Pending, Progressing, Paused, Completed or RolledBack."""
@@ -1512,6 +1531,8 @@ class ModelRolloutStatus(StatusModel):
             return handler(value)
         except ValidationError:
             return None
+    comparison_record: ComparisonRecord | None = None
+    """The comparison of this rollout's last compared step that takes feedback, carried into its later steps."""
     decisions: Annotated[list[Decision], Field(max_length=MAX_DECISIONS)] = []
     """The last 20 verdicts and breaches."""
     cost: CostStatus | None = None

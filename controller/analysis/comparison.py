@@ -109,8 +109,8 @@ def _delta_cells(counts: dict[str, float]) -> tuple[tuple[float, ...], np.ndarra
 
 
 def look(compare: Compare, alpha: float, totals: dict[str, float], before: ComparisonStatus | None,
-         previous_totals: dict[str, float] | None) -> tuple[ComparisonLook, dict[str, float]]:
-    """This look's comparison, and the totals the next look counts from."""
+         previous_totals: dict[str, float] | None, step: int | None = None) -> tuple[ComparisonLook, dict[str, float]]:
+    """This look's comparison (of shadow step `step`), and the totals the next look counts from."""
     gains, now = gained(totals, previous_totals)
     base = before or ComparisonStatus()
     counts = dict(base.counts)
@@ -153,7 +153,7 @@ def look(compare: Compare, alpha: float, totals: dict[str, float], before: Compa
                       if key.startswith("differences/")), key=lambda kv: -kv[1])[:SHOWN_FIELDS]
     failures = {key.split("/", 1)[1]: value for key, value in counts.items() if key.startswith("failures/")}
     status = ComparisonStatus(
-        pairs=pairs, twice=twice,
+        step=step, pairs=pairs, twice=twice,
         candidate_rate=_round(rates["candidate"][0]), candidate_interval=[_round(x) for x in rates["candidate"][1]],
         stable_rate=_round(rates["stable"][0]), stable_interval=[_round(x) for x in rates["stable"][1]],
         evidence=evidence, threshold=thresholds, breached=breached,

@@ -46,6 +46,7 @@ from controller.api import (
     AnalysisStatus,
     AnalysisVerdict,
     Compare,
+    ComparisonRecord,
     ComparisonStatus,
     Decision,
     DecisionVerdict,
@@ -115,8 +116,9 @@ def _interval(values: list[float | None]) -> step_tests.Interval:
 
 class Evaluator:
     def __init__(self, spec: ModelRolloutSpec, analysis: Analysis, measured: Measurements, look: Look,
-                 previous: AnalysisStatus | None) -> None:
+                 previous: AnalysisStatus | None, record: ComparisonRecord | None = None) -> None:
         self.spec, self.analysis, self.measured, self.look, self.previous = spec, analysis, measured, look, previous
+        self.record = record
         self.counters: dict[str, float] = {}
         # Totals read at this look, kept in `counters` only when their interval closes.
         self.read: dict[str, float] = {}
@@ -499,11 +501,12 @@ class _Findings:
 
 
 def judge(spec: ModelRolloutSpec, budget: AlphaBudget, look: Look, previous: AnalysisStatus | None,
-          measured: Measurements) -> Result:
-    """The look's verdict from its measurements (`readings.needs` named them); pure."""
+          measured: Measurements, record: ComparisonRecord | None = None) -> Result:
+    """The look's verdict from its measurements (`readings.needs` named them); pure. `record`: the
+    comparison of an earlier step that a look at a later one carries on."""
     analysis = spec.analysis
     assert analysis is not None
-    evaluator = Evaluator(spec, analysis, measured, look, previous)
+    evaluator = Evaluator(spec, analysis, measured, look, previous, record)
     found = _Findings()
     guardrails = _guardrails(evaluator, budget, found)
     shadow = _shadow(evaluator) if shows_shadow(analysis, look) else None
@@ -657,20 +660,29 @@ def _comparison(evaluator: Evaluator, found: _Findings) -> ComparisonStatus | No
     if compare is None:
         return None
     before = previous.comparison if previous else None
+    earlier = previous.counters if previous else {}
+    if look.compared_step != look.step_index:
+        # A later step carries the compared step on, for the labels that arrive after it: from its
+        # record (a first look here), never ending this step early, nor deciding a pass again.
+        compare = compare.model_copy(update={"pass_when": "duration"})
+        record = evaluator.record
+        # A breach there was a human's to act on, and they did (promoted past it): it is not re-fired here.
+        if before is None and record is not None and record.comparison.step == look.compared_step \
+                and not record.comparison.breached:
+            before, earlier = record.comparison.model_copy(update={"passed": False}), record.counters
     try:
         totals = evaluator.measured.comparisons()
     except MetricError as error:
         found.unmeasured.append(f"compare: {error}")
         return before
     prefix, marker = "compare/", "compare@looked"  # the marker: a first look that read no series at all
-    earlier = previous.counters if previous else {}
     counted = ({key.removeprefix(prefix): value for key, value in earlier.items() if key.startswith(prefix)}
                if marker in earlier else None)
     if not totals and counted:
         # Series the last look read are gone: the comparator is not scraped (or not running).
         found.unmeasured.append("compare: the comparator's counts are missing: is its pod running and scraped?")
         return before
-    result, now = comparison.look(compare, evaluator.analysis.alpha, totals, before, counted)
+    result, now = comparison.look(compare, evaluator.analysis.alpha, totals, before, counted, look.compared_step)
     evaluator.counters.update({prefix + key: value for key, value in now.items()})
     evaluator.counters[marker] = 1.0
     status = result.status

@@ -173,6 +173,8 @@ class Look:
     step_seconds: float | None = None
     # The candidate's expected share of requests when the sample-ratio check applies, else None.
     expected_share: float | None = None
+    # The step whose comparison this look reads: this one, or an earlier one carried on (`compared_step`).
+    compared_step: int | None = None
 
     def window(self, analysis: api.Analysis) -> str | None:
         """The guardrail window, cut at the step's start: what came before is not this step's evidence."""
@@ -231,9 +233,22 @@ def needs(spec: api.ModelRolloutSpec, look: Look, previous: api.AnalysisStatus |
 
 
 def compare_of(spec: api.ModelRolloutSpec, look: Look) -> api.Compare | None:
-    """The look's step's compare, if it is a shadow step that compares answers."""
-    shadow = spec.strategy.steps[look.step_index].shadow
+    """The compare this look reads: its own step's, or an earlier step's carried on."""
+    if look.compared_step is None:
+        return None
+    shadow = spec.strategy.steps[look.compared_step].shadow
     return shadow.compare if shadow is not None else None
+
+
+def compared_step(spec: api.ModelRolloutSpec, step: int) -> int | None:
+    """The step whose comparison a look at `step` reads: `step` itself when it compares answers; else the
+    last earlier step that compared, when its compare takes feedback (labels that arrive after it ended
+    still count toward it, while the rollout goes on); else None."""
+    for index in range(min(step, len(spec.strategy.steps) - 1), -1, -1):
+        shadow = spec.strategy.steps[index].shadow
+        if shadow is not None and shadow.compare is not None:
+            return index if index == step or shadow.compare.takes_feedback else None
+    return None
 
 
 def _guardrail_needs(analysis: api.Analysis, guardrail: api.Guardrail, look: Look,

@@ -71,7 +71,7 @@ def decide(spec: api.ModelRolloutSpec, generation: int, status: api.ModelRollout
     seen = replace(observations, analysis=run.signal, warmup=readings.warmup, next_analysis_at=run.next_at,
                    capacity_shortfall=readings.capacity_shortfall)
     transition = reconcile(spec, generation, status, seen, now)
-    transition = _with_analysis(transition, status, run)
+    transition = _with_analysis(spec, transition, status, run)
     transition = _with_cost(spec, transition, plan, readings.cost, now)
     # An action that arrived while another was pending is taken right after this one.
     pending = requested is not None and not takes
@@ -103,13 +103,20 @@ def _judge(spec: api.ModelRolloutSpec, status: api.ModelRolloutStatus, plan: Pla
 
     assert spec.analysis is not None
     look = plan.analysis.look
-    result = judge(spec, step_budget(spec.analysis, look), look, current_analysis(status), got.measured)
+    result = judge(spec, step_budget(spec.analysis, look), look, current_analysis(status), got.measured,
+                   status.comparison_record)
     # How long the queries and judgements took: the analysis share of a rollback's latency.
     state = result.state.model_copy(update={"duration_ms": got.took_ms})
     return _Run(result.signal, state, result.decisions, plan.next_analysis_at)
 
 
-def _with_analysis(transition: Transition, status: api.ModelRolloutStatus, run: _Run) -> Transition:
+def _takes_feedback(spec: api.ModelRolloutSpec, step: int) -> bool:
+    shadow = spec.strategy.steps[step].shadow if step < len(spec.strategy.steps) else None
+    return shadow is not None and shadow.compare is not None and shadow.compare.takes_feedback
+
+
+def _with_analysis(spec: api.ModelRolloutSpec, transition: Transition, status: api.ModelRolloutStatus,
+                   run: _Run) -> Transition:
     """Store the look's state and decisions.
 
     A new candidate starts a new record of decisions. A finished rollout keeps its deciding look.
@@ -118,9 +125,17 @@ def _with_analysis(transition: Transition, status: api.ModelRolloutStatus, run: 
     new = transition.status
     same_rollout = new.candidate_revision in (None, status.candidate_revision)
     decisions = new.decisions if same_rollout else []
+    if not same_rollout and new.comparison_record is not None:
+        new = new.model_copy(update={"comparison_record": None})
+        transition = replace(transition, status=new)
     if run.state is not None and same_rollout:
         decisions = [*decisions, *run.decisions][-api.MAX_DECISIONS:]
-        return replace(transition, status=new.model_copy(update={"analysis": run.state, "decisions": decisions}))
+        update: dict[str, object] = {"analysis": run.state, "decisions": decisions}
+        compared = run.state.comparison
+        if compared is not None and compared.step is not None and _takes_feedback(spec, compared.step):
+            update["comparison_record"] = api.ComparisonRecord(comparison=compared, counters={
+                key: value for key, value in run.state.counters.items() if key.startswith("compare")})
+        return replace(transition, status=new.model_copy(update=update))
     stale = new.analysis is not None and new.phase in (api.Phase.PROGRESSING, api.Phase.PAUSED) and (
         current_analysis(new) is None or not same_rollout)
     if stale or decisions != new.decisions:

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict
 
+from controller.analysis.readings import compared_step
 from controller.api import (
     ConditionType,
     EventReason,
@@ -227,7 +228,9 @@ class Draft:
         final = ModelRolloutStatus.model_validate(self.s.model_dump())
         actions = _last_route_wins(self.actions)
         if any(step.shadow is not None and step.shadow.compare is not None for step in self.spec.strategy.steps):
-            actions = _with_comparator(actions, self.s.current_step)
+            going_on = bool(candidate) and phase in (Phase.PROGRESSING, Phase.PAUSED)
+            carried = compared_step(self.spec, self.s.current_step) if going_on else None
+            actions = _with_comparator(actions, self.s.current_step, carried)
         return Transition(actions, final, self.wake_at, routine=self.wake_at is not None and self.routine)
 
 
@@ -248,9 +251,11 @@ def _last_route_wins(actions: list[Action]) -> list[Action]:
     return kept
 
 
-def _with_comparator(actions: list[Action], step: int) -> list[Action]:
+def _with_comparator(actions: list[Action], step: int, carried: int | None) -> list[Action]:
     """The comparator runs while the route mirrors to it: made sure of just before that route is
-    written, removed once a route is written that does not. Without a route write, as it was."""
+    written, removed once a route is written that does not. Without a route write, as it was. A
+    compared step that takes feedback (`carried`, earlier than `step`) keeps its comparator through the
+    rollout's later steps, unmirrored, for the labels that arrive after it."""
     last = next((i for i in range(len(actions) - 1, -1, -1) if isinstance(actions[i], SetRoute)), None)
     if last is None:
         return actions
@@ -258,6 +263,8 @@ def _with_comparator(actions: list[Action], step: int) -> list[Action]:
     assert isinstance(route, SetRoute)
     if route.compare:
         return [*actions[:last], EnsureComparator(step), *actions[last:]]
+    if carried is not None and carried != step:
+        return [*actions, EnsureComparator(carried)]
     return [*actions, RemoveComparator()]
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from controller import api
-from controller.analysis.readings import AnalysisSignal, Look, Reading, needs
+from controller.analysis.readings import AnalysisSignal, Look, Reading, compared_step, needs
 from controller.durations import parse_duration
 from controller.engine.observations import Observations, requested_verb
 from controller.engine.routes import candidate_replicas
@@ -106,10 +106,10 @@ def _analysis(spec: api.ModelRolloutSpec, status: api.ModelRolloutStatus, revisi
         weight=status.canary_weight, now=format_timestamp(now), interval_seconds=interval,
         step_seconds=spec.step_seconds(step),
         since_last_seconds=(now - parse_timestamp(previous.last_run)).total_seconds() if previous else interval,
-        expected_share=_expected_share(spec, step, status.canary_weight),
+        expected_share=_expected_share(spec, step, status.canary_weight), compared_step=compared_step(spec, step),
     )
     current = spec.strategy.steps[step]
-    requires = bool(analysis.guardrails or current.ab_test or (current.shadow and current.shadow.compare))
+    requires = bool(analysis.guardrails or current.ab_test or look.compared_step is not None)
     deadline = min(DEADLINE_CAP_SECONDS, max(1.0, interval * DEADLINE_SHARE))
     return AnalysisPlan(look, needs(spec, look, previous), requires, deadline), None, now + timedelta(seconds=interval)
 

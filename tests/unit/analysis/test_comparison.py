@@ -9,17 +9,17 @@ from typing import Any
 
 from controller.analysis.budget import step_budget
 from controller.analysis.judge import judge
-from controller.analysis.readings import Comparisons, Look, Measurements, MetricError, needs
-from controller.api import AnalysisStatus, AnalysisVerdict, ModelRolloutSpec
+from controller.analysis.readings import Comparisons, Look, Measurements, MetricError, compared_step, needs
+from controller.api import AnalysisStatus, AnalysisVerdict, ComparisonRecord, ModelRolloutSpec
 from tests.unit.engine.world import make_spec
 
 REQUESTS = "modelrollout_compare_requests_total"
 
 
-def spec(**compare: Any) -> ModelRolloutSpec:
+def spec(*later: dict[str, Any], **compare: Any) -> ModelRolloutSpec:
     base = make_spec([{"pause": {}}]).model_dump(by_alias=True, exclude_none=True)
     base["strategy"]["steps"] = [{"shadow": {"percent": 50, "duration": "1h",
-                                             "compare": {"format": "v2", **compare}}}]
+                                             "compare": {"format": "v2", **compare}}}, *later]
     # A profile without a prediction histogram: the comparison is all the step reads.
     base["analysis"] = {"prometheus": {"address": "http://prometheus.test:9090"}, "interval": "10s",
                         "profile": "mlserver"}
@@ -62,19 +62,21 @@ class Comparator:
 
 
 class Step:
-    def __init__(self, shown: ModelRolloutSpec, comparator: Comparator) -> None:
-        self.spec, self.comparator = shown, comparator
+    def __init__(self, shown: ModelRolloutSpec, comparator: Comparator, index: int = 0,
+                 record: ComparisonRecord | None = None) -> None:
+        self.spec, self.comparator, self.index, self.record = shown, comparator, index, record
         self.state: AnalysisStatus | None = None
         self.elapsed = 10.0
 
     def look(self) -> Any:
-        look = Look(stable="s1", candidate="c1", step_index=0, step_kind="shadow",
-                    step_started_at="2026-12-07T12:00:00Z", step_elapsed_seconds=self.elapsed, weight=0,
-                    now="2026-12-07T12:05:00Z", interval_seconds=10,
-                    step_seconds=3600)
+        look = Look(stable="s1", candidate="c1", step_index=self.index, step_kind=self.spec.strategy.steps[
+                        self.index].kind, step_started_at="2026-12-07T12:00:00Z", step_elapsed_seconds=self.elapsed,
+                    weight=0, now="2026-12-07T12:05:00Z", interval_seconds=10,
+                    step_seconds=3600, compared_step=compared_step(self.spec, self.index))
         assert self.spec.analysis is not None
         assert needs(self.spec, look, self.state) == frozenset({Comparisons()})
-        result = judge(self.spec, step_budget(self.spec.analysis, look), look, self.state, self.comparator.answer())
+        result = judge(self.spec, step_budget(self.spec.analysis, look), look, self.state, self.comparator.answer(),
+                       self.record)
         self.state = AnalysisStatus.model_validate(json.loads(json.dumps(
             result.state.model_dump(mode="json", by_alias=True), allow_nan=False)))
         self.elapsed += 10
@@ -401,3 +403,68 @@ def test_a_regression_as_accurate_passes_no_worse() -> None:
         result = step.look()
         assert result.signal.verdict == AnalysisVerdict.PASS, result.signal.reason
     assert result.state.comparison.evidence["labelsNoWorse"] >= result.state.comparison.threshold["labelsNoWorse"]
+
+
+
+CANARY = {"canary": {"weight": 10, "duration": "1h"}}
+
+
+def record_of(step: Step) -> ComparisonRecord:
+    """What the engine keeps of a compared step's last look (`status.comparisonRecord`)."""
+    assert step.state is not None and step.state.comparison is not None
+    return ComparisonRecord(comparison=step.state.comparison, counters={
+        key: value for key, value in step.state.counters.items() if key.startswith("compare")})
+
+
+def labelling(comparator: Comparator, cells: dict[str, int]) -> None:
+    for name, n in cells.items():
+        comparator.add(f"modelrollout_compare_labelled_total|{name}||||", n)
+
+
+def test_labels_that_arrive_after_the_shadow_step_count_toward_it_and_hold_a_later_step() -> None:
+    """The shadow step ends with too few labels to tell; the labels that arrive during the canary step
+    add to the shadow step's counts (the same comparator, its totals followed on), and the paired test
+    holds the canary once they show the candidate less accurate."""
+    comparator = Comparator()
+    shown = spec(CANARY, passWhen="noWorse", labels=LABELS, **FEEDBACK)
+    shadow = Step(shown, comparator)
+    shadow.look()
+    for _ in range(3):
+        comparator.serve(300)
+        labelling(comparator, {"both-right": 9, "stable-only": 1})
+        assert not shadow.look().decisions, "30 labels tell nothing yet"
+    kept = record_of(shadow)
+    assert kept.comparison.labels is not None
+    assert kept.comparison.step == 0 and kept.comparison.labels.labelled == 30
+    canary = Step(shown, comparator, index=1, record=kept)
+    assert compared_step(shown, 1) == 0, "the canary step carries the shadow step's comparison"
+    for _ in range(60):
+        labelling(comparator, {"both-right": 85, "stable-only": 6, "candidate-only": 1, "both-wrong": 8})
+        result = canary.look()
+        assert not result.signal.step_passed, "a carried comparison never ends the later step"
+        if result.decisions:
+            break
+    shown_labels = result.state.comparison.labels
+    assert [d.verdict for d in result.decisions] == ["breach: hold"], result.signal.reason
+    assert result.state.comparison.step == 0 and shown_labels.labelled > 30, "the shadow step's labels, and more"
+    assert shown_labels.labelled == 30 + 100 * result.state.looks, shown_labels
+    assert result.signal.verdict == AnalysisVerdict.HOLD
+    assert "less accurate by more than maxDrop" in result.signal.reason
+
+
+def test_a_breach_a_human_promoted_past_is_not_carried_into_the_next_step() -> None:
+    comparator = Comparator()
+    shown = spec(CANARY, labels=LABELS, **FEEDBACK)
+    shadow = Step(shown, comparator)
+    shadow.look()
+    for _ in range(60):
+        comparator.serve(100)
+        labelling(comparator, {"both-right": 85, "stable-only": 6, "candidate-only": 1, "both-wrong": 8})
+        if shadow.look().decisions:
+            break
+    assert shadow.state is not None and shadow.state.comparison is not None
+    assert shadow.state.comparison.breached == ["labels"]
+    canary = Step(shown, comparator, index=1, record=record_of(shadow))
+    first = canary.look()
+    assert first.signal.verdict == AnalysisVerdict.HOLD and "first look of compare" in first.signal.reason
+    assert first.state.comparison.breached == [] and not first.decisions, "counted afresh, not re-fired"

@@ -81,3 +81,33 @@ def test_a_comparison_that_compares_nothing_is_a_standing_condition_naming_why()
     world.step(1)
     found = next(c for c in world.status.conditions if c.type == "ComparisonBlocked")
     assert (found.status, found.reason) == ("False", "Comparing")
+
+
+LABELLED: list[dict[str, Any]] = [
+    {"shadow": {"percent": 20, "duration": "60s", "compare": {
+        "format": "v2", "requestKey": "x-request-id", "feedback": {"tokenSecretRef": {"name": "feedback"}},
+        "labels": {}}}},
+    {"canary": {"weight": 10, "duration": "60s"}},
+    {"canary": {"weight": 50, "duration": "60s"}},
+]
+
+
+def test_a_compared_step_that_takes_labels_keeps_its_comparator_unmirrored_until_the_rollout_ends() -> None:
+    """Labels that arrive after the shadow step still reach its comparator, through the later steps."""
+    world = rolled_out(LABELLED)
+    assert world.comparator == 0 and world.mirrors_to_comparator
+    world.step(61)
+    assert world.status.current_step == 1 and world.route == (10, 0)
+    assert not world.mirrors_to_comparator and world.comparator == 0, "kept, with the shadow step's rules"
+    world.step(61)
+    assert world.status.current_step == 2 and world.comparator == 0
+    world.step(61)
+    assert world.status.phase == "Completed" and world.comparator is None, "removed when the rollout ends"
+
+
+def test_an_abort_after_the_compared_step_removes_the_kept_comparator() -> None:
+    world = rolled_out(LABELLED)
+    world.step(61)
+    assert world.comparator == 0
+    world.act(Action.ABORT)
+    assert world.comparator is None
