@@ -173,6 +173,10 @@ def comparison_view(comparison: dict[str, Any]) -> Table:
                       f" {labels.get('unlabelled', 0):,.0f} without a label in their window)")
         table.add_row("stable accuracy", _rate(labels.get("stableAccuracy"), labels.get("stableInterval")))
         table.add_row("candidate accuracy", _rate(labels.get("candidateAccuracy"), labels.get("candidateInterval")))
+        if labels.get("errorIncreaseInterval"):
+            low, high = labels["errorIncreaseInterval"]
+            table.add_row("mean absolute error", f"stable {labels.get('stableError', 0):.4g}, candidate "
+                          f"{labels.get('candidateError', 0):.4g} (the candidate's larger by [{low:.4g}, {high:.4g}])")
         if labels.get("feedback"):
             table.add_row("feedback", ", ".join(f"{reason} {count:,.0f}"
                                                 for reason, count in labels["feedback"].items()))

@@ -121,6 +121,10 @@ def test_get_shows_a_comparison_and_diff_shows_the_disagreements_side_by_side() 
     assert "candidate accuracy 86.0% [83.0%, 89.0%]" in " ".join(labelled.split()), labelled
     assert "only the stable right 54, only the candidate 9" in " ".join(labelled.split())
     assert "unknown-key 4" in labelled
+    regression = _text(rollout_view({**ROLLOUT, "status": {**status, "analysis": {
+        **status["analysis"], "comparison": {**comparison, "labels": {
+            **labels, "stableError": 0.3, "candidateError": 0.42, "errorIncreaseInterval": [0.08, 0.16]}}}}}))
+    assert "stable 0.3, candidate 0.42 (the candidate's larger by [0.08, 0.16])" in " ".join(regression.split())
     shown = _text(diff_view([{"method": "POST", "path": "/v2/models/scorer/infer", "differsAt": ["predict"],
                               "stable": '{"outputs": [0]}', "candidate": '{"outputs": [1]}',
                               "status": {"stable": 200, "candidate": 200}}]))
