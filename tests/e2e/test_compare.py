@@ -44,6 +44,7 @@ MODELS = {
     "scorer:mls-good": ModelVersion("scorer"),
     "scorer:mls-retrained": ModelVersion("scorer", seed=2),
     "scorer:mls-worse": ModelVersion("scorer", flip=0.3),
+    "scorer:mls-flipped": ModelVersion("scorer", seed=3, flip=0.3),  # another as bad, to start from
 }
 COMPARE = {"format": "v2", "maxRequestsPerSecond": 100, "samples": 5}
 LANGUAGE_MODELS = {"scorer:lm": TinyLM(), "scorer:lm-rebuild": TinyLM(), "scorer:lm-degraded": TinyLM(perturb=0.5),
@@ -310,13 +311,14 @@ def posting_labels(world: Any, labelled: Labelled, token: str) -> Iterator[dict[
         thread.join(30)
 
 
-def test_labels_posted_later_pass_an_equally_accurate_model_and_hold_a_less_accurate_one(
+def test_labels_posted_later_pass_a_better_and_an_equal_model_and_hold_a_less_accurate_one(
     api_client: client.ApiClient, namespace: str, kubeconfig: Path, tmp_path: Path, crd_installed: None
 ) -> None:
     """MLServer, real scikit-learn models; the test posts the true labels of the generated inputs a
-    few seconds after their requests. A retrained twin is as accurate: it passes and is promoted. A
-    model trained on 30% flipped labels is less accurate: the paired test holds it, with both
-    accuracies. The disagreement test is loosened (maxExcess 0.5): here the labels decide."""
+    few seconds after their requests. Over a stable trained on 30% flipped labels, the model trained
+    on clean ones is more accurate: it passes and is promoted. A retrained twin is as accurate: it
+    passes and is promoted. The flipped-label model again is less accurate: the paired test holds it,
+    with both accuracies. The disagreement test is loosened (maxExcess 0.5): here the labels decide."""
     recipe = MLServerRecipe(MODELS, "scorer").prepare(tmp_path / "trained")
     labelled, token = Labelled(), "feedback-token-for-this-test"
     client.CoreV1Api(api_client).create_namespaced_secret(namespace, client.V1Secret(
@@ -329,8 +331,12 @@ def test_labels_posted_later_pass_an_equally_accurate_model_and_hold_a_less_accu
                    "labels": {}}
         steps = [{"shadow": {"percent": 100, "duration": "60s", "compare": compare}},
                  {"canary": {"weight": 20, "duration": "10s"}}]
-        first = world.deploy(steps, image="scorer:mls-good", profile="mlserver", guardrails=[])
+        worse = world.deploy(steps, image="scorer:mls-flipped", profile="mlserver", guardrails=[])
         with posting_labels(world, labelled, token) as outcomes:
+            world.roll_out("mls-good")
+            better = promoted_without_breach(world, worse, "the more accurate model promoted")
+            assert [d["verdict"] for d in better["decisions"]] == [], better["decisions"]
+            first = better
             world.roll_out("mls-retrained")
             scored = world.rollouts.wait_status(
                 "scorer", lambda s: (comparison_of(s).get("labels") or {}).get("labelled", 0) >= 500, 600,
